@@ -1,0 +1,5 @@
+"""pybpf: eBPF as the Linux kernel has it, in Python."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""The pybpf exception hierarchy.
+
+Every error pybpf raises on bad input is a :class:`PybpfError`; callers never see a bare
+Python exception escape from parsing, assembling, loading or running a program. Each error
+keeps its context as attributes (pc, line, section...) so front ends can render it, and its
+``str()`` is a complete sentence a user can act on.
+
+This module is layer 0: it imports nothing from the package.
+"""
+
+from __future__ import annotations
+
+
+class PybpfError(Exception):
+    """Base class of every error raised by pybpf."""
+
+
+class NotSupportedError(PybpfError):
+    """A feature is not available here (missing library, kernel feature, platform)."""
+
+
+class InvalidInstructionError(PybpfError):
+    """An instruction (or a program's structure) breaks the encoding rules.
+
+    ``pc`` is the slot index (8-byte units, as llvm-objdump and the kernel count).
+    """
+
+    def __init__(self, pc: int | None, reason: str) -> None:
+        self.pc = pc
+        self.reason = reason
+        where = f"instruction {pc}: " if pc is not None else ""
+        super().__init__(f"{where}{reason}")
+
+
+class AssemblerError(PybpfError):
+    """Assembly text that cannot be assembled; names line and column (both 1-based)."""
+
+    def __init__(self, line: int, column: int, reason: str, source: str | None = None) -> None:
+        self.line = line
+        self.column = column
+        self.reason = reason
+        self.source = source
+        super().__init__(f"line {line}, column {column}: {reason}")
+
+
+class VmError(PybpfError):
+    """A program failed while running (it faulted, or ran away)."""
+
+    def __init__(self, message: str, pc: int | None = None) -> None:
+        self.pc = pc
+        where = f"pc {pc}: " if pc is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class MemoryAccessError(VmError):
+    """A load or store outside every region, or into a region it may not write."""
+
+    def __init__(self, pc: int | None, address: int, size: int, is_write: bool, detail: str) -> None:
+        self.address = address
+        self.size = size
+        self.is_write = is_write
+        self.detail = detail
+        kind = "write" if is_write else "read"
+        super().__init__(f"invalid {kind} of {size} byte(s) at {address:#x}: {detail}", pc)
+
+
+class InstructionLimitError(VmError):
+    """The program executed more instructions than its budget allows."""
+
+
+class CallDepthError(VmError):
+    """Too many nested bpf-to-bpf call frames (the kernel allows 8)."""
+
+
+class HelperError(VmError):
+    """A helper call failed: unknown helper id, or the helper rejected its arguments."""
+
+
+class LoadError(PybpfError):
+    """An object file (ELF) cannot be loaded; names the file, section and symbol when known."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        file: str | None = None,
+        section: str | None = None,
+        symbol: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = file
+        self.section = section
+        self.symbol = symbol
+        parts = []
+        if file:
+            parts.append(file)
+        if section:
+            parts.append(f"section {section}")
+        if symbol:
+            parts.append(f"symbol {symbol}")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {reason}" if prefix else reason)
+
+
+class BtfError(LoadError):
+    """BTF or .BTF.ext data that does not parse."""
+
+
+class MapError(PybpfError):
+    """A map operation failed; ``errno`` is the kernel's errno name for it (ENOENT, E2BIG...)."""
+
+    def __init__(self, message: str, errno_name: str | None = None) -> None:
+        self.errno_name = errno_name
+        super().__init__(message)
+
+
+class KernelError(PybpfError):
+    """The bpf() syscall failed; keeps errno and, for program loads, the verifier log."""
+
+    def __init__(self, message: str, errno: int = 0, log: str = "") -> None:
+        self.errno = errno
+        self.log = log
+        super().__init__(message)
