@@ -121,3 +121,51 @@ class KernelError(PybpfError):
         self.errno = errno
         self.log = log
         super().__init__(message)
+
+
+class BpfCommandError(KernelError):
+    """One bpf(2) command failed with an errno.
+
+    ``command`` is the uapi name of the command (``BPF_MAP_CREATE``...), ``errno`` the
+    kernel's errno, and ``log`` the verifier or BTF log when the command produced one.
+    """
+
+    def __init__(self, message: str, errno: int = 0, log: str = "", command: str = "") -> None:
+        self.command = command
+        super().__init__(message, errno, log)
+
+
+class PermissionDeniedError(BpfCommandError):
+    """EPERM/EACCES outside the verifier: the caller lacks CAP_BPF (or root)."""
+
+
+class ObjectNotFoundError(BpfCommandError):
+    """ENOENT: no such map element, pinned path, or object id."""
+
+
+class ArgumentTooBigError(BpfCommandError):
+    """E2BIG: an argument (program, key, value, attr) is larger than the kernel accepts."""
+
+
+class InvalidArgumentError(BpfCommandError):
+    """EINVAL: the kernel rejected an argument (bad type, size, flags...)."""
+
+
+class NoSpaceError(BpfCommandError):
+    """ENOSPC: a map is full, or an output buffer is too small."""
+
+
+class AlreadyExistsError(BpfCommandError):
+    """EEXIST: the key or pin path already exists."""
+
+
+class ResourceBusyError(BpfCommandError):
+    """EBUSY: the object is in use (frozen map written, attach point taken...)."""
+
+
+class KernelNotSupportedError(BpfCommandError, NotSupportedError):
+    """ENOSYS/EOPNOTSUPP/ENOTSUPP: this kernel lacks the command, type or feature."""
+
+
+class VerifierRejectedError(BpfCommandError):
+    """The kernel verifier rejected a program; ``log`` holds its whole log."""
