@@ -106,6 +106,67 @@ class BtfError(LoadError):
     """BTF or .BTF.ext data that does not parse."""
 
 
+def _btf_where(type_id: int | None, offset: int | None) -> str:
+    parts = []
+    if type_id is not None:
+        parts.append(f"type id {type_id}")
+    if offset is not None:
+        parts.append(f"offset {offset:#x}")
+    return ", ".join(parts)
+
+
+class BtfFormatError(BtfError):
+    """BTF or .BTF.ext bytes that break the format (truncated, bad magic, bad string offset...).
+
+    ``offset`` is the byte offset in the blob where decoding failed and ``type_id`` the type being
+    decoded, when known; ``reason`` is the bare explanation.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        offset: int | None = None,
+        type_id: int | None = None,
+        section: str | None = None,
+    ) -> None:
+        where = _btf_where(type_id, offset)
+        super().__init__(f"{where}: {reason}" if where else reason, section=section)
+        self.reason = reason
+        self.offset = offset
+        self.type_id = type_id
+
+
+class BtfTypeError(BtfError):
+    """A type id that does not exist, or whose kind does not allow the operation (size of a function...)."""
+
+    def __init__(self, reason: str, *, type_id: int | None = None) -> None:
+        where = _btf_where(type_id, None)
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.reason = reason
+        self.type_id = type_id
+
+
+class CoreReloError(BtfError):
+    """A CO-RE relocation that cannot be computed at all (bad access string, ambiguous candidates).
+
+    A relocation whose target simply does not exist is not an error: it resolves to a poisoned
+    result, as libbpf does.
+    """
+
+    def __init__(self, reason: str, *, type_id: int | None = None, access_str: str | None = None) -> None:
+        parts = []
+        if type_id is not None:
+            parts.append(f"type id {type_id}")
+        if access_str is not None:
+            parts.append(f"access {access_str!r}")
+        where = " ".join(parts)
+        super().__init__(f"CO-RE relocation ({where}): {reason}" if where else f"CO-RE relocation: {reason}")
+        self.reason = reason
+        self.type_id = type_id
+        self.access_str = access_str
+
+
 class MapError(PybpfError):
     """A map operation failed; ``errno`` is the kernel's errno name for it (ENOENT, E2BIG...)."""
 
