@@ -157,7 +157,8 @@ def _decode_alu(raw: RawInsn, is64: bool) -> Instruction:
         else:
             op = BinOp.SMOD if raw.off else BinOp.MOD
     elif code is AluCode.MOV:
-        if raw.off == 0:
+        if raw.off == 0 or source == Source.K:
+            _zero(raw, what, "off")  # sign-extending moves exist only in the register form
             op = BinOp.MOV
         else:
             allowed = (8, 16, 32) if is64 else (8, 16)
