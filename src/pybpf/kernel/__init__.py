@@ -1,1 +1,124 @@
-"""pybpf.kernel"""
+"""pybpf.kernel: the only code in pybpf that calls bpf(2).
+
+Layers, lowest first: :mod:`~pybpf.kernel.syscall` (the one chokepoint, errno -> errors),
+:mod:`~pybpf.kernel.attrs` (ctypes ``union bpf_attr`` variants), :mod:`~pybpf.kernel.fd`
+(owned descriptors), then typed commands in :mod:`~pybpf.kernel.maps`,
+:mod:`~pybpf.kernel.progs` and :mod:`~pybpf.kernel.objects`; :mod:`~pybpf.kernel.probe`
+says whether bpf(2) works here and :mod:`~pybpf.kernel.bpffs` mounts a private bpffs.
+
+Every command takes a keyword ``syscall``: a fake ``(cmd, attr) -> result | -errno`` makes
+it testable without root.
+"""
+
+from pybpf.kernel.fd import BadFdError, ClosedFdError, Fd, FdLike, fd_number
+from pybpf.kernel.maps import (
+    map_create,
+    map_delete,
+    map_freeze,
+    map_get_next_key,
+    map_keys,
+    map_lookup,
+    map_lookup_and_delete,
+    map_lookup_batch,
+    map_update,
+    map_update_batch,
+)
+from pybpf.kernel.objects import (
+    BtfInfo,
+    MapInfo,
+    ProgInfo,
+    btf_data,
+    btf_fd_by_id,
+    btf_ids,
+    btf_info,
+    btf_load,
+    enable_stats,
+    get_next_id,
+    link_create,
+    link_detach,
+    map_fd_by_id,
+    map_ids,
+    map_info,
+    obj_get,
+    obj_pin,
+    prog_fd_by_id,
+    prog_ids,
+    prog_info,
+    prog_map_ids,
+    prog_xlated_insns,
+)
+from pybpf.kernel.probe import available
+from pybpf.kernel.progs import (
+    KernelTestRun,
+    LoadedProgram,
+    prog_load,
+    prog_load_with_log,
+    prog_test_run,
+)
+from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, libc_syscall
+from pybpf.kernel.uapi import (
+    BpfAttachType,
+    BpfMapCreateFlag,
+    BpfMapType,
+    BpfMapUpdateFlag,
+    BpfProgLoadFlag,
+    BpfProgType,
+    BpfTestRunFlag,
+)
+
+__all__ = [
+    "BadFdError",
+    "BpfAttachType",
+    "BpfCmd",
+    "BpfMapCreateFlag",
+    "BpfMapType",
+    "BpfMapUpdateFlag",
+    "BpfProgLoadFlag",
+    "BpfProgType",
+    "BpfTestRunFlag",
+    "BtfInfo",
+    "ClosedFdError",
+    "Fd",
+    "FdLike",
+    "KernelTestRun",
+    "LoadedProgram",
+    "MapInfo",
+    "ProgInfo",
+    "RawSyscall",
+    "available",
+    "bpf",
+    "btf_data",
+    "btf_fd_by_id",
+    "btf_ids",
+    "btf_info",
+    "btf_load",
+    "enable_stats",
+    "fd_number",
+    "get_next_id",
+    "libc_syscall",
+    "link_create",
+    "link_detach",
+    "map_create",
+    "map_delete",
+    "map_fd_by_id",
+    "map_freeze",
+    "map_get_next_key",
+    "map_ids",
+    "map_info",
+    "map_keys",
+    "map_lookup",
+    "map_lookup_and_delete",
+    "map_lookup_batch",
+    "map_update",
+    "map_update_batch",
+    "obj_get",
+    "obj_pin",
+    "prog_fd_by_id",
+    "prog_ids",
+    "prog_info",
+    "prog_load",
+    "prog_load_with_log",
+    "prog_map_ids",
+    "prog_test_run",
+    "prog_xlated_insns",
+]

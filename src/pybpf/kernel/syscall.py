@@ -1,0 +1,197 @@
+"""The one place in pybpf that enters the kernel: ``bpf(2)`` through ctypes.
+
+Every command goes through :func:`bpf`, which takes the command number and its attr struct
+(one of the ctypes structures in :mod:`pybpf.kernel.attrs`) and returns the kernel's result
+or raises a :class:`~pybpf.errors.BpfCommandError` subclass chosen by errno.
+
+The raw system call is a parameter (aya's ``override_syscall``, without the global): any
+callable ``(cmd, attr) -> int`` that returns the result, or ``-errno`` on failure, can stand
+in for the kernel, so unit tests run without root. :func:`libc_syscall` is the real one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_codes
+import functools
+import os
+import platform
+import sys
+from collections.abc import Callable
+from enum import IntEnum
+
+from pybpf.errors import (
+    AlreadyExistsError,
+    ArgumentTooBigError,
+    BpfCommandError,
+    InvalidArgumentError,
+    KernelNotSupportedError,
+    NoSpaceError,
+    NotSupportedError,
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    ResourceBusyError,
+)
+
+
+class BpfCmd(IntEnum):
+    """``enum bpf_cmd``: the first argument of bpf(2)."""
+
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
+    MAP_DELETE_ELEM = 3
+    MAP_GET_NEXT_KEY = 4
+    PROG_LOAD = 5
+    OBJ_PIN = 6
+    OBJ_GET = 7
+    PROG_ATTACH = 8
+    PROG_DETACH = 9
+    PROG_TEST_RUN = 10
+    PROG_GET_NEXT_ID = 11
+    MAP_GET_NEXT_ID = 12
+    PROG_GET_FD_BY_ID = 13
+    MAP_GET_FD_BY_ID = 14
+    OBJ_GET_INFO_BY_FD = 15
+    PROG_QUERY = 16
+    RAW_TRACEPOINT_OPEN = 17
+    BTF_LOAD = 18
+    BTF_GET_FD_BY_ID = 19
+    TASK_FD_QUERY = 20
+    MAP_LOOKUP_AND_DELETE_ELEM = 21
+    MAP_FREEZE = 22
+    BTF_GET_NEXT_ID = 23
+    MAP_LOOKUP_BATCH = 24
+    MAP_LOOKUP_AND_DELETE_BATCH = 25
+    MAP_UPDATE_BATCH = 26
+    MAP_DELETE_BATCH = 27
+    LINK_CREATE = 28
+    LINK_UPDATE = 29
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
+    ENABLE_STATS = 32
+    ITER_CREATE = 33
+    LINK_DETACH = 34
+    PROG_BIND_MAP = 35
+    TOKEN_CREATE = 36
+    PROG_STREAM_READ_BY_FD = 37
+
+    @property
+    def uapi_name(self) -> str:
+        """The name as bpf.h spells it, e.g. ``BPF_MAP_CREATE``."""
+        return f"BPF_{self.name}"
+
+
+RawSyscall = Callable[[BpfCmd, ctypes.Structure], int]
+"""The replaceable system call: ``(cmd, attr) -> result``, or ``-errno`` on failure.
+
+``attr`` is the ctypes structure itself; the real implementation passes its address and
+``ctypes.sizeof(attr)`` to the kernel, a fake may read and write its fields directly.
+"""
+
+# Syscall numbers of bpf(2) per architecture (arch/*/include/uapi/asm/unistd*.h):
+# x86_64 has its own table, aarch64 uses the generic asm-generic/unistd.h table.
+_BPF_SYSCALL_NUMBERS = {
+    "x86_64": 321,
+    "amd64": 321,
+    "aarch64": 280,
+    "arm64": 280,
+}
+
+# The kernel's internal ENOTSUPP (include/linux/errno.h): not in userspace errno tables,
+# but bpf(2) returns it for program and map types a kernel build does not support.
+ENOTSUPP = 524
+
+
+def bpf_syscall_number(system: str | None = None, machine: str | None = None) -> int:
+    """The bpf(2) syscall number here; NotSupportedError off Linux or on another arch."""
+    system = sys.platform if system is None else system
+    if not system.startswith("linux"):
+        raise NotSupportedError(f"bpf(2) exists only on Linux, not on {system!r}")
+    machine = platform.machine() if machine is None else machine
+    number = _BPF_SYSCALL_NUMBERS.get(machine.lower())
+    if number is None:
+        raise NotSupportedError(
+            f"bpf(2) syscall number unknown for architecture {machine!r} (known: x86_64, aarch64)"
+        )
+    return number
+
+
+@functools.cache
+def _libc_syscall_function() -> tuple[Callable[..., int], int]:
+    # Cached because loading libc and resolving the number never change within a process;
+    # this is a read-only handle, not state.
+    number = bpf_syscall_number()
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = libc.syscall
+    function.restype = ctypes.c_long
+    function.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    return function, number
+
+
+def libc_syscall(cmd: BpfCmd, attr: ctypes.Structure) -> int:
+    """The real bpf(2), through libc's ``syscall()``; returns ``-errno`` on failure."""
+    function, number = _libc_syscall_function()
+    while True:
+        result = int(function(number, int(cmd), ctypes.addressof(attr), ctypes.sizeof(attr)))
+        if result >= 0:
+            return result
+        code = ctypes.get_errno()
+        # EINTR means a signal arrived before the command took effect, so repeating it is
+        # safe (the verifier's own signal check returns EAGAIN instead: see prog_load).
+        if code != errno_codes.EINTR:
+            return -code
+
+
+_ERRNO_CLASSES: dict[int, type[BpfCommandError]] = {
+    errno_codes.EPERM: PermissionDeniedError,
+    errno_codes.EACCES: PermissionDeniedError,
+    errno_codes.ENOENT: ObjectNotFoundError,
+    errno_codes.E2BIG: ArgumentTooBigError,
+    errno_codes.EINVAL: InvalidArgumentError,
+    errno_codes.ENOSPC: NoSpaceError,
+    errno_codes.EEXIST: AlreadyExistsError,
+    errno_codes.EBUSY: ResourceBusyError,
+    errno_codes.ENOSYS: KernelNotSupportedError,
+    errno_codes.EOPNOTSUPP: KernelNotSupportedError,
+    ENOTSUPP: KernelNotSupportedError,
+}
+
+_ERRNO_HINTS: dict[int, str] = {
+    errno_codes.EPERM: "needs CAP_BPF or root",
+    errno_codes.EACCES: "needs CAP_BPF or root",
+    errno_codes.ENOSYS: "the kernel has no bpf() syscall (CONFIG_BPF_SYSCALL off?)",
+    ENOTSUPP: "not supported by this kernel",
+}
+
+
+def errno_name(code: int) -> str:
+    """``errno.errorcode`` name for ``code`` (``ENOTSUPP`` for the kernel-internal 524)."""
+    if code == ENOTSUPP:
+        return "ENOTSUPP"
+    return errno_codes.errorcode.get(code, f"errno {code}")
+
+
+def error_for(cmd: BpfCmd, code: int, *, detail: str = "", log: str = "") -> BpfCommandError:
+    """The exception for ``cmd`` failing with errno ``code`` (not raised, returned)."""
+    cls = _ERRNO_CLASSES.get(code, BpfCommandError)
+    reason = os.strerror(code) if code != ENOTSUPP else "Operation not supported"
+    parts = [f"{cmd.uapi_name} failed: {reason} ({errno_name(code)})"]
+    hint = _ERRNO_HINTS.get(code)
+    if hint:
+        parts.append(hint)
+    if detail:
+        parts.append(detail)
+    return cls(": ".join(parts), code, log, cmd.uapi_name)
+
+
+def bpf(cmd: BpfCmd, attr: ctypes.Structure, *, syscall: RawSyscall | None = None) -> int:
+    """Run one bpf(2) command; return its non-negative result or raise by errno.
+
+    ``syscall`` defaults to :func:`libc_syscall`; tests pass a fake.
+    """
+    raw = libc_syscall if syscall is None else syscall
+    result = raw(cmd, attr)
+    if result < 0:
+        raise error_for(cmd, -result)
+    return result
