@@ -230,3 +230,35 @@ class KernelNotSupportedError(BpfCommandError, NotSupportedError):
 
 class VerifierRejectedError(BpfCommandError):
     """The kernel verifier rejected a program; ``log`` holds its whole log."""
+
+
+class NotElfError(LoadError):
+    """The input is not an ELF file at all (bad magic, or too short to hold an ELF header)."""
+
+
+class WrongMachineError(LoadError):
+    """An ELF file for another machine (not EM_BPF), word size (not ELFCLASS64) or byte order."""
+
+
+class TruncatedObjectError(LoadError):
+    """An ELF file whose headers, sections or tables run past the end of the data."""
+
+
+class MalformedObjectError(LoadError):
+    """An ELF file that parses but breaks the rules a BPF object follows (misaligned code...)."""
+
+
+class UnknownRelocationError(LoadError):
+    """A relocation type the BPF loader does not know, or one applied where it cannot be."""
+
+
+class UndefinedSymbolError(LoadError):
+    """A relocation refers to a symbol that is not defined in the object."""
+
+
+class MissingMapError(LoadError):
+    """An instruction refers to a map (or map slot) that the object does not define."""
+
+
+class UnsupportedExternError(LoadError, NotSupportedError):
+    """The object uses ``extern`` symbols (Kconfig, ksyms), which pybpf does not resolve yet."""
