@@ -58,24 +58,24 @@ from pybpf.kernel.progs import (
 from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, libc_syscall
 from pybpf.kernel.uapi import (
     BpfAttachType,
-    BpfMapCreateFlag,
+    BpfMapFlag,
     BpfMapType,
-    BpfMapUpdateFlag,
     BpfProgLoadFlag,
     BpfProgType,
     BpfTestRunFlag,
+    BpfUpdateFlag,
 )
 
 __all__ = [
     "BadFdError",
     "BpfAttachType",
     "BpfCmd",
-    "BpfMapCreateFlag",
+    "BpfMapFlag",
     "BpfMapType",
-    "BpfMapUpdateFlag",
     "BpfProgLoadFlag",
     "BpfProgType",
     "BpfTestRunFlag",
+    "BpfUpdateFlag",
     "BtfInfo",
     "ClosedFdError",
     "Fd",

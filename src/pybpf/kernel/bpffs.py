@@ -52,9 +52,7 @@ def unmount(target: str | os.PathLike[str]) -> None:
     libc = _libc()
     if libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
         code = ctypes.get_errno()
-        raise BpffsError(
-            f"unmounting {os.fspath(target)!r} failed: {os.strerror(code)}", code, command="umount2"
-        )
+        raise BpffsError(f"unmounting {os.fspath(target)!r} failed: {os.strerror(code)}", code, command="umount2")
 
 
 def is_bpffs(path: str | os.PathLike[str]) -> bool:

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pybpf.errors import InvalidArgumentError, NoSpaceError, ObjectNotFoundError
 from pybpf.kernel.attrs import MapBatchAttr, MapCreateAttr, MapElemAttr
 from pybpf.kernel.fd import Fd, FdLike, fd_number
-from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf
-from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfMapType, BpfMapUpdateFlag
+from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, command_name
+from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfMapType, BpfUpdateFlag
 
 
 def encode_obj_name(name: str, command: BpfCmd) -> bytes:
@@ -26,15 +26,15 @@ def encode_obj_name(name: str, command: BpfCmd) -> bytes:
     raw = name.encode("ascii", errors="replace")
     if len(raw) >= BPF_OBJ_NAME_LEN:
         raise InvalidArgumentError(
-            f"{command.uapi_name}: name {name!r} is longer than {BPF_OBJ_NAME_LEN - 1} bytes",
+            f"{command_name(command)}: name {name!r} is longer than {BPF_OBJ_NAME_LEN - 1} bytes",
             errno_codes.EINVAL,
-            command=command.uapi_name,
+            command=command_name(command),
         )
     if not all(chr(c).isalnum() or c in b"_." for c in raw):
         raise InvalidArgumentError(
-            f"{command.uapi_name}: name {name!r} may hold only letters, digits, '_' and '.'",
+            f"{command_name(command)}: name {name!r} may hold only letters, digits, '_' and '.'",
             errno_codes.EINVAL,
-            command=command.uapi_name,
+            command=command_name(command),
         )
     return raw
 
@@ -42,9 +42,9 @@ def encode_obj_name(name: str, command: BpfCmd) -> bytes:
 def _check_size(what: str, data: bytes, size: int, command: BpfCmd) -> None:
     if len(data) != size:
         raise InvalidArgumentError(
-            f"{command.uapi_name}: {what} is {len(data)} bytes, the map's is {size}",
+            f"{command_name(command)}: {what} is {len(data)} bytes, the map's is {size}",
             errno_codes.EINVAL,
-            command=command.uapi_name,
+            command=command_name(command),
         )
 
 
@@ -118,7 +118,7 @@ def map_update(
     fd: FdLike,
     key: bytes,
     value: bytes,
-    flags: BpfMapUpdateFlag | int = BpfMapUpdateFlag.ANY,
+    flags: BpfUpdateFlag | int = BpfUpdateFlag.ANY,
     *,
     syscall: RawSyscall | None = None,
 ) -> None:

@@ -28,7 +28,7 @@ from pybpf.kernel.fd import Fd, FdLike, fd_number
 from pybpf.kernel.logbuf import LogCapture, load_with_log, summarize_log
 from pybpf.kernel.progs import DEFAULT_LOG_CAP, INSN_SIZE
 from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, error_for, libc_syscall
-from pybpf.kernel.uapi import BpfAttachType, BpfMapType, BpfProgType
+from pybpf.kernel.uapi import BpfAttachType, BpfMapType, BpfProgType, BpfStatsType
 
 
 def _path_buffer(path: str | os.PathLike[str]) -> ctypes.Array[ctypes.c_char]:
@@ -252,7 +252,6 @@ def btf_load(
     raise error_for(BpfCmd.BTF_LOAD, -outcome.result, detail=detail, log=outcome.log)
 
 
-
 def get_next_id(cmd: BpfCmd, start_id: int, *, syscall: RawSyscall | None = None) -> int | None:
     """BPF_*_GET_NEXT_ID: the smallest id above ``start_id``, None when there is none."""
     attr = GetIdAttr(start_id=start_id)
@@ -333,14 +332,10 @@ def link_detach(link_fd: FdLike, *, syscall: RawSyscall | None = None) -> None:
     bpf(BpfCmd.LINK_DETACH, LinkDetachAttr(link_fd=fd_number(link_fd)), syscall=syscall)
 
 
-BPF_STATS_RUN_TIME = 0
-"""``enum bpf_stats_type``: count runs and run time of every program."""
-
-
-def enable_stats(stats_type: int = BPF_STATS_RUN_TIME, *, syscall: RawSyscall | None = None) -> Fd:
+def enable_stats(stats_type: BpfStatsType | int = BpfStatsType.RUN_TIME, *, syscall: RawSyscall | None = None) -> Fd:
     """BPF_ENABLE_STATS: kernel-wide run counting while the returned Fd stays open.
 
     Without it (or the ``kernel.bpf_stats_enabled`` sysctl) ``run_cnt`` and ``run_time_ns``
     stay 0. Closing the Fd switches the counting off again.
     """
-    return Fd(bpf(BpfCmd.ENABLE_STATS, EnableStatsAttr(type=stats_type), syscall=syscall))
+    return Fd(bpf(BpfCmd.ENABLE_STATS, EnableStatsAttr(type=int(stats_type)), syscall=syscall))

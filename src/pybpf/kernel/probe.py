@@ -15,7 +15,7 @@ from pybpf.kernel.syscall import RawSyscall, bpf_syscall_number, errno_name
 from pybpf.kernel.uapi import BpfProgType
 
 # r0 = 0 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT).
-TRIVIAL_PROGRAM = bytes.fromhex("b700000000000000" "9500000000000000")
+TRIVIAL_PROGRAM = bytes.fromhex("b7000000000000009500000000000000")
 
 _REASONS = {
     errno_codes.EPERM: "bpf() is not permitted: needs CAP_BPF or root",

@@ -17,7 +17,7 @@ from pybpf.kernel.attrs import ProgLoadAttr, TestRunAttr
 from pybpf.kernel.fd import Fd, FdLike, fd_number
 from pybpf.kernel.logbuf import LogCapture, load_with_log, summarize_log
 from pybpf.kernel.maps import encode_obj_name
-from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, errno_name, error_for, libc_syscall
+from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, command_name, errno_name, error_for, libc_syscall
 from pybpf.kernel.uapi import BpfAttachType, BpfProgType
 
 INSN_SIZE = 8
@@ -62,7 +62,7 @@ def _record_count(what: str, data: bytes, rec_size: int) -> int:
         raise InvalidArgumentError(
             f"BPF_PROG_LOAD: {what} is {len(data)} bytes, not a multiple of its record size {rec_size}",
             errno_codes.EINVAL,
-            command=BpfCmd.PROG_LOAD.uapi_name,
+            command=command_name(BpfCmd.PROG_LOAD),
         )
     return len(data) // rec_size
 
@@ -99,7 +99,7 @@ def prog_load_with_log(
         raise InvalidArgumentError(
             f"BPF_PROG_LOAD: program is {len(insns)} bytes, not a positive multiple of {INSN_SIZE}",
             errno_codes.EINVAL,
-            command=BpfCmd.PROG_LOAD.uapi_name,
+            command=command_name(BpfCmd.PROG_LOAD),
         )
     raw = libc_syscall if syscall is None else syscall
     insns_buffer = ctypes.create_string_buffer(insns, len(insns))
@@ -167,15 +167,13 @@ def verifier_error(code: int, log: str, *, truncated: bool = False) -> VerifierR
     quotes the last lines, in the manner of cilium's VerifierError; ``.log`` keeps it all.
     """
     summary = summarize_log(log)
-    lines = [
-        f"BPF_PROG_LOAD: the verifier rejected the program ({errno_name(code)}): {summary.cause}"
-    ]
+    lines = [f"BPF_PROG_LOAD: the verifier rejected the program ({errno_name(code)}): {summary.cause}"]
     if summary.omitted:
         lines.append(f"  ({summary.omitted} line(s) omitted)")
     lines.extend(f"  {line}" for line in summary.tail)
     if truncated:
         lines.append("  (log truncated: it outgrew the log buffer cap)")
-    return VerifierRejectedError("\n".join(lines), code, log, BpfCmd.PROG_LOAD.uapi_name)
+    return VerifierRejectedError("\n".join(lines), code, log, command_name(BpfCmd.PROG_LOAD))
 
 
 def prog_load(
@@ -278,9 +276,7 @@ def prog_test_run(
         bpf(BpfCmd.PROG_TEST_RUN, attr, syscall=syscall)
     except BpfCommandError as error:
         if error.errno == errno_codes.ENOSPC:
-            error.add_note(
-                f"output needs data_size_out={attr.data_size_out}, ctx_size_out={attr.ctx_size_out}"
-            )
+            error.add_note(f"output needs data_size_out={attr.data_size_out}, ctx_size_out={attr.ctx_size_out}")
         raise
     data_len = min(int(attr.data_size_out), data_size_out)
     ctx_len = min(int(attr.ctx_size_out), ctx_size_out)

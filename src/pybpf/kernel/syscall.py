@@ -18,7 +18,6 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from enum import IntEnum
 
 from pybpf.errors import (
     AlreadyExistsError,
@@ -32,54 +31,24 @@ from pybpf.errors import (
     PermissionDeniedError,
     ResourceBusyError,
 )
+from pybpf.kernel.uapi import BpfCmd
+
+__all__ = [
+    "ENOTSUPP",
+    "BpfCmd",
+    "RawSyscall",
+    "bpf",
+    "bpf_syscall_number",
+    "command_name",
+    "errno_name",
+    "error_for",
+    "libc_syscall",
+]
 
 
-class BpfCmd(IntEnum):
-    """``enum bpf_cmd``: the first argument of bpf(2)."""
-
-    MAP_CREATE = 0
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    MAP_DELETE_ELEM = 3
-    MAP_GET_NEXT_KEY = 4
-    PROG_LOAD = 5
-    OBJ_PIN = 6
-    OBJ_GET = 7
-    PROG_ATTACH = 8
-    PROG_DETACH = 9
-    PROG_TEST_RUN = 10
-    PROG_GET_NEXT_ID = 11
-    MAP_GET_NEXT_ID = 12
-    PROG_GET_FD_BY_ID = 13
-    MAP_GET_FD_BY_ID = 14
-    OBJ_GET_INFO_BY_FD = 15
-    PROG_QUERY = 16
-    RAW_TRACEPOINT_OPEN = 17
-    BTF_LOAD = 18
-    BTF_GET_FD_BY_ID = 19
-    TASK_FD_QUERY = 20
-    MAP_LOOKUP_AND_DELETE_ELEM = 21
-    MAP_FREEZE = 22
-    BTF_GET_NEXT_ID = 23
-    MAP_LOOKUP_BATCH = 24
-    MAP_LOOKUP_AND_DELETE_BATCH = 25
-    MAP_UPDATE_BATCH = 26
-    MAP_DELETE_BATCH = 27
-    LINK_CREATE = 28
-    LINK_UPDATE = 29
-    LINK_GET_FD_BY_ID = 30
-    LINK_GET_NEXT_ID = 31
-    ENABLE_STATS = 32
-    ITER_CREATE = 33
-    LINK_DETACH = 34
-    PROG_BIND_MAP = 35
-    TOKEN_CREATE = 36
-    PROG_STREAM_READ_BY_FD = 37
-
-    @property
-    def uapi_name(self) -> str:
-        """The name as bpf.h spells it, e.g. ``BPF_MAP_CREATE``."""
-        return f"BPF_{self.name}"
+def command_name(cmd: BpfCmd) -> str:
+    """The command's name as bpf.h spells it, e.g. ``BPF_MAP_CREATE``."""
+    return f"BPF_{cmd.name}"
 
 
 RawSyscall = Callable[[BpfCmd, ctypes.Structure], int]
@@ -111,9 +80,7 @@ def bpf_syscall_number(system: str | None = None, machine: str | None = None) ->
     machine = platform.machine() if machine is None else machine
     number = _BPF_SYSCALL_NUMBERS.get(machine.lower())
     if number is None:
-        raise NotSupportedError(
-            f"bpf(2) syscall number unknown for architecture {machine!r} (known: x86_64, aarch64)"
-        )
+        raise NotSupportedError(f"bpf(2) syscall number unknown for architecture {machine!r} (known: x86_64, aarch64)")
     return number
 
 
@@ -176,13 +143,13 @@ def error_for(cmd: BpfCmd, code: int, *, detail: str = "", log: str = "") -> Bpf
     """The exception for ``cmd`` failing with errno ``code`` (not raised, returned)."""
     cls = _ERRNO_CLASSES.get(code, BpfCommandError)
     reason = os.strerror(code) if code != ENOTSUPP else "Operation not supported"
-    parts = [f"{cmd.uapi_name} failed: {reason} ({errno_name(code)})"]
+    parts = [f"{command_name(cmd)} failed: {reason} ({errno_name(code)})"]
     hint = _ERRNO_HINTS.get(code)
     if hint:
         parts.append(hint)
     if detail:
         parts.append(detail)
-    return cls(": ".join(parts), code, log, cmd.uapi_name)
+    return cls(": ".join(parts), code, log, command_name(cmd))
 
 
 def bpf(cmd: BpfCmd, attr: ctypes.Structure, *, syscall: RawSyscall | None = None) -> int:
