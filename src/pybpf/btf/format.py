@@ -114,7 +114,7 @@ def _declare(btf: Btf, type_id: int, declarator: str, depth: int) -> str:
     elif isinstance(record, Var):
         return _declare(btf, record.type_id, declarator or record.name, depth + 1)
     elif isinstance(record, Datasec):
-        base = f"SEC({record.name!r})"
+        base = f'SEC("{record.name}")'
     else:  # DeclTag: an annotation, not a type
         base = f'__attribute__((btf_decl_tag("{record.name}")))'
     return f"{base} {declarator}" if declarator else base
