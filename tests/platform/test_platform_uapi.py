@@ -6,6 +6,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from enum import IntEnum
 from pathlib import Path
 from types import ModuleType
 
@@ -69,7 +70,7 @@ def _enum_body(text: str, tag: str) -> list[str]:
         ("bpf_attach_type", uapi.BpfAttachType, "BPF_"),
     ],
 )
-def test_implicit_enum_numbering_follows_declaration_order(tag: str, enum: type, prefix: str) -> None:
+def test_implicit_enum_numbering_follows_declaration_order(tag: str, enum: type[IntEnum], prefix: str) -> None:
     # These enums number their members implicitly, so position in the header is the value.
     names = [n for n in _enum_body(BPF_H.read_text(), tag) if not n.startswith("__")]
     for position, full in enumerate(names):
@@ -89,26 +90,26 @@ def test_helper_ids_follow_the_mapper_list() -> None:
 
 def test_spot_checks() -> None:
     # Values that have been ABI since they were introduced; a parser slip would move them.
-    assert uapi.HelperId.MAP_LOOKUP_ELEM == 1
-    assert uapi.HelperId.TAIL_CALL == 12
-    assert uapi.HelperId.RINGBUF_RESERVE == 131
-    assert uapi.HelperId.LOOP == 181
-    assert uapi.BpfProgType.XDP == 6
-    assert uapi.BpfProgType.SCHED_CLS == 3
-    assert uapi.BpfMapType.HASH == 1
-    assert uapi.BpfMapType.RINGBUF == 27
-    assert uapi.BpfAttachType.CGROUP_INET_INGRESS == 0
-    assert uapi.BpfAttachType.XDP == 37
-    assert uapi.BpfLinkType.XDP == 6
-    assert uapi.BpfMapFlag.NO_PREALLOC == 1
-    assert uapi.BpfMapFlag.RDONLY_PROG == 1 << 7
-    assert uapi.BpfMapFlag.MMAPABLE == 1 << 10
-    assert uapi.BpfUpdateFlag.ANY == 0
-    assert uapi.BpfUpdateFlag.F_LOCK == 4
-    assert uapi.BpfProgLoadFlag.SLEEPABLE == 1 << 4
-    assert uapi.XdpAction.PASS == 2
-    assert uapi.XdpAction.REDIRECT == 4
-    assert uapi.BpfCmd.PROG_LOAD == 5
+    assert int(uapi.HelperId.MAP_LOOKUP_ELEM) == 1
+    assert int(uapi.HelperId.TAIL_CALL) == 12
+    assert int(uapi.HelperId.RINGBUF_RESERVE) == 131
+    assert int(uapi.HelperId.LOOP) == 181
+    assert int(uapi.BpfProgType.XDP) == 6
+    assert int(uapi.BpfProgType.SCHED_CLS) == 3
+    assert int(uapi.BpfMapType.HASH) == 1
+    assert int(uapi.BpfMapType.RINGBUF) == 27
+    assert int(uapi.BpfAttachType.CGROUP_INET_INGRESS) == 0
+    assert int(uapi.BpfAttachType.XDP) == 37
+    assert int(uapi.BpfLinkType.XDP) == 6
+    assert int(uapi.BpfMapFlag.NO_PREALLOC) == 1
+    assert int(uapi.BpfMapFlag.RDONLY_PROG) == 1 << 7
+    assert int(uapi.BpfMapFlag.MMAPABLE) == 1 << 10
+    assert int(uapi.BpfUpdateFlag.ANY) == 0
+    assert int(uapi.BpfUpdateFlag.F_LOCK) == 4
+    assert int(uapi.BpfProgLoadFlag.SLEEPABLE) == 1 << 4
+    assert int(uapi.XdpAction.PASS) == 2
+    assert int(uapi.XdpAction.REDIRECT) == 4
+    assert int(uapi.BpfCmd.PROG_LOAD) == 5
 
 
 @pytest.mark.skipif(not PKT_CLS_H.exists(), reason=f"{PKT_CLS_H} is not installed")
