@@ -132,6 +132,18 @@ _ERRNO_HINTS: dict[int, str] = {
 }
 
 
+_MAP_WRITE_COMMANDS = frozenset(
+    {
+        BpfCmd.MAP_UPDATE_ELEM,
+        BpfCmd.MAP_DELETE_ELEM,
+        BpfCmd.MAP_UPDATE_BATCH,
+        BpfCmd.MAP_DELETE_BATCH,
+        BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM,
+        BpfCmd.MAP_LOOKUP_AND_DELETE_BATCH,
+    }
+)
+
+
 def errno_name(code: int) -> str:
     """``errno.errorcode`` name for ``code`` (``ENOTSUPP`` for the kernel-internal 524)."""
     if code == ENOTSUPP:
@@ -145,6 +157,9 @@ def error_for(cmd: BpfCmd, code: int, *, detail: str = "", log: str = "") -> Bpf
     reason = os.strerror(code) if code != ENOTSUPP else "Operation not supported"
     parts = [f"{command_name(cmd)} failed: {reason} ({errno_name(code)})"]
     hint = _ERRNO_HINTS.get(code)
+    if code == errno_codes.EPERM and cmd in _MAP_WRITE_COMMANDS:
+        # Writing a frozen or read-only map is refused with EPERM too, even as root.
+        hint = "needs CAP_BPF or root, or the map is frozen or read-only"
     if hint:
         parts.append(hint)
     if detail:
