@@ -1,0 +1,70 @@
+"""ProgTypeSpec and the helper sets every program-type family builds on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum, auto
+
+from pybpf.platform.context import ContextLayout
+from pybpf.platform.uapi_generated import BpfAttachType, BpfProgType, HelperId
+
+H = HelperId
+
+
+class PacketAccess(Enum):
+    """Direct packet access through data/data_end (the verifier's may_access_direct_pkt_data)."""
+
+    NONE = auto()
+    READ = auto()
+    READ_WRITE = auto()
+
+
+@dataclass(frozen=True, slots=True)
+class ProgTypeSpec:
+    """Everything the loader, verifier and runtime need to know about one program type."""
+
+    prog_type: BpfProgType
+    name: str
+    context: ContextLayout
+    helpers: frozenset[HelperId]  # what the kernel's <type>_func_proto returns non-NULL for
+    description: str
+    packet_access: PacketAccess = PacketAccess.NONE
+    # Allowed r0 at exit when the kernel's check_return_code() restricts it, inclusive.
+    return_range: tuple[int, int] | None = None
+    attach_return_ranges: tuple[tuple[BpfAttachType, tuple[int, int]], ...] = ()
+    # Named return codes, for documentation and pretty-printing (XdpAction, TcAct, SkAction...).
+    return_codes: type[IntEnum] | None = None
+    # Attach types a program of this type may be loaded with (expected_attach_type).
+    attach_types: tuple[BpfAttachType, ...] = ()
+
+    def allows_helper(self, helper_id: int) -> bool:
+        return helper_id in self.helpers
+
+    def return_range_for(self, attach_type: BpfAttachType | None) -> tuple[int, int] | None:
+        """The r0 range check_return_code() enforces for a program with this attach type."""
+        for candidate, value_range in self.attach_return_ranges:
+            if candidate == attach_type:
+                return value_range
+        return self.return_range
+
+
+# bpf_base_func_proto(): available to every program type (as root: CAP_BPF and CAP_PERFMON).
+BASE_HELPERS = frozenset(
+    {
+        H.MAP_LOOKUP_ELEM, H.MAP_UPDATE_ELEM, H.MAP_DELETE_ELEM, H.MAP_PUSH_ELEM, H.MAP_POP_ELEM,
+        H.MAP_PEEK_ELEM, H.MAP_LOOKUP_PERCPU_ELEM, H.GET_PRANDOM_U32, H.GET_SMP_PROCESSOR_ID,
+        H.GET_NUMA_NODE_ID, H.TAIL_CALL, H.KTIME_GET_NS, H.KTIME_GET_BOOT_NS, H.KTIME_GET_TAI_NS,
+        H.RINGBUF_OUTPUT, H.RINGBUF_RESERVE, H.RINGBUF_SUBMIT, H.RINGBUF_DISCARD, H.RINGBUF_QUERY,
+        H.FOR_EACH_MAP_ELEM, H.LOOP, H.STRNCMP, H.STRTOL, H.STRTOUL,
+        # CAP_BPF
+        H.SPIN_LOCK, H.SPIN_UNLOCK, H.JIFFIES64, H.PER_CPU_PTR, H.THIS_CPU_PTR, H.TIMER_INIT,
+        H.TIMER_SET_CALLBACK, H.TIMER_START, H.TIMER_CANCEL, H.KPTR_XCHG, H.KTIME_GET_COARSE_NS,
+        H.DYNPTR_FROM_MEM, H.DYNPTR_READ, H.DYNPTR_WRITE, H.DYNPTR_DATA, H.USER_RINGBUF_DRAIN,
+        H.RINGBUF_RESERVE_DYNPTR, H.RINGBUF_SUBMIT_DYNPTR, H.RINGBUF_DISCARD_DYNPTR,
+        H.GET_CURRENT_CGROUP_ID, H.GET_CURRENT_ANCESTOR_CGROUP_ID,
+        # CAP_PERFMON
+        H.TRACE_PRINTK, H.TRACE_VPRINTK, H.SNPRINTF, H.SNPRINTF_BTF, H.GET_CURRENT_TASK,
+        H.GET_CURRENT_TASK_BTF, H.TASK_PT_REGS, H.PROBE_READ_USER, H.PROBE_READ_KERNEL,
+        H.PROBE_READ_USER_STR, H.PROBE_READ_KERNEL_STR,
+    }
+)
