@@ -1,0 +1,172 @@
+"""Operation closures for memory: loads, stores, atomics and the legacy packet loads.
+
+Plain loads and stores inline the address space's one-entry cache (``memory.last``): when the
+access falls inside the region used last, they read or write the buffer directly; otherwise they
+go through :meth:`AddressSpace.load`/:meth:`~AddressSpace.store`, which find the region or raise
+a :class:`~pybpf.errors.MemoryAccessError` naming the pc.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+from pybpf.errors import VmError
+from pybpf.isa.insn import Atomic, Imm, Load, PacketLoad, Store
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, Mode
+from pybpf.isa.semantics import sign_extend
+from pybpf.vm.execution import ExecutionContext, Op, ProgramStop
+from pybpf.vm.memory import PACK, SIZE_MASKS, UNPACK, AddressSpace
+
+
+def build_load(insn: Load, pc: int, memory: AddressSpace) -> Op:
+    """``dst = *(size *)(src + off)``, zero- or sign-extended."""
+    d, s, off, size, nxt = int(insn.dst), int(insn.src), insn.off, insn.size.nbytes, pc + 1
+    unpack = UNPACK[size]
+    slow = memory.load
+    if unpack is None:
+        raise VmError(f"invalid access size {size}", pc)
+    if insn.sign_extend:
+        bits = size * 8
+
+        def load_sx(regs: list[int], run: ExecutionContext) -> int:
+            regs[d] = sign_extend(slow(regs[s] + off, size, pc), bits)
+            return nxt
+
+        return load_sx
+
+    def load(regs: list[int], run: ExecutionContext) -> int:
+        address = regs[s] + off
+        region = memory.last
+        offset = address - region.address
+        if 0 <= offset <= region.size - size:
+            regs[d] = unpack(region.view, offset)[0]
+        else:
+            regs[d] = slow(address, size, pc)
+        return nxt
+
+    return load
+
+
+def build_store(insn: Store, pc: int, memory: AddressSpace) -> Op:
+    """``*(size *)(dst + off) = src`` (register or immediate)."""
+    d, off, size, nxt = int(insn.dst), insn.off, insn.size.nbytes, pc + 1
+    pack = PACK[size]
+    mask = SIZE_MASKS[size]
+    slow = memory.store
+    if pack is None:
+        raise VmError(f"invalid access size {size}", pc)
+    if isinstance(insn.src, Imm):
+        value = insn.src.value & mask  # the immediate is sign-extended, then truncated to the size
+
+        def store_imm(regs: list[int], run: ExecutionContext) -> int:
+            address = regs[d] + off
+            region = memory.last
+            offset = address - region.address
+            if 0 <= offset <= region.size - size and region.writable:
+                pack(region.view, offset, value)
+            else:
+                slow(address, size, value, pc)
+            return nxt
+
+        return store_imm
+    s = int(insn.src)
+
+    def store_reg(regs: list[int], run: ExecutionContext) -> int:
+        address = regs[d] + off
+        region = memory.last
+        offset = address - region.address
+        if 0 <= offset <= region.size - size and region.writable:
+            pack(region.view, offset, regs[s] & mask)
+        else:
+            slow(address, size, regs[s], pc)
+        return nxt
+
+    return store_reg
+
+
+def build_atomic(insn: Atomic, pc: int, memory: AddressSpace) -> Op:
+    """Atomic read-modify-write, exchange, compare-exchange, load-acquire and store-release.
+
+    The interpreter is single-threaded, so plain load-then-store is atomic here. Fetched values
+    are zero-extended from the access size (the 32-bit forms zero-extend into the register).
+    """
+    d, s, off, size, nxt = int(insn.dst), int(insn.src), insn.off, insn.size.nbytes, pc + 1
+    mask = SIZE_MASKS[size]
+    load, store = memory.load, memory.store
+    code = insn.op
+    if code is AtomicCode.LOAD_ACQ:
+        # Encoded with the address in src and the destination in dst.
+        def load_acquire(regs: list[int], run: ExecutionContext) -> int:
+            regs[d] = load(regs[s] + off, size, pc)
+            return nxt
+
+        return load_acquire
+    if code is AtomicCode.STORE_REL:
+
+        def store_release(regs: list[int], run: ExecutionContext) -> int:
+            store(regs[d] + off, size, regs[s], pc)
+            return nxt
+
+        return store_release
+    if code is AtomicCode.CMPXCHG:
+
+        def cmpxchg(regs: list[int], run: ExecutionContext) -> int:
+            address = regs[d] + off
+            old = load(address, size, pc)
+            if old == regs[0] & mask:
+                store(address, size, regs[s], pc)
+            regs[0] = old
+            return nxt
+
+        return cmpxchg
+    if code is AtomicCode.XCHG:
+
+        def xchg(regs: list[int], run: ExecutionContext) -> int:
+            address = regs[d] + off
+            old = load(address, size, pc)
+            store(address, size, regs[s], pc)
+            regs[s] = old
+            return nxt
+
+        return xchg
+    combine: Callable[[int, int], int] = {
+        AtomicCode.ADD: operator.add,
+        AtomicCode.OR: operator.or_,
+        AtomicCode.AND: operator.and_,
+        AtomicCode.XOR: operator.xor,
+    }[AtomicCode(code & ~ATOMIC_FETCH)]
+    fetch = bool(code & ATOMIC_FETCH)
+
+    def rmw(regs: list[int], run: ExecutionContext) -> int:
+        address = regs[d] + off
+        old = load(address, size, pc)
+        store(address, size, combine(old, regs[s]) & mask, pc)
+        if fetch:
+            regs[s] = old
+        return nxt
+
+    return rmw
+
+
+def build_packet_load(insn: PacketLoad, pc: int) -> Op:
+    """Legacy LD_ABS/LD_IND: r0 = the big-endian value at packet[imm (+ src)].
+
+    As in the kernel, an offset outside the packet ends the program with r0 = 0.
+    """
+    size, imm, nxt = insn.size.nbytes, insn.imm, pc + 1
+    index = int(insn.src) if insn.mode is Mode.IND and insn.src is not None else None
+
+    def packet_load(regs: list[int], run: ExecutionContext) -> int:
+        packet = run.packet
+        if packet is None:
+            raise VmError("LD_ABS/LD_IND needs a packet, and this run has none", pc)
+        offset = imm if index is None else imm + regs[index]
+        offset &= 0xFFFFFFFF  # the offset is a 32-bit int, as in the kernel
+        if offset >= 0x80000000 or offset + size > packet.size:
+            raise ProgramStop(0)
+        regs[0] = int.from_bytes(packet.view[offset : offset + size], "big")
+        return nxt
+
+    return packet_load
+
