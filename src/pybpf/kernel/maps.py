@@ -93,6 +93,12 @@ def _buffer(data: bytes) -> ctypes.Array[ctypes.c_char]:
     return ctypes.create_string_buffer(data, max(len(data), 1))
 
 
+def _key_address(buffer: ctypes.Array[ctypes.c_char], key: bytes) -> int:
+    # Maps without keys (queue, stack, bloom filter: key_size 0) want a NULL key pointer;
+    # the kernel answers EINVAL to any other.
+    return ctypes.addressof(buffer) if key else 0
+
+
 def map_lookup(
     fd: FdLike,
     key: bytes,
@@ -101,12 +107,16 @@ def map_lookup(
     flags: int = 0,
     syscall: RawSyscall | None = None,
 ) -> bytes:
-    """BPF_MAP_LOOKUP_ELEM: the value under ``key``; ObjectNotFoundError when absent."""
+    """BPF_MAP_LOOKUP_ELEM: the value under ``key``; ObjectNotFoundError when absent.
+
+    ``key`` must be exactly the map's key size (``b""`` for maps without keys, where this
+    peeks at the head); the kernel reads that many bytes from it.
+    """
     key_buffer = _buffer(key)
     value_buffer = ctypes.create_string_buffer(max(value_size, 1))
     attr = MapElemAttr(
         map_fd=fd_number(fd),
-        key=ctypes.addressof(key_buffer),
+        key=_key_address(key_buffer, key),
         flags=flags,
     )
     attr.value = ctypes.addressof(value_buffer)
@@ -122,10 +132,14 @@ def map_update(
     *,
     syscall: RawSyscall | None = None,
 ) -> None:
-    """BPF_MAP_UPDATE_ELEM: store ``value`` under ``key`` (BPF_ANY, BPF_NOEXIST, BPF_EXIST)."""
+    """BPF_MAP_UPDATE_ELEM: store ``value`` under ``key`` (BPF_ANY, BPF_NOEXIST, BPF_EXIST).
+
+    ``key`` and ``value`` must be exactly the map's sizes (``b""`` key to push onto a queue
+    or stack): the kernel reads that many bytes and cannot tell a short buffer.
+    """
     key_buffer = _buffer(key)
     value_buffer = _buffer(value)
-    attr = MapElemAttr(map_fd=fd_number(fd), key=ctypes.addressof(key_buffer), flags=int(flags))
+    attr = MapElemAttr(map_fd=fd_number(fd), key=_key_address(key_buffer, key), flags=int(flags))
     attr.value = ctypes.addressof(value_buffer)
     bpf(BpfCmd.MAP_UPDATE_ELEM, attr, syscall=syscall)
 
@@ -133,7 +147,7 @@ def map_update(
 def map_delete(fd: FdLike, key: bytes, *, syscall: RawSyscall | None = None) -> None:
     """BPF_MAP_DELETE_ELEM: remove ``key``; ObjectNotFoundError when absent."""
     key_buffer = _buffer(key)
-    attr = MapElemAttr(map_fd=fd_number(fd), key=ctypes.addressof(key_buffer))
+    attr = MapElemAttr(map_fd=fd_number(fd), key=_key_address(key_buffer, key))
     bpf(BpfCmd.MAP_DELETE_ELEM, attr, syscall=syscall)
 
 
@@ -149,7 +163,7 @@ def map_get_next_key(
     A ``key`` no longer in a hash map restarts from the first key, as the kernel does.
     """
     next_buffer = ctypes.create_string_buffer(max(key_size, 1))
-    key_buffer = _buffer(key) if key is not None else None
+    key_buffer = _buffer(key) if key else None
     attr = MapElemAttr(map_fd=fd_number(fd))
     if key_buffer is not None:
         attr.key = ctypes.addressof(key_buffer)
@@ -179,7 +193,7 @@ def map_lookup_and_delete(
 ) -> bytes:
     """BPF_MAP_LOOKUP_AND_DELETE_ELEM: pop ``key`` (None for queue and stack maps)."""
     value_buffer = ctypes.create_string_buffer(max(value_size, 1))
-    key_buffer = _buffer(key) if key is not None else None
+    key_buffer = _buffer(key) if key else None
     attr = MapElemAttr(map_fd=fd_number(fd), flags=flags)
     if key_buffer is not None:
         attr.key = ctypes.addressof(key_buffer)
