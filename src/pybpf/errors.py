@@ -262,3 +262,10 @@ class MissingMapError(LoadError):
 
 class UnsupportedExternError(LoadError, NotSupportedError):
     """The object uses ``extern`` symbols (Kconfig, ksyms), which pybpf does not resolve yet."""
+
+
+class UnknownSectionError(LoadError):
+    """A program section name matches none of libbpf's section conventions (``SEC("...")``)."""
+
+    def __init__(self, section: str, reason: str | None = None, *, file: str | None = None) -> None:
+        super().__init__(reason or "unknown program section name", file=file, section=section)
