@@ -96,7 +96,7 @@ CGROUP_DEVICE = ProgTypeSpec(
 
 # struct bpf_sock_ops is large and mostly read-only; we expose the whole struct as one read-only
 # region plus the fields programs commonly write (reply, sk_txhash) until it needs field detail.
-_SOCK_OPS_SIZE = 224  # sizeof(struct bpf_sock_ops) in Linux 6.1 uapi
+_SOCK_OPS_SIZE = 216  # sizeof(struct bpf_sock_ops) in Linux 6.1 uapi (checked by a test)
 SOCK_OPS = ProgTypeSpec(
     BpfProgType.SOCK_OPS,
     "sock_ops",

@@ -122,6 +122,25 @@ SYSCALL = ProgTypeSpec(
     "Syscall program (run with BPF_PROG_RUN): may call bpf() itself; always sleepable.",
 )
 
+STRUCT_OPS = ProgTypeSpec(
+    BpfProgType.STRUCT_OPS,
+    "struct_ops",
+    contexts.RAW_TRACEPOINT_ARGS,
+    # bpf_struct_ops get_func_proto callbacks vary per ops table; tracing helpers are the common core.
+    TRACING_COMMON_HELPERS,
+    "Implementation of one member of a kernel ops table (tcp_congestion_ops...): u64 arguments.",
+)
+
+EXT = ProgTypeSpec(
+    BpfProgType.EXT,
+    "ext",
+    # freplace programs take the replaced function's context and helper set; arguments stand in.
+    contexts.RAW_TRACEPOINT_ARGS,
+    TRACING_COMMON_HELPERS,
+    "freplace: replaces a global function of another BPF program.",
+)
+
 TRACING_PROG_TYPES = (
     KPROBE, TRACEPOINT, RAW_TRACEPOINT, RAW_TRACEPOINT_WRITABLE, PERF_EVENT, TRACING, LSM, SYSCALL,
+    STRUCT_OPS, EXT,
 )
