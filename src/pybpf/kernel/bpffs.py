@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -20,6 +21,10 @@ from pybpf.errors import BpfCommandError, NotSupportedError
 # umount2() flag: detach now, finish when the last reference goes, so a pinned object still
 # held open elsewhere does not make the unmount fail with EBUSY.
 MNT_DETACH = 2
+
+
+# mountinfo writes space, tab, newline and backslash in paths as \ooo octal escapes.
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 class BpffsError(BpfCommandError):
@@ -64,7 +69,7 @@ def is_bpffs(path: str | os.PathLike[str]) -> bool:
         for line in mountinfo:
             fields = line.split()
             separator = fields.index("-")
-            mount_point = fields[4].encode().decode("unicode_escape")
+            mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
             fs_type = fields[separator + 1]
             inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
             if inside and len(mount_point) >= len(best):
