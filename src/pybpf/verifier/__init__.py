@@ -1,0 +1,1 @@
+"""pybpf.verifier: proves programs safe before they run (the verifier issue builds it)."""
