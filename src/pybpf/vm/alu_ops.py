@@ -271,6 +271,7 @@ def build_endian(insn: Endian, pc: int) -> Op:
 # flipping maps two's-complement order onto unsigned order, so one closure per comparison
 # serves signed and unsigned, 32 and 64 bits. (dst, operand, mask, flip, target, next pc)
 
+
 class _JumpTemplate(Protocol):
     def __call__(self, d: int, operand: int, mask: int, /, *, flip: int, target: int, nxt: int) -> Op: ...
 

@@ -203,8 +203,7 @@ class Interpreter:
             return self.code_address(pc + 1 + insn.imm)
         if self.resolver is None:
             raise VmError(
-                f"lddw with pseudo source {insn.src.name} needs a resolver (the runtime provides one);"
-                " none was given",
+                f"lddw with pseudo source {insn.src.name} needs a resolver (the runtime's), and none was given",
                 pc,
             )
         return self.resolver.resolve(insn, pc) & U64

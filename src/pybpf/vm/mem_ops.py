@@ -169,4 +169,3 @@ def build_packet_load(insn: PacketLoad, pc: int) -> Op:
         return nxt
 
     return packet_load
-
