@@ -31,6 +31,9 @@ enum pid_type___local { PIDTYPE_PID___local, PIDTYPE_TGID___local = 1, PIDTYPE_N
 
 struct not_in_kernel___x { int a; } __pai;
 
+/* The target has two flavours of this struct that disagree on y's offset: an ambiguity error. */
+struct dup___local { int y; } __pai;
+
 #define FIELD_BYTE_OFFSET 0
 #define FIELD_BYTE_SIZE 1
 #define FIELD_EXISTS 2
@@ -73,6 +76,12 @@ int probe(struct task_struct___local *t, struct sk_buff___local *skb)
 	out[27] = __builtin_preserve_field_info(t->in_execve, FIELD_LSHIFT_U64);
 	out[28] = __builtin_preserve_type_info(*(struct mm_struct___local *)0, 2);  /* TYPE_MATCHES */
 	return 0;
+}
+
+__attribute__((section("kprobe/dup"), used))
+int dup(struct dup___local *d)
+{
+	return d->y;
 }
 
 char _license[] __attribute__((section("license"), used)) = "GPL";

@@ -38,8 +38,13 @@ struct sk_buff {
 
 enum pid_type { PIDTYPE_PID, PIDTYPE_MAX = 9, PIDTYPE_TGID = 5 };
 
+struct dup___a { int x; int y; } g_dup_a;
+struct dup___b { int y; } g_dup_b;
+
 struct task_struct g_task = { .in_execve = 1, .init_private_fork_class = 0xA, .sched_reset_on_fork = 1 };
 struct sk_buff g_skb;
+struct mm_struct g_mm; /* pointers alone only emit FWDs */
+struct net_device g_dev;
 enum pid_type g_pid_type;
 
 #define LAYOUT(name, value) const volatile unsigned long layout_##name __attribute__((used)) = (value)
