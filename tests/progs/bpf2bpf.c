@@ -24,7 +24,8 @@ __noinline static __u64 scale(__u64 len, __u32 shift)
 	if (shift > 8)
 		shift = 8;
 	add_total(3, len);
-	return len << shift;
+	/* Sign-extend the low 32 bits: a movsx with -mcpu=v4, a shift pair before it. */
+	return (__u64)((__s64)(__s32)len << shift);
 }
 
 __noinline int clamp(int value, int lo, int hi)

@@ -13,6 +13,6 @@ for src in *.c; do
 	"$CLANG" $CFLAGS -mcpu=v3 -c "$src" -o "$obj"
 done
 # -mcpu=v4 variants (sign-extending loads, 32-bit jumps, gotol...) for the loader's codec paths.
-for base in bpf2bpf xdp_lb; do
+for base in bpf2bpf; do
 	"$CLANG" $CFLAGS -mcpu=v4 -c "$base.c" -o "$base.v4.o"
 done
