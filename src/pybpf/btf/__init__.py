@@ -5,6 +5,8 @@ Pure and deterministic: everything here takes bytes or decoded objects and retur
 """
 
 from pybpf.btf.btf import MAX_RESOLVE_DEPTH, Btf, FoundMember
+from pybpf.btf.core import CoreAccessor, CoreReloResult, CoreResolver, CoreSpec, resolve_core_relo
+from pybpf.btf.ext import BtfExt, BtfExtHeader, CoreRelo, CoreReloKind, FuncInfo, LineInfo, LineInfoRecord
 from pybpf.btf.format import dump_raw, format_raw_type, iter_raw_dump
 from pybpf.btf.parse import BtfHeader, StringTable, decode_header
 from pybpf.btf.types import (
@@ -46,11 +48,19 @@ __all__ = [
     "AnyEnum",
     "Array",
     "Btf",
+    "BtfExt",
+    "BtfExtHeader",
     "BtfHeader",
     "BtfKind",
     "BtfType",
     "Composite",
     "Const",
+    "CoreAccessor",
+    "CoreRelo",
+    "CoreReloKind",
+    "CoreReloResult",
+    "CoreResolver",
+    "CoreSpec",
     "Datasec",
     "DeclTag",
     "Enum",
@@ -59,11 +69,14 @@ __all__ = [
     "Float",
     "FoundMember",
     "Func",
+    "FuncInfo",
     "FuncLinkage",
     "FuncProto",
     "Fwd",
     "Int",
     "IntEncoding",
+    "LineInfo",
+    "LineInfoRecord",
     "Member",
     "Param",
     "Ptr",
@@ -82,4 +95,5 @@ __all__ = [
     "dump_raw",
     "format_raw_type",
     "iter_raw_dump",
+    "resolve_core_relo",
 ]
