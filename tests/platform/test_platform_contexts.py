@@ -134,8 +134,12 @@ def test_xdp_pointer_fields_and_access_rules() -> None:
     assert xdp.check_access(0, 4, write=False) is xdp.field("data")
     assert xdp.check_access(0, 2, write=False) is None  # half a packet pointer
     assert xdp.check_access(0, 4, write=True) is None
-    assert xdp.check_access(12, 2, write=False) is xdp.field("ingress_ifindex")
-    assert xdp.check_access(13, 2, write=False) is None  # misaligned
+    assert xdp.check_access(12, 4, write=False) is xdp.field("ingress_ifindex")
+    assert xdp.check_access(12, 2, write=False) is None  # xdp_md allows only full u32 loads
+    assert xdp.check_access(14, 4, write=False) is None  # misaligned
+    skb = contexts.SK_BUFF
+    assert skb.check_access(skb.field("len").offset + 2, 2, write=False) is skb.field("len")
+    assert skb.check_access(skb.field("tstamp").offset, 4, write=False) is None
     assert xdp.check_access(24, 4, write=False) is None  # past the end
 
 

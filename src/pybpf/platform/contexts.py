@@ -52,9 +52,10 @@ XDP_MD = sequential(
         _ptr("data", Conversion.PACKET_DATA, "xdp->data", width=4),
         _ptr("data_end", Conversion.PACKET_END, "xdp->data_end", width=4),
         _ptr("data_meta", Conversion.PACKET_META, "xdp->data_meta", width=4),
-        _u32("ingress_ifindex", "xdp->rxq->dev->ifindex"),
-        _u32("rx_queue_index", "xdp->rxq->queue_index"),
-        _u32("egress_ifindex", "xdp->txq->dev->ifindex (devmap programs only)"),
+        # __is_valid_xdp_access(): every xdp_md access is a full aligned u32, read only.
+        ("ingress_ifindex", 4, ONLY4, NONE, _PLAIN, "xdp->rxq->dev->ifindex"),
+        ("rx_queue_index", 4, ONLY4, NONE, _PLAIN, "xdp->rxq->queue_index"),
+        ("egress_ifindex", 4, ONLY4, NONE, _PLAIN, "xdp->txq->dev->ifindex (devmap programs only)"),
     ],
 )
 
@@ -90,14 +91,15 @@ SK_BUFF = sequential(
         _u32("local_port", "skb->sk->sk_num"),
         _ptr("data_meta", Conversion.PACKET_META, "skb->data - metadata length", width=4),
         _ptr("flow_keys", Conversion.FLOW_KEYS, "flow dissector keys"),
-        _u64("tstamp", "skb->tstamp", write=True),
+        # bpf_skb_is_valid_access(): tstamp and hwtstamp only as whole u64s.
+        ("tstamp", 8, ONLY8, ONLY8, _PLAIN, "skb->tstamp"),
         _u32("wire_len", "qdisc_skb_cb(skb)->pkt_len"),
         _u32("gso_segs", "skb_shinfo(skb)->gso_segs"),
         _ptr("sk", Conversion.SOCK_COMMON_OR_NULL, "skb->sk"),
         _u32("gso_size", "skb_shinfo(skb)->gso_size"),
         ("tstamp_type", 1, frozenset({1}), NONE, _PLAIN, "skb->tstamp_type"),
         _pad(3),
-        _u64("hwtstamp", "skb_hwtstamps(skb)->hwtstamp"),
+        ("hwtstamp", 8, ONLY8, NONE, _PLAIN, "skb_hwtstamps(skb)->hwtstamp"),
     ],
 )
 # cb is five u32 but the kernel accepts 8-byte loads/stores that stay inside it.
