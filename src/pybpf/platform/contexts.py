@@ -32,10 +32,6 @@ def _u32(name: str, source: str = "", *, write: bool = False, count: int = 1) ->
     return (name, 4 * count, NARROW_READ, ONLY4 if write else NONE, _PLAIN, source)
 
 
-def _u64(name: str, source: str = "", *, write: bool = False) -> _Spec:
-    return (name, 8, NARROW_READ64, ONLY8 if write else NONE, _PLAIN, source)
-
-
 def _ptr(name: str, conversion: Conversion, source: str = "", *, width: int = 8) -> _Spec:
     reads = ONLY8 if width == 8 else ONLY4
     return (name, width, reads, NONE, conversion, source)
@@ -76,6 +72,7 @@ SK_BUFF = sequential(
         _u32("ingress_ifindex", "skb->skb_iif"),
         _u32("ifindex", "skb->dev->ifindex"),
         _u32("tc_index", "skb->tc_index", write=True),
+        # cb is five u32, but the kernel accepts 8-byte (aligned) loads and stores inside it.
         ("cb", 20, NARROW_READ64, NARROW_READ64, _PLAIN, "qdisc_skb_cb(skb)->data"),
         _u32("hash", "skb->hash"),
         _u32("tc_classid", "qdisc_skb_cb(skb)->tc_classid", write=True),
@@ -102,8 +99,6 @@ SK_BUFF = sequential(
         ("hwtstamp", 8, ONLY8, NONE, _PLAIN, "skb_hwtstamps(skb)->hwtstamp"),
     ],
 )
-# cb is five u32 but the kernel accepts 8-byte loads/stores that stay inside it.
-SK_BUFF_FIELDS_U32_ARRAYS = ("cb", "remote_ip6", "local_ip6")
 
 # --- struct bpf_sock --------------------------------------------------------------------------
 BPF_SOCK = sequential(
