@@ -239,7 +239,7 @@ def execute(run: ExecutionContext, pc: int) -> None:
                     break
             else:
                 executed = limit
-                raise InstructionLimitError(f"instruction budget of {run.limit} exhausted (next pc {pc})", pc)
+                raise InstructionLimitError(f"instruction budget of {run.limit} exhausted before this instruction", pc)
         except (PybpfError, ProgramStop):
             run.remaining -= executed
             raise
