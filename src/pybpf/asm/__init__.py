@@ -26,7 +26,8 @@ class Syntax(Enum):
 
 
 _LLVM_LINE = re.compile(
-    r"\s*(?:\d+:|[0-9a-fA-F]{16}\s+<|(?:if|goto|gotol|may_goto|callx|lock\s*\*|store_release)\b|\*)"
+    r"\s*(?:\d+:|[0-9a-fA-F]{16}\s+<|(?:[0-9a-fA-F]{2}[ \t]){7}[0-9a-fA-F]{2}\b"
+    r"|(?:if|goto|gotol|may_goto|callx|ld_pseudo|lock\s*\*|store_release)\b|\*)"
 )
 _CALL_LLVM = re.compile(r"\s*call\s+(?:pc\b|kfunc\b)")
 _WORD = re.compile(r"\s*([A-Za-z_][\w]*)")

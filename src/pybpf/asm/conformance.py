@@ -281,22 +281,18 @@ def _lddw(s: _Stmt) -> None:
         known = ", ".join(_PSEUDO)
         raise value.error(f"unknown lddw source '{name}' (a number, or one of: {known})", column)
     src = _PSEUDO[name]
-    if src is PseudoSrc.FUNC:
-        s.count(("%dst", "func TARGET"))
-        offset, ref = _target(value, 32)
-        s.out.add(LoadImm64(dst, offset, 0, src), ref)
-        return
-    if src in _PSEUDO_WITH_OFFSET:
-        s.count(("%dst", f"{name} N", "value offset"))
-        imm = check_uint32(value, value.number(f"the {name} number"), name)
-        value.end()
-        next_imm = _imm32(s.ops[2])
+    # The second immediate is required by the map value forms, optional (0) for the others.
+    if src in _PSEUDO_WITH_OFFSET or len(s.ops) > 2:
+        s.count(("%dst", f"{name} N", "second immediate"))
     else:
         s.count(("%dst", f"{name} N"))
-        imm = check_uint32(value, value.number(f"the {name} number"), name)
+    if src is PseudoSrc.FUNC:
+        imm, ref = _target(value, 32)
+    else:
+        imm, ref = check_uint32(value, value.number(f"the {name} number"), name), None
         value.end()
-        next_imm = 0
-    s.out.add(LoadImm64(dst, imm, next_imm, src))
+    next_imm = _imm32(s.ops[2]) if len(s.ops) == 3 else 0
+    s.out.add(LoadImm64(dst, imm, next_imm, src), ref)
 
 
 def _ldx(size: Size, sign: bool, s: _Stmt) -> None:
@@ -536,12 +532,10 @@ def format_conformance_insn(insn: Instruction) -> str:
             return f"{_ENDIAN_NAMES[order]}{width} {_reg_text(dst)}"
         case LoadImm64(dst, imm, next_imm, src) if src is PseudoSrc.IMM64:
             return f"lddw {_reg_text(dst)}, {insn.value:#x}"
-        case LoadImm64(dst, imm, next_imm, src) if src is PseudoSrc.FUNC:
-            return f"lddw {_reg_text(dst)}, func {imm:+d}"
-        case LoadImm64(dst, imm, next_imm, src) if src in _PSEUDO_WITH_OFFSET:
-            return f"lddw {_reg_text(dst)}, {_PSEUDO_NAMES[src]} {imm & 0xFFFFFFFF}, {next_imm}"
         case LoadImm64(dst, imm, next_imm, src):
-            return f"lddw {_reg_text(dst)}, {_PSEUDO_NAMES[src]} {imm & 0xFFFFFFFF}"
+            value = f"{imm:+d}" if src is PseudoSrc.FUNC else str(imm & 0xFFFFFFFF)
+            extra = f", {next_imm}" if next_imm or src in _PSEUDO_WITH_OFFSET else ""
+            return f"lddw {_reg_text(dst)}, {_PSEUDO_NAMES[src]} {value}{extra}"
         case Load(size, dst, src, off, sign_extend):
             return f"ldx{'s' if sign_extend else ''}{_SIZE_NAMES[size]} {_reg_text(dst)}, {_mem_text(src, off)}"
         case Store(size, dst, off, Imm(value)):

@@ -467,7 +467,7 @@ def _packet(c: Cursor, dst: _Register, size: Size, signed: bool, column: int) ->
 
 
 def _ld_pseudo(c: Cursor) -> Parsed:
-    """llvm-objdump's ``ld_pseudo r1, 0x2, 0x3`` (src, imm): it does not show the second half."""
+    """llvm-objdump's ``ld_pseudo r1, 0x2, 0x3`` (src, imm), plus our optional second immediate."""
     dst = _wide_register(c)
     c.expect(",", "after the register")
     number = c.number("a pseudo source number")
@@ -475,7 +475,8 @@ def _ld_pseudo(c: Cursor) -> Parsed:
         raise c.error(f"unknown lddw pseudo source {number.text.strip()} (0-6)", number.column)
     c.expect(",", "after the pseudo source")
     imm = check_imm32(c, c.number("an immediate"))
-    return LoadImm64(dst, imm, 0, PseudoSrc(number.value)), None
+    next_imm = check_imm32(c, c.number("the second immediate")) if c.accept(",") else 0
+    return LoadImm64(dst, imm, next_imm, PseudoSrc(number.value)), None
 
 
 def _instruction(c: Cursor) -> Parsed:

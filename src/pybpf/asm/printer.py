@@ -14,6 +14,7 @@ lddw map value (src 2)      ``r1 = map[fd:3][0]+4``                     ``ld_pse
 lddw BTF id (src 3)         ``r1 = btf[id:5]``                          ``ld_pseudo ...``
 lddw function (src 4)       ``r1 = func pc+0x3``                        ``ld_pseudo ...``
 lddw map index (src 5, 6)   ``r1 = map[idx:0]``, ``map[idx:0][0]+4``    ``ld_pseudo ...``
+lddw other, 2nd imm != 0    ``ld_pseudo r1, 0x1, 0x3, 0x5``             ``ld_pseudo r1, 0x1, 0x3``
 LD_IND                      ``r0 = *(u16 *)skb[r1 + 0x4]`` (kernel)     ``skb[r1]`` (drops imm)
 load-acquire                ``w0 = load_acquire((u32 *)(r1 + 0x0))``    (LLVM 21 syntax)
 store-release               ``store_release((u64 *)(r1 + 0x0), r2)``    (LLVM 21 syntax)
@@ -103,6 +104,7 @@ MAP_PSEUDO = {
     PseudoSrc.MAP_IDX: ("idx", False),
     PseudoSrc.MAP_IDX_VALUE: ("idx", True),
 }
+_WITH_NEXT_IMM = frozenset({PseudoSrc.MAP_VALUE, PseudoSrc.MAP_IDX_VALUE})
 
 
 def hex_signed(value: int) -> str:
@@ -159,6 +161,9 @@ def _load_imm64(insn: LoadImm64) -> str:
     if insn.src is PseudoSrc.IMM64:
         value = insn.value
         return f"{dst} = {hex_signed(value - (1 << 64) if value >> 63 else value)} ll"
+    if insn.next_imm and insn.src not in _WITH_NEXT_IMM:
+        # The kernel rejects these, but the codec keeps them: show every field so nothing is lost.
+        return f"ld_pseudo {dst}, {int(insn.src):#x}, {hex_signed(insn.imm)}, {hex_signed(insn.next_imm)}"
     if insn.src in MAP_PSEUDO:
         kind, with_value = MAP_PSEUDO[insn.src]
         text = f"{dst} = map[{kind}:{insn.imm & 0xFFFFFFFF}]"
