@@ -269,3 +269,67 @@ class UnknownSectionError(LoadError):
 
     def __init__(self, section: str, reason: str | None = None, *, file: str | None = None) -> None:
         super().__init__(reason or "unknown program section name", file=file, section=section)
+
+
+class MapErrnoError(MapError):
+    """A map operation refused with the errno the kernel gives for it.
+
+    ``errno`` is the number (a helper returns ``-errno`` to the program) and ``errno_name`` its
+    name; ``ENOTSUPP`` is the kernel-internal 524, which user space sees as a bare number.
+    """
+
+    ERRNO: int = 0
+    ERRNO_NAME: str = ""
+
+    def __init__(self, message: str, errno: int | None = None, errno_name: str | None = None) -> None:
+        self.errno = self.ERRNO if errno is None else errno
+        super().__init__(message, errno_name or self.ERRNO_NAME or f"errno {self.errno}")
+
+
+class MapKeyNotFoundError(MapErrnoError):
+    """ENOENT: no element under the key (or an empty queue, stack or slot)."""
+
+    ERRNO = 2
+    ERRNO_NAME = "ENOENT"
+
+
+class MapKeyExistsError(MapErrnoError):
+    """EEXIST: BPF_NOEXIST for a key that is present (every array index is)."""
+
+    ERRNO = 17
+    ERRNO_NAME = "EEXIST"
+
+
+class MapFullError(MapErrnoError):
+    """E2BIG (hash, array index, queue) or ENOSPC (LPM trie): no room for a new element."""
+
+    ERRNO = 7
+    ERRNO_NAME = "E2BIG"
+
+
+class MapInvalidArgumentError(MapErrnoError):
+    """EINVAL: bad flags, key, value or map definition."""
+
+    ERRNO = 22
+    ERRNO_NAME = "EINVAL"
+
+
+class MapPermissionError(MapErrnoError):
+    """EPERM: a user-space write to a frozen or read-only map, or a read of a write-only one."""
+
+    ERRNO = 1
+    ERRNO_NAME = "EPERM"
+
+
+class MapBusyError(MapErrnoError):
+    """EBUSY: freezing a map that cannot be frozen now."""
+
+    ERRNO = 16
+    ERRNO_NAME = "EBUSY"
+
+
+class MapOperationNotSupportedError(MapErrnoError, NotSupportedError):
+    """EOPNOTSUPP or ENOTSUPP: this map type has no such operation."""
+
+    ERRNO = 95
+    ERRNO_NAME = "EOPNOTSUPP"
