@@ -25,6 +25,9 @@ R_BPF_64_64 = 1
 R_BPF_64_ABS64 = 2
 # struct bpf_map_def: type, key_size, value_size, max_entries, map_flags (u32 each).
 _LEGACY_DEF = struct.Struct("<IIIII")
+# A .bss larger than this cannot be a real BPF object (the kernel caps map values at
+# KMALLOC_MAX_SIZE, 4 MiB on x86-64); refusing it keeps a forged sh_size from allocating gigabytes.
+MAX_BSS_SIZE = 16 << 20
 _INT_ATTRIBUTES = ("type", "key_size", "value_size", "max_entries", "map_flags", "numa_node", "pinning")
 
 
@@ -47,7 +50,13 @@ def is_data_section(section: ElfSection) -> bool:
     return name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata.", ".bss."))
 
 
-def _data_map(section: ElfSection, btf: Btf | None) -> MapSpec:
+def _data_map(file: str, section: ElfSection, btf: Btf | None) -> MapSpec:
+    if section.type == SHT_NOBITS and section.size > MAX_BSS_SIZE:
+        raise MalformedObjectError(
+            f"zero-filled section of {section.size} bytes is larger than any map value ({MAX_BSS_SIZE})",
+            file=file,
+            section=section.name,
+        )
     rodata = section.name.startswith(".rodata")
     value_type_id = btf.find(section.name) if btf is not None else None
     return MapSpec(
@@ -294,7 +303,7 @@ def collect_maps(elf: ElfObject, btf: Btf | None) -> MapTable:
                 for offset, spec in _legacy_maps(elf, section):
                     add(section, offset, spec)
             elif is_data_section(section) and section.size:
-                add(section, -1, _data_map(section, btf))
+                add(section, -1, _data_map(elf.file, section, btf))
         except BtfError as error:
             raise LoadError(f"map definitions: {error}", file=elf.file, section=section.name) from error
     _check_inner_names(maps, elf.file)
