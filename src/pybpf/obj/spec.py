@@ -46,7 +46,13 @@ class MapSlotInit:
 
 @dataclass(frozen=True, slots=True)
 class MapSpec:
-    """A map to create. ``max_entries`` etc. are as the object declares them (0 when unset)."""
+    """A map to create. ``max_entries`` etc. are as the object declares them (0 when unset).
+
+    Global data maps are named by their ELF section (``.data``, ``.rodata``, ``.bss``,
+    ``.data.stats``), as cilium/ebpf does; libbpf's kernel-visible name (``<obj[:8]>.data``, or the
+    section name for ``.data.*``) is for the instantiation stage to derive, since the kernel caps
+    names at 15 characters. Their key is a u32 index 0 and their value the whole section.
+    """
 
     name: str
     type: BpfMapType
