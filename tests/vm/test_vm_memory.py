@@ -54,10 +54,13 @@ def test_find_among_many_regions_and_remove() -> None:
 
 
 def test_overlapping_regions_are_refused() -> None:
-    region = Region.zeroed(RegionKind.OTHER, "a", 16)
+    buffer = bytearray(16)
+    region = Region(RegionKind.OTHER, "a", buffer)
     space = AddressSpace((region,))
     with pytest.raises(VmError, match="overlaps"):
-        space.add(region)
+        space.add(Region(RegionKind.OTHER, "same buffer", buffer))
+    with pytest.raises(VmError, match="already mapped"):
+        AddressSpace().add(region)  # one space at a time: instruction caches rely on it
 
 
 @pytest.mark.parametrize("size", [1, 2, 4, 8])

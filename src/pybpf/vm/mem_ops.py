@@ -1,9 +1,9 @@
 """Operation closures for memory: loads, stores, atomics and the legacy packet loads.
 
-Plain loads and stores inline the address space's one-entry cache (``memory.last``): when the
-access falls inside the region used last, they read or write the buffer directly; otherwise they
-go through :meth:`AddressSpace.load`/:meth:`~AddressSpace.store`, which find the region or raise
-a :class:`~pybpf.errors.MemoryAccessError` naming the pc.
+Plain loads and stores keep a one-entry cache per instruction (the region it touched last, valid
+while that region is mapped): on a hit they read or write the buffer directly; otherwise
+:meth:`AddressSpace.region_for` finds the region or raises a
+:class:`~pybpf.errors.MemoryAccessError` naming the pc.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def build_load(insn: Load, pc: int, memory: AddressSpace) -> Op:
     d, s, off, size, nxt = int(insn.dst), int(insn.src), insn.off, insn.size.nbytes, pc + 1
     unpack = UNPACK[size]
     slow = memory.load
+    find = memory.region_for
     if unpack is None:
         raise VmError(f"invalid access size {size}", pc)
     if insn.sign_extend:
@@ -35,14 +36,17 @@ def build_load(insn: Load, pc: int, memory: AddressSpace) -> Op:
 
         return load_sx
 
+    cached = memory.last  # this instruction's last region: an instruction nearly always hits one region
+
     def load(regs: list[int], run: ExecutionContext) -> int:
+        nonlocal cached
         address = regs[s] + off
-        region = memory.last
+        region = cached
         offset = address - region.address
-        if 0 <= offset <= region.size - size:
-            regs[d] = unpack(region.view, offset)[0]
-        else:
-            regs[d] = slow(address, size, pc)
+        if not (0 <= offset <= region.size - size and region.owner is memory):
+            region = cached = find(address, size, pc, False)
+            offset = address - region.address
+        regs[d] = unpack(region.view, offset)[0]
         return nxt
 
     return load
@@ -53,33 +57,36 @@ def build_store(insn: Store, pc: int, memory: AddressSpace) -> Op:
     d, off, size, nxt = int(insn.dst), insn.off, insn.size.nbytes, pc + 1
     pack = PACK[size]
     mask = SIZE_MASKS[size]
-    slow = memory.store
     if pack is None:
         raise VmError(f"invalid access size {size}", pc)
+    find = memory.region_for
+    cached = memory.last  # as for loads: the region this instruction wrote last
     if isinstance(insn.src, Imm):
         value = insn.src.value & mask  # the immediate is sign-extended, then truncated to the size
 
         def store_imm(regs: list[int], run: ExecutionContext) -> int:
+            nonlocal cached
             address = regs[d] + off
-            region = memory.last
+            region = cached
             offset = address - region.address
-            if 0 <= offset <= region.size - size and region.writable:
-                pack(region.view, offset, value)
-            else:
-                slow(address, size, value, pc)
+            if not (0 <= offset <= region.size - size and region.owner is memory and region.writable):
+                region = cached = find(address, size, pc, True)
+                offset = address - region.address
+            pack(region.view, offset, value)
             return nxt
 
         return store_imm
     s = int(insn.src)
 
     def store_reg(regs: list[int], run: ExecutionContext) -> int:
+        nonlocal cached
         address = regs[d] + off
-        region = memory.last
+        region = cached
         offset = address - region.address
-        if 0 <= offset <= region.size - size and region.writable:
-            pack(region.view, offset, regs[s] & mask)
-        else:
-            slow(address, size, regs[s], pc)
+        if not (0 <= offset <= region.size - size and region.owner is memory and region.writable):
+            region = cached = find(address, size, pc, True)
+            offset = address - region.address
+        pack(region.view, offset, regs[s] & mask)
         return nxt
 
     return store_reg

@@ -63,7 +63,7 @@ class Region:
     immutable data. ``writable`` is the *program's* permission: the host may always write.
     """
 
-    __slots__ = ("_pin", "address", "buffer", "end", "kind", "name", "size", "view", "writable")
+    __slots__ = ("_pin", "address", "buffer", "end", "kind", "name", "owner", "size", "view", "writable")
     _pin: Any  # the ctypes view over the buffer (None only in the cache sentinel)
 
     def __init__(self, kind: RegionKind, name: str, buffer: Any, writable: bool = True) -> None:
@@ -85,6 +85,8 @@ class Region:
         self.address: int = ctypes.addressof(self._pin)
         self.size: int = len(view)
         self.end: int = self.address + self.size
+        # The address space mapping it (at most one at a time); per-instruction caches check it.
+        self.owner: AddressSpace | None = None
 
     @classmethod
     def from_bytes(cls, kind: RegionKind, name: str, data: bytes, writable: bool = True) -> Region:
@@ -122,6 +124,7 @@ class _NoRegion(Region):
         self.address = -1
         self.size = 0
         self.end = -1
+        self.owner = None
 
 
 class AddressSpace:
@@ -144,6 +147,8 @@ class AddressSpace:
 
     def add(self, region: Region) -> Region:
         """Map ``region``; regions may not overlap (they cannot, unless one buffer is added twice)."""
+        if region.owner is not None:
+            raise VmError(f"cannot map {region.describe()}: it is already mapped")
         index = bisect_right(self._starts, region.address)
         before = self._regions[index - 1] if index > 0 else None
         after = self._regions[index] if index < len(self._regions) else None
@@ -152,6 +157,7 @@ class AddressSpace:
                 raise VmError(f"cannot map {region.describe()}: it overlaps {other.describe()}")
         insort(self._starts, region.address)
         self._regions.insert(index, region)
+        region.owner = self
         return region
 
     def remove(self, region: Region) -> None:
@@ -161,6 +167,7 @@ class AddressSpace:
             raise VmError(f"cannot unmap {region.describe()}: it is not mapped")
         del self._starts[index]
         del self._regions[index]
+        region.owner = None
         if self.last is region:
             self.last = _NoRegion()
 
@@ -186,6 +193,10 @@ class AddressSpace:
                 self.last = region
                 return region
         return None
+
+    def region_for(self, address: int, size: int, pc: int | None, is_write: bool) -> Region:
+        """The region for an access, or raise the MemoryAccessError explaining why there is none."""
+        return self._checked(address, size, pc, is_write)
 
     def _checked(self, address: int, size: int, pc: int | None, is_write: bool) -> Region:
         """The region for an access, or raise the error describing why there is none."""
