@@ -17,6 +17,7 @@ from pybpf.errors import (
     TruncatedObjectError,
     UndefinedSymbolError,
     UnknownRelocationError,
+    UnknownSectionError,
     UnsupportedExternError,
     WrongMachineError,
 )
@@ -120,9 +121,9 @@ def test_unknown_program_section() -> None:
     # Section names live in .strtab; rename "tc" (its own string, or the tail of ".reltc").
     position = data.index(b"tc\0", strtab)
     data[position : position + 2] = b"zz"
-    with pytest.raises(LoadError, match="unknown program section") as info:
-        load_spec(bytes(data))
-    assert info.value.section == "zz"
+    with pytest.raises(UnknownSectionError, match="unknown program section") as info:
+        load_spec(bytes(data), name="tc_mark.o")
+    assert info.value.section == "zz" and info.value.file == "tc_mark.o"
 
 
 def test_btf_that_does_not_parse() -> None:

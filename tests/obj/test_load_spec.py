@@ -82,6 +82,7 @@ def test_xdp_firewall_lpm_trie() -> None:
     spec = load("xdp_firewall.o")
     program = spec.programs["xdp_firewall"]
     assert program.section == "xdp" and program.prog_type is BpfProgType.XDP
+    assert program.section_info.spec.prog_type is BpfProgType.XDP
     deny = spec.maps["deny_v4"]
     assert deny.type is BpfMapType.LPM_TRIE
     assert (deny.key_size, deny.value_size, deny.max_entries) == (8, 4, 1024)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from pybpf.btf import Btf
 from pybpf.btf.ext import BtfExt
-from pybpf.errors import BtfError, LoadError, UnsupportedExternError
+from pybpf.errors import BtfError, LoadError, NotSupportedError, UnknownSectionError, UnsupportedExternError
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, read_elf
 from pybpf.obj.maps import collect_maps
 from pybpf.obj.programs import TEXT_SECTION, Linker, read_functions
-from pybpf.obj.sections import section_type
 from pybpf.obj.spec import ElfMetadata, ObjectSpec, ProgramSpec
+from pybpf.platform import SectionInfo, parse_section
 
 LICENSE_SECTION = "license"
 VERSION_SECTION = "version"
@@ -63,6 +63,16 @@ def _kern_version(elf: ElfObject) -> int:
     return int(version)
 
 
+def _section_info(section: str, file: str) -> SectionInfo:
+    """platform.parse_section, with the file named in its errors."""
+    try:
+        return parse_section(section)
+    except UnknownSectionError as error:
+        raise UnknownSectionError(section, error.reason, file=file) from None
+    except NotSupportedError as error:
+        raise LoadError(f"program type not supported: {error}", file=file, section=section) from None
+
+
 def _reject_externs(elf: ElfObject) -> None:
     for symbol in elf.symbols:
         if symbol.shndx == SHN_UNDEF and symbol.name and symbol.bind in ("STB_GLOBAL", "STB_WEAK"):
@@ -108,14 +118,15 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
     for function in functions:
         if function.section.name == TEXT_SECTION:
             continue
-        kind = section_type(function.section.name, file=file)
+        info = _section_info(function.section.name, file)
         linked = linker.link(function)
         programs[function.name] = ProgramSpec(
             name=function.name,
             section=function.section.name,
-            prog_type=kind.prog_type,
-            attach_type=kind.attach_type,
-            attach_to=kind.attach_to,
+            section_info=info,
+            prog_type=info.prog_type,
+            attach_type=info.expected_attach_type,
+            attach_to=info.target or "",
             instructions=linked.instructions,
             license=license_text,
             kern_version=kern_version,
@@ -124,7 +135,7 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
             line_info=linked.line_info,
             core_relocations=linked.core_relocations,
             subprograms=linked.subprograms,
-            sleepable=kind.sleepable,
+            sleepable=info.sleepable,
         )
     metadata = ElfMetadata(
         file=file,

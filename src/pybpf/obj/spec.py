@@ -14,6 +14,7 @@ from enum import Enum
 from pybpf.btf import Btf
 from pybpf.btf.ext import BtfExt, CoreReloKind
 from pybpf.isa import LabeledInsn, LoadImm64, PseudoSrc, SourceLine
+from pybpf.platform import SectionInfo
 from pybpf.platform.uapi_generated import BpfAttachType, BpfMapType, BpfProgType
 
 
@@ -146,6 +147,7 @@ class ProgramSpec:
 
     name: str
     section: str
+    section_info: SectionInfo  # platform.parse_section(section): type, flags, ProgTypeSpec
     prog_type: BpfProgType
     attach_type: BpfAttachType | None
     attach_to: str
