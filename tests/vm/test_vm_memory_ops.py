@@ -11,6 +11,7 @@ from pybpf.isa import (
     AtomicCode,
     Bin,
     BinOp,
+    CallLocal,
     Exit,
     Imm,
     Load,
@@ -216,3 +217,34 @@ def test_out_of_range_packet_load_exits_with_zero(offset: int) -> None:
 def test_packet_load_without_a_packet_is_an_error() -> None:
     with pytest.raises(VmError, match="pc 0: LD_ABS/LD_IND needs a packet"):
         run([PacketLoad(Size.B, Mode.ABS, None, 0), Exit()])
+
+
+def test_an_instructions_cached_region_dies_with_its_mapping() -> None:
+    interpreter = prepare([Load(Size.B, Reg.R0, Reg.R1, 0), Store(Size.B, Reg.R1, 0, Imm(9)), Exit()])
+    region = Region.from_bytes(RegionKind.INPUT, "input", b"\x05")
+    assert interpreter.run(region).r0 == 5
+    assert region.view[0] == 9
+    with pytest.raises(MemoryAccessError, match="pc 0: invalid read"):
+        interpreter.run(registers={1: region.address})  # the region is no longer mapped
+
+
+def test_one_instruction_alternating_between_regions() -> None:
+    # A function called twice: once with a stack pointer, once with a pointer into the input.
+    program = [
+        Store(Size.DW, Reg.R10, -8, Imm(30)),
+        Bin(BinOp.MOV, Reg.R6, Reg.R1, True),
+        Bin(BinOp.MOV, Reg.R1, Reg.R10, True),
+        CallLocal(6),  # pc 3 -> 10
+        Bin(BinOp.MOV, Reg.R7, Reg.R0, True),
+        Bin(BinOp.MOV, Reg.R1, Reg.R6, True),
+        Bin(BinOp.ADD, Reg.R1, Imm(16), True),
+        CallLocal(2),  # pc 7 -> 10
+        Bin(BinOp.ADD, Reg.R0, Reg.R7, True),
+        Exit(),
+        Load(Size.DW, Reg.R0, Reg.R1, -8),  # pc 10
+        Exit(),
+    ]
+    interpreter = prepare(program)
+    for extra in (12, 99):
+        region = Region.from_bytes(RegionKind.INPUT, "input", bytes(8) + extra.to_bytes(8, "little"))
+        assert interpreter.run(region).r0 == 30 + extra
