@@ -1,0 +1,427 @@
+"""The map base class: the checks every map shares, and the user-space API built on a few hooks.
+
+A map has two faces, as in the kernel:
+
+* **Program side** (what helpers call; never raises for a refused operation): ``lookup_address``
+  returns the native address of the value (0 when absent); ``prog_update``, ``prog_delete``,
+  ``prog_push``, ``prog_pop``, ``prog_peek`` return what the helper returns, 0 or ``-errno``;
+  ``for_each`` drives ``bpf_for_each_map_elem``. Per-CPU maps take the running ``cpu``.
+* **User-space side** (what bpf(2) does; raises :class:`~pybpf.errors.MapErrnoError` subclasses
+  carrying the kernel's errno): ``lookup_raw``/``update_raw``/``delete_raw``/``get_next_key_raw``/
+  ``lookup_and_delete_raw`` on bytes, ``freeze``, batches, and a mapping interface
+  (``m[key]``, ``len``, iteration, ``keys()``...) that also accepts and returns BTF-typed
+  Python values when the map has BTF key/value types (see :mod:`pybpf.runtime.typed_values`).
+
+User-space per-CPU values hold every CPU's copy, each padded to 8 bytes
+(``round_up(value_size, 8) * ncpus`` bytes), exactly as bpf(2) lays them out.
+
+Subclasses implement the hooks (``_lookup_user``, ``_update``, ``_delete``, ``_next_key``,
+``_lookup_and_delete``) by raising the kernel's errno as a ``MapErrnoError``; the defaults say
+ENOTSUPP, as the kernel does for a map type without the operation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_codes
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+from pybpf.errors import (
+    MapErrnoError,
+    MapInvalidArgumentError,
+    MapKeyNotFoundError,
+    MapOperationNotSupportedError,
+    MapPermissionError,
+)
+from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfUpdateFlag
+from pybpf.runtime.maps.definition import ENOTSUPP, MapDef, round_up8
+from pybpf.runtime.typed_values import btf_value_decode, btf_value_encode
+from pybpf.vm.memory import AddressSpace
+
+ForEachCallback = Callable[[int, int], int]
+"""``callback(key_address, value_address) -> 0 to go on, 1 to stop`` (bpf_for_each_map_elem)."""
+
+F_LOCK = int(BpfUpdateFlag.F_LOCK)
+EXIST = int(BpfUpdateFlag.EXIST)
+NOEXIST = int(BpfUpdateFlag.NOEXIST)
+
+
+def not_supported(what: str) -> MapOperationNotSupportedError:
+    return MapOperationNotSupportedError(f"{what}: operation not supported", ENOTSUPP, "ENOTSUPP")
+
+
+def eopnotsupp(what: str) -> MapOperationNotSupportedError:
+    return MapOperationNotSupportedError(f"{what}: operation not supported", errno_codes.EOPNOTSUPP, "EOPNOTSUPP")
+
+
+class Map:
+    """A live map in user space. Create one with :func:`pybpf.runtime.maps.create_map`."""
+
+    MAP_TYPES: ClassVar[tuple[BpfMapType, ...]] = ()
+    PERCPU: ClassVar[bool] = False
+    HAS_KEYS: ClassVar[bool] = True
+    """False for queue, stack, bloom filter and ring buffer: their key is NULL (key_size 0)."""
+    SUPPORTS_BATCH: ClassVar[bool] = False
+
+    def __init__(self, definition: MapDef, address_space: AddressSpace, ncpus: int = 1) -> None:
+        if ncpus < 1:
+            raise MapInvalidArgumentError(f"a map needs at least one CPU, got ncpus={ncpus}")
+        self.definition = definition
+        self.address_space = address_space
+        self.ncpus = ncpus
+        self.name = definition.name
+        self.type = definition.type
+        self.key_size = definition.key_size
+        self.value_size = definition.value_size
+        self.max_entries = definition.max_entries
+        self.map_flags = definition.map_flags
+        self.frozen = False
+        self.value_stride = round_up8(definition.value_size)
+        # The map's identity for programs (the kernel's struct bpf_map pointer): a private buffer,
+        # deliberately not mapped in the address space, so programs cannot dereference it.
+        self._identity = (ctypes.c_char * 8)()
+        self.address: int = ctypes.addressof(self._identity)
+        self.spin_lock_offset = definition.spin_lock_offset()
+        self.validate()
+
+    # -- creation ---------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise the kernel's map-creation error for a bad definition (subclasses extend)."""
+
+    def close(self) -> None:
+        """Release the map's memory regions (the runtime calls this when the map is destroyed)."""
+
+    @property
+    def label(self) -> str:
+        return f"map {self.name!r}" if self.name else f"{self.type.name.lower()} map"
+
+    @property
+    def user_value_size(self) -> int:
+        """Bytes of one value as bpf(2) exchanges it (all CPUs' copies for a per-CPU map)."""
+        return self.value_stride * self.ncpus if self.PERCPU else self.value_size
+
+    # -- program side -----------------------------------------------------------------------------
+
+    def lookup_address(self, key: bytes, cpu: int = 0) -> int:
+        """bpf_map_lookup_elem: the native address of the value (this CPU's copy), 0 when absent."""
+        return 0
+
+    def prog_update(self, key: bytes, value: bytes, flags: int = 0, cpu: int = 0) -> int:
+        """bpf_map_update_elem: 0 or -errno. Per-CPU maps update only ``cpu``'s copy."""
+        if self.map_flags & BpfMapFlag.RDONLY_PROG:
+            return -errno_codes.EPERM
+        try:
+            self._update(key, value, flags, cpu)
+        except MapErrnoError as error:
+            return -error.errno
+        return 0
+
+    def prog_delete(self, key: bytes) -> int:
+        """bpf_map_delete_elem: 0 or -errno."""
+        if self.map_flags & BpfMapFlag.RDONLY_PROG:
+            return -errno_codes.EPERM
+        try:
+            self._delete(key)
+        except MapErrnoError as error:
+            return -error.errno
+        return 0
+
+    def prog_push(self, value: bytes, flags: int = 0) -> int:
+        """bpf_map_push_elem: 0 or -errno (queue, stack, bloom filter)."""
+        return -errno_codes.EOPNOTSUPP
+
+    def prog_pop(self, out: memoryview) -> int:
+        """bpf_map_pop_elem: fill ``out`` with the value and remove it; 0 or -errno."""
+        return -errno_codes.EOPNOTSUPP
+
+    def prog_peek(self, out: memoryview) -> int:
+        """bpf_map_peek_elem: fill ``out`` (the bloom filter reads it instead); 0 or -errno."""
+        return -errno_codes.EOPNOTSUPP
+
+    def for_each(self, callback: ForEachCallback, cpu: int = 0) -> int:
+        """bpf_for_each_map_elem: call ``callback`` per element until it returns 1; the count visited."""
+        return -errno_codes.EOPNOTSUPP
+
+    # -- hooks (raise MapErrnoError) --------------------------------------------------------------
+
+    def _lookup_user(self, key: bytes, flags: int) -> bytes:
+        raise not_supported(f"{self.label}: lookup")
+
+    def _update(self, key: bytes, value: bytes, flags: int, cpu: int | None) -> None:
+        """Store ``value``; ``cpu`` None means from user space (all CPUs' copies for per-CPU maps)."""
+        raise not_supported(f"{self.label}: update")
+
+    def _delete(self, key: bytes) -> None:
+        raise not_supported(f"{self.label}: delete")
+
+    def _next_key(self, key: bytes | None) -> bytes | None:
+        raise not_supported(f"{self.label}: get_next_key")
+
+    def _lookup_and_delete(self, key: bytes, flags: int) -> bytes:
+        raise not_supported(f"{self.label}: lookup_and_delete")
+
+    # -- user-space checks ------------------------------------------------------------------------
+
+    def _check_read(self) -> None:
+        if self.map_flags & BpfMapFlag.WRONLY:
+            raise MapPermissionError(f"{self.label} is write-only for user space")
+
+    def _check_write(self) -> None:
+        if self.frozen:
+            raise MapPermissionError(f"{self.label} is frozen: user space may not write it")
+        if self.map_flags & BpfMapFlag.RDONLY:
+            raise MapPermissionError(f"{self.label} is read-only for user space")
+
+    def _check_lock(self, flags: int) -> None:
+        if flags & F_LOCK and self.spin_lock_offset is None:
+            raise MapInvalidArgumentError(f"{self.label}: BPF_F_LOCK needs a struct bpf_spin_lock in the value")
+
+    def _check_key(self, key: bytes) -> bytes:
+        if len(key) != self.key_size:
+            raise MapInvalidArgumentError(f"{self.label}: key is {len(key)} bytes, the map's keys are {self.key_size}")
+        return key
+
+    # -- user-space commands on bytes -------------------------------------------------------------
+
+    def lookup_raw(self, key: bytes, flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_ELEM."""
+        if flags & ~F_LOCK:
+            raise MapInvalidArgumentError(f"{self.label}: lookup flags {flags:#x} are invalid")
+        self._check_read()
+        self._check_lock(flags)
+        return self._lookup_user(self._check_key(bytes(key)), flags)
+
+    def update_raw(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        """BPF_MAP_UPDATE_ELEM."""
+        self._check_write()
+        self._check_lock(flags)
+        key = self._check_key(bytes(key))
+        value = bytes(value)
+        if len(value) != self.user_value_size:
+            raise MapInvalidArgumentError(
+                f"{self.label}: value is {len(value)} bytes, the map's values are {self.user_value_size}"
+            )
+        self._update(key, value, flags, None)
+
+    def delete_raw(self, key: bytes) -> None:
+        """BPF_MAP_DELETE_ELEM."""
+        self._check_write()
+        self._delete(self._check_key(bytes(key)))
+
+    def get_next_key_raw(self, key: bytes | None = None) -> bytes | None:
+        """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None or an absent key: the first); None at the end."""
+        self._check_read()
+        return self._next_key(None if key is None else self._check_key(bytes(key)))
+
+    def lookup_and_delete_raw(self, key: bytes = b"", flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_AND_DELETE_ELEM (pop, for a queue or stack)."""
+        if flags & ~F_LOCK:
+            raise MapInvalidArgumentError(f"{self.label}: lookup_and_delete flags {flags:#x} are invalid")
+        self._check_read()
+        self._check_write()
+        self._check_lock(flags)
+        return self._lookup_and_delete(self._check_key(bytes(key)), flags)
+
+    def freeze(self) -> None:
+        """BPF_MAP_FREEZE: user space may no longer write the map; programs still may."""
+        if self.spin_lock_offset is not None:
+            raise not_supported(f"{self.label}: a map with special BTF fields cannot be frozen")
+        self._check_write()
+        self.frozen = True
+
+    # -- codecs -----------------------------------------------------------------------------------
+
+    def encode_key(self, key: Any) -> bytes:
+        """Bytes for ``key``: bytes as they are, else BTF-typed or (without BTF) a little-endian int."""
+        if isinstance(key, bytes | bytearray | memoryview):
+            return bytes(key)
+        definition = self.definition
+        if definition.btf is not None and definition.btf_key_type_id:
+            return btf_value_encode(definition.btf, definition.btf_key_type_id, key)
+        return self._encode_int(key, self.key_size, "key")
+
+    def decode_key(self, data: bytes) -> Any:
+        definition = self.definition
+        if definition.btf is not None and definition.btf_key_type_id:
+            return btf_value_decode(definition.btf, definition.btf_key_type_id, data)
+        return data
+
+    def _encode_one_value(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        definition = self.definition
+        if definition.btf is not None and definition.btf_value_type_id:
+            return btf_value_encode(definition.btf, definition.btf_value_type_id, value)
+        return self._encode_int(value, self.value_size, "value")
+
+    def encode_value(self, value: Any) -> bytes:
+        """Bytes for ``value`` as bpf(2) takes it; a per-CPU map takes bytes or a list of ``ncpus`` values."""
+        if not self.PERCPU or isinstance(value, bytes | bytearray | memoryview):
+            return self._encode_one_value(value)
+        if not isinstance(value, list | tuple) or len(value) != self.ncpus:
+            raise MapInvalidArgumentError(f"{self.label}: a per-CPU value is a list of {self.ncpus} values")
+        parts = []
+        for item in value:
+            encoded = self._encode_one_value(item)
+            if len(encoded) != self.value_size:
+                raise MapInvalidArgumentError(f"{self.label}: a per-CPU value must be {self.value_size} bytes")
+            parts.append(encoded.ljust(self.value_stride, b"\0"))
+        return b"".join(parts)
+
+    def _decode_one_value(self, data: bytes) -> Any:
+        definition = self.definition
+        if definition.btf is not None and definition.btf_value_type_id:
+            return btf_value_decode(definition.btf, definition.btf_value_type_id, data)
+        return data
+
+    def decode_value(self, data: bytes) -> Any:
+        """The Python form of a bpf(2) value: a list of per-CPU values for per-CPU maps."""
+        if not self.PERCPU:
+            return self._decode_one_value(data)
+        stride = self.value_stride
+        return [
+            self._decode_one_value(data[cpu * stride : cpu * stride + self.value_size]) for cpu in range(self.ncpus)
+        ]
+
+    def _encode_int(self, value: Any, size: int, what: str) -> bytes:
+        in_range = isinstance(value, int) and -(1 << (size * 8 - 1)) <= value < (1 << (size * 8))
+        if in_range and not isinstance(value, bool) and size in (1, 2, 4, 8):
+            return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
+        raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
+
+    # -- user-space API on Python values ----------------------------------------------------------
+
+    def lookup(self, key: Any = b"", flags: int = 0) -> Any:
+        """The value under ``key``; raises MapKeyNotFoundError (ENOENT) when absent."""
+        return self.decode_value(self.lookup_raw(self.encode_key(key), flags))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self.lookup(key)
+        except MapKeyNotFoundError:
+            return default
+
+    def update(self, key: Any, value: Any, flags: int = 0) -> None:
+        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
+
+    def delete(self, key: Any) -> None:
+        self.delete_raw(self.encode_key(key))
+
+    def get_next_key(self, key: Any = None) -> Any:
+        """The next key (decoded), or None after the last one."""
+        found = self.get_next_key_raw(None if key is None else self.encode_key(key))
+        return None if found is None else self.decode_key(found)
+
+    def lookup_and_delete(self, key: Any = b"", flags: int = 0) -> Any:
+        return self.decode_value(self.lookup_and_delete_raw(self.encode_key(key), flags))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.lookup_raw(self.encode_key(key))
+        except MapKeyNotFoundError:
+            return False
+        return True
+
+    def raw_keys(self) -> Iterator[bytes]:
+        """Every key as bytes, by get_next_key."""
+        key = self.get_next_key_raw(None)
+        while key is not None:
+            yield key
+            key = self.get_next_key_raw(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.decode_key(key) for key in self.raw_keys())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.raw_keys())
+
+    def keys(self) -> Iterator[Any]:
+        return iter(self)
+
+    def values(self) -> Iterator[Any]:
+        return (value for _, value in self.items())
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        for key in list(self.raw_keys()):
+            try:
+                value = self.lookup_raw(key)
+            except MapKeyNotFoundError:
+                continue
+            yield self.decode_key(key), self.decode_value(value)
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def _check_batch(self, what: str) -> None:
+        if not self.SUPPORTS_BATCH:
+            raise not_supported(f"{self.label}: {what}")
+
+    def lookup_batch(self, start: Any = None, count: int | None = None) -> tuple[list[tuple[Any, Any]], Any]:
+        """BPF_MAP_LOOKUP_BATCH: up to ``count`` items after the token ``start`` (None: from the
+        beginning), and the token to continue from (None when the walk is over)."""
+        self._check_batch("lookup_batch")
+        self._check_read()
+        key = None if start is None else self.encode_key(start)
+        items: list[tuple[Any, Any]] = []
+        while count is None or len(items) < count:
+            key = self._next_key(key)
+            if key is None:
+                return items, None
+            items.append((self.decode_key(key), self.decode_value(self._lookup_user(key, 0))))
+        return items, None if key is None or self._next_key(key) is None else self.decode_key(key)
+
+    def lookup_and_delete_batch(self, count: int | None = None) -> list[tuple[Any, Any]]:
+        """BPF_MAP_LOOKUP_AND_DELETE_BATCH: remove and return up to ``count`` items."""
+        self._check_batch("lookup_and_delete_batch")
+        self._check_read()
+        self._check_write()
+        items: list[tuple[Any, Any]] = []
+        while count is None or len(items) < count:
+            key = self._next_key(None)
+            if key is None:
+                break
+            items.append((self.decode_key(key), self.decode_value(self._lookup_and_delete(key, 0))))
+        return items
+
+    def update_batch(self, items: Iterable[tuple[Any, Any]], flags: int = 0) -> int:
+        """BPF_MAP_UPDATE_BATCH: store each item in turn; the first failure stops the batch and is
+        raised (with a note saying how many items were stored before it)."""
+        self._check_batch("update_batch")
+        done = 0
+        for key, value in items:
+            try:
+                self.update(key, value, flags)
+            except MapErrnoError as error:
+                error.add_note(f"the batch stopped after {done} element(s)")
+                raise
+            done += 1
+        return done
+
+    def delete_batch(self, keys: Iterable[Any]) -> int:
+        """BPF_MAP_DELETE_BATCH: delete each key in turn; the first failure stops the batch."""
+        self._check_batch("delete_batch")
+        done = 0
+        for key in keys:
+            try:
+                self.delete(key)
+            except MapErrnoError as error:
+                error.add_note(f"the batch stopped after {done} element(s)")
+                raise
+            done += 1
+        return done
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r} key_size={self.key_size} value_size={self.value_size}"
+            f" max_entries={self.max_entries}>"
+        )

@@ -1,0 +1,106 @@
+"""``MapDef``: everything needed to create a map, as plain parameters.
+
+The ELF loader's :class:`~pybpf.obj.spec.MapSpec` describes the same thing for an object file;
+:meth:`MapDef.from_spec` converts one (it needs the object's BTF, which the spec only names by
+type id). ``MapDef`` adds what a spec cannot know: the BTF itself and ``map_extra``.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pybpf.btf import Btf, Struct
+from pybpf.errors import MapInvalidArgumentError
+from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
+
+if TYPE_CHECKING:
+    from pybpf.obj.spec import MapSpec
+
+ENOTSUPP = 524
+"""The kernel-internal 'operation not supported' that bpf(2) leaks to user space."""
+
+ACCESS_MASK = BpfMapFlag.RDONLY | BpfMapFlag.WRONLY | BpfMapFlag.RDONLY_PROG | BpfMapFlag.WRONLY_PROG
+"""BPF_F_ACCESS_MASK: the flags that restrict who may read or write."""
+
+
+def round_up8(size: int) -> int:
+    """``round_up(size, 8)``: the per-CPU stride and the slot alignment the kernel uses."""
+    return (size + 7) & ~7
+
+
+@dataclass(frozen=True, slots=True)
+class MapDef:
+    """A map to create: the fields of BPF_MAP_CREATE, plus the BTF its type ids refer to.
+
+    ``inner`` is the template of a map-in-map's inner maps (the kernel's ``inner_map_fd``);
+    ``map_extra`` is the bloom filter's number of hash functions (low 4 bits).
+    """
+
+    type: BpfMapType
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    name: str = ""
+    inner: MapDef | None = None
+    btf: Btf | None = None
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
+    map_extra: int = 0
+
+    @classmethod
+    def from_spec(cls, spec: MapSpec, btf: Btf | None = None) -> MapDef:
+        """The definition of an object file's map (``btf`` is the object's, for typed maps)."""
+        inner = cls.from_spec(spec.inner, btf) if spec.inner is not None else None
+        return cls(
+            type=spec.type,
+            key_size=spec.key_size,
+            value_size=spec.value_size,
+            max_entries=spec.max_entries,
+            map_flags=spec.map_flags,
+            name=spec.name,
+            inner=inner,
+            btf=btf,
+            btf_key_type_id=spec.btf_key_type_id or 0 if btf is not None else 0,
+            btf_value_type_id=spec.btf_value_type_id or 0 if btf is not None else 0,
+        )
+
+    @property
+    def flags(self) -> BpfMapFlag:
+        return BpfMapFlag(self.map_flags)
+
+    def spin_lock_offset(self) -> int | None:
+        """Byte offset of a top-level ``struct bpf_spin_lock`` member of the value, if any.
+
+        Only such maps accept BPF_F_LOCK, and their user-space copies leave the lock alone.
+        """
+        if self.btf is None or not self.btf_value_type_id:
+            return None
+        value_type = self.btf.resolved(self.btf_value_type_id)
+        if not isinstance(value_type, Struct):
+            return None
+        for member in value_type.members:
+            member_type = self.btf.resolved(member.type_id)
+            if isinstance(member_type, Struct) and member_type.name == "bpf_spin_lock":
+                return member.bit_offset // 8
+        return None
+
+
+def invalid(definition: MapDef, reason: str) -> MapInvalidArgumentError:
+    """The EINVAL a map creation fails with, naming the map and the reason."""
+    label = f"map {definition.name!r}" if definition.name else "map"
+    return MapInvalidArgumentError(f"{label} ({definition.type.name}): {reason}", errno_codes.EINVAL)
+
+
+def check_flags(definition: MapDef, allowed: int) -> None:
+    """EINVAL for flags outside ``allowed``, or for contradictory access flags (both RDONLY and WRONLY)."""
+    flags = definition.map_flags
+    extra = flags & ~allowed
+    if extra:
+        raise invalid(definition, f"map_flags {extra:#x} are not allowed for this map type")
+    both_user = BpfMapFlag.RDONLY | BpfMapFlag.WRONLY
+    both_prog = BpfMapFlag.RDONLY_PROG | BpfMapFlag.WRONLY_PROG
+    if flags & both_user == both_user or flags & both_prog == both_prog:
+        raise invalid(definition, "a map cannot be both read-only and write-only")
