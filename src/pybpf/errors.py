@@ -333,3 +333,25 @@ class MapOperationNotSupportedError(MapErrnoError, NotSupportedError):
 
     ERRNO = 95
     ERRNO_NAME = "EOPNOTSUPP"
+
+
+class ContextAccessError(PybpfError):
+    """A program accesses its context (r1) in a way its program type does not allow.
+
+    Raised by the runtime's context-access conversion (the kernel's ``convert_ctx_access`` step,
+    which runs after verification): ``pc`` is the slot index, ``source`` the C source line
+    (``file:line: text``) when the object carries line info, ``reason`` the bare explanation.
+    """
+
+    def __init__(self, pc: int, reason: str, source: str | None = None) -> None:
+        self.pc = pc
+        self.reason = reason
+        self.source = source
+        where = f" ({source})" if source else ""
+        super().__init__(f"pc {pc}: {reason}{where}")
+
+
+class TestRunError(PybpfError):
+    """A test run's input is invalid for the program type (the kernel's EINVAL from BPF_PROG_TEST_RUN)."""
+
+    __test__ = False  # not a pytest test class, despite the name
