@@ -54,11 +54,11 @@ def _zext_after_cmpxchg32(program: DiffProgram) -> DiffProgram:
 KNOWN_DIVERGENCES = (
     KnownDivergence(
         "cmpxchg32-r0-zext",
-        "Linux 6.18 (x86-64 JIT): a 32-bit cmpxchg that succeeds leaves r0's upper half unchanged instead "
-        "of zero-extending it when the verifier did not mark the cmpxchg for zero-extension "
-        "(seen when the cmpxchg is reached only through a taken branch explored after the fall-through "
-        "path: the xlated program lacks the BPF_ZEXT_REG(r0) it gets elsewhere). The JIT relies on that "
-        "marking; RFC 9669 says r0 always receives the old value zero-extended.",
+        "Linux 6.18 (x86-64 JIT): a 32-bit cmpxchg that succeeds leaves r0's upper half unchanged. x86's "
+        "cmpxchg does not write eax on success, so the JIT relies on the verifier inserting BPF_ZEXT_REG(r0), "
+        "which it does only when it saw a 64-bit read of that r0 on a path it explored; when the path after "
+        "the cmpxchg is pruned at a join point (log: '38: safe'), the read is never attributed and the "
+        "zero-extension is missing from the xlated program. RFC 9669: r0 always gets the old value zero-extended.",
         _zext_after_cmpxchg32,
     ),
 )
