@@ -46,7 +46,8 @@ def outcome(call: Callable[[], Any]) -> Outcome:
     try:
         return ("ok", call())
     except MapErrnoError as error:
-        return ("err", error.errno_name)
+        # Compare numbers, named one way (Python calls 95 ENOTSUP where the kernel says EOPNOTSUPP).
+        return ("err", errno_name(error.errno))
     except BpfCommandError as error:
         return ("err", errno_name(error.errno))
 
@@ -124,3 +125,17 @@ def create_outcomes(definition: MapDef, ncpus: int = 1) -> tuple[Outcome, Outcom
         ).close()
 
     return outcome(ours), outcome(kernel)
+
+
+def kernel_bloom_peek(fd: Fd, value: bytes) -> Outcome:
+    """BPF_MAP_LOOKUP_ELEM on a kernel bloom filter: the kernel reads the value to test from the value buffer."""
+    import ctypes
+
+    from pybpf.kernel.attrs import MapElemAttr
+    from pybpf.kernel.fd import fd_number
+    from pybpf.kernel.syscall import BpfCmd, bpf
+
+    buffer = ctypes.create_string_buffer(value, len(value))
+    attr = MapElemAttr(map_fd=fd_number(fd))
+    attr.value = ctypes.addressof(buffer)
+    return outcome(lambda: (bpf(BpfCmd.MAP_LOOKUP_ELEM, attr), None)[1])

@@ -11,8 +11,11 @@ from pybpf.errors import MapInvalidArgumentError
 from pybpf.platform.uapi_generated import BpfMapType
 from pybpf.runtime.maps.array import ArrayMap, PercpuArrayMap
 from pybpf.runtime.maps.base import ForEachCallback, Map
+from pybpf.runtime.maps.bloom_filter import BloomFilterMap
 from pybpf.runtime.maps.definition import MapDef
 from pybpf.runtime.maps.hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
+from pybpf.runtime.maps.lpm_trie import LpmTrieMap
+from pybpf.runtime.maps.queue_stack import QueueMap, StackMap
 from pybpf.vm.memory import AddressSpace
 
 MAP_CLASSES: dict[BpfMapType, type[Map]] = {
@@ -24,6 +27,10 @@ MAP_CLASSES: dict[BpfMapType, type[Map]] = {
         PercpuHashMap,
         LruHashMap,
         LruPercpuHashMap,
+        LpmTrieMap,
+        QueueMap,
+        StackMap,
+        BloomFilterMap,
     )
     for map_type in cls.MAP_TYPES
 }
@@ -45,13 +52,17 @@ def create_map(definition: MapDef, address_space: AddressSpace, ncpus: int = 1) 
 __all__ = [
     "MAP_CLASSES",
     "ArrayMap",
+    "BloomFilterMap",
     "ForEachCallback",
     "HashMap",
+    "LpmTrieMap",
     "LruHashMap",
     "LruPercpuHashMap",
     "Map",
     "MapDef",
     "PercpuArrayMap",
     "PercpuHashMap",
+    "QueueMap",
+    "StackMap",
     "create_map",
 ]
