@@ -165,6 +165,7 @@ def test_interpreter_runs_every_program() -> None:
 # -- against the kernel -----------------------------------------------------------------------
 
 
+@pytest.mark.kernel
 @needs_kernel
 def test_kernel_accepts_generated_programs(campaign: Campaign) -> None:
     refused = campaign.refused
@@ -175,6 +176,7 @@ def test_kernel_accepts_generated_programs(campaign: Campaign) -> None:
     )
 
 
+@pytest.mark.kernel
 @needs_kernel
 def test_kernel_and_interpreter_agree(campaign: Campaign) -> None:
     bad = campaign.unexplained
@@ -185,6 +187,7 @@ def test_kernel_and_interpreter_agree(campaign: Campaign) -> None:
     assert len(campaign.accepted) >= (1 - MAX_REFUSED_FRACTION) * len(campaign.outcomes)
 
 
+@pytest.mark.kernel
 @needs_kernel
 def test_harness_catches_a_planted_interpreter_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """If the interpreter compared JMP32 operands on all 64 bits, the campaign must notice and shrink it."""
