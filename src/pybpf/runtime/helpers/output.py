@@ -1,0 +1,115 @@
+"""Ring buffer and perf event output helpers.
+
+Flag checks and the -errno results are done here, as in kernel/bpf/ringbuf.c and
+kernel/trace/bpf_trace.c; storage is the map's: ring buffer maps provide ``prog_reserve(size)``
+(sample address or 0), ``prog_commit(address, discard)``, ``prog_query(flags)``; perf event
+arrays provide ``prog_perf_output(index, data)`` (0 or -errno: -ENOENT for an empty slot...).
+Samples a run reserved are remembered on its :class:`RunState`, so submit/discard, which only
+get the sample pointer, find their map.
+"""
+
+# Every helper takes (env, r1..r5): the helper ABI fixes six positional parameters.
+# ruff: noqa: PLR0917
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from pybpf.errors import HelperError
+from pybpf.platform.uapi_generated import BpfRingbufFlag, HelperId
+from pybpf.runtime.helpers._common import E2BIG, EAGAIN, EFAULT, EINVAL, U64, find_map, read, require, write
+from pybpf.runtime.helpers.services import run_state
+from pybpf.vm.execution import ExecutionContext, HelperFn
+
+_WAKEUP_FLAGS = int(BpfRingbufFlag.NO_WAKEUP | BpfRingbufFlag.FORCE_WAKEUP)
+BPF_F_INDEX_MASK = 0xFFFFFFFF
+BPF_F_CURRENT_CPU = BPF_F_INDEX_MASK
+BPF_F_CTXLEN_MASK = 0xFFFFF << 32
+
+
+def ringbuf_reserve(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    state, found = find_map(env, r1)
+    if r3:
+        return 0  # any flag makes the reservation fail (NULL)
+    reserve = cast(Callable[[int], int], require(env, found, "prog_reserve"))
+    address = reserve(r2 & U64)
+    if address:
+        state.reserved[address] = found
+    return address & U64
+
+
+def _commit(env: ExecutionContext, sample: int, discard: bool) -> int:
+    state = run_state(env)
+    found = state.reserved.pop(sample, None)
+    if found is None:
+        raise HelperError(f"{sample:#x} is not a ring buffer sample reserved by this run", env.helper_pc)
+    commit = cast(Callable[[int, bool], None], require(env, found, "prog_commit"))
+    commit(sample, discard)
+    return 0
+
+
+def ringbuf_submit(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    return _commit(env, r1, False)
+
+
+def ringbuf_discard(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    return _commit(env, r1, True)
+
+
+def ringbuf_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    _, found = find_map(env, r1)
+    if r4 & ~_WAKEUP_FLAGS:
+        return EINVAL
+    data = read(env, r2, r3 & U64)
+    reserve = cast(Callable[[int], int], require(env, found, "prog_reserve"))
+    address = reserve(len(data))
+    if not address:
+        return EAGAIN
+    write(env, address, data)
+    commit = cast(Callable[[int, bool], None], require(env, found, "prog_commit"))
+    commit(address, False)
+    return 0
+
+
+def ringbuf_query(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    _, found = find_map(env, r1)
+    query = cast(Callable[[int], int], require(env, found, "prog_query"))
+    return query(r2 & U64) & U64
+
+
+def perf_event_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """perf_event_output(ctx, map, flags, data, size); skb/xdp contexts may append packet bytes.
+
+    ``flags``: the low 32 bits are the index (BPF_F_CURRENT_CPU = this CPU) and, for packet
+    programs, bits 32-51 how many packet bytes to append after ``data`` (-EFAULT past the end).
+    """
+    state, found = find_map(env, r2)
+    flags = r3 & U64
+    packet = state.packet
+    allowed = BPF_F_INDEX_MASK | (BPF_F_CTXLEN_MASK if packet is not None else 0)
+    if flags & ~allowed:
+        return EINVAL
+    index = flags & BPF_F_INDEX_MASK
+    if index == BPF_F_CURRENT_CPU:
+        index = state.current_cpu
+    if index >= getattr(found, "max_entries", 0):
+        return E2BIG
+    sample = read(env, r4, r5 & U64)
+    ctx_len = (flags & BPF_F_CTXLEN_MASK) >> 32
+    if ctx_len and packet is not None:
+        if ctx_len > packet.length:
+            return EFAULT
+        sample += packet.read(0, ctx_len)
+    output = cast(Callable[[int, bytes], int], require(env, found, "prog_perf_output"))
+    return output(index, sample) & U64
+
+
+OUTPUT_HELPERS: dict[HelperId, HelperFn] = {
+    HelperId.RINGBUF_RESERVE: ringbuf_reserve,
+    HelperId.RINGBUF_SUBMIT: ringbuf_submit,
+    HelperId.RINGBUF_DISCARD: ringbuf_discard,
+    HelperId.RINGBUF_OUTPUT: ringbuf_output,
+    HelperId.RINGBUF_QUERY: ringbuf_query,
+    HelperId.PERF_EVENT_OUTPUT: perf_event_output,
+}

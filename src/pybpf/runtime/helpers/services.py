@@ -1,0 +1,359 @@
+"""What helpers reach besides memory: maps by address, clocks, randomness, CPUs, the task, the trace pipe.
+
+A :class:`RuntimeServices` lives as long as the programs and maps that share an address space.
+A :class:`RunState` is created for every run and handed to ``Interpreter.run(user=...)``; helpers
+find it as ``env.user`` (see :func:`run_state`) and through it the services, the run's packet
+(:class:`~pybpf.runtime.helpers.packet_context.PacketContext`) and what the run did that the
+caller must see afterwards (redirect target, override_return value).
+
+Map pointers: a program holds a map as a 64-bit value (``lddw r1, map``). A map object that has
+an ``address`` attribute (every :mod:`pybpf.runtime.maps` map: the address of a private,
+unmapped buffer) is known by it; any other object gets a small read-only region of its own in
+the address space and that region's address is its pointer. Either way the value is unique and
+stable for the map's lifetime, and :meth:`MapRegistry.find` turns it back into the map.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pybpf.errors import HelperError
+from pybpf.vm.execution import ExecutionContext
+from pybpf.vm.memory import AddressSpace, Region, RegionKind
+
+if TYPE_CHECKING:
+    from pybpf.runtime.helpers.packet_context import PacketContext
+
+MAP_HANDLE_SIZE = 64
+"""Bytes of the read-only region whose address is a map's pointer."""
+TASK_STRUCT_SIZE = 4096
+"""Bytes of the opaque zeroed region standing in for ``current``'s task_struct."""
+TASK_COMM_LEN = 16
+DEFAULT_HZ = 250
+"""CONFIG_HZ used to derive jiffies64 from CLOCK_MONOTONIC (Debian and most distributions)."""
+INITIAL_JIFFIES = (-300 * DEFAULT_HZ) & 0xFFFFFFFF
+"""The kernel starts jiffies 5 minutes before the 32-bit wrap to catch wrap bugs early."""
+
+
+class Clock(Protocol):
+    """The time sources of the ktime_get_*/jiffies64 helpers, in nanoseconds (jiffies in ticks)."""
+
+    def monotonic_ns(self) -> int: ...
+    def boottime_ns(self) -> int: ...
+    def coarse_ns(self) -> int: ...
+    def tai_ns(self) -> int: ...
+    def jiffies64(self) -> int: ...
+
+
+class SystemClock:
+    """The host's clocks: CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_MONOTONIC_COARSE, CLOCK_TAI."""
+
+    def __init__(self, hz: int = DEFAULT_HZ) -> None:
+        self.hz = hz
+
+    def monotonic_ns(self) -> int:
+        return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    def boottime_ns(self) -> int:
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+
+    def coarse_ns(self) -> int:
+        # CLOCK_MONOTONIC_COARSE (6) is not exported by the time module on every build.
+        return time.clock_gettime_ns(getattr(time, "CLOCK_MONOTONIC_COARSE", 6))
+
+    def tai_ns(self) -> int:
+        return time.clock_gettime_ns(time.CLOCK_TAI)
+
+    def jiffies64(self) -> int:
+        # The kernel's jiffies count ticks since boot from INITIAL_JIFFIES; boottime is the closest clock.
+        return INITIAL_JIFFIES + self.boottime_ns() * self.hz // 1_000_000_000
+
+
+class ManualClock:
+    """A clock that only moves when told to (deterministic tests); every source reads ``now_ns``."""
+
+    def __init__(self, now_ns: int = 0, hz: int = DEFAULT_HZ) -> None:
+        self.now_ns = now_ns
+        self.hz = hz
+
+    def advance(self, ns: int) -> None:
+        self.now_ns += ns
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    def boottime_ns(self) -> int:
+        return self.now_ns
+
+    def coarse_ns(self) -> int:
+        return self.now_ns
+
+    def tai_ns(self) -> int:
+        return self.now_ns
+
+    def jiffies64(self) -> int:
+        return INITIAL_JIFFIES + self.now_ns * self.hz // 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """What the get_current_* helpers report about "current"."""
+
+    pid: int  # the thread id (the kernel's task->pid)
+    tgid: int  # the process id (task->tgid)
+    uid: int
+    gid: int
+    comm: bytes  # at most TASK_COMM_LEN - 1 bytes
+    cgroup_id: int = 0
+
+    @classmethod
+    def current(cls) -> TaskInfo:
+        """This process and thread, with comm read from /proc/self/comm."""
+        try:
+            comm = Path("/proc/self/comm").read_bytes().rstrip(b"\n")
+        except OSError:
+            comm = b"python"
+        return cls(
+            pid=threading.get_native_id(),
+            tgid=os.getpid(),
+            uid=os.getuid(),
+            gid=os.getgid(),
+            comm=comm[: TASK_COMM_LEN - 1],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One bpf_trace_printk/trace_vprintk message as the trace pipe records it."""
+
+    text: str
+    pid: int
+    comm: str
+    cpu: int
+    timestamp_ns: int
+
+    def format(self) -> str:
+        """The line as /sys/kernel/tracing/trace_pipe shows it (without the irq-flags column)."""
+        seconds, ns = divmod(self.timestamp_ns, 1_000_000_000)
+        body = self.text[:-1] if self.text.endswith("\n") else self.text
+        return f"{self.comm}-{self.pid} [{self.cpu:03d}] {seconds}.{ns // 1000:06d}: bpf_trace_printk: {body}"
+
+
+class TracePipe:
+    """Where trace_printk output goes: a bounded in-memory list of events, read or drained by the user."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self.capacity = capacity
+        self._events: list[TraceEvent] = []
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def write(self, event: TraceEvent) -> None:
+        with self._lock:
+            if len(self._events) >= self.capacity:
+                # The kernel's ring buffer overwrites the oldest entries; we drop them the same way.
+                del self._events[0]
+                self.dropped += 1
+            self._events.append(event)
+
+    @property
+    def events(self) -> tuple[TraceEvent, ...]:
+        with self._lock:
+            return tuple(self._events)
+
+    def messages(self) -> list[str]:
+        """The message texts, each without its trailing newline."""
+        return [event.text[:-1] if event.text.endswith("\n") else event.text for event in self.events]
+
+    def drain(self) -> list[TraceEvent]:
+        """Take every event out (as reading trace_pipe consumes it)."""
+        with self._lock:
+            taken, self._events = self._events, []
+        return taken
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return iter(self.events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+class MapRegistry:
+    """Maps found by the pointer value a program holds (the address of a per-map handle region)."""
+
+    def __init__(self, memory: AddressSpace) -> None:
+        self.memory = memory
+        self._by_address: dict[int, object] = {}
+        # id(map) -> (map, pointer, handle region or None); the map is kept to pin its id.
+        self._by_id: dict[int, tuple[object, int, Region | None]] = {}
+
+    def register(self, map_object: object, name: str = "") -> int:
+        """Give ``map_object`` a handle (once) and return its pointer value."""
+        known = self._by_id.get(id(map_object))
+        if known is not None:
+            return known[1]
+        own = getattr(map_object, "address", None)
+        region: Region | None = None
+        if isinstance(own, int) and own:
+            # pybpf.runtime.maps objects carry their own identity address (an unmapped private buffer).
+            address = own
+        else:
+            label = name or str(getattr(map_object, "name", "")) or type(map_object).__name__
+            region = Region.zeroed(RegionKind.OTHER, f"map handle {label}", MAP_HANDLE_SIZE, writable=False)
+            self.memory.add(region)
+            address = region.address
+        if address in self._by_address:
+            raise HelperError(f"map pointer {address:#x} is already taken by another map")
+        self._by_address[address] = map_object
+        self._by_id[id(map_object)] = (map_object, address, region)
+        return address
+
+    def unregister(self, map_object: object) -> None:
+        known = self._by_id.pop(id(map_object), None)
+        if known is None:
+            return
+        _, address, region = known
+        del self._by_address[address]
+        if region is not None:
+            self.memory.remove(region)
+
+    def find(self, address: int) -> object | None:
+        """The map whose pointer is ``address``, or None."""
+        return self._by_address.get(address)
+
+    def address_of(self, map_object: object) -> int | None:
+        known = self._by_id.get(id(map_object))
+        return None if known is None else known[1]
+
+    def clear(self) -> None:
+        for map_object, _, _ in list(self._by_id.values()):
+            self.unregister(map_object)
+
+    def __len__(self) -> int:
+        return len(self._by_address)
+
+
+class LockTable:
+    """bpf_spin_lock state: one real lock per lock word, so threads running programs exclude each other."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[int, threading.Lock] = {}
+        self._owners: dict[int, int] = {}
+
+    def acquire(self, address: int) -> None:
+        me = threading.get_ident()
+        with self._guard:
+            if self._owners.get(address) == me:
+                raise HelperError(f"bpf_spin_lock at {address:#x} is already held by this program (deadlock)")
+            lock = self._locks.setdefault(address, threading.Lock())
+        lock.acquire()
+        with self._guard:
+            self._owners[address] = me
+
+    def release(self, address: int) -> None:
+        me = threading.get_ident()
+        with self._guard:
+            if self._owners.get(address) != me:
+                raise HelperError(f"bpf_spin_unlock at {address:#x}: the lock is not held by this program")
+            del self._owners[address]
+            lock = self._locks[address]
+        lock.release()
+
+    def held(self, address: int) -> bool:
+        with self._guard:
+            return address in self._owners
+
+
+class RuntimeServices:
+    """Everything long-lived that helpers use: maps by pointer, clock, PRNG, CPUs, task, trace pipe.
+
+    ``seed`` makes bpf_get_prandom_u32 deterministic; ``cpus`` is the number of virtual CPUs
+    (a run executes on ``RunState.cpu``, default ``cpu``).
+    """
+
+    def __init__(
+        self,
+        memory: AddressSpace,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        cpus: int | None = None,
+        cpu: int = 0,
+        numa_node: int = 0,
+        task: TaskInfo | None = None,
+        trace_pipe: TracePipe | None = None,
+    ) -> None:
+        self.memory = memory
+        self.maps = MapRegistry(memory)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.random = random.Random(seed)
+        self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+        if not 0 <= cpu < self.cpus:
+            raise HelperError(f"cpu {cpu} is outside the {self.cpus} virtual CPUs")
+        self.cpu = cpu
+        self.numa_node = numa_node
+        self.task = task if task is not None else TaskInfo.current()
+        self.trace_pipe = trace_pipe if trace_pipe is not None else TracePipe()
+        self.locks = LockTable()
+        self.task_struct = memory.add(
+            Region.zeroed(RegionKind.OTHER, "task_struct of current", TASK_STRUCT_SIZE, writable=False)
+        )
+
+    def prandom_u32(self) -> int:
+        return self.random.getrandbits(32)
+
+    def close(self) -> None:
+        """Unmap the regions the services own (map handles, the task_struct stand-in)."""
+        self.maps.clear()
+        if self.task_struct in self.memory:
+            self.memory.remove(self.task_struct)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Where bpf_redirect/bpf_redirect_map sent the packet: an ifindex, or a map and key."""
+
+    ifindex: int = 0
+    flags: int = 0
+    map: object | None = None
+    key: int = 0
+
+
+@dataclass(slots=True)  # mutable: it records what one run does, as it happens
+class RunState:
+    """Per-run data helpers see as ``env.user``: services, the packet, and the run's recorded effects.
+
+    ``ctx`` is the context pointer the run was given (r1); ``func_ip``/``attach_cookie`` are what
+    get_func_ip/get_attach_cookie return for this attachment.
+    """
+
+    services: RuntimeServices
+    packet: PacketContext | None = None
+    ctx: int = 0
+    cpu: int | None = None
+    func_ip: int = 0
+    attach_cookie: int = 0
+    override_return: int | None = None
+    redirect: Redirect | None = None
+    held_locks: list[int] = field(default_factory=list)
+    reserved: dict[int, object] = field(default_factory=dict)  # ringbuf sample address -> its map
+
+    @property
+    def current_cpu(self) -> int:
+        return self.services.cpu if self.cpu is None else self.cpu
+
+
+def run_state(env: ExecutionContext) -> RunState:
+    """The :class:`RunState` of the run a helper serves; HelperError if the run was started without one."""
+    state = env.user
+    if not isinstance(state, RunState):
+        raise HelperError("this helper needs runtime services: run the program with user=RunState(...)", env.helper_pc)
+    return state
