@@ -8,8 +8,6 @@ import io
 import json
 from pathlib import Path
 
-import pytest
-
 from pybpf.cli import asm_cmd
 from pybpf.errors import PybpfError
 
