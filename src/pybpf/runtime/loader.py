@@ -1,0 +1,176 @@
+"""``load()``: an object file's spec instantiated in user space.
+
+The steps, in libbpf's order: create the maps (global data maps filled with their initial
+contents, ``.rodata`` frozen), then for each program apply its CO-RE relocations (against
+``vmlinux_btf`` when given), check that it only calls helpers its type allows, convert its
+context accesses (:mod:`pybpf.runtime.context`), and prepare an interpreter whose map ``lddw``
+instructions resolve through the map registry; finally fill prog_array slots from their
+``values = {...}`` initialisers. All programs and maps share one address space.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pybpf.btf import Btf
+from pybpf.errors import LoadError, MapError
+from pybpf.isa.insn import Call
+from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
+from pybpf.platform.uapi_generated import BpfMapType, HelperId
+from pybpf.runtime.context import convert_ctx_access
+from pybpf.runtime.helpers.registry import HelperTable, default_helpers
+from pybpf.runtime.helpers.services import RuntimeServices
+from pybpf.runtime.maps import MapDef, create_map
+from pybpf.runtime.object import Object
+from pybpf.runtime.prog_array import ProgramArray
+from pybpf.runtime.program import Program
+from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
+from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
+from pybpf.vm.interpreter import Interpreter
+from pybpf.vm.memory import AddressSpace
+
+DATA_KEY = bytes(4)
+"""The one key of a global data map."""
+
+
+class ObjectLoadError(LoadError):
+    """An object that parses but cannot be instantiated in user space (map, helper, program)."""
+
+
+def _read_btf(source: Btf | str | os.PathLike[str] | bytes | None) -> Btf | None:
+    if source is None or isinstance(source, Btf):
+        return source
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    return Btf.from_bytes(data)
+
+
+def load(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    vmlinux_btf: Btf | str | os.PathLike[str] | bytes | None = None,
+    ncpus: int | None = None,
+    seed: int | None = None,
+) -> Object:
+    """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
+
+    ``vmlinux_btf`` is the target of CO-RE relocations (a :class:`Btf`, or a raw BTF file such
+    as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF.
+    ``ncpus`` is the number of virtual CPUs (per-CPU maps); ``seed`` makes
+    bpf_get_prandom_u32 deterministic.
+    """
+    spec = load_spec(source)
+    target = _read_btf(vmlinux_btf)
+    memory = AddressSpace()
+    services = RuntimeServices(memory, cpus=ncpus, seed=seed)
+    maps: dict[str, Any] = {}
+    try:
+        for map_spec in spec.maps.values():
+            maps[map_spec.name] = _create_map(spec, map_spec, memory, services.cpus)
+            services.maps.register(maps[map_spec.name], map_spec.name)
+        available = default_helpers()
+        programs: dict[str, Program] = {}
+        for number, program_spec in enumerate(spec.programs.values(), start=1):
+            programs[program_spec.name] = _prepare(
+                spec, program_spec, maps, services=services, target=target, available=available, number=number
+            )
+        for map_spec in spec.maps.values():
+            _fill_slots(spec, map_spec, maps[map_spec.name], programs)
+    except BaseException:
+        for created in maps.values():
+            created.close()
+        services.close()
+        raise
+    return Object(spec, memory, services, programs, maps)
+
+
+def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus: int) -> Any:
+    file = spec.elf.file
+    if map_spec.type is BpfMapType.PROG_ARRAY:
+        try:
+            return ProgramArray(map_spec.name, map_spec.max_entries, map_spec.key_size, map_spec.value_size)
+        except MapError as error:
+            raise ObjectLoadError(str(error), file=file, symbol=map_spec.name) from error
+    try:
+        created = create_map(MapDef.from_spec(map_spec, spec.btf), memory, ncpus)
+        if map_spec.kind is MapKind.DATA and map_spec.contents is not None:
+            created.update_raw(DATA_KEY, map_spec.contents)
+            if map_spec.frozen:
+                created.freeze()
+    except MapError as error:
+        raise ObjectLoadError(f"map {map_spec.name!r}: {error}", file=file, symbol=map_spec.name) from error
+    return created
+
+
+def _prepare(
+    spec: ObjectSpec,
+    program: ProgramSpec,
+    maps: dict[str, Any],
+    *,
+    services: RuntimeServices,
+    target: Btf | None,
+    available: HelperTable,
+    number: int,
+) -> Program:
+    file = spec.elf.file
+    type_spec = program.section_info.spec
+    insns = apply_core(program, program.instructions, spec.btf, target)
+    for item in insns:
+        insn = item.insn
+        if isinstance(insn, Call) and insn.helper != POISON_HELPER and not type_spec.allows_helper(insn.helper):
+            try:
+                helper_name = f"bpf_{HelperId(insn.helper).name.lower()}"
+            except ValueError:
+                helper_name = f"helper {insn.helper}"
+            raise ObjectLoadError(
+                f"pc {item.pc}: {helper_name} is not allowed in {type_spec.name} programs",
+                file=file,
+                symbol=program.name,
+            )
+    conversion = None
+    if program.prog_type not in NO_CONTEXT_CONVERSION:
+        conversion = convert_ctx_access(insns, type_spec.context)
+        insns = conversion.insns
+
+    def pointer(name: str) -> int:
+        found = maps.get(name)
+        if found is None:
+            raise ObjectLoadError(f"program refers to unknown map {name!r}", file=file, symbol=program.name)
+        return services.maps.register(found, name)
+
+    def value_address(name: str) -> int:
+        found = maps.get(name)
+        address = found.lookup_address(DATA_KEY) if found is not None else 0
+        if not address:
+            raise ObjectLoadError(f"map {name!r} has no value at index 0 to point into", file=file, symbol=program.name)
+        return int(address)
+
+    interpreter = Interpreter(
+        insns,
+        helpers=available.restricted(set(type_spec.helpers)),
+        resolver=MapResolver(program.name, program.map_references, pointer, value_address),
+        memory=services.memory,
+        name=program.name,
+    )
+    return Program(program, type_spec, interpreter, services=services, conversion=conversion, program_id=number)
+
+
+def _fill_slots(spec: ObjectSpec, map_spec: MapSpec, created: Any, programs: dict[str, Program]) -> None:
+    if not map_spec.slot_inits:
+        return
+    if not isinstance(created, ProgramArray):
+        raise ObjectLoadError(
+            f"map {map_spec.name!r}: map-in-map initialisers are not supported in user space",
+            file=spec.elf.file,
+            symbol=map_spec.name,
+        )
+    for init in map_spec.slot_inits:
+        target = programs.get(init.symbol)
+        if target is None:
+            raise ObjectLoadError(
+                f"prog array {map_spec.name!r} slot {init.index}: no program {init.symbol!r}",
+                file=spec.elf.file,
+                symbol=map_spec.name,
+            )
+        created.set_program(init.index, target.id, target.interpreter)

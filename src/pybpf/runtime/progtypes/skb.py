@@ -1,0 +1,174 @@
+"""Socket-buffer test runs (``bpf_prog_test_run_skb``): socket filters, tc, cgroup_skb, lwt.
+
+The kernel builds an skb from ``data_in`` (at least an Ethernet header), runs
+``eth_type_trans()`` on it (which fills ``protocol`` and ``pkt_type`` and pulls the Ethernet
+header), and pushes the header back before the run only for tc programs (``is_l2``). So tc
+programs see the frame from its MAC header, every other type from its network header. After the
+run a non-L2 program's output gets a zeroed Ethernet header in front.
+
+``ctx_in`` may set only mark, priority, ingress_ifindex, ifindex, cb, tstamp, wire_len,
+gso_segs, gso_size and hwtstamp (``convert___skb_to_skb``); ``ctx_out`` reports those back.
+"""
+
+from __future__ import annotations
+
+from pybpf.errors import TestRunError
+from pybpf.platform.context import Conversion
+from pybpf.runtime.context import ContextImage, InternalLayout
+from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind, SkbFields
+from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
+from pybpf.vm.memory import AddressSpace, Region, RegionKind
+
+ETH_HLEN = 14
+ETH_P_802_3_MIN = 0x0600
+ETH_P_802_3 = 0x0001
+ETH_P_802_2 = 0x0004
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+AF_INET = 2
+AF_INET6 = 10
+PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
+LOOPBACK_IFINDEX = 1
+GSO_MAX_SEGS = 65535
+GSO_LEGACY_MAX_SIZE = 65536
+
+# __sk_buff fields a caller may set in ctx_in (everything else must be zero).
+CTX_IN_FIELDS = (
+    "mark", "priority", "ingress_ifindex", "ifindex", "cb", "tstamp", "wire_len", "gso_segs",
+    "gso_size", "hwtstamp",
+)
+# What convert_skb_to___skb() copies back into ctx_out.
+CTX_OUT_FIELDS = (
+    "mark", "priority", "ingress_ifindex", "ifindex", "tstamp", "cb", "wire_len", "gso_segs",
+    "hwtstamp",
+)
+
+
+def eth_type_trans(frame: bytes) -> tuple[int, int]:
+    """``(protocol, pkt_type)`` as eth_type_trans() derives them on the loopback device
+    (whose address is all zeroes)."""
+    dest = frame[:6]
+    if dest == bytes(6):
+        pkt_type = PACKET_HOST
+    elif dest[0] & 1:
+        pkt_type = PACKET_BROADCAST if dest == b"\xff" * 6 else PACKET_MULTICAST
+    else:
+        pkt_type = PACKET_OTHERHOST
+    proto = int.from_bytes(frame[12:14], "big")
+    if proto < ETH_P_802_3_MIN:
+        proto = ETH_P_802_3 if frame[ETH_HLEN : ETH_HLEN + 2] == b"\xff\xff" else ETH_P_802_2
+    return proto, pkt_type
+
+
+def sync_skb(image: ContextImage, packet: PacketContext) -> None:
+    """Copy what helpers may change (data pointers, len, protocol, vlan, hash) into the image."""
+    image.set_pointer(Conversion.PACKET_DATA, packet.data)
+    image.set_pointer(Conversion.PACKET_META, packet.data_meta)
+    image.set_pointer(Conversion.PACKET_END, packet.data_end)
+    fields = packet.skb
+    image.set("len", packet.length)
+    image.set("protocol", int.from_bytes(fields.protocol.to_bytes(2, "big"), "little"))
+    image.set("pkt_type", fields.pkt_type)
+    image.set("vlan_present", int(fields.vlan_present))
+    image.set("vlan_tci", fields.vlan_tci)
+    image.set("vlan_proto", int.from_bytes(fields.vlan_proto.to_bytes(2, "big"), "little"))
+    image.set("hash", fields.hash)
+
+
+def packet_view(packet: PacketContext) -> Region:
+    """An unmapped region over exactly [data, data_end): what LD_ABS/LD_IND index from."""
+    view = packet.region.view[packet.start : packet.end]
+    if len(view) == 0:
+        view = packet.region.view[packet.start : packet.start + 1]
+    return Region(RegionKind.PACKET, "skb data (LD_ABS view)", view)
+
+
+class SkbRun(PreparedRun):
+    def __init__(self, memory: AddressSpace, image: ContextImage, packet: PacketContext, *, is_l2: bool) -> None:
+        super().__init__(memory)
+        self.image = image
+        self.is_l2 = is_l2
+        self.packet_state: PacketContext = packet
+        self.context = self.map(image.region)
+
+    def packet_region(self) -> Region | None:
+        return packet_view(self.packet_state)
+
+    def close(self) -> None:
+        self.packet_state.release()
+        super().close()
+
+    def finish(self) -> tuple[bytes, bytes | None]:
+        data = self.packet_state.packet_bytes()
+        if not self.is_l2:
+            data = bytes(ETH_HLEN) + data  # the kernel pushes a zeroed header back
+        layout = self.image.layout.uapi
+        out = bytearray(layout.size)
+        for name in CTX_OUT_FIELDS:
+            field = layout.field(name)
+            out[field.offset : field.end] = self.image.get_bytes(name)
+        return data, bytes(out)
+
+
+class SkbKind(RunKind):
+    """``is_l2``: tc programs see the MAC header; the others start at the network header."""
+
+    def __init__(self, *, is_l2: bool) -> None:
+        self.is_l2 = is_l2
+
+    def prepare(
+        self, memory: AddressSpace, layout: InternalLayout, data_in: bytes, ctx_in: bytes | None
+    ) -> PreparedRun:
+        if len(data_in) < ETH_HLEN:
+            raise TestRunError(f"data_in of {len(data_in)} bytes: an skb run needs at least an Ethernet header")
+        check_ctx_size(ctx_in, layout)
+        image = new_image(layout, None)
+        uapi = layout.uapi
+        given = bytearray(ctx_in[: uapi.size].ljust(uapi.size, b"\0")) if ctx_in is not None else None
+        if given is not None:
+            allowed = bytearray(uapi.size)
+            for name in CTX_IN_FIELDS:
+                field = uapi.field(name)
+                allowed[field.offset : field.end] = given[field.offset : field.end]
+            if allowed != given:
+                accepted = ", ".join(CTX_IN_FIELDS)
+                raise TestRunError(f"__sk_buff in ctx_in may only set {accepted}")
+            image.load_uapi(bytes(given))
+        proto, pkt_type = eth_type_trans(data_in)
+        image.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
+        image.set("pkt_type", pkt_type)
+        if not image.get("ifindex"):
+            image.set("ifindex", LOOPBACK_IFINDEX)
+        l3 = data_in[ETH_HLEN:]
+        if proto == ETH_P_IP and len(l3) >= 20:
+            # The test socket: family and addresses from the packet (net/bpf/test_run.c).
+            image.set("family", AF_INET)
+            image.set("local_ip4", int.from_bytes(l3[12:16], "little"))
+            image.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
+        elif proto == ETH_P_IPV6 and len(l3) >= 40:
+            image.set("family", AF_INET6)
+            image.set_bytes("local_ip6", l3[8:24])
+            image.set_bytes("remote_ip6", l3[24:40])
+        data = data_in if self.is_l2 else l3
+        if given is not None:
+            wire_len = image.get("wire_len")
+            if wire_len == 0:
+                image.set("wire_len", len(data))
+            elif wire_len < len(data) or wire_len > GSO_LEGACY_MAX_SIZE:
+                raise TestRunError(f"__sk_buff.wire_len {wire_len} is below the packet length or too large")
+            if image.get("gso_segs") > GSO_MAX_SEGS:
+                raise TestRunError(f"__sk_buff.gso_segs must be at most {GSO_MAX_SEGS}")
+        fields = SkbFields(
+            protocol=proto,
+            mark=image.get("mark"),
+            priority=image.get("priority"),
+            ifindex=image.get("ifindex"),
+            ingress_ifindex=image.get("ingress_ifindex"),
+            pkt_type=pkt_type,
+            network_offset=ETH_HLEN if self.is_l2 else 0,
+            cb=bytearray(image.get_bytes("cb")),
+        )
+        packet = PacketContext(memory, data, kind=PacketKind.SKB, skb=fields, name="skb data")
+        packet.add_listener(lambda changed: sync_skb(image, changed))
+        sync_skb(image, packet)
+        return SkbRun(memory, image, packet, is_l2=self.is_l2)

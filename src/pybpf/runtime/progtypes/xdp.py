@@ -1,0 +1,94 @@
+"""XDP test runs (``bpf_prog_test_run_xdp``): a page-sized frame with 256 bytes of headroom.
+
+The frame is the packet helpers' :class:`PacketContext`: ``XDP_PACKET_HEADROOM`` bytes of
+headroom, the packet (metadata first when ``ctx_in`` says so), then room up to the frame end
+minus the ``skb_shared_info`` tailroom, which is what bpf_xdp_adjust_tail may grow into. A
+listener keeps the context image's data pointers in step with the helpers' changes. ``data_out`` runs from ``data_meta``
+to ``data_end``; ``ctx_out`` reports ``data`` and ``data_end`` relative to ``data_meta``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pybpf.errors import TestRunError
+from pybpf.platform.context import Conversion
+from pybpf.runtime.context import ContextImage, InternalLayout
+from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
+from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
+from pybpf.vm.memory import AddressSpace
+
+XDP_PACKET_HEADROOM = 256
+PAGE_SIZE = 4096
+SKB_SHARED_INFO_SIZE = 320
+"""SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on x86-64: the tailroom a frame keeps."""
+MAX_LINEAR = PAGE_SIZE - XDP_PACKET_HEADROOM - SKB_SHARED_INFO_SIZE
+XDP_METADATA_MAX = 32
+LOOPBACK_IFINDEX = 1
+"""Without an ingress device the kernel runs the program on the loopback device's queue 0."""
+
+
+def sync_xdp(image: ContextImage, packet: PacketContext) -> None:
+    """Write the packet's data pointers into the context image (a PacketContext listener)."""
+    image.set_pointer(Conversion.PACKET_DATA, packet.data)
+    image.set_pointer(Conversion.PACKET_END, packet.data_end)
+    image.set_pointer(Conversion.PACKET_META, packet.data_meta)
+
+
+class XdpRun(PreparedRun):
+    def __init__(self, memory: AddressSpace, image: ContextImage, packet: PacketContext) -> None:
+        super().__init__(memory)
+        self.image = image
+        self.packet_state: PacketContext = packet
+        self.context = self.map(image.region)
+
+    def close(self) -> None:
+        self.packet_state.release()
+        super().close()
+
+    def finish(self) -> tuple[bytes, bytes | None]:
+        packet = self.packet_state
+        # xdp_convert_buff_to_md(): offsets relative to data_meta; data_meta itself reads 0.
+        head = bytearray(self.image.uapi_bytes())
+        struct.pack_into("<III", head, 0, packet.data - packet.data_meta, packet.data_end - packet.data_meta, 0)
+        out = bytearray(packet.metadata())
+        out += packet.packet_bytes()
+        return bytes(out), bytes(head)
+
+
+class XdpKind(RunKind):
+    def prepare(
+        self, memory: AddressSpace, layout: InternalLayout, data_in: bytes, ctx_in: bytes | None
+    ) -> PreparedRun:
+        check_ctx_size(ctx_in, layout)
+        metalen = 0
+        ifindex, queue = LOOPBACK_IFINDEX, 0
+        if ctx_in is not None:
+            md = ctx_in[: layout.uapi.size].ljust(layout.uapi.size, b"\0")
+            data, data_end, data_meta, ingress, rx_queue, egress = struct.unpack_from("<6I", md)
+            if data_meta or data_end != len(data_in) or data > data_end:
+                raise TestRunError(
+                    "xdp_md in ctx_in: data_meta must be 0, data_end the packet size, data <= data_end"
+                )
+            if data % 4 or data > XDP_METADATA_MAX:
+                raise TestRunError(f"xdp_md.data (metadata length {data}) must be a multiple of 4, at most 32")
+            if egress:
+                raise TestRunError("xdp_md.egress_ifindex must be 0 in ctx_in")
+            if not ingress and rx_queue:
+                raise TestRunError("xdp_md.rx_queue_index needs an ingress_ifindex")
+            metalen = data
+            ifindex, queue = (ingress or LOOPBACK_IFINDEX), rx_queue
+        if len(data_in) - metalen > MAX_LINEAR:
+            raise TestRunError(f"packet of {len(data_in)} bytes: XDP fragments are not supported (max {MAX_LINEAR})")
+        image = new_image(layout, ctx_in)
+        image.set("ingress_ifindex", ifindex)
+        image.set("rx_queue_index", queue)
+        image.set("egress_ifindex", 0)
+        # The metadata sits just below data, at the end of the 256-byte headroom.
+        packet = PacketContext(
+            memory, data_in, kind=PacketKind.XDP, headroom=XDP_PACKET_HEADROOM - metalen, name="xdp frame"
+        )
+        packet.start += metalen
+        packet.add_listener(lambda changed: sync_xdp(image, changed))
+        sync_xdp(image, packet)
+        return XdpRun(memory, image, packet)
