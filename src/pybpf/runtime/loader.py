@@ -11,6 +11,8 @@ instructions resolve through the map registry; finally fill prog_array slots fro
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from pybpf.btf import Btf
 from pybpf.errors import LoadError, MapError
 from pybpf.isa.insn import Call
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
-from pybpf.platform.uapi_generated import BpfMapType, HelperId
+from pybpf.platform.progtypes import prog_type_spec
+from pybpf.platform.uapi_generated import BpfMapType, BpfProgType, HelperId
 from pybpf.runtime.context import convert_ctx_access
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
@@ -52,13 +55,15 @@ def load(
     vmlinux_btf: Btf | str | os.PathLike[str] | bytes | None = None,
     ncpus: int | None = None,
     seed: int | None = None,
+    prog_types: Mapping[str, BpfProgType] | None = None,
 ) -> Object:
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
     ``vmlinux_btf`` is the target of CO-RE relocations (a :class:`Btf`, or a raw BTF file such
     as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF.
     ``ncpus`` is the number of virtual CPUs (per-CPU maps); ``seed`` makes
-    bpf_get_prandom_u32 deterministic.
+    bpf_get_prandom_u32 deterministic; ``prog_types`` overrides the type a program's section
+    implies (by program name), as ``bpftool prog load ... type`` does.
     """
     spec = load_spec(source)
     target = _read_btf(vmlinux_btf)
@@ -72,6 +77,9 @@ def load(
         available = default_helpers()
         programs: dict[str, Program] = {}
         for number, program_spec in enumerate(spec.programs.values(), start=1):
+            override = (prog_types or {}).get(program_spec.name)
+            if override is not None:
+                program_spec = replace(program_spec, prog_type=override)
             programs[program_spec.name] = _prepare(
                 spec, program_spec, maps, services=services, target=target, available=available, number=number
             )
@@ -114,7 +122,11 @@ def _prepare(
     number: int,
 ) -> Program:
     file = spec.elf.file
-    type_spec = program.section_info.spec
+    type_spec = (
+        program.section_info.spec
+        if program.prog_type == program.section_info.prog_type
+        else prog_type_spec(program.prog_type)
+    )
     insns = apply_core(program, program.instructions, spec.btf, target)
     for item in insns:
         insn = item.insn

@@ -1,0 +1,144 @@
+"""``pybpf prog run`` and ``pybpf map dump``: test-run an object's program in user space.
+
+``pybpf prog run OBJ --prog NAME --data-in HEX|@FILE [--data-in ...]`` loads OBJ once and runs
+the program on each ``--data-in`` in order, so maps keep their contents from one run to the
+next (BPF_PROG_TEST_RUN semantics for each run). ``pybpf map dump OBJ MAP`` prints a map of the
+freshly loaded object (its initial contents). ``--json`` output never goes through rich.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from pybpf.errors import PybpfError
+from pybpf.platform.uapi_generated import BpfProgType
+from pybpf.runtime.loader import load
+from pybpf.runtime.object import Object
+from pybpf.runtime.program import TestRunResult
+
+
+class CliUsageError(PybpfError):
+    """A command-line value that cannot be used (bad hex, unknown program type)."""
+
+
+def read_bytes_arg(value: str, what: str) -> bytes:
+    """``HEX`` (spaces allowed) or ``@FILE`` (raw bytes)."""
+    if value.startswith("@"):
+        return Path(value[1:]).read_bytes()
+    try:
+        return bytes.fromhex("".join(value.split()))
+    except ValueError:
+        raise CliUsageError(f"{what}: {value!r} is neither hex bytes nor @FILE") from None
+
+
+def parse_prog_type(name: str) -> BpfProgType:
+    key = name.strip().upper().replace("-", "_")
+    aliases = {"TC": "SCHED_CLS", "SOCKET": "SOCKET_FILTER", "RAW_TP": "RAW_TRACEPOINT"}
+    try:
+        return BpfProgType[aliases.get(key, key)]
+    except KeyError:
+        raise CliUsageError(f"unknown program type {name!r}") from None
+
+
+def map_dump(obj: Object, name: str) -> dict[str, Any]:
+    """``{"type": str, "entries": [[keyhex, valuehex | [hex per CPU]], ...]}``."""
+    found = obj.maps.get(name)
+    entries: list[list[Any]] = []
+    for entry in obj.map_entries(name):
+        value = [part.hex() for part in entry.value] if isinstance(entry.value, tuple) else entry.value.hex()
+        entries.append([entry.key.hex(), value])
+    map_type = getattr(found, "type", None)
+    return {"type": map_type.name.lower() if map_type is not None else "unknown", "entries": entries}
+
+
+def _run_record(obj: Object, result: TestRunResult, dump_maps: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "retval": result.retval,
+        "data_out": result.data_out.hex(),
+        "duration_ns": result.duration_ns,
+    }
+    if dump_maps:
+        record["maps"] = {name: map_dump(obj, name) for name in sorted(obj.maps)}
+    return record
+
+
+def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> None:
+    if out.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{program}: test runs")
+        for column in ("run", "retval", "duration (ns)", "data_out"):
+            table.add_column(column)
+        for number, record in enumerate(records, start=1):
+            table.add_row(str(number), str(record["retval"]), f"{record['duration_ns']:.0f}", record["data_out"])
+        Console(file=out).print(table)
+    else:
+        for number, record in enumerate(records, start=1):
+            out.write(f"run {number}: retval {record['retval']}  duration {record['duration_ns']:.0f} ns\n")
+            out.write(f"  data_out: {record['data_out']}\n")
+    for number, record in enumerate(records, start=1):
+        for name, dumped in record.get("maps", {}).items():
+            out.write(f"run {number}: map {name} ({dumped['type']}), {len(dumped['entries'])} entries\n")
+            for key, value in dumped["entries"]:
+                shown = " ".join(value) if isinstance(value, list) else value
+                out.write(f"  {key}: {shown}\n")
+
+
+def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
+    types = {args.prog: parse_prog_type(args.type)} if args.type else None
+    runs = [read_bytes_arg(value, "--data-in") for value in args.data_in] or [b""]
+    ctx_in = read_bytes_arg(args.ctx_in, "--ctx-in") if args.ctx_in is not None else None
+    with load(args.object, prog_types=types) as obj:
+        program = obj.program(args.prog)
+        records = []
+        for data in runs:
+            result = program.test_run(data, ctx_in, repeat=args.repeat)
+            records.append(_run_record(obj, result, args.dump_maps))
+    if args.json:
+        out.write(json.dumps({"runs": records}) + "\n")
+    else:
+        _write_text(out, records, args.prog)
+    return 0
+
+
+def _map_dump(args: argparse.Namespace, out: TextIO) -> int:
+    with load(args.object) as obj:
+        dumped = map_dump(obj, args.map)
+    if args.json:
+        out.write(json.dumps(dumped) + "\n")
+    else:
+        out.write(f"map {args.map} ({dumped['type']}), {len(dumped['entries'])} entries\n")
+        for key, value in dumped["entries"]:
+            shown = " ".join(value) if isinstance(value, list) else value
+            out.write(f"  {key}: {shown}\n")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    prog = subparsers.add_parser("prog", help="programs of an object file, run in user space")
+    prog_commands = prog.add_subparsers(dest="prog_command", metavar="PROG_COMMAND", required=True)
+    run = prog_commands.add_parser("run", help="test-run a program (BPF_PROG_TEST_RUN semantics)")
+    run.add_argument("object", metavar="OBJ", help="BPF ELF object file")
+    run.add_argument("--prog", required=True, metavar="NAME", help="program (function) name")
+    run.add_argument("--type", metavar="PROGTYPE", help="override the program type (xdp, sched_cls, socket_filter...)")
+    run.add_argument(
+        "--data-in", action="append", default=[], metavar="HEX|@FILE", help="packet for one run (repeatable)"
+    )
+    run.add_argument("--ctx-in", metavar="HEX|@FILE", help="context for every run (xdp_md, __sk_buff, args...)")
+    run.add_argument("--repeat", type=int, default=1, metavar="N", help="run each packet N times (mean duration)")
+    run.add_argument("--engine", choices=("interp",), default="interp", help="execution engine")
+    run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
+    run.add_argument("--json", action="store_true", help='print {"runs": [{"retval", "data_out", "duration_ns"}]}')
+    run.set_defaults(func=_prog_run)
+
+    map_parser = subparsers.add_parser("map", help="maps of an object file, in user space")
+    map_commands = map_parser.add_subparsers(dest="map_command", metavar="MAP_COMMAND", required=True)
+    dump = map_commands.add_parser("dump", help="print a map's contents after loading the object")
+    dump.add_argument("object", metavar="OBJ", help="BPF ELF object file")
+    dump.add_argument("map", metavar="MAP", help="map name (.data, .rodata and .bss for global data)")
+    dump.add_argument("--json", action="store_true", help='print {"type": str, "entries": [[key, value]...]}')
+    dump.set_defaults(func=_map_dump)
