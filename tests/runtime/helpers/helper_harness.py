@@ -35,7 +35,7 @@ class Harness:
 
     def region(self, data: bytes | int, *, writable: bool = True, name: str = "buf") -> Region:
         """Map a fresh region holding ``data`` (or that many zero bytes)."""
-        raw = bytes(data) if isinstance(data, bytes) else bytes(data)
+        raw = bytes(data)
         region = Region.from_bytes(RegionKind.OTHER, name, raw, writable)
         self.memory.add(region)
         return region
