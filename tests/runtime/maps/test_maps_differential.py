@@ -7,6 +7,8 @@ same errno. Hash maps iterate in a different order than the kernel's, so for the
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,7 +26,7 @@ SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 FLAGS = st.sampled_from([0, 1, 2, 3, 4, 5, 8])
 
 
-def ops(key_space: st.SearchStrategy[bytes], value_size: int) -> st.SearchStrategy[list[tuple[object, ...]]]:
+def ops(key_space: st.SearchStrategy[bytes], value_size: int) -> st.SearchStrategy[list[tuple[Any, ...]]]:
     value = st.binary(min_size=value_size, max_size=value_size)
     op = st.one_of(
         st.tuples(st.just("update"), key_space, value, FLAGS),
@@ -36,19 +38,19 @@ def ops(key_space: st.SearchStrategy[bytes], value_size: int) -> st.SearchStrate
     return st.lists(op, min_size=1, max_size=40)
 
 
-def run(pair: Pair, sequence: list[tuple[object, ...]], ordered: bool) -> None:
+def run(pair: Pair, sequence: list[tuple[Any, ...]], ordered: bool) -> None:
     for step, operation in enumerate(sequence):
         name = operation[0]
         if name == "update":
-            ours, kernel = pair.update(operation[1], operation[2], operation[3])  # type: ignore[arg-type]
+            ours, kernel = pair.update(operation[1], operation[2], operation[3])
         elif name == "lookup":
-            ours, kernel = pair.lookup(operation[1])  # type: ignore[arg-type]
+            ours, kernel = pair.lookup(operation[1])
         elif name == "delete":
-            ours, kernel = pair.delete(operation[1])  # type: ignore[arg-type]
+            ours, kernel = pair.delete(operation[1])
         elif name == "lookup_and_delete":
-            ours, kernel = pair.lookup_and_delete(operation[1])  # type: ignore[arg-type]
+            ours, kernel = pair.lookup_and_delete(operation[1])
         else:
-            ours, kernel = pair.next_key(operation[1])  # type: ignore[arg-type]
+            ours, kernel = pair.next_key(operation[1])
             if not ordered and ours[0] == kernel[0] == "ok":
                 # Orders differ; only "is there a next key at all" is comparable from a NULL key.
                 if operation[1] is None:
@@ -66,7 +68,7 @@ def u32_keys(limit: int) -> st.SearchStrategy[bytes]:
 
 @SETTINGS
 @given(sequence=ops(u32_keys(6), 12))
-def test_array_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_array_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     pair = Pair(MapDef(BpfMapType.ARRAY, 4, 12, 5))
     try:
         run(pair, sequence, ordered=True)
@@ -76,14 +78,11 @@ def test_array_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
 
 @SETTINGS
 @given(sequence=ops(u32_keys(4), 5))
-def test_percpu_array_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_percpu_array_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     ncpus = possible_cpus()
     pair = Pair(MapDef(BpfMapType.PERCPU_ARRAY, 4, 5, 4), ncpus)
     # Per-CPU values on the wire hold every CPU's padded copy.
-    widened = [
-        (op[0], op[1], (op[2] * 8 * ncpus)[: 8 * ncpus], op[3]) if op[0] == "update" else op  # type: ignore[index]
-        for op in sequence
-    ]
+    widened = [(op[0], op[1], (op[2] * 8 * ncpus)[: 8 * ncpus], op[3]) if op[0] == "update" else op for op in sequence]
     try:
         run(pair, widened, ordered=True)
     finally:
@@ -92,7 +91,7 @@ def test_percpu_array_matches_kernel(sequence: list[tuple[object, ...]]) -> None
 
 @SETTINGS
 @given(sequence=ops(st.sampled_from([bytes([i, 0, 0]) for i in range(8)]), 6))
-def test_hash_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_hash_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     pair = Pair(MapDef(BpfMapType.HASH, 3, 6, 5))
     try:
         run(pair, sequence, ordered=False)
@@ -102,7 +101,7 @@ def test_hash_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
 
 @SETTINGS
 @given(sequence=ops(st.sampled_from([bytes([i]) * 8 for i in range(8)]), 4))
-def test_hash_no_prealloc_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_hash_no_prealloc_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     pair = Pair(MapDef(BpfMapType.HASH, 8, 4, 4, map_flags=BpfMapFlag.NO_PREALLOC))
     try:
         run(pair, sequence, ordered=False)
@@ -112,13 +111,10 @@ def test_hash_no_prealloc_matches_kernel(sequence: list[tuple[object, ...]]) -> 
 
 @SETTINGS
 @given(sequence=ops(st.sampled_from([bytes([i, 1, 2, 3]) for i in range(6)]), 16))
-def test_percpu_hash_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_percpu_hash_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     ncpus = possible_cpus()
     pair = Pair(MapDef(BpfMapType.PERCPU_HASH, 4, 12, 4), ncpus)
-    widened = [
-        (op[0], op[1], (op[2] * ncpus)[: 16 * ncpus], op[3]) if op[0] == "update" else op  # type: ignore[index]
-        for op in sequence
-    ]
+    widened = [(op[0], op[1], (op[2] * ncpus)[: 16 * ncpus], op[3]) if op[0] == "update" else op for op in sequence]
     try:
         run(pair, widened, ordered=False)
     finally:
@@ -127,7 +123,7 @@ def test_percpu_hash_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
 
 @SETTINGS
 @given(sequence=ops(st.sampled_from([bytes([i, 7]) for i in range(10)]), 8))
-def test_lru_hash_without_eviction_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_lru_hash_without_eviction_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     # With far more room than keys, neither LRU evicts, and the kernel's behaves as a hash.
     pair = Pair(MapDef(BpfMapType.LRU_HASH, 2, 8, 1024))
     try:
@@ -138,13 +134,10 @@ def test_lru_hash_without_eviction_matches_kernel(sequence: list[tuple[object, .
 
 @SETTINGS
 @given(sequence=ops(st.sampled_from([bytes([i, 7]) for i in range(10)]), 8))
-def test_lru_percpu_hash_without_eviction_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_lru_percpu_hash_without_eviction_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     ncpus = possible_cpus()
     pair = Pair(MapDef(BpfMapType.LRU_PERCPU_HASH, 2, 8, 1024), ncpus)
-    widened = [
-        (op[0], op[1], (op[2] * ncpus), op[3]) if op[0] == "update" else op  # type: ignore[index]
-        for op in sequence
-    ]
+    widened = [(op[0], op[1], (op[2] * ncpus), op[3]) if op[0] == "update" else op for op in sequence]
     try:
         run(pair, widened, ordered=False)
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +30,7 @@ lpm_keys = st.builds(
 )
 
 
-def lpm_ops() -> st.SearchStrategy[list[tuple[object, ...]]]:
+def lpm_ops() -> st.SearchStrategy[list[tuple[Any, ...]]]:
     op = st.one_of(
         st.tuples(st.just("update"), lpm_keys, st.binary(min_size=3, max_size=3), FLAGS),
         st.tuples(st.just("lookup"), lpm_keys),
@@ -40,7 +43,7 @@ def lpm_ops() -> st.SearchStrategy[list[tuple[object, ...]]]:
 
 @SETTINGS
 @given(sequence=lpm_ops())
-def test_lpm_trie_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
+def test_lpm_trie_matches_kernel(sequence: list[tuple[Any, ...]]) -> None:
     pair = Pair(MapDef(BpfMapType.LPM_TRIE, 6, 3, 5, map_flags=BpfMapFlag.NO_PREALLOC))
     try:
         run(pair, sequence, ordered=True)
@@ -55,7 +58,7 @@ def test_lpm_trie_matches_kernel(sequence: list[tuple[object, ...]]) -> None:
         pair.close()
 
 
-def queue_ops(value_size: int) -> st.SearchStrategy[list[tuple[object, ...]]]:
+def queue_ops(value_size: int) -> st.SearchStrategy[list[tuple[Any, ...]]]:
     value = st.binary(min_size=value_size, max_size=value_size)
     op = st.one_of(
         st.tuples(st.just("push"), value, FLAGS),
@@ -70,17 +73,17 @@ def queue_ops(value_size: int) -> st.SearchStrategy[list[tuple[object, ...]]]:
 @pytest.mark.parametrize("map_type", [BpfMapType.QUEUE, BpfMapType.STACK])
 @SETTINGS
 @given(sequence=queue_ops(5))
-def test_queue_and_stack_match_kernel(map_type: BpfMapType, sequence: list[tuple[object, ...]]) -> None:
+def test_queue_and_stack_match_kernel(map_type: BpfMapType, sequence: list[tuple[Any, ...]]) -> None:
     pair = Pair(MapDef(map_type, 0, 5, 3))
     try:
         for step, operation in enumerate(sequence):
             name = operation[0]
             if name == "push":
-                ours, kernel = pair.update(b"", operation[1], operation[2])  # type: ignore[arg-type]
+                ours, kernel = pair.update(b"", operation[1], operation[2])
             elif name == "peek":
                 ours, kernel = pair.lookup(b"")
             elif name == "pop":
-                ours, kernel = pair.lookup_and_delete(None, operation[1])  # type: ignore[arg-type]
+                ours, kernel = pair.lookup_and_delete(None, operation[1])
             elif name == "delete":
                 ours, kernel = pair.delete(b"")
             else:
@@ -107,15 +110,18 @@ def test_bloom_filter_matches_kernel_with_zero_seed(
     assert isinstance(ours, BloomFilterMap)
     try:
         for value in pushed:
-            value = value.ljust(value_size, b"\x5a")
-            assert pair.update(b"", value, 0)[0] == pair.update(b"", value, 0)[1] == ("ok", None)
+            ours_result, kernel_result = pair.update(b"", value.ljust(value_size, b"\x5a"), 0)
+            assert ours_result == kernel_result == ("ok", None)
         for probe in [*pushed, *probes]:
-            probe = probe.ljust(value_size, b"\x5a")
-            assert outcome(lambda p=probe: ours.peek_raw(p)) == kernel_bloom_peek(pair.fd, probe)  # type: ignore[misc]
-        assert pair.update(b"", b"\0" * value_size, 1)[0] == pair.update(b"", b"\0" * value_size, 1)[1]
-        assert pair.delete(b"")[0] == pair.delete(b"")[1]
-        assert pair.next_key(None)[0] == pair.next_key(None)[1]
-        assert pair.lookup_and_delete(None)[0] == pair.lookup_and_delete(None)[1]
+            padded = probe.ljust(value_size, b"\x5a")
+            assert outcome(partial(ours.peek_raw, padded)) == kernel_bloom_peek(pair.fd, padded)
+        for ours_result, kernel_result in (
+            pair.update(b"", b"\0" * value_size, 1),
+            pair.delete(b""),
+            pair.next_key(None),
+            pair.lookup_and_delete(None),
+        ):
+            assert ours_result == kernel_result
     finally:
         pair.close()
 

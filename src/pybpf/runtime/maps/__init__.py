@@ -13,9 +13,14 @@ from pybpf.runtime.maps.array import ArrayMap, PercpuArrayMap
 from pybpf.runtime.maps.base import ForEachCallback, Map
 from pybpf.runtime.maps.bloom_filter import BloomFilterMap
 from pybpf.runtime.maps.definition import MapDef
+from pybpf.runtime.maps.fd_array import FdArrayMap, ProgArrayMap
 from pybpf.runtime.maps.hash import HashMap, LruHashMap, LruPercpuHashMap, PercpuHashMap
 from pybpf.runtime.maps.lpm_trie import LpmTrieMap
+from pybpf.runtime.maps.map_in_map import ArrayOfMapsMap, HashOfMapsMap
+from pybpf.runtime.maps.perf_event_array import PerfBuffer, PerfEventArrayMap, PerfEventBuffer
 from pybpf.runtime.maps.queue_stack import QueueMap, StackMap
+from pybpf.runtime.maps.redirect import CpuMap, DevMap, DevMapHash, XskMap
+from pybpf.runtime.maps.ringbuf import RingBufferConsumer, RingBufMap
 from pybpf.vm.memory import AddressSpace
 
 MAP_CLASSES: dict[BpfMapType, type[Map]] = {
@@ -31,6 +36,15 @@ MAP_CLASSES: dict[BpfMapType, type[Map]] = {
         QueueMap,
         StackMap,
         BloomFilterMap,
+        RingBufMap,
+        PerfEventArrayMap,
+        ProgArrayMap,
+        ArrayOfMapsMap,
+        HashOfMapsMap,
+        DevMap,
+        DevMapHash,
+        CpuMap,
+        XskMap,
     )
     for map_type in cls.MAP_TYPES
 }
@@ -52,9 +66,15 @@ def create_map(definition: MapDef, address_space: AddressSpace, ncpus: int = 1) 
 __all__ = [
     "MAP_CLASSES",
     "ArrayMap",
+    "ArrayOfMapsMap",
     "BloomFilterMap",
+    "CpuMap",
+    "DevMap",
+    "DevMapHash",
+    "FdArrayMap",
     "ForEachCallback",
     "HashMap",
+    "HashOfMapsMap",
     "LpmTrieMap",
     "LruHashMap",
     "LruPercpuHashMap",
@@ -62,7 +82,14 @@ __all__ = [
     "MapDef",
     "PercpuArrayMap",
     "PercpuHashMap",
+    "PerfBuffer",
+    "PerfEventArrayMap",
+    "PerfEventBuffer",
+    "ProgArrayMap",
     "QueueMap",
+    "RingBufMap",
+    "RingBufferConsumer",
     "StackMap",
+    "XskMap",
     "create_map",
 ]
