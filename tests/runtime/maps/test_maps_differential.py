@@ -155,6 +155,9 @@ CREATE_CASES = [
     MapDef(BpfMapType.PERCPU_ARRAY, 4, 8, 4, map_flags=BpfMapFlag.MMAPABLE),
     MapDef(BpfMapType.PERCPU_ARRAY, 4, 40000, 4),
     MapDef(BpfMapType.HASH, 0, 8, 4),
+    MapDef(BpfMapType.RINGBUF, 0, 0, 4096),
+    MapDef(BpfMapType.PROG_ARRAY, 4, 4, 4),
+    MapDef(BpfMapType.DEVMAP, 4, 8, 4),
     MapDef(BpfMapType.HASH, 4, 0, 4),
     MapDef(BpfMapType.HASH, 4, 8, 0),
     MapDef(BpfMapType.HASH, 4, 8, 4, map_flags=BpfMapFlag.NO_COMMON_LRU),
@@ -163,6 +166,17 @@ CREATE_CASES = [
     MapDef(BpfMapType.LRU_HASH, 4, 8, 4, map_flags=BpfMapFlag.NO_COMMON_LRU),
     MapDef(BpfMapType.PERCPU_HASH, 4, 40000, 4),
     MapDef(BpfMapType.HASH, 4, 8, 4, map_flags=BpfMapFlag.ZERO_SEED),
+    MapDef(BpfMapType.HASH, 4, 8, 4, map_flags=1 << 20),
+    MapDef(BpfMapType.ARRAY, 4, 8, 4, map_flags=1 << 20),
+    MapDef(BpfMapType.PROG_ARRAY, 4, 8, 4),
+    MapDef(BpfMapType.PROG_ARRAY, 4, 4, 4, map_flags=BpfMapFlag.MMAPABLE),
+    MapDef(BpfMapType.PERF_EVENT_ARRAY, 4, 4, 4, map_flags=BpfMapFlag.PRESERVE_ELEMS),
+    MapDef(BpfMapType.RINGBUF, 0, 0, 4096 * 3),
+    MapDef(BpfMapType.RINGBUF, 4, 0, 4096),
+    MapDef(BpfMapType.RINGBUF, 0, 0, 4096, map_flags=BpfMapFlag.NO_PREALLOC),
+    MapDef(BpfMapType.DEVMAP, 4, 6, 4),
+    MapDef(BpfMapType.DEVMAP_HASH, 4, 8, 0),
+    MapDef(BpfMapType.CPUMAP, 4, 4, 100000),
 ]
 
 

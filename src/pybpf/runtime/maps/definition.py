@@ -97,7 +97,7 @@ def invalid(definition: MapDef, reason: str) -> MapInvalidArgumentError:
 def check_flags(definition: MapDef, allowed: int) -> None:
     """EINVAL for flags outside ``allowed``, or for contradictory access flags (both RDONLY and WRONLY)."""
     flags = definition.map_flags
-    extra = flags & ~allowed
+    extra = int(flags) & ~int(allowed)
     if extra:
         raise invalid(definition, f"map_flags {extra:#x} are not allowed for this map type")
     both_user = BpfMapFlag.RDONLY | BpfMapFlag.WRONLY

@@ -54,7 +54,7 @@ def check_inner(outer: Map, template: MapDef, value: object) -> Map:
         value.type == template.type
         and value.key_size == template.key_size
         and value.value_size == template.value_size
-        and (value.map_flags & ~ignore) == (template.map_flags & ~ignore)
+        and (value.map_flags & ~int(ignore)) == (template.map_flags & ~int(ignore))
         and (template.map_flags & BpfMapFlag.INNER_MAP or value.max_entries == template.max_entries)
     )
     if not same:

@@ -115,7 +115,7 @@ class RingBufMap(Map):
 
     def output(self, data: bytes, flags: int = 0) -> int:
         """bpf_ringbuf_output: 0, -EINVAL for bad flags, -EAGAIN when there is no room."""
-        if flags & ~(BpfRingbufFlag.NO_WAKEUP | BpfRingbufFlag.FORCE_WAKEUP):
+        if flags & ~int(BpfRingbufFlag.NO_WAKEUP | BpfRingbufFlag.FORCE_WAKEUP):
             return -errno_codes.EINVAL
         address = self.reserve(len(data))
         if not address:
