@@ -355,3 +355,21 @@ class TestRunError(PybpfError):
     """A test run's input is invalid for the program type (the kernel's EINVAL from BPF_PROG_TEST_RUN)."""
 
     __test__ = False  # not a pytest test class, despite the name
+
+
+class VerifierError(PybpfError):
+    """Our verifier rejected a program.
+
+    ``pc`` is the slot index of the offending instruction (None when the whole program is at
+    fault, e.g. it is too large), ``reason`` the bare explanation (the kernel's wording where
+    the kernel has one, such as ``"unreachable insn 3"``), and ``source`` the C source line
+    (``file:line: text``) when the program carries line info.
+    """
+
+    def __init__(self, pc: int | None, reason: str, source: str | None = None) -> None:
+        self.pc = pc
+        self.reason = reason
+        self.source = source
+        where = f"instruction {pc}: " if pc is not None else ""
+        origin = f" ({source})" if source else ""
+        super().__init__(f"{where}{reason}{origin}")
