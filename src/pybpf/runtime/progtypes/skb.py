@@ -25,6 +25,8 @@ ETH_P_802_3 = 0x0001
 ETH_P_802_2 = 0x0004
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
+IPV4_HLEN = 20
+IPV6_HLEN = 40
 AF_INET = 2
 AF_INET6 = 10
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
@@ -140,12 +142,15 @@ class SkbKind(RunKind):
         if not image.get("ifindex"):
             image.set("ifindex", LOOPBACK_IFINDEX)
         l3 = data_in[ETH_HLEN:]
-        if proto == ETH_P_IP and len(l3) >= 20:
+        # The kernel refuses an IP frame too short for its network header (pskb_may_pull).
+        if (proto == ETH_P_IP and len(l3) < IPV4_HLEN) or (proto == ETH_P_IPV6 and len(l3) < IPV6_HLEN):
+            raise TestRunError(f"ethertype {proto:#06x} frame of {len(data_in)} bytes is too short for its IP header")
+        if proto == ETH_P_IP:
             # The test socket: family and addresses from the packet (net/bpf/test_run.c).
             image.set("family", AF_INET)
             image.set("local_ip4", int.from_bytes(l3[12:16], "little"))
             image.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
-        elif proto == ETH_P_IPV6 and len(l3) >= 40:
+        elif proto == ETH_P_IPV6:
             image.set("family", AF_INET6)
             image.set_bytes("local_ip6", l3[8:24])
             image.set_bytes("remote_ip6", l3[24:40])
