@@ -1,0 +1,76 @@
+"""``pybpf prog run`` and ``pybpf map dump`` through cli.main (no kernel needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from pybpf.cli.main import main
+
+PROGS = Path(__file__).resolve().parents[1] / "progs"
+FRAME = (
+    b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+    + bytes([0x45, 0, 0, 28, 0, 1, 0, 0, 64, 17, 0, 0, 192, 168, 1, 7, 10, 0, 0, 2]) + bytes(8)
+)
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out)
+    return code, out.getvalue()
+
+
+def test_prog_run_json_runs_in_order_with_persistent_maps() -> None:
+    code, text = run_cli(
+        "prog", "run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall",
+        "--data-in", FRAME.hex(), "--data-in", FRAME.hex(), "--dump-maps", "--json",
+    )
+    assert code == 0
+    runs = json.loads(text)["runs"]
+    assert [run["retval"] for run in runs] == [2, 2]  # XDP_PASS
+    assert runs[0]["data_out"] == FRAME.hex()
+    assert all(isinstance(run["duration_ns"], float) for run in runs)
+    counts = [run["maps"]["verdict_count"] for run in runs]
+    assert counts[0]["type"] == "percpu_array"
+    passed = [{key: value for key, value in c["entries"]}["01000000"] for c in counts]
+    totals = [sum(struct.unpack("<Q", bytes.fromhex(v))[0] for v in per_cpu) for per_cpu in passed]
+    assert totals == [1, 2]  # the second run sees the first run's count
+
+
+def test_prog_run_data_from_file_and_text_output(tmp_path: Path) -> None:
+    packet = tmp_path / "packet.bin"
+    packet.write_bytes(FRAME)
+    code, text = run_cli("prog", "run", str(PROGS / "tc_mark.o"), "--prog", "tc_mark", "--data-in", f"@{packet}")
+    assert code == 0
+    assert "run 1: retval 0" in text
+    assert FRAME.hex() in text
+
+
+def test_map_dump_global_data() -> None:
+    code, text = run_cli("map", "dump", str(PROGS / "global_data.o"), ".rodata", "--json")
+    assert code == 0
+    dumped = json.loads(text)
+    assert dumped["type"] == "array"
+    assert [key for key, _ in dumped["entries"]] == ["00000000"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--prog", "nope", "--data-in", "00"], "no program named 'nope'"),
+        (["--prog", "xdp_firewall", "--data-in", "zz"], "neither hex"),
+        (["--prog", "xdp_firewall", "--type", "bogus", "--data-in", "00"], "unknown program type"),
+    ],
+    ids=["unknown-program", "bad-hex", "bad-type"],
+)
+def test_prog_run_errors_are_json_with_nonzero_exit(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = run_cli("prog", "run", str(PROGS / "xdp_firewall.o"), *argv, "--json")
+    assert code != 0
+    assert message in json.loads(text)["error"]
+    assert message in capsys.readouterr().err
