@@ -1,0 +1,186 @@
+"""Tristate numbers: the kernel's bit-level abstract domain (kernel/bpf/tnum.c).
+
+A :class:`Tnum` ``(value, mask)`` stands for every 64-bit unsigned integer ``x`` with
+``x & ~mask == value``: a bit set in ``mask`` is unknown, other bits equal the bit in ``value``.
+The invariant ``value & mask == 0`` always holds. All arithmetic is modulo 2**64, like the
+registers it describes; operations are sound (they over-approximate every concrete result),
+which the property tests check against concrete arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pybpf.errors import VerifierError
+
+U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Tnum:
+    """``value``: the known bits; ``mask``: the unknown bits (disjoint from ``value``)."""
+
+    value: int
+    mask: int
+
+    def __post_init__(self) -> None:
+        # Constructed only by this module's operations and by callers; a broken invariant would
+        # make every later operation unsound, so refuse it outright.
+        if self.value & self.mask or not 0 <= self.value <= U64 or not 0 <= self.mask <= U64:
+            raise VerifierError(None, f"malformed tnum (value={self.value:#x}, mask={self.mask:#x})")
+
+    # -- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def const(cls, value: int) -> Tnum:
+        return cls(value & U64, 0)
+
+    @classmethod
+    def unknown(cls) -> Tnum:
+        return cls(0, U64)
+
+    @classmethod
+    def range(cls, umin: int, umax: int) -> Tnum:
+        """The smallest tnum holding every value of the unsigned range ``[umin, umax]``."""
+        umin &= U64
+        umax &= U64
+        differing = umin ^ umax
+        bits = differing.bit_length()
+        if bits > 63:
+            # The kernel gives up when the top bit differs (a 64-bit shift is undefined in C).
+            return cls.unknown()
+        delta = (1 << bits) - 1
+        return cls(umin & ~delta & U64, delta)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def is_const(self) -> bool:
+        return self.mask == 0
+
+    def is_unknown(self) -> bool:
+        return self.mask == U64
+
+    def contains(self, x: int) -> bool:
+        """Whether the concrete value ``x`` (taken modulo 2**64) is described by this tnum."""
+        return (x & U64) & ~self.mask & U64 == self.value
+
+    def includes(self, other: Tnum) -> bool:
+        """The kernel's ``tnum_in(self, other)``: every value of ``other`` is a value of ``self``."""
+        if other.mask & ~self.mask:
+            return False
+        return self.value == other.value & ~self.mask & U64
+
+    def umin(self) -> int:
+        return self.value
+
+    def umax(self) -> int:
+        return self.value | self.mask
+
+    def is_aligned(self, size: int) -> bool:
+        if size == 0:
+            return True
+        return ((self.value | self.mask) & (size - 1)) == 0
+
+    # -- arithmetic ---------------------------------------------------------------------------
+
+    def add(self, other: Tnum) -> Tnum:
+        sum_mask = (self.mask + other.mask) & U64
+        sum_value = (self.value + other.value) & U64
+        # Bits where carrying through the unknown bits may change the result become unknown.
+        carries = ((sum_mask + sum_value) & U64) ^ sum_value
+        unknown = carries | self.mask | other.mask
+        return Tnum(sum_value & ~unknown & U64, unknown)
+
+    def sub(self, other: Tnum) -> Tnum:
+        diff = (self.value - other.value) & U64
+        high = (diff + self.mask) & U64
+        low = (diff - other.mask) & U64
+        unknown = (high ^ low) | self.mask | other.mask
+        return Tnum(diff & ~unknown & U64, unknown)
+
+    def neg(self) -> Tnum:
+        return Tnum.const(0).sub(self)
+
+    def and_(self, other: Tnum) -> Tnum:
+        maybe_a = self.value | self.mask
+        maybe_b = other.value | other.mask
+        known_ones = self.value & other.value
+        return Tnum(known_ones, maybe_a & maybe_b & ~known_ones & U64)
+
+    def or_(self, other: Tnum) -> Tnum:
+        known_ones = self.value | other.value
+        return Tnum(known_ones, (self.mask | other.mask) & ~known_ones & U64)
+
+    def xor(self, other: Tnum) -> Tnum:
+        unknown = self.mask | other.mask
+        return Tnum((self.value ^ other.value) & ~unknown & U64, unknown)
+
+    def mul(self, other: Tnum) -> Tnum:
+        """Shift-and-add multiplication: known bits of ``self`` select partial products of ``other``."""
+        exact = (self.value * other.value) & U64
+        partial = Tnum.const(0)
+        a, b = self, other
+        while a.value or a.mask:
+            if a.value & 1:
+                partial = partial.add(Tnum(0, b.mask))
+            elif a.mask & 1:
+                partial = partial.add(Tnum(0, b.value | b.mask))
+            a = a.rshift(1)
+            b = b.lshift(1)
+        return Tnum.const(exact).add(partial)
+
+    def lshift(self, shift: int) -> Tnum:
+        return Tnum((self.value << shift) & U64, (self.mask << shift) & U64)
+
+    def rshift(self, shift: int) -> Tnum:
+        return Tnum(self.value >> shift, self.mask >> shift)
+
+    def arshift(self, shift: int, bits: int = 64) -> Tnum:
+        """Arithmetic right shift of the low ``bits`` (32 or 64) bits; the result is zero-extended."""
+        width_mask = (1 << bits) - 1
+        sign = 1 << (bits - 1)
+
+        def signed(x: int) -> int:
+            x &= width_mask
+            return x - (1 << bits) if x & sign else x
+
+        # An unknown sign bit spreads into every vacated bit as unknown, a known one as itself.
+        return Tnum((signed(self.value) >> shift) & width_mask, (signed(self.mask) >> shift) & width_mask)
+
+    # -- lattice ------------------------------------------------------------------------------
+
+    def intersect(self, other: Tnum) -> Tnum:
+        """Meet: the values described by both (assumes they are compatible, as the kernel does)."""
+        known_ones = self.value | other.value
+        unknown = self.mask & other.mask
+        return Tnum(known_ones & ~unknown & U64, unknown)
+
+    def union(self, other: Tnum) -> Tnum:
+        """Join: describes every value of either."""
+        unknown = (self.value ^ other.value) | self.mask | other.mask
+        return Tnum(self.value & other.value & ~unknown & U64, unknown)
+
+    def cast(self, size: int) -> Tnum:
+        """Truncate to the low ``size`` bytes (1, 2, 4 or 8)."""
+        width_mask = (1 << (size * 8)) - 1
+        return Tnum(self.value & width_mask, self.mask & width_mask)
+
+    # -- 32-bit sub-register helpers (tnum_subreg & co) -------------------------------------------
+
+    def subreg(self) -> Tnum:
+        return self.cast(4)
+
+    def clear_subreg(self) -> Tnum:
+        return self.rshift(32).lshift(32)
+
+    def with_subreg(self, subreg: Tnum) -> Tnum:
+        return self.clear_subreg().or_(subreg.subreg())
+
+    def const_subreg(self, value: int) -> Tnum:
+        return self.with_subreg(Tnum.const(value & U32))
+
+    def __str__(self) -> str:
+        if self.is_const():
+            return f"{self.value:#x}"
+        return f"(value={self.value:#x}, mask={self.mask:#x})"
