@@ -147,3 +147,28 @@ CREATE_CASES = [
 def test_create_errors_match_kernel(definition: MapDef) -> None:
     ours, kernel = create_outcomes(definition)
     assert ours == kernel
+
+
+def devmap_ops() -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    # ifindex 1 is the loopback device, which every machine has; 0 names no device. Storing a device in a
+    # devmap attaches nothing to it.
+    keys = st.sampled_from([0, 1, 2, 3, 7]).map(lambda i: i.to_bytes(4, "little"))
+    values = st.sampled_from([0, 1]).map(lambda i: i.to_bytes(4, "little"))
+    op = st.one_of(
+        st.tuples(st.just("update"), keys, values, FLAGS),
+        st.tuples(st.just("lookup"), keys),
+        st.tuples(st.just("delete"), keys),
+        st.tuples(st.just("next"), st.none() | keys),
+    )
+    return st.lists(op, min_size=1, max_size=30)
+
+
+@pytest.mark.parametrize("map_type", [BpfMapType.DEVMAP, BpfMapType.DEVMAP_HASH])
+@SETTINGS
+@given(sequence=devmap_ops())
+def test_devmaps_match_kernel(map_type: BpfMapType, sequence: list[tuple[Any, ...]]) -> None:
+    pair = Pair(MapDef(map_type, 4, 4, 3))
+    try:
+        run(pair, sequence, ordered=map_type == BpfMapType.DEVMAP)
+    finally:
+        pair.close()

@@ -75,7 +75,11 @@ class Map:
         self.key_size = definition.key_size
         self.value_size = definition.value_size
         self.max_entries = definition.max_entries
-        self.map_flags = definition.map_flags
+        self.map_flags = int(definition.map_flags)
+        # Plain booleans: IntFlag arithmetic costs microseconds on the helpers' hot path.
+        self.prog_readonly = bool(self.map_flags & int(BpfMapFlag.RDONLY_PROG))
+        self.user_readonly = bool(self.map_flags & int(BpfMapFlag.RDONLY))
+        self.user_writeonly = bool(self.map_flags & int(BpfMapFlag.WRONLY))
         self.frozen = False
         self.value_stride = round_up8(definition.value_size)
         # The map's identity for programs (the kernel's struct bpf_map pointer): a private buffer,
@@ -110,7 +114,7 @@ class Map:
 
     def prog_update(self, key: bytes, value: bytes, flags: int = 0, cpu: int = 0) -> int:
         """bpf_map_update_elem: 0 or -errno. Per-CPU maps update only ``cpu``'s copy."""
-        if self.map_flags & BpfMapFlag.RDONLY_PROG:
+        if self.prog_readonly:
             return -errno_codes.EPERM
         try:
             self._update(key, value, flags, cpu)
@@ -120,7 +124,7 @@ class Map:
 
     def prog_delete(self, key: bytes) -> int:
         """bpf_map_delete_elem: 0 or -errno."""
-        if self.map_flags & BpfMapFlag.RDONLY_PROG:
+        if self.prog_readonly:
             return -errno_codes.EPERM
         try:
             self._delete(key)
@@ -165,13 +169,13 @@ class Map:
     # -- user-space checks ------------------------------------------------------------------------
 
     def _check_read(self) -> None:
-        if self.map_flags & BpfMapFlag.WRONLY:
+        if self.user_writeonly:
             raise MapPermissionError(f"{self.label} is write-only for user space")
 
     def _check_write(self) -> None:
         if self.frozen:
             raise MapPermissionError(f"{self.label} is frozen: user space may not write it")
-        if self.map_flags & BpfMapFlag.RDONLY:
+        if self.user_readonly:
             raise MapPermissionError(f"{self.label} is read-only for user space")
 
     def _check_lock(self, flags: int) -> None:

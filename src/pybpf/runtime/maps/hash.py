@@ -145,7 +145,7 @@ class HashMap(Map):
             self._remove(victim)
         slot = self.slab.alloc()
         entry = (slot, self.slab.address(slot))
-        self.slab.view(slot)[: self.key_size] = key
+        self.slab.write(slot, 0, key)
         self._index[key] = entry
         self._link(key)
         if self.LRU:
@@ -162,9 +162,7 @@ class HashMap(Map):
     # -- hooks ------------------------------------------------------------------------------------
 
     def _value_bytes(self, slot: int) -> bytes:
-        view = self.slab.view(slot)
-        size = self.value_stride * self.ncpus if self.PERCPU else self.value_size
-        return bytes(view[self.key_stride : self.key_stride + size])
+        return self.slab.read(slot, self.key_stride, self.user_value_size)
 
     def _lookup_user(self, key: bytes, flags: int) -> bytes:
         entry = self._index.get(key)
@@ -195,15 +193,18 @@ class HashMap(Map):
         self._store(entry[0], value, cpu, fresh)
 
     def _store(self, slot: int, value: bytes, cpu: int | None, fresh: bool) -> None:
-        view = self.slab.view(slot)
         start = self.key_stride
         if self.PERCPU and cpu is not None:
             if fresh:
                 # A program's new element: this CPU's copy is the value, the others are zero.
-                view[start:] = bytes(len(view) - start)
+                self.slab.write(slot, start, bytes(self.slot_size - start))
             start += cpu * self.value_stride
             value = value[: self.value_size]
         lock = self.spin_lock_offset
+        if lock is None:
+            self.slab.write(slot, start, value)
+            return
+        view = self.slab.view(slot)
         saved = bytes(view[start + lock : start + lock + 4]) if lock is not None and not fresh else None
         view[start : start + len(value)] = value
         if saved is not None and lock is not None:

@@ -122,7 +122,7 @@ class DevMap(_SlotMap):
     def _delete(self, key: bytes) -> None:
         index = int.from_bytes(key, "little")
         if index >= self.max_entries:
-            raise MapFullError(f"{self.label}: index {index} is out of range")
+            raise MapInvalidArgumentError(f"{self.label}: index {index} is out of range")
         self._slots.pop(index, None)
 
 
@@ -136,11 +136,12 @@ class DevMapHash(_SlotMap):
         if flags > EXIST:
             raise MapInvalidArgumentError(f"{self.label}: update flags {flags:#x} are invalid")
         index = int.from_bytes(key, "little")
+        # The device is looked up before the key: a bad ifindex is EINVAL even for BPF_NOEXIST.
+        if int.from_bytes(value[:4], "little") == 0:
+            raise MapInvalidArgumentError(f"{self.label}: ifindex 0 names no device")
         present = index in self._slots
         if present and flags & NOEXIST:
             raise MapKeyExistsError(f"{self.label}: the key exists (BPF_NOEXIST)")
-        if int.from_bytes(value[:4], "little") == 0:
-            raise MapInvalidArgumentError(f"{self.label}: ifindex 0 names no device")
         # The kernel does not check BPF_EXIST here: an absent key is simply added.
         if not present and len(self._slots) >= self.max_entries:
             raise MapFullError(f"{self.label} is full ({self.max_entries} devices)")
