@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.skipif(not KERNEL_OK, reason=f"bpf() unavailable: {KERNEL_REASON}"),
 ]
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FLAGS = st.sampled_from([0, 1, 2, 3, 4])
 
 # Prefixes over 2 data bytes drawn from a few values, so that they nest and branch often.

@@ -175,3 +175,36 @@ def test_batches() -> None:
     queue = create_map(MapDef(BpfMapType.QUEUE, 0, 4, 2), AddressSpace())
     with pytest.raises(MapErrnoError):
         queue.lookup_batch()
+
+
+def spin_lock_btf() -> Btf:
+    # 1 u32, 2 struct bpf_spin_lock { u32 val; }, 3 struct locked { u32 count; struct bpf_spin_lock lock; }
+    return Btf(
+        [
+            Int("unsigned int", 4, IntEncoding(0), 0, 32),
+            Struct("bpf_spin_lock", 4, (Member("val", 1, 0),)),
+            Struct("locked", 8, (Member("count", 1, 0), Member("lock", 2, 32))),
+        ],
+        StringTable(b"\0"),
+    )
+
+
+def test_bpf_f_lock_needs_a_spin_lock() -> None:
+    btf = spin_lock_btf()
+    locked = create_map(
+        MapDef(BpfMapType.HASH, 4, 8, 4, btf=btf, btf_key_type_id=1, btf_value_type_id=3), AddressSpace()
+    )
+    locked.update_raw(b"\1\0\0\0", b"\5\0\0\0\0\0\0\0", 4)  # BPF_F_LOCK
+    address = locked.lookup_address(b"\1\0\0\0")
+    locked.address_space.store(address + 4, 4, 1)  # a program holds the lock
+    locked.update_raw(b"\1\0\0\0", b"\6\0\0\0\0\0\0\0", 4)
+    assert locked.lookup(1) == {"count": 6, "lock": {"val": 1}}  # the lock word is never overwritten
+    with pytest.raises(MapErrnoError) as caught:
+        locked.freeze()  # maps with special BTF fields cannot be frozen (ENOTSUPP)
+    assert caught.value.errno == 524
+    plain = create_map(MapDef(BpfMapType.HASH, 4, 8, 4), AddressSpace())
+    with pytest.raises(MapErrnoError) as caught:
+        plain.update_raw(b"\1\0\0\0", bytes(8), 4)
+    assert caught.value.errno_name == "EINVAL"
+    with pytest.raises(MapErrnoError):
+        plain.lookup_raw(b"\1\0\0\0", 4)

@@ -3,8 +3,10 @@
 A key is ``struct bpf_lpm_trie_key``: a host-order u32 ``prefixlen`` then ``key_size - 4``
 bytes of big-endian data. The structure is the kernel's path-compressed binary trie, rebuilt
 here node for node (intermediate nodes where two prefixes branch, postorder iteration), because
-get_next_key's order and its answer for a key that is not in the trie both follow from that
-shape: a key matching a node's length but not its bits resumes after that node, as in the kernel.
+get_next_key's order follows from that shape (postorder: more specific prefixes first; a key
+not in the trie starts over at the first one). Element updates follow the kernel since 6.13:
+BPF_NOEXIST/BPF_EXIST are honoured, and replacing a prefix in a full trie works (ENOSPC only
+for a new one).
 
 Values live in slab slots; replacing an element's value rewrites its slot in place (the kernel
 allocates a new node), so a program's pointer stays valid and sees the update.
@@ -238,13 +240,14 @@ class LpmTrieMap(Map):
         prefixlen, data = self._split(key)
         stack: list[_Node] = []
         node: _Node | None = self._root
+        matched = 0
         while node is not None:
             stack.append(node)
             matched = self._match(node, prefixlen, data)
             if node.prefixlen != matched or node.prefixlen == prefixlen:
                 break
             node = node.children[self._bit(data, node.prefixlen)]
-        if node is None or node.prefixlen != prefixlen or node.slot is None:
+        if node is None or node.prefixlen != prefixlen or node.prefixlen != matched or node.slot is None:
             found = self._leftmost(self._root)
             return None if found is None else self._encode(found)
         # The next node in postorder: the leftmost of the right sibling subtree, else the parent.
