@@ -63,8 +63,8 @@ class MapDef:
             name=spec.name,
             inner=inner,
             btf=btf,
-            btf_key_type_id=spec.btf_key_type_id or 0 if btf is not None else 0,
-            btf_value_type_id=spec.btf_value_type_id or 0 if btf is not None else 0,
+            btf_key_type_id=(spec.btf_key_type_id or 0) if btf is not None else 0,
+            btf_value_type_id=(spec.btf_value_type_id or 0) if btf is not None else 0,
         )
 
     @property
