@@ -1,0 +1,178 @@
+"""The control-flow graph of a program, as the kernel's ``check_subprogs``/``check_cfg`` see it.
+
+Everything here is pure graph work on decoded instructions, indexed by pc (slot index; an
+``lddw`` occupies two slots, and its second slot is never an instruction of its own). No
+checking happens here: :mod:`pybpf.verifier.structure` turns the facts into verdicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pybpf.isa.insn import (
+    CallLocal,
+    Exit,
+    Goto,
+    Instruction,
+    Jump,
+    LabeledInsn,
+    LoadImm64,
+    MayGoto,
+    slot_count,
+)
+from pybpf.isa.opcodes import PseudoSrc
+
+
+class EdgeKind(Enum):
+    """Why control may go from one pc to another."""
+
+    FALLTHROUGH = "fallthrough"
+    BRANCH = "branch"  # a taken jump (conditional, goto, may_goto)
+    CALL = "call"  # a bpf-to-bpf call, or a callback address taken by lddw FUNC
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    source: int
+    target: int
+    kind: EdgeKind
+
+
+@dataclass(frozen=True, slots=True)
+class Subprog:
+    """One function: the slots ``[start, end)``."""
+
+    start: int
+    end: int
+
+    def __contains__(self, pc: object) -> bool:
+        return isinstance(pc, int) and self.start <= pc < self.end
+
+
+def slot_total(insns: Sequence[LabeledInsn]) -> int:
+    """The program's length in slots."""
+    if not insns:
+        return 0
+    last = insns[-1]
+    return last.pc + slot_count(last.insn)
+
+
+def by_pc(insns: Sequence[LabeledInsn]) -> dict[int, LabeledInsn]:
+    return {labeled.pc: labeled for labeled in insns}
+
+
+def call_target(pc: int, insn: Instruction) -> int | None:
+    """The first pc of a function that ``insn`` calls or takes the address of, if any."""
+    if isinstance(insn, CallLocal):
+        return pc + 1 + insn.off
+    if isinstance(insn, LoadImm64) and insn.src == PseudoSrc.FUNC:
+        # lddw FUNC's immediate counts from the slot after the instruction's first slot.
+        return pc + 1 + insn.imm
+    return None
+
+
+def branch_target(pc: int, insn: Instruction) -> int | None:
+    """Where a jump at ``pc`` goes when taken (None for anything that is not a jump)."""
+    if isinstance(insn, Jump | Goto | MayGoto):
+        return pc + 1 + insn.off
+    return None
+
+
+def edges_from(pc: int, insn: Instruction) -> list[Edge]:
+    """The intra- and inter-procedural edges leaving ``insn``, in the kernel's visiting order."""
+    edges: list[Edge] = []
+    if isinstance(insn, Exit):
+        return edges
+    if isinstance(insn, Goto):
+        return [Edge(pc, pc + 1 + insn.off, EdgeKind.BRANCH)]
+    edges.append(Edge(pc, pc + slot_count(insn), EdgeKind.FALLTHROUGH))
+    target = branch_target(pc, insn)
+    if target is not None:
+        edges.append(Edge(pc, target, EdgeKind.BRANCH))
+    callee = call_target(pc, insn)
+    if callee is not None:
+        edges.append(Edge(pc, callee, EdgeKind.CALL))
+    return edges
+
+
+@dataclass(frozen=True, slots=True)
+class Cfg:
+    """The result of one depth-first walk from pc 0.
+
+    ``visited`` holds every pc the walk reached (possibly the second slot of an lddw when
+    something jumps there); ``back_edges`` every (from, to) edge that closes a loop, in discovery
+    order; ``first_out_of_range`` the first edge whose target lies outside the program.
+    """
+
+    visited: frozenset[int]
+    back_edges: tuple[tuple[int, int], ...]
+    first_out_of_range: Edge | None = None
+    order: tuple[int, ...] = field(default=())
+
+
+def walk(insns: Sequence[LabeledInsn]) -> Cfg:
+    """Iterative DFS in the kernel's order (fall-through first), classifying back-edges.
+
+    A target already on the DFS stack is a back-edge (a loop); call edges are followed but never
+    counted as loops, since recursion is diagnosed elsewhere, by stack-depth analysis.
+    """
+    table = by_pc(insns)
+    total = slot_total(insns)
+    if total == 0:
+        return Cfg(frozenset(), ())
+    on_stack: set[int] = set()
+    visited: set[int] = set()
+    order: list[int] = []
+    back_edges: list[tuple[int, int]] = []
+    out_of_range: Edge | None = None
+    # Each frame: (pc, the edges still to visit).
+    stack: list[tuple[int, list[Edge]]] = []
+
+    def enter(pc: int) -> None:
+        visited.add(pc)
+        on_stack.add(pc)
+        order.append(pc)
+        labeled = table.get(pc)
+        # A pc without an instruction is the second slot of an lddw; the kernel decodes it as a
+        # plain (non-jump) slot and falls through.
+        pending = edges_from(pc, labeled.insn) if labeled is not None else [Edge(pc, pc + 1, EdgeKind.FALLTHROUGH)]
+        stack.append((pc, list(reversed(pending))))
+
+    enter(0)
+    while stack:
+        pc, pending = stack[-1]
+        if not pending:
+            stack.pop()
+            on_stack.discard(pc)
+            continue
+        edge = pending.pop()
+        if not 0 <= edge.target < total:
+            if out_of_range is None:
+                out_of_range = edge
+            continue
+        if edge.target in on_stack and edge.kind is not EdgeKind.CALL:
+            back_edges.append((edge.source, edge.target))
+        elif edge.target not in visited:
+            enter(edge.target)
+    return Cfg(frozenset(visited), tuple(back_edges), out_of_range, tuple(order))
+
+
+def subprog_starts(insns: Sequence[LabeledInsn]) -> list[int]:
+    """Sorted first pcs of every function: 0, each CallLocal target, each lddw FUNC target.
+
+    Targets are returned even when out of range; the caller checks them.
+    """
+    starts = {0}
+    for labeled in insns:
+        target = call_target(labeled.pc, labeled.insn)
+        if target is not None:
+            starts.add(target)
+    return sorted(starts)
+
+
+def subprogs(starts: Sequence[int], total: int) -> tuple[Subprog, ...]:
+    """Split ``[0, total)`` at ``starts`` (which must be in range and sorted)."""
+    bounds = [*starts, total]
+    return tuple(Subprog(bounds[i], bounds[i + 1]) for i in range(len(starts)))
