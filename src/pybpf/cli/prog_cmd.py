@@ -15,9 +15,10 @@ from typing import Any, TextIO
 
 from pybpf.errors import PybpfError
 from pybpf.platform.uapi_generated import BpfProgType
+from pybpf.platform.verdicts import verdict_name
 from pybpf.runtime.loader import load
 from pybpf.runtime.object import Object
-from pybpf.runtime.program import TestRunResult
+from pybpf.runtime.program import Program, TestRunResult
 
 
 class CliUsageError(PybpfError):
@@ -54,18 +55,42 @@ def map_dump(obj: Object, name: str) -> dict[str, Any]:
     return {"type": map_type.name.lower() if map_type is not None else "unknown", "entries": entries}
 
 
-def _run_record(obj: Object, result: TestRunResult, dump_maps: bool) -> dict[str, Any]:
+def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps: bool) -> dict[str, Any]:
     record: dict[str, Any] = {
         "retval": result.retval,
         "data_out": result.data_out.hex(),
         "duration_ns": result.duration_ns,
     }
+    verdict = verdict_name(program.prog_type, result.retval)
+    if verdict is not None:
+        record["verdict"] = verdict
     if dump_maps:
         record["maps"] = {name: map_dump(obj, name) for name in sorted(obj.maps)}
     return record
 
 
+def _write_map_text(out: TextIO, name: str, dumped: dict[str, Any]) -> None:
+    """Entries of one map; all-zero values of arrays (which always hold every key) are counted, not listed."""
+    entries = dumped["entries"]
+    is_array = "array" in dumped["type"]
+
+    def is_zero(value: str | list[str]) -> bool:
+        parts = value if isinstance(value, list) else [value]
+        return all(set(part) <= {"0"} for part in parts)
+
+    shown = [entry for entry in entries if not (is_array and is_zero(entry[1]))]
+    hidden = len(entries) - len(shown)
+    note = f", {hidden} all-zero not shown" if hidden else ""
+    out.write(f"map {name} ({dumped['type']}): {len(entries)} entries{note}\n")
+    for key, value in shown:
+        out.write(f"  {key}: {' '.join(value) if isinstance(value, list) else value}\n")
+
+
 def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> None:
+    def retval_text(record: dict[str, Any]) -> str:
+        verdict = record.get("verdict")
+        return f"{record['retval']} ({verdict})" if verdict else str(record["retval"])
+
     if out.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -74,18 +99,17 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
         for column in ("run", "retval", "duration (ns)", "data_out"):
             table.add_column(column)
         for number, record in enumerate(records, start=1):
-            table.add_row(str(number), str(record["retval"]), f"{record['duration_ns']:.0f}", record["data_out"])
+            table.add_row(str(number), retval_text(record), f"{record['duration_ns']:.0f}", record["data_out"])
         Console(file=out).print(table)
     else:
         for number, record in enumerate(records, start=1):
-            out.write(f"run {number}: retval {record['retval']}  duration {record['duration_ns']:.0f} ns\n")
+            out.write(f"run {number}: retval {retval_text(record)}  duration {record['duration_ns']:.0f} ns\n")
             out.write(f"  data_out: {record['data_out']}\n")
-    for number, record in enumerate(records, start=1):
-        for name, dumped in record.get("maps", {}).items():
-            out.write(f"run {number}: map {name} ({dumped['type']}), {len(dumped['entries'])} entries\n")
-            for key, value in dumped["entries"]:
-                shown = " ".join(value) if isinstance(value, list) else value
-                out.write(f"  {key}: {shown}\n")
+    # Text shows the maps once, after the last run (--json keeps them per run).
+    if records and "maps" in records[-1]:
+        out.write(f"maps after run {len(records)}:\n")
+        for name, dumped in records[-1]["maps"].items():
+            _write_map_text(out, name, dumped)
 
 
 def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -97,7 +121,7 @@ def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
         records = []
         for data in runs:
             result = program.test_run(data, ctx_in, repeat=args.repeat)
-            records.append(_run_record(obj, result, args.dump_maps))
+            records.append(_run_record(obj, program, result, args.dump_maps))
     if args.json:
         out.write(json.dumps({"runs": records}) + "\n")
     else:
@@ -111,10 +135,7 @@ def _map_dump(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(dumped) + "\n")
     else:
-        out.write(f"map {args.map} ({dumped['type']}), {len(dumped['entries'])} entries\n")
-        for key, value in dumped["entries"]:
-            shown = " ".join(value) if isinstance(value, list) else value
-            out.write(f"  {key}: {shown}\n")
+        _write_map_text(out, args.map, dumped)
     return 0
 
 
