@@ -1,9 +1,9 @@
 """Ring buffer and perf event output helpers.
 
 Flag checks and the -errno results are done here, as in kernel/bpf/ringbuf.c and
-kernel/trace/bpf_trace.c; storage is the map's: ring buffer maps provide ``prog_reserve(size)``
-(sample address or 0), ``prog_commit(address, discard)``, ``prog_query(flags)``; perf event
-arrays provide ``prog_perf_output(index, data)`` (0 or -errno: -ENOENT for an empty slot...).
+kernel/trace/bpf_trace.c; storage is the map's (pybpf.runtime.maps): ring buffer maps provide
+``reserve(size)`` (sample address or 0), ``submit(address)``, ``discard(address)`` and
+``query(flags)``; perf event arrays provide ``output(data, flags, cpu)`` (0 or -errno).
 Samples a run reserved are remembered on its :class:`RunState`, so submit/discard, which only
 get the sample pointer, find their map.
 """
@@ -32,7 +32,7 @@ def ringbuf_reserve(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r
     state, found = find_map(env, r1)
     if r3:
         return 0  # any flag makes the reservation fail (NULL)
-    reserve = cast(Callable[[int], int], require(env, found, "prog_reserve"))
+    reserve = cast(Callable[[int], int], require(env, found, "reserve"))
     address = reserve(r2 & U64)
     if address:
         state.reserved[address] = found
@@ -44,8 +44,8 @@ def _commit(env: ExecutionContext, sample: int, discard: bool) -> int:
     found = state.reserved.pop(sample, None)
     if found is None:
         raise HelperError(f"{sample:#x} is not a ring buffer sample reserved by this run", env.helper_pc)
-    commit = cast(Callable[[int, bool], None], require(env, found, "prog_commit"))
-    commit(sample, discard)
+    commit = cast(Callable[[int], None], require(env, found, "discard" if discard else "submit"))
+    commit(sample)
     return 0
 
 
@@ -62,19 +62,19 @@ def ringbuf_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5
     if r4 & ~_WAKEUP_FLAGS:
         return EINVAL
     data = read(env, r2, r3 & U64)
-    reserve = cast(Callable[[int], int], require(env, found, "prog_reserve"))
+    reserve = cast(Callable[[int], int], require(env, found, "reserve"))
     address = reserve(len(data))
     if not address:
         return EAGAIN
     write(env, address, data)
-    commit = cast(Callable[[int, bool], None], require(env, found, "prog_commit"))
-    commit(address, False)
+    submit = cast(Callable[[int], None], require(env, found, "submit"))
+    submit(address)
     return 0
 
 
 def ringbuf_query(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     _, found = find_map(env, r1)
-    query = cast(Callable[[int], int], require(env, found, "prog_query"))
+    query = cast(Callable[[int], int], require(env, found, "query"))
     return query(r2 & U64) & U64
 
 
@@ -101,8 +101,8 @@ def perf_event_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int,
         if ctx_len > packet.length:
             return EFAULT
         sample += packet.read(0, ctx_len)
-    output = cast(Callable[[int, bytes], int], require(env, found, "prog_perf_output"))
-    return output(index, sample) & U64
+    output = cast(Callable[[bytes, int, int], int], require(env, found, "output"))
+    return output(sample, index, state.current_cpu) & U64
 
 
 OUTPUT_HELPERS: dict[HelperId, HelperFn] = {
