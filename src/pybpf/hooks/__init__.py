@@ -1,0 +1,1 @@
+"""pybpf.hooks: programs attached to real user-space events (packets, Python probes, tracepoints, audit events), through links."""
