@@ -1,1 +1,4 @@
-"""pybpf.hooks: programs attached to real user-space events (packets, Python probes, tracepoints, audit events), through links."""
+"""pybpf.hooks: programs attached to real user-space events through links.
+
+Packets (pcap replay, live AF_PACKET), Python probes, tracepoints and audit events.
+"""
