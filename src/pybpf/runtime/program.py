@@ -9,30 +9,18 @@ and ``data_out``/``ctx_out`` are read back. ``duration_ns`` is the mean wall tim
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from pybpf.errors import TestRunError
 from pybpf.obj import ProgramSpec
 from pybpf.platform.progtypes import ProgTypeSpec
+from pybpf.platform.test_run import TestRunResult
 from pybpf.runtime.context import InternalLayout, RewriteResult
 from pybpf.runtime.helpers.services import RunState, RuntimeServices
 from pybpf.runtime.progtypes import PreparedRun, run_kind
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
 
-
-@dataclass(frozen=True, slots=True)
-class TestRunResult:
-    """What BPF_PROG_TEST_RUN reports: retval (u32), data_out, ctx_out, mean ns per run."""
-
-    __test__ = False  # not a pytest test class
-
-    retval: int
-    data_out: bytes
-    ctx_out: bytes | None
-    duration_ns: float
-    r0: int  # the full 64-bit r0 of the last run
-    instructions: int  # instructions executed by the last run
+__all__ = ["Program", "TestRunResult"]
 
 
 class Program:
