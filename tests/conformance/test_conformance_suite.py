@@ -23,7 +23,7 @@ from pybpf.errors import AssemblerError, PybpfError
 SUITE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
 TESTS = sorted((SUITE / "tests").glob("*.data"))
 NEGATIVES = sorted((SUITE / "negative").glob("*.data"))
-ENGINES = ["interp"]
+ENGINES = ["interp", "jit"]
 
 pytestmark = pytest.mark.skipif(not TESTS, reason=f"conformance suite not found at {SUITE}")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.interpreter import Interpreter
+from pybpf.vm.jit.conformance import run_jitted
 from pybpf.vm.memory import Region, RegionKind
 
 UNWIND_HELPER = 5
@@ -33,7 +34,7 @@ def run_interpreted(bytecode: bytes, memory: bytes) -> int:
     return interpreter.run(region).r0
 
 
-ENGINES: dict[str, Callable[[bytes, bytes], int]] = {"interp": run_interpreted}
+ENGINES: dict[str, Callable[[bytes, bytes], int]] = {"interp": run_interpreted, "jit": run_jitted}
 """Execution engines by name (the JIT registers here when it lands)."""
 
 

@@ -1,0 +1,518 @@
+"""eBPF to LLVM IR: one LLVM function per eBPF function, one basic block per block leader.
+
+Every generated function has the signature ``i64 (i64* state, i64 depth, i64 r0, ..., i64 r9)``
+and returns r0. Registers live in ``alloca`` slots (mem2reg turns them into SSA values); r10 is
+the stack top Python placed in the run-state block for ``depth``. A bpf-to-bpf call is a native
+call passing the caller's r0-r9 (so the callee starts with the register file the interpreter
+would show it) and a depth one higher; r6-r9 survive the call because the caller's slots are its
+own. ``bpf_entry(state)`` calls the main function with the initial registers from the block.
+
+Nothing raises in native code. An event (helper stop, memory fault, depth or budget exceeded)
+stores a :class:`~pybpf.vm.jit.state.Status` in the run-state block and returns 0; every call site
+checks the status after the callee returns and returns too, so the whole native stack unwinds by
+ordinary returns before Python looks at the status.
+
+Memory accesses are checked (defence in depth, until verified programs may skip it): the address
+range must lie inside one entry of the run's range table, else the Python fault handler decides,
+against the live address space, whether the access is fine after all (a region mapped by a
+helper during the run) or raises the interpreter's MemoryAccessError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pybpf.errors import VmError
+from pybpf.isa.insn import (
+    Atomic,
+    Bin,
+    Call,
+    CallKfunc,
+    CallLocal,
+    CallReg,
+    Endian,
+    Exit,
+    Goto,
+    Imm,
+    Instruction,
+    Jump,
+    Load,
+    LoadImm64,
+    MayGoto,
+    Neg,
+    Operand,
+    PacketLoad,
+    Reg,
+    Store,
+    slot_count,
+)
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
+from pybpf.vm.execution import MAX_CALL_FRAMES
+from pybpf.vm.interpreter import CODE_BASE
+from pybpf.vm.jit import alu_ir
+from pybpf.vm.jit.alu_ir import Value, constant
+from pybpf.vm.jit.llvm import require_llvmlite
+from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan
+from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
+
+ENTRY_NAME = "bpf_entry"
+"""The exported function: ``i64 bpf_entry(i64* state)``."""
+
+_RMW_NAMES = {AtomicCode.ADD: "add", AtomicCode.OR: "or", AtomicCode.AND: "and", AtomicCode.XOR: "xor"}
+
+
+@dataclass(frozen=True, slots=True)
+class Callbacks:
+    """Native addresses of the two Python entry points native code calls.
+
+    ``helper``: ``i64 (i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``, the one helper trampoline.
+    ``fault``: ``i64 (i64 address, i64 size, i64 is_write, i64 pc)``, returns 1 if the access is
+    allowed after all, else records the error (and the status) and returns 0.
+    """
+
+    helper: int
+    fault: int
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedModule:
+    """The module's IR text and, for ``Status.TRAP``, why each trapping pc cannot execute."""
+
+    text: str
+    traps: Mapping[int, str]
+
+
+def function_name(entry: int) -> str:
+    return f"bpf_fn_{entry}"
+
+
+def generate(plan: ProgramPlan, constants: Mapping[int, int], callbacks: Callbacks) -> GeneratedModule:
+    """Translate ``plan``; ``constants`` gives each ``lddw`` pc its (resolved) 64-bit value."""
+    return _ModuleBuilder(plan, constants, callbacks).build()
+
+
+class _ModuleBuilder:
+    """The module-wide parts: types, the function declarations, the range check, the entry."""
+
+    def __init__(self, plan: ProgramPlan, constants: Mapping[int, int], callbacks: Callbacks) -> None:
+        ir, _ = require_llvmlite()
+        self.ir: Any = ir
+        self.plan = plan
+        self.constants = constants
+        self.callbacks = callbacks
+        self.traps: dict[int, str] = {}
+        self.module: Any = ir.Module(name="pybpf_jit")
+        self.i64: Any = ir.IntType(64)
+        self.state_type: Any = self.i64.as_pointer()
+        self.function_type: Any = ir.FunctionType(self.i64, [self.state_type, self.i64, *[self.i64] * 10])
+        self.helper_type: Any = ir.FunctionType(self.i64, [self.i64] * 7)
+        self.fault_type: Any = ir.FunctionType(self.i64, [self.i64] * 4)
+        self.functions: dict[int, Any] = {}
+        for function in plan.functions:
+            llvm_function = ir.Function(self.module, self.function_type, name=function_name(function.entry))
+            llvm_function.linkage = "internal"
+            self.functions[function.entry] = llvm_function
+        self.in_ranges: Any = self._build_in_ranges()
+
+    def build(self) -> GeneratedModule:
+        for function in self.plan.functions:
+            _FunctionEmitter(self, function).emit()
+        self._build_entry()
+        return GeneratedModule(str(self.module), dict(self.traps))
+
+    def _build_entry(self) -> None:
+        ir = self.ir
+        entry = ir.Function(self.module, ir.FunctionType(self.i64, [self.state_type]), name=ENTRY_NAME)
+        builder = ir.IRBuilder(entry.append_basic_block("entry"))
+        state = entry.args[0]
+        registers = [
+            builder.load(builder.gep(state, [constant(ir, 64, Slot.REGS + number)]), name=f"r{number}")
+            for number in range(10)
+        ]
+        builder.ret(builder.call(self.functions[0], [state, constant(ir, 64, 0), *registers]))
+
+    def _build_in_ranges(self) -> Any:
+        """``i1 in_ranges(state, address, size, is_write)``: a scan of the run's range table."""
+        ir, i64 = self.ir, self.i64
+        function = ir.Function(
+            self.module, ir.FunctionType(ir.IntType(1), [self.state_type, i64, i64, i64]), name="bpf_in_ranges"
+        )
+        function.linkage = "internal"
+        state, address, size, is_write = function.args
+        entry, loop, body, step, found, missing = (
+            function.append_basic_block(name) for name in ("entry", "loop", "body", "step", "found", "missing")
+        )
+        builder = ir.IRBuilder(entry)
+        count = builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGE_COUNT)]))
+        table = builder.inttoptr(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGES)])), self.state_type)
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        index = builder.phi(i64)
+        index.add_incoming(constant(ir, 64, 0), entry)
+        builder.cbranch(builder.icmp_unsigned(">=", index, count), missing, body)
+        builder.position_at_end(body)
+        base = builder.mul(index, constant(ir, 64, RANGE_FIELDS))
+        start, end, writable = (
+            builder.load(builder.gep(table, [builder.add(base, constant(ir, 64, field))])) for field in range(3)
+        )
+        inside = builder.and_(
+            builder.icmp_unsigned(">=", address, start),
+            builder.icmp_unsigned("<=", address, builder.sub(end, size)),
+        )
+        allowed = builder.or_(
+            builder.icmp_unsigned("==", is_write, constant(ir, 64, 0)),
+            builder.icmp_unsigned("!=", writable, constant(ir, 64, 0)),
+        )
+        builder.cbranch(builder.and_(inside, allowed), found, step)
+        builder.position_at_end(step)
+        index.add_incoming(builder.add(index, constant(ir, 64, 1)), step)
+        builder.branch(loop)
+        builder.position_at_end(found)
+        builder.ret(ir.Constant(ir.IntType(1), 1))
+        builder.position_at_end(missing)
+        builder.ret(ir.Constant(ir.IntType(1), 0))
+        return function
+
+
+class _FunctionEmitter:
+    """Emits one eBPF function into its LLVM function."""
+
+    def __init__(self, parent: _ModuleBuilder, plan: FunctionPlan) -> None:
+        ir = parent.ir
+        self.ir: Any = ir
+        self.parent = parent
+        self.plan = plan
+        self.insns = parent.plan.insns
+        self.slot_total = parent.plan.slot_total
+        self.i64: Any = parent.i64
+        function = parent.functions[plan.entry]
+        self.function: Any = function
+        self.builder: Any = ir.IRBuilder(function.append_basic_block("entry"))
+        self.state: Any = function.args[0]
+        self.depth: Any = function.args[1]
+        builder = self.builder
+        self.regs: list[Any] = [builder.alloca(self.i64, name=f"r{number}_slot") for number in range(11)]
+        for number in range(10):
+            builder.store(function.args[2 + number], self.regs[number])
+        stack_slot = builder.gep(self.state, [builder.add(self.depth, self._const(Slot.STACK_TOPS))])
+        builder.store(builder.load(stack_slot), self.regs[10])
+        self.blocks: dict[int, Any] = {pc: function.append_basic_block(f"pc{pc}") for pc in sorted(plan.leaders)}
+        self.bail: Any = function.append_basic_block("bail")
+        self.fell_off: Any = None
+        builder.branch(self.blocks[plan.entry])
+        with builder.goto_block(self.bail):
+            builder.ret(self._const(0))
+
+    # -- small pieces ---------------------------------------------------------------------------
+
+    def _const(self, value: int, bits: int = 64) -> Value:
+        return constant(self.ir, bits, value)
+
+    def _get(self, reg: Reg | int) -> Value:
+        return self.builder.load(self.regs[int(reg)])
+
+    def _set(self, reg: Reg | int, value: Value) -> None:
+        self.builder.store(value, self.regs[int(reg)])
+
+    def _operand(self, operand: Operand) -> Value:
+        if isinstance(operand, Imm):
+            return self._const(operand.value)  # sign-extended to 64 bits
+        return self._get(operand)
+
+    def _slot(self, slot: int) -> Value:
+        return self.builder.gep(self.state, [self._const(slot)])
+
+    def _load_slot(self, slot: int) -> Value:
+        return self.builder.load(self._slot(slot))
+
+    def _new_block(self, name: str) -> Any:
+        return self.function.append_basic_block(name)
+
+    def _failure(self, status: Status, pc: int, value: Value | None = None) -> Any:
+        """A block that records ``status`` at ``pc`` (and ``value``) and returns; the builder stays put."""
+        block = self._new_block(f"fail_{status.name.lower()}_{pc}")
+        with self.builder.goto_block(block):
+            self.builder.store(self._const(status), self._slot(Slot.STATUS))
+            self.builder.store(self._const(pc), self._slot(Slot.ERROR_PC))
+            if value is not None:
+                self.builder.store(value, self._slot(Slot.ERROR_VALUE))
+            self.builder.branch(self.bail)
+        return block
+
+    def _continue_unless(self, condition: Value, failure: Any, name: str) -> None:
+        """Branch to ``failure`` when ``condition`` holds; carry on emitting in a new block."""
+        rest = self._new_block(name)
+        self.builder.cbranch(condition, failure, rest)
+        self.builder.position_at_end(rest)
+
+    def _bail_if_status(self, pc: int) -> None:
+        status = self._load_slot(Slot.STATUS)
+        self._continue_unless(self.builder.icmp_unsigned("!=", status, self._const(0)), self.bail, f"after_{pc}")
+
+    def _block(self, pc: int) -> Any:
+        if pc != self.slot_total:
+            return self.blocks[pc]
+        if self.fell_off is None:
+            self.fell_off = self._trap(pc, "past the last instruction (the program fell off its end)")
+        return self.fell_off
+
+    def _trap(self, pc: int, what: str) -> Any:
+        self.parent.traps[pc] = f"cannot execute {what}"
+        return self._failure(Status.TRAP, pc)
+
+    # -- the function body ----------------------------------------------------------------------
+
+    def emit(self) -> None:
+        builder = self.builder
+        for leader in sorted(self.plan.leaders):
+            builder.position_at_end(self.blocks[leader])
+            if leader in self.plan.loop_headers:
+                self._count_iteration(leader)
+            pc = leader
+            while True:
+                insn = self.insns[pc]
+                if self._emit(pc, insn):
+                    break
+                nxt = pc + slot_count(insn)
+                if nxt in self.blocks or nxt == self.slot_total:
+                    builder.branch(self._block(nxt))
+                    break
+                pc = nxt
+
+    def _count_iteration(self, pc: int) -> None:
+        """Spend one unit of the loop budget at a loop header; fail when it is exhausted."""
+        builder = self.builder
+        left = builder.sub(self._load_slot(Slot.BUDGET), self._const(1))
+        builder.store(left, self._slot(Slot.BUDGET))
+        exhausted = builder.icmp_signed("<", left, self._const(0))
+        self._continue_unless(exhausted, self._failure(Status.BUDGET, pc), f"loop{pc}")
+
+    def _emit(self, pc: int, insn: Instruction) -> bool:
+        """Emit ``insn``; True when it ended the block (a jump or an exit)."""
+        match insn:
+            case Bin():
+                self._bin(insn)
+            case Jump():
+                self._jump(pc, insn)
+                return True
+            case Goto(off):
+                self.builder.branch(self._block(pc + 1 + off))
+                return True
+            case Exit():
+                self._exit()
+                return True
+            case Load():
+                self._load(pc, insn)
+            case Store():
+                self._store(pc, insn)
+            case LoadImm64():
+                self._set(insn.dst, self._const(self.parent.constants[pc]))
+            case Neg():
+                self._neg(insn)
+            case Endian():
+                self._endian(insn)
+            case Atomic():
+                self._atomic(pc, insn)
+            case MayGoto(off):
+                self._may_goto(pc, pc + 1 + off)
+                return True
+            case Call(helper):
+                self._call_helper(pc, self._const(helper))
+            case CallLocal(off):
+                self._call_function(pc, pc + 1 + off)
+            case CallReg(reg):
+                self._call_reg(pc, reg)
+            case PacketLoad():
+                self._packet_load(pc, insn)
+            case CallKfunc(btf_id):
+                self.builder.branch(
+                    self._trap(pc, f"kfunc call (BTF id {btf_id}): kfuncs are not supported in user space yet")
+                )
+                return True
+            case _:
+                raise VmError(f"the JIT cannot translate {insn!r}", pc)
+        return False
+
+    # -- arithmetic -----------------------------------------------------------------------------
+
+    def _bin(self, insn: Bin) -> None:
+        ir, builder = self.ir, self.builder
+        a, b = self._get(insn.dst), self._operand(insn.src)
+        if insn.is64:
+            self._set(insn.dst, alu_ir.binary(ir, builder, insn.op, a, b, bits=64))
+            return
+        i32 = ir.IntType(32)
+        result = alu_ir.binary(ir, builder, insn.op, builder.trunc(a, i32), builder.trunc(b, i32), bits=32)
+        self._set(insn.dst, builder.zext(result, self.i64))
+
+    def _neg(self, insn: Neg) -> None:
+        builder = self.builder
+        value = self._get(insn.dst)
+        if insn.is64:
+            self._set(insn.dst, builder.neg(value))
+        else:
+            self._set(insn.dst, builder.zext(builder.neg(builder.trunc(value, self.ir.IntType(32))), self.i64))
+
+    def _endian(self, insn: Endian) -> None:
+        ir, builder = self.ir, self.builder
+        value = self._get(insn.dst)
+        narrow = value if insn.width == 64 else builder.trunc(value, ir.IntType(insn.width))
+        if insn.order is not EndianOrder.LE:  # this VM is little-endian: only TO_BE and bswap swap
+            narrow = alu_ir.byte_swap(ir, builder, self.parent.module, narrow, insn.width)
+        self._set(insn.dst, narrow if insn.width == 64 else builder.zext(narrow, self.i64))
+
+    def _jump(self, pc: int, insn: Jump) -> None:
+        ir, builder = self.ir, self.builder
+        a, b = self._get(insn.dst), self._operand(insn.src)
+        bits = 32 if insn.is32 else 64
+        if insn.is32:
+            a, b = builder.trunc(a, ir.IntType(32)), builder.trunc(b, ir.IntType(32))
+        taken = alu_ir.compare(ir, builder, insn.cond, a, b, bits=bits)
+        builder.cbranch(taken, self._block(pc + 1 + insn.off), self._block(pc + 1))
+
+    def _may_goto(self, pc: int, target: int) -> None:
+        builder = self.builder
+        left = self._load_slot(Slot.MAY_GOTO_LEFT)
+        rest = self._new_block(f"may_goto_{pc}")
+        builder.cbranch(builder.icmp_signed("<=", left, self._const(0)), self._block(target), rest)
+        builder.position_at_end(rest)
+        builder.store(builder.sub(left, self._const(1)), self._slot(Slot.MAY_GOTO_LEFT))
+        builder.branch(self._block(pc + 1))
+
+    def _exit(self) -> None:
+        builder = self.builder
+        if self.plan.entry == 0:  # the main function reports its final registers
+            for number in range(11):
+                builder.store(self._get(number), self._slot(Slot.REGS + number))
+        builder.ret(self._get(0))
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def _checked_pointer(self, pc: int, address: Value, size: int, is_write: bool) -> Value:
+        """A pointer to ``size`` bytes at ``address``, after the range check (or the fault handler) allowed it."""
+        builder = self.builder
+        size_value, write_value = self._const(size), self._const(int(is_write))
+        allowed = builder.call(self.parent.in_ranges, [self.state, address, size_value, write_value])
+        access, slow = self._new_block(f"access_{pc}"), self._new_block(f"fault_{pc}")
+        builder.cbranch(allowed, access, slow)
+        builder.position_at_end(slow)
+        handler = builder.inttoptr(self._const(self.parent.callbacks.fault), self.parent.fault_type.as_pointer())
+        verdict = builder.call(handler, [address, size_value, write_value, self._const(pc)])
+        builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), access, self.bail)
+        builder.position_at_end(access)
+        return builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
+
+    def _load(self, pc: int, insn: Load) -> None:
+        builder = self.builder
+        size = insn.size.nbytes
+        pointer = self._checked_pointer(pc, builder.add(self._get(insn.src), self._const(insn.off)), size, False)
+        value = builder.load(pointer, align=1)
+        if size < 8:
+            value = builder.sext(value, self.i64) if insn.sign_extend else builder.zext(value, self.i64)
+        self._set(insn.dst, value)
+
+    def _store(self, pc: int, insn: Store) -> None:
+        builder = self.builder
+        size = insn.size.nbytes
+        value = self._operand(insn.src)
+        pointer = self._checked_pointer(pc, builder.add(self._get(insn.dst), self._const(insn.off)), size, True)
+        if size < 8:
+            value = builder.trunc(value, self.ir.IntType(size * 8))
+        builder.store(value, pointer, align=1)
+
+    def _atomic(self, pc: int, insn: Atomic) -> None:
+        ir, builder = self.ir, self.builder
+        size, code = insn.size.nbytes, insn.op
+        width = ir.IntType(size * 8)
+
+        def narrow(value: Value) -> Value:
+            return value if size == 8 else builder.trunc(value, width)
+
+        def widen(value: Value) -> Value:
+            return value if size == 8 else builder.zext(value, self.i64)  # fetched values are zero-extended
+
+        base = insn.src if code is AtomicCode.LOAD_ACQ else insn.dst  # LOAD_ACQ: address in src
+        address = builder.add(self._get(base), self._const(insn.off))
+        pointer = self._checked_pointer(pc, address, size, code is not AtomicCode.LOAD_ACQ)
+        if code is AtomicCode.LOAD_ACQ:
+            self._set(insn.dst, widen(builder.load_atomic(pointer, "acquire", size)))
+        elif code is AtomicCode.STORE_REL:
+            builder.store_atomic(narrow(self._get(insn.src)), pointer, "release", size)
+        elif code is AtomicCode.CMPXCHG:
+            pair = builder.cmpxchg(pointer, narrow(self._get(0)), narrow(self._get(insn.src)), "seq_cst", "seq_cst")
+            self._set(0, widen(builder.extract_value(pair, 0)))
+        elif code is AtomicCode.XCHG:
+            self._set(insn.src, widen(builder.atomic_rmw("xchg", pointer, narrow(self._get(insn.src)), "seq_cst")))
+        else:
+            name = _RMW_NAMES[AtomicCode(code & ~ATOMIC_FETCH)]
+            old = builder.atomic_rmw(name, pointer, narrow(self._get(insn.src)), "seq_cst")
+            if code & ATOMIC_FETCH:
+                self._set(insn.src, widen(old))
+
+    def _packet_load(self, pc: int, insn: PacketLoad) -> None:
+        """Legacy LD_ABS/LD_IND: r0 = big-endian packet[imm (+ src)]; out of the packet ends the run with r0 = 0."""
+        ir, builder = self.ir, self.builder
+        size = insn.size.nbytes
+        packet = self._load_slot(Slot.PACKET_ADDRESS)
+        self._continue_unless(
+            builder.icmp_unsigned("==", packet, self._const(0)), self._failure(Status.NO_PACKET, pc), f"packet_{pc}"
+        )
+        offset = self._const(insn.imm)
+        if insn.mode is Mode.IND and insn.src is not None:
+            offset = builder.add(offset, self._get(insn.src))
+        offset = builder.and_(offset, self._const(0xFFFFFFFF))  # a 32-bit offset, as in the kernel
+        outside = builder.or_(
+            builder.icmp_unsigned(">=", offset, self._const(0x80000000)),
+            builder.icmp_unsigned(">", builder.add(offset, self._const(size)), self._load_slot(Slot.PACKET_SIZE)),
+        )
+        stop = self._new_block(f"packet_end_{pc}")
+        with builder.goto_block(stop):
+            builder.store(self._const(Status.STOPPED), self._slot(Slot.STATUS))
+            builder.store(self._const(0), self._slot(Slot.STOP_R0))
+            builder.branch(self.bail)
+        self._continue_unless(outside, stop, f"packet_in_{pc}")
+        pointer = builder.inttoptr(builder.add(packet, offset), ir.IntType(size * 8).as_pointer())
+        value = builder.load(pointer, align=1)
+        if size > 1:
+            value = alu_ir.byte_swap(ir, builder, self.parent.module, value, size * 8)
+        self._set(0, value if size == 8 else builder.zext(value, self.i64))
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def _call_helper(self, pc: int, helper: Value) -> None:
+        builder = self.builder
+        trampoline = builder.inttoptr(self._const(self.parent.callbacks.helper), self.parent.helper_type.as_pointer())
+        result = builder.call(trampoline, [helper, self._const(pc), *(self._get(number) for number in range(1, 6))])
+        self._bail_if_status(pc)
+        self._set(0, result)
+
+    def _call_function(self, pc: int, entry: int) -> None:
+        builder = self.builder
+        depth = builder.add(self.depth, self._const(1))
+        too_deep = builder.icmp_unsigned(">=", depth, self._const(MAX_CALL_FRAMES))
+        self._continue_unless(too_deep, self._failure(Status.CALL_DEPTH, pc), f"call_{pc}")
+        registers = [self._get(number) for number in range(10)]
+        result = builder.call(self.parent.functions[entry], [self.state, depth, *registers])
+        self._bail_if_status(pc)
+        self._set(0, result)
+
+    def _call_reg(self, pc: int, reg: Reg) -> None:
+        """``callx``: a helper id goes to the trampoline, a code address to the function it names."""
+        builder = self.builder
+        target = self._get(reg)
+        helper_block, code_block, done = (self._new_block(f"callx_{kind}_{pc}") for kind in ("helper", "code", "done"))
+        builder.cbranch(builder.icmp_unsigned(">=", target, self._const(CODE_BASE)), code_block, helper_block)
+        builder.position_at_end(helper_block)
+        self._call_helper(pc, target)
+        builder.branch(done)
+        builder.position_at_end(code_block)
+        switch = builder.switch(target, self._failure(Status.BAD_CALL, pc, target))
+        for entry in self.parent.functions:
+            case = self._new_block(f"callx_{pc}_to_{entry}")
+            switch.add_case(self._const(CODE_BASE + entry * 8), case)
+            builder.position_at_end(case)
+            self._call_function(pc, entry)
+            builder.branch(done)
+        builder.position_at_end(done)

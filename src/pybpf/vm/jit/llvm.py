@@ -1,0 +1,56 @@
+"""The llvmlite boundary: load the library, optimise a module, compile it to native code.
+
+llvmlite is a core dependency, but its shared library can fail to load on an unusual platform:
+then :func:`require_llvmlite` raises :class:`~pybpf.errors.NotSupportedError` naming it. Nothing
+falls back to the interpreter silently; callers choose their engine.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from pybpf.errors import NotSupportedError
+
+
+def require_llvmlite() -> tuple[ModuleType, ModuleType]:
+    """``(llvmlite.ir, llvmlite.binding)``, or NotSupportedError saying why they cannot load."""
+    try:
+        from llvmlite import binding, ir
+    except (ImportError, OSError) as error:
+        raise NotSupportedError(f"the JIT needs llvmlite, which cannot be loaded here: {error}") from error
+    return ir, binding
+
+
+class NativeCode:
+    """A module compiled to native code by MCJIT; keep it alive as long as its functions are used."""
+
+    __slots__ = ("_engine", "_target_machine", "assembly_ir")
+
+    def __init__(self, module_ir: str, opt_level: int = 2) -> None:
+        _, binding = require_llvmlite()
+        try:
+            binding.initialize_native_target()
+            binding.initialize_native_asmprinter()
+            target = binding.Target.from_default_triple()
+            self._target_machine: Any = target.create_target_machine(opt=opt_level, jit=True)
+            module = binding.parse_assembly(module_ir)
+            module.triple = self._target_machine.triple
+            module.data_layout = str(self._target_machine.target_data)
+            module.verify()
+            if opt_level > 0:
+                tuning = binding.create_pipeline_tuning_options(speed_level=opt_level)
+                builder = binding.create_pass_builder(self._target_machine, tuning)
+                builder.getModulePassManager().run(module, builder)
+            self._engine: Any = binding.create_mcjit_compiler(module, self._target_machine)
+            self._engine.finalize_object()
+        except RuntimeError as error:  # llvmlite reports parse, verify and codegen failures as RuntimeError
+            raise NotSupportedError(f"LLVM could not compile the program: {error}") from error
+        self.assembly_ir = str(module)
+
+    def address(self, name: str) -> int:
+        """The native address of the function ``name``."""
+        address: int = self._engine.get_function_address(name)
+        if not address:
+            raise NotSupportedError(f"LLVM produced no function {name!r}")
+        return address

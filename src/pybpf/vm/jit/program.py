@@ -1,0 +1,300 @@
+""":class:`JitProgram`: a program compiled to native code, run like an :class:`~pybpf.vm.Interpreter`.
+
+The native code uses the memory model's real addresses: the context, the packet, map values and
+the per-frame stacks are :class:`~pybpf.vm.memory.Region` buffers, and registers hold their
+native addresses. Stacks are regions too (one per possible frame, mapped in the address space for
+the run) so that helpers reach them through ``env.memory`` exactly as under the interpreter.
+
+Native code calls back into Python through two ctypes callbacks made per program: the helper
+trampoline (which dispatches to the same :class:`~pybpf.vm.execution.HelperFn` registry the
+interpreter uses, with an :class:`~pybpf.vm.execution.ExecutionContext` as ``env``) and the memory
+fault handler. A Python exception cannot unwind native frames, so the callbacks catch everything,
+record it on the current run and set the status in the run-state block; the native code returns
+frame by frame, and :meth:`JitProgram.run` raises the recorded error (or the typed error for the
+status) once native code is done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pybpf.errors import (
+    CallDepthError,
+    HelperError,
+    InstructionLimitError,
+    NotSupportedError,
+    PybpfError,
+    VmError,
+)
+from pybpf.isa.codec import check_jump_targets, decode_program
+from pybpf.isa.insn import Call, CallReg, LabeledInsn, LoadImm64, slot_count
+from pybpf.isa.opcodes import PseudoSrc
+from pybpf.vm.execution import (
+    DEFAULT_INSTRUCTION_LIMIT,
+    MAX_CALL_FRAMES,
+    MAX_LOOPS,
+    STACK_SIZE,
+    U64,
+    ExecutionContext,
+    HelperFn,
+    ProgramStop,
+    PseudoResolver,
+    RunResult,
+)
+from pybpf.vm.interpreter import CODE_BASE, Interpreter
+from pybpf.vm.jit.codegen import ENTRY_NAME, Callbacks, generate
+from pybpf.vm.jit.llvm import NativeCode
+from pybpf.vm.jit.plan import ProgramPlan, plan_program
+from pybpf.vm.jit.state import RANGE_FIELDS, STATE_SLOTS, Slot, Status
+from pybpf.vm.memory import AddressSpace, Region, RegionKind
+
+_HelperCallback = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, *([ctypes.c_uint64] * 5))
+_FaultCallback = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64)
+_Entry = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
+_StateBlock = ctypes.c_uint64 * STATE_SLOTS
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run in progress: its run-state block, the helpers' env, and the first error recorded."""
+
+    state: Any
+    env: ExecutionContext | None
+    error: BaseException | None = None
+    keep: list[Any] = field(default_factory=list)  # ctypes buffers the state block points into
+
+
+class JitProgram:
+    """A program compiled with LLVM; the constructor mirrors :class:`~pybpf.vm.Interpreter`.
+
+    ``run`` returns a :class:`~pybpf.vm.execution.RunResult` whose ``instructions`` is 0: native
+    code does not count instructions. Termination is still guaranteed: every loop header spends
+    one unit of a budget of ``instruction_limit`` iterations (a loop iteration executes at least
+    one instruction, so any run the interpreter completes within its limit completes here).
+    """
+
+    def __init__(
+        self,
+        insns: Sequence[LabeledInsn],
+        *,
+        helpers: Mapping[int, HelperFn] | None = None,
+        resolver: PseudoResolver | None = None,
+        memory: AddressSpace | None = None,
+        instruction_limit: int = DEFAULT_INSTRUCTION_LIMIT,
+        name: str = "program",
+        opt_level: int = 2,
+    ) -> None:
+        if not insns:
+            raise VmError(f"program {name!r} has no instructions")
+        self.name = name
+        self.insns = tuple(insns)
+        self.helpers: Mapping[int, HelperFn] = helpers if helpers is not None else {}
+        self.resolver = resolver
+        self.memory = memory if memory is not None else AddressSpace()
+        self.instruction_limit = instruction_limit
+        last = self.insns[-1]
+        self.slot_total = last.pc + slot_count(last.insn)
+        check_jump_targets(self.insns, self.slot_total)
+        self.plan: ProgramPlan = plan_program(self.insns, self.slot_total)
+        self._starts = frozenset(item.pc for item in self.insns)
+        frames = MAX_CALL_FRAMES if self.plan.makes_calls else 1
+        self._stacks = tuple(
+            Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE) for number in range(frames)
+        )
+        self._runs: list[_Run] = []  # a stack: helpers may run this program again from inside a run
+        # The helpers' env is an ExecutionContext, which needs an Interpreter of the same program
+        # (env.call_function runs callbacks there); only programs that call helpers pay for it.
+        uses_helpers = any(isinstance(item.insn, Call | CallReg) for item in self.insns)
+        self._companion = (
+            Interpreter(self.insns, helpers=self.helpers, resolver=resolver, memory=self.memory, name=name)
+            if uses_helpers
+            else None
+        )
+        # The callbacks must outlive the native code that calls them: they are attributes.
+        self._helper_callback = _HelperCallback(self._serve_helper)
+        self._fault_callback = _FaultCallback(self._serve_fault)
+        callbacks = Callbacks(helper=_address_of(self._helper_callback), fault=_address_of(self._fault_callback))
+        generated = generate(self.plan, self._lddw_constants(), callbacks)
+        self._traps = generated.traps
+        self.native = NativeCode(generated.text, opt_level)
+        self._entry = _Entry(self.native.address(ENTRY_NAME))
+
+    @classmethod
+    def from_bytecode(cls, data: bytes, **options: Any) -> JitProgram:
+        """Decode (and validate) bytecode, then compile it; ``options`` as for the constructor."""
+        return cls(decode_program(data), **options)
+
+    # -- code addresses (as the interpreter defines them) ---------------------------------------
+
+    def code_address(self, pc: int) -> int:
+        return CODE_BASE + pc * 8
+
+    def function_pc(self, target: int) -> int | None:
+        pc = (target - CODE_BASE) // 8 if target >= CODE_BASE and (target - CODE_BASE) % 8 == 0 else target
+        return pc if pc in self._starts else None
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(
+        self,
+        context: Region | None = None,
+        *,
+        packet: Region | None = None,
+        registers: Mapping[int, int] | None = None,
+        instruction_limit: int | None = None,
+        user: object = None,
+    ) -> RunResult:
+        """Run the native code once; arguments and r1/r2 as for :meth:`Interpreter.run`."""
+        limit = self.instruction_limit if instruction_limit is None else instruction_limit
+        memory = self.memory
+        state = _StateBlock()
+        env = ExecutionContext(self._companion, limit, packet, user) if self._companion is not None else None
+        run = _Run(state, env)
+        mapped: list[Region] = []
+        try:
+            for region in (context, packet, *self._stacks):
+                if region is not None and region not in memory:
+                    memory.add(region)
+                    mapped.append(region)
+            for stack in self._stacks:
+                ctypes.memset(stack.address, 0, stack.size)  # every run starts with zeroed stacks
+            initial = [0] * 10
+            if context is not None:
+                initial[1], initial[2] = context.address, context.size
+            for number, value in (registers or {}).items():
+                if not 0 <= number <= 9:
+                    raise VmError(f"initial registers must be r0-r9, found r{number}")
+                initial[number] = value & U64
+            for number, value in enumerate(initial):
+                state[Slot.REGS + number] = value
+            for depth, stack in enumerate(self._stacks):
+                state[Slot.STACK_TOPS + depth] = stack.end
+            state[Slot.BUDGET] = limit
+            state[Slot.MAY_GOTO_LEFT] = MAX_LOOPS
+            if packet is not None:
+                state[Slot.PACKET_ADDRESS], state[Slot.PACKET_SIZE] = packet.address, packet.size
+            self._fill_ranges(run)
+            self._runs.append(run)
+            try:
+                r0 = self._entry(ctypes.addressof(state))
+            finally:
+                self._runs.pop()
+            return self._finish(run, r0)
+        finally:
+            if env is not None:
+                env.release()
+            for region in mapped:
+                memory.remove(region)
+
+    def _fill_ranges(self, run: _Run) -> None:
+        """The range table: every region mapped now, stacks first (the most frequent target)."""
+        regions = sorted(self.memory.regions, key=lambda region: region.kind is not RegionKind.STACK)
+        table = (ctypes.c_uint64 * (RANGE_FIELDS * len(regions) or 1))()
+        for index, region in enumerate(regions):
+            base = index * RANGE_FIELDS
+            table[base], table[base + 1], table[base + 2] = region.address, region.end, int(region.writable)
+        run.keep.append(table)
+        run.state[Slot.RANGE_COUNT] = len(regions)
+        run.state[Slot.RANGES] = ctypes.addressof(table)
+
+    def _finish(self, run: _Run, r0: int) -> RunResult:
+        """The run's result, or the error its status stands for."""
+        state = run.state
+        status = Status(state[Slot.STATUS])
+        pc = int(state[Slot.ERROR_PC])
+        if run.error is not None:
+            raise run.error
+        registers = tuple(int(state[Slot.REGS + number]) for number in range(11))
+        if status is Status.RUNNING:
+            return RunResult(r0, 0, registers)
+        if status is Status.STOPPED:
+            r0 = int(state[Slot.STOP_R0])
+            return RunResult(r0, 0, (r0, *registers[1:]))
+        if status is Status.CALL_DEPTH:
+            raise CallDepthError(f"a call would exceed the limit of {MAX_CALL_FRAMES} call frames", pc)
+        if status is Status.BUDGET:
+            raise InstructionLimitError(f"loop budget of {self.instruction_limit_for(run)} iterations exhausted", pc)
+        if status is Status.BAD_CALL:
+            target = int(state[Slot.ERROR_VALUE])
+            raise VmError(f"callx: {target:#x} is not the address of a function of this program", pc)
+        if status is Status.TRAP:
+            raise VmError(self._traps.get(pc, "cannot execute this instruction"), pc)
+        if status is Status.NO_PACKET:
+            raise VmError("LD_ABS/LD_IND needs a packet, and this run has none", pc)
+        raise VmError(f"native code reported status {status.name} without an error", pc)
+
+    def instruction_limit_for(self, run: _Run) -> int:
+        return run.env.limit if run.env is not None else self.instruction_limit
+
+    # -- callbacks from native code (they must never raise) -------------------------------------
+
+    def _serve_helper(self, helper: int, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:  # noqa: PLR0917
+        run = self._runs[-1]
+        try:
+            fn = self.helpers.get(helper)
+            if fn is None:
+                raise HelperError(f"unknown helper id {helper}", pc)
+            env = run.env
+            if env is None:
+                raise VmError("a helper was called, but the program was prepared without helper calls", pc)
+            env.helper_pc = pc
+            try:
+                result = fn(env, r1, r2, r3, r4, r5)
+            except (PybpfError, ProgramStop):
+                raise
+            except Exception as error:
+                raise HelperError(f"helper {helper} failed: {type(error).__name__}: {error}", pc) from error
+            if not isinstance(result, int):
+                raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
+            if env.pending_tail is not None:
+                raise NotSupportedError("tail calls are not supported by the JIT yet")
+            return result & U64
+        except ProgramStop as stop:
+            run.state[Slot.STOP_R0] = stop.r0
+            run.state[Slot.STATUS] = Status.STOPPED
+        except BaseException as error:  # recorded, then raised by run() once native code returned
+            run.error = error
+            run.state[Slot.STATUS] = Status.PYTHON_ERROR
+        return 0
+
+    def _serve_fault(self, address: int, size: int, is_write: int, pc: int) -> int:
+        """An access outside the range table: allowed if a region holds it now, else the error is recorded."""
+        run = self._runs[-1]
+        try:
+            self.memory.region_for(address, size, pc, bool(is_write))
+            return 1
+        except BaseException as error:
+            run.error = error
+            run.state[Slot.STATUS] = Status.PYTHON_ERROR
+        return 0
+
+    # -- preparation ----------------------------------------------------------------------------
+
+    def _lddw_constants(self) -> dict[int, int]:
+        constants: dict[int, int] = {}
+        for item in self.insns:
+            insn = item.insn
+            if not isinstance(insn, LoadImm64):
+                continue
+            if insn.src is PseudoSrc.IMM64:
+                constants[item.pc] = insn.value
+            elif insn.src is PseudoSrc.FUNC:
+                constants[item.pc] = self.code_address(item.pc + 1 + insn.imm)
+            elif self.resolver is None:
+                raise VmError(
+                    f"lddw with pseudo source {insn.src.name} needs a resolver (the runtime's), and none was given",
+                    item.pc,
+                )
+            else:
+                constants[item.pc] = self.resolver.resolve(insn, item.pc) & U64
+        return constants
+
+
+def _address_of(callback: Any) -> int:
+    address = ctypes.cast(callback, ctypes.c_void_p).value
+    if address is None:
+        raise NotSupportedError("ctypes gave a callback no address")
+    return address

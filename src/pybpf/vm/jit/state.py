@@ -1,0 +1,68 @@
+"""The run-state block shared by native code and Python, and the statuses native code reports.
+
+Every generated function receives a pointer to one run-state block: an array of 64-bit slots
+(:class:`Slot` gives their indices). Python fills the inputs before a run (initial registers,
+stack tops, the accessible address ranges, the loop budget) and reads the outputs after it
+(status, final registers). Native code never raises: it writes a :class:`Status` (and the pc it
+concerns) into the block and returns at once from every frame; :mod:`pybpf.vm.jit.program` turns
+the status into the typed error the interpreter would have raised.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Slot(IntEnum):
+    """Indices of the 64-bit slots of the run-state block."""
+
+    STATUS = 0
+    """A :class:`Status`; anything but RUNNING makes every frame return at once."""
+    ERROR_PC = 1
+    """The pc the status concerns."""
+    ERROR_VALUE = 2
+    """A value the status concerns (the callx target...)."""
+    STOP_R0 = 3
+    """r0 when a helper or a packet load stopped the program."""
+    BUDGET = 4
+    """Loop iterations left: decremented at every loop header (see ``Status.BUDGET``)."""
+    MAY_GOTO_LEFT = 5
+    """may_goto's loop budget (BPF_MAX_LOOPS)."""
+    RANGE_COUNT = 6
+    """How many (start, end, writable) triples the range table holds."""
+    RANGES = 7
+    """Native address of the range table: the regions mapped when the run started."""
+    PACKET_ADDRESS = 8
+    """Where LD_ABS/LD_IND read (0 when the run has no packet)."""
+    PACKET_SIZE = 9
+    REGS = 10
+    """r0-r10: initial values of r0-r9 in, final values of r0-r10 out (11 slots)."""
+    STACK_TOPS = 21
+    """r10 for each call depth, 0 (main) to 7 (8 slots)."""
+
+
+STATE_SLOTS = Slot.STACK_TOPS + 8
+"""The size of the run-state block, in 64-bit slots."""
+RANGE_FIELDS = 3
+"""Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
+
+
+class Status(IntEnum):
+    """What native code reports in ``Slot.STATUS``."""
+
+    RUNNING = 0
+    """No event: the program returned normally."""
+    STOPPED = 1
+    """The program ended early (helper ``env.stop``, out-of-packet LD_ABS) with ``Slot.STOP_R0``."""
+    PYTHON_ERROR = 2
+    """A helper or the memory fault handler recorded an exception on the Python side."""
+    CALL_DEPTH = 3
+    """A bpf-to-bpf call at ``Slot.ERROR_PC`` would exceed the 8-frame limit."""
+    BUDGET = 4
+    """The loop budget ran out at the loop header ``Slot.ERROR_PC``."""
+    BAD_CALL = 5
+    """``callx`` at ``Slot.ERROR_PC`` to ``Slot.ERROR_VALUE``, which is no function of the program."""
+    TRAP = 6
+    """An instruction at ``Slot.ERROR_PC`` that cannot execute (kfunc call, falling off the end...)."""
+    NO_PACKET = 7
+    """LD_ABS/LD_IND at ``Slot.ERROR_PC`` in a run without a packet."""
