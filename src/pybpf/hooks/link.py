@@ -1,0 +1,209 @@
+"""Links: what every attachment returns, mirroring the kernel's ``struct bpf_link``.
+
+A :class:`Link` ties one loaded :class:`~pybpf.runtime.program.Program` to one hook (a Python
+function, a tracepoint, an audit event, a network interface...). It has an ``id`` unique in the
+process, a :class:`LinkKind`, the program, and a ``target`` naming the hook; ``detach()`` (also
+called on leaving a ``with`` block) unhooks the program, after which the hook no longer runs it.
+
+The links of a process live in a :class:`LinkRegistry` held by a :class:`HookRuntime`. The hooks
+that exist only once per process (the ``sys.addaudithook`` dispatcher, the tracepoint table)
+live there too. A program's runs are serialised per loaded object (see :meth:`HookRuntime.run_lock`):
+the interpreter implements BPF atomics as a load then a store, which is atomic only when a single
+thread runs programs on the object's memory at a time, so hooks fired by several threads take
+that lock around each run (the kernel's guarantee that atomic ops and map helpers never lose an
+update is kept; true parallelism between threads is not).
+
+Subclasses (probes, tracepoints, audit hooks, packet attachments) implement :meth:`Link._unhook`;
+``detach`` does the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import threading
+import weakref
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Self
+
+from pybpf.errors import PybpfError
+
+if TYPE_CHECKING:
+    from pybpf.runtime.program import Program
+
+
+class LinkError(PybpfError):
+    """An attachment that cannot be made or undone (wrong program type, unknown hook...)."""
+
+
+class LinkKind(StrEnum):
+    """What a link attaches to; the kernel's link types, with the user-space hooks pybpf adds."""
+
+    KPROBE = "kprobe"
+    KRETPROBE = "kretprobe"
+    UPROBE = "uprobe"
+    URETPROBE = "uretprobe"
+    FENTRY = "fentry"
+    FEXIT = "fexit"
+    TRACEPOINT = "tracepoint"
+    RAW_TRACEPOINT = "raw_tracepoint"
+    LSM = "lsm"  # an audit event (sys.addaudithook) standing in for an LSM hook
+    XDP = "xdp"
+    TC = "tc"
+    SOCKET_FILTER = "socket_filter"
+    CGROUP_SKB = "cgroup_skb"
+    PCAP = "pcap"  # a capture file replayed through a packet program
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    """What ``bpftool link show`` prints about one link (BPF_OBJ_GET_INFO_BY_FD on a link)."""
+
+    id: int
+    kind: LinkKind
+    program: str  # the program's name
+    program_id: int
+    target: str  # the hook: "module.func", "app/request", "open", "veth0"...
+    attached: bool
+    pid: int  # the process that holds the link
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "program": self.program,
+            "program_id": self.program_id,
+            "target": self.target,
+            "attached": self.attached,
+            "pid": self.pid,
+        }
+
+
+class LinkRegistry:
+    """The links of one process, by id (ids start at 1 and are never reused)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._links: dict[int, Link] = {}
+
+    def add(self, link: Link) -> int:
+        with self._lock:
+            link_id = next(self._ids)
+            self._links[link_id] = link
+        return link_id
+
+    def remove(self, link: Link) -> None:
+        with self._lock:
+            self._links.pop(link.id, None)
+
+    def get(self, link_id: int) -> Link | None:
+        with self._lock:
+            return self._links.get(link_id)
+
+    def list(self) -> list[Link]:
+        """The attached links, by id."""
+        with self._lock:
+            return [self._links[key] for key in sorted(self._links)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._links)
+
+
+class HookRuntime:
+    """Per-process hook state: the link registry, the run locks, and the process-wide hooks.
+
+    There is one per process (:func:`hook_runtime`), because the hooks it fronts are per process
+    themselves (``sys.addaudithook`` cannot be undone); tests may make their own.
+    """
+
+    def __init__(self) -> None:
+        self.links = LinkRegistry()
+        self._guard = threading.Lock()
+        # One lock per loaded object (keyed by its RuntimeServices): see the module docstring.
+        self._run_locks: weakref.WeakKeyDictionary[object, threading.RLock] = weakref.WeakKeyDictionary()
+        # Extensions (the audit dispatcher, the tracepoint table) are created on first use.
+        self._extensions: dict[str, object] = {}
+
+    def run_lock(self, program: Program) -> threading.RLock:
+        """The lock that serialises runs of every program sharing ``program``'s address space.
+
+        Re-entrant: a probed function called from inside a hook of the same object still runs.
+        """
+        services = program.services
+        with self._guard:
+            lock = self._run_locks.get(services)
+            if lock is None:
+                lock = threading.RLock()
+                self._run_locks[services] = lock
+            return lock
+
+    def extension(self, name: str, factory: Any) -> Any:
+        """The per-process object ``name``, made by ``factory()`` the first time it is asked for."""
+        with self._guard:
+            found = self._extensions.get(name)
+            if found is None:
+                found = factory()
+                self._extensions[name] = found
+            return found
+
+
+@functools.cache
+def hook_runtime() -> HookRuntime:
+    """This process's :class:`HookRuntime` (created on first use)."""
+    return HookRuntime()
+
+
+class Link:
+    """One program attached to one hook; ``detach()`` or a ``with`` block ends the attachment."""
+
+    def __init__(self, kind: LinkKind, program: Program, target: str, *, runtime: HookRuntime | None = None) -> None:
+        self.kind = kind
+        self.program = program
+        self.target = target
+        self.runtime = runtime if runtime is not None else hook_runtime()
+        self.attached = True
+        self.pid = os.getpid()
+        self.id = self.runtime.links.add(self)
+        self._detach_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else "detached"
+        return f"{type(self).__name__}(id={self.id}, {self.kind}, {self.program.name!r} -> {self.target!r}, {state})"
+
+    def _unhook(self) -> None:
+        """Undo the attachment at the hook itself (subclasses); called once, by :meth:`detach`."""
+
+    def detach(self) -> None:
+        """Unhook the program; the link leaves the registry. Detaching twice does nothing."""
+        with self._detach_lock:
+            if not self.attached:
+                return
+            self.attached = False
+        try:
+            self._unhook()
+        finally:
+            self.runtime.links.remove(self)
+
+    def info(self) -> LinkInfo:
+        return LinkInfo(
+            id=self.id,
+            kind=self.kind,
+            program=self.program.name,
+            program_id=self.program.id,
+            target=self.target,
+            attached=self.attached,
+            pid=self.pid,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+
+__all__ = ["HookRuntime", "Link", "LinkError", "LinkInfo", "LinkKind", "LinkRegistry", "hook_runtime"]
