@@ -1,0 +1,146 @@
+"""Branch refinement: what ``if a cond b`` teaches about both operands (the kernel's ``reg_set_min_max``).
+
+:func:`refine` narrows two scalars under the assumption that ``a cond b`` holds (``taken``) or
+fails (not taken), on all 64 bits (JMP) or the low 32 (JMP32). It returns None when no pair of
+concrete values can satisfy the assumption, i.e. that edge is dead (the kernel's
+``is_branch_taken`` verdicts fall out of this). Refinement never excludes a pair that does
+satisfy it; the property tests check this against :data:`pybpf.isa.semantics.JMP64`/``JMP32``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pybpf.isa.insn import Cond
+from pybpf.verifier.scalar import Scalar, sync, tnums_compatible
+from pybpf.verifier.scalar_ops import View
+from pybpf.verifier.tnum import Tnum
+
+NEGATION: dict[Cond, Cond | None] = {
+    Cond.JEQ: Cond.JNE,
+    Cond.JNE: Cond.JEQ,
+    Cond.JGT: Cond.JLE,
+    Cond.JLE: Cond.JGT,
+    Cond.JGE: Cond.JLT,
+    Cond.JLT: Cond.JGE,
+    Cond.JSGT: Cond.JSLE,
+    Cond.JSLE: Cond.JSGT,
+    Cond.JSGE: Cond.JSLT,
+    Cond.JSLT: Cond.JSGE,
+    Cond.JSET: None,  # "a & b == 0" has no jump of its own
+}
+
+# a < b is b > a: conditions handled by swapping the operands.
+_SWAPPED = {Cond.JLT: Cond.JGT, Cond.JLE: Cond.JGE, Cond.JSLT: Cond.JSGT, Cond.JSLE: Cond.JSGE}
+
+
+def _u(v: View, lo: int, hi: int) -> View:
+    return replace(v, u_lo=max(v.u_lo, lo), u_hi=min(v.u_hi, hi))
+
+
+def _s(v: View, lo: int, hi: int) -> View:
+    return replace(v, s_lo=max(v.s_lo, lo), s_hi=min(v.s_hi, hi))
+
+
+def _signed(x: int, bits: int) -> int:
+    x &= (1 << bits) - 1
+    return x - (1 << bits) if x >> (bits - 1) else x
+
+
+def _not_equal(a: View, b: View) -> View:
+    """Narrow ``a`` knowing ``a != c`` for a constant ``b == c``: only an end of a range can move."""
+    c = b.const_value()
+    if c is None:
+        return a
+    if a.u_lo == c:
+        a = replace(a, u_lo=c + 1)
+    if a.u_hi == c:
+        a = replace(a, u_hi=c - 1)
+    sc = _signed(c, a.bits)
+    if a.s_lo == sc:
+        a = replace(a, s_lo=sc + 1)
+    if a.s_hi == sc:
+        a = replace(a, s_hi=sc - 1)
+    return a
+
+
+def _single_bit(b: View) -> int | None:
+    c = b.const_value()
+    return c if c is not None and c != 0 and c & (c - 1) == 0 else None
+
+
+def _refine_views(cond: Cond | None, a: View, b: View) -> tuple[View, View] | None:
+    """Narrow both views assuming ``a cond b`` (``cond`` None: assuming ``a & b == 0``)."""
+    if cond in _SWAPPED:
+        swapped = _refine_views(_SWAPPED[cond], b, a)
+        return None if swapped is None else (swapped[1], swapped[0])
+    match cond:
+        case Cond.JEQ:
+            if not tnums_compatible(a.tnum, b.tnum):
+                return None
+            t = a.tnum.intersect(b.tnum)
+            meet = View(a.bits, t, max(a.s_lo, b.s_lo), min(a.s_hi, b.s_hi),
+                        max(a.u_lo, b.u_lo), min(a.u_hi, b.u_hi))
+            return meet, meet
+        case Cond.JNE:
+            return _not_equal(a, b), _not_equal(b, a)
+        case Cond.JGT:
+            return _u(a, b.u_lo + 1, a.u_hi), _u(b, b.u_lo, a.u_hi - 1)
+        case Cond.JGE:
+            return _u(a, b.u_lo, a.u_hi), _u(b, b.u_lo, a.u_hi)
+        case Cond.JSGT:
+            return _s(a, b.s_lo + 1, a.s_hi), _s(b, b.s_lo, a.s_hi - 1)
+        case Cond.JSGE:
+            return _s(a, b.s_lo, a.s_hi), _s(b, b.s_lo, a.s_hi)
+        case Cond.JSET:
+            bit = _single_bit(b)
+            if bit is not None:
+                a = replace(a, tnum=a.tnum.or_(Tnum.const(bit)))
+            bit = _single_bit(a)
+            if bit is not None:
+                b = replace(b, tnum=b.tnum.or_(Tnum.const(bit)))
+            return a, b
+        case None:
+            full = (1 << a.bits) - 1
+            cb, ca = b.const_value(), a.const_value()
+            if cb is not None:
+                a = replace(a, tnum=a.tnum.and_(Tnum.const(~cb & full)))
+            if ca is not None:
+                b = replace(b, tnum=b.tnum.and_(Tnum.const(~ca & full)))
+            return a, b
+    return a, b
+
+
+def _write_back(old: Scalar, view: View) -> Scalar | None:
+    if view.bits == 64:
+        new = Scalar(view.tnum, view.s_lo, view.s_hi, view.u_lo, view.u_hi,
+                     old.s32_min, old.s32_max, old.u32_min, old.u32_max)
+    else:
+        new = Scalar(old.var_off.with_subreg(view.tnum), old.smin, old.smax, old.umin, old.umax,
+                     view.s_lo, view.s_hi, view.u_lo, view.u_hi)
+    if new.is_bottom():
+        return None
+    synced = sync(new)
+    return None if synced.is_bottom() else synced
+
+
+def refine(cond: Cond, a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Scalar, Scalar] | None:
+    """Both operands narrowed under ``a cond b`` (or its negation); None when that is impossible."""
+    effective: Cond | None = cond if taken else NEGATION[cond]
+    if not taken and cond is Cond.JSET:
+        effective = None
+    bits = 32 if is32 else 64
+    views = _refine_views(effective, View.of(a, bits), View.of(b, bits))
+    if views is None:
+        return None
+    new_a, new_b = _write_back(a, views[0]), _write_back(b, views[1])
+    if new_a is None or new_b is None:
+        return None
+    return new_a, new_b
+
+
+def branch_outcomes(
+    cond: Cond, a: Scalar, b: Scalar, is32: bool
+) -> tuple[tuple[Scalar, Scalar] | None, tuple[Scalar, Scalar] | None]:
+    """(taken, not taken) refinements; a None side is an edge no execution can follow."""
+    return refine(cond, a, b, is32, True), refine(cond, a, b, is32, False)

@@ -1,0 +1,265 @@
+"""The scalar abstract value as the kernel keeps it in ``struct bpf_reg_state``.
+
+A :class:`Scalar` is a tnum (``var_off``) plus signed and unsigned bounds on the full 64-bit
+value and on its low 32 bits. It describes every 64-bit ``x`` that satisfies *all* of them.
+Signed bounds are held as Python signed ints, unsigned ones as non-negative ints.
+
+:func:`sync` is the kernel's ``reg_bounds_sync``: each piece of knowledge tightens the others
+(``__update_reg_bounds`` from the tnum, ``__reg_deduce_bounds`` across signedness and width,
+``__reg_bound_offset`` back into the tnum). A value whose constraints admit no integer at all
+:meth:`Scalar.is_bottom` (used for infeasible branches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pybpf.verifier.tnum import U32, U64, Tnum
+
+S64_MIN = -(1 << 63)
+S64_MAX = (1 << 63) - 1
+S32_MIN = -(1 << 31)
+S32_MAX = (1 << 31) - 1
+
+
+def to_s64(x: int) -> int:
+    x &= U64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def to_s32(x: int) -> int:
+    x &= U32
+    return x - (1 << 32) if x >> 31 else x
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """``SCALAR_VALUE`` knowledge: a tnum and eight bounds (kernel field names, snake_case)."""
+
+    var_off: Tnum
+    smin: int = S64_MIN
+    smax: int = S64_MAX
+    umin: int = 0
+    umax: int = U64
+    s32_min: int = S32_MIN
+    s32_max: int = S32_MAX
+    u32_min: int = 0
+    u32_max: int = U32
+
+    # -- constructors -------------------------------------------------------------------------
+
+    @classmethod
+    def unknown(cls) -> Scalar:
+        return cls(Tnum.unknown())
+
+    @classmethod
+    def const(cls, value: int) -> Scalar:
+        value &= U64
+        low = value & U32
+        return cls(Tnum.const(value), to_s64(value), to_s64(value), value, value,
+                   to_s32(low), to_s32(low), low, low)
+
+    @classmethod
+    def from_tnum(cls, var_off: Tnum) -> Scalar:
+        return sync(cls(var_off))
+
+    @classmethod
+    def from_urange(cls, umin: int, umax: int) -> Scalar:
+        return sync(cls(Tnum.unknown(), umin=umin & U64, umax=umax & U64))
+
+    @classmethod
+    def from_srange(cls, smin: int, smax: int) -> Scalar:
+        return sync(cls(Tnum.unknown(), smin=to_s64(smin), smax=to_s64(smax)))
+
+    @classmethod
+    def from_values(cls, values: list[int]) -> Scalar:
+        """The tightest scalar holding every one of ``values`` (used to build test inputs)."""
+        result = cls.const(values[0])
+        for value in values[1:]:
+            result = result.join(cls.const(value))
+        return sync(result)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def is_const(self) -> bool:
+        return self.var_off.is_const()
+
+    def const_value(self) -> int | None:
+        return self.var_off.value if self.var_off.is_const() else None
+
+    def is_subreg_const(self) -> bool:
+        return self.var_off.subreg().is_const()
+
+    def contains(self, x: int) -> bool:
+        """Whether the concrete 64-bit value ``x`` is described (its concretisation)."""
+        x &= U64
+        low = x & U32
+        return (
+            self.var_off.contains(x)
+            and self.umin <= x <= self.umax
+            and self.smin <= to_s64(x) <= self.smax
+            and self.u32_min <= low <= self.u32_max
+            and self.s32_min <= to_s32(low) <= self.s32_max
+        )
+
+    def is_bottom(self) -> bool:
+        """True when no 64-bit value meets every constraint (detected after :func:`sync`)."""
+        if self.umin > self.umax or self.smin > self.smax:
+            return True
+        if self.u32_min > self.u32_max or self.s32_min > self.s32_max:
+            return True
+        # The tnum's smallest and largest members must reach into the unsigned range.
+        return self.var_off.umin() > self.umax or self.var_off.umax() < self.umin
+
+    # -- lattice ------------------------------------------------------------------------------
+
+    def join(self, other: Scalar) -> Scalar:
+        """Least upper bound in this representation (every member of either is a member)."""
+        return Scalar(
+            self.var_off.union(other.var_off),
+            min(self.smin, other.smin), max(self.smax, other.smax),
+            min(self.umin, other.umin), max(self.umax, other.umax),
+            min(self.s32_min, other.s32_min), max(self.s32_max, other.s32_max),
+            min(self.u32_min, other.u32_min), max(self.u32_max, other.u32_max),
+        )
+
+    def includes(self, other: Scalar) -> bool:
+        """The kernel's range_within + tnum_in: every member of ``other`` is a member of ``self``."""
+        return (
+            self.smin <= other.smin and other.smax <= self.smax
+            and self.umin <= other.umin and other.umax <= self.umax
+            and self.s32_min <= other.s32_min and other.s32_max <= self.s32_max
+            and self.u32_min <= other.u32_min and other.u32_max <= self.u32_max
+            and self.var_off.includes(other.var_off)
+        )
+
+    def __str__(self) -> str:
+        if self.is_const():
+            return f"scalar({self.var_off.value:#x})"
+        return (f"scalar(smin={self.smin},smax={self.smax},umin={self.umin:#x},umax={self.umax:#x},"
+                f"s32=[{self.s32_min},{self.s32_max}],u32=[{self.u32_min:#x},{self.u32_max:#x}],"
+                f"var_off={self.var_off})")
+
+
+@dataclass(slots=True)
+class _Bounds:
+    """Mutable scratch copy of a Scalar's fields, so the sync steps read like the kernel's."""
+
+    var_off: Tnum
+    smin: int
+    smax: int
+    umin: int
+    umax: int
+    s32_min: int
+    s32_max: int
+    u32_min: int
+    u32_max: int
+
+    @classmethod
+    def of(cls, s: Scalar) -> _Bounds:
+        return cls(s.var_off, s.smin, s.smax, s.umin, s.umax, s.s32_min, s.s32_max, s.u32_min, s.u32_max)
+
+    def freeze(self) -> Scalar:
+        return Scalar(self.var_off, self.smin, self.smax, self.umin, self.umax,
+                      self.s32_min, self.s32_max, self.u32_min, self.u32_max)
+
+    def update_bounds(self) -> None:
+        """``__update_reg_bounds``: bounds implied by the tnum."""
+        low = self.var_off.subreg()
+        # Smallest signed member: unknown sign bit set, other unknown bits clear.
+        self.s32_min = max(self.s32_min, to_s32(low.value | (low.mask & (1 << 31))))
+        self.s32_max = min(self.s32_max, to_s32(low.value | (low.mask & S32_MAX)))
+        self.u32_min = max(self.u32_min, low.value)
+        self.u32_max = min(self.u32_max, low.value | low.mask)
+        t = self.var_off
+        self.smin = max(self.smin, to_s64(t.value | (t.mask & (1 << 63))))
+        self.smax = min(self.smax, to_s64(t.value | (t.mask & S64_MAX)))
+        self.umin = max(self.umin, t.value)
+        self.umax = min(self.umax, t.value | t.mask)
+
+    def deduce32(self) -> None:
+        """``__reg32_deduce_bounds``: 32-bit bounds from 64-bit ones and across signedness."""
+        if self.umin >> 32 == self.umax >> 32:
+            # Same upper half: the low halves of umin/umax bound the low 32 bits.
+            self.u32_min = max(self.u32_min, self.umin & U32)
+            self.u32_max = min(self.u32_max, self.umax & U32)
+            if to_s32(self.umin) <= to_s32(self.umax):
+                self.s32_min = max(self.s32_min, to_s32(self.umin))
+                self.s32_max = min(self.s32_max, to_s32(self.umax))
+        if self.smin >> 32 == self.smax >> 32:
+            self.u32_min = max(self.u32_min, self.smin & U32)
+            self.u32_max = min(self.u32_max, self.smax & U32)
+            if to_s32(self.smin) <= to_s32(self.smax):
+                self.s32_min = max(self.s32_min, to_s32(self.smin))
+                self.s32_max = min(self.s32_max, to_s32(self.smax))
+        # Upper halves differ by one and the low halves wrap from negative to non-negative:
+        # the low 32 bits run through [low(min), U32] then [0, low(max)], i.e. a signed range.
+        # (Python's >> on the signed pair is arithmetic, as the kernel's (s64) >> 32 is.)
+        for lo, hi in ((self.umin, self.umax), (self.smin, self.smax)):
+            if (lo >> 32) + 1 == hi >> 32 and to_s32(lo) < 0 <= to_s32(hi):
+                self.s32_min = max(self.s32_min, to_s32(lo))
+                self.s32_max = min(self.s32_max, to_s32(hi))
+        if to_s32(self.u32_min) <= to_s32(self.u32_max):
+            self.s32_min = max(self.s32_min, to_s32(self.u32_min))
+            self.s32_max = min(self.s32_max, to_s32(self.u32_max))
+        if self.s32_min & U32 <= self.s32_max & U32:
+            self.u32_min = max(self.u32_min, self.s32_min & U32)
+            self.u32_max = min(self.u32_max, self.s32_max & U32)
+
+    def deduce64(self) -> None:
+        """``__reg64_deduce_bounds``: signed from unsigned and back, including split ranges."""
+        if to_s64(self.umin) <= to_s64(self.umax):
+            self.smin = max(self.smin, to_s64(self.umin))
+            self.smax = min(self.smax, to_s64(self.umax))
+        if self.smin & U64 <= self.smax & U64:
+            self.umin = max(self.umin, self.smin & U64)
+            self.umax = min(self.umax, self.smax & U64)
+        elif self.umax < self.smin & U64:
+            # The signed range crosses zero but the unsigned range ends below its negative part:
+            # only [0, smax] remains. (An umin above S64_MAX then leaves smin > smax: empty.)
+            self.smin = max(self.smin, self.umin)
+            self.umax = min(self.umax, self.smax)
+        elif self.smax & U64 < self.umin:
+            # ... or starts above its non-negative part: only [smin, -1] remains.
+            self.smax = min(self.smax, self.umax - (1 << 64))
+            self.umin = max(self.umin, self.smin & U64)
+
+    def deduce_mixed(self) -> None:
+        """``__reg_deduce_mixed_bounds``: the 32-bit bounds sharpen the 64-bit ones."""
+        high = ~U32 & U64
+        self.umin = max(self.umin, (self.umin & high) | self.u32_min)
+        self.umax = min(self.umax, (self.umax & high) | self.u32_max)
+        self.smin = max(self.smin, to_s64((self.smin & high) | self.u32_min))
+        self.smax = min(self.smax, to_s64((self.smax & high) | self.u32_max))
+        if self.s32_min >= 0 and self.smin >= S32_MIN and self.smax <= S32_MAX:
+            # The value is a non-negative 32-bit number sign-extended: 32-bit bounds are exact.
+            self.smin = max(self.smin, self.s32_min)
+            self.smax = min(self.smax, self.s32_max)
+            self.umin = max(self.umin, self.s32_min)
+            self.umax = min(self.umax, self.s32_max)
+
+    def bound_offset(self) -> None:
+        """``__reg_bound_offset``: the tnum learns from the unsigned ranges."""
+        if self.umin > self.umax or self.u32_min > self.u32_max:
+            return  # empty: leave it to is_bottom
+        wide = self.var_off.intersect(Tnum.range(self.umin, self.umax))
+        low = wide.subreg().intersect(Tnum.range(self.u32_min, self.u32_max))
+        self.var_off = wide.clear_subreg().or_(low)
+
+
+def sync(s: Scalar) -> Scalar:
+    """``reg_bounds_sync``: bring all nine pieces of knowledge into agreement."""
+    b = _Bounds.of(s)
+    b.update_bounds()
+    for _ in range(2):
+        b.deduce32()
+        b.deduce64()
+        b.deduce_mixed()
+    b.bound_offset()
+    b.update_bounds()
+    return b.freeze()
+
+
+def tnums_compatible(a: Tnum, b: Tnum) -> bool:
+    """Whether two tnums share a member (no bit is known to differ)."""
+    return (a.value ^ b.value) & ~(a.mask | b.mask) & U64 == 0
