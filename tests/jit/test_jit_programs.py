@@ -240,3 +240,38 @@ def _mov(reg: Reg, value: int) -> Bin:
 
 def _assemble_at(pc: int, text: str) -> list[LabeledInsn]:
     return [LabeledInsn(item.pc + pc, item.insn) for item in assemble(text)]
+
+
+def test_helper_callback_through_env_call_function() -> None:
+    def call_back(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int, /) -> int:  # noqa: PLR0917
+        return env.call_function(r1, r2) * 10
+
+    # pc 0-1: lddw r1, <f at pc 5>; pc 2: r2 = 4; pc 3: call 1; pc 4: exit; f: r0 = r1 + 1.
+    head = _assemble_at(0, "lddw %r1, 0\nmov %r2, 4\ncall 1\nexit\nmov %r0, %r1\nadd %r0, 1\nexit")
+    first = head[0].insn
+    assert isinstance(first, LoadImm64)
+    insns = [replace(head[0], insn=LoadImm64(first.dst, 4, 0, PseudoSrc.FUNC)), *head[1:]]
+    (interp, _), (jit, _) = run_both(insns, helpers={1: call_back})
+    assert jit.r0 == interp.r0 == 50
+
+
+def test_a_helper_may_run_the_same_program_again() -> None:
+    programs: list[JitProgram] = []
+
+    def recurse(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int, /) -> int:  # noqa: PLR0917
+        return programs[0].run(registers={6: r1 - 1}).r0
+
+    text = """
+    stxdw [%r10-8], %r6
+    jeq %r6, 0, done
+    mov %r1, %r6
+    call 1
+    ldxdw %r1, [%r10-8]
+    add %r0, %r1
+    exit
+    done:
+    mov %r0, 0
+    exit
+    """
+    programs.append(JitProgram(assemble(text), helpers={1: recurse}))
+    assert programs[0].run(registers={6: 4}).r0 == 4 + 3 + 2 + 1  # each run kept its own stack slot

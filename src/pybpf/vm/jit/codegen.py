@@ -67,9 +67,10 @@ _RMW_NAMES = {AtomicCode.ADD: "add", AtomicCode.OR: "or", AtomicCode.AND: "and",
 class Callbacks:
     """Native addresses of the two Python entry points native code calls.
 
-    ``helper``: ``i64 (i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``, the one helper trampoline.
-    ``fault``: ``i64 (i64 address, i64 size, i64 is_write, i64 pc)``, returns 1 if the access is
-    allowed after all, else records the error (and the status) and returns 0.
+    ``helper``: ``i64 (i64* state, i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``, the one helper
+    trampoline. ``fault``: ``i64 (i64* state, i64 address, i64 size, i64 is_write, i64 pc)``,
+    returns 1 if the access is allowed after all, else records the error (and the status) and
+    returns 0. Both receive the run-state block, which tells Python which run is calling.
     """
 
     helper: int
@@ -107,8 +108,8 @@ class _ModuleBuilder:
         self.i64: Any = ir.IntType(64)
         self.state_type: Any = self.i64.as_pointer()
         self.function_type: Any = ir.FunctionType(self.i64, [self.state_type, self.i64, *[self.i64] * 10])
-        self.helper_type: Any = ir.FunctionType(self.i64, [self.i64] * 7)
-        self.fault_type: Any = ir.FunctionType(self.i64, [self.i64] * 4)
+        self.helper_type: Any = ir.FunctionType(self.i64, [self.state_type, *[self.i64] * 7])
+        self.fault_type: Any = ir.FunctionType(self.i64, [self.state_type, *[self.i64] * 4])
         self.functions: dict[int, Any] = {}
         for function in plan.functions:
             llvm_function = ir.Function(self.module, self.function_type, name=function_name(function.entry))
@@ -399,7 +400,7 @@ class _FunctionEmitter:
         builder.cbranch(allowed, access, slow)
         builder.position_at_end(slow)
         handler = builder.inttoptr(self._const(self.parent.callbacks.fault), self.parent.fault_type.as_pointer())
-        verdict = builder.call(handler, [address, size_value, write_value, self._const(pc)])
+        verdict = builder.call(handler, [self.state, address, size_value, write_value, self._const(pc)])
         builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), access, self.bail)
         builder.position_at_end(access)
         return builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
@@ -484,7 +485,8 @@ class _FunctionEmitter:
     def _call_helper(self, pc: int, helper: Value) -> None:
         builder = self.builder
         trampoline = builder.inttoptr(self._const(self.parent.callbacks.helper), self.parent.helper_type.as_pointer())
-        result = builder.call(trampoline, [helper, self._const(pc), *(self._get(number) for number in range(1, 6))])
+        arguments = [self.state, helper, self._const(pc), *(self._get(number) for number in range(1, 6))]
+        result = builder.call(trampoline, arguments)
         self._bail_if_status(pc)
         self._set(0, result)
 

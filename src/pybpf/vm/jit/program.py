@@ -51,8 +51,13 @@ from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import RANGE_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
-_HelperCallback = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, *([ctypes.c_uint64] * 5))
-_FaultCallback = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64)
+# Both callbacks receive the run-state block's address first: it identifies the run.
+_HelperCallback = ctypes.CFUNCTYPE(
+    ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64, *([ctypes.c_uint64] * 5)
+)
+_FaultCallback = ctypes.CFUNCTYPE(
+    ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64
+)
 _Entry = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
 _StateBlock = ctypes.c_uint64 * STATE_SLOTS
 
@@ -104,7 +109,7 @@ class JitProgram:
         self._stacks = tuple(
             Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE) for number in range(frames)
         )
-        self._runs: list[_Run] = []  # a stack: helpers may run this program again from inside a run
+        self._runs: dict[int, _Run] = {}  # by run-state block address: runs may nest (a helper runs us again)
         # The helpers' env is an ExecutionContext, which needs an Interpreter of the same program
         # (env.call_function runs callbacks there); only programs that call helpers pay for it.
         uses_helpers = any(isinstance(item.insn, Call | CallReg) for item in self.insns)
@@ -154,12 +159,21 @@ class JitProgram:
         env = ExecutionContext(self._companion, limit, packet, user) if self._companion is not None else None
         run = _Run(state, env)
         mapped: list[Region] = []
+        # A nested run (a helper running this program again) must not share the outer run's stacks.
+        stacks = (
+            self._stacks
+            if not self._runs
+            else tuple(
+                Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE)
+                for number in range(len(self._stacks))
+            )
+        )
         try:
-            for region in (context, packet, *self._stacks):
+            for region in (context, packet, *stacks):
                 if region is not None and region not in memory:
                     memory.add(region)
                     mapped.append(region)
-            for stack in self._stacks:
+            for stack in stacks:
                 ctypes.memset(stack.address, 0, stack.size)  # every run starts with zeroed stacks
             initial = [0] * 10
             if context is not None:
@@ -170,18 +184,19 @@ class JitProgram:
                 initial[number] = value & U64
             for number, value in enumerate(initial):
                 state[Slot.REGS + number] = value
-            for depth, stack in enumerate(self._stacks):
+            for depth, stack in enumerate(stacks):
                 state[Slot.STACK_TOPS + depth] = stack.end
             state[Slot.BUDGET] = limit
             state[Slot.MAY_GOTO_LEFT] = MAX_LOOPS
             if packet is not None:
                 state[Slot.PACKET_ADDRESS], state[Slot.PACKET_SIZE] = packet.address, packet.size
             self._fill_ranges(run)
-            self._runs.append(run)
+            key = ctypes.addressof(state)
+            self._runs[key] = run
             try:
-                r0 = self._entry(ctypes.addressof(state))
+                r0 = self._entry(key)
             finally:
-                self._runs.pop()
+                del self._runs[key]
             return self._finish(run, r0)
         finally:
             if env is not None:
@@ -231,8 +246,9 @@ class JitProgram:
 
     # -- callbacks from native code (they must never raise) -------------------------------------
 
-    def _serve_helper(self, helper: int, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:  # noqa: PLR0917
-        run = self._runs[-1]
+    # The callbacks' signatures are the native ABI: positional arguments only.
+    def _serve_helper(self, key: int, helper: int, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:  # noqa: PLR0917
+        run = self._runs[key]
         try:
             fn = self.helpers.get(helper)
             if fn is None:
@@ -260,11 +276,12 @@ class JitProgram:
             run.state[Slot.STATUS] = Status.PYTHON_ERROR
         return 0
 
-    def _serve_fault(self, address: int, size: int, is_write: int, pc: int) -> int:
+    def _serve_fault(self, key: int, address: int, size: int, is_write: int, pc: int) -> int:
         """An access outside the range table: allowed if a region holds it now, else the error is recorded."""
-        run = self._runs[-1]
+        run = self._runs[key]
         try:
             self.memory.region_for(address, size, pc, bool(is_write))
+            self._fill_ranges(run)  # a region mapped during the run: let later accesses find it natively
             return 1
         except BaseException as error:
             run.error = error
