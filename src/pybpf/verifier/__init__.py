@@ -1,12 +1,33 @@
 """pybpf.verifier: a static verifier whose verdicts follow the Linux kernel's.
 
-Layers built so far: the tnum bit domain (:mod:`.tnum`), and the structural pass the kernel
-runs before exploring paths (:mod:`.cfg`, :mod:`.structure`).
+Layers built so far:
+
+* :mod:`.tnum` and :mod:`.scalar` — the kernel's scalar domain (tnum + 64/32-bit signed and
+  unsigned bounds, ``reg_bounds_sync``); :mod:`.scalar_ops` its ALU transfer functions and
+  :mod:`.branch` the refinement of both operands of a conditional jump;
+* :mod:`.cfg` and :mod:`.structure` — the structural pass the kernel runs before exploring paths;
+* :mod:`.state` — register and stack-slot state with the pruning tests ``regsafe``/``stacksafe``.
 """
 
 from __future__ import annotations
 
+from pybpf.verifier.branch import branch_outcomes, refine
 from pybpf.verifier.cfg import Cfg, Edge, EdgeKind, Subprog, walk
+from pybpf.verifier.scalar import Scalar, sync
+from pybpf.verifier.scalar_ops import alu, endian, neg
+from pybpf.verifier.state import (
+    BPF_REG_SIZE,
+    MAX_BPF_STACK,
+    IdMap,
+    RegState,
+    RegType,
+    SlotByte,
+    StackSlot,
+    StackState,
+    regsafe,
+    stacksafe,
+    states_safe,
+)
 from pybpf.verifier.structure import (
     BPF_COMPLEXITY_LIMIT_INSNS,
     BPF_MAXINSNS,
@@ -19,13 +40,31 @@ from pybpf.verifier.tnum import Tnum
 __all__ = [
     "BPF_COMPLEXITY_LIMIT_INSNS",
     "BPF_MAXINSNS",
+    "BPF_REG_SIZE",
+    "MAX_BPF_STACK",
     "Cfg",
     "Edge",
     "EdgeKind",
+    "IdMap",
     "ProgramStructure",
+    "RegState",
+    "RegType",
+    "Scalar",
+    "SlotByte",
+    "StackSlot",
+    "StackState",
     "StructureConfig",
     "Subprog",
     "Tnum",
+    "alu",
+    "branch_outcomes",
     "check_structure",
+    "endian",
+    "neg",
+    "refine",
+    "regsafe",
+    "stacksafe",
+    "states_safe",
+    "sync",
     "walk",
 ]

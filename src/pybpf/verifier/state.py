@@ -1,0 +1,287 @@
+"""Register and stack state as the kernel's verifier keeps it, with its subsumption tests.
+
+:class:`RegState` mirrors ``struct bpf_reg_state``: a type (``SCALAR_VALUE``, ``PTR_TO_STACK``...),
+a maybe-null flag (``PTR_TO_MAP_VALUE_OR_NULL`` is ``PTR_TO_MAP_VALUE`` with ``maybe_null``), a
+fixed offset ``off`` and a variable offset ``var_off`` (a :class:`Scalar`; for a scalar register it
+*is* the value), plus ``id``/``ref_obj_id`` for null-check propagation and reference tracking.
+:class:`StackSlot` mirrors ``struct bpf_stack_state``: eight byte tags and an optional spilled
+register.
+
+:func:`regsafe` and :func:`stacksafe` answer the pruning question: is every execution from the
+*current* state already covered by an explored *old* one? They follow the kernel, with one
+conservative simplification: there is no liveness or precision tracking yet, so every register
+and byte the old state defines is compared, and every scalar is compared precisely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from pybpf.verifier.scalar import Scalar
+
+BPF_REG_SIZE = 8
+"""Bytes per stack slot (one spilled register)."""
+MAX_BPF_STACK = 512
+
+
+class RegType(Enum):
+    """``enum bpf_reg_type`` (base types; ``PTR_MAYBE_NULL`` is the separate ``maybe_null`` flag)."""
+
+    NOT_INIT = "not_init"
+    SCALAR_VALUE = "scalar"
+    PTR_TO_CTX = "ctx"
+    CONST_PTR_TO_MAP = "map_ptr"
+    PTR_TO_MAP_VALUE = "map_value"
+    PTR_TO_MAP_KEY = "map_key"
+    PTR_TO_STACK = "fp"
+    PTR_TO_PACKET_META = "pkt_meta"
+    PTR_TO_PACKET = "pkt"
+    PTR_TO_PACKET_END = "pkt_end"
+    PTR_TO_FLOW_KEYS = "flow_keys"
+    PTR_TO_SOCKET = "sock"
+    PTR_TO_SOCK_COMMON = "sock_common"
+    PTR_TO_TCP_SOCK = "tcp_sock"
+    PTR_TO_TP_BUFFER = "tp_buffer"
+    PTR_TO_XDP_SOCK = "xdp_sock"
+    PTR_TO_BTF_ID = "ptr_"
+    PTR_TO_MEM = "mem"
+    PTR_TO_BUF = "buf"
+    PTR_TO_FUNC = "func"
+    CONST_PTR_TO_DYNPTR = "dynptr_ptr"
+
+
+PACKET_TYPES = frozenset({RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META})
+# Pointers into memory whose bounds come from a size: compared by range inclusion of the offset.
+SIZED_MEMORY_TYPES = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM,
+                                RegType.PTR_TO_BUF, RegType.PTR_TO_TP_BUFFER})
+
+
+@dataclass(frozen=True, slots=True)
+class RegState:
+    """One register. ``map_uid`` names the map a map pointer refers to; ``mem_size`` bounds PTR_TO_MEM;
+    ``range`` is the number of bytes past a packet pointer already checked against ``data_end``;
+    ``frameno`` is the call frame a stack pointer points into."""
+
+    type: RegType = RegType.NOT_INIT
+    var_off: Scalar = field(default_factory=Scalar.unknown)
+    off: int = 0
+    maybe_null: bool = False
+    id: int = 0
+    ref_obj_id: int = 0
+    map_uid: int | None = None
+    mem_size: int = 0
+    range: int = 0
+    frameno: int = 0
+
+    @classmethod
+    def not_init(cls) -> RegState:
+        return cls()
+
+    @classmethod
+    def scalar(cls, value: Scalar | None = None, *, id: int = 0) -> RegState:
+        return cls(RegType.SCALAR_VALUE, value or Scalar.unknown(), id=id)
+
+    @classmethod
+    def const(cls, value: int) -> RegState:
+        return cls.scalar(Scalar.const(value))
+
+    @classmethod
+    def pointer(
+        cls, type: RegType, off: int = 0, *, maybe_null: bool = False, id: int = 0, ref_obj_id: int = 0,
+        map_uid: int | None = None, mem_size: int = 0, range: int = 0, frameno: int = 0,
+    ) -> RegState:
+        """A pointer with a constant (zero) variable offset."""
+        return cls(type, Scalar.const(0), off, maybe_null, id, ref_obj_id, map_uid, mem_size, range, frameno)
+
+    @property
+    def is_pointer(self) -> bool:
+        return self.type not in (RegType.NOT_INIT, RegType.SCALAR_VALUE)
+
+    def join(self, other: RegState) -> RegState:
+        """A register state covering both; NOT_INIT (unusable) when they cannot be merged."""
+        if self.type != other.type:
+            return RegState.not_init()
+        if self.type is RegType.NOT_INIT:
+            return self
+        if self.type is RegType.SCALAR_VALUE:
+            return RegState.scalar(self.var_off.join(other.var_off), id=self.id if self.id == other.id else 0)
+        if _identity(self) != _identity(other) or self.off != other.off:
+            return RegState.not_init()
+        return replace(self, var_off=self.var_off.join(other.var_off), range=min(self.range, other.range))
+
+
+def _identity(reg: RegState) -> tuple[object, ...]:
+    """The fields the kernel's memcmp up to ``var_off`` compares for pointers (besides ``off``)."""
+    return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno)
+
+
+class IdMap:
+    """The kernel's ``bpf_idmap``: a consistent one-to-one renaming of old ids to current ids.
+
+    Filled while comparing one pair of states, then discarded (an explicit object, never global).
+    """
+
+    __slots__ = ("_backward", "_forward", "_next_fresh")
+
+    def __init__(self) -> None:
+        self._forward: dict[int, int] = {}
+        self._backward: dict[int, int] = {}
+        self._next_fresh = -1
+
+    def check(self, old_id: int, cur_id: int) -> bool:
+        """``check_ids``: id 0 means 'no id' and only matches 0."""
+        if old_id == 0 or cur_id == 0:
+            return old_id == cur_id
+        mapped = self._forward.get(old_id)
+        if mapped is not None:
+            return mapped == cur_id
+        if cur_id in self._backward:
+            return False
+        self._forward[old_id] = cur_id
+        self._backward[cur_id] = old_id
+        return True
+
+    def check_scalar(self, old_id: int, cur_id: int) -> bool:
+        """``check_scalar_ids``: an unlinked scalar (id 0) gets a fresh id of its own."""
+        if old_id == 0:
+            old_id = self._fresh()
+        if cur_id == 0:
+            cur_id = self._fresh()
+        return self.check(old_id, cur_id)
+
+    def _fresh(self) -> int:
+        # Negative, so it can never collide with a real (positive) id.
+        self._next_fresh -= 1
+        return self._next_fresh
+
+
+def _offsets_within(old: RegState, cur: RegState) -> bool:
+    """``range_within`` + ``tnum_in`` on the variable offsets."""
+    return old.var_off.includes(cur.var_off)
+
+
+def regs_exact(old: RegState, cur: RegState, ids: IdMap) -> bool:
+    return (
+        old.type == cur.type and old.off == cur.off and _identity(old) == _identity(cur)
+        and old.range == cur.range and old.var_off == cur.var_off
+        and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
+    )
+
+
+def regsafe(old: RegState, cur: RegState, ids: IdMap) -> bool:
+    """Whether ``cur`` is at least as constrained as ``old`` (so old's verdict covers it)."""
+    if old.type is RegType.NOT_INIT:
+        return True  # the explored path never relied on this register
+    if cur.type is not old.type:
+        return False
+    match old.type:
+        case RegType.SCALAR_VALUE:
+            return ids.check_scalar(old.id, cur.id) and _offsets_within(old, cur)
+        case t if t in SIZED_MEMORY_TYPES:
+            return (
+                old.off == cur.off and _identity(old) == _identity(cur)
+                and _offsets_within(old, cur)
+                and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
+            )
+        case t if t in PACKET_TYPES:
+            # The current pointer must have been checked against data_end for at least as far.
+            if old.range > cur.range or old.off != cur.off:
+                return False
+            return ids.check(old.id, cur.id) and _offsets_within(old, cur)
+        case RegType.PTR_TO_STACK:
+            # fp-8 in one frame is not fp-8 in another.
+            return regs_exact(old, cur, ids) and old.frameno == cur.frameno
+        case _:
+            return regs_exact(old, cur, ids)
+
+
+class SlotByte(Enum):
+    """``enum bpf_stack_slot_type``: what one stack byte holds."""
+
+    STACK_INVALID = "?"  # never written
+    STACK_SPILL = "r"  # part of a spilled register
+    STACK_MISC = "m"  # written with something unknown
+    STACK_ZERO = "0"  # known zero
+    STACK_DYNPTR = "d"
+    STACK_ITER = "i"
+    STACK_IRQ_FLAG = "f"
+
+
+@dataclass(frozen=True, slots=True)
+class StackSlot:
+    """Eight bytes of stack: a tag per byte, and the register spilled there when tags say SPILL."""
+
+    slot_type: tuple[SlotByte, ...] = (SlotByte.STACK_INVALID,) * BPF_REG_SIZE
+    spilled_ptr: RegState = field(default_factory=RegState.not_init)
+
+    @classmethod
+    def spill(cls, reg: RegState) -> StackSlot:
+        return cls((SlotByte.STACK_SPILL,) * BPF_REG_SIZE, reg)
+
+    @classmethod
+    def filled(cls, byte: SlotByte) -> StackSlot:
+        return cls((byte,) * BPF_REG_SIZE)
+
+    def is_spilled_register(self) -> bool:
+        return all(byte is SlotByte.STACK_SPILL for byte in self.slot_type)
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    """A frame's stack: ``slots[i]`` covers bytes ``[-(i+1)*8, -i*8)`` below the frame pointer."""
+
+    slots: tuple[StackSlot, ...] = ()
+
+    @property
+    def allocated(self) -> int:
+        return len(self.slots) * BPF_REG_SIZE
+
+    def slot(self, index: int) -> StackSlot:
+        return self.slots[index] if index < len(self.slots) else StackSlot()
+
+    def with_slot(self, index: int, slot: StackSlot) -> StackState:
+        slots = list(self.slots) + [StackSlot()] * max(0, index + 1 - len(self.slots))
+        slots[index] = slot
+        return StackState(tuple(slots))
+
+
+def _byte_covered(old: SlotByte, cur: SlotByte, allow_uninit_stack: bool) -> bool:
+    if old is SlotByte.STACK_INVALID:
+        return True  # the old path never read it
+    if old is SlotByte.STACK_MISC:
+        # An unknown byte covers a known-zero one; privileged loaders may also read uninitialised stack.
+        return cur in (SlotByte.STACK_MISC, SlotByte.STACK_ZERO) or (
+            allow_uninit_stack and cur is SlotByte.STACK_INVALID
+        )
+    return old is cur
+
+
+def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True) -> bool:
+    """Whether every byte the old stack defines is matched (or covered) by the current stack."""
+    for index, old_slot in enumerate(old.slots):
+        cur_slot = cur.slot(index)
+        for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
+            if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
+                return False
+        if old_slot.is_spilled_register() and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids):
+            return False
+        special = (SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG)
+        if any(byte in special for byte in old_slot.slot_type):
+            # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.
+            return False
+    return True
+
+
+def states_safe(
+    old_regs: Sequence[RegState], cur_regs: Sequence[RegState], old_stack: StackState, cur_stack: StackState,
+    *, allow_uninit_stack: bool = True,
+) -> bool:
+    """One frame's ``func_states_equal``: all registers and the stack, under one id renaming."""
+    ids = IdMap()
+    if len(old_regs) != len(cur_regs):
+        return False
+    if not all(regsafe(o, c, ids) for o, c in zip(old_regs, cur_regs, strict=True)):
+        return False
+    return stacksafe(old_stack, cur_stack, ids, allow_uninit_stack=allow_uninit_stack)
