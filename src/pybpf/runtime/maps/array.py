@@ -83,7 +83,7 @@ class ArrayMap(Map):
         index = int.from_bytes(key, "little")
         if index >= self.max_entries:
             return 0
-        return self._base + index * self.slot_size + cpu * self.value_stride
+        return self._base + index * self.slot_size + cpu * self.cpu_stride
 
     def for_each(self, callback: ForEachCallback, cpu: int = 0) -> int:
         key_view = self._key_region.view
@@ -92,7 +92,7 @@ class ArrayMap(Map):
         for index in range(self.max_entries):
             key_view[0:4] = index.to_bytes(4, "little")
             visited += 1
-            if callback(key_address, self._base + index * self.slot_size + cpu * self.value_stride):
+            if callback(key_address, self._base + index * self.slot_size + cpu * self.cpu_stride):
                 break
         return visited
 

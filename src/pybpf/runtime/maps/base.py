@@ -82,6 +82,8 @@ class Map:
         self.user_writeonly = bool(self.map_flags & int(BpfMapFlag.WRONLY))
         self.frozen = False
         self.value_stride = round_up8(definition.value_size)
+        # Where CPU n's copy starts, relative to CPU 0's: only per-CPU maps keep one per CPU.
+        self.cpu_stride = self.value_stride if self.PERCPU else 0
         # The map's identity for programs (the kernel's struct bpf_map pointer): a private buffer,
         # deliberately not mapped in the address space, so programs cannot dereference it.
         self._identity = (ctypes.c_char * 8)()

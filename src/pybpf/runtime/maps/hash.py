@@ -97,11 +97,11 @@ class HashMap(Map):
             return 0
         if self.LRU:
             self._recency.move_to_end(key)
-        return entry[1] + self.key_stride + cpu * self.value_stride
+        return entry[1] + self.key_stride + cpu * self.cpu_stride
 
     def for_each(self, callback: ForEachCallback, cpu: int = 0) -> int:
         visited = 0
-        offset = self.key_stride + cpu * self.value_stride
+        offset = self.key_stride + cpu * self.cpu_stride
         # A snapshot, because the callback may delete elements (the kernel allows that for hashes).
         for key in list(self._index):
             entry = self._index.get(key)
