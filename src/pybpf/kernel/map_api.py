@@ -1,0 +1,414 @@
+"""``KernelMap``: a map in the kernel with the user-space runtime's map API.
+
+The methods and their meaning are those of :class:`pybpf.runtime.maps.base.Map` (``m[key]``,
+``items()``, ``lookup``/``update``/``delete``, ``*_raw`` on bytes, batches, per-CPU values as one
+entry per possible CPU), so code written against one backend runs on the other. Refusals raise
+the same :class:`~pybpf.errors.MapErrnoError` subclasses, chained from the bpf(2) error.
+
+Typed keys and values need a codec between Python values and BTF-typed bytes; the runtime owns
+that codec, and this layer sits below it, so it is passed in (:class:`ValueCodec`). Without one,
+keys and values are bytes, or little-endian ints of the key/value size.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pybpf.btf import Btf
+from pybpf.errors import (
+    BpfCommandError,
+    MapBusyError,
+    MapErrnoError,
+    MapFullError,
+    MapInvalidArgumentError,
+    MapKeyExistsError,
+    MapKeyNotFoundError,
+    MapOperationNotSupportedError,
+    MapPermissionError,
+)
+from pybpf.kernel.fd import Fd
+from pybpf.kernel.maps import (
+    map_delete,
+    map_freeze,
+    map_get_next_key,
+    map_lookup,
+    map_lookup_and_delete,
+    map_lookup_batch,
+    map_update,
+    map_update_batch,
+)
+from pybpf.kernel.objects import MapInfo, map_info, obj_pin
+from pybpf.kernel.syscall import ENOTSUPP, RawSyscall, errno_name
+from pybpf.kernel.uapi import BpfMapType
+
+PERCPU_TYPES = frozenset(
+    {
+        BpfMapType.PERCPU_ARRAY,
+        BpfMapType.PERCPU_HASH,
+        BpfMapType.LRU_PERCPU_HASH,
+        BpfMapType.PERCPU_CGROUP_STORAGE,
+    }
+)
+"""Map types whose user-space values hold one copy per possible CPU."""
+
+_ERRNO_MAP_ERRORS: dict[int, type[MapErrnoError]] = {
+    errno_codes.ENOENT: MapKeyNotFoundError,
+    errno_codes.EEXIST: MapKeyExistsError,
+    errno_codes.E2BIG: MapFullError,
+    errno_codes.ENOSPC: MapFullError,
+    errno_codes.EINVAL: MapInvalidArgumentError,
+    errno_codes.EPERM: MapPermissionError,
+    errno_codes.EACCES: MapPermissionError,
+    errno_codes.EBUSY: MapBusyError,
+    errno_codes.EOPNOTSUPP: MapOperationNotSupportedError,
+    ENOTSUPP: MapOperationNotSupportedError,
+}
+
+
+def round_up8(size: int) -> int:
+    return (size + 7) & ~7
+
+
+def possible_cpus(path: str | os.PathLike[str] = "/sys/devices/system/cpu/possible") -> int:
+    """How many CPUs the kernel sizes per-CPU values for (``0-3,8-11`` style ranges)."""
+    text = Path(path).read_text(encoding="ascii").strip()
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+class ValueCodec(Protocol):
+    """Python values <-> the bytes of a BTF type (the runtime's typed-values codec)."""
+
+    def encode(self, btf: Btf, type_id: int, value: Any) -> bytes: ...
+
+    def decode(self, btf: Btf, type_id: int, data: bytes) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MapEntry:
+    """One element as user space reads it: key bytes and value bytes (one per CPU for per-CPU maps)."""
+
+    key: bytes
+    value: bytes | tuple[bytes, ...]
+
+
+def map_errno_error(error: BpfCommandError, label: str) -> MapErrnoError:
+    """The runtime's map error for a failed bpf(2) map command."""
+    cls = _ERRNO_MAP_ERRORS.get(error.errno, MapErrnoError)
+    return cls(f"{label}: {error}", error.errno, errno_name(error.errno))
+
+
+class KernelMap:
+    """A kernel map, owned through its :class:`Fd`, with the runtime's map API."""
+
+    def __init__(
+        self,
+        fd: Fd,
+        *,
+        name: str,
+        map_type: BpfMapType,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        map_flags: int = 0,
+        btf: Btf | None = None,
+        btf_key_type_id: int = 0,
+        btf_value_type_id: int = 0,
+        ncpus: int | None = None,
+        codec: ValueCodec | None = None,
+        syscall: RawSyscall | None = None,
+    ) -> None:
+        self.fd = fd
+        self.name = name
+        self.type = map_type
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.map_flags = map_flags
+        self.btf = btf
+        self.btf_key_type_id = btf_key_type_id
+        self.btf_value_type_id = btf_value_type_id
+        self.PERCPU = map_type in PERCPU_TYPES
+        self.ncpus = (possible_cpus() if ncpus is None else ncpus) if self.PERCPU else 1
+        self.value_stride = round_up8(value_size)
+        self.frozen = False
+        self._codec = codec
+        self._syscall = syscall
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        return f"map {self.name!r}" if self.name else f"{self.type.name.lower()} map"
+
+    @property
+    def user_value_size(self) -> int:
+        """Bytes of one value as bpf(2) exchanges it (all CPUs' copies for a per-CPU map)."""
+        return self.value_stride * self.ncpus if self.PERCPU else self.value_size
+
+    def fileno(self) -> int:
+        return self.fd.fileno()
+
+    def close(self) -> None:
+        """Close this descriptor (the map lives on while programs, pins or other fds hold it)."""
+        self.fd.close()
+
+    def info(self) -> MapInfo:
+        """BPF_OBJ_GET_INFO_BY_FD: the kernel's view of the map (id, flags, BTF ids...)."""
+        return map_info(self.fd, syscall=self._syscall)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """BPF_OBJ_PIN at ``path`` (which must be on a bpffs)."""
+        obj_pin(self.fd, path, syscall=self._syscall)
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(self.fd, *args, syscall=self._syscall, **kwargs)
+        except BpfCommandError as error:
+            raise map_errno_error(error, self.label) from error
+
+    def _check_key(self, key: bytes) -> bytes:
+        if len(key) != self.key_size:
+            raise MapInvalidArgumentError(f"{self.label}: key is {len(key)} bytes, the map's keys are {self.key_size}")
+        return key
+
+    # -- user-space commands on bytes -------------------------------------------------------------
+
+    def lookup_raw(self, key: bytes, flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_ELEM."""
+        data: bytes = self._call(map_lookup, self._check_key(bytes(key)), self.user_value_size, flags=flags)
+        return data
+
+    def update_raw(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        """BPF_MAP_UPDATE_ELEM."""
+        value = bytes(value)
+        if len(value) != self.user_value_size:
+            raise MapInvalidArgumentError(
+                f"{self.label}: value is {len(value)} bytes, the map's values are {self.user_value_size}"
+            )
+        self._call(map_update, self._check_key(bytes(key)), value, flags)
+
+    def delete_raw(self, key: bytes) -> None:
+        """BPF_MAP_DELETE_ELEM."""
+        self._call(map_delete, self._check_key(bytes(key)))
+
+    def get_next_key_raw(self, key: bytes | None = None) -> bytes | None:
+        """BPF_MAP_GET_NEXT_KEY: the key after ``key`` (None: the first); None at the end."""
+        current = None if key is None else self._check_key(bytes(key))
+        found: bytes | None = self._call(map_get_next_key, current, self.key_size)
+        return found
+
+    def lookup_and_delete_raw(self, key: bytes = b"", flags: int = 0) -> bytes:
+        """BPF_MAP_LOOKUP_AND_DELETE_ELEM (pop, for a queue or stack)."""
+        data: bytes = self._call(
+            map_lookup_and_delete, self._check_key(bytes(key)) or None, self.user_value_size, flags=flags
+        )
+        return data
+
+    def freeze(self) -> None:
+        """BPF_MAP_FREEZE: user space may no longer write the map; programs still may."""
+        self._call(map_freeze)
+        self.frozen = True
+
+    # -- codecs -----------------------------------------------------------------------------------
+
+    def _encode_int(self, value: Any, size: int, what: str) -> bytes:
+        in_range = isinstance(value, int) and -(1 << (size * 8 - 1)) <= value < (1 << (size * 8))
+        if in_range and not isinstance(value, bool) and size in (1, 2, 4, 8):
+            return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
+        raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
+
+    def encode_key(self, key: Any) -> bytes:
+        """Bytes for ``key``: bytes as they are, else BTF-typed or (without BTF) a little-endian int."""
+        if isinstance(key, bytes | bytearray | memoryview):
+            return bytes(key)
+        if self._codec is not None and self.btf is not None and self.btf_key_type_id:
+            return self._codec.encode(self.btf, self.btf_key_type_id, key)
+        return self._encode_int(key, self.key_size, "key")
+
+    def decode_key(self, data: bytes) -> Any:
+        if self._codec is not None and self.btf is not None and self.btf_key_type_id:
+            return self._codec.decode(self.btf, self.btf_key_type_id, data)
+        return data
+
+    def _encode_one_value(self, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        if self._codec is not None and self.btf is not None and self.btf_value_type_id:
+            return self._codec.encode(self.btf, self.btf_value_type_id, value)
+        return self._encode_int(value, self.value_size, "value")
+
+    def encode_value(self, value: Any) -> bytes:
+        """Bytes for ``value`` as bpf(2) takes it; a per-CPU map takes bytes or a list of ``ncpus`` values."""
+        if not self.PERCPU or isinstance(value, bytes | bytearray | memoryview):
+            return self._encode_one_value(value)
+        if not isinstance(value, list | tuple) or len(value) != self.ncpus:
+            raise MapInvalidArgumentError(f"{self.label}: a per-CPU value is a list of {self.ncpus} values")
+        parts = []
+        for item in value:
+            encoded = self._encode_one_value(item)
+            if len(encoded) != self.value_size:
+                raise MapInvalidArgumentError(f"{self.label}: a per-CPU value must be {self.value_size} bytes")
+            parts.append(encoded.ljust(self.value_stride, b"\0"))
+        return b"".join(parts)
+
+    def _decode_one_value(self, data: bytes) -> Any:
+        if self._codec is not None and self.btf is not None and self.btf_value_type_id:
+            return self._codec.decode(self.btf, self.btf_value_type_id, data)
+        return data
+
+    def split_percpu(self, data: bytes) -> tuple[bytes, ...]:
+        """A per-CPU value's bytes, one piece per CPU (without the 8-byte padding)."""
+        stride = self.value_stride
+        return tuple(data[cpu * stride : cpu * stride + self.value_size] for cpu in range(self.ncpus))
+
+    def decode_value(self, data: bytes) -> Any:
+        """The Python form of a bpf(2) value: a list of per-CPU values for per-CPU maps."""
+        if not self.PERCPU:
+            return self._decode_one_value(data)
+        return [self._decode_one_value(part) for part in self.split_percpu(data)]
+
+    # -- user-space API on Python values ----------------------------------------------------------
+
+    def lookup(self, key: Any = b"", flags: int = 0) -> Any:
+        """The value under ``key``; raises MapKeyNotFoundError (ENOENT) when absent."""
+        return self.decode_value(self.lookup_raw(self.encode_key(key), flags))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self.lookup(key)
+        except MapKeyNotFoundError:
+            return default
+
+    def update(self, key: Any, value: Any, flags: int = 0) -> None:
+        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
+
+    def delete(self, key: Any) -> None:
+        self.delete_raw(self.encode_key(key))
+
+    def get_next_key(self, key: Any = None) -> Any:
+        """The next key (decoded), or None after the last one."""
+        found = self.get_next_key_raw(None if key is None else self.encode_key(key))
+        return None if found is None else self.decode_key(found)
+
+    def lookup_and_delete(self, key: Any = b"", flags: int = 0) -> Any:
+        return self.decode_value(self.lookup_and_delete_raw(self.encode_key(key), flags))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.lookup_raw(self.encode_key(key))
+        except MapKeyNotFoundError:
+            return False
+        return True
+
+    def raw_keys(self) -> Iterator[bytes]:
+        """Every key as bytes, by get_next_key."""
+        key = self.get_next_key_raw(None)
+        while key is not None:
+            yield key
+            key = self.get_next_key_raw(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.decode_key(key) for key in self.raw_keys())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.raw_keys())
+
+    def keys(self) -> Iterator[Any]:
+        return iter(self)
+
+    def values(self) -> Iterator[Any]:
+        return (value for _, value in self.items())
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        for key in list(self.raw_keys()):
+            try:
+                value = self.lookup_raw(key)
+            except MapKeyNotFoundError:
+                continue
+            yield self.decode_key(key), self.decode_value(value)
+
+    def entries(self) -> Iterator[MapEntry]:
+        """Every element as bytes (per-CPU values split per CPU), as ``Object.map_entries`` gives them."""
+        for key in list(self.raw_keys()):
+            try:
+                value = self.lookup_raw(key)
+            except MapKeyNotFoundError:
+                continue
+            yield MapEntry(key, self.split_percpu(value) if self.PERCPU else value)
+
+    # -- batches ----------------------------------------------------------------------------------
+
+    def lookup_batch(self, start: Any = None, count: int | None = None) -> tuple[list[tuple[Any, Any]], Any]:
+        """BPF_MAP_LOOKUP_BATCH: up to ``count`` items after the token ``start`` (None: from the
+        beginning), and the token to continue from (None when the walk is over).
+
+        The whole map in one walk goes through the kernel's batch command; a bounded or resumed
+        walk uses the keys themselves as tokens, as the runtime does.
+        """
+        if start is None and count is None:
+            pairs = self._call(map_lookup_batch, self.key_size, self.user_value_size)
+            return [(self.decode_key(key), self.decode_value(value)) for key, value in pairs], None
+        key = None if start is None else self.encode_key(start)
+        items: list[tuple[Any, Any]] = []
+        while count is None or len(items) < count:
+            key = self.get_next_key_raw(key)
+            if key is None:
+                return items, None
+            items.append((self.decode_key(key), self.decode_value(self.lookup_raw(key))))
+        more = key is not None and self.get_next_key_raw(key) is not None
+        return items, self.decode_key(key) if more and key is not None else None
+
+    def lookup_and_delete_batch(self, count: int | None = None) -> list[tuple[Any, Any]]:
+        """BPF_MAP_LOOKUP_AND_DELETE_BATCH: remove and return up to ``count`` items."""
+        if count is None:
+            pairs = self._call(map_lookup_batch, self.key_size, self.user_value_size, delete=True)
+            return [(self.decode_key(key), self.decode_value(value)) for key, value in pairs]
+        items: list[tuple[Any, Any]] = []
+        while len(items) < count:
+            key = self.get_next_key_raw(None)
+            if key is None:
+                break
+            items.append((self.decode_key(key), self.decode_value(self.lookup_and_delete_raw(key))))
+        return items
+
+    def update_batch(self, items: Iterable[tuple[Any, Any]], flags: int = 0) -> int:
+        """BPF_MAP_UPDATE_BATCH: store every item; returns how many were stored."""
+        encoded = [(self.encode_key(key), self.encode_value(value)) for key, value in items]
+        done: int = self._call(map_update_batch, encoded, self.key_size, self.user_value_size, elem_flags=flags)
+        return done
+
+    def delete_batch(self, keys: Iterable[Any]) -> int:
+        """Delete each key in turn; the first failure stops the batch and is raised."""
+        done = 0
+        for key in keys:
+            try:
+                self.delete(key)
+            except MapErrnoError as error:
+                error.add_note(f"the batch stopped after {done} element(s)")
+                raise
+            done += 1
+        return done
+
+    def __repr__(self) -> str:
+        return (
+            f"<KernelMap {self.name!r} {self.type.name} key_size={self.key_size} value_size={self.value_size}"
+            f" max_entries={self.max_entries} fd={self.fd!r}>"
+        )

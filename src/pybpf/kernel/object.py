@@ -1,0 +1,165 @@
+"""A loaded object in the kernel: ``KernelProgram`` and ``KernelObject``.
+
+They answer to the same calls as the runtime's ``Program`` and ``Object`` (``program(name)``,
+``maps``, ``map_entries``, ``test_run`` returning :class:`~pybpf.platform.test_run.TestRunResult`,
+context-manager use) and add what only the kernel has: pinning, object info, the verifier log.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+
+from pybpf.btf import Btf
+from pybpf.errors import LoadError, TestRunError
+from pybpf.kernel.fd import Fd
+from pybpf.kernel.map_api import KernelMap, MapEntry
+from pybpf.kernel.objects import ProgInfo, obj_pin, prog_info
+from pybpf.kernel.progs import prog_test_run
+from pybpf.kernel.syscall import RawSyscall
+from pybpf.kernel.uapi import BpfProgType
+from pybpf.obj import ObjectSpec, ProgramSpec
+from pybpf.platform.test_run import TestRunResult
+
+U32 = 0xFFFF_FFFF
+
+
+class KernelProgram:
+    """A program loaded by BPF_PROG_LOAD, owned through its :class:`Fd`."""
+
+    def __init__(
+        self,
+        spec: ProgramSpec,
+        fd: Fd,
+        *,
+        prog_type: BpfProgType,
+        kernel_name: str,
+        log: str = "",
+        syscall: RawSyscall | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.kernel_name = kernel_name
+        self.prog_type = prog_type
+        self.fd = fd
+        self.log = log
+        self._syscall = syscall
+
+    def __repr__(self) -> str:
+        return f"KernelProgram({self.name!r}, {self.prog_type.name}, fd={self.fd!r})"
+
+    @property
+    def id(self) -> int:
+        """The kernel's program id."""
+        return self.info().id
+
+    def fileno(self) -> int:
+        return self.fd.fileno()
+
+    def test_run(
+        self,
+        data_in: bytes = b"",
+        ctx_in: bytes | None = None,
+        repeat: int = 1,
+        *,
+        cpu: int | None = None,
+        instruction_limit: int | None = None,
+    ) -> TestRunResult:
+        """BPF_PROG_TEST_RUN on ``data_in``/``ctx_in``, ``repeat`` times.
+
+        ``instruction_limit`` exists for signature parity with the runtime; the kernel has no
+        such knob, so only None is accepted. ``ctx_out`` is None when no ``ctx_in`` was given
+        (as the runtime reports it); ``r0`` is the u32 retval, ``instructions`` 0.
+        """
+        if instruction_limit is not None:
+            raise TestRunError("the kernel backend cannot limit the instructions of a test run")
+        if repeat < 0:
+            raise TestRunError(f"repeat must not be negative, got {repeat}")
+        flags, on_cpu = 0, 0
+        if cpu is not None:
+            flags, on_cpu = 1, cpu  # BPF_F_TEST_RUN_ON_CPU
+        result = prog_test_run(
+            self.fd, bytes(data_in), ctx_in=ctx_in, repeat=repeat, flags=flags, cpu=on_cpu, syscall=self._syscall
+        )
+        ctx_out = result.ctx_out if ctx_in is not None else None
+        retval = result.retval & U32
+        return TestRunResult(retval, result.data_out, ctx_out, float(result.duration_ns), retval, 0)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """BPF_OBJ_PIN at ``path`` (which must be on a bpffs)."""
+        obj_pin(self.fd, path, syscall=self._syscall)
+
+    def info(self) -> ProgInfo:
+        """BPF_OBJ_GET_INFO_BY_FD: xlated/jited sizes, verified_insns, run counts..."""
+        return prog_info(self.fd, syscall=self._syscall)
+
+    def close(self) -> None:
+        self.fd.close()
+
+
+class KernelObject:
+    """What ``pybpf.load(..., backend="kernel")`` returns: programs and maps living in the kernel.
+
+    ``btf_fd`` is the object's BTF as loaded (None when the object has none, or the kernel refused
+    it and the object was loaded without, as libbpf does).
+    """
+
+    def __init__(
+        self,
+        spec: ObjectSpec,
+        programs: Mapping[str, KernelProgram],
+        maps: Mapping[str, KernelMap],
+        *,
+        btf_fd: Fd | None,
+        kernel_btf: Btf | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.programs = dict(programs)
+        self.maps = dict(maps)
+        self.btf: Btf | None = spec.btf
+        self.license = spec.license
+        self.btf_fd = btf_fd
+        self.kernel_btf = kernel_btf
+
+    def __repr__(self) -> str:
+        return f"KernelObject({self.name!r}, programs={sorted(self.programs)}, maps={sorted(self.maps)})"
+
+    def program(self, name: str) -> KernelProgram:
+        try:
+            return self.programs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.programs)) or "none"
+            raise LoadError(f"no program named {name!r} (programs: {known})", file=self.spec.elf.file) from None
+
+    def map(self, name: str) -> KernelMap:
+        found = self.maps.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.maps)) or "none"
+            raise LoadError(f"no map named {name!r} (maps: {known})", file=self.spec.elf.file)
+        return found
+
+    def map_entries(self, name: str) -> Iterator[MapEntry]:
+        """Every element of map ``name`` as user space sees it (per-CPU values split per CPU)."""
+        return self.map(name).entries()
+
+    def close(self) -> None:
+        """Close every descriptor; the kernel frees what no pin or attachment still holds."""
+        for program in self.programs.values():
+            program.close()
+        for found in self.maps.values():
+            found.close()
+        if self.btf_fd is not None:
+            self.btf_fd.close()
+
+    def __enter__(self) -> KernelObject:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,83 @@
+"""Instruction patching for the kernel: CO-RE against the kernel's BTF, map ``lddw`` with real fds.
+
+CO-RE follows libbpf's ``bpf_core_patch_insn`` (and the runtime's copy of it, which this layer may
+not import): an ALU immediate, a load/store offset or an ``lddw`` constant takes the relocated
+value, and a relocation without a target turns its instruction into a call of the invalid helper
+``0xbad2310``, which the verifier rejects only if it is reachable.
+
+Map references follow the uapi's ``BPF_PSEUDO_MAP_FD`` (``imm`` = map fd) and
+``BPF_PSEUDO_MAP_VALUE`` (``imm`` = map fd, ``next_imm`` = offset into the value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from pybpf.btf import Btf, CoreRelo, CoreResolver
+from pybpf.errors import LoadError, MissingMapError
+from pybpf.isa import Bin, Call, Imm, LabeledInsn, Load, LoadImm64, PseudoSrc, Store
+from pybpf.isa.opcodes import SIZE_FOR_BYTES
+from pybpf.obj import ProgramSpec
+
+POISON_HELPER = 0xBAD2310
+"""libbpf's poison helper id for an instruction whose CO-RE relocation found no target."""
+
+
+def _s32(value: int) -> int:
+    value &= 0xFFFF_FFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def apply_core(
+    program: ProgramSpec, insns: Sequence[LabeledInsn], local: Btf | None, resolver: CoreResolver | None
+) -> list[LabeledInsn]:
+    """``insns`` with ``program``'s CO-RE relocations applied through ``resolver`` (the target BTF)."""
+    out = list(insns)
+    if not program.core_relocations:
+        return out
+    if local is None or resolver is None:
+        raise LoadError("CO-RE relocations need the object's BTF and a target BTF", symbol=program.name)
+    by_pc = {item.pc: index for index, item in enumerate(out)}
+    for record in program.core_relocations:
+        index = by_pc.get(record.pc)
+        if index is None:
+            raise LoadError(f"CO-RE relocation at pc {record.pc}: no instruction starts there", symbol=program.name)
+        result = resolver.resolve(local, CoreRelo(record.pc * 8, record.type_id, record.access, record.kind))
+        item = out[index]
+        if result.poison:
+            out[index] = replace(item, insn=Call(POISON_HELPER))
+            continue
+        insn = item.insn
+        match insn:
+            case Bin(src=Imm()):
+                patched: Bin | Load | Store | LoadImm64 = replace(insn, src=Imm(_s32(result.value)))
+            case Load():
+                size = SIZE_FOR_BYTES.get(result.field_size, insn.size) if result.field_size else insn.size
+                patched = replace(insn, off=result.value, size=size)
+            case Store():
+                patched = replace(insn, off=result.value)
+            case LoadImm64():
+                patched = LoadImm64.constant(insn.dst, result.value)
+            case _:
+                raise LoadError(
+                    f"pc {item.pc}: CO-RE relocation on an instruction it cannot patch ({insn!r})", symbol=program.name
+                )
+        out[index] = replace(item, insn=patched)
+    return out
+
+
+def apply_map_fds(program: ProgramSpec, insns: list[LabeledInsn], fds: Mapping[str, int]) -> list[LabeledInsn]:
+    """Patch every map ``lddw`` of ``program`` with the fd of the map it names."""
+    by_pc = {item.pc: index for index, item in enumerate(insns)}
+    for ref in program.map_references:
+        index = by_pc.get(ref.pc)
+        item = insns[index] if index is not None else None
+        if item is None or not isinstance(item.insn, LoadImm64):
+            raise LoadError(f"pc {ref.pc}: map relocation on something other than lddw", symbol=program.name)
+        fd = fds.get(ref.map_name)
+        if fd is None:
+            raise MissingMapError(f"pc {ref.pc}: program refers to unknown map {ref.map_name!r}", symbol=program.name)
+        offset = ref.offset if ref.src is PseudoSrc.MAP_VALUE else 0
+        insns[by_pc[ref.pc]] = replace(item, insn=replace(item.insn, imm=fd, next_imm=offset, src=ref.src))
+    return insns
