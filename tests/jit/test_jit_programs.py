@@ -275,3 +275,14 @@ def test_a_helper_may_run_the_same_program_again() -> None:
     """
     programs.append(JitProgram(assemble(text), helpers={1: recurse}))
     assert programs[0].run(registers={6: 4}).r0 == 4 + 3 + 2 + 1  # each run kept its own stack slot
+
+
+def test_atomics_are_real_llvm_atomic_instructions() -> None:
+    text = "lock add [%r1], %r2\nlock fetch or32 [%r1], %r2\nlock xchg [%r1], %r2\nlock cmpxchg [%r1], %r2\nexit"
+    program = JitProgram(assemble(text))
+    for operation in ("atomicrmw add", "atomicrmw or", "atomicrmw xchg", "cmpxchg"):
+        assert operation in program.generated_ir
+    assert "cmpxchg" in program.native.optimized_ir()  # x86 has no fetch-or: LLVM loops on cmpxchg
+    (interp, interp_memory), (jit, jit_memory) = run_both(text, memory=bytes(range(8)), registers={0: 0x0706, 2: 9})
+    assert jit_memory == interp_memory
+    assert (jit.r0, *jit.registers[2:10]) == (interp.r0, *interp.registers[2:10])  # r1: each run's own input

@@ -25,7 +25,7 @@ def require_llvmlite() -> tuple[ModuleType, ModuleType]:
 class NativeCode:
     """A module compiled to native code by MCJIT; keep it alive as long as its functions are used."""
 
-    __slots__ = ("_engine", "_target_machine", "assembly_ir")
+    __slots__ = ("_engine", "_module", "_target_machine")
 
     def __init__(self, module_ir: str, opt_level: int = 2) -> None:
         _, binding = require_llvmlite()
@@ -43,10 +43,14 @@ class NativeCode:
                 builder = binding.create_pass_builder(self._target_machine, tuning)
                 builder.getModulePassManager().run(module, builder)
             self._engine: Any = binding.create_mcjit_compiler(module, self._target_machine)
+            self._module: Any = module
             self._engine.finalize_object()
         except RuntimeError as error:  # llvmlite reports parse, verify and codegen failures as RuntimeError
             raise NotSupportedError(f"LLVM could not compile the program: {error}") from error
-        self.assembly_ir = str(module)
+
+    def optimized_ir(self) -> str:
+        """The module's IR after optimisation (for tests and for reading what the JIT made)."""
+        return str(self._module)
 
     def address(self, name: str) -> int:
         """The native address of the function ``name``."""

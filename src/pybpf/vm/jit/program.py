@@ -124,6 +124,7 @@ class JitProgram:
         callbacks = Callbacks(helper=_address_of(self._helper_callback), fault=_address_of(self._fault_callback))
         generated = generate(self.plan, self._lddw_constants(), callbacks)
         self._traps = generated.traps
+        self.generated_ir: str = generated.text  # before optimisation: what the translation emitted
         self.native = NativeCode(generated.text, opt_level)
         self._entry = _Entry(self.native.address(ENTRY_NAME))
 
