@@ -17,6 +17,7 @@ import pytest
 import pybpf
 from pybpf.errors import ContextAccessError, NotSupportedError, TestRunError
 from pybpf.platform.uapi_generated import BpfProgType
+from pybpf.runtime.maps import ProgArrayMap
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -150,6 +151,36 @@ def test_tail_calls_follow_the_prog_array_initialiser() -> None:
         assert via_v6.ctx_out is not None
         assert struct.unpack_from("<I", via_v4.ctx_out, 8)[0] == 4
         assert struct.unpack_from("<I", via_v6.ctx_out, 8)[0] == 6
+
+
+def test_prog_arrays_come_from_the_maps_package_and_report_program_ids() -> None:
+    with pybpf.load(PROGS / "tail_calls.o") as obj:
+        table = obj.maps["jump_table"]
+        assert isinstance(table, ProgArrayMap)
+        assert table.program_at(1) is obj.programs["tail_ipv4"]
+        assert table.program_at(0) is None
+        ids = {entry.key: entry.value for entry in obj.map_entries("jump_table")}
+        assert ids == {
+            struct.pack("<I", 1): struct.pack("<I", obj.programs["tail_ipv4"].id),
+            struct.pack("<I", 3): struct.pack("<I", obj.programs["tail_ipv6"].id),
+        }
+        # User space can empty a slot: dispatch then falls through (mark untouched, TC_ACT_OK).
+        del table[1]
+        result = obj.programs["dispatch"].test_run(ipv4_frame("1.1.1.1", "2.2.2.2"), bytes(192))
+        assert result.ctx_out is not None
+        assert struct.unpack_from("<I", result.ctx_out, 8)[0] == 0
+
+
+def test_tail_call_chain_stops_after_33_tail_calls() -> None:
+    with pybpf.load(PROGS / "tail_chain.o") as obj:
+        chain = obj.programs["chain"]
+        frame = ipv4_frame("1.1.1.1", "2.2.2.2")
+        # One run: the first invocation plus 33 tail calls, then bpf_tail_call falls through.
+        assert chain.test_run(frame, bytes(192)).retval == 34
+        assert chain.test_run(frame, bytes(192)).retval == 68  # the counter map keeps its value
+        # An empty slot ends the chain at once.
+        del obj.maps["chain_table"][0]
+        assert chain.test_run(frame, bytes(192)).retval == 69
 
 
 def test_global_data_and_rodata() -> None:

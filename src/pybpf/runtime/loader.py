@@ -4,8 +4,10 @@ The steps, in libbpf's order: create the maps (global data maps filled with thei
 contents, ``.rodata`` frozen), then for each program apply its CO-RE relocations (against
 ``vmlinux_btf`` when given), check that it only calls helpers its type allows, convert its
 context accesses (:mod:`pybpf.runtime.context`), and prepare an interpreter whose map ``lddw``
-instructions resolve through the map registry; finally fill prog_array slots from their
-``values = {...}`` initialisers. All programs and maps share one address space.
+instructions resolve through the map registry; finally fill the slots of prog arrays (with
+programs) and of array/hash of maps (with the object's other maps) from their ``values = {...}``
+initialisers, as libbpf's init_prog_array_slots/init_map_in_map_slots do. All programs and maps
+share one address space; every map, prog arrays included, comes from :func:`create_map`.
 """
 
 from __future__ import annotations
@@ -14,20 +16,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from pybpf.btf import Btf
 from pybpf.errors import LoadError, MapError
 from pybpf.isa.insn import Call
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
 from pybpf.platform.progtypes import prog_type_spec
-from pybpf.platform.uapi_generated import BpfMapType, BpfProgType, HelperId
+from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.context import convert_ctx_access
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
-from pybpf.runtime.maps import MapDef, create_map
+from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
 from pybpf.runtime.object import Object
-from pybpf.runtime.prog_array import ProgramArray
 from pybpf.runtime.program import Program
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
@@ -69,7 +69,7 @@ def load(
     target = _read_btf(vmlinux_btf)
     memory = AddressSpace()
     services = RuntimeServices(memory, cpus=ncpus, seed=seed)
-    maps: dict[str, Any] = {}
+    maps: dict[str, Map] = {}
     try:
         for map_spec in spec.maps.values():
             maps[map_spec.name] = _create_map(spec, map_spec, memory, services.cpus)
@@ -84,7 +84,7 @@ def load(
                 spec, program_spec, maps, services=services, target=target, available=available, number=number
             )
         for map_spec in spec.maps.values():
-            _fill_slots(spec, map_spec, maps[map_spec.name], programs)
+            _fill_slots(spec, map_spec, maps[map_spec.name], maps, programs)
     except BaseException:
         for created in maps.values():
             created.close()
@@ -93,13 +93,8 @@ def load(
     return Object(spec, memory, services, programs, maps)
 
 
-def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus: int) -> Any:
+def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus: int) -> Map:
     file = spec.elf.file
-    if map_spec.type is BpfMapType.PROG_ARRAY:
-        try:
-            return ProgramArray(map_spec.name, map_spec.max_entries, map_spec.key_size, map_spec.value_size)
-        except MapError as error:
-            raise ObjectLoadError(str(error), file=file, symbol=map_spec.name) from error
     try:
         created = create_map(MapDef.from_spec(map_spec, spec.btf), memory, ncpus)
         if map_spec.kind is MapKind.DATA and map_spec.contents is not None:
@@ -114,7 +109,7 @@ def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus
 def _prepare(
     spec: ObjectSpec,
     program: ProgramSpec,
-    maps: dict[str, Any],
+    maps: dict[str, Map],
     *,
     services: RuntimeServices,
     target: Btf | None,
@@ -168,21 +163,34 @@ def _prepare(
     return Program(program, type_spec, interpreter, services=services, conversion=conversion, program_id=number)
 
 
-def _fill_slots(spec: ObjectSpec, map_spec: MapSpec, created: Any, programs: dict[str, Program]) -> None:
+def _fill_slots(
+    spec: ObjectSpec, map_spec: MapSpec, created: Map, maps: dict[str, Map], programs: dict[str, Program]
+) -> None:
     if not map_spec.slot_inits:
         return
-    if not isinstance(created, ProgramArray):
-        raise ObjectLoadError(
-            f"map {map_spec.name!r}: map-in-map initialisers are not supported in user space",
-            file=spec.elf.file,
-            symbol=map_spec.name,
-        )
+    file = spec.elf.file
     for init in map_spec.slot_inits:
-        target = programs.get(init.symbol)
-        if target is None:
+        value: object
+        if isinstance(created, ProgArrayMap):
+            value = programs.get(init.symbol)
+            what = "program"
+        elif isinstance(created, ArrayOfMapsMap | HashOfMapsMap):
+            value = maps.get(init.symbol)
+            what = "map"
+        else:
             raise ObjectLoadError(
-                f"prog array {map_spec.name!r} slot {init.index}: no program {init.symbol!r}",
-                file=spec.elf.file,
+                f"map {map_spec.name!r}: a {map_spec.type.name} map cannot have a values initialiser",
+                file=file,
                 symbol=map_spec.name,
             )
-        created.set_program(init.index, target.id, target.interpreter)
+        if value is None:
+            raise ObjectLoadError(
+                f"map {map_spec.name!r} slot {init.index}: no {what} {init.symbol!r}", file=file, symbol=map_spec.name
+            )
+        try:
+            # libbpf's slot keys are the u32 index, for hash of maps as well.
+            created.update(init.index.to_bytes(created.key_size, "little"), value)
+        except MapError as error:
+            raise ObjectLoadError(
+                f"map {map_spec.name!r} slot {init.index} ({init.symbol!r}): {error}", file=file, symbol=map_spec.name
+            ) from error

@@ -4,23 +4,39 @@
 :class:`~pybpf.runtime.progtypes.RunKind` builds the context and packet from ``data_in`` and
 ``ctx_in``, the program runs ``repeat`` times on that same state (as the kernel's loop does),
 and ``data_out``/``ctx_out`` are read back. ``duration_ns`` is the mean wall time of one run.
+What the kernel keeps out of the test-run result but a user-space run can show is reported as
+well (:class:`RuntimeTestRunResult`): where bpf_redirect/bpf_redirect_map sent the packet.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from pybpf.errors import TestRunError
 from pybpf.obj import ProgramSpec
 from pybpf.platform.progtypes import ProgTypeSpec
 from pybpf.platform.test_run import TestRunResult
 from pybpf.runtime.context import InternalLayout, RewriteResult
-from pybpf.runtime.helpers.services import RunState, RuntimeServices
+from pybpf.runtime.helpers.services import Redirect, RunState, RuntimeServices
 from pybpf.runtime.progtypes import PreparedRun, run_kind
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
 
-__all__ = ["Program", "TestRunResult"]
+__all__ = ["Program", "RuntimeTestRunResult", "TestRunResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeTestRunResult(TestRunResult):
+    """A user-space test run's result: :class:`TestRunResult` plus what only user space can see.
+
+    ``redirect`` is where the last run's bpf_redirect/bpf_redirect_map sent the packet (the
+    kernel's test run drops that: it reports XDP_REDIRECT and forgets the target), or None.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    redirect: Redirect | None = None
 
 
 class Program:
@@ -57,7 +73,7 @@ class Program:
         *,
         cpu: int | None = None,
         instruction_limit: int | None = None,
-    ) -> TestRunResult:
+    ) -> RuntimeTestRunResult:
         """Run the program on ``data_in``/``ctx_in`` ``repeat`` times, as BPF_PROG_TEST_RUN does."""
         kind = run_kind(self.prog_type)
         if data_in and not kind.takes_data:
@@ -72,11 +88,14 @@ class Program:
             state = RunState(self.services, packet=prepared.packet_state, ctx=prepared.context.address, cpu=cpu)
             r0, executed, elapsed = 0, 0, 0
             for _ in range(runs):
+                state.redirect = None  # each run of a repeat starts without a target, as in the kernel
                 started = time.perf_counter_ns()
                 r0, executed = self._run_once(prepared, state, instruction_limit)
                 elapsed += time.perf_counter_ns() - started
             data_out, ctx_out = prepared.finish()
-            return TestRunResult(prepared.retval(r0), data_out, ctx_out, elapsed / runs, r0, executed)
+            return RuntimeTestRunResult(
+                prepared.retval(r0), data_out, ctx_out, elapsed / runs, r0, executed, redirect=state.redirect
+            )
         finally:
             prepared.close()
 

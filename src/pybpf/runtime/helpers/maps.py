@@ -139,9 +139,11 @@ def tail_call(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int
     target = program_at(index)
     if target is None:
         return ENOENT
-    if not isinstance(target, Interpreter):
+    # Slots hold runtime Programs (the loader's) or bare interpreters (tests driving the vm).
+    interpreter = target if isinstance(target, Interpreter) else getattr(target, "interpreter", None)
+    if not isinstance(interpreter, Interpreter):
         raise HelperError(f"prog array slot {index} holds {type(target).__name__}, not a program", env.helper_pc)
-    return 0 if env.tail_call(target) else E2BIG
+    return 0 if env.tail_call(interpreter) else E2BIG
 
 
 MAP_HELPERS: dict[HelperId, HelperFn] = {
