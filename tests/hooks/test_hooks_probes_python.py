@@ -122,7 +122,7 @@ def test_methods_are_probed_on_their_class(obj: Object) -> None:
         del sys.modules[module.__name__]
 
 
-def test_program_errors_do_not_reach_the_application(obj: Object) -> None:
+def test_non_probe_programs_cannot_attach(obj: Object) -> None:
     # A non-probe program cannot attach.
     xdp = pybpf.load(PROGS / "xdp_firewall.o")
     try:
