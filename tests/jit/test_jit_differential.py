@@ -13,15 +13,20 @@ from jit_build import run_both
 from pybpf.isa import (
     Bin,
     BinOp,
+    Cond,
     Endian,
     EndianOrder,
     Exit,
     Imm,
     Instruction,
+    Jump,
     LabeledInsn,
+    Load,
     LoadImm64,
     Neg,
     Reg,
+    Size,
+    Store,
     decode_program,
 )
 from pybpf.isa.insn import slot_count
@@ -65,6 +70,40 @@ def test_straight_line_alu_matches_the_interpreter(insns: list[Instruction], ini
     program = numbered([*insns, Exit()])
     (interp, _), (jit, _) = run_both(program, registers=dict(enumerate(initial)))
     assert jit.registers[:10] == interp.registers[:10]  # r10 is each engine's own stack
+
+
+@st.composite
+def branchy_programs(draw: st.DrawFn) -> list[LabeledInsn]:
+    """Arithmetic, stack loads and stores, and forward jumps (so every program ends)."""
+    length = draw(st.integers(1, 30))
+    insns: list[Instruction] = []
+    for pc in range(length):
+        kind = draw(st.sampled_from(["alu", "alu", "jump", "store", "load"]))
+        if kind == "alu":
+            insn = draw(alu_insns())
+            insns.append(insn if not isinstance(insn, LoadImm64) else Neg(insn.dst, True))  # one slot each
+        elif kind == "jump":
+            src = draw(st.one_of(registers, immediates.map(Imm)))
+            off = draw(st.integers(0, length - pc - 1))  # lands on a later instruction or the final exit
+            insns.append(Jump(draw(st.sampled_from(list(Cond))), draw(registers), src, off, draw(st.booleans())))
+        else:
+            size = draw(st.sampled_from(list(Size)))
+            off = -draw(st.integers(size.nbytes, 64))
+            if kind == "store":
+                value = draw(st.one_of(registers, immediates.map(Imm)))
+                insns.append(Store(size, Reg.R10, off, value))
+            else:
+                insns.append(Load(size, draw(registers), Reg.R10, off, draw(st.booleans())))
+    return numbered([*insns, Exit()])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(branchy_programs(), st.lists(words, min_size=10, max_size=10))
+def test_programs_with_jumps_and_stack_memory_match_the_interpreter(
+    program: list[LabeledInsn], initial: list[int]
+) -> None:
+    (interp, _), (jit, _) = run_both(program, registers=dict(enumerate(initial)))
+    assert jit.registers[:10] == interp.registers[:10]
 
 
 def load_section(path: Path, section: str = "bench") -> bytes:
