@@ -19,9 +19,9 @@ import pytest
 from pybpf import load
 from pybpf.cli.main import main
 from pybpf.hooks.packets import (
+    CapturedPacket,
     CaptureError,
     CaptureFormat,
-    CapturedPacket,
     PacketAction,
     ReplayError,
     read_capture,
