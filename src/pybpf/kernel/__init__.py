@@ -6,11 +6,20 @@ Layers, lowest first: :mod:`~pybpf.kernel.syscall` (the one chokepoint, errno ->
 :mod:`~pybpf.kernel.progs` and :mod:`~pybpf.kernel.objects`; :mod:`~pybpf.kernel.probe`
 says whether bpf(2) works here and :mod:`~pybpf.kernel.bpffs` mounts a private bpffs.
 
+On top of the commands, the kernel backend of ``pybpf.load``: :func:`load` instantiates an
+object file in the kernel (:mod:`~pybpf.kernel.loader`) as a :class:`KernelObject` whose maps
+(:class:`KernelMap`) and programs (:class:`KernelProgram`) have the user-space runtime's API;
+:func:`open_pinned` reopens pins and :func:`features` probes what the running kernel supports.
+
 Every command takes a keyword ``syscall``: a fake ``(cmd, attr) -> result | -errno`` makes
 it testable without root.
 """
 
+from pybpf.kernel.btf_fixup import Kind as BtfKind
 from pybpf.kernel.fd import BadFdError, ClosedFdError, Fd, FdLike, fd_number
+from pybpf.kernel.features import KernelFeatures, features
+from pybpf.kernel.loader import KernelLoadError, kernel_map_name, load
+from pybpf.kernel.map_api import KernelMap, MapEntry, ValueCodec, possible_cpus
 from pybpf.kernel.maps import (
     map_create,
     map_delete,
@@ -23,6 +32,7 @@ from pybpf.kernel.maps import (
     map_update,
     map_update_batch,
 )
+from pybpf.kernel.object import KernelObject, KernelProgram
 from pybpf.kernel.objects import (
     BtfInfo,
     MapInfo,
@@ -47,6 +57,7 @@ from pybpf.kernel.objects import (
     prog_map_ids,
     prog_xlated_insns,
 )
+from pybpf.kernel.pinned import open_pinned
 from pybpf.kernel.probe import available
 from pybpf.kernel.progs import (
     KernelTestRun,
@@ -77,14 +88,22 @@ __all__ = [
     "BpfTestRunFlag",
     "BpfUpdateFlag",
     "BtfInfo",
+    "BtfKind",
     "ClosedFdError",
     "Fd",
     "FdLike",
+    "KernelFeatures",
+    "KernelLoadError",
+    "KernelMap",
+    "KernelObject",
+    "KernelProgram",
     "KernelTestRun",
     "LoadedProgram",
+    "MapEntry",
     "MapInfo",
     "ProgInfo",
     "RawSyscall",
+    "ValueCodec",
     "available",
     "bpf",
     "btf_data",
@@ -94,10 +113,13 @@ __all__ = [
     "btf_load",
     "enable_stats",
     "fd_number",
+    "features",
     "get_next_id",
+    "kernel_map_name",
     "libc_syscall",
     "link_create",
     "link_detach",
+    "load",
     "map_create",
     "map_delete",
     "map_fd_by_id",
@@ -113,6 +135,8 @@ __all__ = [
     "map_update_batch",
     "obj_get",
     "obj_pin",
+    "open_pinned",
+    "possible_cpus",
     "prog_fd_by_id",
     "prog_ids",
     "prog_info",

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from pybpf.btf import Btf
 from pybpf.errors import (
@@ -84,12 +84,13 @@ def possible_cpus(path: str | os.PathLike[str] = "/sys/devices/system/cpu/possib
     return count
 
 
-class ValueCodec(Protocol):
-    """Python values <-> the bytes of a BTF type (the runtime's typed-values codec)."""
+@dataclass(frozen=True, slots=True)
+class ValueCodec:
+    """Python values <-> the bytes of a BTF type: ``encode(btf, type_id, value) -> bytes`` and
+    ``decode(btf, type_id, data) -> value`` (the runtime's typed-values codec is the usual one)."""
 
-    def encode(self, btf: Btf, type_id: int, value: Any) -> bytes: ...
-
-    def decode(self, btf: Btf, type_id: int, data: bytes) -> Any: ...
+    encode: Callable[[Btf, int, Any], bytes]
+    decode: Callable[[Btf, int, bytes], Any]
 
 
 @dataclass(frozen=True, slots=True)

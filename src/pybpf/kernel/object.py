@@ -18,7 +18,7 @@ from pybpf.kernel.map_api import KernelMap, MapEntry
 from pybpf.kernel.objects import ProgInfo, obj_pin, prog_info
 from pybpf.kernel.progs import prog_test_run
 from pybpf.kernel.syscall import RawSyscall
-from pybpf.kernel.uapi import BpfProgType
+from pybpf.kernel.uapi import BpfProgType, BpfTestRunFlag
 from pybpf.obj import ObjectSpec, ProgramSpec
 from pybpf.platform.test_run import TestRunResult
 
@@ -30,16 +30,16 @@ class KernelProgram:
 
     def __init__(
         self,
-        spec: ProgramSpec,
+        spec: ProgramSpec | None,
         fd: Fd,
         *,
-        prog_type: BpfProgType,
+        prog_type: BpfProgType | int,
         kernel_name: str,
         log: str = "",
         syscall: RawSyscall | None = None,
     ) -> None:
-        self.spec = spec
-        self.name = spec.name
+        self.spec = spec  # None for a program opened from a pin
+        self.name = spec.name if spec is not None else kernel_name
         self.kernel_name = kernel_name
         self.prog_type = prog_type
         self.fd = fd
@@ -47,7 +47,8 @@ class KernelProgram:
         self._syscall = syscall
 
     def __repr__(self) -> str:
-        return f"KernelProgram({self.name!r}, {self.prog_type.name}, fd={self.fd!r})"
+        type_name = self.prog_type.name if isinstance(self.prog_type, BpfProgType) else str(self.prog_type)
+        return f"KernelProgram({self.name!r}, {type_name}, fd={self.fd!r})"
 
     @property
     def id(self) -> int:
@@ -78,7 +79,7 @@ class KernelProgram:
             raise TestRunError(f"repeat must not be negative, got {repeat}")
         flags, on_cpu = 0, 0
         if cpu is not None:
-            flags, on_cpu = 1, cpu  # BPF_F_TEST_RUN_ON_CPU
+            flags, on_cpu = int(BpfTestRunFlag.RUN_ON_CPU), cpu
         result = prog_test_run(
             self.fd, bytes(data_in), ctx_in=ctx_in, repeat=repeat, flags=flags, cpu=on_cpu, syscall=self._syscall
         )
