@@ -2,8 +2,9 @@
 
 ``pybpf prog run OBJ --prog NAME --data-in HEX|@FILE [--data-in ...]`` loads OBJ once and runs
 the program on each ``--data-in`` in order, so maps keep their contents from one run to the
-next (BPF_PROG_TEST_RUN semantics for each run). ``pybpf map dump OBJ MAP`` prints a map of the
-freshly loaded object (its initial contents). ``--json`` output never goes through rich.
+next (BPF_PROG_TEST_RUN semantics for each run). bpf_trace_printk output of each run is shown
+after the runs (text) or as the run's ``"trace"`` lines (JSON). ``pybpf map dump OBJ MAP`` prints
+a map of the freshly loaded object (its initial contents). ``--json`` output never goes through rich.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps:
         "retval": result.retval,
         "data_out": result.data_out.hex(),
         "duration_ns": result.duration_ns,
+        # What the run wrote to the trace pipe, taken out so the next run's lines are its own.
+        "trace": [event.format() for event in obj.trace_pipe.drain()],
     }
     verdict = verdict_name(program.prog_type, result.retval)
     if verdict is not None:
@@ -105,6 +108,11 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
         for number, record in enumerate(records, start=1):
             out.write(f"run {number}: retval {retval_text(record)}  duration {record['duration_ns']:.0f} ns\n")
             out.write(f"  data_out: {record['data_out']}\n")
+    traced = [(number, line) for number, record in enumerate(records, start=1) for line in record["trace"]]
+    if traced:
+        out.write("trace_pipe:\n")
+        for number, line in traced:
+            out.write(f"  run {number}: {line}\n")
     # Text shows the maps once, after the last run (--json keeps them per run).
     if records and "maps" in records[-1]:
         out.write(f"maps after run {len(records)}:\n")
@@ -153,7 +161,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--repeat", type=int, default=1, metavar="N", help="run each packet N times (mean duration)")
     run.add_argument("--engine", choices=("interp",), default="interp", help="execution engine")
     run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
-    run.add_argument("--json", action="store_true", help='print {"runs": [{"retval", "data_out", "duration_ns"}]}')
+    run.add_argument(
+        "--json", action="store_true", help='print {"runs": [{"retval", "data_out", "duration_ns", "trace"}]}'
+    )
     run.set_defaults(func=_prog_run)
 
     map_parser = subparsers.add_parser("map", help="maps of an object file, in user space")

@@ -47,7 +47,13 @@ def map_lookup_elem(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r
     state, found = find_map(env, r1)
     key = read(env, r2, _key_size(env, found))
     lookup = cast(Callable[[bytes, int], int], require(env, found, "lookup_address"))
-    return lookup(key, state.current_cpu) & U64
+    address = lookup(key, state.current_cpu) & U64
+    lookup_inner = getattr(found, "lookup_inner", None)
+    if address and lookup_inner is not None:
+        # A map-in-map yields an inner map's pointer, which the program passes to map helpers
+        # next; user space may have put there a map the loader never saw, so make it findable.
+        state.services.maps.register(lookup_inner(key))
+    return address
 
 
 def map_lookup_percpu_elem(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
