@@ -206,16 +206,9 @@ def _sign_extend(from_bits: int) -> Callable[[View, View], View]:
             return b
         if b.u_hi < 1 << (from_bits - 1):
             return b  # already a small non-negative number: sign extension changes nothing
-        low = b.tnum.cast(from_bits // 8)
+        # The kernel (coerce_reg_to_size_sx) keeps only the signed range here, not the tnum.
         sign = 1 << (from_bits - 1)
-        high_bits = _mask(n) & ~_mask(from_bits)
-        if low.mask & sign:
-            t = Tnum(low.value, low.mask | high_bits)
-        elif low.value & sign:
-            t = Tnum(low.value | high_bits, low.mask)
-        else:
-            t = low
-        return _make(n, t, (-sign, sign - 1), None)
+        return _make(n, Tnum(0, _mask(n)), (-sign, sign - 1), None)
 
     return movsx
 
@@ -259,8 +252,20 @@ def zero_extend(low: View) -> Scalar:
                        low.s_lo, low.s_hi, low.u_lo, low.u_hi))
 
 
-def alu(op: BinOp, dst: Scalar, src: Scalar, is64: bool) -> Scalar:
-    """``dst op= src`` on scalars (ALU64 when ``is64``, else ALU with zero extension)."""
+KERNEL_UNTRACKED = frozenset({BinOp.DIV, BinOp.SDIV, BinOp.MOD, BinOp.SMOD})
+"""Operations whose result the kernel marks fully unknown (``mark_reg_unknown``), even for constants."""
+
+
+def alu(op: BinOp, dst: Scalar, src: Scalar, is64: bool, *, kernel_compatible: bool = True) -> Scalar:
+    """``dst op= src`` on scalars (ALU64 when ``is64``, else ALU with zero extension).
+
+    With ``kernel_compatible`` (the default) the result is exactly as precise as the kernel's, so
+    verdicts agree: division and modulo then forget everything, as the kernel does (its log shows
+    ``scalar()``, without even the zero upper half of a 32-bit result). Without it, division and
+    modulo keep the (sound) ranges computed here.
+    """
+    if kernel_compatible and op in KERNEL_UNTRACKED:
+        return Scalar.unknown()
     table = semantics.ALU64 if is64 else semantics.ALU32
     a, b = dst.const_value(), src.const_value()
     if b is not None and (a is not None or op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32)):
