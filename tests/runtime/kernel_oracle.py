@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pybpf.errors import MapKeyNotFoundError, PybpfError
+from pybpf.errors import MapKeyNotFoundError, ObjectNotFoundError, PybpfError
 from pybpf.kernel import Fd, map_keys, map_lookup, map_lookup_and_delete
 from pybpf.kernel.bpffs import private_bpffs
 from pybpf.kernel.objects import map_info, obj_get
@@ -120,7 +120,10 @@ class KernelObject:
             out: dict[bytes, bytes | int] = {}
             for key in list(map_keys(fd, info.key_size)):
                 size = (value_size + 7) // 8 * 8 * possible_cpus() if percpu else value_size
-                value = map_lookup(fd, key, size)
+                try:
+                    value = map_lookup(fd, key, size)
+                except ObjectNotFoundError:
+                    continue  # an empty slot of a devmap or fd array
                 out[bytes(key)] = _sum_percpu(value, value_size, possible_cpus()) if percpu else bytes(value)
             return out
 
@@ -131,7 +134,7 @@ class KernelObject:
             while True:
                 try:
                     popped.append(bytes(map_lookup_and_delete(fd, b"", value_size)))
-                except MapKeyNotFoundError:
+                except (MapKeyNotFoundError, ObjectNotFoundError):
                     return popped
 
 
