@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import select
 import shutil
 import socket
 import struct
@@ -29,22 +30,24 @@ import pytest
 from pybpf import load
 from pybpf.cli.main import main
 from pybpf.hooks.link import LinkError
-from pybpf.hooks.packets import PacketLink, attach_tc, attach_xdp
+from pybpf.hooks.packets import PacketAction, PacketLink, attach_tc, attach_xdp, replay
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 COMMAND_TIMEOUT_S = 20.0
 SETTLE_TIMEOUT_S = 5.0
 
-# Runs inside the namespace: send the frames (hex on stdin) on IFACE, then collect what arrives
-# (not our own transmissions) until EXPECT frames came or TIMEOUT seconds passed; print them as JSON.
+# Runs inside the namespace: bind to IFACE and say "ready", send the frames (hex on stdin), then
+# collect what arrives (not our own transmissions) until EXPECT frames came or TIMEOUT seconds
+# passed; print them as JSON on the last line.
 PEER_SCRIPT = r"""
 import json, socket, sys, time
 ifname, expect, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-frames = [bytes.fromhex(h) for h in sys.stdin.read().split()]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 s.setsockopt(263, 23, 1)
 s.bind((ifname, 3))
 s.settimeout(0.05)
+print("ready", flush=True)
+frames = [bytes.fromhex(h) for h in sys.stdin.read().split()]
 for frame in frames:
     s.send(frame)
     time.sleep(0.002)
@@ -81,7 +84,7 @@ class Veth:
             ["ip", "netns", "exec", self.netns, sys.executable, "-c", PEER_SCRIPT, self.far, str(expect), str(timeout)],
             stdin=" ".join(frame.hex() for frame in frames),
         )
-        return [bytes.fromhex(item) for item in json.loads(result.stdout)]
+        return [bytes.fromhex(item) for item in json.loads(result.stdout.splitlines()[-1])]
 
 
 def _mac(path: str) -> bytes:
@@ -243,3 +246,89 @@ def test_attach_refuses_wrong_program_types_and_missing_interfaces() -> None:
             attach_xdp(obj.program("tc_mark"), "pybpf-none0")
         with pytest.raises(LinkError, match="no network interface"):
             attach_tc(obj.program("tc_mark"), "pybpf-none0")
+
+
+REDIRECT_SOURCE = r"""
+#include "bpf_helpers.h"
+
+static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) = (void *)BPF_FUNC_redirect_map;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} tx_port SEC(".maps");
+
+SEC("xdp")
+int xdp_redirect(struct xdp_md *ctx)
+{
+	/* Slot 0 names the egress device; an empty slot falls back to XDP_PASS. */
+	return bpf_redirect_map(&tx_port, 0, XDP_PASS);
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def redirect_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang is not installed (the devmap redirect program is built at test time)")
+    directory = tmp_path_factory.mktemp("redirect")
+    (directory / "redirect.c").write_text(REDIRECT_SOURCE)
+    arch_include = f"/usr/include/{os.uname().machine}-linux-gnu"
+    result = subprocess.run(
+        [clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", f"-I{arch_include}",
+         "-c", str(directory / "redirect.c"), "-o", str(directory / "redirect.o")],
+        capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"clang cannot build BPF objects here: {result.stderr[-300:]}")
+    return directory / "redirect.o"
+
+
+def test_devmap_redirect_sends_frames_out_of_the_target_interface(
+    netns_veths: Callable[[int], list[Veth]], redirect_object: Path
+) -> None:
+    ingress, egress = netns_veths(2)
+    frames = [
+        ipv4_frame(ingress.near_mac, ingress.far_mac, ingress.far_ip, "198.18.255.1", b"r%d" % n) for n in range(3)
+    ]
+    with load(redirect_object) as obj:
+        obj.maps["tx_port"].update_raw(struct.pack("<I", 0), struct.pack("<I", socket.if_nametoindex(egress.near)))
+        with attach_xdp(obj.program("xdp_redirect"), ingress.near) as link:
+            # Listen on the egress pair's far end while the ingress far end sends.
+            listener = subprocess.Popen(
+                ["ip", "netns", "exec", egress.netns, sys.executable, "-c", PEER_SCRIPT, egress.far, str(len(frames)),
+                 "3.0"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+            try:
+                assert listener.stdout is not None
+                readable, _, _ = select.select([listener.stdout], [], [], COMMAND_TIMEOUT_S)  # bounded
+                assert readable and listener.stdout.readline().strip() == "ready"  # its socket is bound
+                ingress.exchange(frames, expect=0, timeout=0.1)
+                output, _ = listener.communicate("", timeout=COMMAND_TIMEOUT_S)
+            finally:
+                if listener.poll() is None:
+                    listener.kill()
+                    listener.wait(COMMAND_TIMEOUT_S)
+            assert wait_for(lambda: link.counters().transmitted >= len(frames))
+            counters = link.counters()
+    assert counters.verdicts.get("XDP_REDIRECT") == len(frames)
+    assert [bytes.fromhex(item) for item in json.loads(output.splitlines()[-1])] == frames
+
+
+def test_replay_records_the_devmap_redirect_target(redirect_object: Path) -> None:
+    frame = ipv4_frame(b"\x02" * 6, b"\x04" * 6, "198.18.0.1", "198.18.0.2", b"x")
+    with load(redirect_object) as obj:
+        program = obj.program("xdp_redirect")
+        empty = replay(program, [frame])
+        obj.maps["tx_port"].update_raw(struct.pack("<I", 0), struct.pack("<I", 77))
+        full = replay(program, [frame])
+    assert empty.verdicts == {"XDP_PASS": 1}  # the fallback action in the flags
+    assert full.verdicts == {"XDP_REDIRECT": 1}
+    (out,) = full.outputs
+    assert (out.action, out.redirect_ifindex, out.data) == (PacketAction.REDIRECT, 77, frame)
