@@ -57,6 +57,7 @@ from pybpf.kernel.objects import (
     prog_map_ids,
     prog_xlated_insns,
 )
+from pybpf.kernel.pin import NotOnBpffsError, pin
 from pybpf.kernel.pinned import open_pinned
 from pybpf.kernel.probe import available
 from pybpf.kernel.progs import (
@@ -101,6 +102,7 @@ __all__ = [
     "LoadedProgram",
     "MapEntry",
     "MapInfo",
+    "NotOnBpffsError",
     "ProgInfo",
     "RawSyscall",
     "ValueCodec",
@@ -136,6 +138,7 @@ __all__ = [
     "obj_get",
     "obj_pin",
     "open_pinned",
+    "pin",
     "possible_cpus",
     "prog_fd_by_id",
     "prog_ids",

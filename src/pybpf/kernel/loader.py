@@ -29,8 +29,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from pybpf.btf import Btf, CoreResolver
-from pybpf.errors import BpfCommandError, BtfError, LoadError, NotSupportedError
+from pybpf.btf import Btf, BtfKind, CoreResolver
+from pybpf.errors import BpfCommandError, BtfError, LoadError, NotSupportedError, PermissionDeniedError
 from pybpf.isa import encode_program
 from pybpf.kernel.btf_fixup import Kind, RawBtf, fix_datasecs, sanitize
 from pybpf.kernel.fd import Fd
@@ -42,9 +42,10 @@ from pybpf.kernel.objects import btf_load
 from pybpf.kernel.progs import prog_load_with_log
 from pybpf.kernel.relocate import apply_core, apply_map_fds
 from pybpf.kernel.syscall import RawSyscall
-from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfMapType, BpfProgLoadFlag, BpfProgType
+from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfAttachType, BpfMapType, BpfProgLoadFlag, BpfProgType
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
 from pybpf.obj.elf import ElfObject, read_elf
+from pybpf.platform.section import SectionFlag
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 """Where the running kernel publishes its own BTF (the target of CO-RE relocations)."""
@@ -56,6 +57,13 @@ _FUNC_INFO = struct.Struct("<II")  # insn_off (in slots), type_id
 _LINE_INFO = struct.Struct("<IIII")  # insn_off, file_name_off, line_off, line_col
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 _MAP_IN_MAP = (BpfMapType.ARRAY_OF_MAPS, BpfMapType.HASH_OF_MAPS)
+# How libbpf names the kernel BTF type a BTF-attached program targets, by attach type.
+_ATTACH_BTF_NAMES: dict[BpfAttachType | None, tuple[str, BtfKind]] = {
+    BpfAttachType.TRACE_RAW_TP: ("btf_trace_", BtfKind.TYPEDEF),
+    BpfAttachType.LSM_MAC: ("bpf_lsm_", BtfKind.FUNC),
+    BpfAttachType.LSM_CGROUP: ("bpf_lsm_", BtfKind.FUNC),
+    BpfAttachType.TRACE_ITER: ("bpf_iter_", BtfKind.FUNC),
+}
 
 
 class KernelLoadError(LoadError):
@@ -119,6 +127,7 @@ class _Instantiation:
         self.maps: dict[str, KernelMap] = {}
         self.programs: dict[str, KernelProgram] = {}
         self._resolver: CoreResolver | None = None
+        self._target: Btf | None = None
 
     def error(self, reason: str, symbol: str | None = None) -> KernelLoadError:
         return KernelLoadError(reason, file=self.spec.elf.file, symbol=symbol)
@@ -144,6 +153,8 @@ class _Instantiation:
         fix_datasecs(raw, sizes, symbol_offset)
         try:
             self.btf_fd = btf_load(raw.to_bytes(), syscall=self.syscall)
+        except PermissionDeniedError:
+            raise  # no privileges: nothing else will load either
         except BpfCommandError:
             missing = missing_btf_kinds(syscall=self.syscall)
             try:
@@ -186,6 +197,8 @@ class _Instantiation:
                     **common,  # type: ignore[arg-type]
                 )
                 return fd, True
+            except PermissionDeniedError:
+                raise
             except BpfCommandError:
                 pass  # libbpf retries without BTF too
         fd = map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries, **common)  # type: ignore[arg-type]
@@ -201,7 +214,9 @@ class _Instantiation:
                     inner_fd, _ = self._create(spec.inner, inner_fd=None)
                 fd, typed = self._create(spec, inner_fd=inner_fd)
             except BpfCommandError as error:
-                raise self.error(f"map {spec.name!r}: {error}", spec.name) from error
+                # The errno's class stays (PermissionDeniedError...); the note names the map.
+                error.add_note(f"while creating map {spec.name!r} ({self.spec.elf.file})")
+                raise
             finally:
                 if inner_fd is not None:
                     inner_fd.close()
@@ -233,10 +248,26 @@ class _Instantiation:
 
     # -- programs ---------------------------------------------------------------------------------
 
+    def target_btf(self) -> Btf:
+        if self._target is None:
+            self._target = _read_target_btf(self.vmlinux_source)
+        return self._target
+
     def resolver(self) -> CoreResolver:
         if self._resolver is None:
-            self._resolver = CoreResolver(_read_target_btf(self.vmlinux_source))
+            self._resolver = CoreResolver(self.target_btf())
         return self._resolver
+
+    def attach_btf_id(self, program: ProgramSpec) -> int:
+        """The kernel BTF id fentry/fexit/tp_btf/LSM/iter programs name at load (libbpf's lookup)."""
+        if not program.section_info.flags & SectionFlag.ATTACH_BTF or not program.attach_to:
+            return 0
+        prefix, kind = _ATTACH_BTF_NAMES.get(program.attach_type, ("", BtfKind.FUNC))
+        name = prefix + program.attach_to
+        found = self.target_btf().find(name, kind)
+        if found is None:
+            raise self.error(f"the kernel's BTF has no {kind.name} {name!r} to attach to", program.name)
+        return found
 
     def _func_info(self, program: ProgramSpec) -> bytes:
         return b"".join(_FUNC_INFO.pack(record.pc, record.type_id) for record in program.func_info)
@@ -277,6 +308,7 @@ class _Instantiation:
                 name=name,
                 prog_flags=flags,
                 kern_version=program.kern_version,
+                attach_btf_id=self.attach_btf_id(program),
                 syscall=self.syscall,
             )
         except BpfCommandError as error:

@@ -42,7 +42,8 @@ from pybpf.kernel.maps import (
     map_update,
     map_update_batch,
 )
-from pybpf.kernel.objects import MapInfo, map_info, obj_pin
+from pybpf.kernel.objects import MapInfo, map_info
+from pybpf.kernel.pin import pin
 from pybpf.kernel.syscall import ENOTSUPP, RawSyscall, errno_name
 from pybpf.kernel.uapi import BpfMapType
 
@@ -168,7 +169,7 @@ class KernelMap:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """BPF_OBJ_PIN at ``path`` (which must be on a bpffs)."""
-        obj_pin(self.fd, path, syscall=self._syscall)
+        pin(self.fd, path, syscall=self._syscall)
 
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

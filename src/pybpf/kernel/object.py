@@ -15,7 +15,8 @@ from pybpf.btf import Btf
 from pybpf.errors import LoadError, TestRunError
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.map_api import KernelMap, MapEntry
-from pybpf.kernel.objects import ProgInfo, obj_pin, prog_info
+from pybpf.kernel.objects import ProgInfo, prog_info
+from pybpf.kernel.pin import pin
 from pybpf.kernel.progs import prog_test_run
 from pybpf.kernel.syscall import RawSyscall
 from pybpf.kernel.uapi import BpfProgType, BpfTestRunFlag
@@ -89,7 +90,7 @@ class KernelProgram:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """BPF_OBJ_PIN at ``path`` (which must be on a bpffs)."""
-        obj_pin(self.fd, path, syscall=self._syscall)
+        pin(self.fd, path, syscall=self._syscall)
 
     def info(self) -> ProgInfo:
         """BPF_OBJ_GET_INFO_BY_FD: xlated/jited sizes, verified_insns, run counts..."""
