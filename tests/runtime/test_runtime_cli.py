@@ -74,3 +74,33 @@ def test_prog_run_errors_are_json_with_nonzero_exit(
     assert code != 0
     assert message in json.loads(text)["error"]
     assert message in capsys.readouterr().err
+
+
+def test_prog_run_shows_each_runs_trace_lines() -> None:
+    ipv6 = FRAME[:12] + b"\x86\xdd" + FRAME[14:]
+    args = ("prog", "run", str(PROGS / "trace_printk.o"), "--prog", "trace_len", "--data-in", FRAME.hex())
+    code, text = run_cli(*args, "--data-in", ipv6.hex(), "--data-in", FRAME[:10].hex(), "--json")
+    assert code == 0
+    traces = [run["trace"] for run in json.loads(text)["runs"]]
+    assert len(traces) == 3
+    assert len(traces[0]) == 1 and traces[0][0].endswith(f"bpf_trace_printk: len {len(FRAME)} proto 800")
+    assert len(traces[1]) == 1 and traces[1][0].endswith(f"len {len(ipv6)} proto 86dd")
+    assert traces[2][0].endswith("len 10 proto 0")  # too short for an ethertype
+    code, text = run_cli(*args, "--data-in", ipv6.hex())
+    assert code == 0
+    lines = text.splitlines()
+    # The trace block follows the runs, each line tagged with its run.
+    start = lines.index("trace_pipe:")
+    assert all(line.startswith("run ") for line in lines[:start] if not line.startswith("  "))
+    assert lines[start + 1].startswith("  run 1: ") and lines[start + 1].endswith("proto 800")
+    assert lines[start + 2].startswith("  run 2: ") and lines[start + 2].endswith("proto 86dd")
+
+
+def test_prog_run_without_trace_output_prints_no_trace_block() -> None:
+    code, text = run_cli("prog", "run", str(PROGS / "tc_mark.o"), "--prog", "tc_mark", "--data-in", FRAME.hex())
+    assert code == 0
+    assert "trace_pipe" not in text
+    code, text = run_cli(
+        "prog", "run", str(PROGS / "tc_mark.o"), "--prog", "tc_mark", "--data-in", FRAME.hex(), "--json"
+    )
+    assert json.loads(text)["runs"][0]["trace"] == []
