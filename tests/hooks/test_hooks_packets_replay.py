@@ -284,6 +284,7 @@ def test_cli_run_object_replays_a_pcapng_and_writes_the_output(tmp_path: Path) -
     assert code == 0
     assert "XDP_PASS" in text and f"{len(frames)} packets" in text
     assert "maps at the end" not in text
+    assert "\x1b[" not in text  # no rich rendering off a terminal
 
 
 def test_cli_run_keeps_raw_programs_and_checks_object_arguments(tmp_path: Path) -> None:
@@ -294,3 +295,22 @@ def test_cli_run_keeps_raw_programs_and_checks_object_arguments(tmp_path: Path) 
     assert code == 1
     code, _ = run_cli("run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall")
     assert code == 1
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_run_on_a_terminal_shows_progress_and_a_verdict_table(tmp_path: Path) -> None:
+    from pybpf.cli.run_cmd import PROGRESS_THRESHOLD
+
+    frames = [udp_frame("10.0.0.1", "10.0.0.2"), arp_frame()] * (PROGRESS_THRESHOLD // 2)
+    capture = tmp_path / "big.pcap"
+    write_capture(capture, frames)
+    out = FakeTerminal()
+    assert main(["run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall", "--pcap", str(capture)], out) == 0
+    text = out.getvalue()
+    assert "verdicts" in text and "XDP_PASS" in text and "100.0%" in text
+    assert "100%" in text and "\x1b[" in text  # the rich progress bar, drawn as it completes
+    assert f"{len(frames)} packets" in text

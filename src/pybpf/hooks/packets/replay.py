@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import PybpfError, TestRunError
+from pybpf.hooks.link import hook_runtime
 from pybpf.hooks.packets.capture import CapturedPacket
 from pybpf.hooks.packets.runner import PacketAction, PacketRunner
 from pybpf.runtime.object import MapEntry, Object
@@ -143,6 +144,8 @@ def replay(
     ingress device the context reports; ``keep_outputs=False`` keeps only counts (long captures).
     """
     runner = PacketRunner(program, ifindex=ifindex, instruction_limit=instruction_limit)
+    # Live links on the same object may run in other threads: runs on one address space are serialised.
+    run_lock = hook_runtime().run_lock(program)
     verdicts: Counter[str] = Counter()
     actions: Counter[PacketAction] = Counter()
     outputs: list[OutputPacket] = []
@@ -156,7 +159,8 @@ def replay(
             progress(index)
         count = index + 1
         try:
-            result = runner.run(frame)
+            with run_lock:
+                result = runner.run(frame)
         except TestRunError as error:
             refused.append(RefusedPacket(index, str(error)))
             continue
