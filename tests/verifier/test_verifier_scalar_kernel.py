@@ -91,7 +91,7 @@ def kernel_trace(insns: list[Instruction]) -> list[Scalar]:
     states = []
     for pc in range(len(insns) + 1):
         line = next(ln for ln in log.splitlines() if re.match(rf"{pc}: \(", ln))
-        match = re.search(r"R0(?:_w)?=(scalar\([^)]*(?:\)[^)]*)?\)|-?\w+)", line)
+        match = re.search(r"R0(?:_w)?=(scalar\((?:[^()]|\([^()]*\))*\)|-?\w+)", line)
         assert match, line
         states.append(parse_scalar(match[1]))
     return states

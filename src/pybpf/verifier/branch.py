@@ -64,11 +64,6 @@ def _not_equal(a: View, b: View) -> View:
     return a
 
 
-def _single_bit(b: View) -> int | None:
-    c = b.const_value()
-    return c if c is not None and c != 0 and c & (c - 1) == 0 else None
-
-
 def _refine_views(cond: Cond | None, a: View, b: View) -> tuple[View, View] | None:
     """Narrow both views assuming ``a cond b`` (``cond`` None: assuming ``a & b == 0``)."""
     if cond in _SWAPPED:
@@ -92,23 +87,34 @@ def _refine_views(cond: Cond | None, a: View, b: View) -> tuple[View, View] | No
             return _s(a, b.s_lo + 1, a.s_hi), _s(b, b.s_lo, a.s_hi - 1)
         case Cond.JSGE:
             return _s(a, b.s_lo, a.s_hi), _s(b, b.s_lo, a.s_hi)
-        case Cond.JSET:
-            bit = _single_bit(b)
-            if bit is not None:
-                a = replace(a, tnum=a.tnum.or_(Tnum.const(bit)))
-            bit = _single_bit(a)
-            if bit is not None:
-                b = replace(b, tnum=b.tnum.or_(Tnum.const(bit)))
-            return a, b
-        case None:
-            full = (1 << a.bits) - 1
-            cb, ca = b.const_value(), a.const_value()
-            if cb is not None:
-                a = replace(a, tnum=a.tnum.and_(Tnum.const(~cb & full)))
-            if ca is not None:
-                b = replace(b, tnum=b.tnum.and_(Tnum.const(~ca & full)))
+        case Cond.JSET | None:
+            # Handled on whole scalars by _refine_bit_test (the kernel forgets the ranges there).
             return a, b
     return a, b
+
+
+def _refine_bit_test(a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Scalar, Scalar]:
+    """``a & b`` != 0 (taken) or == 0, against a constant operand (the kernel swaps it to ``b``).
+
+    Like the kernel, forget every bound of the narrowed register (``__mark_reg_unbounded``) before
+    narrowing its tnum, then let sync rebuild the bounds from the tnum alone.
+    """
+    if b.const_value() is None and a.const_value() is not None:
+        b2, a2 = _refine_bit_test(b, a, is32, taken)
+        return a2, b2
+    if (value := b.const_value()) is None:
+        return a, b
+    if is32:
+        value &= 0xFFFF_FFFF
+    if taken:
+        if value == 0 or value & (value - 1):
+            return a, b  # only a single-bit test teaches which bit is set
+        low = a.var_off.subreg().or_(Tnum.const(value)) if is32 else a.var_off.or_(Tnum.const(value))
+    else:
+        keep = Tnum.const(~value & ((1 << 64) - 1))
+        low = a.var_off.subreg().and_(keep).subreg() if is32 else a.var_off.and_(keep)
+    var_off = a.var_off.with_subreg(low) if is32 else low
+    return sync(Scalar(var_off)), b
 
 
 def _write_back(old: Scalar, view: View) -> Scalar | None:
@@ -129,6 +135,8 @@ def refine(cond: Cond, a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[S
     effective: Cond | None = cond if taken else NEGATION[cond]
     if not taken and cond is Cond.JSET:
         effective = None
+    if cond is Cond.JSET:
+        return _refine_bit_test(a, b, is32, taken)
     bits = 32 if is32 else 64
     views = _refine_views(effective, View.of(a, bits), View.of(b, bits))
     if views is None:
