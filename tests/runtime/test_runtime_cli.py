@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import pybpf
+from pybpf.cli import prog_cmd
 from pybpf.cli.main import main
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -104,3 +106,19 @@ def test_prog_run_without_trace_output_prints_no_trace_block() -> None:
         "prog", "run", str(PROGS / "tc_mark.o"), "--prog", "tc_mark", "--data-in", FRAME.hex(), "--json"
     )
     assert json.loads(text)["runs"][0]["trace"] == []
+
+
+def test_run_records_name_the_redirect_map_and_key() -> None:
+    # The CLI cannot fill maps, so drive its record/text functions with a filled devmap.
+    ipv6 = FRAME[:12] + b"\x86\xdd" + FRAME[14:]
+    with pybpf.load(PROGS / "redirect_devmap.o") as obj:
+        obj.maps["tx_ports"].update_raw(struct.pack("<I", 1), struct.pack("<I", 9))
+        program = obj.programs["redirect_dev"]
+        record = prog_cmd._run_record(obj, program, program.test_run(ipv6), dump_maps=False)
+        assert record["verdict"] == "XDP_REDIRECT"
+        assert record["redirect"] == {"map": "tx_ports", "key": 1}
+        plain = prog_cmd._run_record(obj, program, program.test_run(FRAME), dump_maps=False)
+        assert "redirect" not in plain
+    out = io.StringIO()
+    prog_cmd._write_text(out, [record, plain], "redirect_dev")
+    assert out.getvalue().count("redirect: map tx_ports key 1") == 1

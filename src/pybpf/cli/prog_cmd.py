@@ -19,7 +19,7 @@ from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.platform.verdicts import verdict_name
 from pybpf.runtime.loader import load
 from pybpf.runtime.object import Object
-from pybpf.runtime.program import Program, TestRunResult
+from pybpf.runtime.program import Program, RuntimeTestRunResult, TestRunResult
 
 
 class CliUsageError(PybpfError):
@@ -67,6 +67,11 @@ def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps:
     verdict = verdict_name(program.prog_type, result.retval)
     if verdict is not None:
         record["verdict"] = verdict
+    redirect = result.redirect if isinstance(result, RuntimeTestRunResult) else None
+    if redirect is not None:
+        # bpf_redirect names an ifindex; bpf_redirect_map a map (by its name in the object) and key.
+        target = {"map": str(getattr(redirect.map, "name", "")), "key": redirect.key} if redirect.map else {}
+        record["redirect"] = target or {"ifindex": redirect.ifindex}
     if dump_maps:
         record["maps"] = {name: map_dump(obj, name) for name in sorted(obj.maps)}
     return record
@@ -89,6 +94,12 @@ def _write_map_text(out: TextIO, name: str, dumped: dict[str, Any]) -> None:
         out.write(f"  {key}: {' '.join(value) if isinstance(value, list) else value}\n")
 
 
+def _redirect_text(target: dict[str, Any]) -> str:
+    if "map" in target:
+        return f"map {target['map']} key {target['key']}"
+    return f"ifindex {target['ifindex']}"
+
+
 def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> None:
     def retval_text(record: dict[str, Any]) -> str:
         verdict = record.get("verdict")
@@ -108,6 +119,8 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
         for number, record in enumerate(records, start=1):
             out.write(f"run {number}: retval {retval_text(record)}  duration {record['duration_ns']:.0f} ns\n")
             out.write(f"  data_out: {record['data_out']}\n")
+            if "redirect" in record:
+                out.write(f"  redirect: {_redirect_text(record['redirect'])}\n")
     traced = [(number, line) for number, record in enumerate(records, start=1) for line in record["trace"]]
     if traced:
         out.write("trace_pipe:\n")
