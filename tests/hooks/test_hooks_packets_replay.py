@@ -9,8 +9,11 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import os
+import shutil
 import socket
 import struct
+import subprocess
 from pathlib import Path
 
 import dpkt
@@ -314,3 +317,85 @@ def test_cli_run_on_a_terminal_shows_progress_and_a_verdict_table(tmp_path: Path
     assert "verdicts" in text and "XDP_PASS" in text and "100.0%" in text
     assert "100%" in text and "\x1b[" in text  # the rich progress bar, drawn as it completes
     assert f"{len(frames)} packets" in text
+
+
+VERDICTS_SOURCE = r"""
+#include "bpf_helpers.h"
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+
+SEC("socket")
+int keep_40(struct __sk_buff *skb)
+{
+	return 40; /* keep the first 40 bytes of the network packet */
+}
+
+SEC("cgroup_skb/ingress")
+int deny_udp(struct __sk_buff *skb)
+{
+	__u8 proto;
+
+	if (bpf_skb_load_bytes(skb, __builtin_offsetof(struct iphdr, protocol), &proto, 1) < 0)
+		return 1;
+	return proto == 17 ? 0 : 1;
+}
+
+SEC("tc")
+int tc_verdicts(struct __sk_buff *skb)
+{
+	__u8 proto;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return TC_ACT_UNSPEC;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, protocol), &proto, 1) < 0)
+		return TC_ACT_OK;
+	if (proto == 17)
+		return TC_ACT_SHOT;
+	if (proto == 1)
+		return TC_ACT_STOLEN;
+	return bpf_redirect(7, 0);
+}
+
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.fixture(scope="module")
+def verdicts_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    clang = shutil.which("clang-19") or shutil.which("clang")
+    if clang is None:
+        pytest.skip("clang is not installed (the verdict programs are built at test time)")
+    directory = tmp_path_factory.mktemp("verdicts")
+    (directory / "verdicts.c").write_text(VERDICTS_SOURCE)
+    arch_include = f"/usr/include/{os.uname().machine}-linux-gnu"  # <asm/types.h> on Debian
+    result = subprocess.run(
+        [clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", f"-I{arch_include}",
+         "-c", str(directory / "verdicts.c"), "-o", str(directory / "verdicts.o")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"clang cannot build BPF objects here: {result.stderr[-300:]}")
+    return directory / "verdicts.o"
+
+
+def test_socket_filter_cgroup_and_tc_verdicts_become_actions(verdicts_object: Path) -> None:
+    frames = [
+        tcp_frame("10.0.0.1", "10.0.0.2"), udp_frame("10.0.0.1", "10.0.0.2", b"u" * 100),
+        icmp_frame("10.0.0.1", "10.0.0.2"), arp_frame(),
+    ]
+    with load(verdicts_object) as obj:
+        keep = replay(obj.program("keep_40"), frames)
+        cgroup = replay(obj.program("deny_udp"), frames)
+        tc = replay(obj.program("tc_verdicts"), frames)
+    # A socket filter keeps min(retval, len) bytes from the network header; the MAC header stays.
+    assert [out.data for out in keep.outputs] == [frame[: 14 + 40] for frame in frames]
+    assert [out.modified for out in keep.outputs] == [len(frame) > 54 for frame in frames]
+    assert [out.index for out in cgroup.outputs] == [0, 2, 3]
+    assert cgroup.actions == {PacketAction.DROP: 1, PacketAction.PASS: 3}
+    assert tc.verdicts == {"TC_ACT_REDIRECT": 1, "TC_ACT_SHOT": 1, "TC_ACT_STOLEN": 1, "TC_ACT_UNSPEC": 1}
+    assert [(out.index, out.action, out.redirect_ifindex) for out in tc.outputs] == [
+        (0, PacketAction.REDIRECT, 7), (3, PacketAction.PASS, None),
+    ]
