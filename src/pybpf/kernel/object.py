@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from types import TracebackType
 
 from pybpf.btf import Btf
-from pybpf.errors import LoadError, TestRunError
+from pybpf.errors import ArgumentTooBigError, InvalidArgumentError, LoadError, NoSpaceError, TestRunError
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.map_api import KernelMap, MapEntry
 from pybpf.kernel.objects import ProgInfo, prog_info
@@ -72,7 +72,9 @@ class KernelProgram:
 
         ``instruction_limit`` exists for signature parity with the runtime; the kernel has no
         such knob, so only None is accepted. ``ctx_out`` is None when no ``ctx_in`` was given
-        (as the runtime reports it); ``r0`` is the u32 retval, ``instructions`` 0.
+        (the kernel copies no context back then, where the runtime reports its own); ``r0`` is the
+        u32 retval, ``instructions`` 0. Input the kernel refuses (EINVAL, ENOSPC, E2BIG) raises
+        TestRunError, as the runtime does.
         """
         if instruction_limit is not None:
             raise TestRunError("the kernel backend cannot limit the instructions of a test run")
@@ -81,9 +83,13 @@ class KernelProgram:
         flags, on_cpu = 0, 0
         if cpu is not None:
             flags, on_cpu = int(BpfTestRunFlag.RUN_ON_CPU), cpu
-        result = prog_test_run(
-            self.fd, bytes(data_in), ctx_in=ctx_in, repeat=repeat, flags=flags, cpu=on_cpu, syscall=self._syscall
-        )
+        try:
+            result = prog_test_run(
+                self.fd, bytes(data_in), ctx_in=ctx_in, repeat=repeat, flags=flags, cpu=on_cpu, syscall=self._syscall
+            )
+        except (InvalidArgumentError, NoSpaceError, ArgumentTooBigError) as error:
+            # Input the kernel refuses to run on: the runtime's TestRunError, the errno in __cause__.
+            raise TestRunError(f"{self.name}: {error}") from error
         ctx_out = result.ctx_out if ctx_in is not None else None
         retval = result.retval & U32
         return TestRunResult(retval, result.data_out, ctx_out, float(result.duration_ns), retval, 0)
