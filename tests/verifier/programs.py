@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pybpf.isa.insn import (
     Bin,
     BinOp,
+    Call,
     CallLocal,
     Cond,
     Exit,
@@ -72,5 +73,8 @@ CASES: tuple[Case, ...] = (
     Case("callee-jumps-back", (CallLocal(2), mov(R0, 0), Exit(), Goto(-3)), "jump out of range from insn 3 to 1"),
     Case("falls-into-callee", (mov(R0, 0), CallLocal(1), mov(R0, 1), Exit()), "last insn is not an exit or jmp"),
     Case("call-out-of-range", (mov(R0, 0), CallLocal(100), Exit()), "call to invalid destination"),
+    Case("gotol-forward", (mov(R0, 0), Goto(1, long=True), mov(R0, 1), Exit()), "unreachable insn 2"),
+    Case("gotol-ends-function", (mov(R0, 0), Jump(Cond.JEQ, R1, Imm(0), 1, False), Goto(0, long=True), Exit()), None),
+    Case("helper-call", (Call(7), mov(R0, 0), Exit()), None),
     Case("unreachable-function", (mov(R0, 0), Exit(), mov(R0, 1), Exit()), "unreachable insn 2"),
 )
