@@ -154,6 +154,11 @@ class PacketLink(Link):
                 self._errors += 1
                 self._last_error = str(error)
             return
+        except Exception as error:  # a thread boundary: a bug must not silently end the attachment
+            with self._lock:
+                self._errors += 1
+                self._last_error = f"{type(error).__name__}: {error}"
+            return
         sent = None
         if result.action is PacketAction.TX:
             sent = self._send(self.ifindex, result.data)
