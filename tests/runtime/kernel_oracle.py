@@ -8,6 +8,8 @@ programs with BPF_PROG_TEST_RUN. :data:`PACKETS` are the frames every comparison
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 import shutil
 import struct
@@ -32,7 +34,7 @@ PERCPU_TYPES = (BpfMapType.PERCPU_ARRAY, BpfMapType.PERCPU_HASH, BpfMapType.LRU_
 
 
 def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -155,3 +157,62 @@ def user_drain(obj: Object, name: str) -> list[bytes]:
     while len(found):
         popped.append(bytes(found.lookup_and_delete_raw()))
     return popped
+
+
+PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_BPF_OUTPUT = 10
+PERF_SAMPLE_RAW = 1 << 10
+PERF_RECORD_SAMPLE = 9
+PERF_ATTR_SIZE = 112  # PERF_ATTR_SIZE_VER5
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PAGE_SIZE = mmap.PAGESIZE
+
+
+class KernelPerfRing:
+    """One BPF-output perf event on ``cpu`` and its mmap'ed ring: what libbpf's perf_buffer opens.
+
+    Nothing is attached: the event only receives what bpf_perf_event_output writes once its fd
+    sits in a perf event array slot.
+    """
+
+    def __init__(self, cpu: int, pages: int = 8) -> None:
+        number = PERF_EVENT_OPEN.get(os.uname().machine)
+        if number is None:
+            pytest.skip(f"perf_event_open's syscall number is not known for {os.uname().machine}")
+        attr = bytearray(PERF_ATTR_SIZE)
+        struct.pack_into("<IIQQQ", attr, 0, PERF_TYPE_SOFTWARE, PERF_ATTR_SIZE, PERF_COUNT_SW_BPF_OUTPUT, 1,
+                         PERF_SAMPLE_RAW)
+        struct.pack_into("<I", attr, 48, 1)  # wakeup_events
+        buffer = ctypes.create_string_buffer(bytes(attr), PERF_ATTR_SIZE)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        fd = libc.syscall(number, buffer, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+        if fd < 0:
+            error = ctypes.get_errno()
+            pytest.skip(f"perf_event_open failed: {os.strerror(error)}")
+        self.fd = int(fd)
+        self.cpu = cpu
+        self.ring = mmap.mmap(self.fd, (pages + 1) * PAGE_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.tail = 0
+
+    def samples(self) -> list[bytes]:
+        """The raw data of every new PERF_RECORD_SAMPLE, in order (perf_event_mmap_page's head/tail)."""
+        head, _, offset, size = struct.unpack_from("<QQQQ", self.ring, 1024)
+        data = self.ring[offset : offset + size]
+        found: list[bytes] = []
+        while self.tail < head:
+            at = self.tail % size
+            record = (data + data)[at : at + 8]
+            kind, _misc, length = struct.unpack("<IHH", record)
+            body = (data + data)[at + 8 : at + length]
+            if kind == PERF_RECORD_SAMPLE:
+                (raw_size,) = struct.unpack_from("<I", body)
+                found.append(bytes(body[4 : 4 + raw_size]))
+            self.tail += length
+        struct.pack_into("<Q", self.ring, 1032, self.tail)  # data_tail: the space is free again
+        return found
+
+    def close(self) -> None:
+        self.ring.close()
+        os.close(self.fd)

@@ -7,16 +7,18 @@ the maps: every element of the keyed maps, and queue/stack contents popped to em
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kernel_oracle import PACKETS, PROGS, KernelObject, user_drain, user_entries
+from kernel_oracle import PACKETS, PROGS, KernelObject, KernelPerfRing, user_drain, user_entries
 
 import pybpf
 from pybpf.errors import InvalidArgumentError, TestRunError
 from pybpf.kernel import map_update
+from pybpf.runtime.maps import PerfBuffer
 
 pytestmark = pytest.mark.kernel
 
@@ -86,3 +88,34 @@ def test_helper_programs_match_the_kernel(bpffs: Path, case: Case) -> None:
         for map_name in case.drain:
             value_size = user.maps[map_name].value_size
             assert user_drain(user, map_name) == kernel.drain(map_name, value_size), map_name
+
+
+def test_perf_event_output_samples_match_the_kernels(bpffs: Path) -> None:
+    # Pin this thread to CPU 0 so the kernel's BPF_F_CURRENT_CPU picks the ring opened there.
+    cpu = 0
+    kernel = KernelObject(bpffs, "perf_output", "perf-ring")
+    ring = KernelPerfRing(cpu)
+    affinity = os.sched_getaffinity(0)
+    # The slot lives only as long as the map fd that filled it (perf_event_fd_array_release).
+    events = kernel.map_fd("events")
+    try:
+        map_update(events, struct.pack("<I", cpu), struct.pack("<I", ring.fd))
+        os.sched_setaffinity(0, {cpu})
+        with pybpf.load(PROGS / "perf_output.o") as user:
+            samples: list[bytes] = []
+            delivered = 0
+            reader = PerfBuffer(user.maps["events"], lambda _cpu, data: samples.append(bytes(data)))
+            for number, packet in enumerate([*PACKETS, bytes(15)]):
+                k_retval, _, _ = kernel.run("perf_out", packet, None)
+                result = user.programs["perf_out"].test_run(packet, cpu=cpu)
+                assert result.retval == k_retval, f"packet {number}: retval"
+                assert user_entries(user, "out_ret") == kernel.entries("out_ret", 8), f"packet {number}: result"
+                reader.poll()
+                assert samples == ring.samples(), f"packet {number}: samples"
+                delivered += len(samples)
+                samples.clear()
+            assert delivered == len(PACKETS)  # one sample per frame; the 15-byte one is -EFAULT
+    finally:
+        os.sched_setaffinity(0, affinity)
+        events.close()
+        ring.close()
