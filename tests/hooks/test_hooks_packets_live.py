@@ -29,7 +29,7 @@ import pytest
 
 from pybpf import load
 from pybpf.cli.main import main
-from pybpf.hooks.link import LinkError
+from pybpf.hooks.link import LinkError, hook_runtime
 from pybpf.hooks.packets import PacketAction, PacketLink, attach_tc, attach_xdp, replay
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -224,11 +224,12 @@ def test_cli_attach_prints_counters_when_stopped(netns_veths: Callable[[int], li
     out = io.StringIO()
     codes: list[int] = []
     argv = ["attach", "xdp", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall", "--dev", veth.near,
-            "--duration", "2.5", "--json", "--dump-maps"]
+            "--duration", "3", "--json", "--dump-maps"]
     worker = threading.Thread(target=lambda: codes.append(main(argv, out)))
     worker.start()
     try:
-        time.sleep(0.8)  # load and attach take a fraction of this
+        # The command's link shows up in this process's registry once its socket is bound.
+        assert wait_for(lambda: any(link.target == veth.near for link in hook_runtime().links.list()))
         veth.exchange(frames, expect=0, timeout=0.1)
     finally:
         worker.join(COMMAND_TIMEOUT_S)
