@@ -18,7 +18,7 @@ from kernel_oracle import PACKETS, frame
 import pybpf
 from pybpf.errors import MapInvalidArgumentError
 from pybpf.platform.uapi_generated import BpfMapType
-from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, MapDef, PerfBuffer, create_map
+from pybpf.runtime.maps import ArrayOfMapsMap, DevMap, HashOfMapsMap, MapDef, PerfBuffer, create_map
 from pybpf.runtime.object import Object
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -28,6 +28,12 @@ U32 = struct.Struct("<I")
 
 def s64_entries(obj: Object, name: str) -> list[int]:
     return [struct.unpack("<q", entry.value)[0] for entry in obj.map_entries(name) if isinstance(entry.value, bytes)]
+
+
+def plain(value: bytes | tuple[bytes, ...]) -> bytes:
+    """The value of a map entry that is not per-CPU."""
+    assert isinstance(value, bytes)
+    return value
 
 
 def key(index: int) -> bytes:
@@ -113,7 +119,10 @@ def test_for_each_map_elem_sums_a_hash_map_and_delete_elem_removes_keys() -> Non
                 assert totals[3] == deleted
             assert totals[4] == -errno.ENOENT  # deleting an absent key
             assert result.retval == (XDP_PASS if counts and max(counts) == length else XDP_DROP)
-        stored = {U32.unpack(entry.key)[0]: struct.unpack("<Q", entry.value)[0] for entry in obj.map_entries("lengths")}
+        stored = {
+            U32.unpack(entry.key)[0]: struct.unpack("<Q", plain(entry.value))[0]
+            for entry in obj.map_entries("lengths")
+        }
         assert stored == counts
 
 
@@ -153,6 +162,7 @@ def test_redirect_map_into_a_devmap_records_the_target() -> None:
     with pybpf.load(PROGS / "redirect_devmap.o") as obj:
         program = obj.programs["redirect_dev"]
         ports = obj.maps["tx_ports"]
+        assert isinstance(ports, DevMap)
         first = program.test_run(ipv6)
         assert first.retval == XDP_PASS  # empty slot 1: the flags' fallback action
         assert first.redirect is None
@@ -161,9 +171,9 @@ def test_redirect_map_into_a_devmap_records_the_target() -> None:
         assert result.retval == XDP_REDIRECT
         assert result.data_out == ipv6
         assert result.redirect is not None
+        assert ports.redirect_target(result.redirect.key) == U32.pack(7)
         assert result.redirect.map is ports
         assert result.redirect.key == 1  # ethertype 0x86dd: 0xdd & 3
-        assert ports.redirect_target(result.redirect.key) == U32.pack(7)
         # IPv4 uses slot 0, still empty: no redirect, and the previous target is not carried over.
         again = program.test_run(ipv4)
         assert (again.retval, again.redirect) == (XDP_PASS, None)
@@ -250,7 +260,7 @@ def test_map_in_map_initialisers_fill_slots_with_the_objects_maps() -> None:
         assert by_family.lookup_inner(key(1)) is obj.maps["inner_b"]
         assert by_class.lookup_inner(key(2)) is obj.maps["inner_c"]
         assert list(by_class.keys()) == [2]
-        ids = {entry.key: U32.unpack(entry.value)[0] for entry in obj.map_entries("by_family")}
+        ids = {entry.key: U32.unpack(plain(entry.value))[0] for entry in obj.map_entries("by_family")}
         assert ids == {key(0): obj.map_id(obj.maps["inner_a"]), key(1): obj.map_id(obj.maps["inner_b"])}
         assert len(set(ids.values())) == 2 and 0 not in ids.values()
 
