@@ -150,13 +150,31 @@ def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def pinned_map_dump(path: str) -> tuple[str, dict[str, Any]]:
+    """A pinned map's name and live contents, in :func:`map_dump`'s shape."""
+    from pybpf.hooks.pinning import open_pinned_map
+
+    with open_pinned_map(path) as pinned:
+        entries = [
+            [key.hex(), [part.hex() for part in value] if isinstance(value, tuple) else value.hex()]
+            for key, value in pinned.entries()
+        ]
+        return pinned.name, {"type": pinned.type.name.lower(), "entries": entries}
+
+
 def _map_dump(args: argparse.Namespace, out: TextIO) -> int:
-    with load(args.object) as obj:
-        dumped = map_dump(obj, args.map)
+    if args.pinned is not None:
+        name, dumped = pinned_map_dump(args.pinned)
+    elif args.object is None or args.map is None:
+        raise CliUsageError("map dump needs OBJ and MAP, or --pinned PATH")
+    else:
+        name = args.map
+        with load(args.object) as obj:
+            dumped = map_dump(obj, args.map)
     if args.json:
         out.write(json.dumps(dumped) + "\n")
     else:
-        _write_map_text(out, args.map, dumped)
+        _write_map_text(out, name, dumped)
     return 0
 
 
@@ -182,7 +200,10 @@ def register(subparsers: Any) -> None:
     map_parser = subparsers.add_parser("map", help="maps of an object file, in user space")
     map_commands = map_parser.add_subparsers(dest="map_command", metavar="MAP_COMMAND", required=True)
     dump = map_commands.add_parser("dump", help="print a map's contents after loading the object")
-    dump.add_argument("object", metavar="OBJ", help="BPF ELF object file")
-    dump.add_argument("map", metavar="MAP", help="map name (.data, .rodata and .bss for global data)")
+    dump.add_argument("object", metavar="OBJ", nargs="?", help="BPF ELF object file")
+    dump.add_argument("map", metavar="MAP", nargs="?", help="map name (.data, .rodata and .bss for global data)")
+    dump.add_argument(
+        "--pinned", metavar="PATH", help="dump the live map pinned at PATH (relative to the pin root) instead"
+    )
     dump.add_argument("--json", action="store_true", help='print {"type": str, "entries": [[key, value]...]}')
     dump.set_defaults(func=_map_dump)

@@ -26,6 +26,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import PybpfError
@@ -198,6 +199,12 @@ class Link:
             attached=self.attached,
             pid=self.pid,
         )
+
+    def pin(self, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
+        """Pin this link's description under the pin root (``pybpf link list`` reads it)."""
+        from pybpf.hooks.pinning import pin_link
+
+        return pin_link(self, path, root)
 
     def __enter__(self) -> Self:
         return self

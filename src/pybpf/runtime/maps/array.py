@@ -39,7 +39,11 @@ class ArrayMap(Map):
     MAP_TYPES: ClassVar[tuple[BpfMapType, ...]] = (BpfMapType.ARRAY,)
     SUPPORTS_BATCH = True
 
-    def __init__(self, definition: MapDef, address_space: AddressSpace, ncpus: int = 1) -> None:
+    def __init__(
+        self, definition: MapDef, address_space: AddressSpace, ncpus: int = 1, *, storage: object | None = None
+    ) -> None:
+        """``storage``: a writable buffer of at least ``max_entries * slot_size`` bytes to keep the
+        values in (a file-backed ``mmap`` for maps pinned and shared between processes)."""
         super().__init__(definition, address_space, ncpus)
         self.slot_size = self.value_stride * (self.ncpus if self.PERCPU else 1)
         writable = not self.map_flags & BpfMapFlag.RDONLY_PROG
@@ -50,6 +54,7 @@ class ArrayMap(Map):
             self.max_entries,
             eager=True,
             writable=writable,
+            storage=storage,
         )
         region = self.slab.regions[0]
         self._base = region.address
@@ -58,6 +63,18 @@ class ArrayMap(Map):
         self._key_region = address_space.add(
             Region.zeroed(RegionKind.MAP_VALUE, f"{self.name or 'array'} for_each key", 8, writable=False)
         )
+
+    def move_storage(self, storage: object) -> None:
+        """Keep the values in ``storage`` from now on (copied there first); between runs only,
+        since pointers programs got from earlier lookups point into the old storage."""
+        region = self.slab.move_storage(storage)
+        self._base = region.address
+        self._view = region.view
+
+    @property
+    def storage_size(self) -> int:
+        """Bytes the values take: ``max_entries`` slots of ``slot_size``."""
+        return self.max_entries * self.slot_size
 
     def validate(self) -> None:
         definition = self.definition

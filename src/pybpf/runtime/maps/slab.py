@@ -9,7 +9,7 @@ shrinks while the map lives; freed slots are reused, most recently freed first.
 
 from __future__ import annotations
 
-from pybpf.errors import MapFullError
+from pybpf.errors import MapFullError, MapInvalidArgumentError
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 DEFAULT_CHUNK_BYTES = 1 << 16
@@ -47,7 +47,10 @@ class Slab:
         eager: bool = False,
         kind: RegionKind = RegionKind.MAP_VALUE,
         writable: bool = True,
+        storage: object | None = None,
     ) -> None:
+        """``storage`` (eager slabs only) is the buffer to keep the slots in, e.g. a file-backed
+        ``mmap`` shared with other processes; it must hold at least ``capacity`` slots."""
         self.address_space = address_space
         self.name = name
         self.slot_size = slot_size
@@ -67,14 +70,40 @@ class Slab:
         self.regions: list[Region] = []
         self._free: list[int] = []
         self._next_fresh = 0
+        if storage is not None and not eager:
+            raise MapInvalidArgumentError(f"{self.name}: only an eager slab can live in given storage")
         if eager:
-            self._add_chunk(capacity)
+            self._add_chunk(capacity, storage)
 
-    def _add_chunk(self, slots: int) -> None:
+    def _add_chunk(self, slots: int, storage: object | None = None) -> None:
         index = len(self.regions)
-        region = Region.zeroed(self.kind, f"{self.name}[{index}]", slots * self.slot_size, self.writable)
+        name = f"{self.name}[{index}]"
+        if storage is None:
+            region = Region.zeroed(self.kind, name, slots * self.slot_size, self.writable)
+        else:
+            region = Region(self.kind, name, storage, self.writable)
+            if region.size < slots * self.slot_size:
+                raise MapInvalidArgumentError(f"{self.name}: storage of {region.size} bytes cannot hold {slots} slots")
         self.address_space.add(region)
         self.regions.append(region)
+
+    def move_storage(self, storage: object) -> Region:
+        """Copy an eager slab's slots into ``storage`` and use it from now on; the old region is unmapped.
+
+        Addresses of slots handed out before the move become invalid: call it between runs only.
+        """
+        if len(self.regions) != 1 or self._next_fresh or self._free:
+            raise MapInvalidArgumentError(f"{self.name}: only an eager (single-region) slab can move its storage")
+        old = self.regions[0]
+        region = Region(self.kind, old.name, storage, self.writable)
+        if region.size < old.size:
+            raise MapInvalidArgumentError(f"{self.name}: storage of {region.size} bytes cannot hold {old.size}")
+        region.view[: old.size] = old.view
+        self.address_space.add(region)
+        if old in self.address_space:
+            self.address_space.remove(old)
+        self.regions[0] = region
+        return region
 
     def alloc(self) -> int:
         """A free slot number (its bytes are whatever the last user left: callers overwrite them)."""
