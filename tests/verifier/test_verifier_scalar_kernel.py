@@ -121,3 +121,43 @@ def test_scalar_bounds_match_kernel(name: str) -> None:
     insns = SEQUENCES[name]
     for pc, (kernel, ours) in enumerate(zip(kernel_trace(insns), our_trace(insns), strict=True)):
         assert ours == kernel, f"after insn {pc}: kernel {kernel}\n  ours {ours}"
+
+
+R2 = Reg.R2
+# (mask for r0, mask for r2, op, is64): both registers start as unknown u32 values, then get ANDed.
+REGISTER_CASES = [
+    (0xFF, 0xF, BinOp.ADD, True),
+    (0xFF, 0xF, BinOp.SUB, True),
+    (0xFF, 0xF, BinOp.SUB, False),
+    (0xFF, 0xF, BinOp.MUL, True),
+    (0xF0F0, 0xFF, BinOp.AND, True),
+    (0xF0F0, 0xFF, BinOp.OR, False),
+    (0xF0F0, 0xFF, BinOp.XOR, True),
+    (0xFFFF, 0x7, BinOp.LSH, True),
+    (0xFFFF, 0x7, BinOp.RSH, False),
+    (0xFFFF, 0x7, BinOp.ARSH, True),
+    (0xFFFF, 0x3F, BinOp.LSH, False),
+    (0x7FFF_FFFF, 0xFF, BinOp.MOV, False),
+    (0xFF, 0x7FFF_FFFF, BinOp.MOV, True),
+]
+
+
+def kernel_register_result(mask0: int, mask2: int, op: BinOp, is64: bool) -> Scalar:
+    program: list[Instruction] = [Load(Size.W, R0, Reg.R1, 0), Load(Size.W, R2, Reg.R1, 0),
+               Bin(BinOp.AND, R0, Imm(mask0), True), Bin(BinOp.AND, R2, Imm(mask2), True),
+               Bin(op, R0, R2, is64), Bin(BinOp.MOV, R0, Imm(0), True), Exit()]
+    loaded = prog_load_with_log(BpfProgType.SOCKET_FILTER, encode_program(program), log_level=2)
+    with loaded.fd:
+        line = next(ln for ln in loaded.log.splitlines() if ln.startswith("4: ("))
+    match = re.search(r"R0(?:_w)?=(scalar\((?:[^()]|\([^()]*\))*\)|-?\w+)", line)
+    assert match, line
+    return parse_scalar(match[1])
+
+
+@pytest.mark.parametrize(("mask0", "mask2", "op", "is64"), REGISTER_CASES,
+                         ids=[f"{op.name}{'' if w else '32'}-{m0:#x}-{m2:#x}" for m0, m2, op, w in REGISTER_CASES])
+def test_register_operands_match_kernel(mask0: int, mask2: int, op: BinOp, is64: bool) -> None:
+    unknown = Scalar.from_urange(0, U32)
+    dst = alu(BinOp.AND, unknown, Scalar.const(mask0), True)
+    src = alu(BinOp.AND, unknown, Scalar.const(mask2), True)
+    assert alu(op, dst, src, is64) == kernel_register_result(mask0, mask2, op, is64)

@@ -252,6 +252,7 @@ def zero_extend(low: View) -> Scalar:
                        low.s_lo, low.s_hi, low.u_lo, low.u_hi))
 
 
+SHIFTS = frozenset({BinOp.LSH, BinOp.RSH, BinOp.ARSH})
 KERNEL_UNTRACKED = frozenset({BinOp.DIV, BinOp.SDIV, BinOp.MOD, BinOp.SMOD})
 """Operations whose result the kernel marks fully unknown (``mark_reg_unknown``), even for constants."""
 
@@ -266,6 +267,11 @@ def alu(op: BinOp, dst: Scalar, src: Scalar, is64: bool, *, kernel_compatible: b
     """
     if kernel_compatible and op in KERNEL_UNTRACKED:
         return Scalar.unknown()
+    if kernel_compatible and op in SHIFTS:
+        # is_safe_to_compute_dst_reg_range: only a constant in-range shift amount is tracked.
+        amount = src.const_value() if is64 else (src.var_off.subreg().value if src.is_subreg_const() else None)
+        if amount is None or amount >= (64 if is64 else 32):
+            return Scalar.unknown()
     table = semantics.ALU64 if is64 else semantics.ALU32
     a, b = dst.const_value(), src.const_value()
     if b is not None and (a is not None or op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32)):
