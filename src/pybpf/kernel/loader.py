@@ -229,9 +229,11 @@ class _Instantiation:
                 value_size=spec.value_size,
                 max_entries=spec.max_entries,
                 map_flags=spec.map_flags,
-                btf=self.spec.btf if typed else None,
-                btf_key_type_id=(spec.btf_key_type_id or 0) if typed else 0,
-                btf_value_type_id=(spec.btf_value_type_id or 0) if typed else 0,
+                # Typed keys and values are a user-space matter: the object's BTF types them even
+                # when the kernel would not take them (queues, stacks: libbpf's no-BTF retry).
+                btf=self.spec.btf if typed or spec.btf_value_type_id else None,
+                btf_key_type_id=spec.btf_key_type_id or 0,
+                btf_value_type_id=spec.btf_value_type_id or 0,
                 ncpus=self.ncpus,
                 codec=self.codec,
                 syscall=self.syscall,
