@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from kernel_oracle import PACKETS, frame
 
 import pybpf
 from pybpf.errors import MapInvalidArgumentError
+from pybpf.obj import MapSlotInit, load_spec
 from pybpf.platform.uapi_generated import BpfMapType
+from pybpf.runtime import loader
+from pybpf.runtime.loader import ObjectLoadError
 from pybpf.runtime.maps import ArrayOfMapsMap, DevMap, HashOfMapsMap, MapDef, PerfBuffer, create_map
 from pybpf.runtime.object import Object
 
@@ -302,3 +306,23 @@ def test_map_in_map_refuses_maps_that_do_not_match_the_inner_template() -> None:
             obj.maps["by_family"].update(0, wrong)  # 4-byte values, the template has 8
         assert obj.maps["by_family"].lookup_inner(key(0)) is obj.maps["inner_a"]
         wrong.close()
+
+
+@pytest.mark.parametrize(
+    ("map_name", "symbol", "message"),
+    [
+        ("by_family", "by_class", "does not match|cannot"),  # an outer map is no inner map
+        ("by_family", "inner_zz", "no map 'inner_zz'"),
+        ("inner_a", "inner_b", "cannot have a values initialiser"),  # a plain array has no slots
+    ],
+    ids=["not-nestable", "unknown-map", "plain-array"],
+)
+def test_bad_slot_initialisers_fail_the_load(
+    monkeypatch: pytest.MonkeyPatch, map_name: str, symbol: str, message: str
+) -> None:
+    spec = load_spec(PROGS / "map_in_map.o")
+    bad = replace(spec.maps[map_name], slot_inits=(MapSlotInit(0, symbol),))
+    patched = replace(spec, maps={**spec.maps, map_name: bad})
+    monkeypatch.setattr(loader, "load_spec", lambda source: patched)
+    with pytest.raises(ObjectLoadError, match=message):
+        pybpf.load(b"")

@@ -189,7 +189,15 @@ def _fill_slots(
             )
         try:
             # libbpf's slot keys are the u32 index, for hash of maps as well.
-            created.update(init.index.to_bytes(created.key_size, "little"), value)
+            slot_key = init.index.to_bytes(created.key_size, "little")
+        except OverflowError:
+            raise ObjectLoadError(
+                f"map {map_spec.name!r}: slot {init.index} does not fit its {created.key_size}-byte key",
+                file=file,
+                symbol=map_spec.name,
+            ) from None
+        try:
+            created.update(slot_key, value)
         except MapError as error:
             raise ObjectLoadError(
                 f"map {map_spec.name!r} slot {init.index} ({init.symbol!r}): {error}", file=file, symbol=map_spec.name
