@@ -55,9 +55,24 @@ def test_tracepoint_program_emits_ring_buffer_events() -> None:
         consumer.add(obj.maps["requests"], lambda data: events.append(EVENT.unpack(data[: EVENT.size])) or 0)
         assert consumer.poll() == 2
         assert [(e[0], e[1], e[2]) for e in events] == [(1, 200, 512), (3, 404, 17)]
-        assert events[0][5].rstrip(b"\0") == b"/index.html"
-        assert events[1][5] == ("/missing" * 8).encode()[:32]  # char[32]: truncated, no terminator
-        assert events[0][3] == threading.get_native_id()
+        main_thread_events = list(events)
+        assert main_thread_events[0][5].rstrip(b"\0") == b"/index.html"
+        assert main_thread_events[1][5] == ("/missing" * 8).encode()[:32]  # char[32]: truncated, no NUL
+        assert main_thread_events[0][3] == threading.get_native_id()
+        # Fired from another thread: bpf_get_current_pid_tgid reports that thread.
+        fired_by: list[int] = []
+
+        def fire_elsewhere() -> None:
+            fired_by.append(threading.get_native_id())
+            tp.fire(id=4, status=201, path="/thread", bytes=1)
+
+        worker = threading.Thread(target=fire_elsewhere)
+        worker.start()
+        worker.join()
+        events.clear()
+        assert consumer.poll() == 1
+        assert events[0][0] == 4
+        assert events[0][3] == fired_by[0] != threading.get_native_id()
         link.detach()
         tp.fire(id=9, status=200, path="/after", bytes=1)
         assert consumer.poll() == 0

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pybpf.runtime.context import ContextImage
-from pybpf.runtime.helpers.services import RunState
+from pybpf.runtime.helpers.services import RunState, TaskInfo
 from pybpf.runtime.program import Program
 from pybpf.vm.memory import Region, RegionKind
 
@@ -107,8 +107,12 @@ def run_hooked(
     *,
     attach_cookie: int = 0,
     func_ip: int = 0,
+    task: TaskInfo | None = None,
 ) -> HookRun:
-    """Run ``program`` once on the context ``build_context`` returns (it may map buffers first)."""
+    """Run ``program`` once on the context ``build_context`` returns (it may map buffers first).
+
+    ``task`` is the thread that fired the hook: the object's current task for this run.
+    """
     with lock:
         call = CallMemory(program)
         image = ContextImage(program.layout, program.layout.uapi.name)
@@ -117,6 +121,9 @@ def run_hooked(
             image.load_uapi(data)
             image.map_into(call.memory)
             services = program.services
+            if task is not None:
+                # Safe: every run on these services holds ``lock``.
+                saved_task, services.task = services.task, task
             state = RunState(
                 services,
                 ctx=image.address,
@@ -124,7 +131,11 @@ def run_hooked(
                 attach_cookie=attach_cookie,
                 func_ip=func_ip,
             )
-            result = program.interpreter.run(image.region, user=state)
+            try:
+                result = program.interpreter.run(image.region, user=state)
+            finally:
+                if task is not None:
+                    services.task = saved_task
         finally:
             image.unmap_from(call.memory)
             call.close()

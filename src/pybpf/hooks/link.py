@@ -11,7 +11,9 @@ live there too. A program's runs are serialised per loaded object (see :meth:`Ho
 the interpreter implements BPF atomics as a load then a store, which is atomic only when a single
 thread runs programs on the object's memory at a time, so hooks fired by several threads take
 that lock around each run (the kernel's guarantee that atomic ops and map helpers never lose an
-update is kept; true parallelism between threads is not).
+update is kept; true parallelism between threads is not). While a hook runs a program, the
+object's "current task" is the thread that fired it (:meth:`HookRuntime.current_task`), so
+get_current_pid_tgid and get_current_comm report that thread, as in the kernel.
 
 Subclasses (probes, tracepoints, audit hooks, packet attachments) implement :meth:`Link._unhook`;
 ``detach`` does the bookkeeping.
@@ -24,12 +26,13 @@ import itertools
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import PybpfError
+from pybpf.runtime.helpers.services import TASK_COMM_LEN, TaskInfo
 
 if TYPE_CHECKING:
     from pybpf.runtime.program import Program
@@ -128,6 +131,7 @@ class HookRuntime:
         self._run_locks: weakref.WeakKeyDictionary[object, threading.RLock] = weakref.WeakKeyDictionary()
         # Extensions (the audit dispatcher, the tracepoint table) are created on first use.
         self._extensions: dict[str, object] = {}
+        self._tasks: dict[int, TaskInfo] = {}
 
     def run_lock(self, program: Program) -> threading.RLock:
         """The lock that serialises runs of every program sharing ``program``'s address space.
@@ -141,6 +145,22 @@ class HookRuntime:
                 lock = threading.RLock()
                 self._run_locks[services] = lock
             return lock
+
+    def current_task(self) -> TaskInfo:
+        """What get_current_pid_tgid/comm/uid_gid report for the calling thread (cached per thread id)."""
+        tid = threading.get_native_id()
+        with self._guard:
+            task = self._tasks.get(tid)
+        if task is None:
+            task = TaskInfo.current()
+            try:
+                comm = Path(f"/proc/self/task/{tid}/comm").read_bytes().rstrip(b"\n")
+            except OSError:
+                comm = task.comm
+            task = replace(task, pid=tid, comm=comm[: TASK_COMM_LEN - 1])
+            with self._guard:
+                self._tasks[tid] = task
+        return task
 
     def extension(self, name: str, factory: Any) -> Any:
         """The per-process object ``name``, made by ``factory()`` the first time it is asked for."""

@@ -129,7 +129,7 @@ class AuditLink(Link):
             return pack_u64s(values[: size // 8], size)
 
         try:
-            result = run_hooked(self.program, build, self._lock)
+            result = run_hooked(self.program, build, self._lock, task=self.runtime.current_task())
         except PybpfError as error:
             self.errors += 1
             self.last_error = error

@@ -157,6 +157,7 @@ class ProbeLink(Link):
                 self._lock,
                 attach_cookie=self.cookie,
                 func_ip=id(self.original),
+                task=self.runtime.current_task(),
             )
         except PybpfError as error:
             self.errors += 1

@@ -292,7 +292,7 @@ class TracepointLink(Link):
                 return pack_u64s(arguments[: size // 8], size)
 
         try:
-            run_hooked(self.program, build, self._lock)
+            run_hooked(self.program, build, self._lock, task=self.runtime.current_task())
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
