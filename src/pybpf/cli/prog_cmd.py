@@ -133,11 +133,20 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
             _write_map_text(out, name, dumped)
 
 
+def _load(args: argparse.Namespace, **options: Any) -> Any:
+    """The object of ``args.object`` on the chosen ``--backend`` (both have the same API)."""
+    if args.backend == "kernel":
+        import pybpf
+
+        return pybpf.load(args.object, backend="kernel", **options)
+    return load(args.object, **options)
+
+
 def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
     types = {args.prog: parse_prog_type(args.type)} if args.type else None
     runs = [read_bytes_arg(value, "--data-in") for value in args.data_in] or [b""]
     ctx_in = read_bytes_arg(args.ctx_in, "--ctx-in") if args.ctx_in is not None else None
-    with load(args.object, prog_types=types) as obj:
+    with _load(args, prog_types=types) as obj:
         program = obj.program(args.prog)
         records = []
         for data in runs:
@@ -169,7 +178,7 @@ def _map_dump(args: argparse.Namespace, out: TextIO) -> int:
         raise CliUsageError("map dump needs OBJ and MAP, or --pinned PATH")
     else:
         name = args.map
-        with load(args.object) as obj:
+        with _load(args) as obj:
             dumped = map_dump(obj, args.map)
     if args.json:
         out.write(json.dumps(dumped) + "\n")
@@ -191,6 +200,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--ctx-in", metavar="HEX|@FILE", help="context for every run (xdp_md, __sk_buff, args...)")
     run.add_argument("--repeat", type=int, default=1, metavar="N", help="run each packet N times (mean duration)")
     run.add_argument("--engine", choices=("interp",), default="interp", help="execution engine")
+    run.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="run in user space or in the kernel")
     run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
     run.add_argument(
         "--json", action="store_true", help='print {"runs": [{"retval", "data_out", "duration_ns", "trace"}]}'
@@ -206,4 +216,5 @@ def register(subparsers: Any) -> None:
         "--pinned", metavar="PATH", help="dump the live map pinned at PATH (relative to the pin root) instead"
     )
     dump.add_argument("--json", action="store_true", help='print {"type": str, "entries": [[key, value]...]}')
+    dump.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="load in user space or in the kernel")
     dump.set_defaults(func=_map_dump)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from types import TracebackType
+from typing import Any
 
 from pybpf.btf import Btf
 from pybpf.errors import ArgumentTooBigError, InvalidArgumentError, LoadError, NoSpaceError, TestRunError
@@ -106,6 +107,17 @@ class KernelProgram:
         self.fd.close()
 
 
+class KernelTracePipe:
+    """The runtime's ``Object.trace_pipe`` for kernel objects: always empty.
+
+    bpf_trace_printk in the kernel writes to the system-wide trace pipe, shared with every other
+    program on the machine; pybpf does not read or drain it.
+    """
+
+    def drain(self) -> list[Any]:
+        return []
+
+
 class KernelObject:
     """What ``pybpf.load(..., backend="kernel")`` returns: programs and maps living in the kernel.
 
@@ -130,6 +142,7 @@ class KernelObject:
         self.license = spec.license
         self.btf_fd = btf_fd
         self.kernel_btf = kernel_btf
+        self.trace_pipe = KernelTracePipe()
 
     def __repr__(self) -> str:
         return f"KernelObject({self.name!r}, programs={sorted(self.programs)}, maps={sorted(self.maps)})"
