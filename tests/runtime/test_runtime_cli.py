@@ -122,3 +122,22 @@ def test_run_records_name_the_redirect_map_and_key() -> None:
     out = io.StringIO()
     prog_cmd._write_text(out, [record, plain], "redirect_dev")
     assert out.getvalue().count("redirect: map tx_ports key 1") == 1
+
+
+def test_dump_maps_counts_the_values_of_keyless_maps() -> None:
+    long_frame = FRAME + bytes(40)  # longer than 60 bytes: the program pops what it pushed
+    obj = str(PROGS / "queue_stack.o")
+    code, text = run_cli("prog", "run", obj, "--prog", "queue_stack", "--data-in", FRAME.hex(), "--dump-maps", "--json")
+    assert code == 0
+    maps = json.loads(text)["runs"][0]["maps"]
+    assert (maps["fifo"]["held"], maps["lifo"]["held"]) == (1, 1)
+    assert maps["fifo"]["entries"] == []
+    assert "held" not in maps["qs_log"]
+    code, text = run_cli(
+        "prog", "run", obj, "--prog", "queue_stack", "--data-in", FRAME.hex(), "--data-in", long_frame.hex(),
+        "--dump-maps",
+    )
+    assert code == 0
+    # Run 2 pushed one more and popped one: one value left in each.
+    assert "map fifo (queue): 1 values held (no keys to list)" in text
+    assert "map lifo (stack): 1 values held (no keys to list)" in text

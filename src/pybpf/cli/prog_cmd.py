@@ -46,14 +46,24 @@ def parse_prog_type(name: str) -> BpfProgType:
 
 
 def map_dump(obj: Object, name: str) -> dict[str, Any]:
-    """``{"type": str, "entries": [[keyhex, valuehex | [hex per CPU]], ...]}``."""
+    """``{"type": str, "entries": [[keyhex, valuehex | [hex per CPU]], ...]}``.
+
+    Maps without keys (queue, stack, bloom filter, ring buffer) list no entries; ``"held"``
+    then says how many values they hold.
+    """
     found = obj.maps.get(name)
     entries: list[list[Any]] = []
     for entry in obj.map_entries(name):
         value = [part.hex() for part in entry.value] if isinstance(entry.value, tuple) else entry.value.hex()
         entries.append([entry.key.hex(), value])
     map_type = getattr(found, "type", None)
-    return {"type": map_type.name.lower() if map_type is not None else "unknown", "entries": entries}
+    dumped: dict[str, Any] = {
+        "type": map_type.name.lower() if map_type is not None else "unknown",
+        "entries": entries,
+    }
+    if not getattr(found, "HAS_KEYS", True):
+        dumped["held"] = len(found) if found is not None else 0
+    return dumped
 
 
 def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps: bool) -> dict[str, Any]:
@@ -89,6 +99,9 @@ def _write_map_text(out: TextIO, name: str, dumped: dict[str, Any]) -> None:
     shown = [entry for entry in entries if not (is_array and is_zero(entry[1]))]
     hidden = len(entries) - len(shown)
     note = f", {hidden} all-zero not shown" if hidden else ""
+    if "held" in dumped:
+        out.write(f"map {name} ({dumped['type']}): {dumped['held']} values held (no keys to list)\n")
+        return
     out.write(f"map {name} ({dumped['type']}): {len(entries)} entries{note}\n")
     for key, value in shown:
         out.write(f"  {key}: {' '.join(value) if isinstance(value, list) else value}\n")
