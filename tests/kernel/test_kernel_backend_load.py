@@ -212,3 +212,37 @@ def test_btf_probe_blobs_are_refused_when_broken(kernel: None) -> None:
 
     with pytest.raises(BpfCommandError):
         btf_load(broken)
+
+
+def test_core_relocated_against_the_running_kernel(kernel: None) -> None:
+    vmlinux = Path("/sys/kernel/btf/vmlinux")
+    if not vmlinux.exists():
+        pytest.skip("this kernel publishes no BTF (/sys/kernel/btf/vmlinux)")
+    from pybpf.btf import BtfKind, CoreResolver, Struct
+    from pybpf.isa import Bin, Imm
+    from pybpf.kernel.relocate import apply_core
+
+    target = Btf.from_bytes(vmlinux.read_bytes())
+    task = target.find("task_struct", BtfKind.STRUCT)
+    assert task is not None
+    record = target[task]
+    assert isinstance(record, Struct)
+    offsets = {member.name: member.bit_offset // 8 for member in record.members}
+    spec = load_spec(PROGS / "core_read.o")
+    program = spec.programs["record_parent"]
+    patched = apply_core(program, program.instructions, spec.btf, CoreResolver(target))
+    by_pc = {item.pc: item.insn for item in patched}
+    assert spec.btf is not None
+    checked = 0
+    for relocation in program.core_relocations:
+        insn = by_pc[relocation.pc]
+        assert isinstance(insn, Bin) and isinstance(insn.src, Imm)
+        local = spec.btf[relocation.type_id]
+        assert isinstance(local, Struct)
+        member = local.members[int(relocation.access.split(":")[1])].name
+        # The object's own struct task_struct is tiny (offsets 4 and 8); the kernel's is not.
+        assert insn.src.value == offsets[member] > 8, member
+        checked += 1
+    assert checked == 2
+    with pybpf.load(PROGS / "core_read.o", backend="kernel") as obj:
+        assert obj.program("record_parent").info().verified_insns > 0
