@@ -18,6 +18,7 @@ it testable without root.
 from pybpf.kernel.btf_fixup import Kind as BtfKind
 from pybpf.kernel.fd import BadFdError, ClosedFdError, Fd, FdLike, fd_number
 from pybpf.kernel.features import KernelFeatures, features
+from pybpf.kernel.link import Link, XdpFlags, attach_xdp
 from pybpf.kernel.loader import KernelLoadError, kernel_map_name, load
 from pybpf.kernel.map_api import KernelMap, MapEntry, ValueCodec, possible_cpus
 from pybpf.kernel.maps import (
@@ -99,6 +100,7 @@ __all__ = [
     "KernelObject",
     "KernelProgram",
     "KernelTestRun",
+    "Link",
     "LoadedProgram",
     "MapEntry",
     "MapInfo",
@@ -106,6 +108,8 @@ __all__ = [
     "ProgInfo",
     "RawSyscall",
     "ValueCodec",
+    "XdpFlags",
+    "attach_xdp",
     "available",
     "bpf",
     "btf_data",

@@ -15,6 +15,7 @@ from typing import Any
 from pybpf.btf import Btf
 from pybpf.errors import ArgumentTooBigError, InvalidArgumentError, LoadError, NoSpaceError, TestRunError
 from pybpf.kernel.fd import Fd
+from pybpf.kernel.link import Link, attach_xdp
 from pybpf.kernel.map_api import KernelMap, MapEntry
 from pybpf.kernel.objects import ProgInfo, prog_info
 from pybpf.kernel.pin import pin
@@ -98,6 +99,10 @@ class KernelProgram:
     def pin(self, path: str | os.PathLike[str]) -> None:
         """BPF_OBJ_PIN at ``path`` (which must be on a bpffs)."""
         pin(self.fd, path, syscall=self._syscall)
+
+    def attach_xdp(self, interface: str | int, *, mode: str | None = "generic") -> Link:
+        """Attach this XDP program to ``interface`` through a link (see :func:`attach_xdp`)."""
+        return attach_xdp(self.fd, interface, mode=mode, syscall=self._syscall)
 
     def info(self) -> ProgInfo:
         """BPF_OBJ_GET_INFO_BY_FD: xlated/jited sizes, verified_insns, run counts..."""
