@@ -27,22 +27,55 @@ U64 = (1 << 64) - 1
 _U64 = struct.Struct("<Q")
 
 
+ARENA_SIZE = 4096
+"""Bytes of a link's argument arena; a bigger argument gets a region of its own for the call."""
+
+
+class HookScratch:
+    """A link's reusable run memory: its context image and an arena for argument buffers.
+
+    Both stay mapped while the link is attached, so a run maps nothing in the common case (a
+    region per argument and per context costs more than the program itself). One set per link
+    is enough because runs on an object are serialised (its run lock) and a program never calls
+    back into Python code that could fire the same link again.
+    """
+
+    def __init__(self, program: Program, arena_size: int = ARENA_SIZE) -> None:
+        self.memory = program.services.memory
+        self.image = ContextImage(program.layout, f"{program.name} hook context")
+        self.arena = Region.zeroed(RegionKind.INPUT, f"{program.name} hook arguments", arena_size)
+        self.size = program.layout.size
+        self._zero = bytes(self.size)
+        self.closed = False
+        self.image.map_into(self.memory)
+        self.memory.add(self.arena)
+
+    def close(self) -> None:
+        """Unmap (call with the object's run lock held); later runs map their own memory."""
+        self.closed = True
+        self.image.unmap_from(self.memory)
+        if self.arena in self.memory:
+            self.memory.remove(self.arena)
+
+
 class CallMemory:
     """Buffers mapped in a program's address space for one hook invocation."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, scratch: HookScratch | None = None) -> None:
         self.memory = program.services.memory
+        self._scratch = scratch
+        self._cursor = 0
         self._regions: list[Region] = []
-        self._write_back: list[tuple[bytearray, Region]] = []
+        self._write_back: list[tuple[bytearray, memoryview]] = []
 
     def map_bytes(self, data: bytes | bytearray | memoryview | str, name: str) -> int:
         """Map a copy of ``data`` followed by a NUL byte, and return its address.
 
         The NUL is there because CPython keeps one after the contents of every ``bytes`` and
         ``bytearray`` object, so a C-string read (bpf_probe_read_user_str) of a Python buffer
-        stops there, as it would reading the object's memory. ``str`` is mapped as UTF-8. A
-        ``bytearray`` is mapped writable and what the program writes (bpf_probe_write_user) is
-        copied back into it after the run.
+        stops there, as it would reading the object's memory. ``str`` is mapped as UTF-8. What
+        the program writes into a ``bytearray``'s copy (bpf_probe_write_user) is copied back into
+        it after the run; writes into other arguments' copies are discarded.
         """
         if isinstance(data, str):
             payload = data.encode("utf-8", "surrogateescape")
@@ -50,16 +83,29 @@ class CallMemory:
             payload = data.tobytes()
         else:
             payload = bytes(data)
-        region = Region.from_bytes(RegionKind.INPUT, name, payload + b"\0", writable=isinstance(data, bytearray))
-        self.memory.add(region)
-        self._regions.append(region)
+        size = len(payload) + 1
+        scratch = self._scratch
+        if scratch is not None and self._cursor + size <= scratch.arena.size:
+            start = self._cursor
+            view = scratch.arena.view
+            view[start : start + size - 1] = payload
+            view[start + size - 1] = 0
+            self._cursor = (start + size + 7) & ~7
+            address = scratch.arena.address + start
+            window = view[start : start + len(payload)]
+        else:
+            region = Region.from_bytes(RegionKind.INPUT, name, payload + b"\0")
+            self.memory.add(region)
+            self._regions.append(region)
+            address = region.address
+            window = region.view[: len(payload)]
         if isinstance(data, bytearray):
-            self._write_back.append((data, region))
-        return region.address
+            self._write_back.append((data, window))
+        return address
 
     def close(self) -> None:
-        for target, region in self._write_back:
-            target[:] = region.view[: len(target)]
+        for target, window in self._write_back:
+            target[:] = window
         self._write_back.clear()
         for region in self._regions:
             if region in self.memory:
@@ -105,25 +151,37 @@ def run_hooked(
     build_context: Callable[[CallMemory], bytes],
     lock: threading.RLock,
     *,
+    scratch: HookScratch | None = None,
     attach_cookie: int = 0,
     func_ip: int = 0,
     task: TaskInfo | None = None,
 ) -> HookRun:
     """Run ``program`` once on the context ``build_context`` returns (it may map buffers first).
 
-    ``task`` is the thread that fired the hook: the object's current task for this run.
+    ``scratch`` is the link's reusable memory (else the run maps its own); ``task`` is the thread
+    that fired the hook, the object's current task for this run.
     """
     with lock:
-        call = CallMemory(program)
-        image = ContextImage(program.layout, program.layout.uapi.name)
+        if scratch is not None and scratch.closed:
+            scratch = None  # a run racing with detach: harmless, on memory of its own
+        call = CallMemory(program, scratch)
+        own_image = None
         try:
             data = build_context(call)
-            image.load_uapi(data)
-            image.map_into(call.memory)
+            if scratch is not None:
+                image = scratch.image
+                view = image.region.view
+                view[: scratch.size] = scratch._zero
+                view[: len(data)] = data
+            else:
+                image = own_image = ContextImage(program.layout, program.layout.uapi.name)
+                image.load_uapi(data)
+                image.map_into(call.memory)
             services = program.services
+            saved_task = services.task
             if task is not None:
                 # Safe: every run on these services holds ``lock``.
-                saved_task, services.task = services.task, task
+                services.task = task
             state = RunState(
                 services,
                 ctx=image.address,
@@ -134,10 +192,10 @@ def run_hooked(
             try:
                 result = program.interpreter.run(image.region, user=state)
             finally:
-                if task is not None:
-                    services.task = saved_task
+                services.task = saved_task
         finally:
-            image.unmap_from(call.memory)
+            if own_image is not None:
+                own_image.unmap_from(call.memory)
             call.close()
     return HookRun(signed32(result.r0), result.r0)
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import MAX_BPF_FUNC_ARGS
 from pybpf.platform.uapi_generated import BpfProgType
@@ -113,6 +113,8 @@ class AuditLink(Link):
         self.errors = 0
         self.last_error: PybpfError | None = None
         self._lock = self.runtime.run_lock(program)
+        with self._lock:  # the address space changes only under the object's run lock
+            self._scratch = HookScratch(program)
         self._dispatcher = audit_dispatcher(self.runtime)
         self._dispatcher.add(self)
 
@@ -129,7 +131,8 @@ class AuditLink(Link):
             return pack_u64s(values[: size // 8], size)
 
         try:
-            result = run_hooked(self.program, build, self._lock, task=self.runtime.current_task())
+            task = self.runtime.current_task()
+            result = run_hooked(self.program, build, self._lock, scratch=self._scratch, task=task)
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
@@ -144,6 +147,8 @@ class AuditLink(Link):
 
     def _unhook(self) -> None:
         self._dispatcher.remove(self)
+        with self._lock:
+            self._scratch.close()
 
 
 def attach_audit(program: Program, event: str, *, runtime: HookRuntime | None = None) -> AuditLink:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind
 from pybpf.platform.contexts import PT_REGS, RegsLayout
 from pybpf.platform.uapi_generated import BpfAttachType, BpfProgType
@@ -102,7 +102,15 @@ class ProbeLink(Link):
         target = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
         super().__init__(kind, program, target, runtime=runtime)
         self._lock = self.runtime.run_lock(program)
+        with self._lock:  # the address space changes only under the object's run lock
+            self._scratch = HookScratch(program)
         self._regs = regs_layout(program) if program.prog_type == BpfProgType.KPROBE else None
+        offsets = {field.name: field.offset for field in self._regs.layout.fields} if self._regs else {}
+        self._param_offsets = [offsets[name] for name in self._regs.params] if self._regs else []
+        self._rc_offset = offsets[self._regs.rc] if self._regs else 0
+        self._ip_offset = offsets[self._regs.ip] if self._regs else 0
+        # The instruction pointer register holds the probed function's identity (bpf_get_func_ip).
+        self._ip = (id(function) & ((1 << 64) - 1)).to_bytes(8, "little")
         try:
             self._signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
@@ -155,6 +163,7 @@ class ProbeLink(Link):
                 self.program,
                 lambda call: self._context(call, args, result),
                 self._lock,
+                scratch=self._scratch,
                 attach_cookie=self.cookie,
                 func_ip=id(self.original),
                 task=self.runtime.current_task(),
@@ -165,20 +174,20 @@ class ProbeLink(Link):
 
     def _context(self, call: CallMemory, args: tuple[Any, ...], result: Any) -> bytes:
         size = self.program.layout.uapi.size
-        values = [argument_value(call, value, f"{self.target} arg{i}") for i, value in enumerate(args)]
         regs = self._regs
+        passed = args[: len(self._param_offsets)] if regs is not None else args[: size // 8]
+        values = [argument_value(call, value, f"{self.target} arg{i}") for i, value in enumerate(passed)]
         if regs is None:  # fentry/fexit: u64 args[], then the return value for fexit
             if self.kind is LinkKind.FEXIT:
                 values.append(argument_value(call, result, f"{self.target} return value"))
             return pack_u64s(values[: size // 8], size)
         image = bytearray(size)
-        offsets = {field.name: field.offset for field in regs.layout.fields}
-        for name, value in zip(regs.params, values, strict=False):
-            image[offsets[name] : offsets[name] + 8] = value.to_bytes(8, "little")
+        for offset, value in zip(self._param_offsets, values, strict=False):
+            image[offset : offset + 8] = value.to_bytes(8, "little")
         if self.kind in RETURN_KINDS:
             value = argument_value(call, result, f"{self.target} return value")
-            image[offsets[regs.rc] : offsets[regs.rc] + 8] = value.to_bytes(8, "little")
-        image[offsets[regs.ip] : offsets[regs.ip] + 8] = (id(self.original) & ((1 << 64) - 1)).to_bytes(8, "little")
+            image[self._rc_offset : self._rc_offset + 8] = value.to_bytes(8, "little")
+        image[self._ip_offset : self._ip_offset + 8] = self._ip
         return bytes(image)
 
     # -- detach -------------------------------------------------------------------------------
@@ -189,6 +198,8 @@ class ProbeLink(Link):
         owner, attribute = self._owner, self._attribute
         if owner is not None and attribute is not None and getattr(owner, attribute, None) is self.wrapper:
             setattr(owner, attribute, self.original)
+        with self._lock:
+            self._scratch.close()
 
 
 def _owner_of(function: Callable[..., Any]) -> tuple[object | None, str | None]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import PERF_MAX_TRACE_SIZE
 from pybpf.platform.uapi_generated import BpfProgType
@@ -272,6 +272,8 @@ class TracepointLink(Link):
         self.errors = 0
         self.last_error: PybpfError | None = None
         self._lock = self.runtime.run_lock(program)
+        with self._lock:  # the address space changes only under the object's run lock
+            self._scratch = HookScratch(program)
         tracepoint._attach(self)
 
     def run(self, values: Mapping[str, Any]) -> None:
@@ -292,13 +294,16 @@ class TracepointLink(Link):
                 return pack_u64s(arguments[: size // 8], size)
 
         try:
-            run_hooked(self.program, build, self._lock, task=self.runtime.current_task())
+            task = self.runtime.current_task()
+            run_hooked(self.program, build, self._lock, scratch=self._scratch, task=task)
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
 
     def _unhook(self) -> None:
         self.tracepoint._detach(self)
+        with self._lock:
+            self._scratch.close()
 
 
 _KINDS = {
