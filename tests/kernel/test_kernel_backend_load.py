@@ -246,3 +246,12 @@ def test_core_relocated_against_the_running_kernel(kernel: None) -> None:
     assert checked == 2
     with pybpf.load(PROGS / "core_read.o", backend="kernel") as obj:
         assert obj.program("record_parent").info().verified_insns > 0
+
+
+@pytest.mark.parametrize("name", ["global_data.o", "tail_calls.o", "xdp_firewall.o", "bpf2bpf.o"])
+def test_sanitized_btf_is_accepted_by_the_kernel(kernel: None, name: str) -> None:
+    # What an old kernel without these kinds would be given must still be valid BTF.
+    raw = _fixed_btf(PROGS / name)
+    sanitize(raw, {Kind.VAR, Kind.DATASEC, Kind.FUNC, Kind.FUNC_PROTO, Kind.FLOAT, Kind.DECL_TAG, Kind.TYPE_TAG})
+    with btf_load(raw.to_bytes()):
+        pass

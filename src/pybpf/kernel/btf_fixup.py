@@ -144,6 +144,13 @@ class RawBtf:
         end = self.data.index(0, start, self.str_end)
         self.data[start:end] = self.data[start:end].replace(b".", b"_")
 
+    def identifier(self) -> int:
+        """The offset of some string that is a valid C identifier (for names the kernel demands)."""
+        for text, offset in self.strings().items():
+            if text.isidentifier() and text.isascii():
+                return offset
+        raise NotSupportedError("the BTF string table holds no identifier to name sanitised types with")
+
     def record(self, type_id: int) -> _Record:
         return self.records[type_id - 1]
 
@@ -221,6 +228,12 @@ def sanitize(raw: RawBtf, missing: Collection[Kind], *, func_global: bool = True
                 raw.rename_dots(record.name_off)
                 raw.set_header(record, Kind.STRUCT, record.vlen, size)
             case Kind.FUNC_PROTO:
+                # btf_param {name, type} reads as btf_enum {name, val}; enumerators need names,
+                # so unnamed parameters borrow any identifier of the string table.
+                for index in range(record.vlen):
+                    where = body + index * 8
+                    if _U32.unpack_from(raw.data, where)[0] == 0:
+                        _U32.pack_into(raw.data, where, raw.identifier())
                 raw.set_header(record, Kind.ENUM, record.vlen, 4)
             case Kind.FUNC:
                 _, _, type_id = _TYPE.unpack_from(raw.data, record.offset)
