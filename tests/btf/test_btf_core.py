@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
-from conftest import CompiledObject
+from btf_compiled import CompiledObject
 
 from pybpf.btf import Btf
 from pybpf.btf.core import CoreReloResult, CoreResolver, resolve_core_relo

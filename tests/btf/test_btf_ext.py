@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import CompiledObject
+from btf_compiled import CompiledObject
 
 from pybpf.btf import Btf, Func
 from pybpf.btf.ext import BtfExt, CoreReloKind

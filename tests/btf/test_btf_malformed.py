@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from conftest import CompiledObject
+from btf_compiled import CompiledObject
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

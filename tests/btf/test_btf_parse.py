@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import CompiledObject
+from btf_compiled import CompiledObject
 
 from pybpf.btf import (
     Array,

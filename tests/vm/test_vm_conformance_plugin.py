@@ -93,7 +93,10 @@ def test_plugin_subprocess_failures() -> None:
         assert "instruction 0" in done.stderr and "reserved field 'dst'" in done.stderr
     done = _plugin(stdin="zz")
     assert done.returncode != 0 and "error" in done.stderr
-    done = _plugin("--engine", "jit", stdin=LDXH.hex())
+    done = _plugin("--engine", "jit", stdin=LDXH.hex())  # the JIT reports the same fault
+    assert done.returncode != 0 and done.stdout == ""
+    assert "pc 0: invalid read of 2 byte(s) at 0x2: null pointer" in done.stderr
+    done = _plugin("--engine", "nonesuch", stdin=LDXH.hex())
     assert done.returncode == 2 and "invalid choice" in done.stderr
 
 
