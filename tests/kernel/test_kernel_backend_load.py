@@ -255,3 +255,28 @@ def test_sanitized_btf_is_accepted_by_the_kernel(kernel: None, name: str) -> Non
     sanitize(raw, {Kind.VAR, Kind.DATASEC, Kind.FUNC, Kind.FUNC_PROTO, Kind.FLOAT, Kind.DECL_TAG, Kind.TYPE_TAG})
     with btf_load(raw.to_bytes()):
         pass
+
+
+def test_a_kernel_without_datasec_gets_sanitised_btf(kernel: None) -> None:
+    # A real kernel behind a syscall that refuses what a pre-5.2 kernel did not know (VAR, DATASEC).
+    import ctypes
+
+    from pybpf.kernel import BpfCmd, libc_syscall
+
+    refused: list[int] = []
+
+    def old_kernel(cmd: BpfCmd, attr: ctypes.Structure) -> int:
+        if cmd == BpfCmd.BTF_LOAD:
+            blob = ctypes.string_at(attr.btf, attr.btf_size)  # type: ignore[attr-defined]
+            if {record.kind for record in RawBtf(blob).records} & {Kind.VAR, Kind.DATASEC}:
+                refused.append(len(blob))
+                return -22
+        return libc_syscall(cmd, attr)
+
+    path = PROGS / "global_data.o"
+    with pybpf.load(path, backend="kernel", syscall=old_kernel) as obj, pybpf.load(path) as user:
+        assert refused, "the object's BTF was never offered with DATASECs"
+        assert obj.btf_fd is not None
+        program = obj.program("global_filter")
+        assert program.info().btf_id != 0  # func_info/line_info still went in
+        assert program.test_run(bytes(64)).retval == user.program("global_filter").test_run(bytes(64)).retval
