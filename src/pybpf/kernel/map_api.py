@@ -44,6 +44,7 @@ from pybpf.kernel.maps import (
 )
 from pybpf.kernel.objects import MapInfo, map_info
 from pybpf.kernel.pin import pin
+from pybpf.kernel.ringbuf import RingBufferCallback, RingBufferReader
 from pybpf.kernel.syscall import ENOTSUPP, RawSyscall, errno_name
 from pybpf.kernel.uapi import BpfMapType
 
@@ -144,6 +145,7 @@ class KernelMap:
         self.frozen = False
         self._codec = codec
         self._syscall = syscall
+        self._ring: RingBufferReader | None = None
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -161,7 +163,28 @@ class KernelMap:
 
     def close(self) -> None:
         """Close this descriptor (the map lives on while programs, pins or other fds hold it)."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         self.fd.close()
+
+    # -- ring buffer ------------------------------------------------------------------------------
+
+    def ring_reader(self) -> RingBufferReader:
+        """The mmap'ed reader of a ring buffer map (made on first use, closed with the map)."""
+        if self.type is not BpfMapType.RINGBUF:
+            raise MapOperationNotSupportedError(f"{self.label} is not a ring buffer", errno_codes.EOPNOTSUPP)
+        if self._ring is None:
+            self._ring = RingBufferReader(self.fd, self.max_entries)
+        return self._ring
+
+    def consume(self, callback: RingBufferCallback, limit: int | None = None) -> int:
+        """Ring buffer: hand committed records to ``callback`` in order (the runtime's ``consume``)."""
+        return self.ring_reader().consume(callback, limit)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Ring buffer: block (epoll) until the kernel signals records, at most ``timeout`` seconds."""
+        return self.ring_reader().wait(timeout)
 
     def info(self) -> MapInfo:
         """BPF_OBJ_GET_INFO_BY_FD: the kernel's view of the map (id, flags, BTF ids...)."""
