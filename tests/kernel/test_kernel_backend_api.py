@@ -232,3 +232,15 @@ def test_program_info_counts_runs(kernel: None) -> None:
             program.test_run(bytes(64), repeat=5)
         after = program.info()
         assert after.run_cnt - before.run_cnt >= 5
+
+
+def test_loaded_objects_are_listed(kernel: None) -> None:
+    from pybpf.kernel import loaded_maps, loaded_programs
+
+    with pybpf.load(PROGS / "xdp_firewall.o", backend="kernel") as obj:
+        program_id = obj.program("xdp_firewall").id
+        map_ids = {found.info().id for found in obj.maps.values()}
+        programs = {info.id: info for info in loaded_programs()}
+        assert programs[program_id].name == "xdp_firewall"
+        assert map_ids <= {info.id for info in loaded_maps()}
+    assert program_id not in {info.id for info in loaded_programs()}

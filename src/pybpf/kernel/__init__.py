@@ -18,6 +18,7 @@ it testable without root.
 from pybpf.kernel.btf_fixup import Kind as BtfKind
 from pybpf.kernel.fd import BadFdError, ClosedFdError, Fd, FdLike, fd_number
 from pybpf.kernel.features import KernelFeatures, features
+from pybpf.kernel.inventory import loaded_maps, loaded_programs
 from pybpf.kernel.link import Link, XdpFlags, attach_xdp
 from pybpf.kernel.loader import KernelLoadError, kernel_map_name, load
 from pybpf.kernel.map_api import KernelMap, MapEntry, ValueCodec, possible_cpus
@@ -68,6 +69,7 @@ from pybpf.kernel.progs import (
     prog_load_with_log,
     prog_test_run,
 )
+from pybpf.kernel.ringbuf import KernelRingBufferConsumer, RingBufferReader
 from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, libc_syscall
 from pybpf.kernel.uapi import (
     BpfAttachType,
@@ -99,6 +101,7 @@ __all__ = [
     "KernelMap",
     "KernelObject",
     "KernelProgram",
+    "KernelRingBufferConsumer",
     "KernelTestRun",
     "Link",
     "LoadedProgram",
@@ -107,6 +110,7 @@ __all__ = [
     "NotOnBpffsError",
     "ProgInfo",
     "RawSyscall",
+    "RingBufferReader",
     "ValueCodec",
     "XdpFlags",
     "attach_xdp",
@@ -126,6 +130,8 @@ __all__ = [
     "link_create",
     "link_detach",
     "load",
+    "loaded_maps",
+    "loaded_programs",
     "map_create",
     "map_delete",
     "map_fd_by_id",
