@@ -27,7 +27,7 @@ from pybpf.hooks.pinning import (
 )
 from pybpf.hooks.probes import attach_probe
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
-from pybpf.runtime.maps import ArrayMap, MapDef
+from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuHashMap
 from pybpf.vm.memory import AddressSpace
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -149,12 +149,81 @@ def test_mmapable_array_is_shared_by_direct_memory_access(tmp_path: Path) -> Non
 
 
 def test_unsupported_pins(tmp_path: Path) -> None:
-    with pybpf.load(PROGS / "hooks_probe.o") as obj:
-        with pytest.raises(NotSupportedError, match="hash"):
-            pin_map(obj.maps["hash_calls"], "hash", tmp_path)
-        assert not (tmp_path / "hash").exists()
+    with pybpf.load(PROGS / "hooks_tracepoint.o") as obj:
+        with pytest.raises(NotSupportedError, match="ringbuf"):
+            pin_map(obj.maps["requests"], "ring", tmp_path)
+        assert not (tmp_path / "ring").exists()
     (tmp_path / "junk").write_bytes(b"not a pin")
     with pytest.raises(PinError):
         open_pinned_map("junk", tmp_path)
     with pytest.raises(MapInvalidArgumentError):
         ArrayMap(MapDef(BpfMapType.ARRAY, 4, 8, 16), AddressSpace(), storage=bytearray(64))
+
+
+def test_hash_map_pinned_live_and_after_exit(tmp_path: Path) -> None:
+    definition = MapDef(BpfMapType.HASH, 8, 8, 10000, 0, "big_hash")
+    memory = AddressSpace()
+    table = HashMap(definition, memory)
+    expected: dict[bytes, bytes] = {}
+
+    def put(key: int, value: int) -> None:
+        table.update_raw(struct.pack("<Q", key), struct.pack("<Q", value))
+        expected[struct.pack("<Q", key)] = struct.pack("<Q", value)
+
+    for key in range(100):
+        put(key, key * 3)
+    path = pin_map(table, "hash", tmp_path)
+    assert table.lookup_raw(struct.pack("<Q", 7)) == struct.pack("<Q", 21)  # moved with its elements
+    for key in range(100, 5000):  # the slab grows new chunks inside the pin file
+        put(key, key * 3)
+    for key in range(0, 5000, 7):
+        table.delete_raw(struct.pack("<Q", key))
+        del expected[struct.pack("<Q", key)]
+    put(3, 333)  # an update in place
+    with open_pinned_map(path) as pinned:
+        assert dict(pinned.entries()) == expected
+        assert pinned.lookup(struct.pack("<Q", 3)) == struct.pack("<Q", 333)
+        with pytest.raises(NotSupportedError):
+            pinned.mmap()
+    # A program's lookup address points into the file too.
+    address = table.lookup_address(struct.pack("<Q", 3))
+    memory.store(address, 8, 444)
+    dumped = cli_dump(path)
+    assert dumped["type"] == "hash"
+    entries = dumped["entries"]
+    assert isinstance(entries, list)
+    assert len(entries) == len(expected)
+    assert dict(entries)[struct.pack("<Q", 3).hex()] == struct.pack("<Q", 444).hex()
+    table.close()
+
+
+def test_hash_from_a_program_survives_its_process(tmp_path: Path) -> None:
+    writer = f"""
+        import pybpf
+        from pybpf.hooks.link import HookRuntime
+        from pybpf.hooks.pinning import pin_map
+        from pybpf.hooks.probes import attach_probe
+        obj = pybpf.load({str(PROGS / "hooks_probe.o")!r}, ncpus=2)
+        pin_map(obj.maps["hash_calls"], "calls", {str(tmp_path)!r})
+        link = attach_probe(obj.program("count_threads"), lambda n: n, runtime=HookRuntime(), install=False)
+        for n in range(9):
+            link.wrapper(n)
+        assert link.errors == 0, link.last_error
+    """
+    result = python(writer)
+    assert result.returncode == 0, result.stderr
+    with open_pinned_map("calls", tmp_path) as pinned:
+        assert dict(pinned.entries()) == {bytes(4): struct.pack("<Q", 9)}
+
+
+def test_percpu_hash_values_split_per_cpu(tmp_path: Path) -> None:
+    table = PercpuHashMap(MapDef(BpfMapType.PERCPU_HASH, 4, 4, 8, 0, "pcpu"), AddressSpace(), 2)
+    table.update_raw(bytes(4), struct.pack("<IIII", 5, 0, 6, 0))  # two CPUs, values padded to 8
+    path = pin_map(table, "pcpu", tmp_path)
+    table.prog_update((1).to_bytes(4, "little"), struct.pack("<I", 9), 0, cpu=1)
+    with open_pinned_map(path) as pinned:
+        assert dict(pinned.entries()) == {
+            bytes(4): (struct.pack("<I", 5), struct.pack("<I", 6)),
+            (1).to_bytes(4, "little"): (bytes(4), struct.pack("<I", 9)),
+        }
+    table.close()

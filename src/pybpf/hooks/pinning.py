@@ -15,10 +15,15 @@ array pinned this way is readable and writable from any process by plain memory 
 (:meth:`PinnedMap.mmap`), with no call per access; that answers whether user space needs a
 syscall per map access: it does not, for arrays.
 
-Supported map types: array, percpu_array (with its ``ncpus`` copies per value, recorded in the
-header) and mmapable arrays. Hash maps and the others raise NotSupportedError: their state (a
-slab plus an index) is not yet kept in the file. A global data map (``.bss``/``.data``) cannot be
-pinned either: programs hold the address of its value, which moving the storage would break.
+Supported map types: array and percpu_array (with their ``ncpus`` copies per value, recorded in
+the header), mmapable arrays, and hash, percpu_hash, lru_hash and lru_percpu_hash. A hash map's
+slots (key, then value) live in the file after one occupancy byte per slot, which the pinning
+process keeps up to date; another process reads its elements by scanning the occupied slots
+(:meth:`PinnedMap.entries`) but cannot update it (the key index lives in the pinning process).
+A reader may see an element while it is being inserted or updated (the bytes are copied in
+place), as user space may in the kernel without BPF_F_LOCK. Other map types raise
+NotSupportedError. A global data map (``.bss``/``.data``) cannot be pinned: programs hold the
+address of its value, which moving the storage would break.
 
 Programs and links are pinned as descriptions (object file, program, type, id, pid; link kind and
 target): another process cannot run them, but ``pybpf link list`` reads the link pins, which is
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import MapKeyNotFoundError, NotSupportedError, PybpfError
 from pybpf.platform.uapi_generated import BpfMapType
-from pybpf.runtime.maps import ArrayMap, MapDef, PercpuArrayMap
+from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuArrayMap
 from pybpf.vm.memory import AddressSpace
 
 if TYPE_CHECKING:
@@ -52,7 +57,16 @@ _HEADER = struct.Struct("<8sII")  # magic, version, JSON length
 DATA_OFFSET = 4096
 """Where a pinned map's values start in its file (page aligned, so it can be mmap'ed alone)."""
 PIN_ROOT_ENV = "PYBPF_PIN_ROOT"
-PINNABLE_MAP_TYPES = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
+PINNABLE_MAP_TYPES = frozenset(
+    {
+        BpfMapType.ARRAY,
+        BpfMapType.PERCPU_ARRAY,
+        BpfMapType.HASH,
+        BpfMapType.PERCPU_HASH,
+        BpfMapType.LRU_HASH,
+        BpfMapType.LRU_PERCPU_HASH,
+    }
+)
 
 
 class PinError(PybpfError):
@@ -155,8 +169,12 @@ def list_pins(root: str | os.PathLike[str] | None = None, kind: str | None = Non
 # -- maps --------------------------------------------------------------------------------------
 
 
-def _map_meta(found: ArrayMap) -> dict[str, Any]:
-    return {
+def _round8(size: int) -> int:
+    return (size + 7) // 8 * 8
+
+
+def _map_meta(found: ArrayMap | HashMap) -> dict[str, Any]:
+    meta: dict[str, Any] = {
         "kind": "map",
         "name": found.name,
         "type": int(found.type),
@@ -166,18 +184,29 @@ def _map_meta(found: ArrayMap) -> dict[str, Any]:
         "max_entries": found.max_entries,
         "map_flags": found.map_flags,
         "ncpus": found.ncpus,
-        "data_size": found.storage_size,
         "pid": os.getpid(),
     }
-
-
-def _check_pinnable(found: object) -> ArrayMap:
-    map_type = getattr(found, "type", None)
-    if not isinstance(found, ArrayMap) or map_type not in PINNABLE_MAP_TYPES:
-        name = map_type.name.lower() if isinstance(map_type, BpfMapType) else type(found).__name__
-        raise NotSupportedError(
-            f"pinning {name} maps is not supported (only array and percpu_array maps can be pinned)"
+    if isinstance(found, HashMap):
+        # One occupancy byte per slot (padded to 8), then max_entries slots: key, then value(s).
+        occupancy = _round8(found.max_entries)
+        meta.update(
+            layout="hash",
+            occupancy_size=occupancy,
+            slot_size=found.slot_size,
+            key_stride=found.key_stride,
+            data_size=occupancy + found.max_entries * found.slot_size,
         )
+    else:
+        meta.update(layout="array", data_size=found.storage_size)
+    return meta
+
+
+def _check_pinnable(found: object) -> ArrayMap | HashMap:
+    map_type = getattr(found, "type", None)
+    if not isinstance(found, ArrayMap | HashMap) or map_type not in PINNABLE_MAP_TYPES:
+        name = map_type.name.lower() if isinstance(map_type, BpfMapType) else type(found).__name__
+        supported = ", ".join(sorted(kind.name.lower() for kind in PINNABLE_MAP_TYPES))
+        raise NotSupportedError(f"pinning {name} maps is not supported (pinnable types: {supported})")
     if found.name.startswith("."):
         raise NotSupportedError(
             f"map {found.name!r} is global data: programs hold its value's address, so it cannot be pinned"
@@ -198,25 +227,36 @@ class _SharedStorage:
 
 
 def pin_map(found: object, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
-    """Pin an array map at ``path``: its values move into the pin file, shared with other processes.
+    """Pin a map at ``path``: its storage moves into the pin file, shared with other processes.
 
     Call it between program runs (a program's pointers into the old storage would go stale).
     The mapping lives as long as the map; the file outlives both.
     """
-    array = _check_pinnable(found)
+    pinnable = _check_pinnable(found)
     full = pin_path(path, root)
-    fd = _write_new(full, _map_meta(array), array.storage_size)
+    meta = _map_meta(pinnable)
+    fd = _write_new(full, meta, meta["data_size"])
     try:
-        storage = _SharedStorage(fd, array.storage_size)
+        storage = _SharedStorage(fd, meta["data_size"])
     finally:
         os.close(fd)
-    # The map's region now holds the mapping (and so keeps it open) for as long as the map lives.
-    array.move_storage(storage.mapping)
+    # The map's regions now hold the mapping (and so keep it open) for as long as the map lives.
+    if isinstance(pinnable, HashMap):
+        view = memoryview(storage.mapping)
+        occupancy = meta["occupancy_size"]
+        pinnable.move_storage(view[occupancy:], view[: pinnable.max_entries])
+    else:
+        pinnable.move_storage(storage.mapping)
     return full
 
 
 class PinnedMap:
-    """A pinned map opened in this process: an ArrayMap whose values are the pin file's pages."""
+    """A pinned map opened in this process, over the pin file's pages (live, shared).
+
+    Arrays open as an :class:`ArrayMap` (``map``: read and write through the map API or, when
+    mmapable, :meth:`mmap`); hash maps are read-only here (their index lives in the pinning
+    process): :meth:`entries` scans the occupied slots, :meth:`lookup` finds one key.
+    """
 
     def __init__(self, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
         info = read_pin(path, root)
@@ -225,10 +265,9 @@ class PinnedMap:
         meta = info.meta
         self.path = info.path
         self.meta = meta
-        map_type = BpfMapType(meta["type"])
-        definition = MapDef(
-            map_type, meta["key_size"], meta["value_size"], meta["max_entries"], meta["map_flags"], meta["name"]
-        )
+        self.type = BpfMapType(meta["type"])
+        self.name: str = meta["name"]
+        self.ncpus = int(meta["ncpus"])
         size = int(meta["data_size"])
         if self.path.stat().st_size < DATA_OFFSET + size:
             raise PinError(f"{self.path}: the file is shorter than the map it pins")
@@ -238,31 +277,65 @@ class PinnedMap:
         finally:
             os.close(fd)
         self.memory = AddressSpace()
-        cls = PercpuArrayMap if map_type == BpfMapType.PERCPU_ARRAY else ArrayMap
-        self.map: ArrayMap = cls(definition, self.memory, int(meta["ncpus"]), storage=self._storage.mapping)
-        self.name = self.map.name
-        self.type = map_type
+        self.map: ArrayMap | None = None
+        if meta.get("layout", "array") == "array":
+            definition = MapDef(
+                self.type, meta["key_size"], meta["value_size"], meta["max_entries"], meta["map_flags"], self.name
+            )
+            cls = PercpuArrayMap if self.type == BpfMapType.PERCPU_ARRAY else ArrayMap
+            self.map = cls(definition, self.memory, self.ncpus, storage=self._storage.mapping)
+
+    @property
+    def percpu(self) -> bool:
+        return self.type in (BpfMapType.PERCPU_ARRAY, BpfMapType.PERCPU_HASH, BpfMapType.LRU_PERCPU_HASH)
+
+    def _split(self, value: bytes) -> bytes | tuple[bytes, ...]:
+        if not self.percpu:
+            return value
+        stride, size = _round8(self.meta["value_size"]), self.meta["value_size"]
+        return tuple(value[i * stride : i * stride + size] for i in range(self.ncpus))
 
     def entries(self) -> Iterator[tuple[bytes, bytes | tuple[bytes, ...]]]:
         """``(key, value)`` for every element; per-CPU values split into one bytes per CPU."""
         found = self.map
-        for key in list(found.raw_keys()):
-            try:
-                value = bytes(found.lookup_raw(key))
-            except MapKeyNotFoundError:
-                continue
-            if found.PERCPU:
-                stride = found.value_stride
-                yield key, tuple(value[i * stride : i * stride + found.value_size] for i in range(found.ncpus))
-            else:
-                yield key, value
+        if found is not None:
+            for key in list(found.raw_keys()):
+                try:
+                    yield key, self._split(bytes(found.lookup_raw(key)))
+                except MapKeyNotFoundError:
+                    continue
+            return
+        meta = self.meta
+        view = memoryview(self._storage.mapping)
+        occupancy_size, slot_size, key_stride = meta["occupancy_size"], meta["slot_size"], meta["key_stride"]
+        key_size = meta["key_size"]
+        value_bytes = _round8(meta["value_size"]) * self.ncpus if self.percpu else meta["value_size"]
+        try:
+            for slot in range(meta["max_entries"]):
+                if not view[slot]:
+                    continue
+                start = occupancy_size + slot * slot_size
+                key = bytes(view[start : start + key_size])
+                yield key, self._split(bytes(view[start + key_stride : start + key_stride + value_bytes]))
+        finally:
+            view.release()
+
+    def lookup(self, key: bytes) -> bytes | tuple[bytes, ...]:
+        """The value of ``key``; MapKeyNotFoundError when absent."""
+        for found, value in self.entries():
+            if found == key:
+                return value
+        raise MapKeyNotFoundError(f"pinned map {self.name!r}: no such key")
 
     def mmap(self) -> memoryview:
         """The values by direct memory access (BPF_F_MMAPABLE arrays), shared with every process."""
+        if self.map is None:
+            raise NotSupportedError(f"pinned map {self.name!r} is a {self.type.name.lower()} map, not an array")
         return self.map.mmap()
 
     def close(self) -> None:
-        self.map.close()
+        if self.map is not None:
+            self.map.close()
         self._storage.close()
 
     def __enter__(self) -> Self:

@@ -67,7 +67,8 @@ class ArrayMap(Map):
     def move_storage(self, storage: object) -> None:
         """Keep the values in ``storage`` from now on (copied there first); between runs only,
         since pointers programs got from earlier lookups point into the old storage."""
-        region = self.slab.move_storage(storage)
+        self.slab.move_storage(storage)
+        region = self.slab.regions[0]
         self._base = region.address
         self._view = region.view
 

@@ -89,6 +89,14 @@ class HashMap(Map):
     def close(self) -> None:
         self.slab.release()
 
+    def move_storage(self, storage: object, occupancy: memoryview) -> None:
+        """Keep the elements in ``storage`` from now on, one byte per slot in ``occupancy`` saying
+        which slots hold one (1) or are free (0): e.g. a pin file another process reads. A slot is
+        the key (padded to 8 bytes) then the value(s). Between runs only: value pointers change.
+        """
+        self.slab.move_storage(storage, occupancy)
+        self._index = {key: (slot, self.slab.address(slot)) for key, (slot, _) in self._index.items()}
+
     # -- program side -----------------------------------------------------------------------------
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:

@@ -26,7 +26,9 @@ class Slab:
     __slots__ = (
         "_free",
         "_next_fresh",
+        "_occupancy",
         "_shift",
+        "_storage",
         "address_space",
         "capacity",
         "chunk_slots",
@@ -70,6 +72,8 @@ class Slab:
         self.regions: list[Region] = []
         self._free: list[int] = []
         self._next_fresh = 0
+        self._storage: memoryview | None = None  # where chunks live after move_storage
+        self._occupancy: memoryview | None = None  # one byte per slot: 1 in use, 0 free
         if storage is not None and not eager:
             raise MapInvalidArgumentError(f"{self.name}: only an eager slab can live in given storage")
         if eager:
@@ -78,6 +82,9 @@ class Slab:
     def _add_chunk(self, slots: int, storage: object | None = None) -> None:
         index = len(self.regions)
         name = f"{self.name}[{index}]"
+        if storage is None and self._storage is not None:
+            start = index * self.chunk_slots * self.slot_size
+            storage = self._storage[start : start + slots * self.slot_size]
         if storage is None:
             region = Region.zeroed(self.kind, name, slots * self.slot_size, self.writable)
         else:
@@ -87,28 +94,49 @@ class Slab:
         self.address_space.add(region)
         self.regions.append(region)
 
-    def move_storage(self, storage: object) -> Region:
-        """Copy an eager slab's slots into ``storage`` and use it from now on; the old region is unmapped.
+    def move_storage(self, storage: object, occupancy: memoryview | None = None) -> None:
+        """Copy the slots into ``storage`` (room for ``capacity`` slots) and keep them there from now on.
 
-        Addresses of slots handed out before the move become invalid: call it between runs only.
+        Each chunk becomes a window of ``storage`` at its own offset, and later chunks are taken
+        from it too. With ``occupancy`` (one byte per slot), the slab marks which slots are in
+        use there (1) and free (0), so a reader of the storage alone can find the elements. The
+        old regions are unmapped: addresses handed out before the move become invalid, so call
+        it between runs only.
         """
-        if len(self.regions) != 1 or self._next_fresh or self._free:
-            raise MapInvalidArgumentError(f"{self.name}: only an eager (single-region) slab can move its storage")
-        old = self.regions[0]
-        region = Region(self.kind, old.name, storage, self.writable)
-        if region.size < old.size:
-            raise MapInvalidArgumentError(f"{self.name}: storage of {region.size} bytes cannot hold {old.size}")
-        region.view[: old.size] = old.view
-        self.address_space.add(region)
-        if old in self.address_space:
-            self.address_space.remove(old)
-        self.regions[0] = region
-        return region
+        whole = memoryview(storage).cast("B")  # type: ignore[arg-type]
+        if len(whole) < self.capacity * self.slot_size:
+            raise MapInvalidArgumentError(
+                f"{self.name}: storage of {len(whole)} bytes cannot hold {self.capacity} slots"
+            )
+        if occupancy is not None and len(occupancy) < self.capacity:
+            raise MapInvalidArgumentError(f"{self.name}: occupancy of {len(occupancy)} bytes for {self.capacity} slots")
+        chunk_bytes = self.chunk_slots * self.slot_size
+        moved: list[Region] = []
+        for index, old in enumerate(self.regions):
+            start = index * chunk_bytes
+            region = Region(self.kind, old.name, whole[start : start + old.size], self.writable)
+            region.view[:] = old.view
+            moved.append(region)
+        for old, region in zip(self.regions, moved, strict=True):
+            self.address_space.add(region)
+            if old in self.address_space:
+                self.address_space.remove(old)
+        self.regions[:] = moved
+        self._storage = whole
+        if occupancy is not None:
+            free = set(self._free)
+            occupancy[: self.capacity] = bytes(
+                1 if slot < self._next_fresh and slot not in free else 0 for slot in range(self.capacity)
+            )
+        self._occupancy = occupancy
 
     def alloc(self) -> int:
         """A free slot number (its bytes are whatever the last user left: callers overwrite them)."""
         if self._free:
-            return self._free.pop()
+            slot = self._free.pop()
+            if self._occupancy is not None:
+                self._occupancy[slot] = 1
+            return slot
         slot = self._next_fresh
         if slot >= self.capacity:
             raise MapFullError(f"{self.name}: all {self.capacity} slots are in use")
@@ -116,9 +144,13 @@ class Slab:
             remaining = self.capacity - slot
             self._add_chunk(min(self.chunk_slots, remaining))
         self._next_fresh = slot + 1
+        if self._occupancy is not None:
+            self._occupancy[slot] = 1
         return slot
 
     def free(self, slot: int) -> None:
+        if self._occupancy is not None:
+            self._occupancy[slot] = 0
         self._free.append(slot)
 
     def address(self, slot: int) -> int:
