@@ -59,6 +59,7 @@ from pybpf.kernel.objects import (
     prog_map_ids,
     prog_xlated_insns,
 )
+from pybpf.kernel.perf_buffer import KernelPerfBuffer
 from pybpf.kernel.pin import NotOnBpffsError, pin
 from pybpf.kernel.pinned import open_pinned
 from pybpf.kernel.probe import available
@@ -100,6 +101,7 @@ __all__ = [
     "KernelLoadError",
     "KernelMap",
     "KernelObject",
+    "KernelPerfBuffer",
     "KernelProgram",
     "KernelRingBufferConsumer",
     "KernelTestRun",
