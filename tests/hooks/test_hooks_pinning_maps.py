@@ -27,7 +27,7 @@ from pybpf.hooks.pinning import (
 )
 from pybpf.hooks.probes import attach_probe
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
-from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuHashMap
+from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuHashMap, create_map
 from pybpf.vm.memory import AddressSpace
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -149,10 +149,14 @@ def test_mmapable_array_is_shared_by_direct_memory_access(tmp_path: Path) -> Non
 
 
 def test_unsupported_pins(tmp_path: Path) -> None:
-    with pybpf.load(PROGS / "hooks_tracepoint.o") as obj:
-        with pytest.raises(NotSupportedError, match="ringbuf"):
-            pin_map(obj.maps["requests"], "ring", tmp_path)
-        assert not (tmp_path / "ring").exists()
+    queue = create_map(MapDef(BpfMapType.QUEUE, 0, 8, 4, 0, "queue"), AddressSpace())
+    with pytest.raises(NotSupportedError, match="queue"):
+        pin_map(queue, "queue", tmp_path)
+    assert not (tmp_path / "queue").exists()
+    with pybpf.load(PROGS / "global_data.o") as obj:
+        data_map = next(name for name in obj.maps if name.startswith("."))
+        with pytest.raises(NotSupportedError, match="global data"):
+            pin_map(obj.maps[data_map], "data", tmp_path)
     (tmp_path / "junk").write_bytes(b"not a pin")
     with pytest.raises(PinError):
         open_pinned_map("junk", tmp_path)

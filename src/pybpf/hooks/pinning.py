@@ -21,9 +21,12 @@ slots (key, then value) live in the file after one occupancy byte per slot, whic
 process keeps up to date; another process reads its elements by scanning the occupied slots
 (:meth:`PinnedMap.entries`) but cannot update it (the key index lives in the pinning process).
 A reader may see an element while it is being inserted or updated (the bytes are copied in
-place), as user space may in the kernel without BPF_F_LOCK. Other map types raise
-NotSupportedError. A global data map (``.bss``/``.data``) cannot be pinned: programs hold the
-address of its value, which moving the storage would break.
+place), as user space may in the kernel without BPF_F_LOCK. A ring buffer's records and its
+two positions (the kernel's producer and consumer pages) live in the file, so another process
+consumes what programs produce (:meth:`PinnedMap.poll`) and the producer sees the room it
+frees; records not consumed survive the producer. Other map types raise NotSupportedError.
+A global data map (``.bss``/``.data``) cannot be pinned: programs hold the address of its
+value, which moving the storage would break.
 
 Programs and links are pinned as descriptions (object file, program, type, id, pid; link kind and
 target): another process cannot run them, but ``pybpf link list`` reads the link pins, which is
@@ -37,6 +40,7 @@ import json
 import mmap
 import os
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +48,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import MapKeyNotFoundError, NotSupportedError, PybpfError
 from pybpf.platform.uapi_generated import BpfMapType
-from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuArrayMap
+from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuArrayMap, RingBufMap
+from pybpf.runtime.maps.ringbuf import POSITIONS_SIZE as RINGBUF_POSITIONS_SIZE
 from pybpf.vm.memory import AddressSpace
 
 if TYPE_CHECKING:
@@ -65,8 +70,11 @@ PINNABLE_MAP_TYPES = frozenset(
         BpfMapType.PERCPU_HASH,
         BpfMapType.LRU_HASH,
         BpfMapType.LRU_PERCPU_HASH,
+        BpfMapType.RINGBUF,
     }
 )
+RINGBUF_POSITIONS_PAGE = 4096
+"""A pinned ring buffer's file data: a page for the positions, then the records (twice the size)."""
 
 
 class PinError(PybpfError):
@@ -173,7 +181,7 @@ def _round8(size: int) -> int:
     return (size + 7) // 8 * 8
 
 
-def _map_meta(found: ArrayMap | HashMap) -> dict[str, Any]:
+def _map_meta(found: ArrayMap | HashMap | RingBufMap) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "kind": "map",
         "name": found.name,
@@ -186,7 +194,9 @@ def _map_meta(found: ArrayMap | HashMap) -> dict[str, Any]:
         "ncpus": found.ncpus,
         "pid": os.getpid(),
     }
-    if isinstance(found, HashMap):
+    if isinstance(found, RingBufMap):
+        meta.update(layout="ringbuf", data_size=RINGBUF_POSITIONS_PAGE + 2 * found.size)
+    elif isinstance(found, HashMap):
         # One occupancy byte per slot (padded to 8), then max_entries slots: key, then value(s).
         occupancy = _round8(found.max_entries)
         meta.update(
@@ -201,9 +211,9 @@ def _map_meta(found: ArrayMap | HashMap) -> dict[str, Any]:
     return meta
 
 
-def _check_pinnable(found: object) -> ArrayMap | HashMap:
+def _check_pinnable(found: object) -> ArrayMap | HashMap | RingBufMap:
     map_type = getattr(found, "type", None)
-    if not isinstance(found, ArrayMap | HashMap) or map_type not in PINNABLE_MAP_TYPES:
+    if not isinstance(found, ArrayMap | HashMap | RingBufMap) or map_type not in PINNABLE_MAP_TYPES:
         name = map_type.name.lower() if isinstance(map_type, BpfMapType) else type(found).__name__
         supported = ", ".join(sorted(kind.name.lower() for kind in PINNABLE_MAP_TYPES))
         raise NotSupportedError(f"pinning {name} maps is not supported (pinnable types: {supported})")
@@ -241,7 +251,10 @@ def pin_map(found: object, path: str | os.PathLike[str], root: str | os.PathLike
     finally:
         os.close(fd)
     # The map's regions now hold the mapping (and so keep it open) for as long as the map lives.
-    if isinstance(pinnable, HashMap):
+    if isinstance(pinnable, RingBufMap):
+        view = memoryview(storage.mapping)
+        pinnable.move_storage(view[RINGBUF_POSITIONS_PAGE:], view[:RINGBUF_POSITIONS_SIZE])
+    elif isinstance(pinnable, HashMap):
         view = memoryview(storage.mapping)
         occupancy = meta["occupancy_size"]
         pinnable.move_storage(view[occupancy:], view[: pinnable.max_entries])
@@ -278,7 +291,14 @@ class PinnedMap:
             os.close(fd)
         self.memory = AddressSpace()
         self.map: ArrayMap | None = None
-        if meta.get("layout", "array") == "array":
+        self.ring: RingBufMap | None = None
+        layout = meta.get("layout", "array")
+        if layout == "ringbuf":
+            ring = RingBufMap(MapDef(self.type, 0, 0, meta["max_entries"], meta["map_flags"], self.name), self.memory)
+            view = memoryview(self._storage.mapping)
+            ring.move_storage(view[RINGBUF_POSITIONS_PAGE:], view[:RINGBUF_POSITIONS_SIZE], copy=False)
+            self.ring = ring
+        elif layout == "array":
             definition = MapDef(
                 self.type, meta["key_size"], meta["value_size"], meta["max_entries"], meta["map_flags"], self.name
             )
@@ -295,8 +315,30 @@ class PinnedMap:
         stride, size = _round8(self.meta["value_size"]), self.meta["value_size"]
         return tuple(value[i * stride : i * stride + size] for i in range(self.ncpus))
 
+    def poll(self, timeout: float | None = 0.0, interval: float = 0.001) -> list[bytes]:
+        """A pinned ring buffer's committed records, consumed (another process produces them).
+
+        Waits up to ``timeout`` seconds (forever for None) for at least one record, checking
+        every ``interval`` seconds: the producer's wakeups do not cross processes.
+        """
+        ring = self.ring
+        if ring is None:
+            raise NotSupportedError(f"pinned map {self.name!r} is a {self.type.name.lower()} map, not a ring buffer")
+        records: list[bytes] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ring.consume(records.append)
+            if records or (deadline is not None and time.monotonic() >= deadline):
+                return records
+            time.sleep(interval)
+
     def entries(self) -> Iterator[tuple[bytes, bytes | tuple[bytes, ...]]]:
-        """``(key, value)`` for every element; per-CPU values split into one bytes per CPU."""
+        """``(key, value)`` for every element; per-CPU values split into one bytes per CPU.
+
+        A ring buffer has no elements (use :meth:`poll`).
+        """
+        if self.ring is not None:
+            return
         found = self.map
         if found is not None:
             for key in list(found.raw_keys()):
@@ -334,8 +376,9 @@ class PinnedMap:
         return self.map.mmap()
 
     def close(self) -> None:
-        if self.map is not None:
-            self.map.close()
+        for owned in (self.map, self.ring):
+            if owned is not None:
+                owned.close()
         self._storage.close()
 
     def __enter__(self) -> Self:

@@ -33,6 +33,12 @@ BPF_RINGBUF_DISCARD_BIT = 1 << 30
 BPF_RINGBUF_HDR_SZ = 8
 RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4
 _HEADER = struct.Struct("<II")
+_POSITION = struct.Struct("<Q")
+_CONSUMER_POS = 0
+_PRODUCER_POS = 8
+_POSITIONS_SIZE = 16
+POSITIONS_SIZE = _POSITIONS_SIZE
+"""Bytes of a ring's shared positions: u64 consumer_pos, then u64 producer_pos."""
 
 RingBufferCallback = Callable[[bytes], "int | None"]
 """Called with each record's bytes; a negative return stops the poll and is returned from it."""
@@ -51,10 +57,48 @@ class RingBufMap(Map):
         self.region = address_space.add(
             Region.zeroed(RegionKind.RINGBUF, f"{self.name or 'ringbuf'} data", 2 * self.size)
         )
-        self.producer_pos = 0
-        self.consumer_pos = 0
+        # The positions live in a buffer (the kernel's consumer and producer pages) so that they
+        # can move into memory shared with another process (move_storage), with the data.
+        self._positions: memoryview = memoryview(bytearray(_POSITIONS_SIZE))
         self.wakeups = 0
         """How many times a commit would have woken the consumer (the kernel's irq_work)."""
+
+    @property
+    def consumer_pos(self) -> int:
+        value: int = _POSITION.unpack_from(self._positions, _CONSUMER_POS)[0]
+        return value
+
+    @consumer_pos.setter
+    def consumer_pos(self, value: int) -> None:
+        _POSITION.pack_into(self._positions, _CONSUMER_POS, value)
+
+    @property
+    def producer_pos(self) -> int:
+        value: int = _POSITION.unpack_from(self._positions, _PRODUCER_POS)[0]
+        return value
+
+    @producer_pos.setter
+    def producer_pos(self, value: int) -> None:
+        _POSITION.pack_into(self._positions, _PRODUCER_POS, value)
+
+    def move_storage(self, data: object, positions: memoryview, *, copy: bool = True) -> None:
+        """Keep the records in ``data`` (``2 * size`` bytes) and the positions in ``positions``
+        (:data:`POSITIONS_SIZE` bytes) from now on, e.g. a file shared with a consumer process.
+
+        With ``copy`` the current contents move there; without it the storage is adopted as it
+        is (a consumer opening a ring another process produces into). Between runs only.
+        """
+        region = Region(RegionKind.RINGBUF, self.region.name, data)
+        if region.size < 2 * self.size or len(positions) < _POSITIONS_SIZE:
+            raise MapInvalidArgumentError(f"{self.label}: storage too small for a ring of {self.size} bytes")
+        if copy:
+            region.view[: 2 * self.size] = self.region.view
+            positions[:_POSITIONS_SIZE] = self._positions
+        self.address_space.add(region)
+        if self.region in self.address_space:
+            self.address_space.remove(self.region)
+        self.region = region
+        self._positions = positions
 
     def validate(self) -> None:
         definition = self.definition
