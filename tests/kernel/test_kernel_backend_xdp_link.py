@@ -1,4 +1,4 @@
-"""A live XDP attachment through a BPF link, on a veth pair inside a network namespace we create.
+"""Live XDP and tcx attachments through BPF links, on a veth pair inside a network namespace we create.
 
 Nothing touches this machine's interfaces: the test makes a fresh namespace (``ip netns add``),
 puts both ends of a veth pair in it, and runs the attaching part in a child process that lives
@@ -69,6 +69,34 @@ print(json.dumps({"before": before, "attached": attached, "detached": detached})
 """
 
 
+TCX_CHILD = r"""
+import json, socket, sys, time
+import pybpf
+from pybpf.kernel import enable_stats
+
+# tc_mark.o only marks packets; the kernel's run count says whether it ran on each.
+obj = pybpf.load(sys.argv[1], backend="kernel")
+program = obj.program("tc_mark")
+sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sender.bind(("pybpf-a", 0))
+frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes.fromhex("4500001c00010000401166ce0a0000010a000002") + bytes(8)
+with enable_stats():
+    before = program.info().run_cnt
+    with program.attach_tc("pybpf-b", direction="ingress"):
+        for _ in range(6):
+            sender.send(frame)
+        time.sleep(0.2)
+        attached = program.info().run_cnt
+    # Leaving the with block closed the (unpinned) link: the program is off the hook.
+    for _ in range(4):
+        sender.send(frame)
+    time.sleep(0.2)
+    after = program.info().run_cnt
+obj.close()
+print(json.dumps({"before": before, "attached": attached, "after": after}))
+"""
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
@@ -88,6 +116,9 @@ def netns() -> Iterator[str]:
     except subprocess.CalledProcessError as error:
         pytest.skip(f"cannot create a network namespace: {error.stderr.strip()}")
     try:
+        # No IPv6 in the namespace: its router solicitations and MLD reports would be extra frames.
+        for conf in ("all", "default"):
+            _ip("netns", "exec", name, "sh", "-c", f"echo 1 > /proc/sys/net/ipv6/conf/{conf}/disable_ipv6")
         _ip("-n", name, "link", "add", "pybpf-a", "type", "veth", "peer", "name", "pybpf-b")
         _ip("-n", name, "link", "set", "pybpf-a", "up")
         _ip("-n", name, "link", "set", "pybpf-b", "up")
@@ -112,3 +143,19 @@ def test_xdp_link_counts_and_drops_then_detaches(netns: str) -> None:
     # Key 0 counts drops (denied source), key 1 passes.
     assert seen["attached"] == {"0": 3, "1": 5}
     assert seen["detached"] == seen["attached"]
+
+
+def test_tcx_link_runs_on_ingress_until_closed(netns: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    result = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", TCX_CHILD, str(PROGS / "tc_mark.o")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["attached"] - seen["before"] == 6
+    assert seen["after"] == seen["attached"]

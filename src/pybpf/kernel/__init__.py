@@ -19,7 +19,7 @@ from pybpf.kernel.btf_fixup import Kind as BtfKind
 from pybpf.kernel.fd import BadFdError, ClosedFdError, Fd, FdLike, fd_number
 from pybpf.kernel.features import KernelFeatures, features
 from pybpf.kernel.inventory import loaded_maps, loaded_programs
-from pybpf.kernel.link import Link, XdpFlags, attach_xdp
+from pybpf.kernel.link import Link, TcxAttachType, XdpFlags, attach_tcx, attach_xdp
 from pybpf.kernel.loader import KernelLoadError, kernel_map_name, load
 from pybpf.kernel.map_api import KernelMap, MapEntry, ValueCodec, possible_cpus
 from pybpf.kernel.maps import (
@@ -113,8 +113,10 @@ __all__ = [
     "ProgInfo",
     "RawSyscall",
     "RingBufferReader",
+    "TcxAttachType",
     "ValueCodec",
     "XdpFlags",
+    "attach_tcx",
     "attach_xdp",
     "available",
     "bpf",

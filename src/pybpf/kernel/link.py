@@ -1,4 +1,4 @@
-"""Attachments through BPF links: ``Link`` and XDP attachment (BPF_LINK_CREATE).
+"""Attachments through BPF links: ``Link``, XDP and tcx attachment (BPF_LINK_CREATE).
 
 A link holds its program on its hook for as long as the link's descriptor (or a pin of it) lives;
 ``detach()`` takes the program off at once, ``close()`` (or leaving a ``with`` block) releases
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from enum import IntFlag
+from enum import IntEnum, IntFlag
 from types import TracebackType
 
 from pybpf.errors import InvalidArgumentError
@@ -29,6 +29,15 @@ class XdpFlags(IntFlag):
     DRV_MODE = 1 << 2  # native XDP, in the driver
     HW_MODE = 1 << 3
 
+
+class TcxAttachType(IntEnum):
+    """``BPF_TCX_INGRESS``/``BPF_TCX_EGRESS`` (Linux 6.6), newer than the generated uapi tables."""
+
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+
+
+_TCX_DIRECTIONS = {"ingress": TcxAttachType.TCX_INGRESS, "egress": TcxAttachType.TCX_EGRESS}
 
 _XDP_MODES = {"generic": XdpFlags.SKB_MODE, "driver": XdpFlags.DRV_MODE, None: XdpFlags(0)}
 
@@ -92,3 +101,20 @@ def attach_xdp(
     ifindex = interface_index(interface)
     fd = link_create(prog_fd, ifindex, BpfAttachType.XDP, flags=int(_XDP_MODES[mode]), syscall=syscall)
     return Link(fd, description=f"xdp on ifindex {ifindex} ({mode or 'any'} mode)", syscall=syscall)
+
+
+def attach_tcx(
+    prog_fd: FdLike,
+    interface: str | int,
+    *,
+    direction: str = "ingress",
+    syscall: RawSyscall | None = None,
+) -> Link:
+    """Attach a tc (SCHED_CLS) program to ``interface``'s ingress or egress through a tcx link
+    (appended after the programs already there)."""
+    attach_type = _TCX_DIRECTIONS.get(direction)
+    if attach_type is None:
+        raise InvalidArgumentError(f"tcx direction must be 'ingress' or 'egress', not {direction!r}", 22)
+    ifindex = interface_index(interface)
+    fd = link_create(prog_fd, ifindex, attach_type, syscall=syscall)
+    return Link(fd, description=f"tcx {direction} on ifindex {ifindex}", syscall=syscall)

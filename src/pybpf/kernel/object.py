@@ -15,7 +15,7 @@ from typing import Any
 from pybpf.btf import Btf
 from pybpf.errors import ArgumentTooBigError, InvalidArgumentError, LoadError, NoSpaceError, TestRunError
 from pybpf.kernel.fd import Fd
-from pybpf.kernel.link import Link, attach_xdp
+from pybpf.kernel.link import Link, attach_tcx, attach_xdp
 from pybpf.kernel.map_api import KernelMap, MapEntry
 from pybpf.kernel.objects import ProgInfo, prog_info
 from pybpf.kernel.pin import pin
@@ -103,6 +103,10 @@ class KernelProgram:
     def attach_xdp(self, interface: str | int, *, mode: str | None = "generic") -> Link:
         """Attach this XDP program to ``interface`` through a link (see :func:`attach_xdp`)."""
         return attach_xdp(self.fd, interface, mode=mode, syscall=self._syscall)
+
+    def attach_tc(self, interface: str | int, *, direction: str = "ingress") -> Link:
+        """Attach this tc program to ``interface`` through a tcx link (see :func:`attach_tcx`)."""
+        return attach_tcx(self.fd, interface, direction=direction, syscall=self._syscall)
 
     def info(self) -> ProgInfo:
         """BPF_OBJ_GET_INFO_BY_FD: xlated/jited sizes, verified_insns, run counts..."""
