@@ -100,3 +100,22 @@ def test_any_audit_event_with_nested_arguments(audit_object: Path) -> None:
 def test_only_args_programs_attach() -> None:
     with pybpf.load(PROGS / "hooks_probe.o") as obj, pytest.raises(LinkError):
         attach_audit(obj.program("on_entry"), "open", runtime=HookRuntime())
+
+
+def test_deny_subprocess_and_import(audit_object: Path) -> None:
+    # subprocess.Popen's event starts with the executable; import's with the module name.
+    true = shutil.which("true")
+    assert true is not None
+    with pybpf.load(audit_object) as obj:
+        runtime = HookRuntime()
+        obj.maps["denied"].update_raw(bytes(4), true.encode().ljust(PATH_LEN, b"\0"))
+        with attach_audit(obj.program("deny_open"), "subprocess.Popen", runtime=runtime):
+            with pytest.raises(PermissionError):
+                subprocess.run([true], check=False)
+            assert subprocess.run(["sh", "-c", "exit 3"], check=False).returncode == 3
+        assert subprocess.run([true], check=False).returncode == 0
+        obj.maps["denied"].update_raw(bytes(4), b"pybpf_never_imported".ljust(PATH_LEN, b"\0"))
+        with attach_audit(obj.program("deny_open"), "import", runtime=runtime):
+            with pytest.raises(PermissionError):
+                import pybpf_never_imported  # type: ignore[import-not-found]  # noqa: F401
+            import json.tool  # noqa: F401  (allowed)
