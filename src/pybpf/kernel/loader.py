@@ -173,36 +173,33 @@ class _Instantiation:
 
     def _create(self, spec: MapSpec, *, inner_fd: Fd | None) -> tuple[Fd, bool]:
         """The map's fd, and whether it was created with BTF type ids."""
-        name = kernel_map_name(self.spec.name, spec)
-        common = {
-            "map_flags": spec.map_flags,
-            "name": name,
-            "inner_map_fd": inner_fd,
-            "numa_node": spec.numa_node,
-            "syscall": self.syscall,
-        }
-        with_btf = self.btf_fd is not None and spec.btf_value_type_id is not None and spec.kind is not MapKind.LEGACY
-        # Only map types that take element BTF get it; the kernel answers EINVAL for the others
-        # (prog arrays, ring buffers, maps of maps...).
-        if with_btf:
+
+        def create(btf_fd: Fd | None, key_type_id: int, value_type_id: int) -> Fd:
+            return map_create(
+                spec.type,
+                spec.key_size,
+                spec.value_size,
+                spec.max_entries,
+                map_flags=spec.map_flags,
+                name=kernel_map_name(self.spec.name, spec),
+                inner_map_fd=inner_fd,
+                numa_node=spec.numa_node,
+                btf_fd=btf_fd,
+                btf_key_type_id=key_type_id,
+                btf_value_type_id=value_type_id,
+                syscall=self.syscall,
+            )
+
+        if self.btf_fd is not None and spec.btf_value_type_id is not None and spec.kind is not MapKind.LEGACY:
             try:
-                fd = map_create(
-                    spec.type,
-                    spec.key_size,
-                    spec.value_size,
-                    spec.max_entries,
-                    btf_fd=self.btf_fd,
-                    btf_key_type_id=spec.btf_key_type_id or 0,
-                    btf_value_type_id=spec.btf_value_type_id or 0,
-                    **common,  # type: ignore[arg-type]
-                )
-                return fd, True
+                return create(self.btf_fd, spec.btf_key_type_id or 0, spec.btf_value_type_id), True
             except PermissionDeniedError:
                 raise
             except BpfCommandError:
-                pass  # libbpf retries without BTF too
-        fd = map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries, **common)  # type: ignore[arg-type]
-        return fd, False
+                # Some map types take no element BTF (queues, stacks, keyless maps): libbpf retries
+                # without it too.
+                pass
+        return create(None, 0, 0), False
 
     def create_maps(self) -> None:
         for spec in self.spec.maps.values():
@@ -390,4 +387,4 @@ def load(
         work.fill_slots()
         # Success: the object owns the descriptors now, so the stack must not close them.
         stack.pop_all()
-        return KernelObject(spec, work.programs, work.maps, btf_fd=work.btf_fd, kernel_btf=None)
+        return KernelObject(spec, work.programs, work.maps, btf_fd=work.btf_fd)

@@ -141,7 +141,6 @@ class KernelObject:
         maps: Mapping[str, KernelMap],
         *,
         btf_fd: Fd | None,
-        kernel_btf: Btf | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -150,7 +149,6 @@ class KernelObject:
         self.btf: Btf | None = spec.btf
         self.license = spec.license
         self.btf_fd = btf_fd
-        self.kernel_btf = kernel_btf
         self.trace_pipe = KernelTracePipe()
 
     def __repr__(self) -> str:
