@@ -130,3 +130,17 @@ def test_non_probe_programs_cannot_attach(obj: Object) -> None:
             attach_probe(next(iter(xdp.programs.values())), len)
     finally:
         xdp.close()
+
+
+def test_only_user_space_programs_attach() -> None:
+    from pybpf.errors import NotSupportedError
+    from pybpf.hooks.lsm import attach_audit
+    from pybpf.hooks.tracepoints import attach_tracepoint
+
+    not_a_vm_program = object()
+    with pytest.raises(NotSupportedError, match="backend='vm'"):
+        attach_probe(not_a_vm_program, len)  # type: ignore[arg-type]
+    with pytest.raises(NotSupportedError):
+        attach_tracepoint(not_a_vm_program, "app/x")  # type: ignore[arg-type]
+    with pytest.raises(NotSupportedError):
+        attach_audit(not_a_vm_program, "open")  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pybpf.errors import NotSupportedError
 from pybpf.runtime.context import ContextImage
 from pybpf.runtime.helpers.services import RunState, TaskInfo
 from pybpf.runtime.program import Program
@@ -198,6 +199,15 @@ def run_hooked(
                 own_image.unmap_from(call.memory)
             call.close()
     return HookRun(signed32(result.r0), result.r0)
+
+
+def require_user_space(program: object) -> Program:
+    """``program`` if it runs in user space; hooks cannot run a program loaded into the kernel."""
+    if not isinstance(program, Program):
+        raise NotSupportedError(
+            f"{program!r} is not a user-space program: hooks run programs loaded with pybpf.load(..., backend='vm')"
+        )
+    return program
 
 
 def pack_u64s(values: Sequence[int], size: int) -> bytes:

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import MAX_BPF_FUNC_ARGS
 from pybpf.platform.uapi_generated import BpfProgType
@@ -157,6 +157,7 @@ def attach_audit(program: Program, event: str, *, runtime: HookRuntime | None = 
     ``program`` is an lsm, raw_tracepoint or tracing (fentry-style) program: all take the u64
     argument array. Events are CPython's audit event names (``open``, ``socket.connect``...).
     """
+    require_user_space(program)
     if program.prog_type not in AUDIT_PROG_TYPES:
         raise LinkError(
             f"program {program.name!r} is a {program.type_spec.name} program; audit hooks take lsm, "

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind
 from pybpf.platform.contexts import PT_REGS, RegsLayout
 from pybpf.platform.uapi_generated import BpfAttachType, BpfProgType
@@ -238,6 +238,7 @@ def attach_probe(
     unprobed function, as with any monkey-patching; use ``link.wrapper`` for those, or the
     :func:`probe` decorator. ``cookie`` is what bpf_get_attach_cookie returns.
     """
+    require_user_space(program)
     kind = probe_kind(program)
     return ProbeLink(program, function, kind, runtime=runtime, cookie=cookie, install=install)
 
@@ -247,6 +248,8 @@ def probe(program: Program, *, cookie: int = 0, runtime: HookRuntime | None = No
 
     The link is ``func.__pybpf_links__[-1]`` (see :func:`links_of`).
     """
+
+    require_user_space(program)
 
     def decorate(function: F) -> F:
         link = ProbeLink(program, function, probe_kind(program), runtime=runtime, cookie=cookie, install=False)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, run_hooked
+from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import PERF_MAX_TRACE_SIZE
 from pybpf.platform.uapi_generated import BpfProgType
@@ -325,6 +325,7 @@ def attach_tracepoint(
     The target is ``category/name`` when given, else the program's section
     (``tracepoint/app/request``; ``raw_tp/request`` names only the event).
     """
+    require_user_space(program)
     kind = _KINDS.get(program.prog_type)
     if kind is None:
         raise LinkError(
