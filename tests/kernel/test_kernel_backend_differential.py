@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import pybpf
-from pybpf.errors import TestRunError
+from pybpf.errors import MapKeyNotFoundError, TestRunError
 from pybpf.kernel import available
 from pybpf.kernel.object import KernelObject
 from pybpf.platform.test_run import TestRunResult
@@ -25,9 +25,15 @@ from pybpf.runtime.program import TestRunResult as RuntimeTestRunResult
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 SKB_CTX = bytes(192)  # a zeroed __sk_buff: both fill wire_len etc. and report ctx_out
-# Maps whose contents are not comparable values: prog arrays hold program ids (kernel) or
-# runtime ids (vm); event maps have no elements to read.
-UNCOMPARABLE = (BpfMapType.PROG_ARRAY, BpfMapType.RINGBUF, BpfMapType.PERF_EVENT_ARRAY)
+# Maps whose contents are not comparable values: prog arrays and maps of maps hold object ids
+# (kernel ids or runtime ids); event maps have no elements to read.
+UNCOMPARABLE = (
+    BpfMapType.PROG_ARRAY,
+    BpfMapType.ARRAY_OF_MAPS,
+    BpfMapType.HASH_OF_MAPS,
+    BpfMapType.RINGBUF,
+    BpfMapType.PERF_EVENT_ARRAY,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -86,6 +92,10 @@ CASES: list[tuple[str, str, bytes | None, dict[str, list[tuple[bytes, bytes]]]]]
     ("global_data", "global_filter", None, {}),
     ("legacy_maps", "legacy_filter", None, {}),
     ("loop_callback", "xdp_loop", None, {}),
+    ("map_in_map", "mim_count", None, {}),
+    ("queue_stack", "queue_stack", None, {}),
+    ("map_foreach", "count_lengths", None, {}),
+    ("spin_lock", "locked_count", None, {}),
 ]
 
 
@@ -98,6 +108,16 @@ def entries(obj: Any, name: str) -> dict[bytes, bytes | int]:
         else:
             out[entry.key] = entry.value
     return out
+
+
+def drain(found: Any) -> list[bytes]:
+    """Pop a queue or stack empty (the same call on both backends), in pop order."""
+    popped: list[bytes] = []
+    while True:
+        try:
+            popped.append(found.lookup_and_delete_raw())
+        except MapKeyNotFoundError:
+            return popped
 
 
 def test_both_backends_return_the_same_result_type() -> None:
@@ -143,7 +163,10 @@ def test_vm_and_kernel_agree(
         for map_name, found in kernel_object.maps.items():
             if found.type in UNCOMPARABLE:
                 continue
-            assert entries(user, map_name) == entries(kernel_object, map_name), map_name
+            if found.type in (BpfMapType.QUEUE, BpfMapType.STACK):
+                assert drain(user.maps[map_name]) == drain(found), map_name
+            else:
+                assert entries(user, map_name) == entries(kernel_object, map_name), map_name
             compared += 1
         assert compared == sum(1 for found in kernel_object.maps.values() if found.type not in UNCOMPARABLE)
 

@@ -58,6 +58,16 @@ PERCPU_TYPES = frozenset(
 )
 """Map types whose user-space values hold one copy per possible CPU."""
 
+_NO_ENTRIES = frozenset(
+    {
+        BpfMapType.QUEUE,
+        BpfMapType.STACK,
+        BpfMapType.BLOOM_FILTER,
+        BpfMapType.RINGBUF,
+        BpfMapType.PERF_EVENT_ARRAY,
+    }
+)
+
 _ERRNO_MAP_ERRORS: dict[int, type[MapErrnoError]] = {
     errno_codes.ENOENT: MapKeyNotFoundError,
     errno_codes.EEXIST: MapKeyExistsError,
@@ -371,7 +381,13 @@ class KernelMap:
             yield self.decode_key(key), self.decode_value(value)
 
     def entries(self) -> Iterator[MapEntry]:
-        """Every element as bytes (per-CPU values split per CPU), as ``Object.map_entries`` gives them."""
+        """Every element as bytes (per-CPU values split per CPU), as ``Object.map_entries`` gives them.
+
+        Maps without keys (queue, stack, bloom filter, ring buffer) and perf event arrays (no
+        user-space lookup) give nothing, as in the runtime: reading them would consume them.
+        """
+        if self.type in _NO_ENTRIES:
+            return
         for key in list(self.raw_keys()):
             try:
                 value = self.lookup_raw(key)
