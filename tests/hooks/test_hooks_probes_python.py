@@ -144,3 +144,27 @@ def test_only_user_space_programs_attach() -> None:
         attach_tracepoint(not_a_vm_program, "app/x")  # type: ignore[arg-type]
     with pytest.raises(NotSupportedError):
         attach_audit(not_a_vm_program, "open")  # type: ignore[arg-type]
+
+
+def test_coroutine_functions_are_probed_around_the_await(obj: Object) -> None:
+    import asyncio
+
+    runtime = HookRuntime()
+
+    async def fetch(n: int, name: str) -> int:
+        await asyncio.sleep(0.001)
+        return n * 10
+
+    entry = attach_probe(obj.program("on_entry"), fetch, runtime=runtime, install=False)
+    exit_ = attach_probe(obj.program("on_return"), entry.wrapper, runtime=runtime, install=False)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(exit_.wrapper(1, "a"), exit_.wrapper(2, "b")))
+
+    assert asyncio.run(main()) == [10, 20]
+    assert entry.errors == exit_.errors == 0
+    assert u64(obj, "stats", STAT_CALLS) == 2
+    assert u64(obj, "stats", STAT_RET_SUM) == 30
+    hist = [u64(obj, "latency_hist", slot) for slot in range(64)]
+    # Both awaited >= 1 ms: the latency covers the await (log2(1e6) is about 20).
+    assert sum(hist) >= 1 and not any(hist[:19])

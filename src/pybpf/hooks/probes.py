@@ -18,7 +18,8 @@ Keyword arguments are bound to the function's signature (defaults filled in), so
 follow parameter order. A return probe does not fire when the function raises (Python unwinds
 rather than returns). A program error (a bad memory access...) never reaches the application:
 the link counts it in ``errors`` and keeps the last one in ``last_error``, as a kernel probe
-whose program faults is simply skipped.
+whose program faults is simply skipped. For a coroutine function (``async def``) the entry probe
+fires when the coroutine starts running and the return probe when it completes, with its result.
 
 Several threads may call a probed function: runs are serialised per loaded object (see
 :mod:`pybpf.hooks.link`), so atomic operations and map updates in the program lose nothing.
@@ -123,8 +124,23 @@ class ProbeLink(Link):
 
     def _make_wrapper(self, function: Callable[..., Any]) -> Callable[..., Any]:
         on_return = self.kind in RETURN_KINDS
+        wrapper: Callable[..., Any]
 
-        if on_return:
+        if inspect.iscoroutinefunction(function):
+            # A coroutine function "returns" when its coroutine completes: probe around the await.
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if not on_return and self.attached:
+                    self.fire(self._ordered(args, kwargs), None)
+                result = await function(*args, **kwargs)
+                if on_return and self.attached:
+                    self.fire(self._ordered(args, kwargs), result)
+                return result
+
+            wrapper = async_wrapper
+
+        elif on_return:
 
             @functools.wraps(function)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
