@@ -168,3 +168,16 @@ def test_coroutine_functions_are_probed_around_the_await(obj: Object) -> None:
     hist = [u64(obj, "latency_hist", slot) for slot in range(64)]
     # Both awaited >= 1 ms: the latency covers the await (log2(1e6) is about 20).
     assert sum(hist) >= 1 and not any(hist[:19])
+
+
+def test_probing_a_builtin_the_runtime_uses_does_not_recurse(obj: Object) -> None:
+    import builtins
+
+    original = builtins.len
+    with attach_probe(obj.program("on_entry"), builtins.len, runtime=HookRuntime()) as link:
+        assert builtins.len is not original
+        assert len([1, 2, 3]) == 3  # the probe runs; the runtime's own len() calls pass through
+    assert builtins.len is original
+    assert link.fires >= 1 and link.errors == 0
+    assert link.missed >= 1
+    assert u64(obj, "stats", STAT_CALLS) == link.fires

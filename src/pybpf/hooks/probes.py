@@ -31,6 +31,7 @@ import functools
 import inspect
 import platform
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -99,6 +100,8 @@ class ProbeLink(Link):
         self.errors = 0
         self.last_error: PybpfError | None = None
         self.fires = 0
+        self.missed = 0  # calls made from inside this probe's own run (see fire)
+        self._firing = threading.local()
         self._owner, self._attribute = _owner_of(function) if install else (None, None)
         target = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
         super().__init__(kind, program, target, runtime=runtime)
@@ -172,8 +175,17 @@ class ProbeLink(Link):
         return tuple(bound.arguments.values())
 
     def fire(self, args: tuple[Any, ...], result: Any) -> None:
-        """Run the program for one call (entry: ``result`` is None and unused)."""
+        """Run the program for one call (entry: ``result`` is None and unused).
+
+        A call made while this thread is already running the program (a probed builtin the
+        runtime itself uses, such as ``len``) passes through unprobed, as the kernel does not
+        re-enter a kprobe hit from inside its own handler (it counts a "missed" hit instead).
+        """
+        if getattr(self._firing, "active", False):
+            self.missed += 1
+            return
         self.fires += 1
+        self._firing.active = True
         try:
             run_hooked(
                 self.program,
@@ -187,6 +199,8 @@ class ProbeLink(Link):
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
+        finally:
+            self._firing.active = False
 
     def _context(self, call: CallMemory, args: tuple[Any, ...], result: Any) -> bytes:
         size = self.program.layout.uapi.size
