@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("count_threads", "on_entry"):
             link = attach_probe(obj.program(name), plain, runtime=runtime, install=False)
             probed = link.wrapper
-            rows.append((f"probed call ({name})", best_ns(lambda probed=probed: probed(3, "abc"), calls, runs)))
+            rows.append((f"probed call ({name})", best_ns(functools.partial(probed, 3, "abc"), calls, runs)))
             link.detach()
             # The same program run directly on a ready context: what the interpreter alone costs.
             program = obj.program(name)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                             runtime=runtime)
     rows.append(("tracepoint fire, nothing attached", best_ns(lambda: tracepoint.fire(id=1), calls, runs)))
     with load(PROGS / "hooks_tracepoint.o") as obj:
-        link = attach_tracepoint(obj.program("on_request"), "bench/request", runtime=runtime)
+        tp_link = attach_tracepoint(obj.program("on_request"), "bench/request", runtime=runtime)
         consumer = RingBufferConsumer()
         consumer.add(obj.maps["requests"], lambda data: 0)
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             total = min(total or float("inf"), best_ns(fire, min(calls, 1000), 1))
             consumer.poll()
         rows.append(("tracepoint fire (on_request -> ringbuf)", total))
-        link.detach()
+        tp_link.detach()
     print(f"hook cost, best of {runs} runs of {calls} events (ns per event)")
     print(f"{'event':<42}{'ns/event':>10}{'overhead':>10}")
     for label, value in rows:

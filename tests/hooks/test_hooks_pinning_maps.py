@@ -106,6 +106,7 @@ def test_values_survive_the_pinning_process(tmp_path: Path) -> None:
     result = python(writer)
     assert result.returncode == 0, result.stderr
     with open_pinned_map("stats", tmp_path) as pinned:
+        assert pinned.map is not None
         assert pinned.map.lookup_raw((3).to_bytes(4, "little")) == struct.pack("<Q", 1234)
         assert dict(pinned.entries())[(3).to_bytes(4, "little")] == struct.pack("<Q", 1234)
     with open_pinned_map(tmp_path / "percpu") as pinned:
@@ -144,6 +145,7 @@ def test_mmapable_array_is_shared_by_direct_memory_access(tmp_path: Path) -> Non
     struct.pack_into("<Q", view, 0, 99)
     del view
     with open_pinned_map(path) as pinned:
+        assert pinned.map is not None
         assert pinned.map.lookup_raw(bytes(4)) == struct.pack("<Q", 99)
     array.close()
 

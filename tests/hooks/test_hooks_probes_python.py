@@ -83,7 +83,7 @@ def test_decorator_and_context_manager(obj: Object) -> None:
     runtime = HookRuntime()
 
     @probe(obj.program("on_entry"), runtime=runtime)
-    def work(n: int, payload: bytes) -> int:
+    def work(n: int, payload: bytes | bytearray) -> int:
         return len(payload) + n
 
     assert work(1, b"abc\0") == 5
