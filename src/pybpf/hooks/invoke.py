@@ -69,7 +69,7 @@ class CallMemory:
         self._regions: list[Region] = []
         self._write_back: list[tuple[bytearray, memoryview]] = []
 
-    def map_bytes(self, data: bytes | bytearray | memoryview | str, name: str) -> int:
+    def map_bytes(self, data: bytes | bytearray | memoryview | str, name: str = "hook argument") -> int:
         """Map a copy of ``data`` followed by a NUL byte, and return its address.
 
         The NUL is there because CPython keeps one after the contents of every ``bytes`` and
@@ -114,7 +114,7 @@ class CallMemory:
         self._regions.clear()
 
 
-def argument_value(memory: CallMemory, value: object, name: str) -> int:
+def argument_value(memory: CallMemory, value: object, name: str = "hook argument") -> int:
     """A Python argument as a register holds it: integers as u64, buffers and strings as pointers.
 
     ``None`` is NULL; a float is its IEEE-754 bits (as a register would carry a double); any

@@ -127,7 +127,7 @@ class AuditLink(Link):
         flat = list(_flatten(args))[:MAX_BPF_FUNC_ARGS]
 
         def build(call: CallMemory) -> bytes:
-            values = [argument_value(call, value, f"{self.event} arg{i}") for i, value in enumerate(flat)]
+            values = [argument_value(call, value) for value in flat]
             return pack_u64s(values[: size // 8], size)
 
         try:

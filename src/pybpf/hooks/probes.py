@@ -206,16 +206,16 @@ class ProbeLink(Link):
         size = self.program.layout.uapi.size
         regs = self._regs
         passed = args[: len(self._param_offsets)] if regs is not None else args[: size // 8]
-        values = [argument_value(call, value, f"{self.target} arg{i}") for i, value in enumerate(passed)]
+        values = [argument_value(call, value) for value in passed]
         if regs is None:  # fentry/fexit: u64 args[], then the return value for fexit
             if self.kind is LinkKind.FEXIT:
-                values.append(argument_value(call, result, f"{self.target} return value"))
+                values.append(argument_value(call, result))
             return pack_u64s(values[: size // 8], size)
         image = bytearray(size)
         for offset, value in zip(self._param_offsets, values, strict=False):
             image[offset : offset + 8] = value.to_bytes(8, "little")
         if self.kind in RETURN_KINDS:
-            value = argument_value(call, result, f"{self.target} return value")
+            value = argument_value(call, result)
             image[self._rc_offset : self._rc_offset + 8] = value.to_bytes(8, "little")
         image[self._ip_offset : self._ip_offset + 8] = self._ip
         return bytes(image)
