@@ -6,13 +6,20 @@ Layers built so far:
   unsigned bounds, ``reg_bounds_sync``); :mod:`.scalar_ops` its ALU transfer functions and
   :mod:`.branch` the refinement of both operands of a conditional jump;
 * :mod:`.cfg` and :mod:`.structure` — the structural pass the kernel runs before exploring paths;
-* :mod:`.state` — register and stack-slot state with the pruning tests ``regsafe``/``stacksafe``.
+* :mod:`.state` — register and stack-slot state with the pruning tests ``regsafe``/``stacksafe``;
+* :mod:`.machine` (frames, references, options), :mod:`.transfer` (ALU, pointer arithmetic,
+  branches), :mod:`.memory` (loads/stores per region), :mod:`.calls` (helpers, bpf-to-bpf calls,
+  callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
+  (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`.
 """
 
 from __future__ import annotations
 
 from pybpf.verifier.branch import branch_outcomes, refine
 from pybpf.verifier.cfg import Cfg, Edge, EdgeKind, Subprog, walk
+from pybpf.verifier.checker import maps_of, verify, verify_program
+from pybpf.verifier.machine import MapInfo
+from pybpf.verifier.report import Diagnostic, VerifierReport
 from pybpf.verifier.scalar import Scalar, sync
 from pybpf.verifier.scalar_ops import alu, endian, neg
 from pybpf.verifier.state import (
@@ -43,9 +50,11 @@ __all__ = [
     "BPF_REG_SIZE",
     "MAX_BPF_STACK",
     "Cfg",
+    "Diagnostic",
     "Edge",
     "EdgeKind",
     "IdMap",
+    "MapInfo",
     "ProgramStructure",
     "RegState",
     "RegType",
@@ -56,15 +65,19 @@ __all__ = [
     "StructureConfig",
     "Subprog",
     "Tnum",
+    "VerifierReport",
     "alu",
     "branch_outcomes",
     "check_structure",
     "endian",
+    "maps_of",
     "neg",
     "refine",
     "regsafe",
     "stacksafe",
     "states_safe",
     "sync",
+    "verify",
+    "verify_program",
     "walk",
 ]

@@ -1,0 +1,297 @@
+"""Calls: helper calls checked against their prototypes, bpf-to-bpf calls and callbacks.
+
+A helper call (``check_helper_call``) checks that the program type offers the helper and the
+license allows it, checks every argument against the prototype (``check_func_arg``), releases
+and acquires references, clobbers r1-r5 and types r0 from the return kind. A bpf-to-bpf call
+pushes a new frame with r1-r5 passed over; a ``bpf_loop``/``bpf_for_each_map_elem`` callback is
+entered as a frame of its own whose return goes back to the instruction after the helper call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pybpf.errors import NotSupportedError
+from pybpf.isa.insn import Call
+from pybpf.platform import HELPER_PROTOS, ArgType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
+from pybpf.verifier.machine import (
+    BPF_MAX_VAR_SIZ,
+    CALLER_SAVED,
+    MAX_CALL_FRAMES,
+    Env,
+    Frame,
+    MapInfo,
+    State,
+    reject,
+    type_name,
+)
+from pybpf.verifier.memory import check_ctx_pointer, havoc_scalar_spills, helper_memory, invalidate_packet_pointers
+from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.state import RegState, RegType, StackState
+from pybpf.verifier.transfer import read_reg
+
+_KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_MAP_KEY,
+              RegType.PTR_TO_MAP_VALUE)
+_KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
+_MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
+_MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, buf"
+_CALLBACK_HELPERS = (HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM)
+
+
+@dataclass(slots=True)
+class _Meta:
+    """What earlier arguments told the later ones (the kernel's ``bpf_call_arg_meta``)."""
+
+    map: MapInfo | None = None
+    map_reg: RegState | None = None
+    mem: tuple[int, RegState, bool] | None = None  # regno, pointer, helper writes it
+    alloc_size: int | None = None
+    release_ref: int = 0
+    callback: int | None = None
+    callback_ctx: RegState | None = None
+
+
+def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
+    if len(state.frames) >= MAX_CALL_FRAMES:
+        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep !")
+    frameno = len(state.frames)
+    regs = [RegState.not_init() for _ in range(11)]
+    for number, value in args.items():
+        regs[number] = value
+    regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=frameno)
+    return Frame(regs, StackState(), callsite, start, frameno, callback)
+
+
+def local_call(state: State, pc: int, target: int) -> None:
+    """``call pc+off``: enter the callee with the caller's r1-r5."""
+    args = {number: state.regs[number] for number in CALLER_SAVED}
+    state.frames.append(new_frame(state, pc, target, args, callback=False))
+
+
+def return_from_callee(state: State) -> int:
+    """``exit`` from a bpf-to-bpf call or callback: back to the caller; the pc to continue at."""
+    callee = state.frames[-1]
+    r0 = read_reg(state, 0)  # type: ignore[arg-type]
+    if callee.callback:
+        _check_range(r0, (0, 1), "At callback return")
+        r0 = RegState.scalar()
+    elif r0.type is RegType.PTR_TO_STACK and r0.frameno == callee.frameno:
+        raise reject("cannot return stack pointer to the caller")
+    state.frames.pop()
+    caller = state.frames[-1]
+    for number in CALLER_SAVED:
+        caller.regs[number] = RegState.not_init()
+    caller.regs[0] = r0
+    return callee.callsite + 1
+
+
+def check_return(state: State, value_range: tuple[int, int] | None) -> None:
+    """``check_return_code`` at the main program's exit."""
+    r0 = read_reg(state, 0)  # type: ignore[arg-type]
+    for ref_id, alloc_pc in sorted(state.refs.items()):
+        raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
+    if value_range is not None:
+        _check_range(r0, value_range, "At program exit")
+
+
+def _check_range(r0: RegState, value_range: tuple[int, int], where: str) -> None:
+    if r0.type is not RegType.SCALAR_VALUE:
+        raise reject(f"{where} the register R0 is not a known value ({type_name(r0)})")
+    low, high = value_range
+    value = r0.var_off
+    if low <= value.smin and value.smax <= high:
+        return
+    text = ""
+    if value.smin > -(1 << 63):
+        text += f" smin={value.smin}"
+    if value.smax < (1 << 63) - 1:
+        text += f" smax={value.smax}"
+    raise reject(f"{where} the register R0 has{text} should have been in [{low}, {high}]")
+
+
+def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
+    """Check and apply a helper call; a callback frame to enter, if the helper calls one."""
+    proto = HELPER_PROTOS.get(insn.helper)
+    if proto is None:
+        raise reject(f"invalid func unknown#{insn.helper}")
+    name = f"bpf_{proto.name}"
+    if not env.options.prog_type.allows_helper(insn.helper):
+        raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
+    if proto.gpl_only and not env.options.gpl:
+        raise reject("cannot call GPL-restricted function from non-GPL compatible program")
+    meta = _Meta()
+    for index in range(5):
+        arg = proto.args[index] if index < len(proto.args) else HelperArg(ArgType.DONTCARE)
+        _check_arg(env, state, index + 1, arg, meta)
+    if meta.map is not None:
+        try:
+            compatible = map_type_spec(meta.map.type).helper_allowed(insn.helper)
+        except NotSupportedError:
+            compatible = True
+        if not compatible:
+            raise reject(f"cannot pass map_type {int(meta.map.type)} into func {name}#{insn.helper}")
+    if insn.helper == HelperId.TAIL_CALL and state.refs:
+        raise reject("tail_call would lead to reference leak")
+    callback = _callback_frame(env, state, pc, insn.helper, meta)
+    if meta.release_ref:
+        _release(state, meta.release_ref)
+    for number in CALLER_SAVED:
+        state.regs[number] = RegState.not_init()
+    state.regs[0] = _return_value(env, state, pc, proto, meta)
+    if proto.changes_pkt_data:
+        invalidate_packet_pointers(state)
+    return callback
+
+
+def _release(state: State, ref_id: int) -> None:
+    state.refs.pop(ref_id, None)
+    # mark_reg_invalid for a privileged loader: every copy becomes an unknown number.
+    state.update_registers(lambda reg: RegState.scalar() if reg.ref_obj_id == ref_id else None)
+
+
+def _mismatch(regno: int, reg: RegState, expected: str) -> Exception:
+    return reject(f"R{regno} type={type_name(reg)} expected={expected}")
+
+
+def _is_null(reg: RegState) -> bool:
+    return reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0
+
+
+def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) -> None:
+    if arg.type is ArgType.DONTCARE:
+        return
+    reg = read_reg(state, regno)  # type: ignore[arg-type]
+    if arg.maybe_null and _is_null(reg) and arg.type not in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO):
+        return
+    match arg.type:
+        case ArgType.ANYTHING:
+            return
+        case ArgType.CONST_MAP_PTR:
+            if reg.type is not RegType.CONST_PTR_TO_MAP:
+                raise _mismatch(regno, reg, "map_ptr")
+            meta.map, meta.map_reg = env.map_of(reg), reg
+        case ArgType.PTR_TO_MAP_KEY | ArgType.PTR_TO_MAP_VALUE:
+            if meta.map is None:
+                part = "key" if arg.type is ArgType.PTR_TO_MAP_KEY else "value"
+                raise reject(f"invalid map_ptr to access map->{part}")
+            if reg.type not in _KEY_TYPES or reg.maybe_null:
+                raise _mismatch(regno, reg, _KEY_EXPECTED)
+            size = meta.map.key_size if arg.type is ArgType.PTR_TO_MAP_KEY else meta.map.value_size
+            helper_memory(env, state, regno, reg, size, write=arg.uninit)
+        case ArgType.PTR_TO_MEM:
+            if reg.type not in _MEM_TYPES or reg.maybe_null:
+                raise _mismatch(regno, reg, _MEM_EXPECTED)
+            meta.mem = (regno, reg, arg.uninit or bool(arg.flags & arg.flags.WRITE))
+        case ArgType.PTR_TO_FIXED_SIZE_MEM:
+            if reg.type not in _MEM_TYPES or reg.maybe_null:
+                raise _mismatch(regno, reg, _MEM_EXPECTED)
+            helper_memory(env, state, regno, reg, arg.size or 0, write=arg.uninit)
+        case ArgType.CONST_SIZE | ArgType.CONST_SIZE_OR_ZERO:
+            _check_size(env, state, regno, reg, meta, zero_ok=arg.type is ArgType.CONST_SIZE_OR_ZERO)
+        case ArgType.CONST_ALLOC_SIZE_OR_ZERO:
+            if reg.type is not RegType.SCALAR_VALUE:
+                raise _mismatch(regno, reg, "scalar")
+            if reg.var_off.const_value() is None:
+                raise reject(f"R{regno} is not a known constant'")
+            meta.alloc_size = reg.var_off.const_value()
+        case ArgType.PTR_TO_CTX:
+            if reg.type is not RegType.PTR_TO_CTX:
+                raise _mismatch(regno, reg, "ctx")
+            check_ctx_pointer(regno, reg)
+        case ArgType.PTR_TO_FUNC:
+            if reg.type is not RegType.PTR_TO_FUNC:
+                raise _mismatch(regno, reg, "func")
+            meta.callback = reg.off
+        case ArgType.PTR_TO_STACK:
+            if reg.type is not RegType.PTR_TO_STACK:
+                raise _mismatch(regno, reg, "fp")
+            meta.callback_ctx = reg
+        case ArgType.PTR_TO_RINGBUF_MEM:
+            if reg.type is not RegType.PTR_TO_MEM or reg.maybe_null:
+                raise _mismatch(regno, reg, "ringbuf_mem")
+            if not reg.ref_obj_id:
+                raise reject(f"R{regno} must be referenced when passed to release function")
+            if reg.off or not reg.var_off.is_const() or reg.var_off.const_value():
+                raise reject(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc")
+            meta.release_ref = reg.ref_obj_id
+        case ArgType.PTR_TO_SPIN_LOCK | ArgType.PTR_TO_TIMER:
+            if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
+                raise _mismatch(regno, reg, "map_value")
+        case ArgType.PTR_TO_CONST_STR:
+            if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
+                raise _mismatch(regno, reg, "map_value")
+            if not env.map_of(reg).readonly:
+                raise reject(f"R{regno} does not point to a readonly map'")
+        case _:
+            # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer.
+            if not reg.is_pointer:
+                raise _mismatch(regno, reg, "ptr")
+            if arg.is_release and reg.ref_obj_id:
+                meta.release_ref = reg.ref_obj_id
+
+
+def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, *, zero_ok: bool) -> None:
+    if reg.type is not RegType.SCALAR_VALUE:
+        raise _mismatch(regno, reg, "scalar")
+    value = reg.var_off
+    if value.smin < 0:
+        raise reject(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
+    if value.umin == 0 and not zero_ok:
+        raise reject(f"R{regno} invalid zero-sized read: u64=[{value.umin},{value.umax}]")
+    if value.umax >= BPF_MAX_VAR_SIZ:
+        raise reject(f"R{regno} unbounded memory access, use 'var &= const' or 'if (var < const)'")
+    if meta.mem is None:
+        return  # a NULL buffer with a size (allowed for maybe-null memory arguments)
+    mem_regno, pointer, write = meta.mem
+    helper_memory(env, state, mem_regno, pointer, value.umax, write=write, zero_ok=zero_ok and value.umax == 0)
+    meta.mem = None
+
+
+def _callback_frame(env: Env, state: State, pc: int, helper: int, meta: _Meta) -> Frame | None:
+    if helper not in _CALLBACK_HELPERS or meta.callback is None:
+        return None
+    context = meta.callback_ctx or RegState.const(0)
+    if helper == HelperId.LOOP:
+        args = {1: RegState.scalar(Scalar.from_urange(0, (1 << 23) - 1)), 2: context}
+    else:
+        if meta.map_reg is None:
+            raise reject("callback without a map")
+        uid = meta.map_reg.map_uid
+        args = {
+            1: meta.map_reg,
+            2: RegState.pointer(RegType.PTR_TO_MAP_KEY, map_uid=uid),
+            3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
+            4: context,
+        }
+    havoc_scalar_spills(state)
+    callback = new_frame(state, pc, meta.callback, args, callback=True)
+    del env
+    return callback
+
+
+def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Meta) -> RegState:
+    ret = proto.ret
+    if ret is RetType.INTEGER:
+        return RegState.scalar()
+    if ret is RetType.VOID:
+        return RegState.not_init()
+    ref = 0
+    if proto.acquires_ref:
+        ref = env.new_id()
+        state.refs[ref] = pc
+    new_id = ref or env.new_id()
+    if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL:
+        if meta.map_reg is None:
+            raise reject("map lookup without a map")
+        return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=True, id=new_id, map_uid=meta.map_reg.map_uid)
+    if ret is RetType.PTR_TO_MEM_OR_NULL:
+        return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,
+                                mem_size=meta.alloc_size or 0)
+    kinds = {
+        RetType.PTR_TO_SOCKET_OR_NULL: RegType.PTR_TO_SOCKET,
+        RetType.PTR_TO_TCP_SOCK_OR_NULL: RegType.PTR_TO_TCP_SOCK,
+        RetType.PTR_TO_SOCK_COMMON_OR_NULL: RegType.PTR_TO_SOCK_COMMON,
+    }
+    kind = kinds.get(ret, RegType.PTR_TO_BTF_ID)
+    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id if ret.maybe_null else 0, ref_obj_id=ref)
+    return replace(result)

@@ -1,0 +1,173 @@
+"""The verifier's entry points: :func:`verify` for instructions, :func:`verify_program` for specs.
+
+``verify`` runs the structural pass (:func:`~pybpf.verifier.structure.check_structure`), then
+the path-sensitive exploration (:mod:`pybpf.verifier.explore`), then the combined stack-depth
+check over call chains, and reports the outcome as a :class:`VerifierReport`; it never raises
+for a rejected program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from pybpf.asm.printer import format_insn
+from pybpf.errors import VerifierError
+from pybpf.isa.insn import CallLocal, LabeledInsn, LoadImm64
+from pybpf.isa.opcodes import PseudoSrc
+from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
+from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
+from pybpf.verifier.explore import Explorer
+from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection
+from pybpf.verifier.report import Diagnostic, VerifierReport
+from pybpf.verifier.state import MAX_BPF_STACK
+from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, check_structure
+
+MapsArg = Sequence[MapInfo] | Mapping[int, MapInfo] | MapResolver | None
+
+
+def _resolver(maps: MapsArg) -> MapResolver:
+    """Map pseudo ``lddw``s to maps: a callable as given, else by fd/index in ``imm``."""
+    if maps is None:
+        return lambda _pc, _insn: None
+    if callable(maps):
+        return maps
+    table = maps
+
+    def resolve(_pc: int, insn: LoadImm64) -> MapInfo | None:
+        if isinstance(table, Mapping):
+            return table.get(insn.imm)
+        return table[insn.imm] if 0 <= insn.imm < len(table) else None
+
+    return resolve
+
+
+def verify(
+    insns: Sequence[LabeledInsn],
+    *,
+    prog_type: ProgTypeSpec | BpfProgType | int = BpfProgType.SOCKET_FILTER,
+    maps: MapsArg = None,
+    license: str = "GPL",
+    log_level: int = 0,
+    privileged: bool = True,
+    attach_type: int | None = None,
+    insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
+) -> VerifierReport:
+    """Verify a program; the report says whether the kernel's rules accept it, and why not."""
+    spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
+    options = Options(spec, license, privileged, log_level, attach_type)
+    table = {labeled.pc: labeled for labeled in insns}
+    try:
+        structure = check_structure(insns)
+    except VerifierError as error:
+        return _rejected(error, table, 0, 0, ())
+    explorer = Explorer(insns, structure, Env(options), _resolver(maps), insn_limit)
+    try:
+        explorer.run()
+        depths = _check_stack_depth(insns, structure, explorer.env.stack_depth)
+    except VerifierError as error:
+        return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
+    return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths)
+
+
+def _rejected(error: VerifierError, table: Mapping[int, LabeledInsn], processed: int, states: int,
+              log: tuple[str, ...]) -> VerifierReport:
+    labeled = table.get(error.pc) if error.pc is not None else None
+    path = error.path if isinstance(error, Rejection) else ()
+    diagnostic = Diagnostic(error.pc, format_insn(labeled.insn) if labeled else None, error.reason, error.source,
+                            path)
+    return VerifierReport(False, processed, states, (diagnostic,), (*log, error.reason))
+
+
+def _check_stack_depth(insns: Sequence[LabeledInsn], structure: ProgramStructure,
+                       depths: Mapping[int, int]) -> tuple[int, ...]:
+    """``check_max_stack_depth``: the frames of any call chain together fit in 512 bytes.
+
+    Each function's frame is rounded up to 16 bytes, as the kernel does for JIT-compiled
+    programs. Callbacks (``lddw`` of a function) count as calls from the function taking them.
+    """
+    callees: dict[int, set[int]] = {sub.start: set() for sub in structure.subprogs}
+    for labeled in insns:
+        owner = structure.subprog_of(labeled.pc).start
+        insn = labeled.insn
+        if isinstance(insn, CallLocal):
+            callees[owner].add(labeled.pc + 1 + insn.off)
+        elif isinstance(insn, LoadImm64) and insn.src == PseudoSrc.FUNC:
+            callees[owner].add(labeled.pc + 1 + insn.imm)
+
+    def frame_size(start: int) -> int:
+        return (depths.get(start, 0) + 15) // 16 * 16
+
+    def deepest(start: int, chain: tuple[int, ...]) -> tuple[int, int]:
+        """(bytes, frames) of the deepest chain from ``start``."""
+        best = (0, 0)
+        for callee in callees.get(start, ()):
+            if callee in chain:
+                continue  # recursion is refused during exploration (frame limit)
+            best = max(best, deepest(callee, (*chain, callee)))
+        return frame_size(start) + best[0], best[1] + 1
+
+    total, frames = deepest(0, (0,))
+    if total > MAX_BPF_STACK:
+        raise VerifierError(None, f"combined stack size of {frames} calls is {total}. Too large")
+    return tuple(depths.get(sub.start, 0) for sub in structure.subprogs)
+
+
+def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:
+    """MapInfo for every map of an object; ``.rodata``/``.kconfig`` are frozen as libbpf does."""
+    def info(spec: MapSpec) -> MapInfo:
+        frozen = spec.section.startswith(".rodata") or spec.section == ".kconfig"
+        return MapInfo(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags, spec.name, frozen)
+
+    return {name: info(spec) for name, spec in obj.maps.items()}
+
+
+def _with_lines(program: ProgramSpec) -> tuple[LabeledInsn, ...]:
+    lines = {record.pc: record.source for record in program.line_info}
+    if not lines:
+        return program.instructions
+    result: list[LabeledInsn] = []
+    current = None
+    for labeled in program.instructions:
+        current = lines.get(labeled.pc, current)
+        result.append(labeled if labeled.line is not None or current is None else replace(labeled, line=current))
+    return tuple(result)
+
+
+def verify_program(
+    program: ProgramSpec,
+    obj: ObjectSpec | None = None,
+    *,
+    maps: Mapping[str, MapInfo] | None = None,
+    prog_type: ProgTypeSpec | BpfProgType | int | None = None,
+    log_level: int = 0,
+    privileged: bool = True,
+    insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
+) -> VerifierReport:
+    """Verify a loaded :class:`ProgramSpec`, resolving its map references through ``obj``'s maps."""
+    known = dict(maps_of(obj)) if obj is not None else {}
+    known.update(maps or {})
+    by_pc = {ref.pc: ref for ref in program.map_references}
+
+    def resolve(pc: int, insn: LoadImm64) -> MapInfo | None:
+        reference = by_pc.get(pc)
+        return known.get(reference.map_name) if reference is not None else None
+
+    resolver: Callable[[int, LoadImm64], MapInfo | None] = resolve
+
+    def patched() -> list[LabeledInsn]:
+        # A MAP_VALUE reference's final offset lives in the spec, not in the raw instruction.
+        out = []
+        for labeled in _with_lines(program):
+            reference = by_pc.get(labeled.pc)
+            insn = labeled.insn
+            if reference is not None and isinstance(insn, LoadImm64):
+                insn = LoadImm64(insn.dst, 0, reference.offset, reference.src)
+                labeled = replace(labeled, insn=insn)
+            out.append(labeled)
+        return out
+
+    chosen = prog_type if prog_type is not None else program.section_info.spec
+    attach = int(program.attach_type) if program.attach_type is not None else None
+    return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
+                  privileged=privileged, attach_type=attach, insn_limit=insn_limit)

@@ -1,0 +1,272 @@
+"""Path-sensitive exploration, as the kernel's ``do_check`` walks a program.
+
+One path is stepped at a time; a conditional jump whose two edges are both possible pushes the
+taken edge on a stack and continues with the fall-through. At prune points (jump targets, the
+instruction after a conditional jump, call sites) the current state is compared with the states
+already stored there: when a *finished* stored state covers it (:func:`states_equal`), the path
+stops; when an *unfinished* one (still being explored: a loop around to itself) is exactly equal,
+the loop can never make progress and is rejected. Finished-ness is the kernel's ``branches``
+count: the live paths below a stored state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pybpf.asm.printer import format_insn
+from pybpf.isa.insn import (
+    Atomic,
+    Bin,
+    Call,
+    CallKfunc,
+    CallLocal,
+    CallReg,
+    Endian,
+    Exit,
+    Goto,
+    Jump,
+    LabeledInsn,
+    Load,
+    LoadImm64,
+    MayGoto,
+    Neg,
+    PacketLoad,
+    Reg,
+    Store,
+)
+from pybpf.isa.opcodes import Mode, PseudoSrc
+from pybpf.verifier import calls, memory, transfer
+from pybpf.verifier.cfg import branch_target, call_target
+from pybpf.verifier.machine import (
+    CALLER_SAVED,
+    Env,
+    Frame,
+    MapResolver,
+    PathStep,
+    Rejection,
+    State,
+    format_state,
+    reject,
+    states_equal,
+    states_identical,
+)
+from pybpf.verifier.scalar_ops import endian, neg
+from pybpf.verifier.state import RegState, RegType, StackState
+from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A stored state at a prune point, with the number of live paths below it."""
+
+    state: State
+    branches: int
+    parent: Checkpoint | None
+
+
+@dataclass(slots=True)
+class Work:
+    pc: int
+    state: State
+    parent: Checkpoint | None
+
+
+@dataclass(slots=True)
+class Explorer:
+    insns: Sequence[LabeledInsn]
+    structure: ProgramStructure
+    env: Env
+    resolver: MapResolver
+    insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS
+    processed: int = 0
+    states_stored: int = 0
+    log: list[str] = field(default_factory=list)
+    table: dict[int, LabeledInsn] = field(default_factory=dict)
+    prune_points: set[int] = field(default_factory=set)
+    checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
+    pending: list[Work] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.table = {labeled.pc: labeled for labeled in self.insns}
+        for labeled in self.insns:
+            target = branch_target(labeled.pc, labeled.insn)
+            if target is not None:
+                self.prune_points.add(target)
+                if isinstance(labeled.insn, Jump | MayGoto):
+                    self.prune_points.add(labeled.pc + 1)
+            if isinstance(labeled.insn, Call | CallLocal):
+                self.prune_points.add(labeled.pc)
+            callee = call_target(labeled.pc, labeled.insn)
+            if callee is not None:
+                self.prune_points.add(callee)
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        regs = [RegState.not_init() for _ in range(11)]
+        regs[1] = RegState.pointer(RegType.PTR_TO_CTX)
+        regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=0)
+        self.pending.append(Work(0, State([Frame(regs, StackState(), -1, 0, 0)]), None))
+        while self.pending:
+            work = self.pending.pop()
+            self._run_path(work.pc, work.state, work.parent)
+
+    def _run_path(self, pc: int, state: State, parent: Checkpoint | None) -> None:
+        while True:
+            labeled = self.table.get(pc)
+            if labeled is None:
+                raise Rejection(pc, f"invalid insn idx {pc}")
+            try:
+                if pc in self.prune_points:
+                    pruned, parent = self._visit(pc, state, parent)
+                    if pruned:
+                        if self.env.options.log_level >= 2:
+                            self.log.append(f"{pc}: safe")
+                        break
+                self.processed += 1
+                if self.processed > self.insn_limit:
+                    raise reject(f"BPF program is too large. Processed {self.processed} insn")
+                if self.env.options.log_level >= 2:
+                    self.log.append(f"{pc}: {format_insn(labeled.insn)} ; {format_state(state)}")
+                next_pc, state = self._step(pc, labeled, state, parent)
+            except Rejection as error:
+                if error.pc is not None:
+                    raise
+                path = tuple(state.path.decisions()) if state.path is not None else ()
+                raise Rejection(pc, error.reason, source_of(labeled), path) from None
+            if next_pc is None:
+                break
+            pc = next_pc
+        self._end_path(parent)
+
+    def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
+        stored = self.checkpoints.setdefault(pc, [])
+        allow_uninit = self.env.options.privileged
+        for checkpoint in stored:
+            if checkpoint.branches > 0:
+                if states_identical(checkpoint.state, state):
+                    raise reject(f"infinite loop detected at insn {pc}")
+                continue
+            if states_equal(checkpoint.state, state, allow_uninit):
+                return True, parent
+        checkpoint = Checkpoint(state.copy(), 1, parent)
+        stored.append(checkpoint)
+        self.states_stored += 1
+        return False, checkpoint
+
+    @staticmethod
+    def _end_path(parent: Checkpoint | None) -> None:
+        while parent is not None:
+            parent.branches -= 1
+            if parent.branches > 0:
+                return
+            parent = parent.parent
+
+    def _fork(self, pc: int, state: State, parent: Checkpoint | None) -> None:
+        if parent is not None:
+            parent.branches += 1
+        self.pending.append(Work(pc, state, parent))
+
+    # -- one instruction -----------------------------------------------------------------------
+
+    def _step(self, pc: int, labeled: LabeledInsn, state: State,
+              parent: Checkpoint | None) -> tuple[int | None, State]:
+        insn = labeled.insn
+        env = self.env
+        match insn:
+            case Bin():
+                transfer.apply_bin(state, insn, env)
+            case Neg(dst=dst, is64=is64):
+                value = transfer.read_reg(state, dst)
+                state.regs[dst] = (RegState.scalar(neg(value.var_off, is64)) if value.type is RegType.SCALAR_VALUE
+                                   else RegState.scalar())
+            case Endian(dst=dst, width=width, order=order):
+                value = transfer.read_reg(state, dst)
+                state.regs[dst] = (RegState.scalar(endian(value.var_off, width, order))
+                                   if value.type is RegType.SCALAR_VALUE else RegState.scalar())
+            case LoadImm64():
+                state.regs[insn.dst] = self._lddw(pc, insn)
+                return pc + 2, state
+            case Load():
+                memory.load(env, state, insn)
+            case Store():
+                memory.store(env, state, insn)
+            case Atomic():
+                memory.atomic(env, state, insn)
+            case PacketLoad():
+                self._packet_load(state, insn)
+            case Jump():
+                return self._jump(pc, insn, state, parent)
+            case Goto(off=off):
+                return pc + 1 + off, state
+            case MayGoto(off=off):
+                other = state.copy()
+                other.path = PathStep(pc, True, state.path)
+                self._fork(pc + 1 + off, other, parent)
+                state.path = PathStep(pc, False, state.path)
+            case Call():
+                callback = calls.helper_call(env, state, pc, insn)
+                if callback is not None:
+                    state.frames.append(callback)
+                    return callback.subprog, state
+            case CallLocal(off=off):
+                calls.local_call(state, pc, pc + 1 + off)
+                return pc + 1 + off, state
+            case CallKfunc() | CallReg():
+                raise reject("kernel function calls and callx are not supported by this verifier")
+            case Exit():
+                if len(state.frames) > 1:
+                    return calls.return_from_callee(state), state
+                spec = env.options.prog_type
+                calls.check_return(state, spec.return_range_for(env.options.attach_type))  # type: ignore[arg-type]
+                return None, state
+        return pc + 1, state
+
+    def _jump(self, pc: int, insn: Jump, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        taken, fall = transfer.branch_states(state, insn, self.env)
+        target = pc + 1 + insn.off
+        if taken is None and fall is None:
+            return None, state  # both edges impossible: this path is itself dead
+        if taken is None:
+            assert_state = fall
+            return pc + 1, assert_state  # type: ignore[return-value]
+        if fall is None:
+            return target, taken
+        taken.path = PathStep(pc, True, state.path)
+        fall.path = PathStep(pc, False, state.path)
+        self._fork(target, taken, parent)
+        return pc + 1, fall
+
+    def _lddw(self, pc: int, insn: LoadImm64) -> RegState:
+        if insn.src == PseudoSrc.IMM64:
+            return RegState.const(insn.value)
+        if insn.src == PseudoSrc.FUNC:
+            return RegState.pointer(RegType.PTR_TO_FUNC, pc + 1 + insn.imm)
+        if insn.src == PseudoSrc.BTF_ID:
+            return RegState.pointer(RegType.PTR_TO_BTF_ID)
+        info = self.resolver(pc, insn)
+        if info is None:
+            raise reject(f"fd {insn.imm} is not pointing to valid bpf_map")
+        uid = self.env.add_map(info)
+        if insn.src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX):
+            return RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid)
+        offset = insn.next_imm
+        if not 0 <= offset < info.value_size:
+            raise reject(f"invalid access to map value pointer, value_size={info.value_size} off={offset}")
+        return RegState.pointer(RegType.PTR_TO_MAP_VALUE, offset, map_uid=uid)
+
+    def _packet_load(self, state: State, insn: PacketLoad) -> None:
+        """Legacy LD_ABS/LD_IND: needs the skb in r6; clobbers r1-r5 like a call."""
+        if self.env.options.prog_type.context.name != "__sk_buff":
+            raise reject("BPF_LD_[ABS|IND] instructions not allowed for this program type")
+        if state.refs:
+            raise reject("BPF_LD_[ABS|IND] cannot be mixed with socket references")
+        ctx = transfer.read_reg(state, Reg.R6)
+        if ctx.type is not RegType.PTR_TO_CTX:
+            raise reject("at the time of BPF_LD_ABS|IND R6 != pointer to skb")
+        if insn.mode == Mode.IND and insn.src is not None:
+            transfer.read_reg(state, insn.src)
+        for number in CALLER_SAVED:
+            state.regs[number] = RegState.not_init()
+        state.regs[0] = memory.sized_scalar(insn.size.nbytes)

@@ -1,0 +1,277 @@
+"""The verifier's working state: call frames, acquired references, the path taken, and options.
+
+:class:`State` is what the kernel calls ``struct bpf_verifier_state``: a stack of :class:`Frame`
+(``struct bpf_func_state``: eleven registers and a stack), the references the program holds
+(``acquired_refs``), plus the branch decisions that led here (for diagnostics). It is mutable
+while one path is being stepped and copied whenever the path forks or is stored for pruning.
+
+:class:`MapInfo` describes a map a ``lddw`` pseudo instruction refers to; :class:`Options` the
+loader's privileges and the program's type and license.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pybpf.errors import VerifierError
+from pybpf.isa.insn import LoadImm64
+from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
+from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
+from pybpf.verifier.state import IdMap, RegState, RegType, StackState, regsafe, stacksafe
+from pybpf.verifier.tnum import U64
+
+MAX_CALL_FRAMES = 8
+BPF_MAX_VAR_OFF = 1 << 29
+BPF_MAX_VAR_SIZ = 1 << 29
+MAX_PACKET_OFF = 0xFFFF
+CALLER_SAVED = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class MapInfo:
+    """What the verifier needs to know about a map: type, sizes, flags and whether it is frozen
+    (a frozen map or one created with ``BPF_F_RDONLY_PROG`` is read-only to programs)."""
+
+    type: BpfMapType
+    key_size: int
+    value_size: int
+    max_entries: int = 1
+    flags: int = 0
+    name: str = ""
+    frozen: bool = False
+
+    @property
+    def readonly(self) -> bool:
+        return self.frozen or bool(self.flags & BpfMapFlag.RDONLY_PROG)
+
+
+MapResolver = Callable[[int, LoadImm64], MapInfo | None]
+"""Given the pc and the ``lddw`` of a map pseudo form, the map it refers to (None: unknown map)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """How to verify: the program type's spec, its license, the loader's privilege, log level."""
+
+    prog_type: ProgTypeSpec
+    license: str = "GPL"
+    privileged: bool = True
+    log_level: int = 0
+    attach_type: int | None = None
+
+    @property
+    def gpl(self) -> bool:
+        # The kernel's license_is_gpl_compatible().
+        return self.license in ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
+                                "Dual MIT/GPL", "Dual MPL/GPL")
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    """One branch decision on the way to the current instruction (a persistent linked list)."""
+
+    pc: int
+    taken: bool
+    parent: PathStep | None
+
+    def decisions(self) -> list[tuple[int, bool]]:
+        steps: list[tuple[int, bool]] = []
+        node: PathStep | None = self
+        while node is not None:
+            steps.append((node.pc, node.taken))
+            node = node.parent
+        return steps[::-1]
+
+
+@dataclass(slots=True)
+class Frame:
+    """One function activation: registers r0-r10, its stack, and where it was called from."""
+
+    regs: list[RegState]
+    stack: StackState
+    callsite: int  # pc of the call instruction; -1 for the main program
+    subprog: int  # first pc of the function
+    frameno: int
+    callback: bool = False  # a bpf_loop/for_each callback: return value must be 0 or 1
+
+    def copy(self) -> Frame:
+        return Frame(list(self.regs), self.stack, self.callsite, self.subprog, self.frameno, self.callback)
+
+
+@dataclass(slots=True)
+class State:
+    frames: list[Frame]
+    refs: dict[int, int] = field(default_factory=dict)  # reference id -> pc that acquired it
+    path: PathStep | None = None
+
+    @property
+    def frame(self) -> Frame:
+        return self.frames[-1]
+
+    @property
+    def regs(self) -> list[RegState]:
+        return self.frames[-1].regs
+
+    def copy(self) -> State:
+        return State([f.copy() for f in self.frames], dict(self.refs), self.path)
+
+    def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
+        """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
+        found: list[tuple[Frame, int | None, int, RegState]] = []
+        for frame in self.frames:
+            for number, reg in enumerate(frame.regs):
+                found.append((frame, None, number, reg))
+            for index, slot in enumerate(frame.stack.slots):
+                if slot.is_spilled_register():
+                    found.append((frame, index, -1, slot.spilled_ptr))
+        return found
+
+    def update_registers(self, change: Callable[[RegState], RegState | None]) -> None:
+        """Apply ``change`` to every register and spilled register (None: leave it)."""
+        from pybpf.verifier.state import StackSlot
+
+        for frame in self.frames:
+            for number, reg in enumerate(frame.regs):
+                new = change(reg)
+                if new is not None:
+                    frame.regs[number] = new
+            for index, slot in enumerate(frame.stack.slots):
+                if slot.is_spilled_register():
+                    new = change(slot.spilled_ptr)
+                    if new is not None:
+                        frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
+
+
+def states_equal(old: State, cur: State, allow_uninit_stack: bool) -> bool:
+    """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``."""
+    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs):
+        return False
+    ids = IdMap()
+    for old_frame, cur_frame in zip(old.frames, cur.frames, strict=True):
+        if old_frame.callsite != cur_frame.callsite:
+            return False
+        for old_reg, cur_reg in zip(old_frame.regs, cur_frame.regs, strict=True):
+            if not regsafe(old_reg, cur_reg, ids):
+                return False
+        if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack):
+            return False
+    return all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True))
+
+
+def states_identical(old: State, cur: State) -> bool:
+    """Exact equality (the infinite-loop test): nothing changed around a loop."""
+    if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys():
+        return False
+    return all(
+        a.callsite == b.callsite and a.regs == b.regs and a.stack == b.stack
+        for a, b in zip(old.frames, cur.frames, strict=True)
+    )
+
+
+# -- kernel-style text -------------------------------------------------------------------------
+
+
+def type_name(reg: RegState) -> str:
+    """``reg_type_str``: ``map_value_or_null``, ``fp``, ``pkt``, ``scalar``..."""
+    if reg.type is RegType.NOT_INIT:
+        return "?"
+    name = reg.type.value
+    if reg.type is RegType.PTR_TO_BTF_ID:
+        name = "ptr_"
+    return f"{name}_or_null" if reg.maybe_null else name
+
+
+def format_scalar(value: Scalar) -> str:
+    constant = value.const_value()
+    if constant is not None:
+        signed = constant - (1 << 64) if constant >> 63 else constant
+        return str(signed)
+    parts: list[str] = []
+    if value.smin != S64_MIN:
+        parts.append(f"smin={value.smin}")
+    if value.smax != S64_MAX:
+        parts.append(f"smax={value.smax}")
+    if value.umin != 0:
+        parts.append(f"umin={value.umin}")
+    if value.umax != U64:
+        parts.append(f"umax={value.umax}")
+    if not value.var_off.is_unknown():
+        parts.append(f"var_off=({value.var_off.value:#x}; {value.var_off.mask:#x})")
+    return f"scalar({','.join(parts)})"
+
+
+def format_reg(reg: RegState) -> str:
+    """One register as the kernel's log prints it: ``ctx()``, ``fp-8``, ``pkt(r=14)``, ``0``."""
+    if reg.type is RegType.SCALAR_VALUE:
+        return format_scalar(reg.var_off)
+    if reg.type is RegType.PTR_TO_STACK and reg.var_off.is_const() and reg.var_off.const_value() == 0:
+        return f"fp{reg.off}" if reg.off else "fp0"
+    parts: list[str] = []
+    if reg.id:
+        parts.append(f"id={reg.id}")
+    if reg.ref_obj_id:
+        parts.append(f"ref_obj_id={reg.ref_obj_id}")
+    if reg.off:
+        parts.append(f"off={reg.off}")
+    if reg.type in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
+        parts.append(f"r={reg.range}")
+    if reg.mem_size and reg.type is not RegType.CONST_PTR_TO_MAP:
+        parts.append(f"sz={reg.mem_size}")
+    if not (reg.var_off.is_const() and reg.var_off.const_value() == 0):
+        parts.append(f"var_off={format_scalar(reg.var_off)}")
+    return f"{type_name(reg)}({','.join(parts)})"
+
+
+def format_state(state: State) -> str:
+    """The current frame's initialised registers: ``R1=ctx() R10=fp0``."""
+    return " ".join(
+        f"R{number}={format_reg(reg)}" for number, reg in enumerate(state.regs) if reg.type is not RegType.NOT_INIT
+    )
+
+
+class Rejection(VerifierError):
+    """A rejection found while exploring, with the path of branch decisions that reached it."""
+
+    def __init__(self, pc: int | None, reason: str, source: str | None = None,
+                 path: tuple[tuple[int, bool], ...] = ()) -> None:
+        super().__init__(pc, reason, source)
+        self.path = path
+
+
+def reject(reason: str) -> Rejection:
+    """An error at the instruction being stepped; the explorer fills in pc, source and path."""
+    return Rejection(None, reason)
+
+
+@dataclass(slots=True)
+class Env:
+    """Per-verification bookkeeping shared by every path (never global): the options, the maps
+    met so far (a map pointer's ``map_uid`` indexes ``maps``), the id generator, and the deepest
+    stack byte each function touched (for the combined stack-depth check)."""
+
+    options: Options
+    maps: list[MapInfo] = field(default_factory=list)
+    next_id: int = 0
+    stack_depth: dict[int, int] = field(default_factory=dict)
+
+    def new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def map_of(self, reg: RegState) -> MapInfo:
+        if reg.map_uid is None or not 0 <= reg.map_uid < len(self.maps):
+            raise reject("map pointer without a map")
+        return self.maps[reg.map_uid]
+
+    def add_map(self, info: MapInfo) -> int:
+        for index, known in enumerate(self.maps):
+            if known is info:
+                return index
+        self.maps.append(info)
+        return len(self.maps) - 1
+
+    def touch_stack(self, frame: Frame, lowest: int) -> None:
+        depth = -lowest
+        if depth > self.stack_depth.get(frame.subprog, 0):
+            self.stack_depth[frame.subprog] = depth

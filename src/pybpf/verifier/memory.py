@@ -1,0 +1,336 @@
+"""Memory accesses: loads, stores and atomics through every pointer kind (``check_mem_access``).
+
+Each region has its own rule, as in the kernel: the stack is tracked byte by byte in 8-byte
+slots (spilled registers survive a store/load round trip), the context goes through the program
+type's layout, map values and helper memory are bounded by their size (with the variable offset's
+signed minimum and unsigned maximum), and packet data only up to the range a ``data_end``
+comparison proved. The defaults are the kernel's rules for a privileged (root) loader, which may
+read uninitialised stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
+from pybpf.platform import Conversion, PacketAccess
+from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, type_name
+from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot
+from pybpf.verifier.transfer import read_reg
+
+_CONVERSIONS: dict[Conversion, tuple[RegType, bool]] = {
+    Conversion.PACKET_DATA: (RegType.PTR_TO_PACKET, False),
+    Conversion.PACKET_END: (RegType.PTR_TO_PACKET_END, False),
+    Conversion.PACKET_META: (RegType.PTR_TO_PACKET_META, False),
+    Conversion.SOCK_COMMON_OR_NULL: (RegType.PTR_TO_SOCK_COMMON, True),
+    Conversion.SOCKET: (RegType.PTR_TO_SOCKET, False),
+    Conversion.SOCKET_OR_NULL: (RegType.PTR_TO_SOCKET, True),
+    Conversion.FLOW_KEYS: (RegType.PTR_TO_FLOW_KEYS, False),
+}
+# Kernel objects we let programs read without modelling their BTF layout.
+_OPAQUE_READABLE = frozenset({
+    RegType.PTR_TO_BTF_ID, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON, RegType.PTR_TO_TCP_SOCK,
+    RegType.PTR_TO_FLOW_KEYS, RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BUF, RegType.PTR_TO_XDP_SOCK,
+})
+_SIZED = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
+_ATOMIC_REGIONS = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MEM,
+                             RegType.PTR_TO_BTF_ID})
+
+
+def sized_scalar(size: int, sign_extend: bool = False) -> RegState:
+    """An unknown value loaded from ``size`` bytes (zero- or sign-extended to 64 bits)."""
+    if size >= 8:
+        return RegState.scalar()
+    bits = size * 8
+    if sign_extend:
+        return RegState.scalar(Scalar.from_srange(-(1 << (bits - 1)), (1 << (bits - 1)) - 1))
+    return RegState.scalar(Scalar.from_urange(0, (1 << bits) - 1))
+
+
+def truncate(value: RegState, size: int, sign_extend: bool) -> RegState:
+    """A scalar read back narrower than it was stored."""
+    constant = value.var_off.const_value() if value.type is RegType.SCALAR_VALUE else None
+    if constant is None or size >= 8:
+        return value if size >= 8 else sized_scalar(size, sign_extend)
+    bits = size * 8
+    low = constant & ((1 << bits) - 1)
+    if sign_extend and low >> (bits - 1):
+        low -= 1 << bits
+    return RegState.const(low)
+
+
+# -- the entry points --------------------------------------------------------------------------
+
+
+def load(env: Env, state: State, insn: Load) -> None:
+    base = read_reg(state, insn.src)
+    value = access(env, state, int(insn.src), base, off=insn.off, size=insn.size.nbytes, write=None,
+                   sign_extend=insn.sign_extend)
+    state.regs[int(insn.dst)] = value
+
+
+def store(env: Env, state: State, insn: Store) -> None:
+    base = read_reg(state, insn.dst)
+    if isinstance(insn.src, Imm):
+        if base.type is RegType.PTR_TO_CTX:
+            raise reject(f"BPF_ST stores into R{int(insn.dst)} ctx is not allowed")
+        value = RegState.const(insn.src.value)
+    else:
+        value = read_reg(state, insn.src)
+    access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value)
+
+
+def atomic(env: Env, state: State, insn: Atomic) -> None:
+    size = insn.size.nbytes
+    if insn.op == AtomicCode.LOAD_ACQ:
+        base = read_reg(state, insn.src)
+        state.regs[int(insn.dst)] = access(env, state, int(insn.src), base, off=insn.off, size=size, write=None)
+        return
+    if insn.op == AtomicCode.STORE_REL:
+        access(env, state, int(insn.dst), read_reg(state, insn.dst), off=insn.off, size=size,
+               write=read_reg(state, insn.src))
+        return
+    if size not in (4, 8):
+        raise reject("invalid atomic operand size")
+    operand = read_reg(state, insn.src)
+    base = read_reg(state, insn.dst)
+    if insn.op == AtomicCode.CMPXCHG:
+        read_reg(state, Reg.R0)
+    if base.type not in _ATOMIC_REGIONS or base.maybe_null:
+        raise reject(f"BPF_ATOMIC stores into R{int(insn.dst)} {type_name(base)} is not allowed")
+    access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
+    access(env, state, int(insn.dst), base, off=insn.off, size=size,
+           write=RegState.scalar() if operand.is_pointer else operand)
+    if insn.op == AtomicCode.CMPXCHG:
+        state.regs[0] = sized_scalar(size)
+    elif insn.op & ATOMIC_FETCH:
+        state.regs[int(insn.src)] = sized_scalar(size)
+
+
+def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,
+           write: RegState | None, sign_extend: bool = False) -> RegState:
+    """Check one access of ``size`` bytes at ``reg + off``; the value a load produces."""
+    is_write = write is not None
+    if reg.maybe_null or not reg.is_pointer:
+        raise reject(f"R{regno} invalid mem access '{type_name(reg)}'")
+    match reg.type:
+        case RegType.PTR_TO_STACK:
+            return _stack_access(env, state, regno, reg, off=off, size=size, write=write, sign_extend=sign_extend)
+        case RegType.PTR_TO_CTX:
+            return _ctx_access(env, regno, reg, off=off, size=size, write=is_write)
+        case RegType.PTR_TO_MAP_VALUE:
+            info = env.map_of(reg)
+            if is_write and info.readonly:
+                raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off + off} size={size}")
+            region_access(regno, reg, off, size, mem_size=info.value_size, what="map value")
+        case RegType.PTR_TO_MAP_KEY:
+            if is_write:
+                raise reject(f"R{regno} cannot write into map_key")
+            region_access(regno, reg, off, size, mem_size=env.map_of(reg).key_size, what="map key")
+        case RegType.PTR_TO_MEM:
+            region_access(regno, reg, off, size, mem_size=reg.mem_size, what="memory")
+        case RegType.PTR_TO_PACKET | RegType.PTR_TO_PACKET_META:
+            if is_write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
+                raise reject("cannot write into packet")
+            packet_access(regno, reg, off, size)
+        case t if t in _OPAQUE_READABLE:
+            if is_write and t is not RegType.PTR_TO_BTF_ID:
+                raise reject(f"R{regno} cannot write into {type_name(reg)}")
+        case _:
+            raise reject(f"R{regno} invalid mem access '{type_name(reg)}'")
+    return sized_scalar(size, sign_extend)
+
+
+def region_access(regno: int, reg: RegState, off: int, size: int, *, mem_size: int, what: str) -> None:
+    """``check_mem_region_access``: both ends of the variable offset within ``mem_size``."""
+    off += reg.off
+    low = reg.var_off.smin
+    if low < 0 and (low + off < 0 or low < -(1 << 31)):
+        raise reject(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
+    label = {"map value": "value_size", "memory": "mem_size", "map key": "key_size"}[what]
+
+    def fits(at: int) -> bool:
+        return at >= 0 and at + size <= mem_size
+
+    if not fits(max(low, 0) + off):
+        if reg.var_off.is_const():
+            raise reject(f"invalid access to {what}, {label}={mem_size} off={off + reg.var_off.smin} size={size}")
+        raise reject(f"R{regno} min value is outside of the allowed memory range")
+    if reg.var_off.umax >= BPF_MAX_VAR_OFF:
+        raise reject(f"R{regno} unbounded memory access, make sure to bounds check any such access")
+    if not fits(reg.var_off.umax + off):
+        if reg.var_off.is_const():
+            raise reject(f"invalid access to {what}, {label}={mem_size} off={off + reg.var_off.umax} size={size}")
+        raise reject(f"R{regno} max value is outside of the allowed memory range")
+
+
+def packet_access(regno: int, reg: RegState, off: int, size: int, zero_ok: bool = False) -> None:
+    """``check_packet_access``: within the range proven against ``data_end`` for this pointer."""
+    if reg.var_off.smin < 0:
+        raise reject(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
+    start = reg.off + off
+    if start < 0 or start + size > reg.range or (size == 0 and not zero_ok):
+        raise reject(f"invalid access to packet, off={start} size={size}, R{regno}(id={reg.id},off={reg.off},"
+                     f"r={reg.range})\nR{regno} offset is outside of the packet")
+
+
+def check_ctx_pointer(regno: int, reg: RegState) -> None:
+    """``check_ptr_off_reg`` with no offset allowed (the kernel rewrites ctx accesses by offset)."""
+    if reg.off < 0:
+        raise reject(f"negative offset ctx ptr R{regno} off={reg.off} disallowed")
+    if reg.off:
+        raise reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
+    if not reg.var_off.is_const() or reg.var_off.const_value():
+        raise reject(f"variable ctx access var_off={reg.var_off.var_off} disallowed")
+
+
+def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, write: bool) -> RegState:
+    check_ctx_pointer(regno, reg)
+    field = env.options.prog_type.context.check_access(off, size, write)
+    if field is None:
+        raise reject(f"invalid bpf_context access off={off} size={size}")
+    if write or field.conversion is Conversion.PLAIN:
+        return sized_scalar(size)
+    kind, maybe_null = _CONVERSIONS[field.conversion]
+    return RegState.pointer(kind, maybe_null=maybe_null, id=env.new_id() if maybe_null else 0)
+
+
+# -- the stack -----------------------------------------------------------------------------------
+
+
+def _slot_and_byte(at: int) -> tuple[int, int]:
+    """Slot index and byte index inside it for stack byte ``fp + at`` (``at`` < 0)."""
+    return (-at - 1) // BPF_REG_SIZE, (-at - 1) % BPF_REG_SIZE
+
+
+def stack_bounds(regno: int, reg: RegState, off: int, size: int, verb: str) -> tuple[int, int]:
+    """The lowest and highest start byte of an access, checked inside the 512-byte frame."""
+    base = reg.off + off
+    low, high = base + reg.var_off.smin, base + reg.var_off.smax
+    if low < -MAX_BPF_STACK or high + size > 0 or reg.var_off.smin < -BPF_MAX_VAR_OFF or size <= 0:
+        if reg.var_off.is_const():
+            raise reject(f"invalid{verb} stack R{regno} off={low} size={size}")
+        raise reject(f"invalid variable-offset{verb} stack R{regno} var_off={reg.var_off} off={base} size={size}")
+    return low, high
+
+
+def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,
+                  write: RegState | None, sign_extend: bool) -> RegState:
+    verb = " write to" if write is not None else " read from"
+    low, high = stack_bounds(regno, reg, off, size, verb)
+    if reg.var_off.is_const() and low % size:
+        raise reject(f"misaligned stack access off (0x0; 0x0)+{reg.off}+{off} size {size}")
+    frame = state.frames[reg.frameno]
+    env.touch_stack(frame, low)
+    if not reg.var_off.is_const():
+        if write is not None:
+            mark_stack_bytes(frame, low, high + size, SlotByte.STACK_MISC)
+            return write
+        return sized_scalar(size, sign_extend)
+    if write is not None:
+        _stack_write(frame, low, size, write)
+        return write
+    return _stack_read(env, frame, low, size, sign_extend)
+
+
+def mark_stack_bytes(frame: Frame, start: int, end: int, byte: SlotByte) -> None:
+    """Bytes ``[start, end)`` below fp now hold ``byte``; a spilled register there is destroyed."""
+    for at in range(start, end):
+        index, position = _slot_and_byte(at)
+        slot = frame.stack.slot(index)
+        tags = list(slot.slot_type)
+        if slot.is_spilled_register():
+            tags = [SlotByte.STACK_MISC if t is not SlotByte.STACK_INVALID else t for t in tags]
+        tags[position] = byte
+        frame.stack = frame.stack.with_slot(index, StackSlot(tuple(tags)))
+
+
+def _stack_write(frame: Frame, start: int, size: int, value: RegState) -> None:
+    if size == BPF_REG_SIZE and start % BPF_REG_SIZE == 0:
+        frame.stack = frame.stack.with_slot(_slot_and_byte(start)[0], StackSlot.spill(value))
+        return
+    zero = value.type is RegType.SCALAR_VALUE and value.var_off.const_value() == 0
+    mark_stack_bytes(frame, start, start + size, SlotByte.STACK_ZERO if zero else SlotByte.STACK_MISC)
+
+
+def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool) -> RegState:
+    index, _ = _slot_and_byte(start)
+    slot = frame.stack.slot(index)
+    if slot.is_spilled_register():
+        spilled = slot.spilled_ptr
+        if size == BPF_REG_SIZE:
+            return spilled
+        if spilled.is_pointer:
+            raise reject("invalid size of register fill")
+        # Little-endian: the low bytes of the spilled value sit at the slot's lowest address.
+        if spilled.var_off.is_const() and start % BPF_REG_SIZE == 0:
+            return truncate(spilled, size, sign_extend)
+        return sized_scalar(size, sign_extend)
+    tags = [_byte_tag(frame, at) for at in range(start, start + size)]
+    if all(t is SlotByte.STACK_ZERO for t in tags):
+        return RegState.const(0)
+    if not env.options.privileged and any(t is SlotByte.STACK_INVALID for t in tags):
+        raise reject(f"invalid read from stack off {start}+0 size {size}")
+    return sized_scalar(size, sign_extend)
+
+
+def _byte_tag(frame: Frame, at: int) -> SlotByte:
+    index, position = _slot_and_byte(at)
+    return frame.stack.slot(index).slot_type[position]
+
+
+def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, *, write: bool,
+                  zero_ok: bool = False) -> None:
+    """``check_helper_mem_access``: a helper reads (or fills) ``size`` bytes at ``reg``."""
+    if size == 0 and zero_ok:
+        return
+    match reg.type:
+        case RegType.PTR_TO_STACK:
+            low, high = stack_bounds(regno, reg, 0, size, " indirect access to")
+            frame = state.frames[reg.frameno]
+            env.touch_stack(frame, low)
+            if write:
+                mark_stack_bytes(frame, low, high + size, SlotByte.STACK_MISC)
+            elif not env.options.privileged:
+                for at in range(low, high + size):
+                    slot_index, position = _slot_and_byte(at)
+                    if frame.stack.slot(slot_index).slot_type[position] is SlotByte.STACK_INVALID:
+                        raise reject(f"invalid indirect read from stack R{regno} off {low}+{at - low} size {size}")
+        case RegType.PTR_TO_PACKET | RegType.PTR_TO_PACKET_META:
+            if write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
+                raise reject("cannot write into packet")
+            packet_access(regno, reg, 0, size, zero_ok)
+        case RegType.PTR_TO_MAP_VALUE:
+            info = env.map_of(reg)
+            if write and info.readonly:
+                raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off} size={size}")
+            region_access(regno, reg, 0, size, mem_size=info.value_size, what="map value")
+        case RegType.PTR_TO_MAP_KEY:
+            region_access(regno, reg, 0, size, mem_size=env.map_of(reg).key_size, what="map key")
+        case RegType.PTR_TO_MEM:
+            region_access(regno, reg, 0, size, mem_size=reg.mem_size, what="memory")
+        case t if t in _OPAQUE_READABLE or t is RegType.PTR_TO_CTX:
+            return
+        case _:
+            raise reject(f"R{regno} type={type_name(reg)} expected=fp, pkt, pkt_meta, map_key, map_value, mem")
+
+
+def invalidate_packet_pointers(state: State) -> None:
+    """After a helper that may move packet data, every packet pointer is an unknown number."""
+    kinds = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET_END)
+    state.update_registers(lambda reg: RegState.scalar() if reg.type in kinds else None)
+
+
+def havoc_scalar_spills(state: State) -> None:
+    """A callback may write through its context pointer any number of times: forget the
+    caller frames' spilled scalars (pointers spilled there keep their type)."""
+    for frame in state.frames:
+        for index, slot in enumerate(frame.stack.slots):
+            if slot.is_spilled_register() and slot.spilled_ptr.type is RegType.SCALAR_VALUE:
+                frame.stack = frame.stack.with_slot(index, StackSlot.spill(RegState.scalar()))
+            elif any(t is SlotByte.STACK_ZERO for t in slot.slot_type):
+                tags = tuple(SlotByte.STACK_MISC if t is SlotByte.STACK_ZERO else t for t in slot.slot_type)
+                frame.stack = frame.stack.with_slot(index, replace(slot, slot_type=tags))
+

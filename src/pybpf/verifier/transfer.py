@@ -1,0 +1,258 @@
+"""Register transfer functions: ALU on scalars and pointers, and what a conditional jump teaches.
+
+Pointer arithmetic follows the kernel's ``adjust_ptr_min_max_vals``: only 64-bit add/sub of a
+scalar, a constant going into the fixed offset ``off`` and anything else into ``var_off``, and
+a packet pointer that moved by a variable amount getting a fresh id (its checked range is lost).
+Jumps follow ``check_cond_jmp_op``: scalars are refined with :func:`~pybpf.verifier.branch.refine`,
+a null check on a maybe-null pointer resolves every copy carrying the same id, and a comparison
+of a packet pointer with ``data_end`` extends the checked range of every packet pointer with its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pybpf.isa.insn import Bin, BinOp, Cond, Imm, Jump, Reg
+from pybpf.verifier.branch import refine
+from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
+from pybpf.verifier.scalar import S64_MIN, Scalar, sync
+from pybpf.verifier.scalar_ops import alu
+from pybpf.verifier.state import RegState, RegType
+
+_OP_TEXT = {op: op.value for op in BinOp}
+_ALU_NAMES = {BinOp.MOVSX8: "=", BinOp.MOVSX16: "=", BinOp.MOVSX32: "=", BinOp.SDIV: "/=", BinOp.SMOD: "%="}
+_ARITH_OK = frozenset({
+    RegType.PTR_TO_CTX, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_STACK,
+    RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET, RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BTF_ID,
+    RegType.PTR_TO_MEM, RegType.PTR_TO_BUF, RegType.PTR_TO_FUNC, RegType.CONST_PTR_TO_DYNPTR,
+})
+# Pointers the kernel knows cannot be NULL, so comparing them with 0 has a known outcome.
+_NOT_NULL = frozenset({
+    RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON,
+    RegType.PTR_TO_TCP_SOCK, RegType.PTR_TO_MEM,
+})
+
+
+def op_text(op: BinOp) -> str:
+    return _ALU_NAMES.get(op, _OP_TEXT[op])
+
+
+def read_reg(state: State, reg: Reg) -> RegState:
+    value = state.regs[reg]
+    if value.type is RegType.NOT_INIT:
+        raise reject(f"R{int(reg)} !read_ok")
+    return value
+
+
+def unknown() -> RegState:
+    return RegState.scalar()
+
+
+def apply_bin(state: State, insn: Bin, env: Env) -> None:
+    """``dst op= src``: scalar math, pointer arithmetic, or a rejection in the kernel's words."""
+    dst_no = int(insn.dst)
+    if isinstance(insn.src, Imm):
+        # The immediate is sign-extended to 64 bits; a 32-bit operation only looks at the low half.
+        src = RegState.const(insn.src.value)
+    else:
+        src = read_reg(state, insn.src)
+    if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
+        state.regs[dst_no] = _move(insn, src)
+        return
+    dst = read_reg(state, insn.dst)
+    if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
+        state.regs[dst_no] = RegState.scalar(alu(insn.op, dst.var_off, src.var_off, insn.is64))
+        return
+    if dst.is_pointer and src.is_pointer:
+        if insn.op is BinOp.SUB:
+            # allow_ptr_leaks: the difference of two pointers is an unknown number.
+            state.regs[dst_no] = unknown()
+            return
+        raise reject(f"R{dst_no} pointer {op_text(insn.op)} pointer prohibited")
+    if dst.is_pointer:
+        state.regs[dst_no] = _pointer_math(insn, dst_no, dst, src, env, reversed_operands=False)
+    else:
+        state.regs[dst_no] = _pointer_math(insn, dst_no, src, dst, env, reversed_operands=True)
+
+
+def _move(insn: Bin, src: RegState) -> RegState:
+    if insn.op is BinOp.MOV and insn.is64:
+        return src  # a full copy: pointers keep their id so null checks reach the copy
+    if src.is_pointer:
+        # allow_ptr_leaks: a truncated or sign-extended pointer is an unknown number.
+        return unknown()
+    return RegState.scalar(alu(insn.op, Scalar.unknown(), src.var_off, insn.is64))
+
+
+def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
+    """``check_reg_sane_offset`` on one operand."""
+    value = reg.var_off
+    constant = value.const_value()
+    name = type_name(ptr)
+    if constant is not None:
+        signed = value.smin
+        if abs(signed) >= BPF_MAX_VAR_OFF:
+            raise reject(f"math between {name} pointer and {signed} is not allowed")
+    if reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF:
+        raise reject(f"{name} pointer offset {reg.off} is not allowed")
+    if value.smin == S64_MIN and what == "offset":
+        raise reject(f"math between {name} pointer and register with unbounded min value is not allowed")
+    if value.smin <= -BPF_MAX_VAR_OFF:
+        raise reject(f"value {value.smin} makes {name} pointer be out of bounds")
+
+
+def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env,
+                  *, reversed_operands: bool) -> RegState:
+    if not insn.is64:
+        if insn.op is BinOp.SUB:
+            return unknown()
+        raise reject(f"R{dst_no} 32-bit pointer arithmetic prohibited")
+    if ptr.maybe_null:
+        raise reject(f"R{dst_no} pointer arithmetic on {type_name(ptr)} prohibited, null-check it first")
+    value = off.var_off
+    known = value.is_const()
+    allowed = ptr.type in _ARITH_OK or (
+        ptr.type is RegType.CONST_PTR_TO_MAP and known and value.smin == 0 and insn.op is BinOp.ADD
+    ) or (ptr.type is RegType.PTR_TO_FLOW_KEYS and known)
+    if not allowed:
+        raise reject(f"R{dst_no} pointer arithmetic on {type_name(ptr)} prohibited")
+    if value.smin > value.smax or value.umin > value.umax:
+        return unknown()
+    _sane_offset(off, ptr, "offset")
+    _sane_offset(ptr, ptr, "pointer")
+    if insn.op is BinOp.ADD:
+        result = _add_offset(ptr, value, env, negate=False)
+    elif insn.op is BinOp.SUB:
+        if reversed_operands:
+            raise reject(f"R{dst_no} tried to subtract pointer from scalar")
+        result = _add_offset(ptr, value, env, negate=True)
+    elif insn.op in (BinOp.AND, BinOp.OR, BinOp.XOR):
+        raise reject(f"R{dst_no} bitwise operator {op_text(insn.op)} on pointer prohibited")
+    else:
+        raise reject(f"R{dst_no} pointer arithmetic with {op_text(insn.op)} operator prohibited")
+    _sane_offset(result, ptr, "result")
+    return result
+
+
+def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegState:
+    constant = value.const_value()
+    if constant is not None:
+        delta = -value.smin if negate else value.smin
+        new_off = ptr.off + delta
+        if -(1 << 31) <= new_off < 1 << 31:
+            return replace(ptr, off=new_off)
+    moved = sync(alu(BinOp.SUB if negate else BinOp.ADD, ptr.var_off, value, True))
+    result = replace(ptr, var_off=moved)
+    if ptr.type in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
+        # Something variable was added: the range proven for the old pointer says nothing here.
+        result = replace(result, id=env.new_id(), range=0)
+    return result
+
+
+# -- conditional jumps -------------------------------------------------------------------------
+
+
+def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, State | None]:
+    """(taken, fall-through) successor states of a conditional jump; None for a dead edge."""
+    dst = read_reg(state, insn.dst)
+    src = RegState.const(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
+    if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
+        return tuple(_refine_scalars(state, insn, dst, src, taken) for taken in (True, False))  # type: ignore[return-value]
+    taken_state, fall_state = state.copy(), state.copy()
+    null_side = _null_check(insn, dst, src)
+    if null_side is not None:
+        pointer, ptr_is_null_when_taken = null_side
+        if not pointer.maybe_null:
+            if pointer.type in _NOT_NULL:
+                # A non-null pointer is never equal to zero: one edge is dead.
+                return (None, fall_state) if ptr_is_null_when_taken else (taken_state, None)
+            return taken_state, fall_state
+        _mark_null(taken_state, pointer, is_null=ptr_is_null_when_taken)
+        _mark_null(fall_state, pointer, is_null=not ptr_is_null_when_taken)
+        return taken_state, fall_state
+    _packet_compare(insn, dst, src, taken_state, fall_state)
+    return taken_state, fall_state
+
+
+def _refine_scalars(state: State, insn: Jump, dst: RegState, src: RegState, taken: bool) -> State | None:
+    refined = refine(insn.cond, dst.var_off, src.var_off, insn.is32, taken)
+    if refined is None:
+        return None
+    new = state.copy()
+    new.regs[int(insn.dst)] = replace(dst, var_off=refined[0])
+    if not isinstance(insn.src, Imm):
+        new.regs[int(insn.src)] = replace(src, var_off=refined[1])
+    return new
+
+
+def _null_check(insn: Jump, dst: RegState, src: RegState) -> tuple[RegState, bool] | None:
+    """(the pointer, whether it is NULL on the taken edge) for ``ptr ==/!= 0``."""
+    if insn.cond not in (Cond.JEQ, Cond.JNE) or insn.is32:
+        return None
+    for pointer, other in ((dst, src), (src, dst)):
+        if pointer.is_pointer and other.type is RegType.SCALAR_VALUE and other.var_off.const_value() == 0:
+            return pointer, insn.cond is Cond.JEQ
+    return None
+
+
+def _mark_null(state: State, pointer: RegState, *, is_null: bool) -> None:
+    """``mark_ptr_or_null_regs``: every copy (same id) becomes NULL (scalar 0) or a valid pointer."""
+    target = pointer.id
+    if target == 0:
+        return
+
+    def change(reg: RegState) -> RegState | None:
+        if reg.id != target or not reg.maybe_null:
+            return None
+        if is_null:
+            return RegState.const(0)
+        return replace(reg, maybe_null=False)
+
+    state.update_registers(change)
+    if is_null and pointer.ref_obj_id:
+        # A NULL result holds no reference: nothing to release on this path.
+        state.refs.pop(pointer.ref_obj_id, None)
+
+
+# (cond, pointer-is-dst) -> (which edge learns the range, range_right_open)
+_PACKET_RULES: dict[tuple[Cond, bool], tuple[bool, bool]] = {
+    (Cond.JGT, True): (False, False), (Cond.JGT, False): (True, True),
+    (Cond.JLT, True): (True, True), (Cond.JLT, False): (False, False),
+    (Cond.JGE, True): (False, True), (Cond.JGE, False): (True, False),
+    (Cond.JLE, True): (True, False), (Cond.JLE, False): (False, True),
+}
+
+
+def _packet_compare(insn: Jump, dst: RegState, src: RegState, taken: State, fall: State) -> None:
+    """``try_match_pkt_pointers``: ``pkt + N`` compared with ``data_end`` proves N bytes."""
+    if insn.is32:
+        return
+    pairs = ((RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_END), (RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET))
+    for low, high in pairs:
+        if dst.type is low and src.type is high:
+            pointer, pointer_is_dst = dst, True
+        elif dst.type is high and src.type is low:
+            pointer, pointer_is_dst = src, False
+        else:
+            continue
+        rule = _PACKET_RULES.get((insn.cond, pointer_is_dst))
+        if rule is None:
+            return
+        on_taken, right_open = rule
+        _find_good_pkt_pointers(taken if on_taken else fall, pointer, right_open)
+        return
+
+
+def _find_good_pkt_pointers(state: State, pointer: RegState, right_open: bool) -> None:
+    if pointer.off < 0 or (pointer.off == 0 and right_open):
+        return
+    if pointer.var_off.umax > MAX_PACKET_OFF or pointer.var_off.umax + pointer.off > MAX_PACKET_OFF:
+        return
+    new_range = pointer.off + (1 if right_open else 0)
+
+    def change(reg: RegState) -> RegState | None:
+        if reg.type is pointer.type and reg.id == pointer.id and reg.range < new_range:
+            return replace(reg, range=new_range)
+        return None
+
+    state.update_registers(change)
