@@ -281,8 +281,12 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         state.refs[ref] = pc
     new_id = ref or env.new_id()
     if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL:
-        if meta.map_reg is None:
+        if meta.map_reg is None or meta.map is None:
             raise reject("map lookup without a map")
+        if meta.map.inner is not None:
+            # A map-in-map lookup yields the inner map itself (or NULL).
+            uid = env.add_map(meta.map.inner)
+            return RegState.pointer(RegType.CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
         return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=True, id=new_id, map_uid=meta.map_reg.map_uid)
     if ret is RetType.PTR_TO_MEM_OR_NULL:
         return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,

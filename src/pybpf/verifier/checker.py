@@ -117,7 +117,9 @@ def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:
     """MapInfo for every map of an object; ``.rodata``/``.kconfig`` are frozen as libbpf does."""
     def info(spec: MapSpec) -> MapInfo:
         frozen = spec.section.startswith(".rodata") or spec.section == ".kconfig"
-        return MapInfo(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags, spec.name, frozen)
+        inner = info(spec.inner) if spec.inner is not None else None
+        return MapInfo(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags, spec.name, frozen,
+                       inner)
 
     return {name: info(spec) for name, spec in obj.maps.items()}
 

@@ -40,6 +40,7 @@ class MapInfo:
     flags: int = 0
     name: str = ""
     frozen: bool = False
+    inner: MapInfo | None = None  # the template of a map-in-map's inner maps
 
     @property
     def readonly(self) -> bool:
