@@ -169,5 +169,12 @@ def test_tracepoint_layout() -> None:
     assert generic.field("common_pid").offset == 4
     assert generic.check_access(16, 8, write=False) is not None
     assert generic.check_access(16, 8, write=True) is None
+    # tp_prog_is_valid_access(): nothing below offset 8 (the common header) is readable.
+    for offset, size in ((0, 2), (0, 8), (2, 1), (3, 1), (4, 4)):
+        assert generic.check_access(offset, size, write=False) is None, (offset, size)
+    assert generic.check_access(8, 8, write=False) is not None
+    assert generic.check_access(2044, 4, write=False) is not None
+    assert generic.check_access(2048, 1, write=False) is None
+    assert generic.check_access(12, 8, write=False) is None  # misaligned
     with pytest.raises(ValueError, match="common header"):
         contexts.tracepoint_layout("bad", (CtxField("x", 4, 4, frozenset({4})),))

@@ -318,15 +318,17 @@ _TP_READ = frozenset({1, 2, 4, 8})
 def tracepoint_layout(name: str = "trace_entry", fields: tuple[CtxField, ...] = ()) -> ContextLayout:
     """A tracepoint's record: the 8-byte common header, then the event's own fields.
 
-    The kernel only checks that reads are aligned and inside PERF_MAX_TRACE_SIZE (the record's
-    real size is known from tracefs ``format``); with no ``fields`` the rest is one opaque,
-    read-only ``data`` field.
+    tp_prog_is_valid_access() (kernel/trace/bpf_trace.c) allows aligned reads in
+    ``[sizeof(void *), PERF_MAX_TRACE_SIZE)``: the record's real size is known from tracefs
+    ``format``, and the common header (offsets 0-7) is not readable through the context at all
+    ("invalid bpf_context access"), so its fields are listed for the offsets but unreadable.
+    With no ``fields`` the rest is one opaque, read-only ``data`` field.
     """
     header = (
-        CtxField("common_type", 0, 2, _TP_READ),
-        CtxField("common_flags", 2, 1, _TP_READ),
-        CtxField("common_preempt_count", 3, 1, _TP_READ),
-        CtxField("common_pid", 4, 4, _TP_READ),
+        CtxField("common_type", 0, 2, NONE),
+        CtxField("common_flags", 2, 1, NONE),
+        CtxField("common_preempt_count", 3, 1, NONE),
+        CtxField("common_pid", 4, 4, NONE),
     )
     body = fields or (CtxField("data", 8, PERF_MAX_TRACE_SIZE - 8, _TP_READ),)
     for extra in fields:
