@@ -43,12 +43,24 @@ _XDP_MODES = {"generic": XdpFlags.SKB_MODE, "driver": XdpFlags.DRV_MODE, None: X
 
 
 class Link:
-    """A BPF link, owned through its :class:`Fd`."""
+    """A BPF link, owned through its :class:`Fd`.
 
-    def __init__(self, fd: Fd, *, description: str = "", syscall: RawSyscall | None = None) -> None:
+    ``owned`` are further descriptors the attachment holds and releases with the link (the perf
+    event a kprobe, uprobe or tracepoint link runs on).
+    """
+
+    def __init__(
+        self,
+        fd: Fd,
+        *,
+        description: str = "",
+        syscall: RawSyscall | None = None,
+        owned: tuple[Fd, ...] = (),
+    ) -> None:
         self.fd = fd
         self.description = description
         self._syscall = syscall
+        self.owned = owned
 
     def __repr__(self) -> str:
         return f"Link({self.description!r}, fd={self.fd!r})"
@@ -64,6 +76,8 @@ class Link:
     def close(self) -> None:
         """Release the link (an unpinned link detaches when its last descriptor closes)."""
         self.fd.close()
+        for fd in self.owned:
+            fd.close()
 
     def __enter__(self) -> Link:
         return self

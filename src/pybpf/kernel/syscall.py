@@ -40,6 +40,7 @@ __all__ = [
     "bpf",
     "bpf_syscall_number",
     "command_name",
+    "errno_class",
     "errno_name",
     "error_for",
     "libc_syscall",
@@ -151,9 +152,14 @@ def errno_name(code: int) -> str:
     return errno_codes.errorcode.get(code, f"errno {code}")
 
 
+def errno_class(code: int) -> type[BpfCommandError]:
+    """The BpfCommandError subclass for errno ``code`` (shared with perf_event_open errors)."""
+    return _ERRNO_CLASSES.get(code, BpfCommandError)
+
+
 def error_for(cmd: BpfCmd, code: int, *, detail: str = "", log: str = "") -> BpfCommandError:
     """The exception for ``cmd`` failing with errno ``code`` (not raised, returned)."""
-    cls = _ERRNO_CLASSES.get(code, BpfCommandError)
+    cls = errno_class(code)
     reason = os.strerror(code) if code != ENOTSUPP else "Operation not supported"
     parts = [f"{command_name(cmd)} failed: {reason} ({errno_name(code)})"]
     hint = _ERRNO_HINTS.get(code)
