@@ -4,14 +4,36 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
+    from pybpf.hooks.link import Link
+    from pybpf.hooks.lsm import attach_audit
+    from pybpf.hooks.probes import attach_probe, probe
+    from pybpf.hooks.tracepoints import Tracepoint, attach_tracepoint
     from pybpf.kernel.object import KernelObject
     from pybpf.runtime.object import Object
 
-__all__ = ["__version__", "load"]
+__all__ = ["Link", "Tracepoint", "__version__", "attach_audit", "attach_probe", "attach_tracepoint", "load", "probe"]
+
+# The hooks' entry points, importable from the top (``pybpf.Tracepoint``), imported on first use.
+_HOOK_EXPORTS = {
+    "Link": "pybpf.hooks.link",
+    "Tracepoint": "pybpf.hooks.tracepoints",
+    "attach_audit": "pybpf.hooks.lsm",
+    "attach_probe": "pybpf.hooks.probes",
+    "attach_tracepoint": "pybpf.hooks.tracepoints",
+    "probe": "pybpf.hooks.probes",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOOK_EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pybpf' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 Backend = Literal["vm", "kernel"]
 
@@ -29,9 +51,12 @@ def load(source: str | os.PathLike[str] | bytes, *, backend: Backend = "vm", **o
 
     Both give an object with the same API (``program(name).test_run(...)``, ``maps[name][key]``...);
     ``options`` go to :func:`pybpf.runtime.loader.load` or :func:`pybpf.kernel.loader.load`.
-    Imports are lazy, so ``import pybpf`` stays cheap.
+    Imports are lazy, so ``import pybpf`` stays cheap. A user-space object's programs attach to
+    hooks with ``prog.attach_probe(func)``, ``prog.attach_tracepoint(...)``, ``prog.attach_audit(event)``...:
+    loading imports :mod:`pybpf.hooks`, which serves those methods.
     """
     if backend == "vm":
+        importlib.import_module("pybpf.hooks")  # registers the attach provider behind Program.attach_*
         from pybpf.runtime.loader import load as load_vm
 
         return load_vm(source, **options)

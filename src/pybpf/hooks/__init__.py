@@ -5,13 +5,21 @@ Packets (pcap replay, live AF_PACKET: :mod:`pybpf.hooks.packets`), Python probes
 (:mod:`~pybpf.hooks.lsm`); every attachment is a :class:`~pybpf.hooks.link.Link`, and maps,
 programs and links can be pinned (:mod:`~pybpf.hooks.pinning`).
 
-The names below are imported on first use, so ``import pybpf.hooks`` stays cheap.
+The names below are imported on first use, so ``import pybpf.hooks`` stays cheap. Importing
+the package registers the hooks as the runtime's attach provider
+(:mod:`pybpf.hooks.provider`), which gives every loaded program its ``attach_probe``,
+``attach_tracepoint``, ``attach_audit``, ``attach_xdp`` and ``attach_tc`` methods.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from pybpf.hooks.provider import HOOKS_PROVIDER
+from pybpf.runtime.attach import register_attach_provider
+
+register_attach_provider(HOOKS_PROVIDER)
 
 if TYPE_CHECKING:
     from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkInfo, LinkKind, hook_runtime

@@ -17,6 +17,7 @@ from pybpf.errors import TestRunError
 from pybpf.obj import ProgramSpec
 from pybpf.platform.progtypes import ProgTypeSpec
 from pybpf.platform.test_run import TestRunResult
+from pybpf.runtime.attach import AttachMethods
 from pybpf.runtime.context import InternalLayout, RewriteResult
 from pybpf.runtime.helpers.services import Redirect, RunState, RuntimeServices
 from pybpf.runtime.progtypes import PreparedRun, run_kind
@@ -39,8 +40,12 @@ class RuntimeTestRunResult(TestRunResult):
     redirect: Redirect | None = None
 
 
-class Program:
-    """A program instantiated in user space: relocated, context-converted, helpers bound."""
+class Program(AttachMethods):
+    """A program instantiated in user space: relocated, context-converted, helpers bound.
+
+    ``attach_probe``/``attach_tracepoint``/``attach_audit``/``attach_xdp``/``attach_tc`` come from
+    :class:`~pybpf.runtime.attach.AttachMethods` (served by :mod:`pybpf.hooks` once imported).
+    """
 
     def __init__(
         self,
