@@ -11,6 +11,10 @@ object file in the kernel (:mod:`~pybpf.kernel.loader`) as a :class:`KernelObjec
 (:class:`KernelMap`) and programs (:class:`KernelProgram`) have the user-space runtime's API;
 :func:`open_pinned` reopens pins and :func:`features` probes what the running kernel supports.
 
+Attachment: :mod:`~pybpf.kernel.link` (XDP, tcx), :mod:`~pybpf.kernel.trace_attach` (kprobes,
+uprobes, tracepoints over :mod:`~pybpf.kernel.perf_event`, raw tracepoints, cgroups) and
+:mod:`~pybpf.kernel.section_attach` (``KernelProgram.attach()`` by section name).
+
 Every command takes a keyword ``syscall``: a fake ``(cmd, attr) -> result | -errno`` makes
 it testable without root.
 """
@@ -60,6 +64,7 @@ from pybpf.kernel.objects import (
     prog_xlated_insns,
 )
 from pybpf.kernel.perf_buffer import KernelPerfBuffer
+from pybpf.kernel.perf_event import PerfEventSystem
 from pybpf.kernel.pin import NotOnBpffsError, pin
 from pybpf.kernel.pinned import open_pinned
 from pybpf.kernel.probe import available
@@ -72,6 +77,15 @@ from pybpf.kernel.progs import (
 )
 from pybpf.kernel.ringbuf import KernelRingBufferConsumer, RingBufferReader
 from pybpf.kernel.syscall import BpfCmd, RawSyscall, bpf, libc_syscall
+from pybpf.kernel.trace_attach import (
+    PerfEventLink,
+    TracingLink,
+    attach_cgroup,
+    attach_kprobe,
+    attach_raw_tracepoint,
+    attach_tracepoint,
+    attach_uprobe,
+)
 from pybpf.kernel.uapi import (
     BpfAttachType,
     BpfMapFlag,
@@ -110,13 +124,21 @@ __all__ = [
     "MapEntry",
     "MapInfo",
     "NotOnBpffsError",
+    "PerfEventLink",
+    "PerfEventSystem",
     "ProgInfo",
     "RawSyscall",
     "RingBufferReader",
     "TcxAttachType",
+    "TracingLink",
     "ValueCodec",
     "XdpFlags",
+    "attach_cgroup",
+    "attach_kprobe",
+    "attach_raw_tracepoint",
     "attach_tcx",
+    "attach_tracepoint",
+    "attach_uprobe",
     "attach_xdp",
     "available",
     "bpf",

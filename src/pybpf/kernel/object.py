@@ -7,21 +7,38 @@ context-manager use) and add what only the kernel has: pinning, object info, the
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
 from pybpf.btf import Btf
-from pybpf.errors import ArgumentTooBigError, InvalidArgumentError, LoadError, NoSpaceError, TestRunError
+from pybpf.errors import (
+    ArgumentTooBigError,
+    InvalidArgumentError,
+    LoadError,
+    NoSpaceError,
+    NotSupportedError,
+    TestRunError,
+)
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.link import Link, attach_tcx, attach_xdp
 from pybpf.kernel.map_api import KernelMap, MapEntry
 from pybpf.kernel.objects import ProgInfo, prog_info
+from pybpf.kernel.perf_event import PerfEventSystem
 from pybpf.kernel.pin import pin
 from pybpf.kernel.progs import prog_test_run
+from pybpf.kernel.section_attach import attach_section
 from pybpf.kernel.syscall import RawSyscall
-from pybpf.kernel.uapi import BpfProgType, BpfTestRunFlag
+from pybpf.kernel.trace_attach import (
+    attach_cgroup,
+    attach_kprobe,
+    attach_raw_tracepoint,
+    attach_tracepoint,
+    attach_uprobe,
+)
+from pybpf.kernel.uapi import BpfAttachType, BpfProgType, BpfTestRunFlag
 from pybpf.obj import ObjectSpec, ProgramSpec
 from pybpf.platform.test_run import TestRunResult
 
@@ -29,7 +46,11 @@ U32 = 0xFFFF_FFFF
 
 
 class KernelProgram:
-    """A program loaded by BPF_PROG_LOAD, owned through its :class:`Fd`."""
+    """A program loaded by BPF_PROG_LOAD, owned through its :class:`Fd`.
+
+    ``perf`` replaces perf_event_open, its ioctls and the sysfs/tracefs roots for the probe and
+    tracepoint attachments (tests pass fakes; None is the real system).
+    """
 
     def __init__(
         self,
@@ -40,6 +61,7 @@ class KernelProgram:
         kernel_name: str,
         log: str = "",
         syscall: RawSyscall | None = None,
+        perf: PerfEventSystem | None = None,
     ) -> None:
         self.spec = spec  # None for a program opened from a pin
         self.name = spec.name if spec is not None else kernel_name
@@ -48,6 +70,7 @@ class KernelProgram:
         self.fd = fd
         self.log = log
         self._syscall = syscall
+        self._perf = perf
 
     def __repr__(self) -> str:
         type_name = self.prog_type.name if isinstance(self.prog_type, BpfProgType) else str(self.prog_type)
@@ -107,6 +130,52 @@ class KernelProgram:
     def attach_tc(self, interface: str | int, *, direction: str = "ingress") -> Link:
         """Attach this tc program to ``interface`` through a tcx link (see :func:`attach_tcx`)."""
         return attach_tcx(self.fd, interface, direction=direction, syscall=self._syscall)
+
+    def attach_kprobe(self, function: str, retprobe: bool = False, *, offset: int = 0) -> Link:
+        """Attach this KPROBE program to kernel function ``function`` (its return if ``retprobe``)."""
+        return attach_kprobe(
+            self.fd, function, offset=offset, retprobe=retprobe, syscall=self._syscall, system=self._perf
+        )
+
+    def attach_uprobe(
+        self,
+        binary: str | os.PathLike[str],
+        offset: int | str,
+        retprobe: bool = False,
+        *,
+        pid: int | None = None,
+    ) -> Link:
+        """Attach to ``binary`` at file offset ``offset``, or at the function symbol it names."""
+        return attach_uprobe(
+            self.fd, binary, offset, retprobe=retprobe, pid=pid, syscall=self._syscall, system=self._perf
+        )
+
+    def attach_tracepoint(self, category: str, name: str) -> Link:
+        """Attach this TRACEPOINT program to tracepoint ``category:name``."""
+        return attach_tracepoint(self.fd, category, name, syscall=self._syscall, system=self._perf)
+
+    def attach_raw_tracepoint(self, name: str) -> Link:
+        """Attach this RAW_TRACEPOINT program to raw tracepoint ``name``."""
+        return attach_raw_tracepoint(self.fd, name, syscall=self._syscall)
+
+    def attach_cgroup(self, path: str | os.PathLike[str], attach_type: BpfAttachType | int | None = None) -> Link:
+        """Attach this cgroup program to the cgroup v2 directory ``path``; the attach type comes
+        from the program's section unless given."""
+        if attach_type is None:
+            attach_type = self.spec.attach_type if self.spec is not None else None
+        if attach_type is None:
+            raise InvalidArgumentError(
+                f"{self.name}: no cgroup attach type in its section; pass attach_type", errno.EINVAL
+            )
+        return attach_cgroup(self.fd, path, attach_type, syscall=self._syscall)
+
+    def attach(self, target: str | int | os.PathLike[str] | None = None) -> Link:
+        """Attach where the program's section says (``kprobe/do_unlinkat``, ``tp/sched/sched_switch``,
+        ``uprobe//bin/bash:readline``...). ``target`` replaces the section's target, and names the
+        cgroup directory or the interface for cgroup, XDP and tc programs."""
+        if self.spec is None:
+            raise NotSupportedError(f"{self.name}: opened from a pin, it has no section to attach by")
+        return attach_section(self.fd, self.spec, target, syscall=self._syscall, system=self._perf)
 
     def info(self) -> ProgInfo:
         """BPF_OBJ_GET_INFO_BY_FD: xlated/jited sizes, verified_insns, run counts..."""
