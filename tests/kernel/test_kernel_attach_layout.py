@@ -24,6 +24,7 @@ from pybpf.kernel.perf_event import (
     PerfFlag,
     PerfType,
 )
+from pybpf.kernel.trace_attach import RawTracepointOpenAttr
 
 # (python field, offset, size): every field of the header up to sig_data, union members too.
 PERF_FIELDS: list[tuple[str, int, int]] = [
@@ -82,10 +83,10 @@ def test_perf_event_attr_size_is_ver7() -> None:
 
 
 def test_raw_tracepoint_open_attr_layout() -> None:
-    assert _offset_and_size(attrs.RawTracepointOpenAttr, "name") == (0, 8)
-    assert _offset_and_size(attrs.RawTracepointOpenAttr, "prog_fd") == (8, 4)
-    assert _offset_and_size(attrs.RawTracepointOpenAttr, "cookie") == (16, 8)  # 6.10+, not in a 6.1 header
-    assert ctypes.sizeof(attrs.RawTracepointOpenAttr) == 24
+    assert _offset_and_size(RawTracepointOpenAttr, "name") == (0, 8)
+    assert _offset_and_size(RawTracepointOpenAttr, "prog_fd") == (8, 4)
+    assert _offset_and_size(RawTracepointOpenAttr, "cookie") == (16, 8)  # 6.10+, not in a 6.1 header
+    assert ctypes.sizeof(RawTracepointOpenAttr) == 24
 
 
 def test_link_create_perf_event_and_cgroup_fields() -> None:
@@ -155,8 +156,8 @@ def test_layout_matches_the_host_header(tmp_path: Path) -> None:
         assert int(flag) == facts[f"flag.{flag.name}"]
     for perf_type in PerfType:
         assert int(perf_type) == facts[f"type.{perf_type.name}"]
-    assert _offset_and_size(attrs.RawTracepointOpenAttr, "name")[0] == facts["rawtp.name"]
-    assert _offset_and_size(attrs.RawTracepointOpenAttr, "prog_fd")[0] == facts["rawtp.prog_fd"]
+    assert _offset_and_size(RawTracepointOpenAttr, "name")[0] == facts["rawtp.name"]
+    assert _offset_and_size(RawTracepointOpenAttr, "prog_fd")[0] == facts["rawtp.prog_fd"]
     assert attrs.LinkCreateAttr.perf_event.offset == facts["link.bpf_cookie"]
     assert _offset_and_size(attrs.LinkCreateAttr, "target_fd")[0] == facts["link.target_fd"]
     from pybpf.kernel.uapi import BpfAttachType
