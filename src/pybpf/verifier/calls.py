@@ -53,7 +53,7 @@ class _Meta:
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
     if len(state.frames) >= MAX_CALL_FRAMES:
-        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep !")
+        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep")
     frameno = len(state.frames)
     regs = [RegState.not_init() for _ in range(11)]
     for number, value in args.items():
@@ -71,7 +71,8 @@ def local_call(state: State, pc: int, target: int) -> None:
 def return_from_callee(state: State) -> int:
     """``exit`` from a bpf-to-bpf call or callback: back to the caller; the pc to continue at."""
     callee = state.frames[-1]
-    r0 = read_reg(state, 0)  # type: ignore[arg-type]
+    # A subprogram may return nothing (void): r0 goes back as it is, checked when the caller reads it.
+    r0 = state.regs[0]
     if callee.callback:
         _check_range(r0, (0, 1), "At callback return")
         r0 = RegState.scalar()
@@ -106,6 +107,8 @@ def _check_range(r0: RegState, value_range: tuple[int, int], where: str) -> None
         text += f" smin={value.smin}"
     if value.smax < (1 << 63) - 1:
         text += f" smax={value.smax}"
+    if not text:
+        text = " unknown scalar value"
     raise reject(f"{where} the register R0 has{text} should have been in [{low}, {high}]")
 
 
@@ -235,7 +238,7 @@ def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, 
         raise _mismatch(regno, reg, "scalar")
     value = reg.var_off
     if value.smin < 0:
-        raise reject(f"R{regno} min value is negative, either use unsigned index or do a if (index >=0) check.")
+        raise reject(f"R{regno} min value is negative, either use unsigned or 'var &= const'")
     if value.umin == 0 and not zero_ok:
         raise reject(f"R{regno} invalid zero-sized read: u64=[{value.umin},{value.umax}]")
     if value.umax >= BPF_MAX_VAR_SIZ:
@@ -275,11 +278,13 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         return RegState.scalar()
     if ret is RetType.VOID:
         return RegState.not_init()
+    # As the kernel: a nullable result gets an id, then an acquired reference a second one, which
+    # replaces it (so reference ids match the kernel's log).
+    new_id = env.new_id()
     ref = 0
     if proto.acquires_ref:
-        ref = env.new_id()
+        ref = new_id = env.new_id()
         state.refs[ref] = pc
-    new_id = ref or env.new_id()
     if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL:
         if meta.map_reg is None or meta.map is None:
             raise reject("map lookup without a map")

@@ -178,9 +178,16 @@ def type_name(reg: RegState) -> str:
     if reg.type is RegType.NOT_INIT:
         return "?"
     name = reg.type.value
+    if reg.type is RegType.PTR_TO_MEM and reg.ref_obj_id:
+        name = "ringbuf_mem"  # the only referenced memory we hand out: a ring buffer sample
     if reg.type is RegType.PTR_TO_BTF_ID:
         name = "ptr_"
     return f"{name}_or_null" if reg.maybe_null else name
+
+
+def tnum_text(value: Scalar) -> str:
+    """A variable offset's tnum as the kernel prints it: ``(0x0; 0xf)``."""
+    return f"({value.var_off.value:#x}; {value.var_off.mask:#x})"
 
 
 def format_scalar(value: Scalar) -> str:

@@ -15,7 +15,7 @@ from dataclasses import replace
 from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
-from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, type_name
+from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot
 from pybpf.verifier.transfer import read_reg
@@ -74,8 +74,6 @@ def load(env: Env, state: State, insn: Load) -> None:
 def store(env: Env, state: State, insn: Store) -> None:
     base = read_reg(state, insn.dst)
     if isinstance(insn.src, Imm):
-        if base.type is RegType.PTR_TO_CTX:
-            raise reject(f"BPF_ST stores into R{int(insn.dst)} ctx is not allowed")
         value = RegState.const(insn.src.value)
     else:
         value = read_reg(state, insn.src)
@@ -183,7 +181,7 @@ def check_ctx_pointer(regno: int, reg: RegState) -> None:
     if reg.off:
         raise reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
     if not reg.var_off.is_const() or reg.var_off.const_value():
-        raise reject(f"variable ctx access var_off={reg.var_off.var_off} disallowed")
+        raise reject(f"variable ctx access var_off={tnum_text(reg.var_off)} disallowed")
 
 
 def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, write: bool) -> RegState:
@@ -212,16 +210,18 @@ def stack_bounds(regno: int, reg: RegState, off: int, size: int, verb: str) -> t
     if low < -MAX_BPF_STACK or high + size > 0 or reg.var_off.smin < -BPF_MAX_VAR_OFF or size <= 0:
         if reg.var_off.is_const():
             raise reject(f"invalid{verb} stack R{regno} off={low} size={size}")
-        raise reject(f"invalid variable-offset{verb} stack R{regno} var_off={reg.var_off} off={base} size={size}")
+        tnum = tnum_text(reg.var_off)
+        raise reject(f"invalid variable-offset{verb} stack R{regno} var_off={tnum} off={base} size={size}")
     return low, high
 
 
 def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,
                   write: RegState | None, sign_extend: bool) -> RegState:
     verb = " write to" if write is not None else " read from"
+    if reg.var_off.is_const() and (reg.off + off + reg.var_off.smin) % size:
+        # The kernel checks alignment before bounds (check_ptr_alignment comes first).
+        raise reject(f"misaligned stack access off {reg.var_off.const_value()}+{reg.off}+{off} size {size}")
     low, high = stack_bounds(regno, reg, off, size, verb)
-    if reg.var_off.is_const() and low % size:
-        raise reject(f"misaligned stack access off (0x0; 0x0)+{reg.off}+{off} size {size}")
     frame = state.frames[reg.frameno]
     env.touch_stack(frame, low)
     if not reg.var_off.is_const():
@@ -284,11 +284,13 @@ def _byte_tag(frame: Frame, at: int) -> SlotByte:
 def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, *, write: bool,
                   zero_ok: bool = False) -> None:
     """``check_helper_mem_access``: a helper reads (or fills) ``size`` bytes at ``reg``."""
-    if size == 0 and zero_ok:
-        return
+    if size == 0:
+        if zero_ok:
+            return
+        raise reject("invalid zero-sized read")
     match reg.type:
         case RegType.PTR_TO_STACK:
-            low, high = stack_bounds(regno, reg, 0, size, " indirect access to")
+            low, high = stack_bounds(regno, reg, 0, size, " write to" if write else " read from")
             frame = state.frames[reg.frameno]
             env.touch_stack(frame, low)
             if write:

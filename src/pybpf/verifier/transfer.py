@@ -125,6 +125,8 @@ def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env
     elif insn.op is BinOp.SUB:
         if reversed_operands:
             raise reject(f"R{dst_no} tried to subtract pointer from scalar")
+        if ptr.type is RegType.PTR_TO_STACK:
+            raise reject(f"R{dst_no} subtraction from stack pointer prohibited")
         result = _add_offset(ptr, value, env, negate=True)
     elif insn.op in (BinOp.AND, BinOp.OR, BinOp.XOR):
         raise reject(f"R{dst_no} bitwise operator {op_text(insn.op)} on pointer prohibited")

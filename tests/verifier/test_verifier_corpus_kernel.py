@@ -1,0 +1,69 @@
+"""Differential: every corpus program is loaded into the kernel too, and the verdicts must agree.
+
+Maps named in a case are created for real and their fds patched into the ``lddw`` pseudo
+instructions. A case may say ``kernel: <reason>`` when we disagree on purpose (an allow-list with
+reasons), and ``kernel-message: <reason>`` when the verdict agrees but the kernel words it otherwise.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import replace
+
+import pytest
+
+from pybpf.errors import BpfCommandError, VerifierRejectedError
+from pybpf.isa.codec import encode_program
+from pybpf.isa.insn import LoadImm64
+from pybpf.isa.opcodes import PseudoSrc
+from pybpf.kernel.maps import map_create
+from pybpf.kernel.probe import available
+from pybpf.kernel.progs import prog_load
+from pybpf.verifier import verify
+
+from .corpus import CorpusCase, assemble_case, load_corpus
+
+_AVAILABLE, _REASON = available()
+pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")]
+
+CASES = load_corpus()
+_MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
+
+
+def kernel_verdict(case: CorpusCase) -> str | None:
+    """None when the kernel accepts the program, else its whole verifier log."""
+    insns = assemble_case(case)
+    with ExitStack() as stack:
+        fds = []
+        for info in case.maps:
+            fd = stack.enter_context(map_create(info.type, info.key_size, info.value_size, info.max_entries,
+                                                map_flags=info.flags))
+            fds.append(int(fd))
+        patched = [
+            replace(labeled, insn=replace(labeled.insn, imm=fds[labeled.insn.imm]))
+            if isinstance(labeled.insn, LoadImm64) and labeled.insn.src in _MAP_SOURCES else labeled
+            for labeled in insns
+        ]
+        try:
+            fd = prog_load(case.prog_type, encode_program(patched), case.license, log_level=1)
+        except VerifierRejectedError as error:
+            return error.log or str(error)
+        except BpfCommandError as error:
+            return f"{type(error).__name__}: {error}"
+        fd.close()
+        return None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_corpus_agrees_with_kernel(case: CorpusCase) -> None:
+    ours = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license)
+    kernel_log = kernel_verdict(case)
+    if case.kernel_differs is not None:
+        pytest.skip(f"intentional difference: {case.kernel_differs}")
+    if kernel_log is None:
+        assert ours.accepted, f"the kernel accepts; we said {ours.summary()}"
+        return
+    assert not ours.accepted, f"the kernel rejects; we accepted. Kernel log:\n{kernel_log}"
+    if case.kernel_message_differs is None:
+        assert ours.reason is not None
+        assert ours.reason in kernel_log, f"we said {ours.reason!r}; kernel log:\n{kernel_log}"
