@@ -1,0 +1,56 @@
+"""``pybpf verify``: the JSON shape, exit statuses, raw bytecode and the per-instruction log."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from pybpf.asm import assemble_bytes
+from pybpf.cli.main import main
+
+PROGS = Path(__file__).parent.parent / "progs"
+
+
+def _run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    status = main(list(argv), out)
+    return status, out.getvalue()
+
+
+def test_verify_object_json_shape() -> None:
+    status, text = _run("verify", str(PROGS / "xdp_firewall.o"), "--json")
+    assert status == 0
+    document = json.loads(text)
+    assert list(document) == ["programs"]
+    (entry,) = document["programs"]
+    assert set(entry) == {"name", "section", "type", "accepted", "error", "pc", "line", "processed_insns"}
+    assert entry["name"] == "xdp_firewall" and entry["type"] == "xdp" and entry["accepted"] is True
+    assert entry["error"] is None and entry["pc"] is None and entry["processed_insns"] > 0
+
+
+def test_verify_raw_rejected(tmp_path: Path) -> None:
+    raw = tmp_path / "prog.bin"
+    raw.write_bytes(assemble_bytes("r2 = *(u32 *)(r1 + 0)\nr0 = *(u8 *)(r2 + 0)\nr0 = 2\nexit"))
+    status, text = _run("verify", "--raw", str(raw), "--type", "xdp", "--json")
+    assert status == 1
+    (entry,) = json.loads(text)["programs"]
+    assert entry["accepted"] is False
+    assert entry["error"] == "R2 offset is outside of the packet"
+    assert entry["pc"] == 1
+
+
+def test_verify_raw_text_and_log(tmp_path: Path) -> None:
+    raw = tmp_path / "prog.bin"
+    raw.write_bytes(assemble_bytes("r0 = 1\nexit"))
+    status, text = _run("verify", "--raw", str(raw), "--type", "socket_filter", "--log", "2")
+    assert status == 0
+    assert "0: r0 = 0x1 ; R1=ctx() R10=fp0" in text
+    assert "1: exit ; R0=1 R1=ctx() R10=fp0" in text
+    assert "accepted" in text
+
+
+def test_verify_one_program_by_name() -> None:
+    status, text = _run("verify", str(PROGS / "tail_calls.o"), "--prog", "dispatch", "--json")
+    assert status == 0
+    assert [entry["name"] for entry in json.loads(text)["programs"]] == ["dispatch"]
