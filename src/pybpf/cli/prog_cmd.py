@@ -19,7 +19,7 @@ from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.platform.verdicts import verdict_name
 from pybpf.runtime.loader import load
 from pybpf.runtime.object import Object
-from pybpf.runtime.program import Program, RuntimeTestRunResult, TestRunResult
+from pybpf.runtime.program import ENGINES, Program, RuntimeTestRunResult, TestRunResult
 
 
 class CliUsageError(PybpfError):
@@ -152,7 +152,7 @@ def _load(args: argparse.Namespace, **options: Any) -> Any:
         import pybpf
 
         return pybpf.load(args.object, backend="kernel", **options)
-    return load(args.object, **options)
+    return load(args.object, engine=getattr(args, "engine", "interp"), **options)
 
 
 def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -212,7 +212,9 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--ctx-in", metavar="HEX|@FILE", help="context for every run (xdp_md, __sk_buff, args...)")
     run.add_argument("--repeat", type=int, default=1, metavar="N", help="run each packet N times (mean duration)")
-    run.add_argument("--engine", choices=("interp",), default="interp", help="execution engine")
+    run.add_argument(
+        "--engine", choices=ENGINES, default="interp", help="user-space engine: interpreter or LLVM JIT (vm backend)"
+    )
     run.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="run in user space or in the kernel")
     run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
     run.add_argument(

@@ -56,7 +56,12 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _replay(args, out)
     if args.prog or args.pcap:
         raise CliUsageError(f"{args.file} is not an ELF object: --prog/--pcap need one")
-    interpreter = Interpreter(read_program(args.file), name=Path(args.file).name)
+    engine: Any = Interpreter
+    if args.engine == "jit":
+        from pybpf.vm.jit import JitProgram
+
+        engine = JitProgram
+    interpreter = engine(read_program(args.file), name=Path(args.file).name)
     memory = bytes.fromhex("".join(args.mem.split())) if args.mem else b""
     region = Region.from_bytes(RegionKind.INPUT, "input", memory) if memory else None
     result = interpreter.run(region, instruction_limit=args.limit)
@@ -75,7 +80,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         raise CliUsageError("an object file runs with --prog NAME --pcap CAPTURE (or see `pybpf prog run`)")
     types = {args.prog: parse_prog_type(args.type)} if args.type else None
     packets = list(read_capture(args.pcap))
-    with load(args.file, prog_types=types) as obj:
+    with load(args.file, prog_types=types, engine=args.engine) as obj:
         program = obj.program(args.prog)
         show_bar = not args.json and out.isatty() and len(packets) >= PROGRESS_THRESHOLD
         with _progress_bar(out, args.prog, len(packets), show_bar) as progress:
@@ -153,6 +158,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--mem", metavar="HEX", default="", help="input memory as hex bytes (r1 = address, r2 = length)")
     run.add_argument("--limit", type=int, default=None, help="instruction budget (default: the interpreter's)")
     run.add_argument("--json", action="store_true", help='print {"r0", "instructions"} (or the replay report) as JSON')
+    run.add_argument(
+        "--engine", choices=("interp", "jit"), default="interp", help="interpreter or LLVM JIT (instructions: 0)"
+    )
     run.add_argument("--prog", metavar="NAME", help="object mode: the packet program to run")
     run.add_argument("--pcap", metavar="CAPTURE", help="object mode: pcap or pcapng capture of Ethernet frames")
     run.add_argument("--out", metavar="CAPTURE", help="object mode: write passed/transmitted/redirected frames here")

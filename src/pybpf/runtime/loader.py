@@ -28,7 +28,7 @@ from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
 from pybpf.runtime.object import Object
-from pybpf.runtime.program import Program
+from pybpf.runtime.program import Engine, Program, check_engine
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
 from pybpf.vm.interpreter import Interpreter
@@ -56,6 +56,7 @@ def load(
     ncpus: int | None = None,
     seed: int | None = None,
     prog_types: Mapping[str, BpfProgType] | None = None,
+    engine: Engine = "interp",
 ) -> Object:
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
@@ -63,8 +64,11 @@ def load(
     as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF.
     ``ncpus`` is the number of virtual CPUs (per-CPU maps); ``seed`` makes
     bpf_get_prandom_u32 deterministic; ``prog_types`` overrides the type a program's section
-    implies (by program name), as ``bpftool prog load ... type`` does.
+    implies (by program name), as ``bpftool prog load ... type`` does. ``engine`` is what runs
+    the programs by default (``"interp"`` or ``"jit"``, compiled on a program's first run);
+    ``Program.test_run(..., engine=...)`` overrides it per call.
     """
+    check_engine(engine)
     spec = load_spec(source)
     target = _read_btf(vmlinux_btf)
     memory = AddressSpace()
@@ -83,6 +87,7 @@ def load(
             programs[program_spec.name] = _prepare(
                 spec, program_spec, maps, services=services, target=target, available=available, number=number
             )
+            programs[program_spec.name].engine = engine
         for map_spec in spec.maps.values():
             _fill_slots(spec, map_spec, maps[map_spec.name], maps, programs)
     except BaseException:

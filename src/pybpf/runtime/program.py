@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from pybpf.errors import TestRunError
 from pybpf.obj import ProgramSpec
@@ -24,7 +25,14 @@ from pybpf.runtime.progtypes import PreparedRun, run_kind
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
 
-__all__ = ["Program", "RuntimeTestRunResult", "TestRunResult"]
+if TYPE_CHECKING:
+    from pybpf.vm.jit import JitProgram
+
+__all__ = ["ENGINES", "Engine", "Program", "RuntimeTestRunResult", "TestRunResult"]
+
+Engine = Literal["interp", "jit"]
+"""What runs a program: the reference interpreter or the LLVM JIT (:mod:`pybpf.vm.jit`)."""
+ENGINES: tuple[Engine, ...] = ("interp", "jit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,7 @@ class Program(AttachMethods):
         services: RuntimeServices,
         conversion: RewriteResult | None,
         program_id: int,
+        engine: Engine = "interp",
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -66,6 +75,25 @@ class Program(AttachMethods):
         self.conversion = conversion
         self.id = program_id
         self.layout = conversion.layout if conversion is not None else InternalLayout.of(type_spec.context)
+        self.engine: Engine = check_engine(engine)
+        self._jit: JitProgram | None = None  # compiled on first use: loading stays cheap
+
+    @property
+    def jit(self) -> JitProgram:
+        """The program compiled to native code (same helpers, resolver and memory as the interpreter)."""
+        if self._jit is None:
+            from pybpf.vm.jit import JitProgram
+
+            interpreter = self.interpreter
+            self._jit = JitProgram(
+                interpreter.insns,
+                helpers=interpreter.helpers,
+                resolver=interpreter.resolver,
+                memory=interpreter.memory,
+                instruction_limit=interpreter.instruction_limit,
+                name=self.name,
+            )
+        return self._jit
 
     def __repr__(self) -> str:
         return f"Program({self.name!r}, {self.type_spec.name}, id={self.id})"
@@ -78,8 +106,17 @@ class Program(AttachMethods):
         *,
         cpu: int | None = None,
         instruction_limit: int | None = None,
+        engine: Engine | None = None,
     ) -> RuntimeTestRunResult:
-        """Run the program on ``data_in``/``ctx_in`` ``repeat`` times, as BPF_PROG_TEST_RUN does."""
+        """Run the program on ``data_in``/``ctx_in`` ``repeat`` times, as BPF_PROG_TEST_RUN does.
+
+        ``engine`` overrides the program's (``load(..., engine=...)``) for this call; the JIT
+        reports ``instructions`` as 0 (native code does not count them).
+        """
+        run_once = self._run_interp
+        if check_engine(engine or self.engine) == "jit":
+            _ = self.jit  # compiled before the clock starts: duration_ns is run time only
+            run_once = self._run_native
         kind = run_kind(self.prog_type)
         if data_in and not kind.takes_data:
             raise TestRunError(f"{self.type_spec.name} programs take no data_in (only ctx_in)")
@@ -95,7 +132,7 @@ class Program(AttachMethods):
             for _ in range(runs):
                 state.redirect = None  # each run of a repeat starts without a target, as in the kernel
                 started = time.perf_counter_ns()
-                r0, executed = self._run_once(prepared, state, instruction_limit)
+                r0, executed = run_once(prepared, state, instruction_limit)
                 elapsed += time.perf_counter_ns() - started
             data_out, ctx_out = prepared.finish()
             return RuntimeTestRunResult(
@@ -105,6 +142,12 @@ class Program(AttachMethods):
             prepared.close()
 
     def _run_once(self, prepared: PreparedRun, state: RunState, instruction_limit: int | None) -> tuple[int, int]:
+        """One run on ``prepared`` with the program's engine: (r0, instructions executed)."""
+        if self.engine == "jit":
+            return self._run_native(prepared, state, instruction_limit)
+        return self._run_interp(prepared, state, instruction_limit)
+
+    def _run_interp(self, prepared: PreparedRun, state: RunState, instruction_limit: int | None) -> tuple[int, int]:
         interpreter = self.interpreter
         limit = interpreter.instruction_limit if instruction_limit is None else instruction_limit
         run = ExecutionContext(interpreter, limit, prepared.packet_region(), state)
@@ -118,3 +161,22 @@ class Program(AttachMethods):
         finally:
             run.release()
         return regs[0], run.executed
+
+    def _run_native(self, prepared: PreparedRun, state: RunState, instruction_limit: int | None) -> tuple[int, int]:
+        # r1 only, as in _run_once: the runtime's runs leave r2 zero.
+        result = self.jit.run(
+            packet=prepared.packet_region(),
+            registers={1: prepared.context.address},
+            instruction_limit=instruction_limit,
+            user=state,
+            map_inputs=False,
+        )
+        return result.r0, result.instructions
+
+
+def check_engine(engine: str) -> Engine:
+    """``engine`` if it names an engine, else TestRunError listing them."""
+    for known in ENGINES:
+        if engine == known:
+            return known
+    raise TestRunError(f"unknown engine {engine!r} (engines: {', '.join(ENGINES)})")

@@ -152,8 +152,13 @@ class JitProgram:
         registers: Mapping[int, int] | None = None,
         instruction_limit: int | None = None,
         user: object = None,
+        map_inputs: bool = True,
     ) -> RunResult:
-        """Run the native code once; arguments and r1/r2 as for :meth:`Interpreter.run`."""
+        """Run the native code once; arguments and r1/r2 as for :meth:`Interpreter.run`.
+
+        ``map_inputs=False`` leaves ``context`` and ``packet`` unmapped: the runtime's runs map
+        the packet buffer themselves, and ``packet`` is then only the view LD_ABS/LD_IND read.
+        """
         limit = self.instruction_limit if instruction_limit is None else instruction_limit
         memory = self.memory
         state = _StateBlock()
@@ -170,7 +175,8 @@ class JitProgram:
             )
         )
         try:
-            for region in (context, packet, *stacks):
+            inputs = (context, packet) if map_inputs else ()
+            for region in (*inputs, *stacks):
                 if region is not None and region not in memory:
                     memory.add(region)
                     mapped.append(region)
