@@ -57,6 +57,11 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
     else:
         src = read_reg(state, insn.src)
     if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
+        if (insn.op is BinOp.MOV and insn.is64 and not isinstance(insn.src, Imm)
+                and src.type is RegType.SCALAR_VALUE and not src.id and not src.var_off.is_const()):
+            # Link the copies (the kernel's scalar ids): a later branch on one refines both.
+            src = replace(src, id=env.new_id())
+            state.regs[int(insn.src)] = src
         state.regs[dst_no] = _move(insn, src)
         return
     dst = read_reg(state, insn.dst)
@@ -184,7 +189,22 @@ def _refine_scalars(state: State, insn: Jump, dst: RegState, src: RegState, take
     new.regs[int(insn.dst)] = replace(dst, var_off=refined[0])
     if not isinstance(insn.src, Imm):
         new.regs[int(insn.src)] = replace(src, var_off=refined[1])
+        _refine_linked(new, src.id, refined[1])
+    _refine_linked(new, dst.id, refined[0])
     return new
+
+
+def _refine_linked(state: State, scalar_id: int, value: Scalar) -> None:
+    """``sync_linked_regs``: every copy of a refined scalar (same id) learns the same bounds."""
+    if not scalar_id:
+        return
+
+    def change(reg: RegState) -> RegState | None:
+        if reg.type is RegType.SCALAR_VALUE and reg.id == scalar_id and reg.var_off != value:
+            return replace(reg, var_off=value)
+        return None
+
+    state.update_registers(change)
 
 
 def _null_check(insn: Jump, dst: RegState, src: RegState) -> tuple[RegState, bool] | None:
