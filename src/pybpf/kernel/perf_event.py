@@ -10,6 +10,10 @@ Like :mod:`pybpf.kernel.syscall`, every entry into the kernel is replaceable: a
 :class:`PerfEventSystem` bundles the perf_event_open call, the ioctl call and the sysfs and
 tracefs roots the probe types and tracepoint ids are read from, so unit tests run against
 fakes and a temporary directory, with no root and no probe on the machine.
+
+By policy pybpf's tests open real perf events only as software counters on their own thread;
+they never attach anything to this machine's kprobes, uprobes, tracepoints or cgroups (live
+attachment tests exist only for XDP and tcx, in a private network namespace).
 """
 
 from __future__ import annotations
@@ -190,24 +194,30 @@ def perf_event_syscall_number(system: str | None = None, machine: str | None = N
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    # A read-only handle, cached because loading libc never changes within a process.
-    return ctypes.CDLL(None, use_errno=True)
+def _libc_functions() -> tuple[Callable[..., int], Callable[..., int]]:
+    # Read-only handles (libc's syscall() and ioctl()), cached because loading libc and setting
+    # the return types never change within a process.
+    libc = ctypes.CDLL(None, use_errno=True)
+    syscall, ioctl = libc.syscall, libc.ioctl
+    syscall.restype = ctypes.c_long
+    ioctl.restype = ctypes.c_int
+    return syscall, ioctl
 
 
 def libc_perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, group_fd: int, flags: int) -> int:
     """The real perf_event_open(2) through libc's ``syscall()``; returns ``-errno`` on failure."""
     number = perf_event_syscall_number()
-    function = _libc().syscall
-    function.restype = ctypes.c_long
+    function = _libc_functions()[0]
     while True:
+        # syscall() is variadic and reads every argument as a long: pass longs, so that -1 is
+        # -1 in the whole register.
         result = int(
             function(
                 ctypes.c_long(number),
                 ctypes.c_void_p(ctypes.addressof(attr)),
-                ctypes.c_int(pid),
-                ctypes.c_int(cpu),
-                ctypes.c_int(group_fd),
+                ctypes.c_long(pid),
+                ctypes.c_long(cpu),
+                ctypes.c_long(group_fd),
                 ctypes.c_ulong(flags),
             )
         )
@@ -220,8 +230,7 @@ def libc_perf_event_open(attr: PerfEventAttr, pid: int, cpu: int, group_fd: int,
 
 def libc_ioctl(fd: int, request: int, arg: int) -> int:
     """The real ioctl(2) with an integer argument; returns ``-errno`` on failure."""
-    function = _libc().ioctl
-    function.restype = ctypes.c_int
+    function = _libc_functions()[1]
     result = int(function(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(arg)))
     return result if result >= 0 else -ctypes.get_errno()
 

@@ -102,9 +102,13 @@ class PerfEventLink(Link):
         self._system = system
 
     def detach(self) -> None:
-        if not self.fd.closed:
+        if self.fd.closed:
+            return
+        try:
             perf_event_ioctl(self.fd.fileno(), PerfEventIoc.PERF_EVENT_IOC_DISABLE, system=self._system)
-        self.close()
+        finally:
+            # Closing releases the event and the program with it, even if DISABLE failed.
+            self.close()
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         raise NotSupportedError("a perf event attached by ioctl (no perf link in this kernel) cannot be pinned")
