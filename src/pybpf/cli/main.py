@@ -17,7 +17,9 @@ from typing import TextIO
 from pybpf.errors import PybpfError
 
 # Command modules under pybpf.cli, each exposing register(subparsers).
-COMMAND_MODULES = ("asm_cmd", "run_cmd", "conformance_cmd", "prog_cmd", "attach_cmd", "link_cmd", "verify_cmd")
+COMMAND_MODULES = (
+    "asm_cmd", "run_cmd", "conformance_cmd", "prog_cmd", "attach_cmd", "link_cmd", "verify_cmd", "trace_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

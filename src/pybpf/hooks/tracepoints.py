@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,15 +127,41 @@ class TracepointTable:
         self._lock = threading.Lock()
         self._by_name: dict[str, Tracepoint] = {}
         self._next_id = 1
+        self._watchers: list[tuple[str, Callable[[Tracepoint], None]]] = []
 
     def declare(self, tracepoint: Tracepoint) -> int:
+        """Register ``tracepoint``; its id (``common_type``). Watchers of its name see it now."""
         with self._lock:
             if tracepoint.full_name in self._by_name:
                 raise TracepointError(f"tracepoint {tracepoint.full_name} is already declared")
             self._by_name[tracepoint.full_name] = tracepoint
             type_id = self._next_id
             self._next_id += 1
-            return type_id
+            tracepoint.id = type_id
+            watchers = [callback for target, callback in self._watchers if _names(target, tracepoint)]
+        # Outside the lock: a watcher attaches programs, which may look the table up again.
+        for callback in watchers:
+            callback(tracepoint)
+        return type_id
+
+    def watch(self, target: str, callback: Callable[[Tracepoint], None]) -> Callable[[], None]:
+        """Call ``callback(tp)`` whenever a tracepoint ``target`` names is declared from now on.
+
+        This is how a tracer attaches to tracepoints an application has yet to declare (``pybpf
+        trace`` runs the application after attaching); ``target`` is ``category/name`` or a bare
+        name. The callback runs in the declaring thread, inside ``Tracepoint(...)``, so it must not
+        raise. Returns the function that stops watching.
+        """
+        entry = (target, callback)
+        with self._lock:
+            self._watchers.append(entry)
+
+        def cancel() -> None:
+            with self._lock:
+                if entry in self._watchers:
+                    self._watchers.remove(entry)
+
+        return cancel
 
     def remove(self, tracepoint: Tracepoint) -> None:
         with self._lock:
@@ -156,12 +182,21 @@ class TracepointTable:
                 raise LinkError(f"{what} tracepoint is named {target!r} (declared: {self._known()})")
             return matches[0]
 
+    def declared(self, target: str) -> bool:
+        """Whether a tracepoint ``target`` names (``category/name`` or a bare name) is declared."""
+        with self._lock:
+            return any(_names(target, tracepoint) for tracepoint in self._by_name.values())
+
     def _known(self) -> str:
         return ", ".join(sorted(self._by_name)) or "none"
 
     def names(self) -> list[str]:
         with self._lock:
             return sorted(self._by_name)
+
+
+def _names(target: str, tracepoint: Tracepoint) -> bool:
+    return tracepoint.full_name == target if "/" in target else tracepoint.name == target
 
 
 def tracepoint_table(runtime: HookRuntime | None = None) -> TracepointTable:
@@ -191,9 +226,11 @@ class Tracepoint:
         self.size = max((field.offset + field.size for field in self.fields), default=COMMON_HEADER_SIZE)
         self.runtime = runtime if runtime is not None else hook_runtime()
         self._table = tracepoint_table(self.runtime)
-        self.id = self._table.declare(self)
+        # Ready for links before declaring: a watcher of this name attaches inside declare().
         self._links: tuple[TracepointLink, ...] = ()
         self._links_lock = threading.Lock()
+        self.id = 0
+        self._table.declare(self)
 
     def __repr__(self) -> str:
         return f"Tracepoint({self.full_name!r}, id={self.id}, fields={[f.name for f in self.fields]})"
@@ -269,6 +306,7 @@ class TracepointLink(Link):
     def __init__(self, program: Program, tracepoint: Tracepoint, kind: LinkKind, *, runtime: HookRuntime) -> None:
         super().__init__(kind, program, tracepoint.full_name, runtime=runtime)
         self.tracepoint = tracepoint
+        self.fires = 0
         self.errors = 0
         self.last_error: PybpfError | None = None
         self._lock = self.runtime.run_lock(program)
@@ -277,6 +315,7 @@ class TracepointLink(Link):
         tracepoint._attach(self)
 
     def run(self, values: Mapping[str, Any]) -> None:
+        self.fires += 1
         tracepoint = self.tracepoint
         if self.kind is LinkKind.TRACEPOINT:
 
@@ -313,6 +352,18 @@ _KINDS = {
 }
 
 
+def tracepoint_kind(program: Program) -> LinkKind:
+    """TRACEPOINT or RAW_TRACEPOINT: the link a program makes on a tracepoint (LinkError if none)."""
+    require_user_space(program)
+    kind = _KINDS.get(program.prog_type)
+    if kind is None:
+        raise LinkError(
+            f"program {program.name!r} is a {program.type_spec.name} program; tracepoints take "
+            "tracepoint and raw_tracepoint programs"
+        )
+    return kind
+
+
 def attach_tracepoint(
     program: Program,
     category: str | None = None,
@@ -325,13 +376,7 @@ def attach_tracepoint(
     The target is ``category/name`` when given, else the program's section
     (``tracepoint/app/request``; ``raw_tp/request`` names only the event).
     """
-    require_user_space(program)
-    kind = _KINDS.get(program.prog_type)
-    if kind is None:
-        raise LinkError(
-            f"program {program.name!r} is a {program.type_spec.name} program; tracepoints take "
-            "tracepoint and raw_tracepoint programs"
-        )
+    kind = tracepoint_kind(program)
     runtime = runtime if runtime is not None else hook_runtime()
     if name is not None:
         target = f"{category}/{name}" if category else name
@@ -353,5 +398,6 @@ __all__ = [
     "TracepointTable",
     "attach_tracepoint",
     "parse_fields",
+    "tracepoint_kind",
     "tracepoint_table",
 ]
