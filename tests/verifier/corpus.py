@@ -6,6 +6,7 @@ A file under ``corpus/`` holds blocks like::
     type: xdp                         (optional; socket_filter by default)
     maps: hash:4:8:16 array:4:8:1:rdonly   (optional; map[fd:N] in the asm names the Nth map)
     license: Dual BSD/GPL            (optional; GPL by default)
+    privileged: no                    (optional: verify with the unprivileged rules)
     expect: reject R3 !read_ok        (or: expect: accept)
     kernel: <reason>                  (optional: the kernel's verdict differs, and why)
     kernel-message: <reason>          (optional: same verdict, but the kernel words it differently)
@@ -40,6 +41,7 @@ class CorpusCase:
     kernel_differs: str | None
     kernel_message_differs: str | None
     asm: str
+    privileged: bool = True
 
 
 def _map(text: str) -> MapInfo:
@@ -75,6 +77,7 @@ def _parse_block(file: str, block: str) -> CorpusCase:
         kernel_differs=fields.get("kernel"),
         kernel_message_differs=fields.get("kernel-message"),
         asm=asm,
+        privileged=fields.get("privileged", "yes") != "no",
     )
 
 

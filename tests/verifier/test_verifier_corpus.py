@@ -20,7 +20,8 @@ def test_corpus_is_large_and_balanced() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_corpus_case(case: CorpusCase) -> None:
-    report = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license)
+    report = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license,
+                    privileged=case.privileged)
     if case.expected is None:
         assert report.accepted, report.summary()
         assert report.processed_insns > 0

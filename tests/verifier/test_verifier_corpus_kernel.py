@@ -56,7 +56,10 @@ def kernel_verdict(case: CorpusCase) -> str | None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_corpus_agrees_with_kernel(case: CorpusCase) -> None:
-    ours = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license)
+    if not case.privileged:
+        pytest.skip("unprivileged rules: the kernel here refuses unprivileged bpf() (unprivileged_bpf_disabled)")
+    ours = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license,
+                    privileged=case.privileged)
     kernel_log = kernel_verdict(case)
     if case.kernel_differs is not None:
         pytest.skip(f"intentional difference: {case.kernel_differs}")

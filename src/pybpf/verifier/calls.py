@@ -86,11 +86,13 @@ def return_from_callee(state: State) -> int:
     return callee.callsite + 1
 
 
-def check_return(state: State, value_range: tuple[int, int] | None) -> None:
+def check_return(state: State, value_range: tuple[int, int] | None, *, privileged: bool = True) -> None:
     """``check_return_code`` at the main program's exit."""
     r0 = read_reg(state, 0)  # type: ignore[arg-type]
     for ref_id, alloc_pc in sorted(state.refs.items()):
         raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
+    if r0.is_pointer and not privileged:
+        raise reject("R0 leaks addr as return value")
     if value_range is not None:
         _check_range(r0, value_range, "At program exit")
 
@@ -137,7 +139,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
         raise reject("tail_call would lead to reference leak")
     callback = _callback_frame(env, state, pc, insn.helper, meta)
     if meta.release_ref:
-        _release(state, meta.release_ref)
+        _release(state, meta.release_ref, env.options.privileged)
     for number in CALLER_SAVED:
         state.regs[number] = RegState.not_init()
     state.regs[0] = _return_value(env, state, pc, proto, meta)
@@ -146,10 +148,11 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
     return callback
 
 
-def _release(state: State, ref_id: int) -> None:
+def _release(state: State, ref_id: int, privileged: bool) -> None:
     state.refs.pop(ref_id, None)
-    # mark_reg_invalid for a privileged loader: every copy becomes an unknown number.
-    state.update_registers(lambda reg: RegState.scalar() if reg.ref_obj_id == ref_id else None)
+    # mark_reg_invalid: every copy becomes an unknown number (privileged) or unreadable.
+    gone = RegState.scalar() if privileged else RegState.not_init()
+    state.update_registers(lambda reg: gone if reg.ref_obj_id == ref_id else None)
 
 
 def _mismatch(regno: int, reg: RegState, expected: str) -> Exception:
@@ -168,7 +171,8 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
         return
     match arg.type:
         case ArgType.ANYTHING:
-            return
+            if reg.is_pointer and not env.options.privileged:
+                raise reject(f"R{regno} leaks addr into helper function")
         case ArgType.CONST_MAP_PTR:
             if reg.type is not RegType.CONST_PTR_TO_MAP:
                 raise _mismatch(regno, reg, "map_ptr")

@@ -21,7 +21,7 @@ from pybpf.verifier.explore import Explorer
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection
 from pybpf.verifier.report import Diagnostic, VerifierReport
 from pybpf.verifier.state import MAX_BPF_STACK
-from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, check_structure
+from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, StructureConfig, check_structure
 
 MapsArg = Sequence[MapInfo] | Mapping[int, MapInfo] | MapResolver | None
 
@@ -58,7 +58,7 @@ def verify(
     options = Options(spec, license, privileged, log_level, attach_type)
     table = {labeled.pc: labeled for labeled in insns}
     try:
-        structure = check_structure(insns)
+        structure = check_structure(insns, StructureConfig() if privileged else StructureConfig.unprivileged())
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
     explorer = Explorer(insns, structure, Env(options), _resolver(maps), insn_limit)

@@ -179,10 +179,14 @@ class Explorer:
                 transfer.apply_bin(state, insn, env)
             case Neg(dst=dst, is64=is64):
                 value = transfer.read_reg(state, dst)
+                if value.is_pointer and not env.options.privileged:
+                    raise reject(f"R{int(dst)} pointer arithmetic prohibited")
                 state.regs[dst] = (RegState.scalar(neg(value.var_off, is64)) if value.type is RegType.SCALAR_VALUE
                                    else RegState.scalar())
             case Endian(dst=dst, width=width, order=order):
                 value = transfer.read_reg(state, dst)
+                if value.is_pointer and not env.options.privileged:
+                    raise reject(f"R{int(dst)} pointer arithmetic prohibited")
                 state.regs[dst] = (RegState.scalar(endian(value.var_off, width, order))
                                    if value.type is RegType.SCALAR_VALUE else RegState.scalar())
             case LoadImm64():
@@ -219,7 +223,8 @@ class Explorer:
                 if len(state.frames) > 1:
                     return calls.return_from_callee(state), state
                 spec = env.options.prog_type
-                calls.check_return(state, spec.return_range_for(env.options.attach_type))  # type: ignore[arg-type]
+                value_range = spec.return_range_for(env.options.attach_type)  # type: ignore[arg-type]
+                calls.check_return(state, value_range, privileged=env.options.privileged)
                 return None, state
         return pc + 1, state
 

@@ -34,6 +34,9 @@ _OPAQUE_READABLE = frozenset({
     RegType.PTR_TO_BTF_ID, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON, RegType.PTR_TO_TCP_SOCK,
     RegType.PTR_TO_FLOW_KEYS, RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BUF, RegType.PTR_TO_XDP_SOCK,
 })
+# Where an unprivileged program may not store a pointer (it could read it back as a number).
+_LEAK_TARGETS = {RegType.PTR_TO_MAP_VALUE: "map", RegType.PTR_TO_CTX: "ctx", RegType.PTR_TO_PACKET: "packet",
+                 RegType.PTR_TO_MEM: "mem"}
 _SIZED = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
 _ATOMIC_REGIONS = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MEM,
                              RegType.PTR_TO_BTF_ID})
@@ -77,6 +80,8 @@ def store(env: Env, state: State, insn: Store) -> None:
         value = RegState.const(insn.src.value)
     else:
         value = read_reg(state, insn.src)
+        if value.is_pointer and not env.options.privileged and base.type in _LEAK_TARGETS:
+            raise reject(f"R{int(insn.src)} leaks addr into {_LEAK_TARGETS[base.type]}")
     access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value)
 
 
@@ -230,6 +235,9 @@ def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int
             return write
         return sized_scalar(size, sign_extend)
     if write is not None:
+        if not env.options.privileged and frame.stack.slot(_slot_and_byte(low)[0]).is_spilled_register() and (
+                frame.stack.slot(_slot_and_byte(low)[0]).spilled_ptr.is_pointer) and size != BPF_REG_SIZE:
+            raise reject("attempt to corrupt spilled pointer on stack")
         _stack_write(frame, low, size, write)
         return write
     return _stack_read(env, frame, low, size, sign_extend)

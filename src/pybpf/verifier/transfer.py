@@ -62,14 +62,14 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
             # Link the copies (the kernel's scalar ids): a later branch on one refines both.
             src = replace(src, id=env.new_id())
             state.regs[int(insn.src)] = src
-        state.regs[dst_no] = _move(insn, src)
+        state.regs[dst_no] = _move(insn, src, env)
         return
     dst = read_reg(state, insn.dst)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
         state.regs[dst_no] = RegState.scalar(alu(insn.op, dst.var_off, src.var_off, insn.is64))
         return
     if dst.is_pointer and src.is_pointer:
-        if insn.op is BinOp.SUB:
+        if insn.op is BinOp.SUB and env.options.privileged:
             # allow_ptr_leaks: the difference of two pointers is an unknown number.
             state.regs[dst_no] = unknown()
             return
@@ -80,9 +80,12 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         state.regs[dst_no] = _pointer_math(insn, dst_no, src, dst, env, reversed_operands=True)
 
 
-def _move(insn: Bin, src: RegState) -> RegState:
+def _move(insn: Bin, src: RegState, env: Env) -> RegState:
     if insn.op is BinOp.MOV and insn.is64:
         return src  # a full copy: pointers keep their id so null checks reach the copy
+    if src.is_pointer and not env.options.privileged:
+        what = "partial copy of pointer" if insn.op is BinOp.MOV else "sign-extension part of pointer"
+        raise reject(f"R{int(insn.src) if isinstance(insn.src, Reg) else 0} {what}")
     if src.is_pointer:
         # allow_ptr_leaks: a truncated or sign-extended pointer is an unknown number.
         return unknown()
@@ -109,7 +112,7 @@ def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
 def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env,
                   *, reversed_operands: bool) -> RegState:
     if not insn.is64:
-        if insn.op is BinOp.SUB:
+        if insn.op is BinOp.SUB and env.options.privileged:
             return unknown()
         raise reject(f"R{dst_no} 32-bit pointer arithmetic prohibited")
     if ptr.maybe_null:
@@ -165,11 +168,16 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
     src = RegState.const(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
         return tuple(_refine_scalars(state, insn, dst, src, taken) for taken in (True, False))  # type: ignore[return-value]
+    privileged = env.options.privileged
+    if src.is_pointer and not privileged:
+        raise reject(f"R{int(insn.src)} pointer comparison prohibited")  # type: ignore[arg-type]
     taken_state, fall_state = state.copy(), state.copy()
     null_side = _null_check(insn, dst, src)
     if null_side is not None:
         pointer, ptr_is_null_when_taken = null_side
         if not pointer.maybe_null:
+            if not privileged:
+                raise reject(f"R{int(insn.dst)} pointer comparison prohibited")
             if pointer.type in _NOT_NULL:
                 # A non-null pointer is never equal to zero: one edge is dead.
                 return (None, fall_state) if ptr_is_null_when_taken else (taken_state, None)
@@ -177,7 +185,9 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
         _mark_null(taken_state, pointer, is_null=ptr_is_null_when_taken)
         _mark_null(fall_state, pointer, is_null=not ptr_is_null_when_taken)
         return taken_state, fall_state
-    _packet_compare(insn, dst, src, taken_state, fall_state)
+    if not _packet_compare(insn, dst, src, taken_state, fall_state) and not privileged:
+        # An unprivileged program may not learn anything about a pointer's value.
+        raise reject(f"R{int(insn.dst)} pointer comparison prohibited")
     return taken_state, fall_state
 
 
@@ -245,10 +255,10 @@ _PACKET_RULES: dict[tuple[Cond, bool], tuple[bool, bool]] = {
 }
 
 
-def _packet_compare(insn: Jump, dst: RegState, src: RegState, taken: State, fall: State) -> None:
+def _packet_compare(insn: Jump, dst: RegState, src: RegState, taken: State, fall: State) -> bool:
     """``try_match_pkt_pointers``: ``pkt + N`` compared with ``data_end`` proves N bytes."""
     if insn.is32:
-        return
+        return False
     pairs = ((RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_END), (RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET))
     for low, high in pairs:
         if dst.type is low and src.type is high:
@@ -259,10 +269,11 @@ def _packet_compare(insn: Jump, dst: RegState, src: RegState, taken: State, fall
             continue
         rule = _PACKET_RULES.get((insn.cond, pointer_is_dst))
         if rule is None:
-            return
+            return True  # a packet comparison, just not one that proves a range
         on_taken, right_open = rule
         _find_good_pkt_pointers(taken if on_taken else fall, pointer, right_open)
-        return
+        return True
+    return False
 
 
 def _find_good_pkt_pointers(state: State, pointer: RegState, right_open: bool) -> None:
