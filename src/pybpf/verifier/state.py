@@ -178,7 +178,8 @@ def regsafe(old: RegState, cur: RegState, ids: IdMap) -> bool:
         return False
     match old.type:
         case RegType.SCALAR_VALUE:
-            return ids.check_scalar(old.id, cur.id) and _offsets_within(old, cur)
+            # ``off`` of a linked scalar is its constant distance from the copies sharing its id.
+            return old.off == cur.off and ids.check_scalar(old.id, cur.id) and _offsets_within(old, cur)
         case t if t in SIZED_MEMORY_TYPES:
             return (
                 old.off == cur.off and _identity(old) == _identity(cur)

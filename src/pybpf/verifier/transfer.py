@@ -66,7 +66,15 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         return
     dst = read_reg(state, insn.dst)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
-        state.regs[dst_no] = RegState.scalar(alu(insn.op, dst.var_off, src.var_off, insn.is64))
+        result = RegState.scalar(alu(insn.op, dst.var_off, src.var_off, insn.is64))
+        constant = src.var_off.const_value()
+        if insn.op is BinOp.ADD and insn.is64 and dst.id and constant is not None:
+            # A linked copy plus a constant stays linked, with the distance in ``off``
+            # (the kernel's BPF_ADD_CONST), so a check on either one bounds the other.
+            delta = dst.off + src.var_off.smin
+            if -(1 << 31) <= delta < 1 << 31:
+                result = replace(result, id=dst.id, off=delta)
+        state.regs[dst_no] = result
         return
     if dst.is_pointer and src.is_pointer:
         if insn.op is BinOp.SUB and env.options.privileged:
@@ -101,7 +109,7 @@ def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
         signed = value.smin
         if abs(signed) >= BPF_MAX_VAR_OFF:
             raise reject(f"math between {name} pointer and {signed} is not allowed")
-    if reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF:
+    if reg.is_pointer and (reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF):
         raise reject(f"{name} pointer offset {reg.off} is not allowed")
     if value.smin == S64_MIN and what == "offset":
         raise reject(f"math between {name} pointer and register with unbounded min value is not allowed")
@@ -199,20 +207,22 @@ def _refine_scalars(state: State, insn: Jump, dst: RegState, src: RegState, take
     new.regs[int(insn.dst)] = replace(dst, var_off=refined[0])
     if not isinstance(insn.src, Imm):
         new.regs[int(insn.src)] = replace(src, var_off=refined[1])
-        _refine_linked(new, src.id, refined[1])
-    _refine_linked(new, dst.id, refined[0])
+        _refine_linked(new, src, refined[1])
+    _refine_linked(new, dst, refined[0])
     return new
 
 
-def _refine_linked(state: State, scalar_id: int, value: Scalar) -> None:
-    """``sync_linked_regs``: every copy of a refined scalar (same id) learns the same bounds."""
-    if not scalar_id:
+def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
+    """``sync_linked_regs``: every copy of a refined scalar (same id) learns its bounds, shifted
+    by the constant distance between them."""
+    if not known.id:
         return
 
     def change(reg: RegState) -> RegState | None:
-        if reg.type is RegType.SCALAR_VALUE and reg.id == scalar_id and reg.var_off != value:
-            return replace(reg, var_off=value)
-        return None
+        if reg.type is not RegType.SCALAR_VALUE or reg.id != known.id:
+            return None
+        shifted = value if reg.off == known.off else alu(BinOp.ADD, value, Scalar.const(reg.off - known.off), True)
+        return replace(reg, var_off=shifted) if reg.var_off != shifted else None
 
     state.update_registers(change)
 
