@@ -84,15 +84,7 @@ class Program(AttachMethods):
         if self._jit is None:
             from pybpf.vm.jit import JitProgram
 
-            interpreter = self.interpreter
-            self._jit = JitProgram(
-                interpreter.insns,
-                helpers=interpreter.helpers,
-                resolver=interpreter.resolver,
-                memory=interpreter.memory,
-                instruction_limit=interpreter.instruction_limit,
-                name=self.name,
-            )
+            self._jit = JitProgram.of(self.interpreter)
         return self._jit
 
     def __repr__(self) -> str:

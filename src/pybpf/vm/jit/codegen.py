@@ -204,7 +204,25 @@ class _FunctionEmitter:
         self.fell_off: Any = None
         builder.branch(self.blocks[plan.entry])
         with builder.goto_block(self.bail):
-            builder.ret(self._const(0))
+            self._emit_bail()
+
+    def _emit_bail(self) -> None:
+        """The block every event leaves through: return 0, the status tells Python why.
+
+        The main function first stores its registers, which a tail call hands to the next
+        program (r0 the helper's result, r1 the context...); a tail call requested in any other
+        function is refused, as the interpreter refuses it.
+        """
+        builder = self.builder
+        if self.plan.entry == 0:
+            for number in range(11):
+                builder.store(self._get(number), self._slot(Slot.REGS + number))
+        else:
+            status = self._load_slot(Slot.STATUS)
+            tail = builder.icmp_unsigned("==", status, self._const(Status.TAIL_CALL))
+            refused = builder.select(tail, self._const(Status.TAIL_CALL_IN_FUNCTION), status)
+            builder.store(refused, self._slot(Slot.STATUS))
+        builder.ret(self._const(0))
 
     # -- small pieces ---------------------------------------------------------------------------
 
@@ -486,9 +504,8 @@ class _FunctionEmitter:
         builder = self.builder
         trampoline = builder.inttoptr(self._const(self.parent.callbacks.helper), self.parent.helper_type.as_pointer())
         arguments = [self.state, helper, self._const(pc), *(self._get(number) for number in range(1, 6))]
-        result = builder.call(trampoline, arguments)
+        self._set(0, builder.call(trampoline, arguments))  # before the check: a tail call passes r0 on
         self._bail_if_status(pc)
-        self._set(0, result)
 
     def _call_function(self, pc: int, entry: int) -> None:
         builder = self.builder

@@ -32,6 +32,7 @@ from pybpf.errors import (
 from pybpf.isa.codec import check_jump_targets, decode_program
 from pybpf.isa.insn import Call, CallReg, LabeledInsn, LoadImm64, slot_count
 from pybpf.isa.opcodes import PseudoSrc
+from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
     MAX_CALL_FRAMES,
@@ -70,6 +71,8 @@ class _Run:
     env: ExecutionContext | None
     error: BaseException | None = None
     keep: list[Any] = field(default_factory=list)  # ctypes buffers the state block points into
+    tail_calls: int = 0  # made so far in this run, across programs (at most MAX_TAIL_CALLS)
+    tail_target: JitProgram | None = None  # what the main function's exit with Status.TAIL_CALL runs next
 
 
 class JitProgram:
@@ -105,7 +108,14 @@ class JitProgram:
         check_jump_targets(self.insns, self.slot_total)
         self.plan: ProgramPlan = plan_program(self.insns, self.slot_total)
         self._starts = frozenset(item.pc for item in self.insns)
-        frames = MAX_CALL_FRAMES if self.plan.makes_calls else 1
+        self.source: Interpreter | None = None  # the interpreter this was compiled from (see of())
+        self._tail_targets: dict[int, tuple[Interpreter, JitProgram]] = {}
+        may_tail_call = any(
+            isinstance(item.insn, CallReg) or (isinstance(item.insn, Call) and item.insn.helper == HelperId.TAIL_CALL)
+            for item in self.insns
+        )
+        # A tail-called program runs on its caller's stacks: it may need every frame's.
+        frames = MAX_CALL_FRAMES if self.plan.makes_calls or may_tail_call else 1
         self._stacks = tuple(
             Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE) for number in range(frames)
         )
@@ -127,6 +137,21 @@ class JitProgram:
         self.generated_ir: str = generated.text  # before optimisation: what the translation emitted
         self.native = NativeCode(generated.text, opt_level)
         self._entry = _Entry(self.native.address(ENTRY_NAME))
+
+    @classmethod
+    def of(cls, interpreter: Interpreter, **options: Any) -> JitProgram:
+        """``interpreter``'s program compiled, with its helpers, resolver, memory and limit."""
+        compiled = cls(
+            interpreter.insns,
+            helpers=interpreter.helpers,
+            resolver=interpreter.resolver,
+            memory=interpreter.memory,
+            instruction_limit=interpreter.instruction_limit,
+            name=interpreter.name,
+            **options,
+        )
+        compiled.source = interpreter
+        return compiled
 
     @classmethod
     def from_bytecode(cls, data: bytes, **options: Any) -> JitProgram:
@@ -164,6 +189,7 @@ class JitProgram:
         state = _StateBlock()
         env = ExecutionContext(self._companion, limit, packet, user) if self._companion is not None else None
         run = _Run(state, env)
+        envs = [env] if env is not None else []
         mapped: list[Region] = []
         # A nested run (a helper running this program again) must not share the outer run's stacks.
         stacks = (
@@ -197,17 +223,29 @@ class JitProgram:
             state[Slot.MAY_GOTO_LEFT] = MAX_LOOPS
             if packet is not None:
                 state[Slot.PACKET_ADDRESS], state[Slot.PACKET_SIZE] = packet.address, packet.size
-            self._fill_ranges(run)
             key = ctypes.addressof(state)
-            self._runs[key] = run
-            try:
-                r0 = self._entry(key)
-            finally:
-                del self._runs[key]
-            return self._finish(run, r0)
+            program: JitProgram = self
+            while True:  # the tail-call dispatcher: native code returns here to switch programs
+                program._fill_ranges(run)
+                program._runs[key] = run
+                try:
+                    r0 = program._entry(key)
+                finally:
+                    del program._runs[key]
+                target = run.tail_target
+                if target is None or state[Slot.STATUS] != Status.TAIL_CALL:
+                    return program._finish(run, r0)
+                # Same state block: same registers (stored by the main function), stacks, budget.
+                state[Slot.STATUS] = Status.RUNNING
+                next_env = ExecutionContext(target._companion, limit, packet, user) if target._companion else None
+                if next_env is not None:
+                    next_env.tail_calls = run.tail_calls
+                    envs.append(next_env)
+                run = _Run(state, next_env, tail_calls=run.tail_calls)
+                program = target
         finally:
-            if env is not None:
-                env.release()
+            for used in envs:
+                used.release()
             for region in mapped:
                 memory.remove(region)
 
@@ -244,6 +282,8 @@ class JitProgram:
             raise VmError(f"callx: {target:#x} is not the address of a function of this program", pc)
         if status is Status.TRAP:
             raise VmError(self._traps.get(pc, "cannot execute this instruction"), pc)
+        if status is Status.TAIL_CALL_IN_FUNCTION:
+            raise VmError("tail calls from inside a bpf-to-bpf function or callback are not supported", pc)
         if status is Status.NO_PACKET:
             raise VmError("LD_ABS/LD_IND needs a packet, and this run has none", pc)
         raise VmError(f"native code reported status {status.name} without an error", pc)
@@ -273,7 +313,12 @@ class JitProgram:
             if not isinstance(result, int):
                 raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
             if env.pending_tail is not None:
-                raise NotSupportedError("tail calls are not supported by the JIT yet")
+                # Native code returns to run()'s dispatcher, which starts the target's native code.
+                run.tail_target = self._tail_target(env.pending_tail)
+                env.pending_tail = None
+                run.tail_calls = env.tail_calls
+                run.state[Slot.ERROR_PC] = pc
+                run.state[Slot.STATUS] = Status.TAIL_CALL
             return result & U64
         except ProgramStop as stop:
             run.state[Slot.STOP_R0] = stop.r0
@@ -294,6 +339,16 @@ class JitProgram:
             run.error = error
             run.state[Slot.STATUS] = Status.PYTHON_ERROR
         return 0
+
+    def _tail_target(self, interpreter: Interpreter) -> JitProgram:
+        """The compiled program a tail call to ``interpreter`` runs (compiled once per target)."""
+        if interpreter is self.source or interpreter is self._companion:
+            return self
+        known = self._tail_targets.get(id(interpreter))
+        if known is None:
+            known = (interpreter, JitProgram.of(interpreter))  # the pair keeps the id valid
+            self._tail_targets[id(interpreter)] = known
+        return known[1]
 
     # -- preparation ----------------------------------------------------------------------------
 

@@ -66,3 +66,7 @@ class Status(IntEnum):
     """An instruction at ``Slot.ERROR_PC`` that cannot execute (kfunc call, falling off the end...)."""
     NO_PACKET = 7
     """LD_ABS/LD_IND at ``Slot.ERROR_PC`` in a run without a packet."""
+    TAIL_CALL = 8
+    """The helper at ``Slot.ERROR_PC`` requested a tail call; the main function stored its registers."""
+    TAIL_CALL_IN_FUNCTION = 9
+    """A tail call requested (at ``Slot.ERROR_PC``) inside a bpf-to-bpf function: refused."""
