@@ -3,7 +3,9 @@
 Packets (pcap replay, live AF_PACKET: :mod:`pybpf.hooks.packets`), Python probes
 (:mod:`~pybpf.hooks.probes`), tracepoints (:mod:`~pybpf.hooks.tracepoints`), audit events
 (:mod:`~pybpf.hooks.lsm`); every attachment is a :class:`~pybpf.hooks.link.Link`, and maps,
-programs and links can be pinned (:mod:`~pybpf.hooks.pinning`).
+programs and links can be pinned (:mod:`~pybpf.hooks.pinning`). A
+:class:`~pybpf.hooks.trace_session.TraceSession` attaches programs while a script runs
+(``pybpf trace``).
 
 The names below are imported on first use, so ``import pybpf.hooks`` stays cheap. Importing
 the package registers the hooks as the runtime's attach provider
