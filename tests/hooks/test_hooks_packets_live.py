@@ -142,7 +142,7 @@ def ipv4_frame(dst_mac: bytes, src_mac: bytes, src: str, dst: str, payload: byte
 
 
 def checksum(data: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -212,7 +212,10 @@ def test_xdp_tx_reflects_the_rewritten_frame(netns_veths: Callable[[int], list[V
 def test_tc_program_runs_on_each_received_frame(netns_veths: Callable[[int], list[Veth]]) -> None:
     (veth,) = netns_veths(1)
     frames = [ipv4_frame(veth.near_mac, veth.far_mac, veth.far_ip, "198.18.255.1", b"tc") for _ in range(3)]
-    with load(PROGS / "tc_mark.o") as obj, attach_tc(obj.program("tc_mark"), veth.near) as link:
+    # The method form (Program.attach_tc, served by pybpf.hooks) gives the same PacketLink.
+    with load(PROGS / "tc_mark.o") as obj, obj.program("tc_mark").attach_tc(veth.near) as attachment:
+        assert isinstance(attachment, PacketLink)
+        link = attachment
         veth.exchange(frames, expect=0, timeout=0.1)
         assert wait_for(lambda: link.counters().verdicts.get("TC_ACT_OK", 0) >= len(frames))
         assert link.counters().transmitted == 0
