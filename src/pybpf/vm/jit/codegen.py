@@ -51,7 +51,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
 from pybpf.vm.execution import MAX_CALL_FRAMES
 from pybpf.vm.interpreter import CODE_BASE
-from pybpf.vm.jit import alu_ir
+from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
 from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan
@@ -121,6 +121,8 @@ class _ModuleBuilder:
         for function in self.plan.functions:
             _FunctionEmitter(self, function).emit()
         self._build_entry()
+        entries.build_repeat(self)
+        entries.build_batch(self)
         return GeneratedModule(str(self.module), dict(self.traps))
 
     def _build_entry(self) -> None:

@@ -17,7 +17,8 @@ status) once native code is done.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ from pybpf.vm.execution import (
 )
 from pybpf.vm.interpreter import CODE_BASE, Interpreter
 from pybpf.vm.jit.codegen import ENTRY_NAME, Callbacks, generate
+from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import RANGE_FIELDS, STATE_SLOTS, Slot, Status
@@ -60,6 +62,10 @@ _FaultCallback = ctypes.CFUNCTYPE(
     ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64
 )
 _Entry = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
+_Repeat = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
+_Batch = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p)
+_Invoke = Callable[[int], int]
+"""Starts native code on a run-state block (by address); returns r0 (or what the entry returns)."""
 _StateBlock = ctypes.c_uint64 * STATE_SLOTS
 
 
@@ -110,12 +116,12 @@ class JitProgram:
         self._starts = frozenset(item.pc for item in self.insns)
         self.source: Interpreter | None = None  # the interpreter this was compiled from (see of())
         self._tail_targets: dict[int, tuple[Interpreter, JitProgram]] = {}
-        may_tail_call = any(
+        self.may_tail_call = any(
             isinstance(item.insn, CallReg) or (isinstance(item.insn, Call) and item.insn.helper == HelperId.TAIL_CALL)
             for item in self.insns
         )
         # A tail-called program runs on its caller's stacks: it may need every frame's.
-        frames = MAX_CALL_FRAMES if self.plan.makes_calls or may_tail_call else 1
+        frames = MAX_CALL_FRAMES if self.plan.makes_calls or self.may_tail_call else 1
         self._stacks = tuple(
             Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE) for number in range(frames)
         )
@@ -137,6 +143,8 @@ class JitProgram:
         self.generated_ir: str = generated.text  # before optimisation: what the translation emitted
         self.native = NativeCode(generated.text, opt_level)
         self._entry = _Entry(self.native.address(ENTRY_NAME))
+        self._repeat = _Repeat(self.native.address(REPEAT_NAME))
+        self._batch = _Batch(self.native.address(BATCH_NAME))
 
     @classmethod
     def of(cls, interpreter: Interpreter, **options: Any) -> JitProgram:
@@ -184,6 +192,106 @@ class JitProgram:
         ``map_inputs=False`` leaves ``context`` and ``packet`` unmapped: the runtime's runs map
         the packet buffer themselves, and ``packet`` is then only the view LD_ABS/LD_IND read.
         """
+        inputs = (context, packet, registers, instruction_limit, user, map_inputs)
+        return self._session(*inputs, self._entry)[0]
+
+    def run_repeated(
+        self,
+        context: Region | None = None,
+        *,
+        repeat: int,
+        packet: Region | None = None,
+        registers: Mapping[int, int] | None = None,
+        instruction_limit: int | None = None,
+        user: object = None,
+        map_inputs: bool = True,
+    ) -> tuple[RunResult, int]:
+        """Run ``repeat`` times on the same inputs inside one native call, as BPF_PROG_TEST_RUN loops.
+
+        Returns the last run's result and the nanoseconds the native call took (every run).
+        Each run starts with the same registers and a full loop budget; memory (the context,
+        the packet, the stacks) carries over from run to run, as in the kernel's loop. A program
+        that may tail call returns to Python between runs (the dispatcher lives there).
+        """
+        if repeat < 1:
+            raise VmError(f"repeat must be at least 1, got {repeat}")
+        inputs = (context, packet, registers, instruction_limit, user, map_inputs)
+        if self.may_tail_call:
+            result, total = self._session(*inputs, self._entry)
+            for _ in range(repeat - 1):
+                result, elapsed = self._session(*inputs, self._entry)
+                total += elapsed
+            return result, total
+        return self._session(*inputs, lambda key: int(self._repeat(key, repeat)))
+
+    def run_batch(
+        self,
+        context: Region,
+        *,
+        buffer: Any,
+        lengths: Sequence[int],
+        data: int,
+        data_end_slot: int,
+        user: object = None,
+        instruction_limit: int | None = None,
+    ) -> tuple[list[int], int]:
+        """Run once per packet of ``buffer`` (contiguous, ``lengths`` bytes each) in one native call.
+
+        Before each run the packet is copied to ``data`` and ``data + length`` stored at the
+        native address ``data_end_slot`` (the context's data_end); r1 is ``context``. Returns
+        every run's r0 and the nanoseconds spent in native code. A run that ends early
+        (``env.stop``) gives its stop value and the batch resumes after it; an error raises.
+        """
+        if self.may_tail_call:
+            raise NotSupportedError("run_batch: a program that may tail call runs packet by packet (test_run)")
+        count = len(lengths)
+        offsets = (ctypes.c_uint64 * (count or 1))()
+        lengths_array = (ctypes.c_uint64 * (count or 1))(*lengths)
+        retvals = (ctypes.c_uint64 * (count or 1))()
+        position = 0
+        for index, length in enumerate(lengths):
+            offsets[index] = position
+            position += length
+        if ctypes.sizeof(buffer) < position:
+            raise VmError(
+                f"run_batch: the buffer holds {ctypes.sizeof(buffer)} bytes, the lengths add up to {position}"
+            )
+        descriptor = (ctypes.c_uint64 * BATCH_FIELDS)()
+        descriptor[BatchField.BUFFER] = ctypes.addressof(buffer)
+        descriptor[BatchField.DATA] = data
+        descriptor[BatchField.DATA_END_SLOT] = data_end_slot
+        descriptor[BatchField.CONTEXT] = context.address
+        start, total, word = 0, 0, ctypes.sizeof(ctypes.c_uint64)
+        processed = [0]
+
+        def invoke(key: int) -> int:
+            processed[0] = int(self._batch(key, ctypes.addressof(descriptor)))
+            return 0
+
+        while start < count:
+            descriptor[BatchField.OFFSETS] = ctypes.addressof(offsets) + start * word
+            descriptor[BatchField.LENGTHS] = ctypes.addressof(lengths_array) + start * word
+            descriptor[BatchField.RETVALS] = ctypes.addressof(retvals) + start * word
+            descriptor[BatchField.COUNT] = count - start
+            result, elapsed = self._session(None, None, {1: context.address}, instruction_limit, user, False, invoke)
+            total += elapsed
+            start += processed[0]
+            if start < count:  # packet ``start`` stopped early (errors raised in _session)
+                retvals[start] = result.r0
+                start += 1
+        return [int(retvals[index]) for index in range(count)], total
+
+    def _session(  # noqa: PLR0917 - run()'s inputs, passed through
+        self,
+        context: Region | None,
+        packet: Region | None,
+        registers: Mapping[int, int] | None,
+        instruction_limit: int | None,
+        user: object,
+        map_inputs: bool,
+        invoke: _Invoke,
+    ) -> tuple[RunResult, int]:
+        """Map the inputs, fill the run-state block, start native code with ``invoke``, dispatch tail calls."""
         limit = self.instruction_limit if instruction_limit is None else instruction_limit
         memory = self.memory
         state = _StateBlock()
@@ -216,7 +324,7 @@ class JitProgram:
                     raise VmError(f"initial registers must be r0-r9, found r{number}")
                 initial[number] = value & U64
             for number, value in enumerate(initial):
-                state[Slot.REGS + number] = value
+                state[Slot.REGS + number] = state[Slot.INITIAL_REGS + number] = value
             for depth, stack in enumerate(stacks):
                 state[Slot.STACK_TOPS + depth] = stack.end
             state[Slot.BUDGET] = limit
@@ -225,16 +333,19 @@ class JitProgram:
                 state[Slot.PACKET_ADDRESS], state[Slot.PACKET_SIZE] = packet.address, packet.size
             key = ctypes.addressof(state)
             program: JitProgram = self
+            elapsed = 0
             while True:  # the tail-call dispatcher: native code returns here to switch programs
                 program._fill_ranges(run)
                 program._runs[key] = run
                 try:
-                    r0 = program._entry(key)
+                    started = time.perf_counter_ns()
+                    r0 = invoke(key)
+                    elapsed += time.perf_counter_ns() - started
                 finally:
                     del program._runs[key]
                 target = run.tail_target
                 if target is None or state[Slot.STATUS] != Status.TAIL_CALL:
-                    return program._finish(run, r0)
+                    return program._finish(run, r0), elapsed
                 # Same state block: same registers (stored by the main function), stacks, budget.
                 state[Slot.STATUS] = Status.RUNNING
                 next_env = ExecutionContext(target._companion, limit, packet, user) if target._companion else None
@@ -242,7 +353,7 @@ class JitProgram:
                     next_env.tail_calls = run.tail_calls
                     envs.append(next_env)
                 run = _Run(state, next_env, tail_calls=run.tail_calls)
-                program = target
+                program, invoke = target, target._entry
         finally:
             for used in envs:
                 used.release()

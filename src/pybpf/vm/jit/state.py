@@ -39,9 +39,11 @@ class Slot(IntEnum):
     """r0-r10: initial values of r0-r9 in, final values of r0-r10 out (11 slots)."""
     STACK_TOPS = 21
     """r10 for each call depth, 0 (main) to 7 (8 slots)."""
+    INITIAL_REGS = 29
+    """r0-r9 every run of a native repeat starts with (10 slots; ``REGS`` holds the last run's)."""
 
 
-STATE_SLOTS = Slot.STACK_TOPS + 8
+STATE_SLOTS = Slot.INITIAL_REGS + 10
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
