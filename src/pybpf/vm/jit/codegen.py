@@ -64,20 +64,6 @@ _RMW_NAMES = {AtomicCode.ADD: "add", AtomicCode.OR: "or", AtomicCode.AND: "and",
 
 
 @dataclass(frozen=True, slots=True)
-class Callbacks:
-    """Native addresses of the two Python entry points native code calls.
-
-    ``helper``: ``i64 (i64* state, i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``, the one helper
-    trampoline. ``fault``: ``i64 (i64* state, i64 address, i64 size, i64 is_write, i64 pc)``,
-    returns 1 if the access is allowed after all, else records the error (and the status) and
-    returns 0. Both receive the run-state block, which tells Python which run is calling.
-    """
-
-    helper: int
-    fault: int
-
-
-@dataclass(frozen=True, slots=True)
 class GeneratedModule:
     """The module's IR text and, for ``Status.TRAP``, why each trapping pc cannot execute."""
 
@@ -89,20 +75,29 @@ def function_name(entry: int) -> str:
     return f"bpf_fn_{entry}"
 
 
-def generate(plan: ProgramPlan, constants: Mapping[int, int], callbacks: Callbacks) -> GeneratedModule:
-    """Translate ``plan``; ``constants`` gives each ``lddw`` pc its (resolved) 64-bit value."""
-    return _ModuleBuilder(plan, constants, callbacks).build()
+def generate(plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int]) -> GeneratedModule:
+    """Translate ``plan``: an ``lddw`` at pc takes ``constants[pc]``, or entry ``table[pc]`` of the constant table.
+
+    Values that depend on the load (map addresses the resolver gives) live in the run's constant
+    table (``Slot.CONSTANTS``), and the Python callbacks' addresses in ``Slot.HELPER_FN`` and
+    ``Slot.FAULT_FN``: the native code depends on the program alone, so one compilation serves
+    every load of the same bytes (:mod:`pybpf.vm.jit.cache`). The helper trampoline is
+    ``i64 (i64* state, i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``; the fault handler
+    ``i64 (i64* state, i64 address, i64 size, i64 is_write, i64 pc)`` returns 1 if the access is
+    allowed after all, else records the error (and the status) and returns 0.
+    """
+    return _ModuleBuilder(plan, constants, table).build()
 
 
 class _ModuleBuilder:
     """The module-wide parts: types, the function declarations, the range check, the entry."""
 
-    def __init__(self, plan: ProgramPlan, constants: Mapping[int, int], callbacks: Callbacks) -> None:
+    def __init__(self, plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int]) -> None:
         ir, _ = require_llvmlite()
         self.ir: Any = ir
         self.plan = plan
         self.constants = constants
-        self.callbacks = callbacks
+        self.table = table
         self.traps: dict[int, str] = {}
         self.module: Any = ir.Module(name="pybpf_jit")
         self.i64: Any = ir.IntType(64)
@@ -248,6 +243,13 @@ class _FunctionEmitter:
     def _load_slot(self, slot: int) -> Value:
         return self.builder.load(self._slot(slot))
 
+    def _lddw_value(self, pc: int) -> Value:
+        index = self.parent.table.get(pc)
+        if index is None:
+            return self._const(self.parent.constants[pc])
+        table = self.builder.inttoptr(self._load_slot(Slot.CONSTANTS), self.parent.state_type)
+        return self.builder.load(self.builder.gep(table, [self._const(index)]))
+
     def _new_block(self, name: str) -> Any:
         return self.function.append_basic_block(name)
 
@@ -329,7 +331,7 @@ class _FunctionEmitter:
             case Store():
                 self._store(pc, insn)
             case LoadImm64():
-                self._set(insn.dst, self._const(self.parent.constants[pc]))
+                self._set(insn.dst, self._lddw_value(pc))
             case Neg():
                 self._neg(insn)
             case Endian():
@@ -419,7 +421,7 @@ class _FunctionEmitter:
         access, slow = self._new_block(f"access_{pc}"), self._new_block(f"fault_{pc}")
         builder.cbranch(allowed, access, slow)
         builder.position_at_end(slow)
-        handler = builder.inttoptr(self._const(self.parent.callbacks.fault), self.parent.fault_type.as_pointer())
+        handler = builder.inttoptr(self._load_slot(Slot.FAULT_FN), self.parent.fault_type.as_pointer())
         verdict = builder.call(handler, [self.state, address, size_value, write_value, self._const(pc)])
         builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), access, self.bail)
         builder.position_at_end(access)
@@ -504,7 +506,7 @@ class _FunctionEmitter:
 
     def _call_helper(self, pc: int, helper: Value) -> None:
         builder = self.builder
-        trampoline = builder.inttoptr(self._const(self.parent.callbacks.helper), self.parent.helper_type.as_pointer())
+        trampoline = builder.inttoptr(self._load_slot(Slot.HELPER_FN), self.parent.helper_type.as_pointer())
         arguments = [self.state, helper, self._const(pc), *(self._get(number) for number in range(1, 6))]
         self._set(0, builder.call(trampoline, arguments))  # before the check: a tail call passes r0 on
         self._bail_if_status(pc)

@@ -22,6 +22,16 @@ def require_llvmlite() -> tuple[ModuleType, ModuleType]:
     return ir, binding
 
 
+def host_cpu() -> tuple[str, str]:
+    """The host CPU's name and feature string as LLVM sees them (``"znver3"``, ``"+avx2,-avx512f,..."``).
+
+    Code is built for exactly these, so a compilation may only be reused where both are equal.
+    """
+    _, binding = require_llvmlite()
+    binding.initialize_native_target()
+    return str(binding.get_host_cpu_name()), str(binding.get_host_cpu_features().flatten())
+
+
 class NativeCode:
     """A module compiled to native code by MCJIT; keep it alive as long as its functions are used."""
 
@@ -33,7 +43,10 @@ class NativeCode:
             binding.initialize_native_target()
             binding.initialize_native_asmprinter()
             target = binding.Target.from_default_triple()
-            self._target_machine: Any = target.create_target_machine(opt=opt_level, jit=True)
+            cpu, features = host_cpu()
+            self._target_machine: Any = target.create_target_machine(
+                cpu=cpu, features=features, opt=opt_level, jit=True
+            )
             module = binding.parse_assembly(module_ir)
             module.triple = self._target_machine.triple
             module.data_layout = str(self._target_machine.target_data)

@@ -47,7 +47,8 @@ from pybpf.vm.execution import (
     RunResult,
 )
 from pybpf.vm.interpreter import CODE_BASE, Interpreter
-from pybpf.vm.jit.codegen import ENTRY_NAME, Callbacks, generate
+from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
+from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
@@ -100,6 +101,7 @@ class JitProgram:
         instruction_limit: int = DEFAULT_INSTRUCTION_LIMIT,
         name: str = "program",
         opt_level: int = 2,
+        cache: CompileCache | None = PROCESS_CACHE,
     ) -> None:
         if not insns:
             raise VmError(f"program {name!r} has no instructions")
@@ -137,11 +139,23 @@ class JitProgram:
         # The callbacks must outlive the native code that calls them: they are attributes.
         self._helper_callback = _HelperCallback(self._serve_helper)
         self._fault_callback = _FaultCallback(self._serve_fault)
-        callbacks = Callbacks(helper=_address_of(self._helper_callback), fault=_address_of(self._fault_callback))
-        generated = generate(self.plan, self._lddw_constants(), callbacks)
-        self._traps = generated.traps
-        self.generated_ir: str = generated.text  # before optimisation: what the translation emitted
-        self.native = NativeCode(generated.text, opt_level)
+        self._callback_addresses = (_address_of(self._helper_callback), _address_of(self._fault_callback))
+        inline, table, values = self._lddw_constants()
+        self._constant_table = (ctypes.c_uint64 * (len(values) or 1))(*values)
+        key = cache_key(self.insns, table, opt_level) if cache is not None else None
+        compiled = cache.get(key) if cache is not None and key is not None else None
+        self.from_cache = compiled is not None
+        if compiled is None:
+            started = time.perf_counter_ns()
+            generated = generate(self.plan, inline, table)
+            native = NativeCode(generated.text, opt_level)
+            compiled = Compiled(native, generated.traps, generated.text, time.perf_counter_ns() - started)
+            if cache is not None and key is not None:
+                cache.put(key, compiled)
+        self.compile_ns = compiled.compile_ns  # of the compilation this uses (maybe another load's)
+        self._traps = compiled.traps
+        self.generated_ir: str = compiled.generated_ir  # before optimisation: what the translation emitted
+        self.native = compiled.native
         self._entry = _Entry(self.native.address(ENTRY_NAME))
         self._repeat = _Repeat(self.native.address(REPEAT_NAME))
         self._batch = _Batch(self.native.address(BATCH_NAME))
@@ -335,6 +349,7 @@ class JitProgram:
             program: JitProgram = self
             elapsed = 0
             while True:  # the tail-call dispatcher: native code returns here to switch programs
+                program._bind(state)
                 program._fill_ranges(run)
                 program._runs[key] = run
                 try:
@@ -359,6 +374,11 @@ class JitProgram:
                 used.release()
             for region in mapped:
                 memory.remove(region)
+
+    def _bind(self, state: Any) -> None:
+        """Point the run-state block at this program's callbacks and constant table."""
+        state[Slot.HELPER_FN], state[Slot.FAULT_FN] = self._callback_addresses
+        state[Slot.CONSTANTS] = ctypes.addressof(self._constant_table)
 
     def _fill_ranges(self, run: _Run) -> None:
         """The range table: every region mapped now, stacks first (the most frequent target)."""
@@ -463,24 +483,28 @@ class JitProgram:
 
     # -- preparation ----------------------------------------------------------------------------
 
-    def _lddw_constants(self) -> dict[int, int]:
-        constants: dict[int, int] = {}
+    def _lddw_constants(self) -> tuple[dict[int, int], dict[int, int], list[int]]:
+        """``lddw`` values: inline by pc, and (by pc, the table index) those the resolver gives."""
+        inline: dict[int, int] = {}
+        table: dict[int, int] = {}
+        values: list[int] = []
         for item in self.insns:
             insn = item.insn
             if not isinstance(insn, LoadImm64):
                 continue
             if insn.src is PseudoSrc.IMM64:
-                constants[item.pc] = insn.value
+                inline[item.pc] = insn.value
             elif insn.src is PseudoSrc.FUNC:
-                constants[item.pc] = self.code_address(item.pc + 1 + insn.imm)
+                inline[item.pc] = self.code_address(item.pc + 1 + insn.imm)
             elif self.resolver is None:
                 raise VmError(
                     f"lddw with pseudo source {insn.src.name} needs a resolver (the runtime's), and none was given",
                     item.pc,
                 )
             else:
-                constants[item.pc] = self.resolver.resolve(insn, item.pc) & U64
-        return constants
+                table[item.pc] = len(values)
+                values.append(self.resolver.resolve(insn, item.pc) & U64)
+        return inline, table, values
 
 
 def _address_of(callback: Any) -> int:

@@ -41,9 +41,15 @@ class Slot(IntEnum):
     """r10 for each call depth, 0 (main) to 7 (8 slots)."""
     INITIAL_REGS = 29
     """r0-r9 every run of a native repeat starts with (10 slots; ``REGS`` holds the last run's)."""
+    HELPER_FN = 39
+    """Native address of the running program's helper trampoline."""
+    FAULT_FN = 40
+    """Native address of the running program's memory fault handler."""
+    CONSTANTS = 41
+    """Native address of the running program's constant table (resolved ``lddw`` values)."""
 
 
-STATE_SLOTS = Slot.INITIAL_REGS + 10
+STATE_SLOTS = Slot.CONSTANTS + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
