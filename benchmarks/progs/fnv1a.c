@@ -17,3 +17,5 @@ PROGRAM(fnv1a)(const u8 *packet, u64 len)
 	}
 	return hash;
 }
+
+BENCH_ENTRY(fnv1a, 1500)

@@ -21,3 +21,5 @@ PROGRAM(sieve)(u8 *flags, u64 len)
 	}
 	return count;
 }
+
+BENCH_ENTRY(sieve, 16384)

@@ -34,3 +34,5 @@ PROGRAM(sort)(const u32 *seed, u64 len)
 	}
 	return check;
 }
+
+BENCH_ENTRY(sort, 4)

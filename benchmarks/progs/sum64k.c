@@ -12,3 +12,5 @@ PROGRAM(sum64k)(const u64 *data, u64 len)
 		sum += data[i];
 	return sum;
 }
+
+BENCH_ENTRY(sum64k, 65536)

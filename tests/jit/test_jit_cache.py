@@ -78,3 +78,13 @@ def passed(obj: Object) -> int:
     value = list(obj.map_entries("verdict_count"))[1].value
     copies = value if isinstance(value, tuple) else (value,)
     return sum(int.from_bytes(copy, "little") for copy in copies)
+
+
+def test_unchecked_code_is_a_different_compilation_without_range_checks() -> None:
+    cache = CompileCache()
+    checked = JitProgram(assemble(SOURCE), cache=cache)
+    unchecked = JitProgram(assemble(SOURCE), cache=cache, bounds_checks=False)
+    assert not unchecked.from_cache
+    assert "call i1 @\"bpf_in_ranges\"" in checked.generated_ir
+    assert "call i1 @\"bpf_in_ranges\"" not in unchecked.generated_ir
+    assert run(unchecked, 7) == run(checked, 7) == 21

@@ -3,9 +3,9 @@
 Generated code depends on the program alone (load-time values such as map addresses come from
 the run's constant table, the Python callbacks from the run-state block), so every load of the
 same bytes can share one compilation. The key hashes the encoded instructions, which ``lddw``
-values come from the table, the optimisation level, the code generator's version, llvmlite's
-version and the host CPU's name and feature string: code built for one CPU's features is never
-reused on another (a cache that outlived the process would see a different key there).
+values come from the table, the optimisation level, whether bounds checks are emitted, the
+code generator's and llvmlite's versions and the host CPU's name and feature string: code built
+for one CPU's features is never reused on another (a cache that outlived the process would see a different key there).
 
 The cache lives in memory for the process (:data:`PROCESS_CACHE`, the default of
 :class:`~pybpf.vm.jit.JitProgram`); it holds at most ``capacity`` compilations, evicting the
@@ -39,7 +39,9 @@ class Compiled:
     compile_ns: int
 
 
-def cache_key(insns: Iterable[LabeledInsn], table_pcs: Iterable[int], opt_level: int) -> str:
+def cache_key(
+    insns: Iterable[LabeledInsn], table_pcs: Iterable[int], opt_level: int, bounds_checks: bool = True
+) -> str:
     """The key of a program's compilation on this host (hex SHA-256)."""
     require_llvmlite()
     import llvmlite  # the version is part of the key: another LLVM may generate other code
@@ -49,7 +51,8 @@ def cache_key(insns: Iterable[LabeledInsn], table_pcs: Iterable[int], opt_level:
         for raw in encode(item.insn):
             digest.update(raw.to_bytes())
     cpu, features = host_cpu()
-    options = f"|{sorted(table_pcs)}|O{opt_level}|{CODEGEN_VERSION}|{llvmlite.__version__}|{cpu}|{features}"
+    versions = f"{CODEGEN_VERSION}|{llvmlite.__version__}"
+    options = f"|{sorted(table_pcs)}|O{opt_level}|checks={bounds_checks}|{versions}|{cpu}|{features}"
     digest.update(options.encode())
     return digest.hexdigest()
 

@@ -75,7 +75,9 @@ def function_name(entry: int) -> str:
     return f"bpf_fn_{entry}"
 
 
-def generate(plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int]) -> GeneratedModule:
+def generate(
+    plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int], *, bounds_checks: bool = True
+) -> GeneratedModule:
     """Translate ``plan``: an ``lddw`` at pc takes ``constants[pc]``, or entry ``table[pc]`` of the constant table.
 
     Values that depend on the load (map addresses the resolver gives) live in the run's constant
@@ -85,19 +87,25 @@ def generate(plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int
     ``i64 (i64* state, i64 helper_id, i64 pc, i64 r1, ..., i64 r5)``; the fault handler
     ``i64 (i64* state, i64 address, i64 size, i64 is_write, i64 pc)`` returns 1 if the access is
     allowed after all, else records the error (and the status) and returns 0.
+
+    ``bounds_checks=False`` emits memory accesses without the range check: only for programs a
+    verifier has proved safe (an unchecked bad access corrupts or crashes the process).
     """
-    return _ModuleBuilder(plan, constants, table).build()
+    return _ModuleBuilder(plan, constants, table, bounds_checks).build()
 
 
 class _ModuleBuilder:
     """The module-wide parts: types, the function declarations, the range check, the entry."""
 
-    def __init__(self, plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int]) -> None:
+    def __init__(
+        self, plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int], bounds_checks: bool
+    ) -> None:
         ir, _ = require_llvmlite()
         self.ir: Any = ir
         self.plan = plan
         self.constants = constants
         self.table = table
+        self.bounds_checks = bounds_checks
         self.traps: dict[int, str] = {}
         self.module: Any = ir.Module(name="pybpf_jit")
         self.i64: Any = ir.IntType(64)
@@ -416,6 +424,8 @@ class _FunctionEmitter:
     def _checked_pointer(self, pc: int, address: Value, size: int, is_write: bool) -> Value:
         """A pointer to ``size`` bytes at ``address``, after the range check (or the fault handler) allowed it."""
         builder = self.builder
+        if not self.parent.bounds_checks:
+            return builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
         size_value, write_value = self._const(size), self._const(int(is_write))
         allowed = builder.call(self.parent.in_ranges, [self.state, address, size_value, write_value])
         access, slow = self._new_block(f"access_{pc}"), self._new_block(f"fault_{pc}")

@@ -102,6 +102,7 @@ class JitProgram:
         name: str = "program",
         opt_level: int = 2,
         cache: CompileCache | None = PROCESS_CACHE,
+        bounds_checks: bool = True,
     ) -> None:
         if not insns:
             raise VmError(f"program {name!r} has no instructions")
@@ -142,12 +143,13 @@ class JitProgram:
         self._callback_addresses = (_address_of(self._helper_callback), _address_of(self._fault_callback))
         inline, table, values = self._lddw_constants()
         self._constant_table = (ctypes.c_uint64 * (len(values) or 1))(*values)
-        key = cache_key(self.insns, table, opt_level) if cache is not None else None
+        self.bounds_checks = bounds_checks
+        key = cache_key(self.insns, table, opt_level, bounds_checks) if cache is not None else None
         compiled = cache.get(key) if cache is not None and key is not None else None
         self.from_cache = compiled is not None
         if compiled is None:
             started = time.perf_counter_ns()
-            generated = generate(self.plan, inline, table)
+            generated = generate(self.plan, inline, table, bounds_checks=bounds_checks)
             native = NativeCode(generated.text, opt_level)
             compiled = Compiled(native, generated.traps, generated.text, time.perf_counter_ns() - started)
             if cache is not None and key is not None:
