@@ -108,6 +108,7 @@ class _ModuleBuilder:
         self.bounds_checks = bounds_checks
         self.traps: dict[int, str] = {}
         self.module: Any = ir.Module(name="pybpf_jit")
+        self.tbaa = self._tbaa_tags()
         self.i64: Any = ir.IntType(64)
         self.state_type: Any = self.i64.as_pointer()
         self.function_type: Any = ir.FunctionType(self.i64, [self.state_type, self.i64, *[self.i64] * 10])
@@ -139,6 +140,25 @@ class _ModuleBuilder:
         ]
         builder.ret(builder.call(self.functions[0], [state, constant(ir, 64, 0), *registers]))
 
+    def _tbaa_tags(self) -> dict[str, Any]:
+        """Type-based alias tags: run-state slots, the range/constant tables, and program memory.
+
+        The three never overlap (the block and the tables are not mapped in the program's address
+        space, so no program access reaches them): telling LLVM so lets it keep the range table in
+        registers across a loop whose body stores to memory or spends the loop budget.
+        """
+        ir = self.ir
+        root = self.module.add_metadata([ir.MetaDataString(self.module, "pybpf tbaa")])
+        tags = {}
+        for name in ("state", "tables", "memory"):
+            node = self.module.add_metadata([ir.MetaDataString(self.module, name), root, constant(ir, 64, 0)])
+            tags[name] = self.module.add_metadata([node, node, constant(ir, 64, 0)])
+        return tags
+
+    def tag(self, instruction: Any, kind: str) -> Any:
+        instruction.set_metadata("tbaa", self.tbaa[kind])
+        return instruction
+
     def _build_in_ranges(self) -> Any:
         """``i1 in_ranges(state, address, size, is_write)``: a scan of the run's range table."""
         ir, i64 = self.ir, self.i64
@@ -151,8 +171,9 @@ class _ModuleBuilder:
             function.append_basic_block(name) for name in ("entry", "loop", "body", "step", "found", "missing")
         )
         builder = ir.IRBuilder(entry)
-        count = builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGE_COUNT)]))
-        table = builder.inttoptr(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGES)])), self.state_type)
+        count = self.tag(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGE_COUNT)])), "state")
+        table_address = self.tag(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGES)])), "state")
+        table = builder.inttoptr(table_address, self.state_type)
         builder.branch(loop)
         builder.position_at_end(loop)
         index = builder.phi(i64)
@@ -161,7 +182,8 @@ class _ModuleBuilder:
         builder.position_at_end(body)
         base = builder.mul(index, constant(ir, 64, RANGE_FIELDS))
         start, end, writable = (
-            builder.load(builder.gep(table, [builder.add(base, constant(ir, 64, field))])) for field in range(3)
+            self.tag(builder.load(builder.gep(table, [builder.add(base, constant(ir, 64, field))])), "tables")
+            for field in range(3)
         )
         inside = builder.and_(
             builder.icmp_unsigned(">=", address, start),
@@ -249,14 +271,14 @@ class _FunctionEmitter:
         return self.builder.gep(self.state, [self._const(slot)])
 
     def _load_slot(self, slot: int) -> Value:
-        return self.builder.load(self._slot(slot))
+        return self.parent.tag(self.builder.load(self._slot(slot)), "state")
 
     def _lddw_value(self, pc: int) -> Value:
         index = self.parent.table.get(pc)
         if index is None:
             return self._const(self.parent.constants[pc])
         table = self.builder.inttoptr(self._load_slot(Slot.CONSTANTS), self.parent.state_type)
-        return self.builder.load(self.builder.gep(table, [self._const(index)]))
+        return self.parent.tag(self.builder.load(self.builder.gep(table, [self._const(index)])), "tables")
 
     def _new_block(self, name: str) -> Any:
         return self.function.append_basic_block(name)
@@ -316,7 +338,7 @@ class _FunctionEmitter:
         """Spend one unit of the loop budget at a loop header; fail when it is exhausted."""
         builder = self.builder
         left = builder.sub(self._load_slot(Slot.BUDGET), self._const(1))
-        builder.store(left, self._slot(Slot.BUDGET))
+        self.parent.tag(builder.store(left, self._slot(Slot.BUDGET)), "state")
         exhausted = builder.icmp_signed("<", left, self._const(0))
         self._continue_unless(exhausted, self._failure(Status.BUDGET, pc), f"loop{pc}")
 
@@ -409,7 +431,7 @@ class _FunctionEmitter:
         rest = self._new_block(f"may_goto_{pc}")
         builder.cbranch(builder.icmp_signed("<=", left, self._const(0)), self._block(target), rest)
         builder.position_at_end(rest)
-        builder.store(builder.sub(left, self._const(1)), self._slot(Slot.MAY_GOTO_LEFT))
+        self.parent.tag(builder.store(builder.sub(left, self._const(1)), self._slot(Slot.MAY_GOTO_LEFT)), "state")
         builder.branch(self._block(pc + 1))
 
     def _exit(self) -> None:
@@ -441,7 +463,7 @@ class _FunctionEmitter:
         builder = self.builder
         size = insn.size.nbytes
         pointer = self._checked_pointer(pc, builder.add(self._get(insn.src), self._const(insn.off)), size, False)
-        value = builder.load(pointer, align=1)
+        value = self.parent.tag(builder.load(pointer, align=1), "memory")
         if size < 8:
             value = builder.sext(value, self.i64) if insn.sign_extend else builder.zext(value, self.i64)
         self._set(insn.dst, value)
@@ -453,7 +475,7 @@ class _FunctionEmitter:
         pointer = self._checked_pointer(pc, builder.add(self._get(insn.dst), self._const(insn.off)), size, True)
         if size < 8:
             value = builder.trunc(value, self.ir.IntType(size * 8))
-        builder.store(value, pointer, align=1)
+        self.parent.tag(builder.store(value, pointer, align=1), "memory")
 
     def _atomic(self, pc: int, insn: Atomic) -> None:
         ir, builder = self.ir, self.builder
@@ -507,7 +529,7 @@ class _FunctionEmitter:
             builder.branch(self.bail)
         self._continue_unless(outside, stop, f"packet_in_{pc}")
         pointer = builder.inttoptr(builder.add(packet, offset), ir.IntType(size * 8).as_pointer())
-        value = builder.load(pointer, align=1)
+        value = self.parent.tag(builder.load(pointer, align=1), "memory")
         if size > 1:
             value = alu_ir.byte_swap(ir, builder, self.parent.module, value, size * 8)
         self._set(0, value if size == 8 else builder.zext(value, self.i64))
