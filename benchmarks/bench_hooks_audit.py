@@ -1,9 +1,10 @@
 """Per-event cost of audit (LSM-style) hooks: a Python audit event with a program attached, and without.
 
 Run with ``python benchmarks/bench_hooks_audit.py [--events N] [--runs R]``. The program is the
-committed example ``examples/hooks/deny_secret.o`` (``deny_secret``: two counter updates, a
-probe_read_kernel_str of the path and a byte-by-byte scan of it, a few hundred instructions for
-the ~45-character temporary paths used here), attached to the ``open`` event. Events are raised
+committed example ``examples/hooks/deny_secret.o`` (``deny_secret``: a counter update, a
+probe_read_kernel_str of the path and a byte-by-byte scan of it for a file name starting with
+"secret", some 10 instructions per byte of the ~45-character temporary paths used here),
+attached to the ``open`` event. Events are raised
 with ``sys.audit("open", path, mode, flags)``, as ``open()`` raises them, so the figures are the
 hook's cost without the file system's; the last lines time a real ``open()``/``close()`` of a
 file for scale. Each line gives the best of R runs of N events, in nanoseconds per event;
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pybpf import load
+from pybpf.errors import PybpfError
 from pybpf.hooks.link import HookRuntime
 from pybpf.hooks.lsm import attach_audit
 
@@ -67,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         base = best_ns(audit_public, events, runs)
         rows.append(("audit event, no hook installed", base))
         open_base = best_ns(open_public, events, runs)
-        with load(OBJECT) as obj:
+        try:
+            obj = load(OBJECT)
+        except PybpfError as error:
+            # Reported, not raised: ./dev bench runs every benchmark in turn and stops at a failure.
+            print(f"audit hook cost: NOT MEASURED, {OBJECT.name} does not load: {error}")
+            return 0
+        with obj:
             link = attach_audit(obj.program("deny_secret"), "open", runtime=HookRuntime())
             other = best_ns(lambda: sys.audit("pybpf.bench", 1), events, runs)
             rows.append(("other event (hook installed, not attached)", other))

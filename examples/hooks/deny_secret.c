@@ -26,30 +26,33 @@ static __always_inline void count(__u32 slot)
 		__sync_fetch_and_add(value, 1);
 }
 
+/* Whether the file name at `name` starts with "secret" (unrolled: no loop for the verifier). */
+static __always_inline int is_secret(const char *name)
+{
+	return name[0] == 's' && name[1] == 'e' && name[2] == 'c' && name[3] == 'r' && name[4] == 'e' &&
+	       name[5] == 't';
+}
+
 SEC("lsm/file_open")
 int deny_secret(__u64 *ctx)
 {
-	static const char prefix[] = "secret";
-	char path[PATH_LEN] = {};
-	long length;
-	int start = 0, i;
+	char path[PATH_LEN + 8] = {}; /* room to look 6 bytes past any position */
+	int i;
 
 	count(0);
-	length = bpf_probe_read_kernel_str(path, sizeof(path), (const void *)ctx[0]);
-	if (length <= 0)
+	if (bpf_probe_read_kernel_str(path, PATH_LEN, (const void *)ctx[0]) <= 0)
 		return 0;
-	for (i = 0; i < PATH_LEN; i++) { /* the file name starts after the last '/' */
+	/* A file name starts at 0 or after a '/'. Nothing is carried from one iteration to the
+	 * next but i, so the verifier's states at the loop head prune well. */
+	for (i = 0; i < PATH_LEN; i++) {
 		if (!path[i])
 			break;
-		if (path[i] == '/')
-			start = i + 1;
+		if ((i == 0 || path[i - 1] == '/') && is_secret(&path[i])) {
+			count(1);
+			return -EPERM;
+		}
 	}
-	for (i = 0; i < (int)sizeof(prefix) - 1; i++) {
-		if (start + i >= PATH_LEN || path[start + i] != prefix[i])
-			return 0;
-	}
-	count(1);
-	return -EPERM;
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";
