@@ -102,13 +102,18 @@ def _check_range(r0: RegState, value_range: tuple[int, int], where: str) -> None
         raise reject(f"{where} the register R0 is not a known value ({type_name(r0)})")
     low, high = value_range
     value = r0.var_off
-    if low <= value.smin and value.smax <= high:
+    if low < 0:
+        # Hooks returning a negative errno (LSM) return an int: only the low 32 bits count.
+        smin, smax, limit = value.s32_min, value.s32_max, 1 << 31
+    else:
+        smin, smax, limit = value.smin, value.smax, 1 << 63
+    if low <= smin and smax <= high:
         return
     text = ""
-    if value.smin > -(1 << 63):
-        text += f" smin={value.smin}"
-    if value.smax < (1 << 63) - 1:
-        text += f" smax={value.smax}"
+    if smin > -limit:
+        text += f" smin={smin}"
+    if smax < limit - 1:
+        text += f" smax={smax}"
     if not text:
         text = " unknown scalar value"
     raise reject(f"{where} the register R0 has{text} should have been in [{low}, {high}]")

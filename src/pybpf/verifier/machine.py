@@ -153,6 +153,8 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool) -> bool:
         if old_frame.callsite != cur_frame.callsite:
             return False
         for old_reg, cur_reg in zip(old_frame.regs, cur_frame.regs, strict=True):
+            if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
+                continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if not regsafe(old_reg, cur_reg, ids):
                 return False
         if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack):

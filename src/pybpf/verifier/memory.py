@@ -139,7 +139,7 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
                 raise reject("cannot write into packet")
             packet_access(regno, reg, off, size)
         case t if t in _OPAQUE_READABLE:
-            if is_write and t is not RegType.PTR_TO_BTF_ID:
+            if is_write and t not in (RegType.PTR_TO_BTF_ID, RegType.PTR_TO_FLOW_KEYS):
                 raise reject(f"R{regno} cannot write into {type_name(reg)}")
         case _:
             raise reject(f"R{regno} invalid mem access '{type_name(reg)}'")
