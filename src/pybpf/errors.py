@@ -373,3 +373,18 @@ class VerifierError(PybpfError):
         where = f"instruction {pc}: " if pc is not None else ""
         origin = f" ({source})" if source else ""
         super().__init__(f"{where}{reason}{origin}")
+
+
+class ProgramRejectedError(VerifierError):
+    """Loading refused a program our verifier rejects (``pybpf.load(..., verify=False)`` skips it).
+
+    ``program`` names the program; ``report`` is the :class:`pybpf.verifier.VerifierReport`
+    (typed loosely here because this module imports nothing from the package).
+    """
+
+    def __init__(self, program: str, pc: int | None, reason: str, source: str | None = None,
+                 report: object = None) -> None:
+        super().__init__(pc, reason, source)
+        self.program = program
+        self.report = report
+        self.args = (f"program {program} rejected by the verifier: {self.args[0]}",)

@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from pybpf.btf import Btf
-from pybpf.errors import LoadError, MapError
+from pybpf.errors import LoadError, MapError, ProgramRejectedError
 from pybpf.isa.insn import Call
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
-from pybpf.platform.progtypes import prog_type_spec
+from pybpf.platform.progtypes import ProgTypeSpec, prog_type_spec
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.context import convert_ctx_access
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
@@ -31,6 +31,7 @@ from pybpf.runtime.object import Object
 from pybpf.runtime.program import Engine, Program, check_engine
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
+from pybpf.verifier import verify_program
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.memory import AddressSpace
 
@@ -57,6 +58,7 @@ def load(
     seed: int | None = None,
     prog_types: Mapping[str, BpfProgType] | None = None,
     engine: Engine = "interp",
+    verify: bool = True,
 ) -> Object:
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
@@ -66,7 +68,9 @@ def load(
     bpf_get_prandom_u32 deterministic; ``prog_types`` overrides the type a program's section
     implies (by program name), as ``bpftool prog load ... type`` does. ``engine`` is what runs
     the programs by default (``"interp"`` or ``"jit"``, compiled on a program's first run);
-    ``Program.test_run(..., engine=...)`` overrides it per call.
+    ``Program.test_run(..., engine=...)`` overrides it per call. Every program is first checked
+    by :mod:`pybpf.verifier` with the kernel's rules (ProgramRejectedError when it fails);
+    ``verify=False`` is the explicit opt-out that runs unverified code.
     """
     check_engine(engine)
     spec = load_spec(source)
@@ -85,7 +89,8 @@ def load(
             if override is not None:
                 program_spec = replace(program_spec, prog_type=override)
             programs[program_spec.name] = _prepare(
-                spec, program_spec, maps, services=services, target=target, available=available, number=number
+                spec, program_spec, maps, services=services, target=target, available=available, number=number,
+                verify=verify,
             )
             programs[program_spec.name].engine = engine
         for map_spec in spec.maps.values():
@@ -111,6 +116,14 @@ def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus
     return created
 
 
+def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec) -> None:
+    """Refuse a program the verifier rejects, naming the instruction, the reason and the C line."""
+    report = verify_program(program, spec, prog_type=type_spec)
+    error = report.error
+    if not report.accepted and error is not None:
+        raise ProgramRejectedError(program.name, error.pc, error.reason.splitlines()[-1], error.source, report)
+
+
 def _prepare(
     spec: ObjectSpec,
     program: ProgramSpec,
@@ -120,6 +133,7 @@ def _prepare(
     target: Btf | None,
     available: HelperTable,
     number: int,
+    verify: bool = True,
 ) -> Program:
     file = spec.elf.file
     type_spec = (
@@ -128,6 +142,7 @@ def _prepare(
         else prog_type_spec(program.prog_type)
     )
     insns = apply_core(program, program.instructions, spec.btf, target)
+    relocated = replace(program, instructions=tuple(insns))
     for item in insns:
         insn = item.insn
         if isinstance(insn, Call) and insn.helper != POISON_HELPER and not type_spec.allows_helper(insn.helper):
@@ -144,6 +159,9 @@ def _prepare(
     if program.prog_type not in NO_CONTEXT_CONVERSION:
         conversion = convert_ctx_access(insns, type_spec.context)
         insns = conversion.insns
+    if verify:
+        # After the rewrite's own checks (which name the context field), before anything runs.
+        _verify(spec, relocated, type_spec)
 
     def pointer(name: str) -> int:
         found = maps.get(name)
