@@ -392,6 +392,9 @@ class JitProgram:
         run.keep.append(table)
         run.state[Slot.RANGE_COUNT] = len(regions)
         run.state[Slot.RANGES] = ctypes.addressof(table)
+        # No hot range until a scan finds one (a region the last table held may be gone now).
+        run.state[Slot.HOT_START] = run.state[Slot.HOT_END] = U64
+        run.state[Slot.HOT_WRITABLE] = 0
 
     def _finish(self, run: _Run, r0: int) -> RunResult:
         """The run's result, or the error its status stands for."""

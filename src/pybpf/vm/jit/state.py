@@ -47,9 +47,16 @@ class Slot(IntEnum):
     """Native address of the running program's memory fault handler."""
     CONSTANTS = 41
     """Native address of the running program's constant table (resolved ``lddw`` values)."""
+    HOT_START = 42
+    """The range the last table scan found (start, end, writable): accesses check it inline first.
+
+    Python resets it (start = end = 2**64 - 1, which no access passes) whenever it refills the table.
+    """
+    HOT_END = 43
+    HOT_WRITABLE = 44
 
 
-STATE_SLOTS = Slot.CONSTANTS + 1
+STATE_SLOTS = Slot.HOT_WRITABLE + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
