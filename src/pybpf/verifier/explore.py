@@ -63,6 +63,8 @@ class Checkpoint:
     state: State
     branches: int
     parent: Checkpoint | None
+    hits: int = 0
+    misses: int = 0
 
 
 @dataclass(slots=True)
@@ -143,13 +145,21 @@ class Explorer:
     def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
         stored = self.checkpoints.setdefault(pc, [])
         allow_uninit = self.env.options.privileged
+        evicted = False
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
             if states_equal(checkpoint.state, state, allow_uninit):
+                checkpoint.hits += 1
                 return True, parent
+            checkpoint.misses += 1
+            evicted = evicted or checkpoint.misses > 3 * checkpoint.hits + 3
+        if evicted:
+            # As the kernel does: a finished state that keeps failing to prune only costs time;
+            # forgetting it is safe (it can only mean more exploration).
+            stored[:] = [c for c in stored if c.branches > 0 or c.misses <= 3 * c.hits + 3]
         checkpoint = Checkpoint(state.copy(), 1, parent)
         stored.append(checkpoint)
         self.states_stored += 1
