@@ -50,7 +50,8 @@ class Scalar:
 
     @classmethod
     def unknown(cls) -> Scalar:
-        return cls(Tnum.unknown())
+        # Immutable, so one shared instance serves every unknown value (it is made very often).
+        return _UNKNOWN if cls is Scalar else cls(Tnum.unknown())
 
     @classmethod
     def const(cls, value: int) -> Scalar:
@@ -139,6 +140,9 @@ class Scalar:
         return (f"scalar(smin={self.smin},smax={self.smax},umin={self.umin:#x},umax={self.umax:#x},"
                 f"s32=[{self.s32_min},{self.s32_max}],u32=[{self.u32_min:#x},{self.u32_max:#x}],"
                 f"var_off={self.var_off})")
+
+
+_UNKNOWN = Scalar(Tnum.unknown())
 
 
 @dataclass(slots=True)

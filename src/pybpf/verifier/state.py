@@ -77,7 +77,7 @@ class RegState:
 
     @classmethod
     def not_init(cls) -> RegState:
-        return cls()
+        return _NOT_INIT if cls is RegState else cls()
 
     @classmethod
     def scalar(cls, value: Scalar | None = None, *, id: int = 0) -> RegState:
@@ -110,6 +110,9 @@ class RegState:
         if _identity(self) != _identity(other) or self.off != other.off:
             return RegState.not_init()
         return replace(self, var_off=self.var_off.join(other.var_off), range=min(self.range, other.range))
+
+
+_NOT_INIT = RegState()  # immutable: one shared unusable register
 
 
 def _identity(reg: RegState) -> tuple[object, ...]:
