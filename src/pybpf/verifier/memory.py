@@ -249,8 +249,8 @@ def mark_stack_bytes(frame: Frame, start: int, end: int, byte: SlotByte) -> None
         index, position = _slot_and_byte(at)
         slot = frame.stack.slot(index)
         tags = list(slot.slot_type)
-        if slot.is_spilled_register():
-            tags = [SlotByte.STACK_MISC if t is not SlotByte.STACK_INVALID else t for t in tags]
+        if _has_spill(slot):
+            tags = [SlotByte.STACK_MISC if t is SlotByte.STACK_SPILL else t for t in tags]
         tags[position] = byte
         frame.stack = frame.stack.with_slot(index, StackSlot(tuple(tags)))
 
@@ -260,7 +260,31 @@ def _stack_write(frame: Frame, start: int, size: int, value: RegState) -> None:
         frame.stack = frame.stack.with_slot(_slot_and_byte(start)[0], StackSlot.spill(value))
         return
     zero = value.type is RegType.SCALAR_VALUE and value.var_off.const_value() == 0
+    if value.type is RegType.SCALAR_VALUE and not zero and start % BPF_REG_SIZE == 0:
+        # A narrow scalar spill (the kernel tracks these too): the low ``size`` bytes of the
+        # slot hold the value, the other bytes of the slot become unknown data.
+        slot = frame.stack.slot(_slot_and_byte(start)[0])
+        tags: list[SlotByte] = [SlotByte.STACK_MISC if t is SlotByte.STACK_SPILL else t for t in slot.slot_type]
+        for position in range(BPF_REG_SIZE - size, BPF_REG_SIZE):
+            tags[position] = SlotByte.STACK_SPILL
+        stored = replace(truncate(value, size, sign_extend=False), id=0, off=0)
+        frame.stack = frame.stack.with_slot(_slot_and_byte(start)[0], StackSlot(tuple(tags), stored))
+        return
     mark_stack_bytes(frame, start, start + size, SlotByte.STACK_ZERO if zero else SlotByte.STACK_MISC)
+
+
+def _has_spill(slot: StackSlot) -> bool:
+    return any(t is SlotByte.STACK_SPILL for t in slot.slot_type)
+
+
+def _spill_size(slot: StackSlot) -> int:
+    """How many bytes from the slot's lowest address hold a spilled register."""
+    size = 0
+    for position in range(BPF_REG_SIZE - 1, -1, -1):
+        if slot.slot_type[position] is not SlotByte.STACK_SPILL:
+            break
+        size += 1
+    return size
 
 
 def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool) -> RegState:
@@ -276,6 +300,13 @@ def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool
         if spilled.var_off.is_const() and start % BPF_REG_SIZE == 0:
             return truncate(spilled, size, sign_extend)
         return sized_scalar(size, sign_extend)
+    spill_size = _spill_size(slot)
+    if spill_size and start % BPF_REG_SIZE == 0 and size <= spill_size:
+        # A narrow fill of a narrow spill: the value is as stored (cut further if read narrower).
+        spilled = slot.spilled_ptr
+        if size == spill_size and not sign_extend:
+            return spilled
+        return truncate(spilled, size, sign_extend)
     tags = [_byte_tag(frame, at) for at in range(start, start + size)]
     if all(t is SlotByte.STACK_ZERO for t in tags):
         return RegState.const(0)
@@ -338,9 +369,12 @@ def havoc_scalar_spills(state: State) -> None:
     caller frames' spilled scalars (pointers spilled there keep their type)."""
     for frame in state.frames:
         for index, slot in enumerate(frame.stack.slots):
-            if slot.is_spilled_register() and slot.spilled_ptr.type is RegType.SCALAR_VALUE:
-                frame.stack = frame.stack.with_slot(index, StackSlot.spill(RegState.scalar()))
-            elif any(t is SlotByte.STACK_ZERO for t in slot.slot_type):
-                tags = tuple(SlotByte.STACK_MISC if t is SlotByte.STACK_ZERO else t for t in slot.slot_type)
-                frame.stack = frame.stack.with_slot(index, replace(slot, slot_type=tags))
-
+            if slot.is_spilled_register():
+                if slot.spilled_ptr.type is RegType.SCALAR_VALUE:
+                    frame.stack = frame.stack.with_slot(index, StackSlot.spill(RegState.scalar()))
+            elif _has_spill(slot) or any(t is SlotByte.STACK_ZERO for t in slot.slot_type):
+                # Known bytes (a narrow spill, zeroes) become unknown data; the spill is gone.
+                forgotten: tuple[SlotByte, ...] = tuple(
+                    SlotByte.STACK_MISC if t in (SlotByte.STACK_SPILL, SlotByte.STACK_ZERO) else t
+                    for t in slot.slot_type)
+                frame.stack = frame.stack.with_slot(index, StackSlot(forgotten))

@@ -269,7 +269,9 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
         for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
             if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
                 return False
-        if old_slot.is_spilled_register() and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids):
+        # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
+        spilled = any(byte is SlotByte.STACK_SPILL for byte in old_slot.slot_type)
+        if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids):
             return False
         special = (SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG)
         if any(byte in special for byte in old_slot.slot_type):
