@@ -52,7 +52,7 @@ from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
-from pybpf.vm.jit.state import RANGE_FIELDS, STATE_SLOTS, Slot, Status
+from pybpf.vm.jit.state import STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 # Both callbacks receive the run-state block's address first: it identifies the run.
@@ -332,17 +332,17 @@ class JitProgram:
                     mapped.append(region)
             for stack in stacks:
                 ctypes.memset(stack.address, 0, stack.size)  # every run starts with zeroed stacks
-            initial = [0] * 10
+            initial: list[ctypes.c_uint64 | int] = [0] * 10
             if context is not None:
                 initial[1], initial[2] = context.address, context.size
             for number, value in (registers or {}).items():
                 if not 0 <= number <= 9:
                     raise VmError(f"initial registers must be r0-r9, found r{number}")
                 initial[number] = value & U64
-            for number, value in enumerate(initial):
-                state[Slot.REGS + number] = state[Slot.INITIAL_REGS + number] = value
-            for depth, stack in enumerate(stacks):
-                state[Slot.STACK_TOPS + depth] = stack.end
+            # Slice assignments: one ctypes call each instead of one per slot (this is per run).
+            state[Slot.REGS : Slot.REGS + 10] = initial
+            state[Slot.INITIAL_REGS : Slot.INITIAL_REGS + 10] = initial
+            state[Slot.STACK_TOPS : Slot.STACK_TOPS + len(stacks)] = [stack.end for stack in stacks]
             state[Slot.BUDGET] = limit
             state[Slot.MAY_GOTO_LEFT] = MAX_LOOPS
             if packet is not None:
@@ -385,10 +385,8 @@ class JitProgram:
     def _fill_ranges(self, run: _Run) -> None:
         """The range table: every region mapped now, stacks first (the most frequent target)."""
         regions = sorted(self.memory.regions, key=lambda region: region.kind is not RegionKind.STACK)
-        table = (ctypes.c_uint64 * (RANGE_FIELDS * len(regions) or 1))()
-        for index, region in enumerate(regions):
-            base = index * RANGE_FIELDS
-            table[base], table[base + 1], table[base + 2] = region.address, region.end, int(region.writable)
+        fields = [value for region in regions for value in (region.address, region.end, int(region.writable))]
+        table = (ctypes.c_uint64 * (len(fields) or 1))(*fields)
         run.keep.append(table)
         run.state[Slot.RANGE_COUNT] = len(regions)
         run.state[Slot.RANGES] = ctypes.addressof(table)
@@ -403,7 +401,7 @@ class JitProgram:
         pc = int(state[Slot.ERROR_PC])
         if run.error is not None:
             raise run.error
-        registers = tuple(int(state[Slot.REGS + number]) for number in range(11))
+        registers = tuple(state[Slot.REGS : Slot.REGS + 11])
         if status is Status.RUNNING:
             return RunResult(r0, 0, registers)
         if status is Status.STOPPED:
