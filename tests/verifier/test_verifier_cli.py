@@ -54,3 +54,13 @@ def test_verify_one_program_by_name() -> None:
     status, text = _run("verify", str(PROGS / "tail_calls.o"), "--prog", "dispatch", "--json")
     assert status == 0
     assert [entry["name"] for entry in json.loads(text)["programs"]] == ["dispatch"]
+
+
+def test_text_output_explains_a_rejection(tmp_path: Path) -> None:
+    raw = tmp_path / "prog.bin"
+    raw.write_bytes(assemble_bytes("r2 = *(u32 *)(r1 + 0)\nr0 = *(u8 *)(r2 + 0)\nr0 = 2\nexit"))
+    status, text = _run("verify", "--raw", str(raw), "--type", "xdp")
+    assert status == 1
+    assert "REJECTED" in text
+    assert "instruction 1 (r0 = *(u8 *)(r2 + 0x0)): R2 offset is outside of the packet" in text
+    assert "hint: compare data + offset + size against data_end" in text

@@ -4,6 +4,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# (a fragment of the kernel's reason, what it means for the C programmer)
+HINTS: tuple[tuple[str, str], ...] = (
+    ("_or_null", "the pointer may be NULL here: compare it with 0 (if (!p) return ...;) before using it"),
+    ("!read_ok", "the register is read before anything was written to it on this path "
+                 "(calls clobber r1-r5; a function's r0 must be set before it returns)"),
+    ("outside of the packet", "compare data + offset + size against data_end before this access, "
+                              "on the same pointer (or a copy made before the comparison)"),
+    ("Unreleased reference", "every path must submit or discard what bpf_ringbuf_reserve returned "
+                             "(or release the object a helper acquired), including early returns"),
+    ("infinite loop", "nothing changes on the way around this loop, so it can never exit"),
+    ("too large. Processed", "the verifier gave up exploring paths: simplify loops or bound them more tightly"),
+    ("min value is negative", "the index may be negative: use an unsigned type or check index >= 0"),
+    ("unbounded", "bound the value first (if (i < N) or i &= MASK) on the register used for the access"),
+    ("max value is outside", "the index may run past the end: check it against the size (if (i < N))"),
+    ("invalid access to map value", "the access runs past the end of the map's value"),
+    ("invalid access to memory", "the access runs past the end of the reserved or returned memory"),
+    ("bpf_context access", "this context field does not exist, or cannot be accessed with this size or in "
+                           "this direction, in this program type"),
+    ("cannot use helper", "this helper is not available to this program type"),
+    ("GPL-restricted", 'declare a GPL-compatible license: char LICENSE[] SEC("license") = "GPL";'),
+    ("stack R", "the stack is the 512 bytes below r10, accessed in naturally aligned pieces"),
+    ("misaligned stack", "the stack is accessed in naturally aligned pieces"),
+    ("frame pointer is read only", "r10 is the frame pointer: copy it to another register to compute addresses"),
+    ("should have been in", "this program type only allows these return values"),
+    ("back-edge", "loops need a privileged loader"),
+    ("pointer arithmetic", "only adding or subtracting a bounded number to a pointer is allowed"),
+    ("prohibited", "this operation on a pointer is not allowed"),
+    ("expected=", "the helper's argument has the wrong kind of value (see the helper's prototype)"),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
@@ -16,6 +46,14 @@ class Diagnostic:
     source: str | None = None
     path: tuple[tuple[int, bool], ...] = ()
 
+    @property
+    def hint(self) -> str | None:
+        """What the reason usually means at the C level, when we know."""
+        for fragment, text in HINTS:
+            if fragment in self.reason:
+                return text
+        return None
+
     def describe(self) -> str:
         """A multi-line explanation for people."""
         lines: list[str] = []
@@ -25,6 +63,8 @@ class Diagnostic:
         lines.append(f"{where}: {self.reason.splitlines()[-1]}")
         if self.source:
             lines.append(f"  source: {self.source}")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
         if self.path:
             steps = ", ".join(f"{pc}:{'taken' if taken else 'not taken'}" for pc, taken in self.path)
             lines.append(f"  path: {steps}")
