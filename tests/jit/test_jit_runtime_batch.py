@@ -100,3 +100,19 @@ def test_run_batch_falls_back_to_test_runs_for_packet_helpers() -> None:
 def test_empty_batch() -> None:
     with load(PROGS / "xdp_firewall.o", engine="jit") as obj:
         assert list(obj.program("xdp_firewall").run_batch([]).retvals) == []
+
+
+def test_native_repeat_goes_on_after_a_run_that_stopped_early() -> None:
+    # Count the run in memory, then LD_ABS past the packet: the run ends with r0 = 0, as the
+    # kernel's would, and the loop still makes every one of its runs.
+    from pybpf.isa import Exit, LabeledInsn, PacketLoad, Size
+    from pybpf.isa.opcodes import Mode
+
+    counting = assemble("ldxdw %r0, [%r1]\nadd %r0, 1\nstxdw [%r1], %r0\n")
+    insns = [*counting, LabeledInsn(len(counting), PacketLoad(Size.W, Mode.ABS, None, 64))]
+    insns.append(LabeledInsn(len(insns), Exit()))
+    counter = Region.from_bytes(RegionKind.INPUT, "counter", bytes(8))
+    packet = Region.from_bytes(RegionKind.PACKET, "packet", bytes(16))
+    result, _ = JitProgram(insns).run_repeated(counter, packet=packet, repeat=7)
+    assert result.r0 == 0
+    assert int.from_bytes(counter.view[:8], "little") == 7

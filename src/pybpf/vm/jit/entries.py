@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pybpf.vm.execution import MAX_LOOPS
 from pybpf.vm.jit.alu_ir import constant
-from pybpf.vm.jit.state import Slot
+from pybpf.vm.jit.state import Slot, Status
 
 REPEAT_NAME = "bpf_repeat"
 """``i64 bpf_repeat(i64* state, i64 count)``: the main function ``count`` times on the same inputs."""
@@ -85,8 +85,15 @@ def build_repeat(module: ModuleParts) -> None:
     registers = [
         builder.load(builder.gep(state, [constant(ir, 64, Slot.INITIAL_REGS + number)])) for number in range(10)
     ]
-    r0 = builder.call(module.functions[0], [state, constant(ir, 64, 0), *registers])
-    status = builder.load(builder.gep(state, [constant(ir, 64, Slot.STATUS)]))
+    returned = builder.call(module.functions[0], [state, constant(ir, 64, 0), *registers])
+    # A run that stopped early (LD_ABS past the packet, a helper's env.stop) ended normally with
+    # STOP_R0 for the kernel's loop, which goes on with the next run; other events end the loop.
+    status_slot = builder.gep(state, [constant(ir, 64, Slot.STATUS)])
+    status = builder.load(status_slot)
+    stopped = builder.icmp_unsigned("==", status, constant(ir, 64, Status.STOPPED))
+    r0 = builder.select(stopped, builder.load(builder.gep(state, [constant(ir, 64, Slot.STOP_R0)])), returned)
+    status = builder.select(stopped, constant(ir, 64, Status.RUNNING), status)
+    builder.store(status, status_slot)
     index.add_incoming(builder.add(index, constant(ir, 64, 1)), body)
     last.add_incoming(r0, body)
     builder.cbranch(builder.icmp_unsigned("==", status, constant(ir, 64, 0)), loop, done)
