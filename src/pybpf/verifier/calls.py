@@ -49,6 +49,7 @@ class _Meta:
     release_ref: int = 0
     callback: int | None = None
     callback_ctx: RegState | None = None
+    lock: tuple[int | None, int] | None = None
 
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
@@ -88,6 +89,8 @@ def return_from_callee(state: State) -> int:
 
 def check_return(state: State, value_range: tuple[int, int] | None, *, privileged: bool = True) -> None:
     """``check_return_code`` at the main program's exit."""
+    if state.lock is not None:
+        raise reject("BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region")
     r0 = read_reg(state, 0)  # type: ignore[arg-type]
     for ref_id, alloc_pc in sorted(state.refs.items()):
         raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
@@ -129,6 +132,8 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
         raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
     if proto.gpl_only and not env.options.gpl:
         raise reject("cannot call GPL-restricted function from non-GPL compatible program")
+    if state.lock is not None and insn.helper != HelperId.SPIN_UNLOCK:
+        raise reject("function calls are not allowed while holding a lock")
     meta = _Meta()
     for index in range(5):
         arg = proto.args[index] if index < len(proto.args) else HelperArg(ArgType.DONTCARE)
@@ -142,6 +147,8 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
             raise reject(f"cannot pass map_type {int(meta.map.type)} into func {name}#{insn.helper}")
     if insn.helper == HelperId.TAIL_CALL and state.refs:
         raise reject("tail_call would lead to reference leak")
+    if meta.lock is not None:
+        _spin_lock(state, insn.helper, meta.lock)
     callback = _callback_frame(env, state, pc, insn.helper, meta)
     if meta.release_ref:
         _release(state, meta.release_ref, env.options.privileged)
@@ -151,6 +158,20 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
     if proto.changes_pkt_data:
         invalidate_packet_pointers(state)
     return callback
+
+
+def _spin_lock(state: State, helper: int, lock: tuple[int | None, int]) -> None:
+    """``process_spin_lock``: one lock at a time, unlocked by the same lock."""
+    if helper == HelperId.SPIN_LOCK:
+        if state.lock is not None:
+            raise reject("Locking two bpf_spin_locks are not allowed")
+        state.lock = lock
+        return
+    if state.lock is None:
+        raise reject("bpf_spin_unlock without taking a lock")
+    if state.lock != lock:
+        raise reject("bpf_spin_unlock of different lock")
+    state.lock = None
 
 
 def _release(state: State, ref_id: int, privileged: bool) -> None:
@@ -229,6 +250,11 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
         case ArgType.PTR_TO_SPIN_LOCK | ArgType.PTR_TO_TIMER:
             if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
                 raise _mismatch(regno, reg, "map_value")
+            if arg.type is ArgType.PTR_TO_SPIN_LOCK:
+                if not reg.var_off.is_const():
+                    raise reject(f"R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant "
+                                 "offset")
+                meta.lock = (reg.map_uid, reg.off + (reg.var_off.const_value() or 0))
         case ArgType.PTR_TO_CONST_STR:
             if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
                 raise _mismatch(regno, reg, "map_value")

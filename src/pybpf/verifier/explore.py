@@ -277,6 +277,8 @@ class Explorer:
             raise reject("BPF_LD_[ABS|IND] instructions not allowed for this program type")
         if state.refs:
             raise reject("BPF_LD_[ABS|IND] cannot be mixed with socket references")
+        if state.lock is not None:
+            raise reject("BPF_LD_[ABS|IND] cannot be used inside bpf_spin_lock-ed region")
         ctx = transfer.read_reg(state, Reg.R6)
         if ctx.type is not RegType.PTR_TO_CTX:
             raise reject("at the time of BPF_LD_ABS|IND R6 != pointer to skb")

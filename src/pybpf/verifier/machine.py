@@ -105,6 +105,7 @@ class State:
     frames: list[Frame]
     refs: dict[int, int] = field(default_factory=dict)  # reference id -> pc that acquired it
     path: PathStep | None = None
+    lock: tuple[int | None, int] | None = None  # the held bpf_spin_lock: (map, offset in the value)
 
     @property
     def frame(self) -> Frame:
@@ -115,7 +116,7 @@ class State:
         return self.frames[-1].regs
 
     def copy(self) -> State:
-        return State([f.copy() for f in self.frames], dict(self.refs), self.path)
+        return State([f.copy() for f in self.frames], dict(self.refs), self.path, self.lock)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -146,7 +147,7 @@ class State:
 
 def states_equal(old: State, cur: State, allow_uninit_stack: bool) -> bool:
     """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``."""
-    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs):
+    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return False
     ids = IdMap()
     for old_frame, cur_frame in zip(old.frames, cur.frames, strict=True):
@@ -164,7 +165,7 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool) -> bool:
 
 def states_identical(old: State, cur: State) -> bool:
     """Exact equality (the infinite-loop test): nothing changed around a loop."""
-    if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys():
+    if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys() or old.lock != cur.lock:
         return False
     return all(
         a.callsite == b.callsite and a.regs == b.regs and a.stack == b.stack
