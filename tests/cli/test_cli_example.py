@@ -35,3 +35,26 @@ def test_xdp_stats_example_verdicts_and_maps() -> None:
         bytes([10, 0, 0, 1]): len(packets[0]) + len(packets[1]),
         bytes([192, 168, 1, 7]): len(packets[2]),
     }
+
+
+def test_dump_maps_with_a_ring_buffer_lists_it_without_entries() -> None:
+    progs = Path(__file__).resolve().parents[1] / "progs"
+    out = io.StringIO()
+    code = main(
+        [
+            "prog",
+            "run",
+            str(progs / "kprobe_count.o"),
+            "--prog",
+            "count_openat",
+            "--ctx-in",
+            "00" * 168,
+            "--dump-maps",
+            "--json",
+        ],
+        out=out,
+    )
+    assert code == 0, out.getvalue()
+    maps = json.loads(out.getvalue())["runs"][0]["maps"]
+    assert maps["events"] == {"type": "ringbuf", "entries": []}
+    assert len(maps["calls"]["entries"]) == 1

@@ -18,6 +18,7 @@ from pybpf.errors import PybpfError
 from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.platform.verdicts import verdict_name
 from pybpf.runtime.loader import load
+from pybpf.runtime.maps import QueueMap
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES, Program, RuntimeTestRunResult, TestRunResult
 
@@ -48,8 +49,8 @@ def parse_prog_type(name: str) -> BpfProgType:
 def map_dump(obj: Object, name: str) -> dict[str, Any]:
     """``{"type": str, "entries": [[keyhex, valuehex | [hex per CPU]], ...]}``.
 
-    Maps without keys (queue, stack, bloom filter, ring buffer) list no entries; ``"held"``
-    then says how many values they hold.
+    Maps without keys (queue, stack, bloom filter, ring buffer) list no entries; for queues and
+    stacks ``"held"`` says how many values they hold.
     """
     found = obj.maps.get(name)
     entries: list[list[Any]] = []
@@ -61,8 +62,8 @@ def map_dump(obj: Object, name: str) -> dict[str, Any]:
         "type": map_type.name.lower() if map_type is not None else "unknown",
         "entries": entries,
     }
-    if not getattr(found, "HAS_KEYS", True):
-        dumped["held"] = len(found) if found is not None else 0
+    if isinstance(found, QueueMap):  # StackMap too
+        dumped["held"] = len(found)
     return dumped
 
 
