@@ -10,7 +10,9 @@ read uninitialised stack.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
@@ -42,14 +44,25 @@ _ATOMIC_REGIONS = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, Reg
                              RegType.PTR_TO_BTF_ID})
 
 
-def sized_scalar(size: int, sign_extend: bool = False) -> RegState:
-    """An unknown value loaded from ``size`` bytes (zero- or sign-extended to 64 bits)."""
+def _build_sized_scalar(size: int, sign_extend: bool) -> RegState:
     if size >= 8:
         return RegState.scalar()
     bits = size * 8
     if sign_extend:
         return RegState.scalar(Scalar.from_srange(-(1 << (bits - 1)), (1 << (bits - 1)) - 1))
     return RegState.scalar(Scalar.from_urange(0, (1 << bits) - 1))
+
+
+# Loads produce these few values over and over; they are immutable, so build each once.
+_SIZED_SCALARS: Mapping[tuple[int, bool], RegState] = MappingProxyType(
+    {(size, signed): _build_sized_scalar(size, signed) for size in (1, 2, 4, 8) for signed in (False, True)}
+)
+
+
+def sized_scalar(size: int, sign_extend: bool = False) -> RegState:
+    """An unknown value loaded from ``size`` bytes (zero- or sign-extended to 64 bits)."""
+    cached = _SIZED_SCALARS.get((size, sign_extend))
+    return cached if cached is not None else _build_sized_scalar(size, sign_extend)
 
 
 def truncate(value: RegState, size: int, sign_extend: bool) -> RegState:
