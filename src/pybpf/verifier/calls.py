@@ -261,9 +261,13 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
             if not env.map_of(reg).readonly:
                 raise reject(f"R{regno} does not point to a readonly map'")
         case _:
-            # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer.
-            if not reg.is_pointer:
-                raise _mismatch(regno, reg, "ptr")
+            # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer,
+            # one that is known not to be NULL.
+            if not reg.is_pointer or reg.maybe_null:
+                expected = ("sock_common, sock, tcp_sock, xdp_sock, ptr_"
+                            if arg.type in (ArgType.PTR_TO_SOCK_COMMON, ArgType.PTR_TO_SOCKET,
+                                            ArgType.PTR_TO_BTF_ID_SOCK_COMMON) else "ptr_")
+                raise _mismatch(regno, reg, expected)
             if arg.is_release and reg.ref_obj_id:
                 meta.release_ref = reg.ref_obj_id
 
