@@ -11,6 +11,15 @@ Layers built so far:
   branches), :mod:`.memory` (loads/stores per region), :mod:`.calls` (helpers, bpf-to-bpf calls,
   callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
   (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`.
+
+Known differences from the kernel (each errs on the side of rejecting or of exploring more):
+no liveness or precision tracking (pruning compares every register exactly, so more
+instructions are processed); ``bpf_loop``/``for_each_map_elem`` callbacks are verified once per
+call against a caller stack whose spilled scalars are forgotten, not iterated to a fixpoint, and
+asynchronous callbacks (timers, user ring buffers) are not verified; BTF-typed pointers (sockets,
+``PTR_TO_BTF_ID``) are readable without a layout check; kfuncs and ``callx`` are refused; a map
+pointer cannot be dereferenced; a spin lock's offset is not checked against BTF; tail-call stack
+limits and the Spectre sanitisation of unprivileged loads are not modelled.
 """
 
 from __future__ import annotations
