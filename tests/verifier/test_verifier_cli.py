@@ -64,3 +64,13 @@ def test_text_output_explains_a_rejection(tmp_path: Path) -> None:
     assert "REJECTED" in text
     assert "instruction 1 (r0 = *(u8 *)(r2 + 0x0)): R2 offset is outside of the packet" in text
     assert "hint: compare data + offset + size against data_end" in text
+
+
+def test_log_level_one_lists_the_walk(tmp_path: Path) -> None:
+    raw = tmp_path / "prog.bin"
+    raw.write_bytes(assemble_bytes("r0 = 0\nif r1 == 0 goto +1\nr0 = 1\nexit"))
+    status, text = _run("verify", "--raw", str(raw), "--type", "socket_filter", "--log", "1")
+    assert status == 0
+    lines = text.splitlines()
+    assert "0: r0 = 0x0" in lines and "2: r0 = 0x1" in lines
+    assert not any("R10=fp0" in line for line in lines)

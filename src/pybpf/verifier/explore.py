@@ -123,14 +123,18 @@ class Explorer:
                 if pc in self.prune_points:
                     pruned, parent = self._visit(pc, state, parent)
                     if pruned:
-                        if self.env.options.log_level >= 2:
+                        if self.env.options.log_level >= 1:
                             self.log.append(f"{pc}: safe")
                         break
                 self.processed += 1
                 if self.processed > self.insn_limit:
                     raise reject(f"BPF program is too large. Processed {self.processed} insn")
-                if self.env.options.log_level >= 2:
+                level = self.env.options.log_level
+                if level >= 2:
                     self.log.append(f"{pc}: {format_insn(labeled.insn)} ; {format_state(state)}")
+                elif level == 1:
+                    # As the kernel's level 1: the instructions walked, without register states.
+                    self.log.append(f"{pc}: {format_insn(labeled.insn)}")
                 next_pc, state = self._step(pc, labeled, state, parent)
             except Rejection as error:
                 if error.pc is not None:
