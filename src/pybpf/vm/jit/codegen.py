@@ -49,11 +49,13 @@ from pybpf.isa.insn import (
     slot_count,
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
+from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import MAX_CALL_FRAMES
 from pybpf.vm.interpreter import CODE_BASE
 from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
+from pybpf.vm.jit.native_helpers import emit_map_lookup
 from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan
 from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
 
@@ -378,6 +380,8 @@ class _FunctionEmitter:
             case MayGoto(off):
                 self._may_goto(pc, pc + 1 + off)
                 return True
+            case Call(helper) if helper == HelperId.MAP_LOOKUP_ELEM:
+                emit_map_lookup(self, pc)
             case Call(helper):
                 self._call_helper(pc, self._const(helper))
             case CallLocal(off):

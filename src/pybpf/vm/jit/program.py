@@ -51,8 +51,9 @@ from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
+from pybpf.vm.jit.native_helpers import array_map_entries, native_lookup_enabled
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
-from pybpf.vm.jit.state import STATE_SLOTS, Slot, Status
+from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 # Both callbacks receive the run-state block's address first: it identifies the run.
@@ -143,6 +144,8 @@ class JitProgram:
         self._callback_addresses = (_address_of(self._helper_callback), _address_of(self._fault_callback))
         inline, table, values = self._lddw_constants()
         self._constant_table = (ctypes.c_uint64 * (len(values) or 1))(*values)
+        # Map pointers the native array lookup may meet (see pybpf.vm.jit.native_helpers).
+        self._map_pointers = tuple(dict.fromkeys(values)) if native_lookup_enabled(self.helpers) else ()
         self.bounds_checks = bounds_checks
         key = cache_key(self.insns, table, opt_level, bounds_checks) if cache is not None else None
         compiled = cache.get(key) if cache is not None and key is not None else None
@@ -353,6 +356,7 @@ class JitProgram:
             while True:  # the tail-call dispatcher: native code returns here to switch programs
                 program._bind(state)
                 program._fill_ranges(run)
+                program._fill_maps(run, user)
                 program._runs[key] = run
                 try:
                     started = time.perf_counter_ns()
@@ -393,6 +397,15 @@ class JitProgram:
         # No hot range until a scan finds one (a region the last table held may be gone now).
         run.state[Slot.HOT_START] = run.state[Slot.HOT_END] = U64
         run.state[Slot.HOT_WRITABLE] = 0
+
+    def _fill_maps(self, run: _Run, user: object) -> None:
+        """The array-map table native lookups use: this run's CPU, the maps' current storage."""
+        fields = array_map_entries(self._map_pointers, user) if self._map_pointers else []
+        if fields:
+            table = (ctypes.c_uint64 * len(fields))(*fields)
+            run.keep.append(table)
+            run.state[Slot.MAP_TABLE] = ctypes.addressof(table)
+        run.state[Slot.MAP_COUNT] = len(fields) // MAP_FIELDS
 
     def _finish(self, run: _Run, r0: int) -> RunResult:
         """The run's result, or the error its status stands for."""

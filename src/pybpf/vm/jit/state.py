@@ -54,12 +54,18 @@ class Slot(IntEnum):
     """
     HOT_END = 43
     HOT_WRITABLE = 44
+    MAP_TABLE = 45
+    """Native address of the array-map table (:data:`MAP_FIELDS` slots per map) native lookups use."""
+    MAP_COUNT = 46
+    """How many maps the array-map table holds (0: every lookup goes through the trampoline)."""
 
 
-STATE_SLOTS = Slot.HOT_WRITABLE + 1
+STATE_SLOTS = Slot.MAP_COUNT + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
+MAP_FIELDS = 5
+"""Slots per array-map table entry: map pointer, values base, slot size, max_entries, this CPU's offset."""
 
 
 class Status(IntEnum):
