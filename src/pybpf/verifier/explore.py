@@ -38,6 +38,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.verifier import calls, memory, transfer
 from pybpf.verifier.cfg import branch_target, call_target
+from pybpf.verifier.liveness import live_registers
 from pybpf.verifier.machine import (
     CALLER_SAVED,
     Env,
@@ -88,9 +89,11 @@ class Explorer:
     prune_points: set[int] = field(default_factory=set)
     checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
     pending: list[Work] = field(default_factory=list)
+    live: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
+        self.live = live_registers(self.insns)
         for labeled in self.insns:
             target = branch_target(labeled.pc, labeled.insn)
             if target is not None:
@@ -149,13 +152,14 @@ class Explorer:
     def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
         stored = self.checkpoints.setdefault(pc, [])
         allow_uninit = self.env.options.privileged
+        live = self.live.get(pc, (1 << 11) - 1)
         evicted = False
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
-            if states_equal(checkpoint.state, state, allow_uninit):
+            if states_equal(checkpoint.state, state, allow_uninit, live):
                 checkpoint.hits += 1
                 return True, parent
             checkpoint.misses += 1

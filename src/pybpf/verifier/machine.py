@@ -145,15 +145,24 @@ class State:
                         frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
 
 
-def states_equal(old: State, cur: State, allow_uninit_stack: bool) -> bool:
-    """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``."""
+def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1) -> bool:
+    """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``.
+
+    ``live`` masks the innermost frame's registers that some continuation may read (see
+    :mod:`pybpf.verifier.liveness`); a dead one is skipped as the kernel skips a register
+    without REG_LIVE_READ. Caller frames are compared whole (their liveness would be the return
+    site's, which we do not track)."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return False
     ids = IdMap()
-    for old_frame, cur_frame in zip(old.frames, cur.frames, strict=True):
+    innermost = len(old.frames) - 1
+    for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
         if old_frame.callsite != cur_frame.callsite:
             return False
-        for old_reg, cur_reg in zip(old_frame.regs, cur_frame.regs, strict=True):
+        mask = live if depth == innermost else (1 << 11) - 1
+        for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, cur_frame.regs, strict=True)):
+            if not mask >> number & 1:
+                continue  # dead here: no continuation reads it
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if not regsafe(old_reg, cur_reg, ids):

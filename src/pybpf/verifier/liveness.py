@@ -1,0 +1,127 @@
+"""Register liveness, as the kernel's ``compute_live_registers``: which registers may still be read.
+
+A backward dataflow over each function's control-flow graph. A register is *live* at a pc when
+some path from that pc reads it before writing it. Pruning may ignore a dead register of the
+stored (old) state: no continuation of the explored path ever looked at it, so whatever the
+current path holds there cannot change the verdict.
+
+Every instruction's read and write sets err on the side of reading more and writing less (an
+unknown instruction reads everything), which only makes more registers live: less pruning,
+never an unsound prune. Calls clobber r0-r5 and read r1-r5 up to the helper's argument count (all
+five for a bpf-to-bpf call); an ``exit`` reads r0. r10 is always live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pybpf.isa.insn import (
+    Atomic,
+    Bin,
+    BinOp,
+    Call,
+    CallLocal,
+    Endian,
+    Exit,
+    Goto,
+    Instruction,
+    Jump,
+    LabeledInsn,
+    Load,
+    LoadImm64,
+    MayGoto,
+    Neg,
+    PacketLoad,
+    Reg,
+    Store,
+    slot_count,
+)
+from pybpf.platform import HELPER_PROTOS, ArgType
+
+ALL_REGS = (1 << 11) - 1
+FP_MASK = 1 << 10
+CALLER_SAVED_MASK = 0b111111  # r0-r5: clobbered by any call
+ARG_MASKS = tuple(((1 << (count + 1)) - 1) & ~1 for count in range(6))  # r1..r<count>
+
+
+def _bit(reg: object) -> int:
+    return 1 << int(reg) if isinstance(reg, Reg) else 0
+
+
+def _helper_args(helper: int) -> int:
+    proto = HELPER_PROTOS.get(helper)
+    if proto is None:
+        return 5  # rejected anyway; assume every argument register is read
+    used = [index for index, arg in enumerate(proto.args) if arg.type is not ArgType.DONTCARE]
+    return min(5, max(used) + 1) if used else 0
+
+
+def use_def(insn: Instruction) -> tuple[int, int]:
+    """(registers read, registers certainly written) by one instruction, as bit masks."""
+    match insn:
+        case Bin(op=op, dst=dst, src=src):
+            if op is BinOp.MOV:
+                return _bit(src), _bit(dst)
+            return _bit(src) | _bit(dst), _bit(dst)
+        case Neg(dst=dst) | Endian(dst=dst):
+            return _bit(dst), _bit(dst)
+        case LoadImm64(dst=dst):
+            return 0, _bit(dst)
+        case Load(dst=dst, src=src):
+            return _bit(src), _bit(dst)
+        case Store(dst=dst, src=src):
+            return _bit(dst) | _bit(src), 0
+        case Atomic(dst=dst, src=src):
+            # Fetching forms write src (cmpxchg r0); writing nothing keeps them live: safe.
+            return _bit(dst) | _bit(src) | 1, 0
+        case PacketLoad(src=src):
+            return (1 << 6) | _bit(src), CALLER_SAVED_MASK
+        case Jump(dst=dst, src=src):
+            return _bit(dst) | _bit(src), 0
+        case Goto() | MayGoto():
+            return 0, 0
+        case Call(helper=helper):
+            return ARG_MASKS[_helper_args(helper)], CALLER_SAVED_MASK
+        case CallLocal():
+            return ARG_MASKS[5], CALLER_SAVED_MASK
+        case Exit():
+            return 1, 0
+    return ALL_REGS, 0
+
+
+def _successors(pc: int, insn: Instruction) -> list[int]:
+    if isinstance(insn, Exit):
+        return []
+    if isinstance(insn, Goto):
+        return [pc + 1 + insn.off]
+    following = [pc + slot_count(insn)]
+    if isinstance(insn, Jump | MayGoto):
+        following.append(pc + 1 + insn.off)
+    return following
+
+
+def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:
+    """pc -> mask of registers live on entry to the instruction at pc (bit n for rn).
+
+    Edges stay within a function (a call falls through to its return site), so the fixed point
+    over the whole program is the per-function one. A successor outside the program (rejected
+    elsewhere) counts as reading everything.
+    """
+    table = {labeled.pc: labeled.insn for labeled in insns}
+    effects = {pc: use_def(insn) for pc, insn in table.items()}
+    succs = {pc: _successors(pc, insn) for pc, insn in table.items()}
+    live = dict.fromkeys(table, 0)
+    order = sorted(table, reverse=True)
+    changed = True
+    while changed:
+        changed = False
+        for pc in order:
+            out = 0
+            for successor in succs[pc]:
+                out |= live.get(successor, ALL_REGS)
+            use, define = effects[pc]
+            new = use | (out & ~define) | FP_MASK
+            if new != live[pc]:
+                live[pc] = new
+                changed = True
+    return live

@@ -1,0 +1,77 @@
+"""Register liveness: dead registers of a stored state no longer block pruning; live ones still do."""
+
+from __future__ import annotations
+
+from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction, Jump, Load, Reg, Store
+from pybpf.isa.opcodes import Size
+from pybpf.platform import HelperId
+from pybpf.verifier import verify
+from pybpf.verifier.liveness import live_registers, use_def
+
+from .programs import label, mov
+
+TAIL = 20  # instructions after the join, walked once per path that is not pruned
+
+
+def _diamond(at_join: list[Instruction]) -> list[Instruction]:
+    """Two paths leave r3 = 1 or r3 = 2 and meet; ``at_join`` runs at the meeting point."""
+    return [
+        Load(Size.W, Reg.R2, Reg.R1, 0),  # r2 = skb->len: unknown
+        Jump(Cond.JGT, Reg.R2, Imm(5), 2, True),
+        mov(Reg.R3, 1),
+        Goto(1),
+        mov(Reg.R3, 2),
+        *at_join,  # the join: pc 5, a jump target and so a prune point
+    ]
+
+
+def _tail() -> list[Instruction]:
+    tail: list[Instruction] = [Bin(BinOp.ADD, Reg.R0, Imm(1), True) for _ in range(TAIL)]
+    return [*tail, Exit()]
+
+
+def test_dead_register_difference_prunes() -> None:
+    dead = _diamond([mov(Reg.R3, 0), mov(Reg.R0, 0), *_tail()])
+    live = _diamond([Bin(BinOp.MOV, Reg.R0, Reg.R3, True), mov(Reg.R3, 0), *_tail()])
+    dead_report = verify(label(dead))
+    live_report = verify(label(live))
+    assert dead_report.accepted and live_report.accepted
+    # With r3 dead at the join, the second path is pruned there; with r3 read it must walk the tail.
+    assert dead_report.processed_insns + TAIL <= live_report.processed_insns
+
+
+def test_live_register_difference_still_explored() -> None:
+    # r3 = 1 is safe; r3 = 2 reads past the context: the second path must not be pruned away.
+    program = _diamond([
+        Jump(Cond.JEQ, Reg.R3, Imm(1), 1, True),
+        Load(Size.W, Reg.R0, Reg.R1, 4000),
+        mov(Reg.R0, 0),
+        Exit(),
+    ])
+    assert not verify(label(program)).accepted
+
+
+def test_use_def_sets() -> None:
+    assert use_def(Bin(BinOp.MOV, Reg.R1, Reg.R2, True)) == (1 << 2, 1 << 1)
+    assert use_def(Bin(BinOp.ADD, Reg.R1, Imm(3), True)) == (1 << 1, 1 << 1)
+    assert use_def(Store(Size.DW, Reg.R10, -8, Reg.R4)) == ((1 << 10) | (1 << 4), 0)
+    read, written = use_def(Call(int(HelperId.MAP_LOOKUP_ELEM)))
+    assert read == 0b110 and written == 0b111111
+    assert use_def(Exit()) == (1, 0)
+
+
+def test_live_sets_over_a_branch() -> None:
+    program = label([
+        mov(Reg.R6, 1),
+        Jump(Cond.JEQ, Reg.R1, Imm(0), 1, True),
+        mov(Reg.R7, 2),  # r7 is only written: never live
+        Bin(BinOp.MOV, Reg.R0, Reg.R6, True),
+        Exit(),
+    ])
+    live = live_registers(program)
+    r = [1 << n for n in range(11)]
+    assert live[4] == r[0] | r[10]
+    assert live[3] == r[6] | r[10]
+    assert live[1] == r[1] | r[6] | r[10]
+    assert not live[0] & r[6] and live[0] & r[1]
+    assert not any(mask & r[7] for mask in live.values())
