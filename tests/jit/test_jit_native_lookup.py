@@ -8,9 +8,6 @@ every verdict and the maps after each run, and the array lookups must never reac
 
 from __future__ import annotations
 
-import platform
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +15,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jit_build import build_object, trampoline_calls
 
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.loader import load
-from pybpf.vm.jit.program import JitProgram
 
-PROGS = Path(__file__).resolve().parents[1] / "progs"
-CLANG = shutil.which("clang-19")
 SOURCE = r"""
 #include "bpf_helpers.h"
 
@@ -56,30 +51,14 @@ int lookups(struct xdp_md *ctx)
 
 @pytest.fixture(scope="module")
 def lookups_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if CLANG is None:
-        pytest.skip("clang-19 is not installed: the test program cannot be built")
-    directory = tmp_path_factory.mktemp("native_lookup")
-    source, obj = directory / "lookups.c", directory / "lookups.o"
-    source.write_text(SOURCE)
-    arch = f"/usr/include/{platform.machine()}-linux-gnu"
-    flags = ["-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", f"-I{arch}"]
-    subprocess.run([CLANG, *flags, "-c", str(source), "-o", str(obj)], check=True, capture_output=True)
-    return obj
+    return build_object(SOURCE, tmp_path_factory.mktemp("native_lookup"))
 
 
 @pytest.fixture
-def lookup_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def lookup_calls() -> Iterator[list[int]]:
     """Map pointers of every bpf_map_lookup_elem that reached the Python trampoline."""
-    seen: list[int] = []
-    original = JitProgram._serve_helper
-
-    def counting(self: JitProgram, key: int, helper: int, pc: int, *registers: int) -> int:
-        if helper == HelperId.MAP_LOOKUP_ELEM:
-            seen.append(registers[0])
-        return original(self, key, helper, pc, *registers)
-
-    monkeypatch.setattr(JitProgram, "_serve_helper", counting)
-    yield seen
+    with trampoline_calls(HelperId.MAP_LOOKUP_ELEM) as seen:
+        yield seen
 
 
 def _maps(obj: Any) -> dict[str, list[Any]]:

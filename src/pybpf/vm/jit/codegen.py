@@ -55,7 +55,7 @@ from pybpf.vm.interpreter import CODE_BASE
 from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
-from pybpf.vm.jit.native_helpers import emit_map_lookup
+from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_system_helper
 from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan
 from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
 
@@ -382,6 +382,8 @@ class _FunctionEmitter:
                 return True
             case Call(helper) if helper == HelperId.MAP_LOOKUP_ELEM:
                 emit_map_lookup(self, pc)
+            case Call(helper) if helper in NATIVE_SYSTEM_HELPERS:
+                emit_system_helper(self, pc, helper)
             case Call(helper):
                 self._call_helper(pc, self._const(helper))
             case CallLocal(off):

@@ -9,15 +9,23 @@ slot. The generated lookup scans the table for r1; a hit computes the value addr
 (NULL for a key at or past ``max_entries``, as ``ArrayMap.lookup_address`` answers), a miss (any
 other map, a map-in-map's inner map) calls the trampoline as before. The table is rebuilt every
 run, so a map whose storage moved between runs is found at its new address.
+
+``bpf_get_smp_processor_id`` and ``bpf_ktime_get_ns`` are served natively when the run's
+``Slot.NATIVE`` bit says so: the CPU comes from ``Slot.CPU``, the time from libc's
+``clock_gettime(CLOCK_MONOTONIC)`` through ``Slot.CLOCK_FN`` (only when the runtime's clock is the
+host's, so a manual test clock is still read in Python). ``bpf_get_prandom_u32`` stays in Python:
+its generator's state lives there, and both engines must draw the same stream.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pybpf.errors import NotSupportedError
 from pybpf.platform.uapi_generated import BpfMapType, HelperId
-from pybpf.vm.jit.state import MAP_FIELDS, Slot
+from pybpf.vm.jit.state import MAP_FIELDS, NativeHelper, Slot
 
 if TYPE_CHECKING:
     from pybpf.vm.execution import HelperFn
@@ -26,6 +34,15 @@ if TYPE_CHECKING:
 NATIVE_ARRAY_TYPES = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
 _RUNTIME_LOOKUP = ("pybpf.runtime.helpers.maps", "map_lookup_elem")
 """The helper whose semantics the native lookup reproduces: any other registered for id 1 keeps the trampoline."""
+_RUNTIME_SYSTEM: dict[int, tuple[str, str]] = {
+    HelperId.GET_SMP_PROCESSOR_ID: ("pybpf.runtime.helpers.system", "get_smp_processor_id"),
+    HelperId.KTIME_GET_NS: ("pybpf.runtime.helpers.system", "ktime_get_ns"),
+}
+_HOST_CLOCK = ("pybpf.runtime.helpers.services", "SystemClock")
+CLOCK_MONOTONIC = 1
+"""<linux/time.h>'s clock id."""
+NS_PER_SEC = 1_000_000_000
+NATIVE_SYSTEM_HELPERS = frozenset(_RUNTIME_SYSTEM)
 
 
 def emit_map_lookup(builder_of: _FunctionEmitter, pc: int) -> None:
@@ -69,10 +86,68 @@ def emit_map_lookup(builder_of: _FunctionEmitter, pc: int) -> None:
     builder.position_at_end(done)
 
 
+def _names(thing: object) -> tuple[str, str]:
+    return getattr(thing, "__module__", ""), getattr(thing, "__qualname__", "")
+
+
 def native_lookup_enabled(helpers: Mapping[int, HelperFn]) -> bool:
     """Whether the program's lookup helper is the runtime's (the only one the native path mirrors)."""
     fn = helpers.get(HelperId.MAP_LOOKUP_ELEM)
-    return fn is not None and (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")) == _RUNTIME_LOOKUP
+    return fn is not None and _names(fn) == _RUNTIME_LOOKUP
+
+
+def emit_system_helper(builder_of: _FunctionEmitter, pc: int, helper: int) -> None:
+    """``call`` of a :data:`NATIVE_SYSTEM_HELPERS` helper: native when ``Slot.NATIVE`` allows, else the trampoline."""
+    fb = builder_of
+    builder = fb.builder
+    bit = NativeHelper.SMP_PROCESSOR_ID if helper == HelperId.GET_SMP_PROCESSOR_ID else NativeHelper.KTIME_GET_NS
+    allowed = builder.and_(fb._load_slot(Slot.NATIVE), fb._const(bit))
+    native, slow, done = (fb._new_block(f"helper{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
+    builder.cbranch(builder.icmp_unsigned("!=", allowed, fb._const(0)), native, slow)
+    builder.position_at_end(native)
+    if bit is NativeHelper.SMP_PROCESSOR_ID:
+        fb._set(0, builder.and_(fb._load_slot(Slot.CPU), fb._const(0xFFFF_FFFF)))
+    else:
+        ir = fb.ir
+        clock_type = ir.FunctionType(ir.IntType(32), [ir.IntType(32), fb.parent.state_type])
+        clock = builder.inttoptr(fb._load_slot(Slot.CLOCK_FN), clock_type.as_pointer())
+        # CLOCK_MONOTONIC cannot fail for a valid timespec: the result code is not looked at.
+        builder.call(clock, [ir.Constant(ir.IntType(32), CLOCK_MONOTONIC), fb._slot(Slot.TIMESPEC)])
+        seconds = fb._load_slot(Slot.TIMESPEC)
+        nanoseconds = fb._load_slot(Slot.TIMESPEC_NSEC)
+        fb._set(0, builder.add(builder.mul(seconds, fb._const(NS_PER_SEC)), nanoseconds))
+    builder.branch(done)
+    builder.position_at_end(slow)
+    fb._call_helper(pc, fb._const(helper))
+    builder.branch(done)
+    builder.position_at_end(done)
+
+
+def clock_gettime_address() -> int:
+    """libc's ``clock_gettime`` (the process's own symbols: Python links libc)."""
+    address = ctypes.cast(ctypes.CDLL(None).clock_gettime, ctypes.c_void_p).value
+    if address is None:
+        raise NotSupportedError("libc's clock_gettime has no address")
+    return address
+
+
+def native_system_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], user: object) -> tuple[int, int]:
+    """(:class:`NativeHelper` bits, CPU) for a run: which called system helpers native code may serve.
+
+    ``user`` is the run's runtime state, duck-typed as in :func:`array_map_entries`.
+    """
+    bits, cpu = 0, 0
+    for helper in called:
+        fn = helpers.get(helper)
+        if fn is None or _names(fn) != _RUNTIME_SYSTEM.get(helper):
+            continue
+        if helper == HelperId.GET_SMP_PROCESSOR_ID:
+            current = getattr(user, "current_cpu", None)
+            if isinstance(current, int):
+                bits, cpu = bits | NativeHelper.SMP_PROCESSOR_ID, current
+        elif _names(type(getattr(getattr(user, "services", None), "clock", None))) == _HOST_CLOCK:
+            bits |= NativeHelper.KTIME_GET_NS
+    return bits, cpu
 
 
 def array_map_entries(pointers: Iterable[int], user: object) -> list[int]:

@@ -59,13 +59,32 @@ class Slot(IntEnum):
     MAP_COUNT = 46
     """How many maps the array-map table holds (0: every lookup goes through the trampoline)."""
 
+    NATIVE = 47
+    """Which system helpers native code serves itself this run (:class:`NativeHelper` bits)."""
+    CPU = 48
+    """The run's virtual CPU (``bpf_get_smp_processor_id``'s answer)."""
+    CLOCK_FN = 49
+    """Native address of libc's ``clock_gettime`` (``bpf_ktime_get_ns`` reads CLOCK_MONOTONIC)."""
+    TIMESPEC = 50
+    """Two slots (tv_sec, tv_nsec) ``clock_gettime`` writes into."""
+    TIMESPEC_NSEC = 51
 
-STATE_SLOTS = Slot.MAP_COUNT + 1
+
+STATE_SLOTS = Slot.TIMESPEC_NSEC + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
 MAP_FIELDS = 5
 """Slots per array-map table entry: map pointer, values base, slot size, max_entries, this CPU's offset."""
+
+
+class NativeHelper(IntEnum):
+    """Bits of ``Slot.NATIVE``: set when the run's helper and its source match what native code does."""
+
+    SMP_PROCESSOR_ID = 1
+    """The runtime's get_smp_processor_id, with the run's CPU in ``Slot.CPU``."""
+    KTIME_GET_NS = 2
+    """The runtime's ktime_get_ns reading the host's CLOCK_MONOTONIC (not a manual test clock)."""
 
 
 class Status(IntEnum):
