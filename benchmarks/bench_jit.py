@@ -336,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="interleaved rounds (medians are reported)")
     parser.add_argument("names", nargs="*", help="CPU-bound programs to run (default: all)")
+    parser.add_argument("--xdp-only", action="store_true", help="only the XDP table (tests/progs programs)")
     args = parser.parse_args(argv)
+    if args.xdp_only:
+        print(f"Python {sys.version.split()[0]}, median of {args.runs} interleaved rounds; ns per run")
+        _xdp_table(args.runs)
+        return 0
     selected = [bench for bench in BENCHMARKS if not args.names or bench.name in args.names]
     print(f"Python {sys.version.split()[0]}, median of {args.runs} interleaved rounds; ns per run\n")
     print(
@@ -366,14 +371,18 @@ def main(argv: list[str] | None = None) -> int:
         f" {compile_total:.0f} ms for {instruction_total} instructions"
     )
     print("Ratios: checked / unchecked JIT (repeat) over the kernel's JIT and gcc -O2; below 1x is faster.")
+    _xdp_table(args.runs)
+    return 0
+
+
+def _xdp_table(runs: int) -> None:
     print("\n| XDP program | interp | JIT (repeat) | JIT (batch of 256, per packet) | kernel JIT | JIT/kernel |")
     print("|---|---:|---:|---:|---:|---:|")
     for case in XDP_CASES:
-        columns = measure_xdp(case, args.runs)
+        columns = measure_xdp(case, runs)
         med = {key: column.median() for key, column in columns.items()}
         cells = [_ns(med[key], columns[key].skipped) for key in columns]
         print(f"| {case.program} | {' | '.join(cells)} | {_ratio(med['jit repeat'], med['kernel'])} |")
-    return 0
 
 
 if __name__ == "__main__":
