@@ -6,7 +6,7 @@ from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction,
 from pybpf.isa.opcodes import Size
 from pybpf.platform import HelperId
 from pybpf.verifier import verify
-from pybpf.verifier.liveness import live_registers, use_def
+from pybpf.verifier.liveness import ALL_SLOTS, live_registers, stack_use_def, use_def
 
 from .programs import label, mov
 
@@ -75,3 +75,45 @@ def test_live_sets_over_a_branch() -> None:
     assert live[1] == r[1] | r[6] | r[10]
     assert not live[0] & r[6] and live[0] & r[1]
     assert not any(mask & r[7] for mask in live.values())
+
+
+def _stack_diamond(at_join: list[Instruction]) -> list[Instruction]:
+    """Two paths store 1 or 2 at fp-8 and meet; ``at_join`` runs at the meeting point."""
+    return [
+        Load(Size.W, Reg.R2, Reg.R1, 0),
+        Jump(Cond.JGT, Reg.R2, Imm(5), 2, True),
+        Store(Size.DW, Reg.R10, -8, Imm(1)),
+        Goto(1),
+        Store(Size.DW, Reg.R10, -8, Imm(2)),
+        *at_join,
+    ]
+
+
+def test_dead_stack_slot_difference_prunes() -> None:
+    dead = _stack_diamond([Store(Size.DW, Reg.R10, -8, Imm(0)), mov(Reg.R0, 0), *_tail()])
+    live = _stack_diamond([Load(Size.DW, Reg.R0, Reg.R10, -8), mov(Reg.R0, 0), *_tail()])
+    dead_report, live_report = verify(label(dead)), verify(label(live))
+    assert dead_report.accepted and live_report.accepted
+    assert dead_report.processed_insns + TAIL <= live_report.processed_insns
+
+
+def test_live_stack_slot_difference_still_explored() -> None:
+    # Read back through another pointer (r4 = fp-8): every slot counts as live.
+    program = _stack_diamond([
+        Bin(BinOp.MOV, Reg.R4, Reg.R10, True),
+        Bin(BinOp.ADD, Reg.R4, Imm(-8), True),
+        Load(Size.DW, Reg.R3, Reg.R4, 0),
+        Jump(Cond.JEQ, Reg.R3, Imm(1), 1, True),
+        Load(Size.W, Reg.R0, Reg.R1, 4000),
+        mov(Reg.R0, 0),
+        Exit(),
+    ])
+    assert not verify(label(program)).accepted
+
+
+def test_stack_use_def_sets() -> None:
+    assert stack_use_def(Store(Size.DW, Reg.R10, -16, Imm(0))) == (0, 0b10)
+    assert stack_use_def(Store(Size.W, Reg.R10, -12, Imm(0))) == (0b10, 0)
+    assert stack_use_def(Load(Size.DW, Reg.R0, Reg.R10, -12)) == (0b11, 0)
+    assert stack_use_def(Load(Size.DW, Reg.R0, Reg.R2, 0)) == (ALL_SLOTS, 0)
+    assert stack_use_def(Call(int(HelperId.MAP_LOOKUP_ELEM))) == (ALL_SLOTS, 0)

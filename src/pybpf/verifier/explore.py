@@ -38,7 +38,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.verifier import calls, memory, transfer
 from pybpf.verifier.cfg import branch_target, call_target
-from pybpf.verifier.liveness import live_registers
+from pybpf.verifier.liveness import live_registers, live_stack
 from pybpf.verifier.machine import (
     CALLER_SAVED,
     Env,
@@ -90,10 +90,12 @@ class Explorer:
     checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
     pending: list[Work] = field(default_factory=list)
     live: dict[int, int] = field(default_factory=dict)
+    live_slots: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
         self.live = live_registers(self.insns)
+        self.live_slots = live_stack(self.insns)
         for labeled in self.insns:
             target = branch_target(labeled.pc, labeled.insn)
             if target is not None:
@@ -153,13 +155,14 @@ class Explorer:
         stored = self.checkpoints.setdefault(pc, [])
         allow_uninit = self.env.options.privileged
         live = self.live.get(pc, (1 << 11) - 1)
+        live_slots = self.live_slots.get(pc, -1)
         evicted = False
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
-            if states_equal(checkpoint.state, state, allow_uninit, live):
+            if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
                 checkpoint.hits += 1
                 return True, parent
             checkpoint.misses += 1

@@ -13,7 +13,7 @@ five for a bpf-to-bpf call); an ``exit`` reads r0. r10 is always live.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pybpf.isa.insn import (
     Atomic,
@@ -89,6 +89,46 @@ def use_def(insn: Instruction) -> tuple[int, int]:
     return ALL_REGS, 0
 
 
+ALL_SLOTS = (1 << 64) - 1
+STACK_SLOTS = 64  # MAX_BPF_STACK / BPF_REG_SIZE
+
+
+def _slots(off: int, size: int) -> int | None:
+    """Mask of the 8-byte slots bytes ``[fp+off, fp+off+size)`` touch; None when outside the frame."""
+    if off < -STACK_SLOTS * 8 or off + size > 0 or size <= 0:
+        return None
+    first, last = (-(off + size)) // 8, (-off - 1) // 8
+    return ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
+
+
+def stack_use_def(insn: Instruction) -> tuple[int, int]:
+    """(stack slots possibly read, slots certainly overwritten whole), as masks (bit i: fp-8*(i+1)).
+
+    Only accesses through r10 with their constant offset are precise. Anything that may reach the
+    stack through another pointer (loads, stores or atomics on another base, helper and
+    bpf-to-bpf calls, which may be handed a stack pointer) reads every slot. A store that does not
+    cover a whole aligned slot counts as a read of it: the old bytes stay, and an unprivileged
+    store checks what it partially overwrites.
+    """
+    match insn:
+        case Load(src=src, off=off, size=size):
+            touched = _slots(off, size.nbytes) if src == Reg.R10 else None
+            return (ALL_SLOTS if touched is None else touched), 0
+        case Store(dst=dst, off=off, size=size):
+            touched = _slots(off, size.nbytes) if dst == Reg.R10 else None
+            if touched is None:
+                return ALL_SLOTS, 0
+            if size.nbytes == 8 and off % 8 == 0:
+                return 0, touched
+            return touched, 0
+        case Atomic() | Call() | CallLocal():
+            return ALL_SLOTS, 0
+        case Bin() | Neg() | Endian() | LoadImm64() | PacketLoad() | Jump() | Goto() | MayGoto() | Exit():
+            # Exit: the innermost frame's stack dies with it (callers' stacks are compared whole).
+            return 0, 0
+    return ALL_SLOTS, 0
+
+
 def _successors(pc: int, insn: Instruction) -> list[int]:
     if isinstance(insn, Exit):
         return []
@@ -101,14 +141,25 @@ def _successors(pc: int, insn: Instruction) -> list[int]:
 
 
 def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:
-    """pc -> mask of registers live on entry to the instruction at pc (bit n for rn).
+    """pc -> mask of registers live on entry to the instruction at pc (bit n for rn)."""
+    return _backward(insns, use_def, ALL_REGS, FP_MASK)
+
+
+def live_stack(insns: Sequence[LabeledInsn]) -> dict[int, int]:
+    """pc -> mask of stack slots live on entry (bit i for the slot at fp-8*(i+1))."""
+    return _backward(insns, stack_use_def, ALL_SLOTS, 0)
+
+
+def _backward(insns: Sequence[LabeledInsn], effect: Callable[[Instruction], tuple[int, int]],
+              everything: int, always: int) -> dict[int, int]:
+    """pc -> mask of what is live on entry to each pc, given each instruction's (use, def) masks.
 
     Edges stay within a function (a call falls through to its return site), so the fixed point
     over the whole program is the per-function one. A successor outside the program (rejected
     elsewhere) counts as reading everything.
     """
     table = {labeled.pc: labeled.insn for labeled in insns}
-    effects = {pc: use_def(insn) for pc, insn in table.items()}
+    effects = {pc: effect(insn) for pc, insn in table.items()}
     succs = {pc: _successors(pc, insn) for pc, insn in table.items()}
     live = dict.fromkeys(table, 0)
     order = sorted(table, reverse=True)
@@ -118,9 +169,9 @@ def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:
         for pc in order:
             out = 0
             for successor in succs[pc]:
-                out |= live.get(successor, ALL_REGS)
+                out |= live.get(successor, everything)
             use, define = effects[pc]
-            new = use | (out & ~define) | FP_MASK
+            new = use | (out & ~define) | always
             if new != live[pc]:
                 live[pc] = new
                 changed = True

@@ -145,13 +145,14 @@ class State:
                         frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
 
 
-def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1) -> bool:
+def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
+                 live_slots: int = -1) -> bool:
     """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``.
 
     ``live`` masks the innermost frame's registers that some continuation may read (see
     :mod:`pybpf.verifier.liveness`); a dead one is skipped as the kernel skips a register
     without REG_LIVE_READ. Caller frames are compared whole (their liveness would be the return
-    site's, which we do not track)."""
+    site's, which we do not track). ``live_slots`` does the same for the innermost stack."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return False
     ids = IdMap()
@@ -167,7 +168,9 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if not regsafe(old_reg, cur_reg, ids):
                 return False
-        if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack):
+        slots = live_slots if depth == innermost else -1
+        if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
+                         live_slots=slots):
             return False
     return all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True))
 

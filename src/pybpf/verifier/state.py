@@ -9,8 +9,9 @@ register.
 
 :func:`regsafe` and :func:`stacksafe` answer the pruning question: is every execution from the
 *current* state already covered by an explored *old* one? They follow the kernel, with one
-conservative simplification: there is no liveness or precision tracking yet, so every register
-and byte the old state defines is compared, and every scalar is compared precisely.
+conservative simplification: there is no precision tracking, so every live register and stack
+slot the old state defines is compared, and every scalar is compared precisely. Liveness (which
+registers and slots a continuation may still read) comes from :mod:`pybpf.verifier.liveness`.
 """
 
 from __future__ import annotations
@@ -262,9 +263,18 @@ def _byte_covered(old: SlotByte, cur: SlotByte, allow_uninit_stack: bool) -> boo
     return old is cur
 
 
-def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True) -> bool:
-    """Whether every byte the old stack defines is matched (or covered) by the current stack."""
+_SPECIAL = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG})
+
+
+def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True,
+              live_slots: int = -1) -> bool:
+    """Whether every byte the old stack defines is matched (or covered) by the current stack.
+
+    A slot whose bit is clear in ``live_slots`` is never read again and is skipped, unless it
+    holds a dynptr/iterator/irq flag (objects with a lifetime of their own, never skipped)."""
     for index, old_slot in enumerate(old.slots):
+        if not live_slots >> index & 1 and not any(byte in _SPECIAL for byte in old_slot.slot_type):
+            continue
         cur_slot = cur.slot(index)
         for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
             if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
@@ -273,8 +283,7 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
         spilled = any(byte is SlotByte.STACK_SPILL for byte in old_slot.slot_type)
         if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids):
             return False
-        special = (SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG)
-        if any(byte in special for byte in old_slot.slot_type):
+        if any(byte in _SPECIAL for byte in old_slot.slot_type):
             # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.
             return False
     return True
