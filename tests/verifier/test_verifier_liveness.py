@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction, Jump, Load, Reg, Store
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from pybpf.isa.insn import (
+    Bin,
+    BinOp,
+    Call,
+    Cond,
+    Exit,
+    Goto,
+    Imm,
+    Instruction,
+    Jump,
+    LabeledInsn,
+    Load,
+    Reg,
+    Store,
+)
 from pybpf.isa.opcodes import Size
 from pybpf.platform import HelperId
-from pybpf.verifier import verify
+from pybpf.verifier import explore, verify
 from pybpf.verifier.liveness import ALL_SLOTS, live_registers, stack_use_def, use_def
 
 from .programs import label, mov
+from .test_verifier_soundness import SPEC, programs
 
 TAIL = 20  # instructions after the join, walked once per path that is not pruned
 
@@ -117,3 +135,16 @@ def test_stack_use_def_sets() -> None:
     assert stack_use_def(Load(Size.DW, Reg.R0, Reg.R10, -12)) == (0b11, 0)
     assert stack_use_def(Load(Size.DW, Reg.R0, Reg.R2, 0)) == (ALL_SLOTS, 0)
     assert stack_use_def(Call(int(HelperId.MAP_LOOKUP_ELEM))) == (ALL_SLOTS, 0)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_liveness_never_changes_a_verdict(insns: list[LabeledInsn]) -> None:
+    """Differential: pruning with liveness reaches the same verdict as comparing everything."""
+    with_liveness = verify(insns, prog_type=SPEC)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(explore, "live_registers", lambda _insns: {})
+        patch.setattr(explore, "live_stack", lambda _insns: {})
+        without = verify(insns, prog_type=SPEC)
+    assert with_liveness.accepted == without.accepted, with_liveness.summary()
+    assert with_liveness.processed_insns <= without.processed_insns

@@ -77,7 +77,7 @@ def test_accepted_programs_do_not_fault(insns: list[LabeledInsn], context: bytes
 
 def test_the_grammar_yields_both_verdicts() -> None:
     """The property is only meaningful if the generator produces accepted programs too."""
-    accepted = [
+    accepted: list[Instruction] = [
         Load(Size.W, Reg.R0, Reg.R1, 0),
         Store(Size.DW, Reg.R10, -8, Reg.R0),
     ]
