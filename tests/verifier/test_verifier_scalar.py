@@ -10,7 +10,7 @@ from pybpf.isa import semantics
 from pybpf.isa.insn import BinOp, Cond
 from pybpf.isa.opcodes import EndianOrder
 from pybpf.verifier.branch import branch_outcomes, refine
-from pybpf.verifier.scalar import Scalar, sync
+from pybpf.verifier.scalar import Scalar, sync, sync_full
 from pybpf.verifier.scalar_ops import alu, endian, neg
 from pybpf.verifier.tnum import U32, U64, Tnum
 
@@ -145,3 +145,22 @@ def test_includes_and_join() -> None:
     assert big.includes(small) and not small.includes(big)
     joined = Scalar.const(3).join(Scalar.const(9))
     assert joined.includes(Scalar.const(3)) and joined.includes(Scalar.const(9))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(st.integers(0, (1 << 64) - 1), st.sampled_from([0, 1, (1 << 31), (1 << 63), (1 << 64) - 1])),
+       a=st.integers(-(1 << 63), (1 << 63) - 1), b=st.integers(-(1 << 63), (1 << 63) - 1),
+       c=st.integers(0, (1 << 64) - 1), d=st.integers(0, (1 << 64) - 1),
+       e=st.integers(-(1 << 31), (1 << 31) - 1), f=st.integers(0, (1 << 32) - 1),
+       loose=st.booleans())
+def test_sync_constant_shortcut_matches_full_deduction(*, value: int, a: int, b: int, c: int, d: int,
+                                                        e: int, f: int, loose: bool) -> None:
+    exact = Scalar.const(value)
+    if loose:
+        # Bounds that admit the constant: the shortcut must agree with every deduction step.
+        s = Scalar(Tnum.const(value), min(a, exact.smin), max(b, exact.smax), min(c, exact.umin),
+                   max(d, exact.umax), min(e, exact.s32_min), max(e, exact.s32_max),
+                   min(f, exact.u32_min), max(f, exact.u32_max))
+    else:
+        s = Scalar(Tnum.const(value), min(a, b), max(a, b), min(c, d), max(c, d), e, e, f, f)
+    assert sync(s) == sync_full(s)

@@ -253,6 +253,18 @@ class _Bounds:
 
 def sync(s: Scalar) -> Scalar:
     """``reg_bounds_sync``: bring all nine pieces of knowledge into agreement."""
+    if s.var_off.mask == 0:
+        # Most synced values are constants; when every bound admits the constant, the full
+        # deduction below can only tighten each bound to it, so skip straight to the result.
+        exact = Scalar.const(s.var_off.value)
+        if (s.umin <= exact.umin <= s.umax and s.smin <= exact.smin <= s.smax
+                and s.u32_min <= exact.u32_min <= s.u32_max and s.s32_min <= exact.s32_min <= s.s32_max):
+            return exact
+    return sync_full(s)
+
+
+def sync_full(s: Scalar) -> Scalar:
+    """:func:`sync` without the constant shortcut (every deduction step, as the kernel runs them)."""
     b = _Bounds.of(s)
     b.update_bounds()
     for _ in range(2):
