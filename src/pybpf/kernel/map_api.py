@@ -47,6 +47,7 @@ from pybpf.kernel.pin import pin
 from pybpf.kernel.ringbuf import RingBufferCallback, RingBufferReader
 from pybpf.kernel.syscall import ENOTSUPP, RawSyscall, errno_name
 from pybpf.kernel.uapi import BpfMapType
+from pybpf.platform.map_api import UserMapApi
 
 PERCPU_TYPES = frozenset(
     {
@@ -119,7 +120,7 @@ def map_errno_error(error: BpfCommandError, label: str) -> MapErrnoError:
     return cls(f"{label}: {error}", error.errno, errno_name(error.errno))
 
 
-class KernelMap:
+class KernelMap(UserMapApi):
     """A kernel map, owned through its :class:`Fd`, with the runtime's map API."""
 
     def __init__(
@@ -311,74 +312,7 @@ class KernelMap:
             return self._decode_one_value(data)
         return [self._decode_one_value(part) for part in self.split_percpu(data)]
 
-    # -- user-space API on Python values ----------------------------------------------------------
-
-    def lookup(self, key: Any = b"", flags: int = 0) -> Any:
-        """The value under ``key``; raises MapKeyNotFoundError (ENOENT) when absent."""
-        return self.decode_value(self.lookup_raw(self.encode_key(key), flags))
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        try:
-            return self.lookup(key)
-        except MapKeyNotFoundError:
-            return default
-
-    def update(self, key: Any, value: Any, flags: int = 0) -> None:
-        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
-
-    def delete(self, key: Any) -> None:
-        self.delete_raw(self.encode_key(key))
-
-    def get_next_key(self, key: Any = None) -> Any:
-        """The next key (decoded), or None after the last one."""
-        found = self.get_next_key_raw(None if key is None else self.encode_key(key))
-        return None if found is None else self.decode_key(found)
-
-    def lookup_and_delete(self, key: Any = b"", flags: int = 0) -> Any:
-        return self.decode_value(self.lookup_and_delete_raw(self.encode_key(key), flags))
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.lookup(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.update(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.delete(key)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self.lookup_raw(self.encode_key(key))
-        except MapKeyNotFoundError:
-            return False
-        return True
-
-    def raw_keys(self) -> Iterator[bytes]:
-        """Every key as bytes, by get_next_key."""
-        key = self.get_next_key_raw(None)
-        while key is not None:
-            yield key
-            key = self.get_next_key_raw(key)
-
-    def __iter__(self) -> Iterator[Any]:
-        return (self.decode_key(key) for key in self.raw_keys())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.raw_keys())
-
-    def keys(self) -> Iterator[Any]:
-        return iter(self)
-
-    def values(self) -> Iterator[Any]:
-        return (value for _, value in self.items())
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        for key in list(self.raw_keys()):
-            try:
-                value = self.lookup_raw(key)
-            except MapKeyNotFoundError:
-                continue
-            yield self.decode_key(key), self.decode_value(value)
+    # The Python-value API (m[key], in, iteration, items...) comes from UserMapApi.
 
     def entries(self) -> Iterator[MapEntry]:
         """Every element as bytes (per-CPU values split per CPU), as ``Object.map_entries`` gives them.

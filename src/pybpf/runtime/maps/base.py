@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import ctypes
 import errno as errno_codes
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from pybpf.errors import (
     MapErrnoError,
     MapInvalidArgumentError,
-    MapKeyNotFoundError,
     MapOperationNotSupportedError,
     MapPermissionError,
 )
+from pybpf.platform.map_api import UserMapApi
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfUpdateFlag
 from pybpf.runtime.maps.definition import ENOTSUPP, MapDef, round_up8
 from pybpf.runtime.typed_values import btf_value_decode, btf_value_encode
@@ -55,7 +55,7 @@ def eopnotsupp(what: str) -> MapOperationNotSupportedError:
     return MapOperationNotSupportedError(f"{what}: operation not supported", errno_codes.EOPNOTSUPP, "EOPNOTSUPP")
 
 
-class Map:
+class Map(UserMapApi):
     """A live map in user space. Create one with :func:`pybpf.runtime.maps.create_map`."""
 
     MAP_TYPES: ClassVar[tuple[BpfMapType, ...]] = ()
@@ -297,74 +297,7 @@ class Map:
             return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
         raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
 
-    # -- user-space API on Python values ----------------------------------------------------------
-
-    def lookup(self, key: Any = b"", flags: int = 0) -> Any:
-        """The value under ``key``; raises MapKeyNotFoundError (ENOENT) when absent."""
-        return self.decode_value(self.lookup_raw(self.encode_key(key), flags))
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        try:
-            return self.lookup(key)
-        except MapKeyNotFoundError:
-            return default
-
-    def update(self, key: Any, value: Any, flags: int = 0) -> None:
-        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
-
-    def delete(self, key: Any) -> None:
-        self.delete_raw(self.encode_key(key))
-
-    def get_next_key(self, key: Any = None) -> Any:
-        """The next key (decoded), or None after the last one."""
-        found = self.get_next_key_raw(None if key is None else self.encode_key(key))
-        return None if found is None else self.decode_key(found)
-
-    def lookup_and_delete(self, key: Any = b"", flags: int = 0) -> Any:
-        return self.decode_value(self.lookup_and_delete_raw(self.encode_key(key), flags))
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.lookup(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.update(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.delete(key)
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self.lookup_raw(self.encode_key(key))
-        except MapKeyNotFoundError:
-            return False
-        return True
-
-    def raw_keys(self) -> Iterator[bytes]:
-        """Every key as bytes, by get_next_key."""
-        key = self.get_next_key_raw(None)
-        while key is not None:
-            yield key
-            key = self.get_next_key_raw(key)
-
-    def __iter__(self) -> Iterator[Any]:
-        return (self.decode_key(key) for key in self.raw_keys())
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.raw_keys())
-
-    def keys(self) -> Iterator[Any]:
-        return iter(self)
-
-    def values(self) -> Iterator[Any]:
-        return (value for _, value in self.items())
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        for key in list(self.raw_keys()):
-            try:
-                value = self.lookup_raw(key)
-            except MapKeyNotFoundError:
-                continue
-            yield self.decode_key(key), self.decode_value(value)
+    # The Python-value API (m[key], in, iteration, items...) comes from UserMapApi.
 
     # -- batches ----------------------------------------------------------------------------------
 

@@ -1,0 +1,116 @@
+"""The user-space face of a map on Python values, shared by both backends.
+
+``UserMapApi`` turns the raw, bytes-level map commands (what BPF_MAP_*_ELEM do) into the
+Python-value API (``m[key]``, ``in``, iteration, ``items()``...). The user-space runtime's maps and
+the kernel backend's maps both inherit it, so the two backends behave the same by construction;
+each supplies the raw commands and the key/value codecs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pybpf.errors import MapKeyNotFoundError
+
+
+class UserMapApi:
+    """Python-value map operations over the raw commands a subclass implements."""
+
+    # -- what a backend supplies -------------------------------------------------------------------
+
+    def lookup_raw(self, key: bytes, flags: int = 0) -> bytes:
+        raise NotImplementedError
+
+    def update_raw(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        raise NotImplementedError
+
+    def delete_raw(self, key: bytes) -> None:
+        raise NotImplementedError
+
+    def get_next_key_raw(self, key: bytes | None = None) -> bytes | None:
+        raise NotImplementedError
+
+    def lookup_and_delete_raw(self, key: bytes = b"", flags: int = 0) -> bytes:
+        raise NotImplementedError
+
+    def encode_key(self, key: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode_key(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+    def encode_value(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode_value(self, data: bytes) -> Any:
+        raise NotImplementedError
+
+    # -- user-space API on Python values ----------------------------------------------------------
+
+    def lookup(self, key: Any = b"", flags: int = 0) -> Any:
+        """The value under ``key``; raises MapKeyNotFoundError (ENOENT) when absent."""
+        return self.decode_value(self.lookup_raw(self.encode_key(key), flags))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self.lookup(key)
+        except MapKeyNotFoundError:
+            return default
+
+    def update(self, key: Any, value: Any, flags: int = 0) -> None:
+        self.update_raw(self.encode_key(key), self.encode_value(value), flags)
+
+    def delete(self, key: Any) -> None:
+        self.delete_raw(self.encode_key(key))
+
+    def get_next_key(self, key: Any = None) -> Any:
+        """The next key (decoded), or None after the last one."""
+        found = self.get_next_key_raw(None if key is None else self.encode_key(key))
+        return None if found is None else self.decode_key(found)
+
+    def lookup_and_delete(self, key: Any = b"", flags: int = 0) -> Any:
+        return self.decode_value(self.lookup_and_delete_raw(self.encode_key(key), flags))
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.lookup(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.delete(key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self.lookup_raw(self.encode_key(key))
+        except MapKeyNotFoundError:
+            return False
+        return True
+
+    def raw_keys(self) -> Iterator[bytes]:
+        """Every key as bytes, by get_next_key."""
+        key = self.get_next_key_raw(None)
+        while key is not None:
+            yield key
+            key = self.get_next_key_raw(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.decode_key(key) for key in self.raw_keys())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.raw_keys())
+
+    def keys(self) -> Iterator[Any]:
+        return iter(self)
+
+    def values(self) -> Iterator[Any]:
+        return (value for _, value in self.items())
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        for key in list(self.raw_keys()):
+            try:
+                value = self.lookup_raw(key)
+            except MapKeyNotFoundError:
+                continue
+            yield self.decode_key(key), self.decode_value(value)
