@@ -2,7 +2,8 @@
 /* xdp_stats: count IPv4 packets per protocol and bytes per source address, and drop the
  * protocol named by the .rodata setting `blocked_proto` (ICMP unless changed at load time).
  *
- * Build: clang-19 -O2 -g -target bpf -I/usr/include/$(uname -m)-linux-gnu -c xdp_stats.c
+ * Build (from examples/): clang-19 -O2 -g -target bpf -I../tests/progs -I/usr/include/$(uname -m)-linux-gnu \
+ *                        -c xdp_stats.c   (bpf_helpers.h is the test programs' minimal header)
  */
 #include "bpf_helpers.h"
 #include <linux/if_ether.h>
