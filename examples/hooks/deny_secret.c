@@ -1,7 +1,7 @@
 /* An LSM-style program on Python's `open` audit event (pybpf.hooks.lsm): deny opening any path
  * whose file name starts with "secret", count what was checked and denied. In the kernel it
  * would sit on the file_open hook; in pybpf args[0] points to the path being opened.
- *   clang-19 -O2 -g -target bpf -I examples -I /usr/include/$(uname -m)-linux-gnu \
+ *   clang-19 -O2 -g -target bpf -I tests/progs -I /usr/include/$(uname -m)-linux-gnu \
  *       -c examples/hooks/deny_secret.c -o examples/hooks/deny_secret.o */
 #include "bpf_helpers.h"
 
