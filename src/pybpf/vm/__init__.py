@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pybpf.vm.code_addresses import CODE_BASE
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
     MAX_CALL_FRAMES,
@@ -20,7 +21,7 @@ from pybpf.vm.execution import (
     PseudoResolver,
     RunResult,
 )
-from pybpf.vm.interpreter import CODE_BASE, Interpreter
+from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 __all__ = [

@@ -41,6 +41,7 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.vm.alu_ops import build_bin, build_endian, build_jump, build_neg
+from pybpf.vm.code_addresses import CODE_BASE, code_address, function_pc
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
     EXIT,
@@ -56,7 +57,6 @@ from pybpf.vm.execution import (
 from pybpf.vm.mem_ops import build_atomic, build_load, build_packet_load, build_store
 from pybpf.vm.memory import AddressSpace, Region
 
-CODE_BASE = 0xFFFF_8000_0000_0000
 """Code address of pc 0 (see the module docstring)."""
 
 
@@ -102,12 +102,11 @@ class Interpreter:
 
     def code_address(self, pc: int) -> int:
         """The code address of the instruction at ``pc``."""
-        return CODE_BASE + pc * 8
+        return code_address(pc)
 
     def function_pc(self, target: int) -> int | None:
         """The pc a code address (or a plain pc) designates, or None if it is not an instruction here."""
-        pc = (target - CODE_BASE) // 8 if target >= CODE_BASE and (target - CODE_BASE) % 8 == 0 else target
-        return pc if pc in self._starts else None
+        return function_pc(target, self._starts)
 
     # -- running --------------------------------------------------------------------------------
 

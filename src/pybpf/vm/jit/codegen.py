@@ -50,8 +50,8 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.code_addresses import CODE_BASE
 from pybpf.vm.execution import MAX_CALL_FRAMES
-from pybpf.vm.interpreter import CODE_BASE
 from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite

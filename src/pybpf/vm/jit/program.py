@@ -34,6 +34,7 @@ from pybpf.isa.codec import check_jump_targets, decode_program
 from pybpf.isa.insn import Call, CallReg, LabeledInsn, LoadImm64, slot_count
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.code_addresses import code_address, function_pc
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
     MAX_CALL_FRAMES,
@@ -46,7 +47,7 @@ from pybpf.vm.execution import (
     PseudoResolver,
     RunResult,
 )
-from pybpf.vm.interpreter import CODE_BASE, Interpreter
+from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
@@ -200,11 +201,12 @@ class JitProgram:
     # -- code addresses (as the interpreter defines them) ---------------------------------------
 
     def code_address(self, pc: int) -> int:
-        return CODE_BASE + pc * 8
+        """The code address of the instruction at ``pc``."""
+        return code_address(pc)
 
     def function_pc(self, target: int) -> int | None:
-        pc = (target - CODE_BASE) // 8 if target >= CODE_BASE and (target - CODE_BASE) % 8 == 0 else target
-        return pc if pc in self._starts else None
+        """The pc a code address (or a plain pc) designates, or None if it is not an instruction here."""
+        return function_pc(target, self._starts)
 
     # -- running --------------------------------------------------------------------------------
 
