@@ -161,6 +161,10 @@ class KernelMap(UserMapApi):
     # -- identity ---------------------------------------------------------------------------------
 
     @property
+    def is_percpu(self) -> bool:
+        return self.PERCPU
+
+    @property
     def label(self) -> str:
         return f"map {self.name!r}" if self.name else f"{self.type.name.lower()} map"
 
@@ -256,12 +260,6 @@ class KernelMap(UserMapApi):
 
     # -- codecs -----------------------------------------------------------------------------------
 
-    def _encode_int(self, value: Any, size: int, what: str) -> bytes:
-        in_range = isinstance(value, int) and -(1 << (size * 8 - 1)) <= value < (1 << (size * 8))
-        if in_range and not isinstance(value, bool) and size in (1, 2, 4, 8):
-            return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
-        raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
-
     def encode_key(self, key: Any) -> bytes:
         """Bytes for ``key``: bytes as they are, else BTF-typed or (without BTF) a little-endian int."""
         if isinstance(key, bytes | bytearray | memoryview):
@@ -282,35 +280,10 @@ class KernelMap(UserMapApi):
             return self._codec.encode(self.btf, self.btf_value_type_id, value)
         return self._encode_int(value, self.value_size, "value")
 
-    def encode_value(self, value: Any) -> bytes:
-        """Bytes for ``value`` as bpf(2) takes it; a per-CPU map takes bytes or a list of ``ncpus`` values."""
-        if not self.PERCPU or isinstance(value, bytes | bytearray | memoryview):
-            return self._encode_one_value(value)
-        if not isinstance(value, list | tuple) or len(value) != self.ncpus:
-            raise MapInvalidArgumentError(f"{self.label}: a per-CPU value is a list of {self.ncpus} values")
-        parts = []
-        for item in value:
-            encoded = self._encode_one_value(item)
-            if len(encoded) != self.value_size:
-                raise MapInvalidArgumentError(f"{self.label}: a per-CPU value must be {self.value_size} bytes")
-            parts.append(encoded.ljust(self.value_stride, b"\0"))
-        return b"".join(parts)
-
     def _decode_one_value(self, data: bytes) -> Any:
         if self._codec is not None and self.btf is not None and self.btf_value_type_id:
             return self._codec.decode(self.btf, self.btf_value_type_id, data)
         return data
-
-    def split_percpu(self, data: bytes) -> tuple[bytes, ...]:
-        """A per-CPU value's bytes, one piece per CPU (without the 8-byte padding)."""
-        stride = self.value_stride
-        return tuple(data[cpu * stride : cpu * stride + self.value_size] for cpu in range(self.ncpus))
-
-    def decode_value(self, data: bytes) -> Any:
-        """The Python form of a bpf(2) value: a list of per-CPU values for per-CPU maps."""
-        if not self.PERCPU:
-            return self._decode_one_value(data)
-        return [self._decode_one_value(part) for part in self.split_percpu(data)]
 
     # The Python-value API (m[key], in, iteration, items...) comes from UserMapApi.
 

@@ -11,11 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pybpf.errors import MapKeyNotFoundError
+from pybpf.errors import MapInvalidArgumentError, MapKeyNotFoundError
 
 
 class UserMapApi:
     """Python-value map operations over the raw commands a subclass implements."""
+
+    # What both backends' maps define: sizes, per-CPU layout (each CPU's value padded to 8 bytes).
+    ncpus: int
+    value_size: int
+    value_stride: int
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def is_percpu(self) -> bool:
+        """Whether values are per CPU (the runtime's map classes say so per class, kernel maps per map)."""
+        raise NotImplementedError
 
     # -- what a backend supplies -------------------------------------------------------------------
 
@@ -40,11 +54,44 @@ class UserMapApi:
     def decode_key(self, data: bytes) -> Any:
         raise NotImplementedError
 
-    def encode_value(self, value: Any) -> bytes:
+    def _encode_one_value(self, value: Any) -> bytes:
         raise NotImplementedError
 
-    def decode_value(self, data: bytes) -> Any:
+    def _decode_one_value(self, data: bytes) -> Any:
         raise NotImplementedError
+
+    # -- value codecs shared by both backends -----------------------------------------------------
+
+    def _encode_int(self, value: Any, size: int, what: str) -> bytes:
+        in_range = isinstance(value, int) and -(1 << (size * 8 - 1)) <= value < (1 << (size * 8))
+        if in_range and not isinstance(value, bool) and size in (1, 2, 4, 8):
+            return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
+        raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
+
+    def encode_value(self, value: Any) -> bytes:
+        """Bytes for ``value`` as bpf(2) takes it; a per-CPU map takes bytes or a list of ``ncpus`` values."""
+        if not self.is_percpu or isinstance(value, bytes | bytearray | memoryview):
+            return self._encode_one_value(value)
+        if not isinstance(value, list | tuple) or len(value) != self.ncpus:
+            raise MapInvalidArgumentError(f"{self.label}: a per-CPU value is a list of {self.ncpus} values")
+        parts = []
+        for item in value:
+            encoded = self._encode_one_value(item)
+            if len(encoded) != self.value_size:
+                raise MapInvalidArgumentError(f"{self.label}: a per-CPU value must be {self.value_size} bytes")
+            parts.append(encoded.ljust(self.value_stride, b"\0"))
+        return b"".join(parts)
+
+    def split_percpu(self, data: bytes) -> tuple[bytes, ...]:
+        """A per-CPU value's bytes, one piece per CPU (without the 8-byte padding)."""
+        stride = self.value_stride
+        return tuple(data[cpu * stride : cpu * stride + self.value_size] for cpu in range(self.ncpus))
+
+    def decode_value(self, data: bytes) -> Any:
+        """The Python form of a bpf(2) value: a list of per-CPU values for per-CPU maps."""
+        if not self.is_percpu:
+            return self._decode_one_value(data)
+        return [self._decode_one_value(part) for part in self.split_percpu(data)]
 
     # -- user-space API on Python values ----------------------------------------------------------
 

@@ -100,6 +100,10 @@ class Map(UserMapApi):
         """Release the map's memory regions (the runtime calls this when the map is destroyed)."""
 
     @property
+    def is_percpu(self) -> bool:
+        return self.PERCPU
+
+    @property
     def label(self) -> str:
         return f"map {self.name!r}" if self.name else f"{self.type.name.lower()} map"
 
@@ -262,40 +266,11 @@ class Map(UserMapApi):
             return btf_value_encode(definition.btf, definition.btf_value_type_id, value)
         return self._encode_int(value, self.value_size, "value")
 
-    def encode_value(self, value: Any) -> bytes:
-        """Bytes for ``value`` as bpf(2) takes it; a per-CPU map takes bytes or a list of ``ncpus`` values."""
-        if not self.PERCPU or isinstance(value, bytes | bytearray | memoryview):
-            return self._encode_one_value(value)
-        if not isinstance(value, list | tuple) or len(value) != self.ncpus:
-            raise MapInvalidArgumentError(f"{self.label}: a per-CPU value is a list of {self.ncpus} values")
-        parts = []
-        for item in value:
-            encoded = self._encode_one_value(item)
-            if len(encoded) != self.value_size:
-                raise MapInvalidArgumentError(f"{self.label}: a per-CPU value must be {self.value_size} bytes")
-            parts.append(encoded.ljust(self.value_stride, b"\0"))
-        return b"".join(parts)
-
     def _decode_one_value(self, data: bytes) -> Any:
         definition = self.definition
         if definition.btf is not None and definition.btf_value_type_id:
             return btf_value_decode(definition.btf, definition.btf_value_type_id, data)
         return data
-
-    def decode_value(self, data: bytes) -> Any:
-        """The Python form of a bpf(2) value: a list of per-CPU values for per-CPU maps."""
-        if not self.PERCPU:
-            return self._decode_one_value(data)
-        stride = self.value_stride
-        return [
-            self._decode_one_value(data[cpu * stride : cpu * stride + self.value_size]) for cpu in range(self.ncpus)
-        ]
-
-    def _encode_int(self, value: Any, size: int, what: str) -> bytes:
-        in_range = isinstance(value, int) and -(1 << (size * 8 - 1)) <= value < (1 << (size * 8))
-        if in_range and not isinstance(value, bool) and size in (1, 2, 4, 8):
-            return (int(value) & ((1 << (size * 8)) - 1)).to_bytes(size, "little")
-        raise MapInvalidArgumentError(f"{self.label}: cannot use {value!r} as a {size}-byte {what}")
 
     # The Python-value API (m[key], in, iteration, items...) comes from UserMapApi.
 
