@@ -11,6 +11,7 @@ import ctypes
 import errno as errno_codes
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from pybpf.errors import BpfCommandError, InvalidArgumentError, VerifierRejectedError
 from pybpf.kernel.attrs import ProgLoadAttr, TestRunAttr
@@ -176,48 +177,31 @@ def verifier_error(code: int, log: str, *, truncated: bool = False) -> VerifierR
     return VerifierRejectedError("\n".join(lines), code, log, command_name(BpfCmd.PROG_LOAD))
 
 
+class ProgLoadOptions(TypedDict, total=False):
+    """The keyword options :func:`prog_load` passes on to :func:`prog_load_with_log`."""
+
+    log_level: int
+    expected_attach_type: BpfAttachType | int | None
+    btf_fd: FdLike | None
+    func_info: bytes
+    func_info_rec_size: int
+    line_info: bytes
+    line_info_rec_size: int
+    name: str
+    prog_flags: int
+    kern_version: int
+    attach_btf_id: int
+    attach_prog_fd: FdLike | None
+    fd_array: Sequence[int] | None
+    log_cap: int
+    syscall: RawSyscall | None
+
+
 def prog_load(
-    prog_type: BpfProgType | int,
-    insns: bytes,
-    license: str = "GPL",
-    *,
-    log_level: int = 0,
-    expected_attach_type: BpfAttachType | int | None = None,
-    btf_fd: FdLike | None = None,
-    func_info: bytes = b"",
-    func_info_rec_size: int = BPF_FUNC_INFO_REC_SIZE,
-    line_info: bytes = b"",
-    line_info_rec_size: int = BPF_LINE_INFO_REC_SIZE,
-    name: str = "",
-    prog_flags: int = 0,
-    kern_version: int = 0,
-    attach_btf_id: int = 0,
-    attach_prog_fd: FdLike | None = None,
-    fd_array: Sequence[int] | None = None,
-    log_cap: int = DEFAULT_LOG_CAP,
-    syscall: RawSyscall | None = None,
+    prog_type: BpfProgType | int, insns: bytes, license: str = "GPL", **options: Unpack[ProgLoadOptions]
 ) -> Fd:
     """BPF_PROG_LOAD: :func:`prog_load_with_log` without the log of a successful load."""
-    return prog_load_with_log(
-        prog_type,
-        insns,
-        license,
-        log_level=log_level,
-        expected_attach_type=expected_attach_type,
-        btf_fd=btf_fd,
-        func_info=func_info,
-        func_info_rec_size=func_info_rec_size,
-        line_info=line_info,
-        line_info_rec_size=line_info_rec_size,
-        name=name,
-        prog_flags=prog_flags,
-        kern_version=kern_version,
-        attach_btf_id=attach_btf_id,
-        attach_prog_fd=attach_prog_fd,
-        fd_array=fd_array,
-        log_cap=log_cap,
-        syscall=syscall,
-    ).fd
+    return prog_load_with_log(prog_type, insns, license, **options).fd
 
 
 # Room for a program to grow its packet (XDP headroom is 256 bytes, bpf_xdp_adjust_tail and
