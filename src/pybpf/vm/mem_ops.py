@@ -95,12 +95,17 @@ def build_store(insn: Store, pc: int, memory: AddressSpace) -> Op:
 def build_atomic(insn: Atomic, pc: int, memory: AddressSpace) -> Op:
     """Atomic read-modify-write, exchange, compare-exchange, load-acquire and store-release.
 
-    The interpreter is single-threaded, so plain load-then-store is atomic here. Fetched values
-    are zero-extended from the access size (the 32-bit forms zero-extend into the register).
+    Several threads may run programs on one address space at once, so each read-modify-write
+    holds the address space's ``atomic_lock`` from its load to its store: no other atomic
+    instruction of an interpreted program can slip in between. (Native code uses the CPU's
+    atomic instructions instead; the two agree only when one engine runs at a time.) Load-acquire
+    and store-release are one access each and need no lock. Fetched values are zero-extended
+    from the access size (the 32-bit forms zero-extend into the register).
     """
     d, s, off, size, nxt = int(insn.dst), int(insn.src), insn.off, insn.size.nbytes, pc + 1
     mask = SIZE_MASKS[size]
     load, store = memory.load, memory.store
+    atomic = memory.atomic_lock
     code = insn.op
     if code is AtomicCode.LOAD_ACQ:
         # Encoded with the address in src and the destination in dst.
@@ -120,9 +125,10 @@ def build_atomic(insn: Atomic, pc: int, memory: AddressSpace) -> Op:
 
         def cmpxchg(regs: list[int], run: ExecutionContext) -> int:
             address = regs[d] + off
-            old = load(address, size, pc)
-            if old == regs[0] & mask:
-                store(address, size, regs[s], pc)
+            with atomic:
+                old = load(address, size, pc)
+                if old == regs[0] & mask:
+                    store(address, size, regs[s], pc)
             regs[0] = old
             return nxt
 
@@ -131,8 +137,9 @@ def build_atomic(insn: Atomic, pc: int, memory: AddressSpace) -> Op:
 
         def xchg(regs: list[int], run: ExecutionContext) -> int:
             address = regs[d] + off
-            old = load(address, size, pc)
-            store(address, size, regs[s], pc)
+            with atomic:
+                old = load(address, size, pc)
+                store(address, size, regs[s], pc)
             regs[s] = old
             return nxt
 
@@ -147,8 +154,9 @@ def build_atomic(insn: Atomic, pc: int, memory: AddressSpace) -> Op:
 
     def rmw(regs: list[int], run: ExecutionContext) -> int:
         address = regs[d] + off
-        old = load(address, size, pc)
-        store(address, size, combine(old, regs[s]) & mask, pc)
+        with atomic:
+            old = load(address, size, pc)
+            store(address, size, combine(old, regs[s]) & mask, pc)
         if fetch:
             regs[s] = old
         return nxt

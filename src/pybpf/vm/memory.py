@@ -12,13 +12,20 @@ entirely inside one region, and a store needs a writable region. A bad access ra
 region; no Python exception (``IndexError``, ``struct.error``) ever escapes.
 
 Byte order is little-endian, as on every host the project runs on.
+
+Threads: several threads may run programs on one address space at once (hooks fired by several
+threads, native code running without the GIL). Mapping and unmapping happen under a lock and
+publish a new immutable table (copy-on-write), so a lookup in another thread always sees one
+whole table, old or new, never a half-inserted one. :attr:`AddressSpace.atomic_lock` is what
+the interpreter's atomic instructions hold for their read-modify-write.
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
-from bisect import bisect_right, insort
+import threading
+from bisect import bisect_right
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -132,13 +139,19 @@ class AddressSpace:
 
     ``last`` is the most recently used region; the interpreter's inlined fast paths read it
     directly and fall back to :meth:`load`/:meth:`store` when it does not contain the access.
+    It is only a hint shared by every thread: a hit counts only while the region is still mapped
+    here (``region.owner is self``), so a region another thread just unmapped is never used.
     """
 
-    __slots__ = ("_regions", "_starts", "last")
+    __slots__ = ("_mutation", "_table", "atomic_lock", "last")
 
     def __init__(self, regions: tuple[Region, ...] = ()) -> None:
-        self._starts: list[int] = []
-        self._regions: list[Region] = []
+        # (starts, regions), sorted by address; replaced whole on every change, never mutated,
+        # so readers take one reference and need no lock.
+        self._table: tuple[tuple[int, ...], tuple[Region, ...]] = ((), ())
+        self._mutation = threading.Lock()  # serialises add/remove (read, copy, publish)
+        self.atomic_lock = threading.Lock()
+        """Held by the interpreter's atomic instructions around their read-modify-write."""
         self.last: Region = _NoRegion()
         for region in regions:
             self.add(region)
@@ -147,48 +160,54 @@ class AddressSpace:
 
     def add(self, region: Region) -> Region:
         """Map ``region``; regions may not overlap (they cannot, unless one buffer is added twice)."""
-        if region.owner is not None:
-            raise VmError(f"cannot map {region.describe()}: it is already mapped")
-        index = bisect_right(self._starts, region.address)
-        before = self._regions[index - 1] if index > 0 else None
-        after = self._regions[index] if index < len(self._regions) else None
-        for other in (before, after):
-            if other is not None and other.address < region.end and region.address < other.end:
-                raise VmError(f"cannot map {region.describe()}: it overlaps {other.describe()}")
-        insort(self._starts, region.address)
-        self._regions.insert(index, region)
-        region.owner = self
+        with self._mutation:
+            if region.owner is not None:
+                raise VmError(f"cannot map {region.describe()}: it is already mapped")
+            starts, regions = self._table
+            index = bisect_right(starts, region.address)
+            before = regions[index - 1] if index > 0 else None
+            after = regions[index] if index < len(regions) else None
+            for other in (before, after):
+                if other is not None and other.address < region.end and region.address < other.end:
+                    raise VmError(f"cannot map {region.describe()}: it overlaps {other.describe()}")
+            self._table = (
+                (*starts[:index], region.address, *starts[index:]),
+                (*regions[:index], region, *regions[index:]),
+            )
+            region.owner = self
         return region
 
     def remove(self, region: Region) -> None:
         """Unmap ``region`` (it must have been added)."""
-        index = bisect_right(self._starts, region.address) - 1
-        if index < 0 or self._regions[index] is not region:
-            raise VmError(f"cannot unmap {region.describe()}: it is not mapped")
-        del self._starts[index]
-        del self._regions[index]
-        region.owner = None
+        with self._mutation:
+            starts, regions = self._table
+            index = bisect_right(starts, region.address) - 1
+            if index < 0 or regions[index] is not region:
+                raise VmError(f"cannot unmap {region.describe()}: it is not mapped")
+            self._table = (starts[:index] + starts[index + 1 :], regions[:index] + regions[index + 1 :])
+            region.owner = None
         if self.last is region:
             self.last = _NoRegion()
 
     def __contains__(self, region: object) -> bool:
-        return any(item is region for item in self._regions)
+        return isinstance(region, Region) and region.owner is self
 
     @property
     def regions(self) -> tuple[Region, ...]:
         """The mapped regions, by address."""
-        return tuple(self._regions)
+        return self._table[1]
 
     # -- lookup ---------------------------------------------------------------------------------
 
     def find(self, address: int, size: int = 1) -> Region | None:
         """The region holding all of ``[address, address + size)``, or None."""
         region = self.last
-        if region.address <= address and address + size <= region.end:
+        if region.address <= address and address + size <= region.end and region.owner is self:
             return region
-        index = bisect_right(self._starts, address) - 1
+        starts, regions = self._table
+        index = bisect_right(starts, address) - 1
         if index >= 0:
-            region = self._regions[index]
+            region = regions[index]
             if address + size <= region.end:
                 self.last = region
                 return region
@@ -211,10 +230,11 @@ class AddressSpace:
         """Why ``[address, address + size)`` is not accessible, naming the nearest region."""
         address &= 0xFFFFFFFFFFFFFFFF
         prefix = "null pointer dereference; " if address < NULL_PAGE else ""
-        if not self._regions:
+        starts, regions = self._table
+        if not regions:
             return f"{prefix}no memory is mapped"
-        index = bisect_right(self._starts, address) - 1
-        candidates = [self._regions[i] for i in (index, index + 1) if 0 <= i < len(self._regions)]
+        index = bisect_right(starts, address) - 1
+        candidates = [regions[i] for i in (index, index + 1) if 0 <= i < len(regions)]
 
         def distance(region: Region) -> int:
             if address < region.address:
@@ -236,7 +256,7 @@ class AddressSpace:
         """Read an unsigned little-endian integer of ``size`` bytes (1, 2, 4 or 8)."""
         region = self.last
         offset = address - region.address
-        if offset < 0 or offset + size > region.size:
+        if offset < 0 or offset + size > region.size or region.owner is not self:
             region = self._checked(address, size, pc, False)
             offset = address - region.address
         unpack = UNPACK[size] if 0 < size < len(UNPACK) else None
@@ -249,7 +269,7 @@ class AddressSpace:
         """Write the low ``size`` bytes of ``value`` little-endian (1, 2, 4 or 8 bytes)."""
         region = self.last
         offset = address - region.address
-        if offset < 0 or offset + size > region.size or not region.writable:
+        if offset < 0 or offset + size > region.size or not region.writable or region.owner is not self:
             region = self._checked(address, size, pc, True)
             offset = address - region.address
         pack = PACK[size] if 0 < size < len(PACK) else None
