@@ -1,11 +1,12 @@
-"""Running a program when its hook fires: the context image, buffers mapped for the call, the run lock.
+"""Running a program when its hook fires: the context image, buffers mapped for the call, the gate.
 
 A hook builds the context the program type expects (registers, a tracepoint record, u64
 arguments) and may first map buffers (a ``bytes`` argument, a path) into the program's address
 space so that pointers in the context point at them; :class:`CallMemory` maps them for one run
-and unmaps them afterwards. :func:`run_hooked` holds the object's run lock (see
-:mod:`pybpf.hooks.link`) from the first mapping to the last unmapping, since the address space
-and the interpreter's atomics are not safe for concurrent runs.
+and unmaps them afterwards. :func:`run_hooked` runs the program with its engine
+(:mod:`pybpf.hooks.engine`) once the object's :class:`~pybpf.hooks.run_gate.RunGate` admits
+the run: in parallel with other threads' runs when the program is parallel-safe, alone on its
+object otherwise, and always alone on its virtual CPU.
 
 Each thread that fires a hook runs on a virtual CPU of its own (``native thread id % ncpus``),
 as a kernel hook runs on the CPU of the task that hit it: per-CPU maps see one copy per thread.
@@ -19,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pybpf.errors import NotSupportedError
+from pybpf.hooks.engine import EnginePool, run_program, run_services
+from pybpf.hooks.run_gate import RunGate
 from pybpf.runtime.context import ContextImage
 from pybpf.runtime.helpers.services import RunState, TaskInfo
 from pybpf.runtime.program import Program
@@ -36,9 +39,8 @@ class HookScratch:
     """A link's reusable run memory: its context image and an arena for argument buffers.
 
     Both stay mapped while the link is attached, so a run maps nothing in the common case (a
-    region per argument and per context costs more than the program itself). One set per link
-    is enough because runs on an object are serialised (its run lock) and a program never calls
-    back into Python code that could fire the same link again.
+    region per argument and per context costs more than the program itself). A scratch serves
+    one run at a time: a link keeps a :class:`ScratchPool` of them, one per run in progress.
     """
 
     def __init__(self, program: Program, arena_size: int = ARENA_SIZE) -> None:
@@ -52,11 +54,65 @@ class HookScratch:
         self.memory.add(self.arena)
 
     def close(self) -> None:
-        """Unmap (call with the object's run lock held); later runs map their own memory."""
+        """Unmap (only when no run uses it: see :class:`ScratchPool`)."""
         self.closed = True
         self.image.unmap_from(self.memory)
         if self.arena in self.memory:
             self.memory.remove(self.arena)
+
+
+class ScratchPool:
+    """A link's scratches: each run takes one for itself, so threads never share a context.
+
+    Starts with one (the common single-threaded case maps nothing per run) and grows to the
+    number of runs that were ever in progress at once, threads and nested runs alike. Closing
+    (detach) unmaps the free scratches at once and each busy one when its run gives it back, so
+    a hook firing in one thread while another detaches finishes on memory that stays mapped.
+    """
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self._lock = threading.Lock()
+        self._free = [HookScratch(program)]
+        self.closed = False
+
+    def acquire(self) -> HookScratch | None:
+        """A scratch for one run, or None once closed (the run then maps memory of its own)."""
+        with self._lock:
+            if self.closed:
+                return None
+            if self._free:
+                return self._free.pop()
+        return HookScratch(self.program)  # mapping is thread-safe (AddressSpace)
+
+    def release(self, scratch: HookScratch) -> None:
+        with self._lock:
+            if not self.closed:
+                self._free.append(scratch)
+                return
+        scratch.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            free, self._free = self._free, []
+        for scratch in free:
+            scratch.close()
+
+    def __len__(self) -> int:
+        """Free scratches now."""
+        with self._lock:
+            return len(self._free)
+
+
+@dataclass(frozen=True, slots=True)
+class HookedProgram:
+    """A program as hooks run it: its object's gate, its native instances, its admission mode."""
+
+    program: Program
+    gate: RunGate
+    engines: EnginePool
+    parallel: bool  # parallel-safe (pybpf.hooks.run_gate.parallel_safe): runs may overlap
 
 
 class CallMemory:
@@ -148,57 +204,71 @@ def signed32(value: int) -> int:
 
 
 def run_hooked(
-    program: Program,
+    hooked: HookedProgram,
     build_context: Callable[[CallMemory], bytes],
-    lock: threading.RLock,
     *,
-    scratch: HookScratch | None = None,
+    scratch: ScratchPool | None = None,
     attach_cookie: int = 0,
     func_ip: int = 0,
     task: TaskInfo | None = None,
 ) -> HookRun:
-    """Run ``program`` once on the context ``build_context`` returns (it may map buffers first).
+    """Run the program once on the context ``build_context`` returns (it may map buffers first).
 
-    ``scratch`` is the link's reusable memory (else the run maps its own); ``task`` is the thread
-    that fired the hook, the object's current task for this run.
+    ``scratch`` is the link's pool of reusable memory (else the run maps its own); ``task`` is
+    the thread that fired the hook, the current task for this run. The gate admits the run
+    (see :mod:`pybpf.hooks.run_gate`); then the run holds its virtual CPU for its whole length.
     """
-    with lock:
-        if scratch is not None and scratch.closed:
-            scratch = None  # a run racing with detach: harmless, on memory of its own
-        call = CallMemory(program, scratch)
-        own_image = None
-        try:
-            data = build_context(call)
-            if scratch is not None:
-                image = scratch.image
-                view = image.region.view
-                view[: scratch.size] = scratch._zero
-                view[: len(data)] = data
-            else:
-                image = own_image = ContextImage(program.layout, program.layout.uapi.name)
-                image.load_uapi(data)
-                image.map_into(call.memory)
-            services = program.services
-            saved_task = services.task
-            if task is not None:
-                # Safe: every run on these services holds ``lock``.
-                services.task = task
-            state = RunState(
-                services,
-                ctx=image.address,
-                cpu=threading.get_native_id() % services.cpus,
-                attach_cookie=attach_cookie,
-                func_ip=func_ip,
-            )
-            try:
-                result = program.interpreter.run(image.region, user=state)
-            finally:
-                services.task = saved_task
-        finally:
-            if own_image is not None:
-                own_image.unmap_from(call.memory)
-            call.close()
-    return HookRun(signed32(result.r0), result.r0)
+    program = hooked.program
+    services = program.services
+    cpu = threading.get_native_id() % services.cpus
+    gate = hooked.gate
+    gate.enter(not hooked.parallel)
+    try:
+        with gate.cpu_locks[cpu % len(gate.cpu_locks)]:
+            r0 = _run_once(hooked, build_context, scratch, cpu, attach_cookie, func_ip, task)
+    finally:
+        gate.leave()
+    return HookRun(signed32(r0), r0)
+
+
+def _run_once(  # noqa: PLR0917 - run_hooked's arguments, passed through
+    hooked: HookedProgram,
+    build_context: Callable[[CallMemory], bytes],
+    pool: ScratchPool | None,
+    cpu: int,
+    attach_cookie: int,
+    func_ip: int,
+    task: TaskInfo | None,
+) -> int:
+    program = hooked.program
+    scratch = pool.acquire() if pool is not None else None
+    call = CallMemory(program, scratch)
+    own_image = None
+    try:
+        data = build_context(call)
+        if scratch is not None:
+            image = scratch.image
+            view = image.region.view
+            view[: scratch.size] = scratch._zero
+            view[: len(data)] = data
+        else:
+            image = own_image = ContextImage(program.layout, program.layout.uapi.name)
+            image.load_uapi(data)
+            image.map_into(call.memory)
+        state = RunState(
+            run_services(program.services, task),
+            ctx=image.address,
+            cpu=cpu,
+            attach_cookie=attach_cookie,
+            func_ip=func_ip,
+        )
+        return run_program(program, image.region, state, hooked.engines)
+    finally:
+        if own_image is not None:
+            own_image.unmap_from(call.memory)
+        call.close()
+        if scratch is not None and pool is not None:
+            pool.release(scratch)
 
 
 def require_user_space(program: object) -> Program:

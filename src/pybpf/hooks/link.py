@@ -7,13 +7,11 @@ called on leaving a ``with`` block) unhooks the program, after which the hook no
 
 The links of a process live in a :class:`LinkRegistry` held by a :class:`HookRuntime`. The hooks
 that exist only once per process (the ``sys.addaudithook`` dispatcher, the tracepoint table)
-live there too. A program's runs are serialised per loaded object (see :meth:`HookRuntime.run_lock`):
-the interpreter implements BPF atomics as a load then a store, which is atomic only when a single
-thread runs programs on the object's memory at a time, so hooks fired by several threads take
-that lock around each run (the kernel's guarantee that atomic ops and map helpers never lose an
-update is kept; true parallelism between threads is not). While a hook runs a program, the
-object's "current task" is the thread that fired it (:meth:`HookRuntime.current_task`), so
-get_current_pid_tgid and get_current_comm report that thread, as in the kernel.
+live there too, with one :class:`~pybpf.hooks.run_gate.RunGate` per loaded object: it decides
+which runs fired by different threads may overlap (see :mod:`pybpf.hooks.run_gate`) and
+:meth:`HookRuntime.hooked` gives a link everything it needs to run its program. While a hook
+runs a program, the "current task" is the thread that fired it (:meth:`HookRuntime.current_task`),
+so get_current_pid_tgid and get_current_comm report that thread, as in the kernel.
 
 Subclasses (probes, tracepoints, audit hooks, packet attachments) implement :meth:`Link._unhook`;
 ``detach`` does the bookkeeping.
@@ -32,6 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import PybpfError
+from pybpf.hooks.engine import EnginePool
+from pybpf.hooks.invoke import HookedProgram
+from pybpf.hooks.run_gate import RunGate, parallel_safe
 from pybpf.runtime.helpers.services import TASK_COMM_LEN, TaskInfo
 
 if TYPE_CHECKING:
@@ -118,7 +119,7 @@ class LinkRegistry:
 
 
 class HookRuntime:
-    """Per-process hook state: the link registry, the run locks, and the process-wide hooks.
+    """Per-process hook state: the link registry, the run gates, and the process-wide hooks.
 
     There is one per process (:func:`hook_runtime`), because the hooks it fronts are per process
     themselves (``sys.addaudithook`` cannot be undone); tests may make their own.
@@ -127,24 +128,39 @@ class HookRuntime:
     def __init__(self) -> None:
         self.links = LinkRegistry()
         self._guard = threading.Lock()
-        # One lock per loaded object (keyed by its RuntimeServices): see the module docstring.
-        self._run_locks: weakref.WeakKeyDictionary[object, threading.RLock] = weakref.WeakKeyDictionary()
+        # One gate per loaded object (keyed by its RuntimeServices), native instances per program.
+        self._gates: weakref.WeakKeyDictionary[object, RunGate] = weakref.WeakKeyDictionary()
+        self._engines: weakref.WeakKeyDictionary[Program, EnginePool] = weakref.WeakKeyDictionary()
         # Extensions (the audit dispatcher, the tracepoint table) are created on first use.
         self._extensions: dict[str, object] = {}
         self._tasks: dict[int, TaskInfo] = {}
 
-    def run_lock(self, program: Program) -> threading.RLock:
-        """The lock that serialises runs of every program sharing ``program``'s address space.
-
-        Re-entrant: a probed function called from inside a hook of the same object still runs.
-        """
+    def gate(self, program: Program) -> RunGate:
+        """The gate of ``program``'s object: every hook run on that address space passes it."""
         services = program.services
         with self._guard:
-            lock = self._run_locks.get(services)
-            if lock is None:
-                lock = threading.RLock()
-                self._run_locks[services] = lock
-            return lock
+            gate = self._gates.get(services)
+            if gate is None:
+                gate = RunGate(services.cpus)
+                self._gates[services] = gate
+            return gate
+
+    def run_lock(self, program: Program) -> RunGate:
+        """What ``with`` takes for a run that must be alone on ``program``'s object (packet hooks).
+
+        Re-entrant in one thread: a probed function called from inside a hook still runs.
+        """
+        return self.gate(program)
+
+    def hooked(self, program: Program) -> HookedProgram:
+        """``program`` ready to run from hooks: its gate, its native instances, its admission mode."""
+        gate = self.gate(program)
+        with self._guard:
+            engines = self._engines.get(program)
+            if engines is None:
+                engines = EnginePool()
+                self._engines[program] = engines
+        return HookedProgram(program, gate, engines, parallel_safe(program))
 
     def current_task(self) -> TaskInfo:
         """What get_current_pid_tgid/comm/uid_gid report for the calling thread (cached per thread id)."""

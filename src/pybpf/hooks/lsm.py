@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
+from pybpf.hooks.invoke import CallMemory, ScratchPool, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import MAX_BPF_FUNC_ARGS
 from pybpf.platform.uapi_generated import BpfProgType
@@ -112,9 +112,8 @@ class AuditLink(Link):
         self.denials = 0
         self.errors = 0
         self.last_error: PybpfError | None = None
-        self._lock = self.runtime.run_lock(program)
-        with self._lock:  # the address space changes only under the object's run lock
-            self._scratch = HookScratch(program)
+        self._hooked = self.runtime.hooked(program)
+        self._scratch = ScratchPool(program)  # one context per run in progress, for any thread
         self._dispatcher = audit_dispatcher(self.runtime)
         self._dispatcher.add(self)
 
@@ -132,7 +131,7 @@ class AuditLink(Link):
 
         try:
             task = self.runtime.current_task()
-            result = run_hooked(self.program, build, self._lock, scratch=self._scratch, task=task)
+            result = run_hooked(self._hooked, build, scratch=self._scratch, task=task)
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
@@ -147,8 +146,8 @@ class AuditLink(Link):
 
     def _unhook(self) -> None:
         self._dispatcher.remove(self)
-        with self._lock:
-            self._scratch.close()
+        # No run lock: runs still in progress keep their scratch until they give it back.
+        self._scratch.close()
 
 
 def attach_audit(program: Program, event: str, *, runtime: HookRuntime | None = None) -> AuditLink:

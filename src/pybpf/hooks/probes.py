@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
+from pybpf.hooks.invoke import CallMemory, ScratchPool, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind
 from pybpf.platform.contexts import PT_REGS, RegsLayout
 from pybpf.platform.uapi_generated import BpfAttachType, BpfProgType
@@ -105,9 +105,8 @@ class ProbeLink(Link):
         self._owner, self._attribute = _owner_of(function) if install else (None, None)
         target = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
         super().__init__(kind, program, target, runtime=runtime)
-        self._lock = self.runtime.run_lock(program)
-        with self._lock:  # the address space changes only under the object's run lock
-            self._scratch = HookScratch(program)
+        self._hooked = self.runtime.hooked(program)
+        self._scratch = ScratchPool(program)  # one context per run in progress, for any thread
         self._regs = regs_layout(program) if program.prog_type == BpfProgType.KPROBE else None
         offsets = {field.name: field.offset for field in self._regs.layout.fields} if self._regs else {}
         self._param_offsets = [offsets[name] for name in self._regs.params] if self._regs else []
@@ -188,9 +187,8 @@ class ProbeLink(Link):
         self._firing.active = True
         try:
             run_hooked(
-                self.program,
+                self._hooked,
                 lambda call: self._context(call, args, result),
-                self._lock,
                 scratch=self._scratch,
                 attach_cookie=self.cookie,
                 func_ip=id(self.original),
@@ -228,8 +226,8 @@ class ProbeLink(Link):
         owner, attribute = self._owner, self._attribute
         if owner is not None and attribute is not None and getattr(owner, attribute, None) is self.wrapper:
             setattr(owner, attribute, self.original)
-        with self._lock:
-            self._scratch.close()
+        # No run lock: runs still in progress keep their scratch until they give it back.
+        self._scratch.close()
 
 
 def _owner_of(function: Callable[..., Any]) -> tuple[object | None, str | None]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.invoke import CallMemory, HookScratch, argument_value, pack_u64s, require_user_space, run_hooked
+from pybpf.hooks.invoke import CallMemory, ScratchPool, argument_value, pack_u64s, require_user_space, run_hooked
 from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkKind, hook_runtime
 from pybpf.platform.contexts import PERF_MAX_TRACE_SIZE
 from pybpf.platform.uapi_generated import BpfProgType
@@ -309,9 +309,8 @@ class TracepointLink(Link):
         self.fires = 0
         self.errors = 0
         self.last_error: PybpfError | None = None
-        self._lock = self.runtime.run_lock(program)
-        with self._lock:  # the address space changes only under the object's run lock
-            self._scratch = HookScratch(program)
+        self._hooked = self.runtime.hooked(program)
+        self._scratch = ScratchPool(program)  # one context per run in progress, for any thread
         tracepoint._attach(self)
 
     def run(self, values: Mapping[str, Any]) -> None:
@@ -334,15 +333,15 @@ class TracepointLink(Link):
 
         try:
             task = self.runtime.current_task()
-            run_hooked(self.program, build, self._lock, scratch=self._scratch, task=task)
+            run_hooked(self._hooked, build, scratch=self._scratch, task=task)
         except PybpfError as error:
             self.errors += 1
             self.last_error = error
 
     def _unhook(self) -> None:
         self.tracepoint._detach(self)
-        with self._lock:
-            self._scratch.close()
+        # No run lock: runs still in progress keep their scratch until they give it back.
+        self._scratch.close()
 
 
 _KINDS = {
