@@ -1,8 +1,8 @@
 """JIT against the interpreter, the kernel's JIT and gcc -O2: nanoseconds per run and the ratios.
 
-Run with ``python benchmarks/bench_jit.py [--runs N] [--markdown]``. Two tables:
+Run with ``python benchmarks/bench_jit.py [--runs N] [names...]``. Two tables:
 
-- CPU-bound programs (``benchmarks/progs/*.c``, the inputs of ``bench_interp.py``): our
+- CPU-bound programs (``benchmarks/progs/*.c``: those of ``bench_interp.py``, jhash, fibonacci): our
   interpreter (one run), our JIT (one Python call per run, and ``run_repeated``: the loop in
   native code), the kernel's JIT through BPF_PROG_TEST_RUN with ``repeat`` (the same C built
   with ``-DBENCH_KERNEL`` as an XDP program reading its input from an array map), and the same C
@@ -43,7 +43,9 @@ from pybpf.vm.jit import JitProgram
 LIMIT = 100_000_000
 TARGET_SECONDS = 0.02  # each repeat measurement runs about this long
 TEST_PROGS = Path(__file__).resolve().parents[1] / "tests" / "progs"
-INPUT_SIZES = {"sum64k": 65536, "fnv1a": 1500, "sort": 4, "sieve": 16384}  # as BENCH_ENTRY in the sources
+INPUT_SIZES = {"sum64k": 65536, "fnv1a": 1500, "sort": 4, "sieve": 16384, "jhash": 1500, "fibonacci": 4}
+"""Input bytes per program, as BENCH_ENTRY in the sources says (the kernel's input map value)."""
+U32, U64 = (1 << 32) - 1, (1 << 64) - 1
 HARNESS = """
 typedef unsigned long long u64;
 typedef u64 (*bench_fn)(void *input, u64 len);
@@ -58,6 +60,75 @@ u64 bench_repeat(bench_fn fn, void *input, u64 len, u64 count)
 	return result;
 }
 """
+
+
+def _rol32(word: int, shift: int) -> int:
+    return ((word << shift) | (word >> (32 - shift))) & U32
+
+
+def _jhash_mix(a: int, b: int, c: int) -> tuple[int, int, int]:
+    """lookup3's mix of three 32-bit words (the kernel's __jhash_mix): x -= y; x ^= rol(y, s); y += z."""
+    words = [a, b, c]
+    for x, y, z, shift in ((0, 2, 1, 4), (1, 0, 2, 6), (2, 1, 0, 8), (0, 2, 1, 16), (1, 0, 2, 19), (2, 1, 0, 4)):
+        words[x] = ((words[x] - words[y]) & U32) ^ _rol32(words[y], shift)
+        words[y] = (words[y] + words[z]) & U32
+    return words[0], words[1], words[2]
+
+
+def _jhash_final(a: int, b: int, c: int) -> int:
+    """lookup3's final mix (the kernel's __jhash_final); returns c."""
+    words = [a, b, c]
+    for x, y, shift in ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24)):
+        words[x] = ((words[x] ^ words[y]) - _rol32(words[y], shift)) & U32  # x ^= y; x -= rol(y, s)
+    return words[2]
+
+
+def _jhash(data: bytes, r0: int) -> bool:
+    """What jhash.c computes: 16 chained jhash rounds over the whole 12-byte blocks of the packet."""
+    length = min(len(data), 1500) // 12 * 12
+    value = 0
+    for _ in range(16 if length else 0):
+        a = b = c = (0xDEADBEEF + length + value) & U32
+        words = [int.from_bytes(data[i : i + 4], "little") for i in range(0, length, 4)]
+        for block in range(0, len(words) - 3, 3):
+            a, b, c = (a + words[block]) & U32, (b + words[block + 1]) & U32, (c + words[block + 2]) & U32
+            a, b, c = _jhash_mix(a, b, c)
+        a, b, c = (a + words[-3]) & U32, (b + words[-2]) & U32, (c + words[-1]) & U32
+        value = _jhash_final(a, b, c)
+    return r0 == value
+
+
+def _fibonacci(data: bytes, r0: int) -> bool:
+    """fibonacci.c: 20,000 steps of (a, b) -> (b, a + b) from (the input's first u32, 1)."""
+    a, b = (int.from_bytes(data[:4], "little") if len(data) >= 4 else 0), 1
+    for _ in range(20_000):
+        a, b = b, (a + b) & U64
+    return r0 == a
+
+
+def _sorted_check(data: bytes, r0: int) -> bool:
+    """sort.c's checksum: 8 rounds of 64 LCG values, sorted, folded with * 31."""
+    state = int.from_bytes(data[:4], "little") if len(data) >= 4 else 1
+    check = 0
+    for _ in range(8):
+        values = []
+        for _ in range(64):
+            state = (state * 1103515245 + 12345) & U32
+            values.append(state >> 8)
+        for value in sorted(values):
+            check = (check * 31 + value) & U64
+    return r0 == check
+
+
+CPU_BENCHMARKS = (
+    *(
+        Benchmark(bench.name, bench.make_input, _sorted_check) if bench.name == "sort" else bench
+        for bench in BENCHMARKS
+    ),
+    Benchmark("jhash", lambda: bytes((i * 29 + 3) & 0xFF for i in range(1500)), _jhash),
+    Benchmark("fibonacci", lambda: (12345).to_bytes(4, "little"), _fibonacci),
+)
+"""bench_interp's programs (sort with an exact check) and the hashes and loops only this table runs."""
 
 
 @dataclass(slots=True)
@@ -83,7 +154,7 @@ def build_native(tmp: Path) -> tuple[Any, str]:
     harness = tmp / "harness.c"
     harness.write_text(HARNESS)
     library = tmp / "libbench.so"
-    sources = [str(PROGS / f"{bench.name}.c") for bench in BENCHMARKS]
+    sources = [str(PROGS / f"{bench.name}.c") for bench in CPU_BENCHMARKS]
     command = [gcc, "-O2", "-DBENCH_NATIVE", "-shared", "-fPIC", *sources, str(harness), "-o", str(library)]
     built = subprocess.run(command, capture_output=True, text=True, check=False)
     if built.returncode:
@@ -220,16 +291,26 @@ class XdpCase:
     file: str
     program: str
     setup: Callable[[Any], None] | None = None
+    label: str = ""  # the row's name (the program's when empty)
 
 
 def _deny_first_source(obj: Any) -> None:
     obj.maps["deny_v4"].update_raw((32).to_bytes(4, "little") + bytes.fromhex("c0a80001"), bytes(4))
 
 
+def _set_backends(obj: Any) -> None:
+    """Every xdp_lb backend slot filled: each packet takes the whole path (lookup, rewrite, bpf_csum_diff)."""
+    for index in range(8):
+        backend = bytes([10, 0, 1, index + 1]) + bytes.fromhex("020000000a") + bytes([index]) + bytes(2)
+        obj.maps["backends"].update_raw(index.to_bytes(4, "little"), backend)
+
+
 XDP_CASES = (
     XdpCase("bpf2bpf", "xdp_no_calls"),
     XdpCase("xdp_firewall", "xdp_firewall", _deny_first_source),
     XdpCase("xdp_lb", "xdp_lb"),
+    XdpCase("xdp_lb", "xdp_lb", _set_backends, "xdp_lb (backends set: bpf_csum_diff)"),
+    XdpCase("tc_mark", "tc_mark", label="tc_mark (tc, bpf_skb_load_bytes)"),
 )
 PACKET = (
     bytes.fromhex("00112233445566778899aabb0800")
@@ -342,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Python {sys.version.split()[0]}, median of {args.runs} interleaved rounds; ns per run")
         _xdp_table(args.runs)
         return 0
-    selected = [bench for bench in BENCHMARKS if not args.names or bench.name in args.names]
+    selected = [bench for bench in CPU_BENCHMARKS if not args.names or bench.name in args.names]
     print(f"Python {sys.version.split()[0]}, median of {args.runs} interleaved rounds; ns per run\n")
     print(
         "| program | insns | compile ms | interp | JIT (call) | JIT (repeat) | JIT (repeat, unchecked) "
@@ -382,7 +463,7 @@ def _xdp_table(runs: int) -> None:
         columns = measure_xdp(case, runs)
         med = {key: column.median() for key, column in columns.items()}
         cells = [_ns(med[key], columns[key].skipped) for key in columns]
-        print(f"| {case.program} | {' | '.join(cells)} | {_ratio(med['jit repeat'], med['kernel'])} |")
+        print(f"| {case.label or case.program} | {' | '.join(cells)} | {_ratio(med['jit repeat'], med['kernel'])} |")
 
 
 if __name__ == "__main__":
