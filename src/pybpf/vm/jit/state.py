@@ -68,9 +68,17 @@ class Slot(IntEnum):
     TIMESPEC = 50
     """Two slots (tv_sec, tv_nsec) ``clock_gettime`` writes into."""
     TIMESPEC_NSEC = 51
+    PACKET_NATIVE = 52
+    """Which packet/checksum helpers native code serves itself this run (``native_packet.PacketNative`` bits)."""
+    PACKET_CTX = 53
+    """The context pointer the packet helpers accept as r1 (0: the run has no packet)."""
+    PACKET_DATA = 54
+    """The packet's ``data`` (native address); Python refreshes it after a helper reshapes the packet."""
+    PACKET_END = 55
+    """The packet's ``data_end``; a native batch sets it (and ``PACKET_DATA``) for every packet."""
 
 
-STATE_SLOTS = Slot.TIMESPEC_NSEC + 1
+STATE_SLOTS = max(Slot) + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
