@@ -3,8 +3,10 @@
 A helper call (``check_helper_call``) checks that the program type offers the helper and the
 license allows it, checks every argument against the prototype (``check_func_arg``), releases
 and acquires references, clobbers r1-r5 and types r0 from the return kind. A bpf-to-bpf call
-pushes a new frame with r1-r5 passed over; a ``bpf_loop``/``bpf_for_each_map_elem`` callback is
-entered as a frame of its own whose return goes back to the instruction after the helper call.
+pushes a new frame with r1-r5 passed over. A helper taking a callback hands back a
+:class:`~pybpf.verifier.callbacks.CallbackEntry` to explore: a synchronous callback's exit
+returns to the helper call itself (the call is a loop head, see :mod:`pybpf.verifier.callbacks`),
+a timer callback is an entry point of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, replace
 from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import Call
 from pybpf.platform import HELPER_PROTOS, ArgType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
+from pybpf.verifier import callbacks
+from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_SIZ,
     CALLER_SAVED,
@@ -25,8 +29,7 @@ from pybpf.verifier.machine import (
     reject,
     type_name,
 )
-from pybpf.verifier.memory import check_ctx_pointer, havoc_scalar_spills, helper_memory, invalidate_packet_pointers
-from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.memory import check_ctx_pointer, helper_memory, invalidate_packet_pointers
 from pybpf.verifier.state import RegState, RegType, StackState
 from pybpf.verifier.transfer import read_reg
 
@@ -35,7 +38,13 @@ _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET
 _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
 _MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
 _MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, buf"
-_CALLBACK_HELPERS = (HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM)
+# Helpers this verifier has no prototype for, refused with the reason rather than "unknown".
+_UNSUPPORTED_HELPERS = {
+    HelperId.USER_RINGBUF_DRAIN: "bpf_user_ringbuf_drain is not supported by this verifier: its callback receives "
+                                 "a struct bpf_dynptr, and dynptrs are not modelled",
+    HelperId.FIND_VMA: "bpf_find_vma is not supported by this verifier: its arguments are BTF-typed kernel "
+                       "objects (task_struct, vm_area_struct), which are not modelled",
+}
 
 
 @dataclass(slots=True)
@@ -70,14 +79,21 @@ def local_call(state: State, pc: int, target: int) -> None:
 
 
 def return_from_callee(state: State) -> int:
-    """``exit`` from a bpf-to-bpf call or callback: back to the caller; the pc to continue at."""
+    """``exit`` from a bpf-to-bpf call or callback: back to the caller; the pc to continue at.
+
+    A synchronous callback goes back to the helper call that invoked it, with the caller's
+    registers as they were before the call (``prepare_func_exit``): the call is then checked
+    again and may queue one more iteration."""
     callee = state.frames[-1]
     # A subprogram may return nothing (void): r0 goes back as it is, checked when the caller reads it.
     r0 = state.regs[0]
     if callee.callback:
-        _check_range(r0, (0, 1), "At callback return")
-        r0 = RegState.scalar()
-    elif r0.type is RegType.PTR_TO_STACK and r0.frameno == callee.frameno:
+        if r0.type is not RegType.SCALAR_VALUE:
+            raise reject("R0 not a scalar value")
+        _check_range(r0, callbacks.SYNC_RETURN_RANGE, "At callback return")
+        state.frames.pop()
+        return callee.callsite
+    if r0.type is RegType.PTR_TO_STACK and r0.frameno == callee.frameno:
         raise reject("cannot return stack pointer to the caller")
     state.frames.pop()
     caller = state.frames[-1]
@@ -94,6 +110,10 @@ def check_return(state: State, value_range: tuple[int, int] | None, *, privilege
     r0 = read_reg(state, 0)  # type: ignore[arg-type]
     for ref_id, alloc_pc in sorted(state.refs.items()):
         raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
+    if callbacks.is_async_entry(state):
+        # A timer callback is its own entry point; whatever the program type, it returns 0.
+        _check_range(r0, callbacks.ASYNC_RETURN_RANGE, "At async callback return")
+        return
     if r0.is_pointer and not privileged:
         raise reject("R0 leaks addr as return value")
     if value_range is not None:
@@ -122,11 +142,12 @@ def _check_range(r0: RegState, value_range: tuple[int, int], where: str) -> None
     raise reject(f"{where} the register R0 has{text} should have been in [{low}, {high}]")
 
 
-def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
-    """Check and apply a helper call; a callback frame to enter, if the helper calls one."""
+def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | None:
+    """Check and apply a helper call; a callback path to explore, if the helper calls one."""
     proto = HELPER_PROTOS.get(insn.helper)
     if proto is None:
-        raise reject(f"invalid func unknown#{insn.helper}")
+        unsupported = _UNSUPPORTED_HELPERS.get(insn.helper)  # type: ignore[call-overload]
+        raise reject(unsupported or f"invalid func unknown#{insn.helper}")
     name = f"bpf_{proto.name}"
     if not env.options.prog_type.allows_helper(insn.helper):
         raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
@@ -149,7 +170,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> Frame | None:
         raise reject("tail_call would lead to reference leak")
     if meta.lock is not None:
         _spin_lock(state, insn.helper, meta.lock)
-    callback = _callback_frame(env, state, pc, insn.helper, meta)
+    callback = _callback_entry(env, state, pc, insn.helper, meta)
     if meta.release_ref:
         _release(state, meta.release_ref, env.options.privileged)
     for number in CALLER_SAVED:
@@ -289,12 +310,31 @@ def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, 
     meta.mem = None
 
 
-def _callback_frame(env: Env, state: State, pc: int, helper: int, meta: _Meta) -> Frame | None:
-    if helper not in _CALLBACK_HELPERS or meta.callback is None:
+def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -> CallbackEntry | None:
+    """``push_callback_call``: the callback's arguments (``set_*_callback_state``) and its path."""
+    if helper not in callbacks.CALLBACK_HELPERS or meta.callback is None:
         return None
     context = meta.callback_ctx or RegState.const(0)
+    args: dict[int, RegState]
+    if helper == HelperId.TIMER_SET_CALLBACK:
+        timer = state.regs[1]
+        uid = timer.map_uid
+        args = {
+            1: RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid),
+            2: RegState.pointer(RegType.PTR_TO_MAP_KEY, map_uid=uid),
+            3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
+        }
+        env.async_callbacks.add(meta.callback)
+        return callbacks.enter_async(state, pc, meta.callback, args)
+    if not callbacks.should_iterate(state, helper):
+        callbacks.after_callback(state)
+        return None  # bpf_loop: nr_loops iterations already queued on this path
     if helper == HelperId.LOOP:
-        args = {1: RegState.scalar(Scalar.from_urange(0, (1 << 23) - 1)), 2: context}
+        # callback_fn(u32 index, void *ctx); the kernel leaves the index unbounded.
+        args = {1: RegState.scalar(), 2: context}
+    elif helper == HelperId.FIND_VMA:
+        # callback_fn(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
+        args = {1: state.regs[1], 2: RegState.pointer(RegType.PTR_TO_BTF_ID), 3: context}
     else:
         if meta.map_reg is None:
             raise reject("callback without a map")
@@ -305,10 +345,9 @@ def _callback_frame(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
             3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
             4: context,
         }
-    havoc_scalar_spills(state)
-    callback = new_frame(state, pc, meta.callback, args, callback=True)
-    del env
-    return callback
+    entry = callbacks.enter_sync(state, pc, meta.callback, args)
+    callbacks.after_callback(state)
+    return entry
 
 
 def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Meta) -> RegState:

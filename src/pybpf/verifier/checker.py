@@ -2,8 +2,8 @@
 
 ``verify`` runs the structural pass (:func:`~pybpf.verifier.structure.check_structure`), then
 the path-sensitive exploration (:mod:`pybpf.verifier.explore`), then the combined stack-depth
-check over call chains, and reports the outcome as a :class:`VerifierReport`; it never raises
-for a rejected program.
+check over call chains (:mod:`pybpf.verifier.stack_depth`, with the tail-call limit), and
+reports the outcome as a :class:`VerifierReport`; it never raises for a rejected program.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ from dataclasses import replace
 
 from pybpf.asm.printer import format_insn
 from pybpf.errors import VerifierError
-from pybpf.isa.insn import CallLocal, LabeledInsn, LoadImm64
-from pybpf.isa.opcodes import PseudoSrc
+from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection
 from pybpf.verifier.report import Diagnostic, VerifierReport
-from pybpf.verifier.state import MAX_BPF_STACK
-from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, StructureConfig, check_structure
+from pybpf.verifier.stack_depth import check_stack_depth
+from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, StructureConfig, check_structure
 
 MapsArg = Sequence[MapInfo] | Mapping[int, MapInfo] | MapResolver | None
 
@@ -64,7 +63,7 @@ def verify(
     explorer = Explorer(insns, structure, Env(options), _resolver(maps), insn_limit)
     try:
         explorer.run()
-        depths = _check_stack_depth(insns, structure, explorer.env.stack_depth)
+        depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks)
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths)
@@ -77,40 +76,6 @@ def _rejected(error: VerifierError, table: Mapping[int, LabeledInsn], processed:
     diagnostic = Diagnostic(error.pc, format_insn(labeled.insn) if labeled else None, error.reason, error.source,
                             path)
     return VerifierReport(False, processed, states, (diagnostic,), (*log, error.reason))
-
-
-def _check_stack_depth(insns: Sequence[LabeledInsn], structure: ProgramStructure,
-                       depths: Mapping[int, int]) -> tuple[int, ...]:
-    """``check_max_stack_depth``: the frames of any call chain together fit in 512 bytes.
-
-    Each function's frame is rounded up to 16 bytes, as the kernel does for JIT-compiled
-    programs. Callbacks (``lddw`` of a function) count as calls from the function taking them.
-    """
-    callees: dict[int, set[int]] = {sub.start: set() for sub in structure.subprogs}
-    for labeled in insns:
-        owner = structure.subprog_of(labeled.pc).start
-        insn = labeled.insn
-        if isinstance(insn, CallLocal):
-            callees[owner].add(labeled.pc + 1 + insn.off)
-        elif isinstance(insn, LoadImm64) and insn.src == PseudoSrc.FUNC:
-            callees[owner].add(labeled.pc + 1 + insn.imm)
-
-    def frame_size(start: int) -> int:
-        return (depths.get(start, 0) + 15) // 16 * 16
-
-    def deepest(start: int, chain: tuple[int, ...]) -> tuple[int, int]:
-        """(bytes, frames) of the deepest chain from ``start``."""
-        best = (0, 0)
-        for callee in callees.get(start, ()):
-            if callee in chain:
-                continue  # recursion is refused during exploration (frame limit)
-            best = max(best, deepest(callee, (*chain, callee)))
-        return frame_size(start) + best[0], best[1] + 1
-
-    total, frames = deepest(0, (0,))
-    if total > MAX_BPF_STACK:
-        raise VerifierError(None, f"combined stack size of {frames} calls is {total}. Too large")
-    return tuple(depths.get(sub.start, 0) for sub in structure.subprogs)
 
 
 def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:

@@ -25,6 +25,7 @@ from pybpf.isa.insn import (
     Endian,
     Exit,
     Goto,
+    Instruction,
     Jump,
     LabeledInsn,
     Load,
@@ -52,20 +53,17 @@ from pybpf.verifier.machine import (
     states_equal,
     states_identical,
 )
+from pybpf.verifier.precision import (
+    Checkpoint,
+    demanded_by_branch,
+    demanded_by_insn,
+    history_entry,
+    mark_precise,
+    precise_locations,
+)
 from pybpf.verifier.scalar_ops import endian, neg
 from pybpf.verifier.state import RegState, RegType, StackState
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    """A stored state at a prune point, with the number of live paths below it."""
-
-    state: State
-    branches: int
-    parent: Checkpoint | None
-    hits: int = 0
-    misses: int = 0
 
 
 @dataclass(slots=True)
@@ -91,11 +89,14 @@ class Explorer:
     pending: list[Work] = field(default_factory=list)
     live: dict[int, int] = field(default_factory=dict)
     live_slots: dict[int, int] = field(default_factory=dict)
+    # The kernel tracks precision for privileged loaders only (unprivileged: every scalar precise).
+    track_precision: bool = False
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
         self.live = live_registers(self.insns)
         self.live_slots = live_stack(self.insns)
+        self.track_precision = self.env.options.privileged
         for labeled in self.insns:
             target = branch_target(labeled.pc, labeled.insn)
             if target is not None:
@@ -140,6 +141,8 @@ class Explorer:
                 elif level == 1:
                     # As the kernel's level 1: the instructions walked, without register states.
                     self.log.append(f"{pc}: {format_insn(labeled.insn)}")
+                if self.track_precision:
+                    self._record(pc, labeled.insn, state, parent)
                 next_pc, state = self._step(pc, labeled, state, parent)
             except Rejection as error:
                 if error.pc is not None:
@@ -162,8 +165,13 @@ class Explorer:
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
-            if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
+            if states_equal(checkpoint.state, state, allow_uninit, live, live_slots, precision=self.track_precision):
                 checkpoint.hits += 1
+                if self.track_precision:
+                    # This path now relies on what the stored one relied on (propagate_precision).
+                    regs, slots = precise_locations(checkpoint.state, live, live_slots)
+                    if regs or slots:
+                        mark_precise(self.table, state.hist, parent, len(state.frames), regs, slots=slots)
                 return True, parent
             checkpoint.misses += 1
             evicted = evicted or checkpoint.misses > 3 * checkpoint.hits + 3
@@ -171,10 +179,30 @@ class Explorer:
             # As the kernel does: a finished state that keeps failing to prune only costs time;
             # forgetting it is safe (it can only mean more exploration).
             stored[:] = [c for c in stored if c.branches > 0 or c.misses <= 3 * c.hits + 3]
-        checkpoint = Checkpoint(state.copy(), 1, parent)
+        checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
+        checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
         stored.append(checkpoint)
         self.states_stored += 1
         return False, checkpoint
+
+    def _record(self, pc: int, insn: Instruction, state: State, parent: Checkpoint | None) -> None:
+        """Before stepping ``insn``: demand precision for the values it relies on, and add it to
+        the path's history."""
+        before = state.hist
+        mask = demanded_by_insn(insn, state)
+        if isinstance(insn, Exit) and state.regs[0].is_scalar and self._exit_checks_r0(state):
+            mask |= 1
+        if mask:
+            mark_precise(self.table, before, parent, len(state.frames), {len(state.frames) - 1: mask})
+        state.hist = history_entry(pc, insn, state, before)
+
+    def _exit_checks_r0(self, state: State) -> bool:
+        """Whether this exit checks r0's range (a callback, a restricted program type, a timer)."""
+        if len(state.frames) > 1:
+            return state.frame.callback
+        spec = self.env.options.prog_type
+        restricted = spec.return_range_for(self.env.options.attach_type)  # type: ignore[arg-type]
+        return restricted is not None or state.frames[0].subprog != 0
 
     @staticmethod
     def _end_path(parent: Checkpoint | None) -> None:
@@ -252,6 +280,11 @@ class Explorer:
     def _jump(self, pc: int, insn: Jump, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
         taken, fall = transfer.branch_states(state, insn, self.env)
         target = pc + 1 + insn.off
+        if self.track_precision and (taken is None or fall is None):
+            # The values decided the outcome: a state with other values might go the other way.
+            before = state.hist.prev if state.hist is not None else None
+            depth = len(state.frames)
+            mark_precise(self.table, before, parent, depth, {depth - 1: demanded_by_branch(insn, state)})
         if taken is None and fall is None:
             return None, state  # both edges impossible: this path is itself dead
         if taken is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pybpf.errors import VerifierError
 from pybpf.isa.insn import LoadImm64
@@ -20,6 +21,9 @@ from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.state import IdMap, RegState, RegType, StackState, regsafe, stacksafe
 from pybpf.verifier.tnum import U64
+
+if TYPE_CHECKING:
+    from pybpf.verifier.precision import HistEntry
 
 MAX_CALL_FRAMES = 8
 BPF_MAX_VAR_OFF = 1 << 29
@@ -106,6 +110,9 @@ class State:
     refs: dict[int, int] = field(default_factory=dict)  # reference id -> pc that acquired it
     path: PathStep | None = None
     lock: tuple[int | None, int] | None = None  # the held bpf_spin_lock: (map, offset in the value)
+    # The instructions stepped since the last checkpoint (the kernel's jmp_history), for
+    # precision backtracking; shared between copies (immutable).
+    hist: HistEntry | None = None
 
     @property
     def frame(self) -> Frame:
@@ -116,7 +123,7 @@ class State:
         return self.frames[-1].regs
 
     def copy(self) -> State:
-        return State([f.copy() for f in self.frames], dict(self.refs), self.path, self.lock)
+        return State([f.copy() for f in self.frames], dict(self.refs), self.path, self.lock, self.hist)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -146,13 +153,14 @@ class State:
 
 
 def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
-                 live_slots: int = -1) -> bool:
+                 live_slots: int = -1, *, precision: bool = False) -> bool:
     """The kernel's ``states_equal`` (RANGE_WITHIN): ``old``'s explored paths cover ``cur``.
 
     ``live`` masks the innermost frame's registers that some continuation may read (see
     :mod:`pybpf.verifier.liveness`); a dead one is skipped as the kernel skips a register
     without REG_LIVE_READ. Caller frames are compared whole (their liveness would be the return
-    site's, which we do not track). ``live_slots`` does the same for the innermost stack."""
+    site's, which we do not track). ``live_slots`` does the same for the innermost stack.
+    ``precision``: imprecise scalars of ``old`` cover anything (only for a finished ``old``)."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return False
     ids = IdMap()
@@ -166,11 +174,11 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (
                 continue  # dead here: no continuation reads it
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
-            if not regsafe(old_reg, cur_reg, ids):
+            if not regsafe(old_reg, cur_reg, ids, precision=precision):
                 return False
         slots = live_slots if depth == innermost else -1
         if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
-                         live_slots=slots):
+                         live_slots=slots, precision=precision):
             return False
     return all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True))
 

@@ -8,9 +8,9 @@ fixed offset ``off`` and a variable offset ``var_off`` (a :class:`Scalar`; for a
 register.
 
 :func:`regsafe` and :func:`stacksafe` answer the pruning question: is every execution from the
-*current* state already covered by an explored *old* one? They follow the kernel, with one
-conservative simplification: there is no precision tracking, so every live register and stack
-slot the old state defines is compared, and every scalar is compared precisely. Liveness (which
+*current* state already covered by an explored *old* one? They follow the kernel, with precision
+tracking optional (``precision=True``: an imprecise old scalar covers any scalar; see
+:mod:`pybpf.verifier.precision`). Liveness (which
 registers and slots a continuation may still read) comes from :mod:`pybpf.verifier.liveness`.
 """
 
@@ -75,6 +75,10 @@ class RegState:
     mem_size: int = 0
     range: int = 0
     frameno: int = 0
+    # Whether some explored continuation relied on this scalar's exact value (see
+    # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
+    # left out of equality, as the kernel's memcmp-based comparisons leave it out.
+    precise: bool = field(default=False, compare=False)
 
     @classmethod
     def not_init(cls) -> RegState:
@@ -99,6 +103,14 @@ class RegState:
     @property
     def is_pointer(self) -> bool:
         return self.type not in (RegType.NOT_INIT, RegType.SCALAR_VALUE)
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.type is RegType.SCALAR_VALUE
+
+    @property
+    def is_stack_pointer(self) -> bool:
+        return self.type is RegType.PTR_TO_STACK
 
     def join(self, other: RegState) -> RegState:
         """A register state covering both; NOT_INIT (unusable) when they cannot be merged."""
@@ -174,14 +186,20 @@ def regs_exact(old: RegState, cur: RegState, ids: IdMap) -> bool:
     )
 
 
-def regsafe(old: RegState, cur: RegState, ids: IdMap) -> bool:
-    """Whether ``cur`` is at least as constrained as ``old`` (so old's verdict covers it)."""
+def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False) -> bool:
+    """Whether ``cur`` is at least as constrained as ``old`` (so old's verdict covers it).
+
+    With ``precision``, an imprecise scalar of ``old`` covers any scalar: no explored
+    continuation relied on its value (the kernel's ``!rold->precise`` case). Only sound when
+    ``old``'s precision marks are complete, i.e. every path below it has finished."""
     if old.type is RegType.NOT_INIT:
         return True  # the explored path never relied on this register
     if cur.type is not old.type:
         return False
     match old.type:
         case RegType.SCALAR_VALUE:
+            if precision and not old.precise:
+                return True
             # ``off`` of a linked scalar is its constant distance from the copies sharing its id.
             return old.off == cur.off and ids.check_scalar(old.id, cur.id) and _offsets_within(old, cur)
         case t if t in SIZED_MEMORY_TYPES:
@@ -267,7 +285,7 @@ _SPECIAL = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK
 
 
 def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True,
-              live_slots: int = -1) -> bool:
+              live_slots: int = -1, precision: bool = False) -> bool:
     """Whether every byte the old stack defines is matched (or covered) by the current stack.
 
     A slot whose bit is clear in ``live_slots`` is never read again and is skipped, unless it
@@ -281,7 +299,7 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
                 return False
         # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
         spilled = any(byte is SlotByte.STACK_SPILL for byte in old_slot.slot_type)
-        if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids):
+        if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision):
             return False
         if any(byte in _SPECIAL for byte in old_slot.slot_type):
             # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.

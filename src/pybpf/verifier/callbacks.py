@@ -1,0 +1,185 @@
+"""Callbacks: helper-invoked functions verified the way the kernel verifies them.
+
+A *synchronous* callback (``bpf_loop``, ``bpf_for_each_map_elem``, ``bpf_find_vma``,
+``bpf_user_ringbuf_drain``) may run any number of times, 0 included, before the helper returns.
+The kernel (``push_callback_call``) therefore treats the helper call as a loop head:
+
+* the path that executes the call continues after it at once (the callback ran 0 times), and
+  a copy of the state *before* the call's clobbers is queued entering the callback
+  (:func:`enter_sync`), with the calling frame's ``callback_depth`` incremented;
+* when the callback exits, execution goes back to the *call instruction itself*
+  (``return_from_callee``), which re-checks the arguments and queues one more iteration;
+* at the call site a state still being explored (a loop in progress) prunes an equal-or-wider
+  new one (``calls_callback`` in ``is_state_visited``), so iterating stops once states
+  converge, and ``bpf_loop`` stops queueing iterations after ``nr_loops``'s maximum.
+
+The state after the call thus covers every number of iterations. The kernel converges on
+counters kept in the caller's stack because an imprecise scalar matches any scalar; we compare
+scalars exactly, so after :data:`WIDEN_AFTER` iterations :func:`widen` forgets whatever changed
+since the iteration in progress at the call site. Widening only loses information: it can
+reject a program the kernel accepts (a ``bpf_loop`` with a small constant count whose callback
+needs a counter's exact value on every iteration: the kernel unrolls all of them), never the
+reverse.
+
+An *asynchronous* callback (``bpf_timer_set_callback``) runs later, on a stack of its own: it
+is verified as a separate entry point (``push_async_cb``) with r1 = the timer's map, r2 = key,
+r3 = value, and must return 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from pybpf.platform import HelperId
+from pybpf.verifier.machine import MAX_CALL_FRAMES, Frame, State, reject
+from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.state import IdMap, RegState, RegType, SlotByte, StackSlot, StackState, regsafe
+
+SYNC_CALLBACK_HELPERS = frozenset({HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM, HelperId.FIND_VMA,
+                                   HelperId.USER_RINGBUF_DRAIN})
+"""Helpers whose callback runs before they return (``is_sync_callback_calling_function``)."""
+ASYNC_CALLBACK_HELPERS = frozenset({HelperId.TIMER_SET_CALLBACK})
+CALLBACK_HELPERS = SYNC_CALLBACK_HELPERS | ASYNC_CALLBACK_HELPERS
+
+SYNC_RETURN_RANGE = (0, 1)
+ASYNC_RETURN_RANGE = (0, 0)
+
+WIDEN_AFTER = 2
+"""Exact iterations of a callback before changed values are widened (see the module docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEntry:
+    """A path to explore into a callback: its first pc and the state entering it."""
+
+    pc: int
+    state: State
+    is_async: bool
+
+
+def _callee_frame(caller: State, callsite: int, start: int, args: dict[int, RegState], frameno: int,
+                  *, callback: bool) -> Frame:
+    regs = [RegState.not_init() for _ in range(11)]
+    for number, value in args.items():
+        regs[number] = value
+    regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=frameno)
+    del caller
+    return Frame(regs, StackState(), callsite, start, frameno, callback)
+
+
+def should_iterate(state: State, helper: int) -> bool:
+    """Whether one more iteration is queued: ``bpf_loop`` stops at ``nr_loops``'s maximum."""
+    if helper != HelperId.LOOP:
+        return True
+    nr_loops = state.regs[1]
+    limit = nr_loops.var_off.umax if nr_loops.type is RegType.SCALAR_VALUE else 1 << 64
+    return state.frame.callback_depth < limit
+
+
+def enter_sync(state: State, pc: int, start: int, args: dict[int, RegState]) -> CallbackEntry:
+    """The path entering a synchronous callback, from the state before the call's clobbers.
+
+    The calling frame's registers keep the helper's arguments: the callback's exit returns to
+    the call instruction, which checks them again and queues the next iteration."""
+    if len(state.frames) >= MAX_CALL_FRAMES:
+        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep")
+    forked = state.copy()
+    forked.frame.callback_depth += 1
+    forked.frames.append(_callee_frame(state, pc, start, args, len(state.frames), callback=True))
+    return CallbackEntry(start, forked, is_async=False)
+
+
+def enter_async(state: State, pc: int, start: int, args: dict[int, RegState]) -> CallbackEntry:
+    """A timer callback: a fresh state whose only frame is the callback's (no caller, no refs)."""
+    frame = _callee_frame(state, pc, start, args, 0, callback=False)
+    frame.callsite = -1
+    return CallbackEntry(start, State([frame]), is_async=True)
+
+
+def is_async_entry(state: State) -> bool:
+    """Whether the outermost frame is an asynchronous callback rather than the main program."""
+    return state.frames[0].subprog != 0
+
+
+def after_callback(state: State) -> None:
+    """The continuing path (the callback ran for the last time): ``callback_depth`` restarts."""
+    state.frame.callback_depth = 0
+
+
+def wants_widening(state: State) -> bool:
+    """Whether a state returning to a callback call site should be widened (module docstring)."""
+    return state.frame.callback_depth >= WIDEN_AFTER
+
+
+# -- widening ------------------------------------------------------------------------------------
+
+
+def _widen_reg(old: RegState, cur: RegState) -> RegState:
+    if regsafe(old, cur, IdMap()):
+        return cur
+    if old.type is not cur.type:
+        return RegState.not_init()
+    if cur.type is RegType.SCALAR_VALUE:
+        return RegState.scalar()
+    if old.off != cur.off or old.map_uid != cur.map_uid or old.frameno != cur.frameno \
+            or old.maybe_null != cur.maybe_null or old.mem_size != cur.mem_size:
+        return RegState.not_init()
+    # Same kind of pointer whose variable offset or checked range moved: keep the kind, lose
+    # the offset (any access through it is then refused) and keep the smaller checked range.
+    var_off = cur.var_off if old.var_off.includes(cur.var_off) else Scalar.unknown()
+    return replace(cur, var_off=var_off, range=min(old.range, cur.range))
+
+
+def _widen_byte(old: SlotByte, cur: SlotByte) -> SlotByte:
+    if old is cur:
+        return cur
+    if SlotByte.STACK_INVALID in (old, cur):
+        return SlotByte.STACK_INVALID  # maybe never written on some iteration
+    return SlotByte.STACK_MISC
+
+
+def _widen_slot(old: StackSlot, cur: StackSlot) -> StackSlot:
+    if old == cur:
+        return cur
+    if old.is_spilled_register() and cur.is_spilled_register():
+        widened = _widen_reg(old.spilled_ptr, cur.spilled_ptr)
+        if widened.type is not RegType.NOT_INIT:
+            return StackSlot.spill(widened)
+    return StackSlot(tuple(_widen_byte(o, c) for o, c in zip(old.slot_type, cur.slot_type, strict=True)))
+
+
+def _widen_stack(old: StackState, cur: StackState) -> StackState:
+    size = max(len(old.slots), len(cur.slots))
+    return StackState(tuple(_widen_slot(old.slot(index), cur.slot(index)) for index in range(size)))
+
+
+def widen(state: State, old: State) -> None:
+    """Forget, in place, whatever in ``state`` differs from ``old`` (same call chain)."""
+    for old_frame, frame in zip(old.frames, state.frames, strict=True):
+        frame.regs = [_widen_reg(o, c) for o, c in zip(old_frame.regs, frame.regs, strict=True)]
+        frame.stack = _widen_stack(old_frame.stack, frame.stack)
+
+
+def same_chain(old: State, cur: State) -> bool:
+    """Whether two states are in the same call chain (so one can be widened against the other)."""
+    return len(old.frames) == len(cur.frames) and all(
+        a.callsite == b.callsite and a.subprog == b.subprog for a, b in zip(old.frames, cur.frames, strict=True))
+
+
+__all__ = [
+    "ASYNC_CALLBACK_HELPERS",
+    "ASYNC_RETURN_RANGE",
+    "CALLBACK_HELPERS",
+    "SYNC_CALLBACK_HELPERS",
+    "SYNC_RETURN_RANGE",
+    "WIDEN_AFTER",
+    "CallbackEntry",
+    "after_callback",
+    "enter_async",
+    "enter_sync",
+    "is_async_entry",
+    "same_chain",
+    "should_iterate",
+    "wants_widening",
+    "widen",
+]

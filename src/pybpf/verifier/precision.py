@@ -1,0 +1,359 @@
+"""Precision tracking, as the kernel's ``mark_chain_precision``: which scalars' values matter.
+
+A scalar starts *imprecise*: when a stored state is compared with a new one (pruning), an
+imprecise scalar of the stored state covers any scalar (``regsafe``). It becomes *precise* once
+a continuation relied on its exact value: as an offset added to a pointer, a size or nullable
+pointer passed to a helper, the return value at an exit whose range is restricted, or an operand
+of a conditional jump whose outcome was decided by the values (one edge impossible). The demand
+is then propagated backwards (:func:`mark_precise`): through the instructions of the current path
+(:class:`HistEntry`, the kernel's ``jmp_history``) that produced the value (``backtrack_insn``),
+into the stored states at the prune points passed on the way (:class:`Checkpoint`), which are
+the only states precision marks live in, and on into their own histories.
+
+Soundness rests on two facts. A checkpoint is used for pruning only once every path below it has
+finished, and each of those paths has by then propagated its demands up to it: its marks are
+complete. And a path pruned against a stored state relied on that state's precise scalars, so
+those are demanded from the pruned path in turn (the kernel's ``propagate_precision``).
+Whatever the backward walk cannot follow (a frame change: bpf-to-bpf calls, callbacks, exits of
+a subprogram) falls back to marking every scalar of every checkpoint up the chain precise, which
+is exactly the comparison this verifier made before precision tracking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from pybpf.isa.insn import (
+    Atomic,
+    Bin,
+    BinOp,
+    Call,
+    Instruction,
+    Jump,
+    LabeledInsn,
+    Load,
+    LoadImm64,
+    PacketLoad,
+    Reg,
+    Store,
+)
+from pybpf.platform import HELPER_PROTOS, ArgType
+from pybpf.verifier.machine import State
+from pybpf.verifier.state import BPF_REG_SIZE, SlotByte, StackSlot
+
+_MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
+_ARGS_MASK = 0b111110  # r1-r5
+_POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
+# Helper arguments whose scalar value the checks do not look at (flags, tail-call index...).
+_VALUE_FREE_ARGS = frozenset({ArgType.ANYTHING, ArgType.DONTCARE})
+
+
+@dataclass(frozen=True, slots=True)
+class HistEntry:
+    """One instruction stepped on the current path since its last checkpoint (a persistent list).
+
+    ``slots`` are the stack slots a load/store/atomic touched at a constant offset, as
+    (frame index, slot index) pairs; ``whole`` says a store overwrote its one slot entirely.
+    ``linked`` lists, for a jump comparing two scalars, every location holding a scalar linked
+    (same id) to an operand: ('r' or 's', frame index, register or slot index). ``crossing``
+    marks an instruction that entered or left a frame."""
+
+    pc: int
+    prev: HistEntry | None
+    slots: tuple[tuple[int, int], ...] = ()
+    whole: bool = False
+    linked: tuple[tuple[str, int, int], ...] = ()
+    crossing: bool = False
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A stored state at a prune point, the number of live paths below it, and the path from
+    its parent checkpoint to it (``hist``: the instructions stepped in between).
+
+    ``all_precise`` records that every scalar here and in every ancestor is already precise."""
+
+    state: State
+    branches: int
+    parent: Checkpoint | None
+    hits: int = 0
+    misses: int = 0
+    hist: HistEntry | None = None
+    all_precise: bool = False
+
+
+class _Demand:
+    """The backtracking set (``struct backtrack_state``): registers and stack slots per frame."""
+
+    __slots__ = ("regs", "slots")
+
+    def __init__(self, depth: int) -> None:
+        self.regs = [0] * depth
+        self.slots = [0] * depth
+
+    def empty(self) -> bool:
+        return not any(self.regs) and not any(self.slots)
+
+
+def _is_scalar_spill(slot: StackSlot) -> bool:
+    return any(byte is SlotByte.STACK_SPILL for byte in slot.slot_type) and slot.spilled_ptr.is_scalar
+
+
+def demanded_by_insn(insn: Instruction, state: State) -> int:
+    """Registers (a mask) whose exact values ``insn`` relies on, before it executes.
+
+    Conditional jumps are not here: whether they rely on their operands depends on the outcome
+    (see :func:`demanded_by_branch`). The return value at an exit is the explorer's to demand."""
+    regs = state.regs
+    if isinstance(insn, Bin):
+        if insn.op in _POINTER_MATH and insn.is64 and isinstance(insn.src, Reg):
+            dst, src = regs[insn.dst], regs[insn.src]
+            if dst.is_pointer and src.is_scalar:
+                return 1 << int(insn.src)
+            if src.is_pointer and dst.is_scalar:
+                return 1 << int(insn.dst)
+        return 0
+    if isinstance(insn, Call):
+        proto = HELPER_PROTOS.get(insn.helper)
+        if proto is None:
+            return 0
+        mask = 0
+        for index, arg in enumerate(proto.args[:5]):
+            if arg.type not in _VALUE_FREE_ARGS and regs[index + 1].is_scalar:
+                mask |= 1 << (index + 1)
+        return mask
+    return 0
+
+
+def demanded_by_branch(insn: Jump, state: State) -> int:
+    """The scalar operands of a jump whose outcome was decided (one edge impossible)."""
+    mask = 0
+    if state.regs[insn.dst].is_scalar:
+        mask |= 1 << int(insn.dst)
+    if isinstance(insn.src, Reg) and state.regs[insn.src].is_scalar:
+        mask |= 1 << int(insn.src)
+    return mask
+
+
+def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | None) -> HistEntry:
+    """The history record for stepping ``insn`` at ``pc`` from ``state`` (before it executes)."""
+    base_reg: Reg | None = None
+    if isinstance(insn, Load):
+        base_reg = insn.src
+    elif isinstance(insn, Store | Atomic):
+        base_reg = insn.dst
+        if isinstance(insn, Atomic) and state.regs[insn.src].is_pointer:
+            base_reg = insn.src  # LOAD_ACQ encodes its address in src
+    elif isinstance(insn, Jump):
+        return HistEntry(pc, prev, linked=_linked(insn, state))
+    elif isinstance(insn, Call):
+        proto = HELPER_PROTOS.get(insn.helper)
+        calls_back = proto is not None and any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args)
+        return HistEntry(pc, prev, crossing=calls_back)
+    else:
+        return HistEntry(pc, prev)
+    base = state.regs[base_reg]
+    constant = base.var_off.const_value() if base.is_stack_pointer else None
+    if constant is None:
+        return HistEntry(pc, prev)
+    size = insn.size.nbytes
+    start = base.off + insn.off + (constant - (1 << 64) if constant >> 63 else constant)
+    if start >= 0 or start < -(1 << 16):
+        return HistEntry(pc, prev)  # out of the frame: the access itself is rejected
+    first, last = (-start - 1) // BPF_REG_SIZE, (-(start + size - 1) - 1) // BPF_REG_SIZE
+    touched = tuple((base.frameno, index) for index in range(min(first, last), max(first, last) + 1))
+    whole = isinstance(insn, Store) and size == BPF_REG_SIZE and start % BPF_REG_SIZE == 0
+    return HistEntry(pc, prev, slots=touched, whole=whole)
+
+
+def _linked(insn: Jump, state: State) -> tuple[tuple[str, int, int], ...]:
+    ids = set()
+    dst = state.regs[insn.dst]
+    if not dst.is_scalar:
+        return ()
+    if dst.id:
+        ids.add(dst.id)
+    if isinstance(insn.src, Reg):
+        src = state.regs[insn.src]
+        if not src.is_scalar:
+            return ()
+        if src.id:
+            ids.add(src.id)
+    if not ids:
+        return ()
+    found: list[tuple[str, int, int]] = []
+    for frameno, frame in enumerate(state.frames):
+        for number, reg in enumerate(frame.regs):
+            if reg.id in ids and reg.is_scalar:
+                found.append(("r", frameno, number))
+        for index, slot in enumerate(frame.stack.slots):
+            if slot.spilled_ptr.id in ids and _is_scalar_spill(slot):
+                found.append(("s", frameno, index))
+    return tuple(found)
+
+
+def _demanded(demand: _Demand, location: tuple[str, int, int]) -> bool:
+    kind, frameno, index = location
+    bits = demand.regs[frameno] if kind == "r" else demand.slots[frameno]
+    return bool(bits >> index & 1)
+
+
+def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
+    """``backtrack_insn``: turn the demand after ``insn`` into the demand before it.
+
+    False when the instruction is one this walk cannot see through (fall back)."""
+    if entry.crossing:
+        return False
+    frame = len(demand.regs) - 1
+    regs = demand.regs[frame]
+    if isinstance(insn, Bin):
+        dst = 1 << int(insn.dst)
+        if regs & dst:
+            if insn.op in _MOVES:
+                regs &= ~dst
+            if isinstance(insn.src, Reg):
+                regs |= 1 << int(insn.src)
+    elif isinstance(insn, LoadImm64):
+        regs &= ~(1 << int(insn.dst))
+    elif isinstance(insn, Load):
+        dst = 1 << int(insn.dst)
+        if regs & dst:
+            regs &= ~dst
+            for frameno, index in entry.slots:
+                demand.slots[frameno] |= 1 << index
+    elif isinstance(insn, Store):
+        for frameno, index in entry.slots:
+            if demand.slots[frameno] >> index & 1:
+                if entry.whole:
+                    demand.slots[frameno] &= ~(1 << index)
+                if isinstance(insn.src, Reg):
+                    regs |= 1 << int(insn.src)
+    elif isinstance(insn, Atomic):
+        # Conservative: whatever the memory operand and the registers involved, keep them all.
+        involved = (1 << int(insn.dst)) | (1 << int(insn.src)) | 1
+        if regs & involved or any(demand.slots[f] >> i & 1 for f, i in entry.slots):
+            regs |= involved
+            for frameno, index in entry.slots:
+                demand.slots[frameno] |= 1 << index
+    elif isinstance(insn, Jump):
+        operands = 1 << int(insn.dst)
+        if isinstance(insn.src, Reg):
+            operands |= 1 << int(insn.src)
+        demand.regs[frame] = regs
+        if regs & operands or any(_demanded(demand, location) for location in entry.linked):
+            # The outcome refined the operands and every scalar linked to them: the values
+            # they had before it and the other operand decide what they hold after it.
+            regs |= operands
+            for kind, frameno, index in entry.linked:
+                if kind == "r" and frameno == frame:
+                    regs |= 1 << index
+                elif kind == "r":
+                    demand.regs[frameno] |= 1 << index
+                else:
+                    demand.slots[frameno] |= 1 << index
+    elif isinstance(insn, Call | PacketLoad):
+        regs &= ~1  # r0 is the result; nothing of it flows from before
+        if regs & _ARGS_MASK:
+            return False  # r1-r5 are clobbered: a demand on them cannot come from after the call
+    demand.regs[frame] = regs
+    return True
+
+
+def mark_precise(table: Mapping[int, LabeledInsn], hist: HistEntry | None, parent: Checkpoint | None,
+                 depth: int, regs: Mapping[int, int], *, slots: Mapping[int, int] | None = None) -> None:
+    """``__mark_chain_precision``: the path whose history is ``hist`` (below checkpoint ``parent``,
+    in a state ``depth`` frames deep) relies on the exact values of the registers ``regs`` and of
+    the spilled scalars in ``slots`` (each: frame index -> mask), as they are *before* the
+    instruction after ``hist``. Marks them, and whatever produced them, precise in the checkpoints."""
+    demand = _Demand(depth)
+    for frameno, mask in regs.items():
+        demand.regs[frameno] |= mask
+    for frameno, mask in (slots or {}).items():
+        demand.slots[frameno] |= mask
+    while True:
+        node = hist
+        while node is not None:
+            if demand.empty():
+                return
+            if not _backtrack(node, table[node.pc].insn, demand):
+                mark_all_precise(parent)
+                return
+            node = node.prev
+        if parent is None or demand.empty():
+            return
+        if parent.all_precise:
+            return
+        if len(parent.state.frames) != len(demand.regs):
+            mark_all_precise(parent)
+            return
+        _mark_in(parent.state, demand)
+        hist, parent = parent.hist, parent.parent
+
+
+def _mark_in(state: State, demand: _Demand) -> None:
+    """Mark the demanded scalars of a stored state precise; drop the already precise ones (their
+    own producers were marked when they became precise) and whatever is not a scalar here."""
+    for frameno, frame in enumerate(state.frames):
+        mask = demand.regs[frameno]
+        number = 0
+        while mask >> number:
+            if mask >> number & 1:
+                reg = frame.regs[number]
+                if reg.is_scalar and not reg.precise:
+                    frame.regs[number] = replace(reg, precise=True)
+                else:
+                    demand.regs[frameno] &= ~(1 << number)
+            number += 1
+        mask = demand.slots[frameno]
+        index = 0
+        while mask >> index:
+            if mask >> index & 1:
+                slot = frame.stack.slot(index)
+                if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
+                    marked = StackSlot(slot.slot_type, replace(slot.spilled_ptr, precise=True))
+                    frame.stack = frame.stack.with_slot(index, marked)
+                else:
+                    demand.slots[frameno] &= ~(1 << index)
+            index += 1
+
+
+def mark_all_precise(checkpoint: Checkpoint | None) -> None:
+    """The fallback (``mark_all_scalars_precise``): every scalar of every checkpoint up the chain."""
+    while checkpoint is not None and not checkpoint.all_precise:
+        for frame in checkpoint.state.frames:
+            frame.regs = [replace(reg, precise=True) if reg.is_scalar and not reg.precise else reg
+                          for reg in frame.regs]
+            for index, slot in enumerate(frame.stack.slots):
+                if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
+                    frame.stack = frame.stack.with_slot(
+                        index, StackSlot(slot.slot_type, replace(slot.spilled_ptr, precise=True)))
+        checkpoint.all_precise = True
+        checkpoint = checkpoint.parent
+
+
+def precise_locations(state: State, live: int, live_slots: int) -> tuple[dict[int, int], dict[int, int]]:
+    """What pruning against a stored state relied on: its precise registers and precise spilled
+    slots (each: frame index -> mask). Dead locations of the innermost frame are left out, as the
+    comparison skips them."""
+    innermost = len(state.frames) - 1
+    regs: dict[int, int] = {}
+    slots: dict[int, int] = {}
+    for frameno, frame in enumerate(state.frames):
+        mask = 0
+        for number, reg in enumerate(frame.regs):
+            if reg.precise and reg.is_scalar:
+                mask |= 1 << number
+        if frameno == innermost:
+            mask &= live
+        if mask:
+            regs[frameno] = mask
+        mask = 0
+        for index, slot in enumerate(frame.stack.slots):
+            if slot.spilled_ptr.precise and _is_scalar_spill(slot):
+                mask |= 1 << index
+        if frameno == innermost:
+            mask &= live_slots
+        if mask:
+            slots[frameno] = mask
+    return regs, slots
