@@ -59,6 +59,7 @@ from pybpf.vm.jit.native_helpers import (
     native_lookup_enabled,
     native_system_bits,
 )
+from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, fill_packet_slots, refresh_packet_slots
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
@@ -159,6 +160,11 @@ class JitProgram:
             if isinstance(item.insn, Call) and item.insn.helper in NATIVE_SYSTEM_HELPERS
         )
         self._clock_fn = clock_gettime_address() if HelperId.KTIME_GET_NS in self._system_helpers else 0
+        self._packet_helpers = frozenset(
+            item.insn.helper
+            for item in self.insns
+            if isinstance(item.insn, Call) and item.insn.helper in NATIVE_PACKET_HELPERS
+        )
         self.bounds_checks = bounds_checks
         key = cache_key(self.insns, table, opt_level, bounds_checks) if cache is not None else None
         compiled = cache.get(key) if cache is not None and key is not None else None
@@ -371,6 +377,7 @@ class JitProgram:
                 program._bind(state)
                 program._fill_ranges(run)
                 program._fill_maps(run, user)
+                program._fill_packet(run, user)
                 program._runs[key] = run
                 try:
                     started = time.perf_counter_ns()
@@ -451,6 +458,13 @@ class JitProgram:
             raise VmError("LD_ABS/LD_IND needs a packet, and this run has none", pc)
         raise VmError(f"native code reported status {status.name} without an error", pc)
 
+    def _fill_packet(self, run: _Run, user: object) -> None:
+        """What the native packet and checksum helpers read (see pybpf.vm.jit.native_packet)."""
+        if self._packet_helpers:
+            fill_packet_slots(run.state, self.helpers, self._packet_helpers, user)
+        else:
+            run.state[Slot.PACKET_NATIVE] = run.state[Slot.PACKET_CTX] = 0
+
     def instruction_limit_for(self, run: _Run) -> int:
         return run.env.limit if run.env is not None else self.instruction_limit
 
@@ -475,6 +489,8 @@ class JitProgram:
                 raise HelperError(f"helper {helper} failed: {type(error).__name__}: {error}", pc) from error
             if not isinstance(result, int):
                 raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
+            if run.state[Slot.PACKET_CTX]:  # the helper may have moved or resized the packet
+                refresh_packet_slots(run.state, env.user)
             if env.pending_tail is not None:
                 # Native code returns to run()'s dispatcher, which starts the target's native code.
                 run.tail_target = self._tail_target(env.pending_tail)
