@@ -12,12 +12,33 @@ written, and read back, at its starting offset, so its tail may run into the sec
 The consumer (:class:`RingBufferConsumer`) is polled from the same thread: ``poll()`` hands every
 committed record to its callback, skips discarded ones and stops at a record still being
 written, exactly as libbpf's ``ring_buffer__poll`` (without the epoll wait).
+
+The records and positions may live in memory shared with a consumer in another process (a
+pinned ring), so the protocol is the kernel's, word for word:
+
+- Every position and every record's length word is read and written with **one aligned store or
+  load** (through ``memoryview.cast``, which copies a whole machine word). ``struct.pack_into``
+  with a ``<`` format writes byte by byte, and a reader in another process then sees a torn
+  value: a producer position ahead of any record reserved so far (the consumer read a zeroed
+  header as an empty record and lost its alignment) or a consumer position off by a carry (the
+  producer overwrote records not yet read, or found a free ring full).
+- The producer writes a record's header (length with BUSY) before it publishes the new producer
+  position, and clears BUSY (one store of the length word) only after the record's data; the
+  consumer reads the producer position, then the header, then the data, and publishes its new
+  consumer position only **after** copying the record out (libbpf's order: the callback, then
+  ``smp_store_release(consumer_pos)``), so the producer never reuses bytes still being read.
+- Stores are seen in program order and loads are not reordered with loads on x86-64 (TSO); with
+  aligned words this is the kernel's acquire/release pairing. Weakly ordered CPUs would need
+  fences, which Python cannot emit: there a pinned ring is correct only within one process.
+- Producers in one process are serialised by a lock (the kernel's ``rb->spinlock``): a hook may
+  fire from several threads.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno as errno_codes
-import struct
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -32,10 +53,9 @@ BPF_RINGBUF_BUSY_BIT = 1 << 31
 BPF_RINGBUF_DISCARD_BIT = 1 << 30
 BPF_RINGBUF_HDR_SZ = 8
 RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4
-_HEADER = struct.Struct("<II")
-_POSITION = struct.Struct("<Q")
-_CONSUMER_POS = 0
-_PRODUCER_POS = 8
+_WORD = 4  # the header's length word, then its pg_off word
+_CONSUMER_POS = 0  # index of the u64 words in the positions buffer
+_PRODUCER_POS = 1
 _POSITIONS_SIZE = 16
 POSITIONS_SIZE = _POSITIONS_SIZE
 """Bytes of a ring's shared positions: u64 consumer_pos, then u64 producer_pos."""
@@ -60,26 +80,30 @@ class RingBufMap(Map):
         # The positions live in a buffer (the kernel's consumer and producer pages) so that they
         # can move into memory shared with another process (move_storage), with the data.
         self._positions: memoryview = memoryview(bytearray(_POSITIONS_SIZE))
+        # Word views: one item access is one aligned load or store (see the module docstring).
+        self._position_words = self._positions.cast("Q")
+        self._header_words = self.region.view.cast("I")
+        self._lock = threading.Lock()
         self.wakeups = 0
         """How many times a commit would have woken the consumer (the kernel's irq_work)."""
 
     @property
     def consumer_pos(self) -> int:
-        value: int = _POSITION.unpack_from(self._positions, _CONSUMER_POS)[0]
+        value: int = self._position_words[_CONSUMER_POS]
         return value
 
     @consumer_pos.setter
     def consumer_pos(self, value: int) -> None:
-        _POSITION.pack_into(self._positions, _CONSUMER_POS, value)
+        self._position_words[_CONSUMER_POS] = value
 
     @property
     def producer_pos(self) -> int:
-        value: int = _POSITION.unpack_from(self._positions, _PRODUCER_POS)[0]
+        value: int = self._position_words[_PRODUCER_POS]
         return value
 
     @producer_pos.setter
     def producer_pos(self, value: int) -> None:
-        _POSITION.pack_into(self._positions, _PRODUCER_POS, value)
+        self._position_words[_PRODUCER_POS] = value
 
     def move_storage(self, data: object, positions: memoryview, *, copy: bool = True) -> None:
         """Keep the records in ``data`` (``2 * size`` bytes) and the positions in ``positions``
@@ -91,14 +115,24 @@ class RingBufMap(Map):
         region = Region(RegionKind.RINGBUF, self.region.name, data)
         if region.size < 2 * self.size or len(positions) < _POSITIONS_SIZE:
             raise MapInvalidArgumentError(f"{self.label}: storage too small for a ring of {self.size} bytes")
+        if region.address % 8 or ctypes_address(positions) % 8:
+            raise MapInvalidArgumentError(f"{self.label}: ring storage must be 8-byte aligned (word stores)")
         if copy:
             region.view[: 2 * self.size] = self.region.view
             positions[:_POSITIONS_SIZE] = self._positions
         self.address_space.add(region)
         if self.region in self.address_space:
             self.address_space.remove(self.region)
+        self._release_words()
         self.region = region
         self._positions = positions
+        self._position_words = positions[:_POSITIONS_SIZE].cast("Q")
+        self._header_words = region.view[: len(region.view) // _WORD * _WORD].cast("I")
+
+    def _release_words(self) -> None:
+        # The casts export the buffers: release them so an mmap behind them can be closed.
+        self._position_words.release()
+        self._header_words.release()
 
     def validate(self) -> None:
         definition = self.definition
@@ -110,6 +144,7 @@ class RingBufMap(Map):
     def close(self) -> None:
         if self.region in self.address_space:
             self.address_space.remove(self.region)
+        self._release_words()
 
     def owns(self, address: int) -> bool:
         """Whether ``address`` points into this ring (to find the ring of a submitted record)."""
@@ -124,26 +159,34 @@ class RingBufMap(Map):
         length = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
         if length > self.size:
             return 0
-        new_producer_pos = self.producer_pos + length
-        # The producer may run at most size - 1 bytes ahead of the consumer.
-        if new_producer_pos - self.consumer_pos > self.mask:
-            return 0
-        offset = self.producer_pos & self.mask
-        _HEADER.pack_into(self.region.view, offset, size | BPF_RINGBUF_BUSY_BIT, offset // PAGE_SIZE)
-        self.producer_pos = new_producer_pos
+        with self._lock:
+            producer_pos = self.producer_pos
+            new_producer_pos = producer_pos + length
+            # The producer may run at most size - 1 bytes ahead of the consumer.
+            if new_producer_pos - self.consumer_pos > self.mask:
+                return 0
+            offset = producer_pos & self.mask
+            words = self._header_words
+            index = offset // _WORD
+            # BUSY first: the header is in place before the position that exposes it moves.
+            words[index] = size | BPF_RINGBUF_BUSY_BIT
+            words[index + 1] = offset // PAGE_SIZE
+            self.producer_pos = new_producer_pos
         return self.region.address + offset + BPF_RINGBUF_HDR_SZ
 
     def _commit(self, address: int, flags: int, discard: bool) -> None:
         offset = address - BPF_RINGBUF_HDR_SZ - self.region.address
-        if not 0 <= offset < self.size:
+        if not 0 <= offset < self.size or offset % 8:
             raise MapInvalidArgumentError(f"{self.label}: {address:#x} is not a record of this ring buffer")
-        length, page_offset = _HEADER.unpack_from(self.region.view, offset)
+        words = self._header_words
+        length = words[offset // _WORD]
         if not length & BPF_RINGBUF_BUSY_BIT:
             raise MapInvalidArgumentError(f"{self.label}: the record at {address:#x} is not reserved")
         length &= ~BPF_RINGBUF_BUSY_BIT
         if discard:
             length |= BPF_RINGBUF_DISCARD_BIT
-        _HEADER.pack_into(self.region.view, offset, length, page_offset)
+        # One store clears BUSY after the data: the consumer sees the whole record or none of it.
+        words[offset // _WORD] = length
         # The kernel wakes the consumer when it has caught up with this record, unless told otherwise.
         at_consumer = (self.consumer_pos & self.mask) == offset
         if flags & BpfRingbufFlag.FORCE_WAKEUP or (at_consumer and not flags & BpfRingbufFlag.NO_WAKEUP):
@@ -188,21 +231,36 @@ class RingBufMap(Map):
         """Hand committed records to ``callback`` in order; the count handed over, or its negative return."""
         count = 0
         view = self.region.view
-        while self.consumer_pos < self.producer_pos and (limit is None or count < limit):
-            offset = self.consumer_pos & self.mask
-            length, _ = _HEADER.unpack_from(view, offset)
+        words = self._header_words
+        consumer_pos = self.consumer_pos
+        while limit is None or count < limit:
+            # The producer position first, then the header it exposes (never a header ahead of it).
+            if consumer_pos >= self.producer_pos:
+                break
+            offset = consumer_pos & self.mask
+            length = words[offset // _WORD]
             if length & BPF_RINGBUF_BUSY_BIT:
                 break
             data_length = length & ~BPF_RINGBUF_DISCARD_BIT
-            self.consumer_pos += (data_length + BPF_RINGBUF_HDR_SZ + 7) & ~7
-            if length & BPF_RINGBUF_DISCARD_BIT:
-                continue
-            start = offset + BPF_RINGBUF_HDR_SZ
-            result = callback(bytes(view[start : start + data_length]))
-            count += 1
+            consumer_pos += (data_length + BPF_RINGBUF_HDR_SZ + 7) & ~7
+            result = None
+            if not length & BPF_RINGBUF_DISCARD_BIT:
+                start = offset + BPF_RINGBUF_HDR_SZ
+                record = bytes(view[start : start + data_length])
+                count += 1
+                # Published only now that the record is copied out: the room it frees may be reused at once.
+                self.consumer_pos = consumer_pos
+                result = callback(record)
+            else:
+                self.consumer_pos = consumer_pos
             if result is not None and result < 0:
                 return result
         return count
+
+
+def ctypes_address(buffer: memoryview) -> int:
+    """The native address of a writable buffer's first byte."""
+    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
 
 
 class RingBufferConsumer:
