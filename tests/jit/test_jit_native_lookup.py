@@ -1,7 +1,8 @@
 """Native ``bpf_map_lookup_elem`` on ARRAY and PERCPU_ARRAY maps against the interpreter.
 
 A small XDP program (compiled here with clang) looks up the u32 key at the start of the packet in
-an array, a per-CPU array and a hash map and bumps what it finds; a hypothesis-drawn key sequence
+an array, a per-CPU array and an LRU hash map (whose lookups stay in Python: they refresh
+recency) and bumps what it finds; a hypothesis-drawn key sequence
 (out-of-range keys included) runs under both engines on separately loaded objects, comparing
 every verdict and the maps after each run, and the array lookups must never reach Python.
 """
@@ -27,7 +28,7 @@ SOURCE = r"""
 	struct { __uint(type, kind); __uint(max_entries, n); __type(key, __u32); __type(value, vtype); } name SEC(".maps")
 U32_KEYED_MAP(BPF_MAP_TYPE_ARRAY, 7, __u64, arr);
 U32_KEYED_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, 5, __u32, pcpu);
-U32_KEYED_MAP(BPF_MAP_TYPE_HASH, 4, __u32, other);
+U32_KEYED_MAP(BPF_MAP_TYPE_LRU_HASH, 4, __u32, other);
 
 SEC("xdp")
 int lookups(struct xdp_md *ctx)
@@ -84,5 +85,5 @@ def test_array_lookups_match_the_interpreter_and_stay_native(
             got = native.program("lookups").test_run(packet)
             assert got.retval == expected.retval
             assert _maps(native) == _maps(reference)
-        assert lookup_calls, "the hash map's lookups go through the trampoline"
+        assert lookup_calls, "the LRU hash map's lookups go through the trampoline"
         assert not native_arrays & set(lookup_calls), "array lookups reached Python"

@@ -19,14 +19,16 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pybpf.errors import HelperError
-from pybpf.vm.execution import ExecutionContext
+from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
+from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
 
 if TYPE_CHECKING:
     from pybpf.runtime.helpers.packet_context import PacketContext
@@ -328,11 +330,13 @@ class Redirect:
 
 
 @dataclass(slots=True)  # mutable: it records what one run does, as it happens
-class RunState:
+class RunState(NativeRunSupport):
     """Per-run data helpers see as ``env.user``: services, the packet, and the run's recorded effects.
 
     ``ctx`` is the context pointer the run was given (r1); ``func_ip``/``attach_cookie`` are what
-    get_func_ip/get_attach_cookie return for this attachment.
+    get_func_ip/get_attach_cookie return for this attachment. As a
+    :class:`~pybpf.vm.native_maps.NativeRunSupport` it tells the JIT which helpers native code
+    may serve for this run, and gives it the maps' native descriptors.
     """
 
     services: RuntimeServices
@@ -349,6 +353,35 @@ class RunState:
     @property
     def current_cpu(self) -> int:
         return self.services.cpu if self.cpu is None else self.cpu
+
+    # -- NativeRunSupport ---------------------------------------------------------------------------
+
+    def native_map(self, pointer: int) -> NativeMapDescriptor | None:
+        found = self.services.maps.find(pointer)
+        return found.native_descriptor() if isinstance(found, NativeMap) else None
+
+    def native_cpu(self) -> int:
+        return self.current_cpu
+
+    def native_helpers(self, helpers: Mapping[int, HelperFn]) -> frozenset[int]:
+        own = _native_equivalents(host_clock=type(self.services.clock) is SystemClock)
+        return frozenset(helper for helper, fn in own.items() if helpers.get(helper) is fn)
+
+
+def _native_equivalents(*, host_clock: bool) -> dict[int, HelperFn]:
+    """The runtime's helpers whose semantics native code reproduces (ktime only on the host's clock)."""
+    # Imported here: those helper modules import this one.
+    from pybpf.runtime.helpers.maps import map_lookup_elem, map_update_elem
+    from pybpf.runtime.helpers.system import get_smp_processor_id, ktime_get_ns
+
+    own: dict[int, HelperFn] = {
+        HelperId.MAP_LOOKUP_ELEM: map_lookup_elem,
+        HelperId.MAP_UPDATE_ELEM: map_update_elem,
+        HelperId.GET_SMP_PROCESSOR_ID: get_smp_processor_id,
+    }
+    if host_clock:
+        own[HelperId.KTIME_GET_NS] = ktime_get_ns
+    return own
 
 
 def run_state(env: ExecutionContext) -> RunState:

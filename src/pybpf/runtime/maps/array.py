@@ -24,6 +24,7 @@ from pybpf.runtime.maps.base import EXIST, F_LOCK, NOEXIST, ForEachCallback, Map
 from pybpf.runtime.maps.definition import ACCESS_MASK, MapDef, check_flags, invalid
 from pybpf.runtime.maps.slab import Slab
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
+from pybpf.vm.native_maps import NativeMapDescriptor, NativeMapKind
 
 ARRAY_CREATE_FLAGS = (
     BpfMapFlag.NUMA_NODE | BpfMapFlag.MMAPABLE | ACCESS_MASK | BpfMapFlag.PRESERVE_ELEMS | BpfMapFlag.INNER_MAP
@@ -59,6 +60,17 @@ class ArrayMap(Map):
         region = self.slab.regions[0]
         self._base = region.address
         self._view = region.view
+        self._native = NativeMapDescriptor(
+            NativeMapKind.ARRAY,
+            self.native_update_flags,
+            self.key_size,
+            self.value_size,
+            base=self._base,
+            max_entries=self.max_entries,
+            slot_size=self.slot_size,
+            cpu_stride=self.cpu_stride,
+            ncpus=self.ncpus,
+        )
         # bpf_for_each_map_elem hands the callback a pointer to the key: a u32 we keep here.
         self._key_region = address_space.add(
             Region.zeroed(RegionKind.MAP_VALUE, f"{self.name or 'array'} for_each key", 8, writable=False)
@@ -71,6 +83,7 @@ class ArrayMap(Map):
         region = self.slab.regions[0]
         self._base = region.address
         self._view = region.view
+        self._native.set_base(self._base)
 
     @property
     def storage_size(self) -> int:
@@ -96,6 +109,10 @@ class ArrayMap(Map):
             self.address_space.remove(self._key_region)
 
     # -- program side -----------------------------------------------------------------------------
+
+    def native_descriptor(self) -> NativeMapDescriptor:
+        """Values at ``BASE + index * slot_size`` (+ the CPU's offset), as :meth:`lookup_address` computes."""
+        return self._native
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:
         index = int.from_bytes(key, "little")

@@ -38,6 +38,7 @@ from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfUpdateFlag
 from pybpf.runtime.maps.definition import ENOTSUPP, MapDef, round_up8
 from pybpf.runtime.typed_values import btf_value_decode, btf_value_encode
 from pybpf.vm.memory import AddressSpace
+from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeMapFlag
 
 ForEachCallback = Callable[[int, int], int]
 """``callback(key_address, value_address) -> 0 to go on, 1 to stop`` (bpf_for_each_map_elem)."""
@@ -55,8 +56,12 @@ def eopnotsupp(what: str) -> MapOperationNotSupportedError:
     return MapOperationNotSupportedError(f"{what}: operation not supported", errno_codes.EOPNOTSUPP, "EOPNOTSUPP")
 
 
-class Map(UserMapApi):
-    """A live map in user space. Create one with :func:`pybpf.runtime.maps.create_map`."""
+class Map(UserMapApi, NativeMap):
+    """A live map in user space. Create one with :func:`pybpf.runtime.maps.create_map`.
+
+    As a :class:`~pybpf.vm.native_maps.NativeMap` it may expose a native descriptor that JIT code
+    reads (and updates in place) without calling Python; by default it has none.
+    """
 
     MAP_TYPES: ClassVar[tuple[BpfMapType, ...]] = ()
     PERCPU: ClassVar[bool] = False
@@ -113,6 +118,18 @@ class Map(UserMapApi):
         return self.value_stride * self.ncpus if self.PERCPU else self.value_size
 
     # -- program side -----------------------------------------------------------------------------
+
+    def native_descriptor(self) -> NativeMapDescriptor | None:
+        """None: every program-side operation of this map goes through Python."""
+        return None
+
+    @property
+    def native_update_flags(self) -> NativeMapFlag:
+        """UPDATABLE unless an update must do more than copy the value: a read-only map for
+        programs (EPERM), a bpf_spin_lock in the value (kept across updates)."""
+        if self.prog_readonly or self.spin_lock_offset is not None:
+            return NativeMapFlag(0)
+        return NativeMapFlag.UPDATABLE
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:
         """bpf_map_lookup_elem: the native address of the value (this CPU's copy), 0 when absent."""

@@ -18,6 +18,12 @@ Differences from the kernel, on purpose:
   evicts even when an update replaces an existing key. Ours is exact least-recently-used over
   program lookups and all updates, evicting only when a new key arrives in a full map. User-
   space lookups do not refresh an element, as in the kernel (its ``lookup_elem_sys``).
+
+Native lookups (HASH and PERCPU_HASH): beside the dict, a
+:class:`~pybpf.vm.native_maps.index.NativeIndex` maps each key to its slot's key and value
+addresses, entered after the element's value is written and taken out before its slot is
+freed, so JIT code probes it without calling Python (see :mod:`pybpf.vm.native_maps`). LRU maps
+have none: their lookups must refresh recency, which lives here.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from pybpf.runtime.maps.base import EXIST, F_LOCK, NOEXIST, ForEachCallback, Map
 from pybpf.runtime.maps.definition import ACCESS_MASK, ENOTSUPP, MapDef, check_flags, invalid, round_up8
 from pybpf.runtime.maps.slab import Slab
 from pybpf.vm.memory import AddressSpace
+from pybpf.vm.native_maps import NativeMapDescriptor, NativeMapKind
+from pybpf.vm.native_maps.index import NativeIndex
 
 HTAB_CREATE_FLAGS = (
     BpfMapFlag.NO_PREALLOC | BpfMapFlag.NO_COMMON_LRU | BpfMapFlag.NUMA_NODE | ACCESS_MASK | BpfMapFlag.ZERO_SEED
@@ -68,6 +76,18 @@ class HashMap(Map):
         self._head: bytes | None = None
         self._tail: bytes | None = None
         self._recency: OrderedDict[bytes, None] = OrderedDict()
+        self._native: NativeMapDescriptor | None = None
+        self._native_index: NativeIndex | None = None
+        if not self.LRU:
+            self._native = NativeMapDescriptor(
+                NativeMapKind.HASH,
+                self.native_update_flags,
+                self.key_size,
+                self.value_size,
+                cpu_stride=self.cpu_stride,
+                ncpus=self.ncpus,
+            )
+            self._native_index = NativeIndex(self._native)
 
     def validate(self) -> None:
         definition = self.definition
@@ -87,6 +107,8 @@ class HashMap(Map):
             )
 
     def close(self) -> None:
+        if self._native_index is not None:
+            self._native_index.close()
         self.slab.release()
 
     def move_storage(self, storage: object, occupancy: memoryview) -> None:
@@ -96,8 +118,16 @@ class HashMap(Map):
         """
         self.slab.move_storage(storage, occupancy)
         self._index = {key: (slot, self.slab.address(slot)) for key, (slot, _) in self._index.items()}
+        if self._native_index is not None:
+            self._native_index.clear()
+            for key, (_, address) in self._index.items():
+                self._native_index.insert(key, address, address + self.key_stride)
 
     # -- program side -----------------------------------------------------------------------------
+
+    def native_descriptor(self) -> NativeMapDescriptor | None:
+        """The index of key -> (key, value) addresses; None for LRU maps (a lookup refreshes recency)."""
+        return self._native
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:
         entry = self._index.get(key)
@@ -161,6 +191,8 @@ class HashMap(Map):
         return entry
 
     def _remove(self, key: bytes) -> None:
+        if self._native_index is not None:
+            self._native_index.remove(key)  # before the slot can be reused
         slot, _ = self._index.pop(key)
         self._unlink(key)
         if self.LRU:
@@ -199,6 +231,9 @@ class HashMap(Map):
                 self._recency.move_to_end(key)
             fresh = False
         self._store(entry[0], value, cpu, fresh)
+        if fresh and self._native_index is not None:
+            # After the value: native code never finds an element whose value is not written yet.
+            self._native_index.insert(key, entry[1], entry[1] + self.key_stride)
 
     def _store(self, slot: int, value: bytes, cpu: int | None, fresh: bool) -> None:
         start = self.key_stride

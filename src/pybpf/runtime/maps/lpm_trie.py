@@ -10,6 +10,12 @@ for a new one).
 
 Values live in slab slots; replacing an element's value rewrites its slot in place (the kernel
 allocates a new node), so a program's pointer stays valid and sees the update.
+
+Native lookups: beside the trie, an :class:`~pybpf.vm.native_maps.index.LpmIndex` holds every
+prefix (length and masked bits) with its value's address, and the prefix lengths present; JIT
+code probes it longest length first (one hash probe per length, see
+:mod:`pybpf.vm.native_maps.index` for the costs). An element is entered after its value is
+written and taken out before its slot is freed. Updates from programs stay in Python.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pybpf.runtime.maps.base import EXIST, NOEXIST, Map
 from pybpf.runtime.maps.definition import ACCESS_MASK, MapDef, check_flags, invalid
 from pybpf.runtime.maps.slab import Slab
 from pybpf.vm.memory import AddressSpace
+from pybpf.vm.native_maps import NativeMapDescriptor, NativeMapFlag, NativeMapKind
+from pybpf.vm.native_maps.index import LpmIndex
 
 LPM_CREATE_FLAGS = BpfMapFlag.NO_PREALLOC | BpfMapFlag.NUMA_NODE | ACCESS_MASK
 LPM_DATA_SIZE_MAX = 256
@@ -57,6 +65,14 @@ class LpmTrieMap(Map):
         )
         self._root: _Node | None = None
         self.n_entries = 0
+        self._native = NativeMapDescriptor(
+            NativeMapKind.LPM_TRIE,
+            NativeMapFlag(0),
+            self.key_size,
+            self.value_size,
+            max_prefixlen=self.max_prefixlen,
+        )
+        self._native_index = LpmIndex(self._native)
 
     def validate(self) -> None:
         definition = self.definition
@@ -70,6 +86,7 @@ class LpmTrieMap(Map):
             )
 
     def close(self) -> None:
+        self._native_index.close()
         self.slab.release()
 
     # -- bits ---------------------------------------------------------------------------------------
@@ -104,6 +121,10 @@ class LpmTrieMap(Map):
                 found = node
             node = node.children[self._bit(data, node.prefixlen)]
         return found
+
+    def native_descriptor(self) -> NativeMapDescriptor:
+        """The prefix index native lookups probe (updates from programs stay in Python)."""
+        return self._native
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:
         node = self._find_longest(key)
@@ -147,10 +168,13 @@ class LpmTrieMap(Map):
             node = node.children[side]
         value = value[: self.value_size]
         if node is None:
-            self._attach(parent, side, self._new_node(prefixlen, data, raw, self._add_element(flags), value))
+            new_node = self._new_node(prefixlen, data, raw, self._add_element(flags), value)
+            self._attach(parent, side, new_node)
+            self._enter(new_node)
             return
         if node.prefixlen == matched:
             # The same prefix: replace the element's key bytes and value (or fill an intermediate node).
+            fresh = node.slot is None
             if node.slot is not None:
                 if flags == NOEXIST:
                     raise MapKeyExistsError(f"{self.label}: the prefix exists (BPF_NOEXIST)")
@@ -158,6 +182,8 @@ class LpmTrieMap(Map):
                 node.slot = self._add_element(flags)
             node.data, node.raw = data, raw
             self.slab.view(node.slot)[: len(value)] = value
+            if fresh:
+                self._enter(node)
             return
         slot = self._add_element(flags)
         new_node = self._new_node(prefixlen, data, raw, slot, value)
@@ -165,6 +191,7 @@ class LpmTrieMap(Map):
             # The new prefix covers the node: it becomes the node's parent.
             new_node.children[self._bit(node.data, matched)] = node
             self._attach(parent, side, new_node)
+            self._enter(new_node)
             return
         branch = _Node(matched, node.data, node.raw, None)
         if self._bit(data, matched):
@@ -172,6 +199,12 @@ class LpmTrieMap(Map):
         else:
             branch.children = [new_node, node]
         self._attach(parent, side, branch)
+        self._enter(new_node)
+
+    def _enter(self, node: _Node) -> None:
+        """Make a new element (its value written) visible to native lookups."""
+        if node.slot is not None:
+            self._native_index.insert(node.raw, node.prefixlen, self.slab.address(node.slot))
 
     def _new_node(self, prefixlen: int, data: int, raw: bytes, slot: int, value: bytes) -> _Node:
         self.slab.view(slot)[: len(value)] = value
@@ -203,6 +236,7 @@ class LpmTrieMap(Map):
         if node is None or node.prefixlen != prefixlen or node.prefixlen != matched or node.slot is None:
             raise MapKeyNotFoundError(f"{self.label}: no such prefix")
         self.n_entries -= 1
+        self._native_index.remove(node.raw, node.prefixlen)  # before the slot can be reused
         self.slab.free(node.slot)
         node.slot = None
         left, right = node.children

@@ -52,13 +52,7 @@ from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
-from pybpf.vm.jit.native_helpers import (
-    NATIVE_SYSTEM_HELPERS,
-    array_map_entries,
-    clock_gettime_address,
-    native_lookup_enabled,
-    native_system_bits,
-)
+from pybpf.vm.jit.native_helpers import NATIVE_HELPERS, NATIVE_MAP_HELPERS, clock_gettime_address, native_run_setup
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, fill_packet_slots, refresh_packet_slots
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
@@ -152,14 +146,15 @@ class JitProgram:
         self._callback_addresses = (_address_of(self._helper_callback), _address_of(self._fault_callback))
         inline, table, values = self._lddw_constants()
         self._constant_table = (ctypes.c_uint64 * (len(values) or 1))(*values)
-        # Map pointers the native array lookup may meet (see pybpf.vm.jit.native_helpers).
-        self._map_pointers = tuple(dict.fromkeys(values)) if native_lookup_enabled(self.helpers) else ()
-        self._system_helpers = frozenset(
+        # The helpers native code may serve, and the map pointers their map table may name
+        # (see pybpf.vm.jit.native_helpers).
+        self._native_called = frozenset(
             item.insn.helper
             for item in self.insns
-            if isinstance(item.insn, Call) and item.insn.helper in NATIVE_SYSTEM_HELPERS
+            if isinstance(item.insn, Call) and item.insn.helper in NATIVE_HELPERS
         )
-        self._clock_fn = clock_gettime_address() if HelperId.KTIME_GET_NS in self._system_helpers else 0
+        self._map_pointers = tuple(dict.fromkeys(values)) if self._native_called & NATIVE_MAP_HELPERS else ()
+        self._clock_fn = clock_gettime_address() if HelperId.KTIME_GET_NS in self._native_called else 0
         self._packet_helpers = frozenset(
             item.insn.helper
             for item in self.insns
@@ -420,14 +415,13 @@ class JitProgram:
         run.state[Slot.HOT_WRITABLE] = 0
 
     def _fill_maps(self, run: _Run, user: object) -> None:
-        """What native helpers read: the array-map table (this run's CPU, the maps' storage), the system bits."""
-        fields = array_map_entries(self._map_pointers, user) if self._map_pointers else []
+        """What native helpers read: which they may serve, the run's CPU, the map table (descriptors by pointer)."""
+        bits, cpu, fields = native_run_setup(self.helpers, self._native_called, self._map_pointers, user)
         if fields:
             table = (ctypes.c_uint64 * len(fields))(*fields)
             run.keep.append(table)
             run.state[Slot.MAP_TABLE] = ctypes.addressof(table)
         run.state[Slot.MAP_COUNT] = len(fields) // MAP_FIELDS
-        bits, cpu = native_system_bits(self.helpers, self._system_helpers, user) if self._system_helpers else (0, 0)
         run.state[Slot.NATIVE], run.state[Slot.CPU], run.state[Slot.CLOCK_FN] = bits, cpu & U64, self._clock_fn
 
     def _finish(self, run: _Run, r0: int) -> RunResult:

@@ -55,12 +55,12 @@ class Slot(IntEnum):
     HOT_END = 43
     HOT_WRITABLE = 44
     MAP_TABLE = 45
-    """Native address of the array-map table (:data:`MAP_FIELDS` slots per map) native lookups use."""
+    """Native address of the run's map table (:data:`MAP_FIELDS` slots per map) native map helpers use."""
     MAP_COUNT = 46
-    """How many maps the array-map table holds (0: every lookup goes through the trampoline)."""
+    """How many maps the map table holds (0: every map helper goes through the trampoline)."""
 
     NATIVE = 47
-    """Which system helpers native code serves itself this run (:class:`NativeHelper` bits)."""
+    """Which helpers native code serves itself this run (:class:`NativeHelper` bits)."""
     CPU = 48
     """The run's virtual CPU (``bpf_get_smp_processor_id``'s answer)."""
     CLOCK_FN = 49
@@ -82,8 +82,9 @@ STATE_SLOTS = max(Slot) + 1
 """The size of the run-state block, in 64-bit slots."""
 RANGE_FIELDS = 3
 """Slots per range-table entry: start, end (exclusive), writable (0 or 1)."""
-MAP_FIELDS = 5
-"""Slots per array-map table entry: map pointer, values base, slot size, max_entries, this CPU's offset."""
+MAP_FIELDS = 3
+"""Slots per map-table entry: map pointer, native descriptor address, this run's CPU offset
+(see :mod:`pybpf.vm.native_maps`)."""
 
 
 class NativeHelper(IntEnum):
@@ -93,6 +94,10 @@ class NativeHelper(IntEnum):
     """The runtime's get_smp_processor_id, with the run's CPU in ``Slot.CPU``."""
     KTIME_GET_NS = 2
     """The runtime's ktime_get_ns reading the host's CLOCK_MONOTONIC (not a manual test clock)."""
+    MAP_LOOKUP_ELEM = 4
+    """The runtime's map_lookup_elem: maps in the map table are looked up natively."""
+    MAP_UPDATE_ELEM = 8
+    """The runtime's map_update_elem: existing elements of maps in the map table are updated natively."""
 
 
 class Status(IntEnum):
