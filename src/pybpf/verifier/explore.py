@@ -37,7 +37,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
-from pybpf.verifier import calls, memory, transfer
+from pybpf.verifier import callbacks, calls, memory, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_registers, live_stack
 from pybpf.verifier.machine import (
@@ -58,6 +58,7 @@ from pybpf.verifier.precision import (
     demanded_by_branch,
     demanded_by_insn,
     history_entry,
+    mark_all_precise,
     mark_precise,
     precise_locations,
 )
@@ -91,6 +92,7 @@ class Explorer:
     live_slots: dict[int, int] = field(default_factory=dict)
     # The kernel tracks precision for privileged loaders only (unprivileged: every scalar precise).
     track_precision: bool = False
+    callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -105,6 +107,8 @@ class Explorer:
                     self.prune_points.add(labeled.pc + 1)
             if isinstance(labeled.insn, Call | CallLocal):
                 self.prune_points.add(labeled.pc)
+            if isinstance(labeled.insn, Call) and labeled.insn.helper in callbacks.SYNC_CALLBACK_HELPERS:
+                self.callback_sites[labeled.pc] = labeled.insn.helper
             callee = call_target(labeled.pc, labeled.insn)
             if callee is not None:
                 self.prune_points.add(callee)
@@ -160,8 +164,18 @@ class Explorer:
         live = self.live.get(pc, (1 << 11) - 1)
         live_slots = self.live_slots.get(pc, -1)
         evicted = False
+        callback_helper = self.callback_sites.get(pc)
         for checkpoint in stored:
             if checkpoint.branches > 0:
+                if callback_helper is not None:
+                    # A callback loop in progress (calls_callback): an equal-or-wider state
+                    # still being explored covers this one; no infinite-loop verdict here.
+                    if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
+                        # The stored state's precision marks are not complete yet: what this
+                        # path relies on is unknown, so every scalar above it becomes precise.
+                        mark_all_precise(parent)
+                        return True, parent
+                    continue
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
@@ -179,6 +193,10 @@ class Explorer:
             # As the kernel does: a finished state that keeps failing to prune only costs time;
             # forgetting it is safe (it can only mean more exploration).
             stored[:] = [c for c in stored if c.branches > 0 or c.misses <= 3 * c.hits + 3]
+        if callback_helper is not None and callbacks.wants_widening(state):
+            loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
+            if loop_heads:
+                callbacks.widen(state, loop_heads[-1])
         checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
         checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
         stored.append(checkpoint)
@@ -261,8 +279,8 @@ class Explorer:
             case Call():
                 callback = calls.helper_call(env, state, pc, insn)
                 if callback is not None:
-                    state.frames.append(callback)
-                    return callback.subprog, state
+                    # The callback is explored later; this path continues as if it never ran.
+                    self._fork(callback.pc, callback.state, None if callback.is_async else parent)
             case CallLocal(off=off):
                 calls.local_call(state, pc, pc + 1 + off)
                 return pc + 1 + off, state

@@ -99,9 +99,13 @@ class Frame:
     subprog: int  # first pc of the function
     frameno: int
     callback: bool = False  # a bpf_loop/for_each callback: return value must be 0 or 1
+    # The kernel's callback_depth: callback iterations queued from this frame on this path
+    # (bounds bpf_loop's unrolling by its nr_loops; see pybpf.verifier.callbacks).
+    callback_depth: int = 0
 
     def copy(self) -> Frame:
-        return Frame(list(self.regs), self.stack, self.callsite, self.subprog, self.frameno, self.callback)
+        return Frame(list(self.regs), self.stack, self.callsite, self.subprog, self.frameno, self.callback,
+                     self.callback_depth)
 
 
 @dataclass(slots=True)
@@ -285,6 +289,7 @@ class Env:
     maps: list[MapInfo] = field(default_factory=list)
     next_id: int = 0
     stack_depth: dict[int, int] = field(default_factory=dict)
+    async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
 
     def new_id(self) -> int:
         self.next_id += 1
