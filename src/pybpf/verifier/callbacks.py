@@ -15,8 +15,9 @@ The kernel (``push_callback_call``) therefore treats the helper call as a loop h
 
 The state after the call thus covers every number of iterations. The kernel converges on
 counters kept in the caller's stack because an imprecise scalar matches any scalar; we compare
-scalars exactly, so after :data:`WIDEN_AFTER` iterations :func:`widen` forgets whatever changed
-since the iteration in progress at the call site. Widening only loses information: it can
+scalars exactly, so from the first iteration on :func:`widen` joins what changed since the
+iteration in progress at the call site with its value there (a counter cycling through a few
+values converges), and after :data:`WIDEN_AFTER` iterations forgets it. Widening only loses information: it can
 reject a program the kernel accepts (a ``bpf_loop`` with a small constant count whose callback
 needs a counter's exact value on every iteration: the kernel unrolls all of them), never the
 reverse.
@@ -45,7 +46,7 @@ SYNC_RETURN_RANGE = (0, 1)
 ASYNC_RETURN_RANGE = (0, 0)
 
 WIDEN_AFTER = 2
-"""Exact iterations of a callback before changed values are widened (see the module docstring)."""
+"""Iterations of a callback after which changed values are forgotten, not joined (module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,26 +108,29 @@ def after_callback(state: State) -> None:
 
 
 def wants_widening(state: State) -> bool:
-    """Whether a state returning to a callback call site should be widened (module docstring)."""
-    return state.frame.callback_depth >= WIDEN_AFTER
+    """Whether a state is returning from a callback to its call site (and should be widened)."""
+    return state.frame.callback_depth > 0
 
 
 # -- widening ------------------------------------------------------------------------------------
 
 
-def _widen_reg(old: RegState, cur: RegState) -> RegState:
+def _widen_reg(old: RegState, cur: RegState, forget: bool) -> RegState:
     if regsafe(old, cur, IdMap()):
         return cur
     if old.type is not cur.type:
         return RegState.not_init()
     if cur.type is RegType.SCALAR_VALUE:
-        return RegState.scalar()
+        return RegState.scalar() if forget else RegState.scalar(old.var_off.join(cur.var_off))
     if old.off != cur.off or old.map_uid != cur.map_uid or old.frameno != cur.frameno \
             or old.maybe_null != cur.maybe_null or old.mem_size != cur.mem_size:
         return RegState.not_init()
     # Same kind of pointer whose variable offset or checked range moved: keep the kind, lose
     # the offset (any access through it is then refused) and keep the smaller checked range.
-    var_off = cur.var_off if old.var_off.includes(cur.var_off) else Scalar.unknown()
+    if old.var_off.includes(cur.var_off):
+        var_off = cur.var_off
+    else:
+        var_off = Scalar.unknown() if forget else old.var_off.join(cur.var_off)
     return replace(cur, var_off=var_off, range=min(old.range, cur.range))
 
 
@@ -138,26 +142,28 @@ def _widen_byte(old: SlotByte, cur: SlotByte) -> SlotByte:
     return SlotByte.STACK_MISC
 
 
-def _widen_slot(old: StackSlot, cur: StackSlot) -> StackSlot:
+def _widen_slot(old: StackSlot, cur: StackSlot, forget: bool) -> StackSlot:
     if old == cur:
         return cur
     if old.is_spilled_register() and cur.is_spilled_register():
-        widened = _widen_reg(old.spilled_ptr, cur.spilled_ptr)
+        widened = _widen_reg(old.spilled_ptr, cur.spilled_ptr, forget)
         if widened.type is not RegType.NOT_INIT:
             return StackSlot.spill(widened)
     return StackSlot(tuple(_widen_byte(o, c) for o, c in zip(old.slot_type, cur.slot_type, strict=True)))
 
 
-def _widen_stack(old: StackState, cur: StackState) -> StackState:
+def _widen_stack(old: StackState, cur: StackState, forget: bool) -> StackState:
     size = max(len(old.slots), len(cur.slots))
-    return StackState(tuple(_widen_slot(old.slot(index), cur.slot(index)) for index in range(size)))
+    return StackState(tuple(_widen_slot(old.slot(index), cur.slot(index), forget) for index in range(size)))
 
 
 def widen(state: State, old: State) -> None:
-    """Forget, in place, whatever in ``state`` differs from ``old`` (same call chain)."""
+    """Widen ``state`` in place against ``old`` (same call chain): whatever differs is joined
+    with ``old``'s value, or forgotten once the callback has run :data:`WIDEN_AFTER` times."""
+    forget = state.frame.callback_depth >= WIDEN_AFTER
     for old_frame, frame in zip(old.frames, state.frames, strict=True):
-        frame.regs = [_widen_reg(o, c) for o, c in zip(old_frame.regs, frame.regs, strict=True)]
-        frame.stack = _widen_stack(old_frame.stack, frame.stack)
+        frame.regs = [_widen_reg(o, c, forget) for o, c in zip(old_frame.regs, frame.regs, strict=True)]
+        frame.stack = _widen_stack(old_frame.stack, frame.stack, forget)
 
 
 def same_chain(old: State, cur: State) -> bool:
