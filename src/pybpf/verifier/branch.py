@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.isa.insn import Cond
+from pybpf.isa.semantics import JMP32, JMP64
 from pybpf.verifier.scalar import Scalar, sync, tnums_compatible
 from pybpf.verifier.scalar_ops import View
 from pybpf.verifier.tnum import Tnum
@@ -35,11 +36,11 @@ _SWAPPED = {Cond.JLT: Cond.JGT, Cond.JLE: Cond.JGE, Cond.JSLT: Cond.JSGT, Cond.J
 
 
 def _u(v: View, lo: int, hi: int) -> View:
-    return replace(v, u_lo=max(v.u_lo, lo), u_hi=min(v.u_hi, hi))
+    return View(v.bits, v.tnum, v.s_lo, v.s_hi, max(v.u_lo, lo), min(v.u_hi, hi))
 
 
 def _s(v: View, lo: int, hi: int) -> View:
-    return replace(v, s_lo=max(v.s_lo, lo), s_hi=min(v.s_hi, hi))
+    return View(v.bits, v.tnum, max(v.s_lo, lo), min(v.s_hi, hi), v.u_lo, v.u_hi)
 
 
 def _signed(x: int, bits: int) -> int:
@@ -132,6 +133,10 @@ def _write_back(old: Scalar, view: View) -> Scalar | None:
 
 def refine(cond: Cond, a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Scalar, Scalar] | None:
     """Both operands narrowed under ``a cond b`` (or its negation); None when that is impossible."""
+    if a.var_off.mask == 0 and b.var_off.mask == 0:
+        # Two constants (loop counters, flags): the outcome is known and nothing narrows.
+        holds = (JMP32 if is32 else JMP64)[cond](a.var_off.value, b.var_off.value)
+        return (a, b) if holds == taken else None
     effective: Cond | None = cond if taken else NEGATION[cond]
     if not taken and cond is Cond.JSET:
         effective = None

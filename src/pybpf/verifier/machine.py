@@ -289,11 +289,20 @@ class Env:
     maps: list[MapInfo] = field(default_factory=list)
     next_id: int = 0
     stack_depth: dict[int, int] = field(default_factory=dict)
+    consts: dict[int, RegState] = field(default_factory=dict)
     async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
 
     def new_id(self) -> int:
         self.next_id += 1
         return self.next_id
+
+    def const_reg(self, value: int) -> RegState:
+        """A known scalar for an immediate operand; immutable, so each value is built once per
+        verification (immediates repeat on every path through an instruction)."""
+        reg = self.consts.get(value)
+        if reg is None:
+            reg = self.consts[value] = RegState.const(value)
+        return reg
 
     def map_of(self, reg: RegState) -> MapInfo:
         if reg.map_uid is None or not 0 <= reg.map_uid < len(self.maps):

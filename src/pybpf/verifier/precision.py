@@ -22,7 +22,7 @@ is exactly the comparison this verifier made before precision tracking.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pybpf.isa.insn import (
     Atomic,
@@ -301,7 +301,7 @@ def _mark_in(state: State, demand: _Demand) -> None:
             if mask >> number & 1:
                 reg = frame.regs[number]
                 if reg.is_scalar and not reg.precise:
-                    frame.regs[number] = replace(reg, precise=True)
+                    frame.regs[number] = reg.as_precise()
                 else:
                     demand.regs[frameno] &= ~(1 << number)
             number += 1
@@ -311,7 +311,7 @@ def _mark_in(state: State, demand: _Demand) -> None:
             if mask >> index & 1:
                 slot = frame.stack.slot(index)
                 if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
-                    marked = StackSlot(slot.slot_type, replace(slot.spilled_ptr, precise=True))
+                    marked = StackSlot(slot.slot_type, slot.spilled_ptr.as_precise())
                     frame.stack = frame.stack.with_slot(index, marked)
                 else:
                     demand.slots[frameno] &= ~(1 << index)
@@ -322,12 +322,12 @@ def mark_all_precise(checkpoint: Checkpoint | None) -> None:
     """The fallback (``mark_all_scalars_precise``): every scalar of every checkpoint up the chain."""
     while checkpoint is not None and not checkpoint.all_precise:
         for frame in checkpoint.state.frames:
-            frame.regs = [replace(reg, precise=True) if reg.is_scalar and not reg.precise else reg
+            frame.regs = [reg.as_precise() if reg.is_scalar and not reg.precise else reg
                           for reg in frame.regs]
             for index, slot in enumerate(frame.stack.slots):
                 if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
                     frame.stack = frame.stack.with_slot(
-                        index, StackSlot(slot.slot_type, replace(slot.spilled_ptr, precise=True)))
+                        index, StackSlot(slot.slot_type, slot.spilled_ptr.as_precise()))
         checkpoint.all_precise = True
         checkpoint = checkpoint.parent
 

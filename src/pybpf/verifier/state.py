@@ -104,6 +104,16 @@ class RegState:
     def is_pointer(self) -> bool:
         return self.type not in (RegType.NOT_INIT, RegType.SCALAR_VALUE)
 
+    def with_var_off(self, var_off: Scalar) -> RegState:
+        """This register with another variable offset (value), fields otherwise kept; a direct
+        constructor call, as ``dataclasses.replace`` is too slow for the exploration's hot path."""
+        return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
+                        self.mem_size, self.range, self.frameno, self.precise)
+
+    def as_precise(self) -> RegState:
+        return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
+                        self.map_uid, self.mem_size, self.range, self.frameno, True)
+
     @property
     def is_scalar(self) -> bool:
         return self.type is RegType.SCALAR_VALUE

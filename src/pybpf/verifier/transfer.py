@@ -53,7 +53,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
     dst_no = int(insn.dst)
     if isinstance(insn.src, Imm):
         # The immediate is sign-extended to 64 bits; a 32-bit operation only looks at the low half.
-        src = RegState.const(insn.src.value)
+        src = env.const_reg(insn.src.value)
     else:
         src = read_reg(state, insn.src)
     if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
@@ -173,9 +173,21 @@ def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegS
 def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, State | None]:
     """(taken, fall-through) successor states of a conditional jump; None for a dead edge."""
     dst = read_reg(state, insn.dst)
-    src = RegState.const(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
+    src = env.const_reg(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
-        return tuple(_refine_scalars(state, insn, dst, src, taken) for taken in (True, False))  # type: ignore[return-value]
+        taken = refine(insn.cond, dst.var_off, src.var_off, insn.is32, True)
+        fall = refine(insn.cond, dst.var_off, src.var_off, insn.is32, False)
+        if taken is None or fall is None:
+            # At most one edge lives: it goes on with this very state, narrowed in place.
+            live = fall if taken is None else taken
+            if live is None:
+                return None, None
+            _apply_refined(state, insn, dst, src, live)
+            return (None, state) if taken is None else (state, None)
+        taken_state, fall_state = state.copy(), state.copy()
+        _apply_refined(taken_state, insn, dst, src, taken)
+        _apply_refined(fall_state, insn, dst, src, fall)
+        return taken_state, fall_state
     privileged = env.options.privileged
     if src.is_pointer and not privileged:
         raise reject(f"R{int(insn.src)} pointer comparison prohibited")  # type: ignore[arg-type]
@@ -199,17 +211,15 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
     return taken_state, fall_state
 
 
-def _refine_scalars(state: State, insn: Jump, dst: RegState, src: RegState, taken: bool) -> State | None:
-    refined = refine(insn.cond, dst.var_off, src.var_off, insn.is32, taken)
-    if refined is None:
-        return None
-    new = state.copy()
-    new.regs[int(insn.dst)] = replace(dst, var_off=refined[0])
-    if not isinstance(insn.src, Imm):
-        new.regs[int(insn.src)] = replace(src, var_off=refined[1])
-        _refine_linked(new, src, refined[1])
-    _refine_linked(new, dst, refined[0])
-    return new
+def _apply_refined(state: State, insn: Jump, dst: RegState, src: RegState, refined: tuple[Scalar, Scalar]) -> None:
+    """Write a jump's narrowed operands (and their linked copies) into ``state``."""
+    new_dst, new_src = refined
+    if not isinstance(insn.src, Imm) and new_src is not src.var_off:
+        state.regs[int(insn.src)] = src.with_var_off(new_src)
+        _refine_linked(state, src, new_src)
+    if new_dst is not dst.var_off:
+        state.regs[int(insn.dst)] = dst.with_var_off(new_dst)
+        _refine_linked(state, dst, new_dst)
 
 
 def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
@@ -222,7 +232,7 @@ def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
         if reg.type is not RegType.SCALAR_VALUE or reg.id != known.id:
             return None
         shifted = value if reg.off == known.off else alu(BinOp.ADD, value, Scalar.const(reg.off - known.off), True)
-        return replace(reg, var_off=shifted) if reg.var_off != shifted else None
+        return reg.with_var_off(shifted) if reg.var_off != shifted else None
 
     state.update_registers(change)
 
