@@ -8,10 +8,8 @@ must not reach the Python trampoline for these helpers.
 
 from __future__ import annotations
 
-import ctypes
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jit_build import build_object
+from native_calls import python_calls
 
 import pybpf
 from pybpf.errors import PybpfError
@@ -164,25 +163,6 @@ def replace_packet(offset: int, old: int, new: int, flags: int, which: int, tail
 
 def outcome(result: Any) -> tuple[int, bytes, bytes | None]:
     return result.retval, result.data_out, result.ctx_out
-
-
-@contextmanager
-def python_calls(jit: Any) -> Iterator[list[int]]:
-    """The helper id of every call that reaches ``jit``'s Python trampoline inside the block."""
-    seen: list[int] = []
-    serve = jit._serve_helper
-
-    def counting(key: int, helper: int, pc: int, *registers: int) -> int:
-        seen.append(helper)
-        return int(serve(key, helper, pc, *registers))
-
-    callback = type(jit._helper_callback)(counting)
-    saved = jit._callback_addresses
-    jit._callback_addresses = (ctypes.cast(callback, ctypes.c_void_p).value, saved[1])
-    try:
-        yield seen
-    finally:
-        jit._callback_addresses = saved
 
 
 def run_native(native: Any, name: str, packet: bytes) -> tuple[tuple[int, bytes, bytes | None], list[int]]:

@@ -10,7 +10,6 @@ well (:class:`RuntimeTestRunResult`): where bpf_redirect/bpf_redirect_map sent t
 
 from __future__ import annotations
 
-import ctypes
 import time
 from array import array
 from collections.abc import Sequence
@@ -18,17 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pybpf.errors import TestRunError
-from pybpf.isa.insn import Call, CallReg
 from pybpf.obj import ProgramSpec
-from pybpf.platform.context import Conversion
 from pybpf.platform.progtypes import ProgTypeSpec
 from pybpf.platform.test_run import TestRunResult
-from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.runtime.attach import AttachMethods
 from pybpf.runtime.context import InternalLayout, RewriteResult
 from pybpf.runtime.helpers.services import Redirect, RunState, RuntimeServices
 from pybpf.runtime.progtypes import PreparedRun, run_kind
-from pybpf.runtime.progtypes.xdp import XdpRun
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
 
@@ -191,59 +186,29 @@ class Program(AttachMethods):
         }
 
     def run_batch(
-        self, packets: Sequence[bytes], *, engine: Engine | None = None, cpu: int | None = None
+        self,
+        packets: Sequence[bytes],
+        *,
+        engine: Engine | None = None,
+        cpu: int | None = None,
+        data_out: bool = False,
     ) -> BatchResult:
         """Run the program once per packet; ``retvals[i]`` is what ``test_run(packets[i]).retval`` gives.
 
-        Under the JIT, an XDP program that calls no packet helper and makes no tail call runs the
-        whole batch inside one native call (the packets in one contiguous buffer); otherwise, and
-        under the interpreter, each packet is one test run. Maps see the runs in order.
+        Under the JIT, XDP and socket-buffer programs (tc, socket filters, cgroup_skb...) whose
+        helpers need no per-run Python packet state run the whole batch inside one native call;
+        otherwise each packet is one test run (see :mod:`pybpf.runtime.batch`). ``data_out=True``
+        also returns every packet as the program left it. Maps see the runs in order.
         """
-        native = check_engine(engine or self.engine) == "jit"
-        if not (native and self._batches_natively()):
-            runs = [self.test_run(packet, cpu=cpu, engine=engine) for packet in packets]
-            total = sum(run.duration_ns for run in runs)
-            return BatchResult(array("I", (run.retval for run in runs)), total / len(runs) if runs else 0.0)
-        largest = max((len(packet) for packet in packets), default=0)
-        buffer = (ctypes.c_uint8 * (sum(len(packet) for packet in packets) or 1)).from_buffer_copy(
-            b"".join(packets) or b"\0"
-        )
-        prepared = run_kind(self.prog_type).prepare(self.interpreter.memory, self.layout, bytes(largest), None)
-        try:
-            if not isinstance(prepared, XdpRun):
-                raise TestRunError(f"{self.type_spec.name}: no native batch runs")
-            slot = self.layout.slot_for(Conversion.PACKET_END)
-            if slot is None:
-                raise TestRunError("the XDP context has no data_end slot")
-            state = RunState(self.services, packet=prepared.packet_state, ctx=prepared.context.address, cpu=cpu)
-            retvals, elapsed = self.jit.run_batch(
-                prepared.context,
-                buffer=buffer,
-                lengths=[len(packet) for packet in packets],
-                data=prepared.packet_state.data,
-                data_end_slot=prepared.context.address + slot,
-                user=state,
-            )
-        finally:
-            prepared.close()
-        return BatchResult(array("I", (r0 & 0xFFFF_FFFF for r0 in retvals)), elapsed / len(packets) if packets else 0.0)
+        from pybpf.runtime.batch import run_batch
+
+        return run_batch(self, packets, engine=engine, cpu=cpu, data_out=data_out)
 
     def _batches_natively(self) -> bool:
-        """XDP, no tail calls, no callx, and no helper that reads or reshapes the packet."""
-        from pybpf.runtime.helpers.csum import CSUM_HELPERS
-        from pybpf.runtime.helpers.output import OUTPUT_HELPERS
-        from pybpf.runtime.helpers.packet import PACKET_HELPERS
+        """Whether a JIT batch runs inside one native call (:func:`pybpf.runtime.batch.native_batch_blocker`)."""
+        from pybpf.runtime.batch import native_batch_blocker
 
-        if self.prog_type is not BpfProgType.XDP or self.jit.may_tail_call:
-            return False
-        packet_helpers = {int(helper) for table in (PACKET_HELPERS, CSUM_HELPERS, OUTPUT_HELPERS) for helper in table}
-        return all(
-            not isinstance(item.insn, CallReg)
-            and not (isinstance(item.insn, Call) and item.insn.helper in packet_helpers)
-            for item in self.interpreter.insns
-        )
-
-
+        return native_batch_blocker(self) is None
 def check_engine(engine: str) -> Engine:
     """``engine`` if it names an engine, else TestRunError listing them."""
     for known in ENGINES:

@@ -5,6 +5,13 @@ and runs over many packets are loops in native code around the main function: ``
 runs it ``count`` times on the same inputs, ``bpf_batch`` once per packet of a contiguous buffer.
 Both give every run a full loop budget and stop at the first event (a status other than
 RUNNING), which Python then handles as after a single run.
+
+A batch run sets, before each packet, everything that differs between packets and that native
+code reads: the packet bytes at ``data``, the context's data_end, the run-state block's packet
+slots (what the native packet helpers and LD_ABS read), and, for context types with per-packet
+fields (``__sk_buff``'s len, protocol...), a whole context image from a precomputed array. After
+a packet that ran to completion it can copy the packet back over its input (the packet as the
+program left it: what BPF_PROG_TEST_RUN's data_out reports when the length did not change).
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ class BatchField(IntEnum):
     ``DATA + length`` is stored at ``DATA_END_SLOT`` (the context's data_end), the program runs
     with r1 = ``CONTEXT`` and its r0 goes to ``RETVALS[i]``. ``bpf_batch`` returns how many
     packets ran to completion (fewer than ``COUNT`` when one ended in an event).
+
+    ``CONTEXTS`` (when not 0) holds one ``CONTEXT_SIZE``-byte context image per packet, copied
+    to ``CONTEXT`` before the run; ``LD_ABS`` (0 or 1) points LD_ABS/LD_IND at the packet;
+    ``WRITE_BACK`` (0 or 1) copies the packet back to ``BUFFER + OFFSETS[i]`` after the run.
     """
 
     BUFFER = 0
@@ -39,6 +50,10 @@ class BatchField(IntEnum):
     DATA = 5
     DATA_END_SLOT = 6
     CONTEXT = 7
+    CONTEXTS = 8
+    CONTEXT_SIZE = 9
+    LD_ABS = 10
+    WRITE_BACK = 11
 
 
 BATCH_FIELDS = len(BatchField)
@@ -116,8 +131,18 @@ def build_batch(module: ModuleParts) -> None:
     def field(name: BatchField) -> Any:
         return builder.load(builder.gep(batch, [constant(ir, 64, name)]))
 
-    buffer, count, data, context = (
-        field(name) for name in (BatchField.BUFFER, BatchField.COUNT, BatchField.DATA, BatchField.CONTEXT)
+    buffer, count, data, context, contexts, context_size, ld_abs, write_back = (
+        field(name)
+        for name in (
+            BatchField.BUFFER,
+            BatchField.COUNT,
+            BatchField.DATA,
+            BatchField.CONTEXT,
+            BatchField.CONTEXTS,
+            BatchField.CONTEXT_SIZE,
+            BatchField.LD_ABS,
+            BatchField.WRITE_BACK,
+        )
     )
     offsets, lengths, retvals, data_end_slot = (
         builder.inttoptr(field(name), module.state_type)
@@ -134,17 +159,34 @@ def build_batch(module: ModuleParts) -> None:
     builder.position_at_end(body)
     length = builder.load(builder.gep(lengths, [index]))
     source = builder.inttoptr(builder.add(buffer, builder.load(builder.gep(offsets, [index]))), i8p)
-    builder.call(memcpy, [builder.inttoptr(data, i8p), source, length, ir.Constant(ir.IntType(1), 0)])
-    builder.store(builder.add(data, length), data_end_slot)
+    no_volatile = ir.Constant(ir.IntType(1), 0)
+    builder.call(memcpy, [builder.inttoptr(data, i8p), source, length, no_volatile])
+    with builder.if_then(builder.icmp_unsigned("!=", contexts, zero)):
+        image = builder.inttoptr(builder.add(contexts, builder.mul(index, context_size)), i8p)
+        builder.call(memcpy, [builder.inttoptr(context, i8p), image, context_size, no_volatile])
+    data_end = builder.add(data, length)
+    builder.store(data_end, data_end_slot)
+    for slot, value in ((Slot.PACKET_DATA, data), (Slot.PACKET_END, data_end)):
+        builder.store(value, builder.gep(state, [constant(ir, 64, slot)]))
+    with builder.if_then(builder.icmp_unsigned("!=", ld_abs, zero)):
+        # The LD_ABS view of an empty skb is one byte long, as packet_view() makes it.
+        one = constant(ir, 64, 1)
+        view_size = builder.select(builder.icmp_unsigned("==", length, zero), one, length)
+        builder.store(data, builder.gep(state, [constant(ir, 64, Slot.PACKET_ADDRESS)]))
+        builder.store(view_size, builder.gep(state, [constant(ir, 64, Slot.PACKET_SIZE)]))
     _reset_run_budgets(ir, builder, state, budget)
     r0 = builder.call(module.functions[0], [state, zero, zero, context, *([zero] * 8)])
     status = builder.load(builder.gep(state, [constant(ir, 64, Slot.STATUS)]))
     builder.store(r0, builder.gep(retvals, [index]))
     following = builder.add(index, constant(ir, 64, 1))
-    index.add_incoming(following, body)
-    builder.cbranch(builder.icmp_unsigned("==", status, zero), loop, done)
+    completed = builder.icmp_unsigned("==", status, zero)
+    with builder.if_then(builder.and_(completed, builder.icmp_unsigned("!=", write_back, zero))):
+        builder.call(memcpy, [source, builder.inttoptr(data, i8p), length, no_volatile])
+    after = builder.block
+    index.add_incoming(following, after)
+    builder.cbranch(completed, loop, done)
     builder.position_at_end(done)
     processed = builder.phi(i64)
     processed.add_incoming(index, loop)
-    processed.add_incoming(index, body)  # the packet that ended in an event did not complete
+    processed.add_incoming(index, after)  # the packet that ended in an event did not complete
     builder.ret(processed)

@@ -444,3 +444,14 @@ def _skb_load_bytes(emit: _Emit) -> None:
     builder.branch(done)
     builder.position_at_end(done)
     fb._set(0, emit.select(outside, emit.const(EFAULT), emit.const(0)))
+
+
+def runtime_packet_helper(helpers: Mapping[int, HelperFn], helper: int) -> bool:
+    """Whether ``helper`` is one native code serves and ``helpers`` holds the runtime's implementation of it."""
+    known = _RUNTIME_HELPERS.get(helper)
+    fn = helpers.get(helper)
+    return (
+        known is not None
+        and fn is not None
+        and (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")) == known[1:]
+    )

@@ -53,7 +53,12 @@ from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.native_helpers import NATIVE_HELPERS, NATIVE_MAP_HELPERS, clock_gettime_address, native_run_setup
-from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, fill_packet_slots, refresh_packet_slots
+from pybpf.vm.jit.native_packet import (
+    NATIVE_PACKET_HELPERS,
+    PacketNative,
+    fill_packet_slots,
+    refresh_packet_slots,
+)
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
@@ -268,6 +273,9 @@ class JitProgram:
         data_end_slot: int,
         user: object = None,
         instruction_limit: int | None = None,
+        contexts: Any = None,
+        ld_abs: bool = False,
+        write_back: bool = False,
     ) -> tuple[list[int], int]:
         """Run once per packet of ``buffer`` (contiguous, ``lengths`` bytes each) in one native call.
 
@@ -275,6 +283,11 @@ class JitProgram:
         native address ``data_end_slot`` (the context's data_end); r1 is ``context``. Returns
         every run's r0 and the nanoseconds spent in native code. A run that ends early
         (``env.stop``) gives its stop value and the batch resumes after it; an error raises.
+
+        ``contexts`` (a ctypes buffer of one ``context.size``-byte image per packet) is copied
+        over the context before each run; ``ld_abs`` makes LD_ABS/LD_IND read the packet;
+        ``write_back`` copies each packet back into ``buffer`` after its run (the packet as the
+        program left it). The native packet helpers read the batch's packet, not ``user``'s.
         """
         if self.may_tail_call:
             raise NotSupportedError("run_batch: a program that may tail call runs packet by packet (test_run)")
@@ -295,10 +308,19 @@ class JitProgram:
         descriptor[BatchField.DATA] = data
         descriptor[BatchField.DATA_END_SLOT] = data_end_slot
         descriptor[BatchField.CONTEXT] = context.address
+        if contexts is not None:
+            if ctypes.sizeof(contexts) < count * context.size:
+                raise VmError(f"run_batch: {count} context images of {context.size} bytes do not fit the buffer")
+            descriptor[BatchField.CONTEXTS] = ctypes.addressof(contexts)
+            descriptor[BatchField.CONTEXT_SIZE] = context.size
+        descriptor[BatchField.LD_ABS] = int(ld_abs)
+        descriptor[BatchField.WRITE_BACK] = int(write_back)
         start, total, word = 0, 0, ctypes.sizeof(ctypes.c_uint64)
         processed = [0]
 
         def invoke(key: int) -> int:
+            # The batch sets the packet slots for every packet: Python's packet object is stale.
+            self._runs[key].state[Slot.PACKET_NATIVE] |= PacketNative.PER_PACKET
             processed[0] = int(self._batch(key, ctypes.addressof(descriptor)))
             return 0
 
@@ -312,6 +334,8 @@ class JitProgram:
             start += processed[0]
             if start < count:  # packet ``start`` stopped early (errors raised in _session)
                 retvals[start] = result.r0
+                if write_back:
+                    ctypes.memmove(ctypes.addressof(buffer) + offsets[start], data, lengths_array[start])
                 start += 1
         return [int(retvals[index]) for index in range(count)], total
 

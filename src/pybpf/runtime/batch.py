@@ -1,0 +1,233 @@
+"""Batches: one program run over many packets (``Program.run_batch``), inside one native call where possible.
+
+A Python-to-native call costs hundreds of nanoseconds and a test run tens of microseconds of
+Python around it, so a batch under the JIT is one call of the native batch loop
+(:func:`pybpf.vm.jit.entries.build_batch`): the packets sit in one contiguous buffer, and before
+each run native code copies the packet to the run's packet buffer and sets what differs between
+packets. For XDP that is ``data_end``; for socket-buffer programs (tc, socket filters,
+cgroup_skb, lwt) a whole ``__sk_buff`` image per packet, precomputed here exactly as
+``bpf_prog_test_run_skb`` builds it (len, protocol, pkt_type, the test socket's family and
+addresses, the data pointers), so fields a program writes (mark, cb, priority...) start every
+packet afresh. Results equal one :meth:`Program.test_run` per packet: the u32 retval, the packet
+as the program left it (``data_out=True``), and the maps, which see the runs in order.
+
+A program batches natively (:func:`native_batch_blocker` says why not) when it makes no tail
+call and no ``callx``, and every helper it calls either needs no per-run Python state (map,
+time/random/CPU and string helpers, spin locks) or is one of the packet and checksum helpers the
+JIT serves natively (bpf_csum_diff, bpf_l3/l4_csum_replace, bpf_csum_update,
+bpf_skb_load_bytes, see :mod:`pybpf.vm.jit.native_packet`). Helpers that read or reshape the
+packet through Python (adjust_head/tail/meta, skb_store_bytes, skb_change_*, vlan, redirect,
+hash, perf/ringbuf output of the packet) need the per-run PacketContext, which a native batch does
+not keep up to date; such programs, other program types, and the interpreter run one test run
+per packet. Two differences from per-packet test runs, both invisible to a verified program:
+packets that fail test_run's checks (an skb shorter than an Ethernet header...) raise before any
+packet runs, and the stack is not cleared between packets (as in the kernel's repeat loop).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pybpf.errors import TestRunError
+from pybpf.isa.insn import Call, CallReg
+from pybpf.platform.context import Conversion
+from pybpf.platform.uapi_generated import HelperId
+from pybpf.runtime.context import ContextImage, InternalLayout
+from pybpf.runtime.helpers.maps import MAP_HELPERS
+from pybpf.runtime.helpers.services import RunState
+from pybpf.runtime.helpers.strings import STRING_HELPERS
+from pybpf.runtime.helpers.system import SYSTEM_HELPERS
+from pybpf.runtime.program import BatchResult, Engine, Program, check_engine
+from pybpf.runtime.progtypes import run_kind
+from pybpf.runtime.progtypes.skb import (
+    AF_INET,
+    AF_INET6,
+    ETH_HLEN,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    IPV4_HLEN,
+    IPV6_HLEN,
+    LOOPBACK_IFINDEX,
+    SkbKind,
+    eth_type_trans,
+)
+from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XdpKind
+from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
+
+U32 = 0xFFFF_FFFF
+BATCH_SAFE_HELPERS = frozenset(
+    int(helper)
+    for table in (MAP_HELPERS, SYSTEM_HELPERS, STRING_HELPERS)
+    for helper in table
+    if helper != HelperId.TAIL_CALL
+) | {int(HelperId.SPIN_LOCK), int(HelperId.SPIN_UNLOCK)}
+"""Helpers that need nothing of a run's packet: they behave the same inside a native batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class PacketBatchResult(BatchResult):
+    """:class:`~pybpf.runtime.program.BatchResult` plus the packets after their runs and how the batch ran.
+
+    ``data_out[i]`` is what ``test_run(packets[i]).data_out`` gives (only when asked for:
+    ``run_batch(..., data_out=True)``); ``native`` says whether the batch ran inside one native call.
+    """
+
+    data_out: tuple[bytes, ...] | None = None
+    native: bool = True
+
+
+def native_batch_blocker(program: Program) -> str | None:
+    """Why ``program`` cannot run a batch inside one native call, or None when it can."""
+    kind = run_kind(program.prog_type)
+    if not isinstance(kind, XdpKind | SkbKind):
+        return f"{program.type_spec.name} programs have no native batch (only XDP and socket-buffer types)"
+    if program.layout.slot_for(Conversion.PACKET_END) is None:
+        return f"the {program.type_spec.name} context has no data_end"
+    if program.jit.may_tail_call:
+        return "the program may tail call (the dispatcher lives in Python)"
+    helpers = program.interpreter.helpers
+    for item in program.interpreter.insns:
+        insn = item.insn
+        if isinstance(insn, CallReg):
+            return f"callx at pc {item.pc} may call any helper"
+        if not isinstance(insn, Call):
+            continue
+        helper = int(insn.helper)
+        if helper in NATIVE_PACKET_HELPERS:
+            if not runtime_packet_helper(helpers, helper):
+                return f"helper {_name(helper)} is not the runtime's: it runs in Python with the run's packet"
+        elif helper not in BATCH_SAFE_HELPERS:
+            return f"helper {_name(helper)} needs the run's packet state in Python"
+    return None
+
+
+def _name(helper: int) -> str:
+    try:
+        return f"bpf_{HelperId(helper).name.lower()}"
+    except ValueError:
+        return f"#{helper}"
+
+
+def run_batch(
+    program: Program,
+    packets: Sequence[bytes],
+    *,
+    engine: Engine | None = None,
+    cpu: int | None = None,
+    data_out: bool = False,
+) -> PacketBatchResult:
+    """``program`` once per packet, natively when it can (see the module doc); ``Program.run_batch`` calls this."""
+    native = check_engine(engine or program.engine) == "jit"
+    if not native or native_batch_blocker(program) is not None:
+        runs = [program.test_run(packet, cpu=cpu, engine=engine) for packet in packets]
+        total = sum(run.duration_ns for run in runs)
+        outputs = tuple(run.data_out for run in runs) if data_out else None
+        return PacketBatchResult(
+            array("I", (run.retval for run in runs)), total / len(runs) if runs else 0.0, outputs, native=False
+        )
+    if not packets:
+        return PacketBatchResult(array("I"), 0.0, () if data_out else None, native=True)
+    return _run_native(program, packets, cpu, data_out)
+
+
+def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, data_out: bool) -> PacketBatchResult:
+    kind = run_kind(program.prog_type)
+    skb = kind if isinstance(kind, SkbKind) else None
+    if skb is not None:
+        for packet in packets:
+            _check_skb_frame(packet)
+        visible = [packet if skb.is_l2 else packet[ETH_HLEN:] for packet in packets]
+    else:
+        for packet in packets:
+            if len(packet) > MAX_LINEAR:
+                raise TestRunError(f"packet of {len(packet)} bytes: XDP fragments are not supported (max {MAX_LINEAR})")
+        visible = list(packets)
+    lengths = [len(packet) for packet in visible]
+    joined = b"".join(visible)
+    buffer = (ctypes.c_uint8 * (len(joined) or 1)).from_buffer_copy(joined or b"\0")
+    # The run's packet buffer must hold the longest packet: prepare one of that size.
+    longest = max(packets, key=len)
+    prepared = kind.prepare(program.interpreter.memory, program.layout, bytes(len(longest)), None)
+    try:
+        packet_state = prepared.packet_state
+        slot = program.layout.slot_for(Conversion.PACKET_END)
+        if packet_state is None or slot is None:  # native_batch_blocker checked both
+            raise TestRunError(f"{program.type_spec.name}: no packet to batch over")
+        images = None
+        if skb is not None:
+            frames = [(packet, length) for packet, length in zip(packets, lengths, strict=True)]
+            images = skb_context_images(program.layout, frames, packet_state.data, packet_state.data_meta)
+        state = RunState(program.services, packet=packet_state, ctx=prepared.context.address, cpu=cpu)
+        retvals, elapsed = program.jit.run_batch(
+            prepared.context,
+            buffer=buffer,
+            lengths=lengths,
+            data=packet_state.data,
+            data_end_slot=prepared.context.address + slot,
+            user=state,
+            contexts=images,
+            ld_abs=skb is not None,
+            write_back=data_out,
+        )
+    finally:
+        prepared.close()
+    outputs = None
+    if data_out:
+        raw = bytes(buffer)
+        outputs, position = [], 0
+        head = bytes(ETH_HLEN) if skb is not None and not skb.is_l2 else b""  # as SkbRun.finish pushes it back
+        for length in lengths:
+            outputs.append(head + raw[position : position + length])
+            position += length
+    retval_array = array("I", (r0 & U32 for r0 in retvals))
+    return PacketBatchResult(retval_array, elapsed / len(packets), tuple(outputs) if outputs is not None else None)
+
+
+def _check_skb_frame(frame: bytes) -> None:
+    """The checks ``SkbKind.prepare`` makes of ``data_in`` (TestRunError with the same messages)."""
+    if len(frame) < ETH_HLEN:
+        raise TestRunError(f"data_in of {len(frame)} bytes: an skb run needs at least an Ethernet header")
+    proto, _ = eth_type_trans(frame)
+    l3 = len(frame) - ETH_HLEN
+    if (proto == ETH_P_IP and l3 < IPV4_HLEN) or (proto == ETH_P_IPV6 and l3 < IPV6_HLEN):
+        raise TestRunError(f"ethertype {proto:#06x} frame of {len(frame)} bytes is too short for its IP header")
+
+
+def skb_context_images(
+    layout: InternalLayout, frames: Sequence[tuple[bytes, int]], data: int, data_meta: int
+) -> ctypes.Array[ctypes.c_uint8]:
+    """One ``__sk_buff`` image per ``(frame, length the program sees)``, as ``SkbKind.prepare`` builds it.
+
+    Without ctx_in: the frame's protocol and pkt_type (eth_type_trans), the loopback ifindex, the
+    test socket's family and addresses for IPv4/IPv6, len, and the data pointers of a packet at
+    ``data`` (with the metadata pointer at ``data_meta``), as ``sync_skb`` sets them.
+    """
+    scratch = ContextImage(layout, "batch context image")
+    size = layout.size
+    images = (ctypes.c_uint8 * (size * len(frames) or 1))()
+    view = memoryview(images).cast("B")
+    zeros = bytes(size)
+    for index, (frame, length) in enumerate(frames):
+        scratch.region.view[:] = zeros
+        proto, pkt_type = eth_type_trans(frame)
+        scratch.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
+        scratch.set("pkt_type", pkt_type)
+        scratch.set("ifindex", LOOPBACK_IFINDEX)
+        l3 = frame[ETH_HLEN:]
+        if proto == ETH_P_IP:
+            scratch.set("family", AF_INET)
+            scratch.set("local_ip4", int.from_bytes(l3[12:16], "little"))
+            scratch.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
+        elif proto == ETH_P_IPV6:
+            scratch.set("family", AF_INET6)
+            scratch.set_bytes("local_ip6", l3[8:24])
+            scratch.set_bytes("remote_ip6", l3[24:40])
+        scratch.set("len", length)
+        scratch.set_pointer(Conversion.PACKET_DATA, data)
+        scratch.set_pointer(Conversion.PACKET_META, data_meta)
+        scratch.set_pointer(Conversion.PACKET_END, data + length)
+        view[index * size : (index + 1) * size] = scratch.region.view
+    return images
