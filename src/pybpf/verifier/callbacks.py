@@ -17,10 +17,10 @@ The state after the call thus covers every number of iterations. The kernel conv
 counters kept in the caller's stack because an imprecise scalar matches any scalar; we compare
 scalars exactly, so from the first iteration on :func:`widen` joins what changed since the
 iteration in progress at the call site with its value there (a counter cycling through a few
-values converges), and after :data:`WIDEN_AFTER` iterations forgets it. Widening only loses information: it can
-reject a program the kernel accepts (a ``bpf_loop`` with a small constant count whose callback
-needs a counter's exact value on every iteration: the kernel unrolls all of them), never the
-reverse.
+values converges), and after :data:`WIDEN_AFTER` iterations forgets it. A ``bpf_loop`` of at
+most :data:`LOOP_UNROLL_LIMIT` iterations is unrolled exactly instead, as the kernel would.
+Widening only loses information: it can reject a program the kernel accepts (a longer
+``bpf_loop`` whose callback needs a counter's exact value on every iteration), never the reverse.
 
 An *asynchronous* callback (``bpf_timer_set_callback``) runs later, on a stack of its own: it
 is verified as a separate entry point (``push_async_cb``) with r1 = the timer's map, r2 = key,
@@ -47,6 +47,8 @@ ASYNC_RETURN_RANGE = (0, 0)
 
 WIDEN_AFTER = 2
 """Iterations of a callback after which changed values are forgotten, not joined (module docstring)."""
+LOOP_UNROLL_LIMIT = 8
+"""A ``bpf_loop`` whose ``nr_loops`` is at most this is unrolled exactly, never widened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +109,14 @@ def after_callback(state: State) -> None:
     state.frame.callback_depth = 0
 
 
-def wants_widening(state: State) -> bool:
-    """Whether a state is returning from a callback to its call site (and should be widened)."""
-    return state.frame.callback_depth > 0
+def wants_widening(state: State, helper: int) -> bool:
+    """Whether a state returning from a callback to its call site should be widened."""
+    if state.frame.callback_depth == 0:
+        return False
+    if helper == HelperId.LOOP:
+        nr_loops = state.regs[1]
+        return nr_loops.type is not RegType.SCALAR_VALUE or nr_loops.var_off.umax > LOOP_UNROLL_LIMIT
+    return True
 
 
 # -- widening ------------------------------------------------------------------------------------
@@ -176,6 +183,7 @@ __all__ = [
     "ASYNC_CALLBACK_HELPERS",
     "ASYNC_RETURN_RANGE",
     "CALLBACK_HELPERS",
+    "LOOP_UNROLL_LIMIT",
     "SYNC_CALLBACK_HELPERS",
     "SYNC_RETURN_RANGE",
     "WIDEN_AFTER",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import Call
-from pybpf.platform import HELPER_PROTOS, ArgType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
+from pybpf.platform import HELPER_PROTOS, ArgType, BpfMapType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
 from pybpf.verifier import callbacks
 from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import (
@@ -38,6 +38,7 @@ _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET
 _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
 _MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
 _MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, buf"
+_TIMER_MAP_TYPES = (BpfMapType.ARRAY, BpfMapType.HASH, BpfMapType.LRU_HASH)
 # Helpers this verifier has no prototype for, refused with the reason rather than "unknown".
 _UNSUPPORTED_HELPERS = {
     HelperId.USER_RINGBUF_DRAIN: "bpf_user_ringbuf_drain is not supported by this verifier: its callback receives "
@@ -164,6 +165,10 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
             compatible = map_type_spec(meta.map.type).helper_allowed(insn.helper)
         except NotSupportedError:
             compatible = True
+        if insn.helper == HelperId.TIMER_INIT:
+            # No map-type rule in check_map_func_compatibility: any map whose value can hold a
+            # bpf_timer (its BTF, not checked here) will do.
+            compatible = meta.map.type in _TIMER_MAP_TYPES
         if not compatible:
             raise reject(f"cannot pass map_type {int(meta.map.type)} into func {name}#{insn.helper}")
     if insn.helper == HelperId.TAIL_CALL and state.refs:

@@ -193,7 +193,7 @@ class Explorer:
             # As the kernel does: a finished state that keeps failing to prune only costs time;
             # forgetting it is safe (it can only mean more exploration).
             stored[:] = [c for c in stored if c.branches > 0 or c.misses <= 3 * c.hits + 3]
-        if callback_helper is not None and callbacks.wants_widening(state):
+        if callback_helper is not None and callbacks.wants_widening(state, callback_helper):
             loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
             if loop_heads:
                 callbacks.widen(state, loop_heads[-1])
