@@ -16,6 +16,14 @@ Memory accesses are checked (defence in depth, until verified programs may skip 
 range must lie inside one entry of the run's range table, else the Python fault handler decides,
 against the live address space, whether the access is fine after all (a region mapped by a
 helper during the run) or raises the interpreter's MemoryAccessError.
+
+What LLVM is told about memory (see :class:`~pybpf.vm.jit.plan.FunctionOrigins`): an access
+through a register derived from an entry register is a getelementptr from that register's
+entry value, so loops over a buffer are affine in LLVM's eyes (vectorised, turned into memset);
+an access through r10 is an offset into the function's frame, checked with one unsigned compare
+(none for a constant offset); and a frame whose addresses never leave the function is a local
+array, zeroed on entry like the region, whose slots LLVM keeps in registers. The loop budget and
+the hot range live in locals (written back around calls), so loops keep them in registers too.
 """
 
 from __future__ import annotations
@@ -51,13 +59,12 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.code_addresses import CODE_BASE
-from pybpf.vm.execution import MAX_CALL_FRAMES
+from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE
 from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
-from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_map_update, emit_system_helper
-from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
-from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan
+from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_system_helper
+from pybpf.vm.jit.plan import FRAME, FunctionPlan, ProgramPlan, register_origins
 from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
 
 ENTRY_NAME = "bpf_entry"
@@ -235,13 +242,61 @@ class _FunctionEmitter:
         for number in range(10):
             builder.store(function.args[2 + number], self.regs[number])
         stack_slot = builder.gep(self.state, [builder.add(self.depth, self._const(Slot.STACK_TOPS))])
-        builder.store(builder.load(stack_slot), self.regs[10])
+        frame_top = builder.load(stack_slot, name="frame_top")
+        builder.store(frame_top, self.regs[10])
+        self._emit_locals(frame_top)
         self.blocks: dict[int, Any] = {pc: function.append_basic_block(f"pc{pc}") for pc in sorted(plan.leaders)}
         self.bail: Any = function.append_basic_block("bail")
+        self.abort: Any = function.append_basic_block("abort")
         self.fell_off: Any = None
         builder.branch(self.blocks[plan.entry])
         with builder.goto_block(self.bail):
             self._emit_bail()
+        with builder.goto_block(self.abort):  # an error: Python raises, nothing else is read
+            builder.ret(self._const(0))
+
+    def _emit_locals(self, frame_top: Value) -> None:
+        """The entry block's locals: the frame, the base pointers of entry registers, budget and hot range."""
+        ir, builder, i8 = self.ir, self.builder, self.ir.IntType(8)
+        self.origins = register_origins(self.insns, self.plan, self.plan.entry == 0)
+        self.frame_bottom: Value = builder.sub(frame_top, self._const(STACK_SIZE), name="frame_bottom")
+        if self.origins.private_frame:
+            frame = builder.alloca(ir.ArrayType(i8, STACK_SIZE), name="frame")
+            frame.align = 8
+            self.frame: Value = builder.bitcast(frame, i8.as_pointer())
+            memset = self.parent.module.declare_intrinsic("llvm.memset", [i8.as_pointer(), self.i64])
+            builder.call(
+                memset, [self.frame, ir.Constant(i8, 0), self._const(STACK_SIZE), ir.Constant(ir.IntType(1), 0)]
+            )
+        else:
+            self.frame = builder.inttoptr(self.frame_bottom, i8.as_pointer(), name="frame")
+        # Entry values of r0-r9 as pointers: bases of the getelementptrs (unused ones are dropped).
+        self.bases: list[Value] = [
+            builder.inttoptr(self.function.args[2 + number], i8.as_pointer(), name=f"base{number}")
+            for number in range(10)
+        ]
+        self.budget: Value = builder.alloca(self.i64, name="budget")
+        builder.store(self._load_slot(Slot.BUDGET), self.budget)
+        self.hot: list[Value] = []
+        if self.parent.bounds_checks:
+            self.hot = [builder.alloca(self.i64, name=name) for name in ("hot_start", "hot_end", "hot_writable")]
+            self._reload_hot()
+
+    def _reload_hot(self) -> None:
+        """Copy the run's hot range into the locals (after a scan or any call, which may have scanned)."""
+        if not self.hot:  # unchecked code has no hot range
+            return
+        for local, slot in zip(self.hot, (Slot.HOT_START, Slot.HOT_END, Slot.HOT_WRITABLE), strict=True):
+            self.builder.store(self._load_slot(slot), local)
+
+    def _save_budget(self) -> None:
+        """Write the local loop budget back (before a call or a return: others read it there)."""
+        self.parent.tag(self.builder.store(self.builder.load(self.budget), self._slot(Slot.BUDGET)), "state")
+
+    def _after_call(self) -> None:
+        """A call may have spent budget and scanned the range table: reload both locals."""
+        self.builder.store(self._load_slot(Slot.BUDGET), self.budget)
+        self._reload_hot()
 
     def _emit_bail(self) -> None:
         """The block every event leaves through: return 0, the status tells Python why.
@@ -251,6 +306,7 @@ class _FunctionEmitter:
         function is refused, as the interpreter refuses it.
         """
         builder = self.builder
+        self._save_budget()  # a tail call's target goes on with it
         if self.plan.entry == 0:
             for number in range(11):
                 builder.store(self._get(number), self._slot(Slot.REGS + number))
@@ -345,12 +401,22 @@ class _FunctionEmitter:
                 pc = nxt
 
     def _count_iteration(self, pc: int) -> None:
-        """Spend one unit of the loop budget at a loop header; fail when it is exhausted."""
+        """Spend one unit of the loop budget at a loop header; fail when it is exhausted.
+
+        The failure leaves through ``abort``, which stores nothing that depends on the loop (the
+        run raises): a loop's budget exit then carries no values out, which lets LLVM fold it
+        into the loop's other exits when it can count them.
+        """
         builder = self.builder
-        left = builder.sub(self._load_slot(Slot.BUDGET), self._const(1))
-        self.parent.tag(builder.store(left, self._slot(Slot.BUDGET)), "state")
+        left = builder.sub(builder.load(self.budget), self._const(1))
+        builder.store(left, self.budget)
         exhausted = builder.icmp_signed("<", left, self._const(0))
-        self._continue_unless(exhausted, self._failure(Status.BUDGET, pc), f"loop{pc}")
+        failure = self._new_block(f"fail_budget_{pc}")
+        with builder.goto_block(failure):
+            builder.store(self._const(Status.BUDGET), self._slot(Slot.STATUS))
+            builder.store(self._const(pc), self._slot(Slot.ERROR_PC))
+            builder.branch(self.abort)
+        self._continue_unless(exhausted, failure, f"loop{pc}")
 
     def _emit(self, pc: int, insn: Instruction) -> bool:
         """Emit ``insn``; True when it ended the block (a jump or an exit)."""
@@ -383,12 +449,8 @@ class _FunctionEmitter:
                 return True
             case Call(helper) if helper == HelperId.MAP_LOOKUP_ELEM:
                 emit_map_lookup(self, pc)
-            case Call(helper) if helper == HelperId.MAP_UPDATE_ELEM:
-                emit_map_update(self, pc)
             case Call(helper) if helper in NATIVE_SYSTEM_HELPERS:
                 emit_system_helper(self, pc, helper)
-            case Call(helper) if helper in NATIVE_PACKET_HELPERS:
-                emit_packet_helper(self, pc, helper)
             case Call(helper):
                 self._call_helper(pc, self._const(helper))
             case CallLocal(off):
@@ -454,6 +516,7 @@ class _FunctionEmitter:
 
     def _exit(self) -> None:
         builder = self.builder
+        self._save_budget()
         if self.plan.entry == 0:  # the main function reports its final registers
             for number in range(11):
                 builder.store(self._get(number), self._slot(Slot.REGS + number))
@@ -463,33 +526,84 @@ class _FunctionEmitter:
 
     def _checked_pointer(self, pc: int, address: Value, size: int, is_write: bool) -> Value:
         """A pointer to ``size`` bytes at ``address``, after the range check (or the fault handler) allowed it."""
+        self._check_range(pc, address, size, is_write)
+        return self.builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
+
+    def _check_range(self, pc: int, address: Value, size: int, is_write: bool) -> None:
+        """Go on (in a new block) once the range check or the fault handler allowed the access."""
         builder = self.builder
         if not self.parent.bounds_checks:
-            return builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
+            return
         size_value, write_value = self._const(size), self._const(int(is_write))
+        start, end, writable = (builder.load(local) for local in self.hot)
         hot = builder.and_(
-            builder.icmp_unsigned(">=", address, self._load_slot(Slot.HOT_START)),
-            builder.icmp_unsigned("<=", address, builder.sub(self._load_slot(Slot.HOT_END), size_value)),
+            builder.icmp_unsigned(">=", address, start),
+            builder.icmp_unsigned("<=", address, builder.sub(end, size_value)),
         )
         if is_write:
-            hot = builder.and_(hot, builder.icmp_unsigned("!=", self._load_slot(Slot.HOT_WRITABLE), self._const(0)))
-        access, scan, slow = (self._new_block(f"{what}_{pc}") for what in ("access", "scan", "fault"))
+            hot = builder.and_(hot, builder.icmp_unsigned("!=", writable, self._const(0)))
+        access, scan, found, slow = (self._new_block(f"{what}_{pc}") for what in ("access", "scan", "found", "fault"))
         builder.cbranch(hot, access, scan)
         builder.position_at_end(scan)
         allowed = builder.call(self.parent.in_ranges, [self.state, address, size_value, write_value])
-        builder.cbranch(allowed, access, slow)
+        builder.cbranch(allowed, found, slow)
         builder.position_at_end(slow)
         handler = builder.inttoptr(self._load_slot(Slot.FAULT_FN), self.parent.fault_type.as_pointer())
         verdict = builder.call(handler, [self.state, address, size_value, write_value, self._const(pc)])
-        builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), access, self.bail)
+        builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), found, self.bail)
+        builder.position_at_end(found)
+        self._reload_hot()  # the scan made the range it found hot (the handler reset it)
+        builder.branch(access)
         builder.position_at_end(access)
-        return builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
+
+    def _access(self, pc: int, reg: Reg, off: int, size: int, *, is_write: bool, action: Any) -> Value | None:
+        """``action(pointer)`` on the ``size`` bytes at ``reg + off``; returns what it returns.
+
+        The pointer is a getelementptr from the base of ``reg``'s origin (see the module's
+        docstring). Through r10 the check is ``address - frame_bottom <= 512 - size`` (constant
+        for a constant offset); an access that fails it goes through the range check as any
+        other, to the region's memory.
+        """
+        builder, width = self.builder, self.ir.IntType(size * 8).as_pointer()
+        address = builder.add(self._get(reg), self._const(off))
+        origin = self.origins.base(pc, reg)
+        if origin is None:
+            return action(self._checked_pointer(pc, address, size, is_write))
+        if origin != FRAME:
+            self._check_range(pc, address, size, is_write)
+            offset = builder.sub(address, self.function.args[2 + origin])
+            return action(builder.bitcast(builder.gep(self.bases[origin], [offset]), width))
+        offset = builder.sub(address, self.frame_bottom)
+        frame_pointer = builder.bitcast(builder.gep(self.frame, [offset]), width)
+        if not self.parent.bounds_checks:
+            return action(frame_pointer)
+        inside = builder.icmp_unsigned("<=", offset, self._const(STACK_SIZE - size))
+        in_frame, elsewhere, done = (self._new_block(f"{what}_{pc}") for what in ("frame", "outside", "done"))
+        builder.cbranch(inside, in_frame, elsewhere)
+        builder.position_at_end(in_frame)
+        frame_result = action(frame_pointer)
+        frame_end = builder.block
+        builder.branch(done)
+        builder.position_at_end(elsewhere)
+        other_result = action(self._checked_pointer(pc, address, size, is_write))
+        other_end = builder.block
+        builder.branch(done)
+        builder.position_at_end(done)
+        if frame_result is None:
+            return None
+        result = builder.phi(frame_result.type)
+        result.add_incoming(frame_result, frame_end)
+        result.add_incoming(other_result, other_end)
+        return result
 
     def _load(self, pc: int, insn: Load) -> None:
         builder = self.builder
         size = insn.size.nbytes
-        pointer = self._checked_pointer(pc, builder.add(self._get(insn.src), self._const(insn.off)), size, False)
-        value = self.parent.tag(builder.load(pointer, align=1), "memory")
+
+        def load(pointer: Value) -> Value:
+            return self.parent.tag(builder.load(pointer, align=1), "memory")
+
+        value = self._access(pc, insn.src, insn.off, size, is_write=False, action=load)
         if size < 8:
             value = builder.sext(value, self.i64) if insn.sign_extend else builder.zext(value, self.i64)
         self._set(insn.dst, value)
@@ -498,10 +612,13 @@ class _FunctionEmitter:
         builder = self.builder
         size = insn.size.nbytes
         value = self._operand(insn.src)
-        pointer = self._checked_pointer(pc, builder.add(self._get(insn.dst), self._const(insn.off)), size, True)
         if size < 8:
             value = builder.trunc(value, self.ir.IntType(size * 8))
-        self.parent.tag(builder.store(value, pointer, align=1), "memory")
+
+        def store(pointer: Value) -> None:
+            self.parent.tag(builder.store(value, pointer, align=1), "memory")
+
+        self._access(pc, insn.dst, insn.off, size, is_write=True, action=store)
 
     def _atomic(self, pc: int, insn: Atomic) -> None:
         ir, builder = self.ir, self.builder
@@ -566,8 +683,10 @@ class _FunctionEmitter:
         builder = self.builder
         trampoline = builder.inttoptr(self._load_slot(Slot.HELPER_FN), self.parent.helper_type.as_pointer())
         arguments = [self.state, helper, self._const(pc), *(self._get(number) for number in range(1, 6))]
+        self._save_budget()
         self._set(0, builder.call(trampoline, arguments))  # before the check: a tail call passes r0 on
         self._bail_if_status(pc)
+        self._after_call()
 
     def _call_function(self, pc: int, entry: int) -> None:
         builder = self.builder
@@ -575,8 +694,10 @@ class _FunctionEmitter:
         too_deep = builder.icmp_unsigned(">=", depth, self._const(MAX_CALL_FRAMES))
         self._continue_unless(too_deep, self._failure(Status.CALL_DEPTH, pc), f"call_{pc}")
         registers = [self._get(number) for number in range(10)]
+        self._save_budget()
         result = builder.call(self.parent.functions[entry], [self.state, depth, *registers])
         self._bail_if_status(pc)
+        self._after_call()
         self._set(0, result)
 
     def _call_reg(self, pc: int, reg: Reg) -> None:

@@ -14,18 +14,32 @@ from dataclasses import dataclass
 
 from pybpf.errors import InvalidInstructionError
 from pybpf.isa.insn import (
+    Atomic,
+    Bin,
+    BinOp,
+    Call,
+    CallKfunc,
     CallLocal,
     CallReg,
+    Endian,
     Exit,
     Goto,
+    Imm,
     Instruction,
     Jump,
     LabeledInsn,
+    Load,
     LoadImm64,
     MayGoto,
+    Neg,
+    Operand,
+    PacketLoad,
+    Reg,
+    Store,
     slot_count,
 )
-from pybpf.isa.opcodes import PseudoSrc
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, PseudoSrc
+from pybpf.platform.uapi_generated import HelperId
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +118,155 @@ def plan_program(insns: tuple[LabeledInsn, ...], slot_total: int) -> ProgramPlan
     by_pc = {item.pc: item.insn for item in insns}
     functions = tuple(plan_function(by_pc, slot_total, entry) for entry in function_entries(insns))
     return ProgramPlan(by_pc, slot_total, functions)
+
+
+# -- where pointers come from ------------------------------------------------------------------
+
+OTHER = -1
+"""The origin of a value not derived from any entry register: a constant, a load, a helper's result."""
+FRAME = int(Reg.R10)
+"""The origin of values derived from r10 (the function's own stack frame)."""
+
+Origins = tuple[frozenset[int], ...]
+"""Per register r0-r10, the origins its value may have: entry registers (0-10) or :data:`OTHER`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionOrigins:
+    """Which entry register each register's value is derived from, before each pc of a function.
+
+    A value "derived from" entry register k is k's value at function entry plus or minus
+    values of origin OTHER (pointer arithmetic): native code addresses memory through such a
+    register as ``base_k + (address - k's entry value)``, a getelementptr from one pointer
+    that is fixed for the whole function, which LLVM's loop analyses understand (an
+    ``inttoptr`` of each address hides that consecutive accesses are consecutive).
+
+    ``private_frame`` says that no stack address of this frame can leave it: none is stored
+    to memory, passed to a helper or a function, or returned by a function other than the
+    main one, every access through a register that may point into the frame is through a
+    register that is derived from r10 alone, and the program makes no tail call (whose target
+    runs on the same stacks). The frame's bytes then need not live at their region's address:
+    native code keeps them in a local array that LLVM may hold in registers.
+    """
+
+    before: Mapping[int, Origins]
+    private_frame: bool
+
+    def base(self, pc: int, reg: Reg | int) -> int | None:
+        """The one entry register ``reg``'s value at ``pc`` is derived from, or None."""
+        origins = self.before[pc][int(reg)] - {OTHER}
+        if len(origins) != 1:
+            return None
+        (origin,) = origins
+        return origin
+
+
+_SCALAR: frozenset[int] = frozenset({OTHER})
+
+
+def _operand_origins(state: Origins, operand: Operand) -> frozenset[int]:
+    return _SCALAR if isinstance(operand, Imm) else state[int(operand)]
+
+
+def _bin_origins(state: Origins, insn: Bin) -> frozenset[int]:
+    dst, src = state[int(insn.dst)], _operand_origins(state, insn.src)
+    if insn.is64 and insn.op is BinOp.MOV:
+        return src
+    if insn.is64 and insn.op in (BinOp.ADD, BinOp.SUB):
+        if src == _SCALAR:  # pointer +- scalar: still the pointer
+            return dst
+        if dst == _SCALAR:
+            return src
+        return dst | src
+    return dst | src | _SCALAR  # anything else (and 32-bit results) is a scalar that may hide a pointer
+
+
+def _stored_values(insn: Instruction) -> tuple[int, ...]:
+    """Registers whose values ``insn`` writes to memory."""
+    if isinstance(insn, Store) and isinstance(insn.src, Reg):
+        return (int(insn.src),)
+    if isinstance(insn, Atomic) and insn.op is not AtomicCode.LOAD_ACQ:
+        return (int(insn.src),)
+    return ()
+
+
+def _address_register(insn: Instruction) -> int | None:
+    if isinstance(insn, Load):
+        return int(insn.src)
+    if isinstance(insn, Store):
+        return int(insn.dst)
+    if isinstance(insn, Atomic):
+        return int(insn.src if insn.op is AtomicCode.LOAD_ACQ else insn.dst)
+    return None
+
+
+def _escapes(state: Origins, insn: Instruction, is_main: bool) -> bool:
+    """Whether ``insn`` may let an address of the frame out, or access it through a mixed pointer."""
+    if any(FRAME in state[reg] for reg in _stored_values(insn)):
+        return True
+    address = _address_register(insn)
+    if address is not None and FRAME in state[address] and (len(state[address]) > 1 or isinstance(insn, Atomic)):
+        return True  # atomics address memory by its real address only
+    match insn:
+        case Call(helper):
+            return helper == HelperId.TAIL_CALL or any(FRAME in state[reg] for reg in range(1, 6))
+        case CallReg() | CallKfunc():
+            return True
+        case CallLocal():
+            return any(FRAME in state[reg] for reg in range(10))  # the callee starts with r0-r9
+        case Exit():
+            return not is_main and FRAME in state[0]
+    return False
+
+
+def _transfer(state: Origins, insn: Instruction) -> Origins:
+    written: int | None = None
+    value = _SCALAR
+    match insn:
+        case Bin():
+            written, value = int(insn.dst), _bin_origins(state, insn)
+        case Neg() | Endian():
+            written = int(insn.dst)
+            value = state[written] | _SCALAR
+        case Load() | LoadImm64():
+            written = int(insn.dst)
+        case Atomic():
+            if insn.op is AtomicCode.CMPXCHG:
+                written = 0
+            elif insn.op is AtomicCode.LOAD_ACQ:
+                written = int(insn.dst)
+            elif insn.op is AtomicCode.XCHG or insn.op & ATOMIC_FETCH:  # the old value goes to src
+                written = int(insn.src)
+        case Call() | CallLocal() | CallReg() | CallKfunc() | PacketLoad():
+            written = 0  # native code keeps the caller's r1-r5 (a verified program never reads them)
+    if written is None:
+        return state
+    return (*state[:written], value, *state[written + 1 :])
+
+
+def _join(left: Origins, right: Origins) -> Origins:
+    return tuple(a | b for a, b in zip(left, right, strict=True))
+
+
+def register_origins(insns: Mapping[int, Instruction], function: FunctionPlan, is_main: bool) -> FunctionOrigins:
+    """A forward may-analysis of :class:`FunctionOrigins` over ``function``'s control flow."""
+    entry: Origins = tuple(frozenset({number}) for number in range(11))
+    before: dict[int, Origins] = {function.entry: entry}
+    reached = set(function.pcs)
+    work = [function.entry]
+    private = True
+    while work:
+        pc = work.pop()
+        state, insn = before[pc], insns[pc]
+        if private and _escapes(state, insn, is_main):
+            private = False
+        after = _transfer(state, insn)
+        for following in successors(pc, insn):
+            if following not in reached:
+                continue  # falling off the end
+            known = before.get(following)
+            joined = after if known is None else _join(known, after)
+            if joined != known:
+                before[following] = joined
+                work.append(following)
+    return FunctionOrigins(before, private)
