@@ -13,15 +13,17 @@ as the program left it (``data_out=True``), and the maps, which see the runs in 
 
 A program batches natively (:func:`native_batch_blocker` says why not) when it makes no tail
 call and no ``callx``, and every helper it calls either needs no per-run Python state (map,
-time/random/CPU and string helpers, spin locks) or is one of the packet and checksum helpers the
-JIT serves natively (bpf_csum_diff, bpf_l3/l4_csum_replace, bpf_csum_update,
-bpf_skb_load_bytes, see :mod:`pybpf.vm.jit.native_packet`). Helpers that read or reshape the
-packet through Python (adjust_head/tail/meta, skb_store_bytes, skb_change_*, vlan, redirect,
-hash, perf/ringbuf output of the packet) need the per-run PacketContext, which a native batch does
-not keep up to date; such programs, other program types, and the interpreter run one test run
-per packet. Two differences from per-packet test runs, both invisible to a verified program:
-packets that fail test_run's checks (an skb shorter than an Ethernet header...) raise before any
-packet runs, and the stack is not cleared between packets (as in the kernel's repeat loop).
+time/random/CPU and string helpers, spin locks; not bpf_loop or bpf_for_each_map_elem, whose
+callbacks run in the interpreter against one run's instruction budget) or is one of the packet
+and checksum helpers the JIT serves natively (bpf_csum_diff, bpf_l3/l4_csum_replace,
+bpf_csum_update, bpf_skb_load_bytes: :mod:`pybpf.vm.jit.native_packet`). Helpers that read or
+reshape the packet in Python (xdp_adjust_head/tail/meta, skb_store_bytes, skb_change_*, vlan,
+redirect, hash, perf/ringbuf output of the packet) need the run's PacketContext, which a native
+batch does not keep per packet: such programs, other program types and the interpreter run one
+test run per packet. Two differences from per-packet test runs: a packet test_run would refuse
+(an skb shorter than an Ethernet header...) raises before any packet runs, where per-packet runs
+would have run the packets before it; and the stack is not cleared between packets (as in the
+kernel's repeat loop; only a program reading uninitialised stack could tell).
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XdpKind
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
 
 U32 = 0xFFFF_FFFF
+_PER_RUN_MAP_HELPERS = frozenset({HelperId.TAIL_CALL, HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM})
+"""Tail calls switch programs in Python; callbacks run in the interpreter against one run's budget."""
 BATCH_SAFE_HELPERS = frozenset(
     int(helper)
     for table in (MAP_HELPERS, SYSTEM_HELPERS, STRING_HELPERS)
     for helper in table
-    if helper != HelperId.TAIL_CALL
+    if helper not in _PER_RUN_MAP_HELPERS
 ) | {int(HelperId.SPIN_LOCK), int(HelperId.SPIN_UNLOCK)}
 """Helpers that need nothing of a run's packet: they behave the same inside a native batch."""
 
