@@ -63,7 +63,8 @@ from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE
 from pybpf.vm.jit import alu_ir, entries
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
-from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_system_helper
+from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_map_update, emit_system_helper
+from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
 from pybpf.vm.jit.plan import FRAME, FunctionPlan, ProgramPlan, register_origins
 from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
 
@@ -449,8 +450,12 @@ class _FunctionEmitter:
                 return True
             case Call(helper) if helper == HelperId.MAP_LOOKUP_ELEM:
                 emit_map_lookup(self, pc)
+            case Call(helper) if helper == HelperId.MAP_UPDATE_ELEM:
+                emit_map_update(self, pc)
             case Call(helper) if helper in NATIVE_SYSTEM_HELPERS:
                 emit_system_helper(self, pc, helper)
+            case Call(helper) if helper in NATIVE_PACKET_HELPERS:
+                emit_packet_helper(self, pc, helper)
             case Call(helper):
                 self._call_helper(pc, self._const(helper))
             case CallLocal(off):
