@@ -51,13 +51,19 @@ def verify(
     privileged: bool = True,
     attach_type: int | None = None,
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
+    func_info: bool = False,
 ) -> VerifierReport:
-    """Verify a program; the report says whether the kernel's rules accept it, and why not."""
+    """Verify a program; the report says whether the kernel's rules accept it, and why not.
+
+    ``func_info``: the program comes with BTF func_info (as objects from clang do); raw
+    instructions do not, and the kernel then refuses tail calls and LD_ABS in subprograms."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type)
     table = {labeled.pc: labeled for labeled in insns}
     try:
-        structure = check_structure(insns, StructureConfig() if privileged else StructureConfig.unprivileged())
+        config = StructureConfig(func_info=func_info) if privileged else StructureConfig.unprivileged(
+            func_info=func_info)
+        structure = check_structure(insns, config)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
     explorer = Explorer(insns, structure, Env(options), _resolver(maps), insn_limit)
@@ -137,4 +143,4 @@ def verify_program(
     chosen = prog_type if prog_type is not None else program.section_info.spec
     attach = int(program.attach_type) if program.attach_type is not None else None
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
-                  privileged=privileged, attach_type=attach, insn_limit=insn_limit)
+                  privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info))

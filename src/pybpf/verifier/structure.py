@@ -6,7 +6,9 @@ in the kernel's order, so the first error reported is the one the kernel's log w
 
 1. program size (``bpf_prog_load``: E2BIG, no log line; we say why);
 2. call targets (``add_subprog``: "call to invalid destination");
-3. per-function jump ranges and the last instruction (``check_subprogs``);
+3. per-function jump ranges and the last instruction (``check_subprogs``), then, for a program
+   loaded without BTF func_info, no tail call or LD_ABS in a subprogram
+   (``check_abnormal_return``: the kernel needs BTF to know such a function returns an int);
 4. the depth-first walk (``check_cfg``): back-edges when loops are not allowed, then
    "unreachable insn N" and "jump into the middle of ldimm64 insn N";
 5. writes to the frame pointer ("frame pointer is read only"). The kernel finds these while
@@ -23,6 +25,7 @@ from pybpf.errors import VerifierError
 from pybpf.isa.insn import (
     Atomic,
     Bin,
+    Call,
     Endian,
     Exit,
     Goto,
@@ -36,6 +39,7 @@ from pybpf.isa.insn import (
     slot_count,
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
+from pybpf.platform import HelperId
 from pybpf.verifier.cfg import (
     Subprog,
     branch_target,
@@ -59,10 +63,11 @@ class StructureConfig:
 
     max_insns: int = BPF_COMPLEXITY_LIMIT_INSNS
     allow_back_edges: bool = True
+    func_info: bool = False  # the load carries BTF func_info (raw instructions do not)
 
     @classmethod
-    def unprivileged(cls) -> StructureConfig:
-        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False)
+    def unprivileged(cls, *, func_info: bool = False) -> StructureConfig:
+        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False, func_info=func_info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,8 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
     functions = subprogs(subprog_starts(insns), total)
 
     _check_subprogs(insns, table, functions)
+    if not config.func_info:
+        _check_abnormal_return(insns, functions)
     cfg = walk(insns)
     if cfg.first_out_of_range is not None:
         edge = cfg.first_out_of_range
@@ -147,6 +154,17 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
         if Reg.R10 in written_registers(labeled.insn):
             raise _fail(table, labeled.pc, "frame pointer is read only")
     return ProgramStructure(total, functions, cfg.back_edges)
+
+
+def _check_abnormal_return(insns: Sequence[LabeledInsn], functions: Sequence[Subprog]) -> None:
+    """Without BTF, a subprogram may neither tail call nor use LD_ABS/LD_IND (both can leave it
+    abnormally, and only BTF says the function returns an int). The kernel names no pc."""
+    for function in functions[1:]:
+        members = [labeled.insn for labeled in insns if labeled.pc in function]
+        if any(isinstance(insn, PacketLoad) for insn in members):
+            raise VerifierError(None, "LD_ABS is not allowed in subprogs without BTF")
+        if any(isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL for insn in members):
+            raise VerifierError(None, "tail_call is not allowed in subprogs without BTF")
 
 
 def _check_subprogs(insns: Sequence[LabeledInsn], table: dict[int, LabeledInsn], functions: Sequence[Subprog]) -> None:
