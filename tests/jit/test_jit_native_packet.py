@@ -20,9 +20,13 @@ from jit_build import build_object
 from native_calls import python_calls
 
 import pybpf
-from pybpf.errors import PybpfError
+from pybpf.asm import assemble
+from pybpf.errors import MemoryAccessError, PybpfError
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.runtime.helpers.csum import CSUM_HELPERS, csum_diff
 from pybpf.runtime.loader import load
+from pybpf.vm import Interpreter
+from pybpf.vm.jit import JitProgram
 
 SOURCE = r"""
 #include "bpf_helpers.h"
@@ -291,3 +295,25 @@ def test_a_helper_that_is_not_the_runtimes_goes_through_python(packet_object: Pa
             result = program.test_run(packet)
     assert result.retval == 0x77
     assert calls == [HelperId.CSUM_DIFF]
+
+
+def test_csum_diff_checks_its_buffers_as_the_interpreter_does() -> None:
+    # Outside the run's memory, both engines raise the same MemoryAccessError at the call's pc;
+    # inside it (the stack), both give the same sum. No runtime needed: csum_diff only reads memory.
+    helpers = {HelperId.CSUM_DIFF: CSUM_HELPERS[HelperId.CSUM_DIFF]}
+    outside = "mov %r1, 4096\nmov %r2, 8\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall 28\nexit"
+    inside = (
+        "stdw [%r10-8], 0x12345678\nstdw [%r10-16], -1\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\n"
+        "mov %r3, %r10\nadd %r3, -16\nmov %r4, 6\nmov %r5, 99\ncall 28\nexit"
+    )
+    errors = []
+    for engine in (Interpreter(assemble(outside), helpers=helpers), JitProgram(assemble(outside), helpers=helpers)):
+        with pytest.raises(MemoryAccessError) as raised:
+            engine.run()
+        errors.append(str(raised.value).split(": ")[:2])  # the stacks are named differently after that
+    assert errors[0] == errors[1] == ["pc 5", "invalid read of 8 byte(s) at 0x1000"]
+    sums = [
+        engine.run().r0
+        for engine in (Interpreter(assemble(inside), helpers=helpers), JitProgram(assemble(inside), helpers=helpers))
+    ]
+    assert sums[0] == sums[1] == csum_diff(struct.pack("<q", 0x12345678), struct.pack("<q", -1)[:6], 99)

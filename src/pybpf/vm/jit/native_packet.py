@@ -208,33 +208,48 @@ class _Emit:
     def check_range(self, address: Any, size: Any, is_write: bool) -> None:
         """Allow ``size`` (a value) bytes at ``address`` as a program access would be allowed, or bail.
 
-        A zero size touches nothing (the Python helpers skip empty reads and writes).
+        A zero size touches nothing (the Python helpers skip empty reads and writes). The hot
+        range is the function's locals when the emitter keeps it there (else the run-state
+        slots); a scan or the fault handler changes the slots, so the locals are reloaded after.
         """
         fb, builder = self.fb, self.builder
         if not fb.parent.bounds_checks:
             return
         write = self.const(int(is_write))
-        hot_end = fb._load_slot(Slot.HOT_END)
+        hot_locals = list(getattr(fb, "hot", None) or [])
+        if hot_locals:
+            hot_start, hot_end, hot_writable = (builder.load(local) for local in hot_locals)
+        else:
+            hot_start, hot_end, hot_writable = (
+                fb._load_slot(slot) for slot in (Slot.HOT_START, Slot.HOT_END, Slot.HOT_WRITABLE)
+            )
         hot = builder.and_(
             builder.and_(
-                builder.icmp_unsigned(">=", address, fb._load_slot(Slot.HOT_START)),
-                builder.icmp_unsigned("<=", address, hot_end),
+                builder.icmp_unsigned(">=", address, hot_start), builder.icmp_unsigned("<=", address, hot_end)
             ),
             builder.icmp_unsigned("<=", size, builder.sub(hot_end, address)),
         )
         if is_write:
-            hot = builder.and_(hot, builder.icmp_unsigned("!=", fb._load_slot(Slot.HOT_WRITABLE), self.const(0)))
+            hot = builder.and_(hot, builder.icmp_unsigned("!=", hot_writable, self.const(0)))
         hot = builder.or_(hot, self.eq(size, self.const(0)))
-        access, scan, slow = self.block("range_ok"), self.block("range_scan"), self.block("range_fault")
+        access, scan, found, slow = (
+            self.block(what) for what in ("range_ok", "range_scan", "range_found", "range_fault")
+        )
         builder.cbranch(hot, access, scan)
         builder.position_at_end(scan)
+        # in_ranges compares against ``end - size``: only sizes no region end can be below are scanned.
         small = builder.icmp_unsigned("<=", size, self.const(MAX_SCANNED_SIZE))
         scanned = builder.call(fb.parent.in_ranges, [fb.state, address, size, write])
-        builder.cbranch(builder.and_(small, scanned), access, slow)
+        builder.cbranch(builder.and_(small, scanned), found, slow)
         builder.position_at_end(slow)
         handler = builder.inttoptr(fb._load_slot(Slot.FAULT_FN), fb.parent.fault_type.as_pointer())
         verdict = builder.call(handler, [fb.state, address, size, write, self.const(self.pc)])
-        builder.cbranch(builder.icmp_unsigned("!=", verdict, self.const(0)), access, fb.bail)
+        builder.cbranch(builder.icmp_unsigned("!=", verdict, self.const(0)), found, fb.bail)
+        builder.position_at_end(found)
+        reload = getattr(fb, "_reload_hot", None)
+        if hot_locals and reload is not None:
+            reload()
+        builder.branch(access)
         builder.position_at_end(access)
 
     def csum_partial(self, address: Any, size: Any, seed: Any) -> Any:
