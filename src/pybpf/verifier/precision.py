@@ -49,7 +49,9 @@ _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
 _VALUE_FREE_ARGS = frozenset({ArgType.ANYTHING, ArgType.DONTCARE})
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built per processed instruction, and a frozen dataclass's __init__ costs
+# four times as much. Never mutated once built (entries are shared between forked paths).
+@dataclass(slots=True)
 class HistEntry:
     """One instruction stepped on the current path since its last checkpoint (a persistent list).
 
