@@ -74,7 +74,7 @@ KEYS = st.lists(st.one_of(st.integers(0, 9), st.integers(0, 2**32 - 1)), min_siz
 def test_array_lookups_match_the_interpreter_and_stay_native(
     lookups_object: Path, lookup_calls: list[int], keys: list[int], cpu: int
 ) -> None:
-    with load(lookups_object) as reference, load(lookups_object, engine="jit") as native:
+    with load(lookups_object, engine="interp") as reference, load(lookups_object, engine="jit") as native:
         for obj in (reference, native):
             obj.services.cpu = cpu
         native_arrays = {native.maps[name].address for name in ("arr", "pcpu")}

@@ -54,7 +54,7 @@ def system_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("cpu", [0, 1])
 def test_processor_id_is_the_runs_cpu_without_python(system_object: Path, cpu: int) -> None:
-    with load(system_object) as reference, load(system_object, engine="jit") as native:
+    with load(system_object, engine="interp") as reference, load(system_object, engine="jit") as native:
         for obj in (reference, native):
             obj.services.cpu = cpu
         expected = reference.program("system").test_run(PACKET).retval
@@ -79,7 +79,7 @@ def test_ktime_reads_the_host_monotonic_clock_natively(system_object: Path) -> N
 
 
 def test_a_manual_clock_is_still_read_in_python(system_object: Path) -> None:
-    with load(system_object) as reference, load(system_object, engine="jit") as native:
+    with load(system_object, engine="interp") as reference, load(system_object, engine="jit") as native:
         for obj in (reference, native):
             obj.services.clock = ManualClock(123_456_789_012)
         reference.program("system").test_run(PACKET)
