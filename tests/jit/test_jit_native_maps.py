@@ -28,8 +28,10 @@ from pybpf.runtime.loader import load
 SOURCE = r"""
 #include "bpf_helpers.h"
 
-struct key6 { __u8 b[6]; };                                      /* the hash's tail-bytes path */
+struct key6 { __u8 b[6]; };                                /* the hash's tail bytes alone */
+struct key12 { __u8 b[12]; };                              /* a whole word, then tail bytes */
 struct lpm_key { __u32 prefixlen; __u8 data[5]; } __attribute__((packed));   /* 40-bit prefixes */
+struct lpm6_key { __u32 prefixlen; __u8 data[16]; };                           /* IPv6-sized */
 
 #define MAP(kind, n, ktype, vtype, flags, name) struct { \
 	__uint(type, kind); __uint(max_entries, n); __type(key, ktype); __type(value, vtype); \
@@ -38,8 +40,10 @@ MAP(BPF_MAP_TYPE_HASH, 40, struct key6, __u64, 0, h);
 MAP(BPF_MAP_TYPE_PERCPU_HASH, 40, __u32, __u32, 0, ph);
 MAP(BPF_MAP_TYPE_LPM_TRIE, 40, struct lpm_key, __u32, BPF_F_NO_PREALLOC, lpm);
 MAP(BPF_MAP_TYPE_ARRAY, 6, __u32, __u64, 0, arr);
+MAP(BPF_MAP_TYPE_HASH, 40, struct key12, __u32, 0, h12);
+MAP(BPF_MAP_TYPE_LPM_TRIE, 40, struct lpm6_key, __u64, BPF_F_NO_PREALLOC, lpm6);
 
-struct op { __u8 code, map, flags, prefixlen; __u8 key[8]; __u64 value; };
+struct op { __u8 code, map, flags, prefixlen; __u8 key[16]; __u64 value; };
 
 #define DO(MAP, KEY, CAN_DELETE)						\
 	if (code == 0) {							\
@@ -72,11 +76,14 @@ int ops(struct xdp_md *ctx)
 	case 0: { struct key6 k; __builtin_memcpy(&k, op->key, 6); DO(h, &k, 1) }
 	case 1: { __u32 k; __builtin_memcpy(&k, op->key, 4); DO(ph, &k, 1) }
 	case 2: { struct lpm_key k; k.prefixlen = op->prefixlen; __builtin_memcpy(k.data, op->key, 5); DO(lpm, &k, 1) }
+	case 4: { struct key12 k; __builtin_memcpy(&k, op->key, 12); DO(h12, &k, 1) }
+	case 5: { struct lpm6_key k; k.prefixlen = op->prefixlen; __builtin_memcpy(k.data, op->key, 16); DO(lpm6, &k, 1) }
 	default: { __u32 k; __builtin_memcpy(&k, op->key, 4); DO(arr, &k, 0) }
 	}
 }
 """
-MAPS = ("h", "ph", "lpm", "arr")
+MAPS = ("h", "ph", "lpm", "arr", "h12", "lpm6")
+LPM_MAPS = (2, 5)
 LOOKUP, UPDATE, DELETE, BUMP = range(4)
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 
@@ -97,7 +104,7 @@ def map_calls() -> Iterator[dict[int, list[int]]]:
 
 
 def packet(code: int, map_number: int, key: bytes, value: int = 0, *, flags: int = 0, prefixlen: int = 0) -> bytes:
-    return struct.pack("<BBBB8s4xQ", code, map_number, flags, prefixlen, key.ljust(8, b"\0"), value) + bytes(32)
+    return struct.pack("<BBBB16s4xQ", code, map_number, flags, prefixlen, key.ljust(16, b"\0"), value) + bytes(32)
 
 
 def user_key(map_number: int, key: bytes, prefixlen: int) -> bytes:
@@ -106,6 +113,10 @@ def user_key(map_number: int, key: bytes, prefixlen: int) -> bytes:
         return key[:6]
     if map_number == 2:
         return prefixlen.to_bytes(4, "little") + key[:5]
+    if map_number == 4:
+        return key[:12]
+    if map_number == 5:
+        return prefixlen.to_bytes(4, "little") + key[:16]
     return key[:4]
 
 
@@ -115,26 +126,26 @@ def snapshot(obj: Any) -> dict[str, list[Any]]:
 
 # Keys from a few patterns, so that operations meet the same elements and LPM prefixes nest.
 KEY = st.builds(
-    lambda head, low: bytes([0xC0, head, 0x10 | low, low, low ^ 0x5A, 0, 0, 0]),
+    lambda head, low: bytes([0xC0, head, 0x10 | low, low, low ^ 0x5A, 0, 0, 0, 0x20, 1, low, 0, 0, 0, 0, low]),
     st.sampled_from([0xA8, 0xA9, 0x28]),
     st.integers(0, 5),
 )
 PROGRAM_OP = st.tuples(
     st.just("program"),
     st.integers(0, 3),  # code
-    st.integers(0, 3),  # map
+    st.integers(0, 5),  # map
     KEY,
     st.integers(0, 2**64 - 1),
     st.sampled_from([BPF_ANY, BPF_ANY, BPF_EXIST, BPF_EXIST, BPF_NOEXIST, 3, 4]),
-    st.sampled_from([0, 8, 12, 16, 17, 24, 31, 33, 40, 41]),
+    st.sampled_from([0, 8, 12, 16, 17, 24, 31, 33, 40, 41, 64, 66, 72, 128, 129]),
 )
 USER_OP = st.tuples(
     st.sampled_from(["update", "delete"]),
-    st.integers(0, 3),
+    st.integers(0, 5),
     KEY,
     st.integers(0, 2**32 - 1),
     st.just(0),
-    st.sampled_from([0, 8, 16, 20, 24, 32, 40]),
+    st.sampled_from([0, 8, 16, 20, 24, 32, 40, 64, 72, 128]),
 )
 
 
@@ -172,30 +183,37 @@ def test_native_map_helpers_match_the_interpreter(ops_object: Path, steps: list[
 
 def test_the_fast_path_never_calls_python(ops_object: Path, map_calls: dict[int, list[int]]) -> None:
     """Lookups (hits and misses) and updates of existing elements with BPF_ANY/BPF_EXIST stay native."""
-    keys = [bytes([0xC0, 0xA8, n, 1, 2, 3, 0, 0]) for n in range(30)]  # 30 elements: several index rebuilds
+    keys = [bytes([0xC0, 0xA8, n, 1, 2, 3, 0, 0, 0x20, 1, 0xD, 0xB8, n, 0, 0, 1]) for n in range(30)]  # 30: rebuilds
     with load(ops_object, engine="interp") as reference, load(ops_object, engine="jit") as native:
         for obj in (reference, native):
             for number, key in enumerate(keys):
                 obj.maps["h"].update_raw(key[:6], number.to_bytes(8, "little"))
                 obj.maps["ph"].update_raw(key[:4], bytes(8 * obj.maps["ph"].ncpus))
                 obj.maps["lpm"].update_raw(user_key(2, key, 24), number.to_bytes(4, "little"))
+                obj.maps["h12"].update_raw(key[:12], number.to_bytes(4, "little"))
+                obj.maps["lpm6"].update_raw(user_key(5, key, 104), number.to_bytes(8, "little"))
             obj.maps["lpm"].update_raw(user_key(2, keys[0], 16), b"\x63\0\0\0")
-        absent = [bytes([0xC0, 0xA8, 99, 1, 2, 3, 0, 0]), bytes([0x0A] * 8)]
+            obj.maps["lpm6"].update_raw(user_key(5, keys[0], 60), bytes(8))
+        absent = [bytes([0xC0, 0xA8, 99, 1, 2, 3, 0, 0, 0x20]), bytes([0x0A] * 16)]
 
         def key_of(map_number: int, index: int, key: bytes) -> bytes:
             return (index % 6).to_bytes(4, "little") if map_number == 3 else key  # arr: indices in range
 
         fast = [
-            packet(code, map_number, key_of(map_number, index, key), 5 + index, flags=flags, prefixlen=40)
+            packet(code, map_number, key_of(map_number, index, key), 5 + index, flags=flags, prefixlen=prefixlen)
             for index, key in enumerate([*keys, *absent])
-            for map_number in range(4)
+            for map_number, prefixlen in ((0, 0), (1, 0), (2, 40), (3, 0), (4, 0), (5, 128))
             for code, flags in ((LOOKUP, 0), (UPDATE, BPF_ANY), (BUMP, 0), (UPDATE, BPF_EXIST), (LOOKUP, 0))
             # Not here: LPM updates and updates of absent keys (Python's work).
-            if not (code == UPDATE and (map_number == 2 or (index >= len(keys) and map_number != 3)))
+            if not (code == UPDATE and (map_number in LPM_MAPS or (index >= len(keys) and map_number != 3)))
         ]
+        hits: set[int] = set()
         for data in fast:
             expected = reference.program("ops").test_run(data).retval
             assert native.program("ops").test_run(data).retval == expected
+            if data[0] == LOOKUP and expected:
+                hits.add(data[1])
+        assert hits == set(range(len(MAPS))), "every map had lookups that found an element"
         assert snapshot(native) == snapshot(reference)
         names = {native.maps[name].address: name for name in MAPS}
         called = {helper: [names.get(pointer) for pointer in pointers] for helper, pointers in map_calls.items()}
