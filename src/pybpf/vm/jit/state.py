@@ -76,6 +76,16 @@ class Slot(IntEnum):
     """The packet's ``data`` (native address); Python refreshes it after a helper reshapes the packet."""
     PACKET_END = 55
     """The packet's ``data_end``; a native batch sets it (and ``PACKET_DATA``) for every packet."""
+    PACKET_META = 56
+    """The packet's ``data_meta`` (XDP batches, for the native xdp_adjust_* helpers)."""
+    PACKET_FRAME = 57
+    """The XDP frame's first byte (xdp_adjust_head/meta keep ``XDP_FRAME_STRUCT`` bytes free after it)."""
+    PACKET_FRAME_END = 58
+    """How far xdp_adjust_tail may grow the packet (the frame minus skb_shared_info)."""
+    CONTEXT_DATA_SLOT = 59
+    """Native address of the context's data pointer, which the native xdp_adjust_* helpers update."""
+    CONTEXT_END_SLOT = 60
+    CONTEXT_META_SLOT = 61
 
 
 STATE_SLOTS = max(Slot) + 1
