@@ -72,7 +72,8 @@ def verify(
         depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks)
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
-    return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths)
+    return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,
+                          frozenset(explorer.seen))
 
 
 def _rejected(error: VerifierError, table: Mapping[int, LabeledInsn], processed: int, states: int,

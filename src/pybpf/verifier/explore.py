@@ -82,6 +82,7 @@ class Explorer:
     resolver: MapResolver
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS
     processed: int = 0
+    seen: set[int] = field(default_factory=set)  # pcs some path reached (the kernel's aux->seen)
     states_stored: int = 0
     log: list[str] = field(default_factory=list)
     table: dict[int, LabeledInsn] = field(default_factory=dict)
@@ -137,6 +138,7 @@ class Explorer:
                             self.log.append(f"{pc}: safe")
                         break
                 self.processed += 1
+                self.seen.add(pc)
                 if self.processed > self.insn_limit:
                     raise reject(f"BPF program is too large. Processed {self.processed} insn")
                 level = self.env.options.log_level

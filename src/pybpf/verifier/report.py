@@ -81,6 +81,8 @@ class VerifierReport:
     diagnostics: tuple[Diagnostic, ...] = ()
     log: tuple[str, ...] = field(default=())
     stack_depth: tuple[int, ...] = ()
+    # The pcs some explored path reached; the rest is dead code (pybpf.verifier.rewrite).
+    seen: frozenset[int] = frozenset()
 
     @property
     def error(self) -> Diagnostic | None:
