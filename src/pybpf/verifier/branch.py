@@ -120,6 +120,13 @@ def _refine_bit_test(a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Sca
 
 def _write_back(old: Scalar, view: View) -> Scalar | None:
     if view.bits == 64:
+        if (view.tnum is old.var_off and view.s_lo == old.smin and view.s_hi == old.smax
+                and view.u_lo == old.umin and view.u_hi == old.umax):
+            return old  # nothing learnt (typically the constant operand): already in sync
+    elif (view.s_lo == old.s32_min and view.s_hi == old.s32_max and view.u_lo == old.u32_min
+          and view.u_hi == old.u32_max and view.tnum == old.var_off.subreg()):
+        return old
+    if view.bits == 64:
         new = Scalar(view.tnum, view.s_lo, view.s_hi, view.u_lo, view.u_hi,
                      old.s32_min, old.s32_max, old.u32_min, old.u32_max)
     else:

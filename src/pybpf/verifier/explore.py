@@ -42,12 +42,15 @@ from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_registers, live_stack
 from pybpf.verifier.machine import (
     CALLER_SAVED,
+    NO_DIFFERENCE,
+    OTHER_DIFFERENCE,
     Env,
     Frame,
     MapResolver,
     PathStep,
     Rejection,
     State,
+    compare_states,
     format_state,
     reject,
     states_equal,
@@ -181,7 +184,9 @@ class Explorer:
                 if states_identical(checkpoint.state, state):
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
-            if states_equal(checkpoint.state, state, allow_uninit, live, live_slots, precision=self.track_precision):
+            where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
+                                   precision=self.track_precision, first=checkpoint.hint)
+            if where == NO_DIFFERENCE:
                 checkpoint.hits += 1
                 if self.track_precision:
                     # This path now relies on what the stored one relied on (propagate_precision).
@@ -190,6 +195,8 @@ class Explorer:
                         mark_precise(self.table, state.hist, parent, len(state.frames), regs, slots=slots)
                 return True, parent
             checkpoint.misses += 1
+            if where != OTHER_DIFFERENCE:
+                checkpoint.hint = where
             evicted = evicted or checkpoint.misses > 3 * checkpoint.hits + 3
         if evicted:
             # As the kernel does: a finished state that keeps failing to prune only costs time;

@@ -165,26 +165,51 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (
     without REG_LIVE_READ. Caller frames are compared whole (their liveness would be the return
     site's, which we do not track). ``live_slots`` does the same for the innermost stack.
     ``precision``: imprecise scalars of ``old`` cover anything (only for a finished ``old``)."""
+    return compare_states(old, cur, allow_uninit_stack, live, live_slots, precision=precision) < 0
+
+
+NO_DIFFERENCE = -1
+OTHER_DIFFERENCE = 11
+
+
+def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
+                   live_slots: int = -1, *, precision: bool = False, first: int = NO_DIFFERENCE) -> int:
+    """:func:`states_equal`, telling where it failed: -1 when ``old`` covers ``cur``, else the
+    innermost register found not covered (0-10), or 11 for any other difference.
+
+    ``first`` names an innermost register to compare before the others (where the last
+    comparison with ``old`` failed: states stored at one pc tend to differ in the same place).
+    The order cannot change the outcome: each register's test only adds pairs to the id
+    renaming, and whether a consistent renaming exists does not depend on their order."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
-        return False
+        return OTHER_DIFFERENCE
     ids = IdMap()
     innermost = len(old.frames) - 1
+    if first >= 0 and live >> first & 1:
+        old_reg, cur_reg = old.frames[innermost].regs[first], cur.frames[innermost].regs[first]
+        trivially_safe = old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id
+        if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision):
+            return first
     for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
         if old_frame.callsite != cur_frame.callsite:
-            return False
+            return OTHER_DIFFERENCE
         mask = live if depth == innermost else (1 << 11) - 1
+        if depth == innermost and first >= 0:
+            mask &= ~(1 << first)  # compared above
         for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, cur_frame.regs, strict=True)):
             if not mask >> number & 1:
                 continue  # dead here: no continuation reads it
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if not regsafe(old_reg, cur_reg, ids, precision=precision):
-                return False
+                return number if depth == innermost else OTHER_DIFFERENCE
         slots = live_slots if depth == innermost else -1
         if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
                          live_slots=slots, precision=precision):
-            return False
-    return all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True))
+            return OTHER_DIFFERENCE
+    if all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
+        return NO_DIFFERENCE
+    return OTHER_DIFFERENCE
 
 
 def states_identical(old: State, cur: State) -> bool:

@@ -83,6 +83,7 @@ class Checkpoint:
     misses: int = 0
     hist: HistEntry | None = None
     all_precise: bool = False
+    hint: int = -1  # the innermost register the last failed comparison stopped at
 
 
 class _Demand:
