@@ -151,10 +151,13 @@ def test_mmapable_array_is_shared_by_direct_memory_access(tmp_path: Path) -> Non
 
 
 def test_unsupported_pins(tmp_path: Path) -> None:
-    queue = create_map(MapDef(BpfMapType.QUEUE, 0, 8, 4, 0, "queue"), AddressSpace())
-    with pytest.raises(NotSupportedError, match="queue"):
-        pin_map(queue, "queue", tmp_path)
-    assert not (tmp_path / "queue").exists()
+    bloom = create_map(MapDef(BpfMapType.BLOOM_FILTER, 0, 8, 4, 0, "bloom"), AddressSpace())
+    with pytest.raises(NotSupportedError, match="bloom_filter"):
+        pin_map(bloom, "bloom", tmp_path)
+    assert not (tmp_path / "bloom").exists()
+    prog_array = create_map(MapDef(BpfMapType.PROG_ARRAY, 4, 4, 4, 0, "jumps"), AddressSpace())
+    with pytest.raises(NotSupportedError, match="prog_array"):
+        pin_map(prog_array, "jumps", tmp_path)
     with pybpf.load(PROGS / "global_data.o") as obj:
         data_map = next(name for name in obj.maps if name.startswith("."))
         with pytest.raises(NotSupportedError, match="global data"):

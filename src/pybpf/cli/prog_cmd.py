@@ -234,3 +234,6 @@ def register(subparsers: Any) -> None:
     dump.add_argument("--json", action="store_true", help='print {"type": str, "entries": [[key, value]...]}')
     dump.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="load in user space or in the kernel")
     dump.set_defaults(func=_map_dump)
+    from pybpf.cli.pinned_map_cmd import register_pinned_map_commands  # it imports this module
+
+    register_pinned_map_commands(map_commands)

@@ -1,67 +1,60 @@
-"""Pinning: a bpffs-like directory where maps, programs and links are pinned by path.
+"""Pinned maps: the map's data moves into the pin file, mapped ``MAP_SHARED`` by every process.
 
-The pin root is, in order: the ``root`` argument, ``$PYBPF_PIN_ROOT``, ``$XDG_RUNTIME_DIR/pybpf``,
-``/run/user/<uid>/pybpf`` (when that runtime directory exists), else ``/tmp/pybpf-<uid>``. A
-relative pin path is under the root; an absolute one is used as given. As on bpffs, pinning
-over an existing path fails (``FileExistsError``) and :func:`unpin` removes a pin.
-
-Every pin file starts with a header (magic ``PYBPFPIN``, version, the length of a JSON
-description, the JSON: what is pinned). Maps are **shared between processes**: the array's value
-storage is the pin file itself, mapped with ``mmap(MAP_SHARED)`` from :data:`DATA_OFFSET` on, so
-the process that pinned the map (its programs write there) and every process that opens the pin
-(:func:`open_pinned_map`, ``pybpf map dump --pinned PATH``) see the same bytes, live, and the
-values survive the pinning process's exit (they are the file's contents). A BPF_F_MMAPABLE
-array pinned this way is readable and writable from any process by plain memory access
-(:meth:`PinnedMap.mmap`), with no call per access; that answers whether user space needs a
-syscall per map access: it does not, for arrays.
-
-Supported map types: array and percpu_array (with their ``ncpus`` copies per value, recorded in
-the header), mmapable arrays, and hash, percpu_hash, lru_hash and lru_percpu_hash. A hash map's
-slots (key, then value) live in the file after one occupancy byte per slot, which the pinning
-process keeps up to date; another process reads its elements by scanning the occupied slots
-(:meth:`PinnedMap.entries`) but cannot update it (the key index lives in the pinning process).
-A reader may see an element while it is being inserted or updated (the bytes are copied in
-place), as user space may in the kernel without BPF_F_LOCK. A ring buffer's records and its
-two positions (the kernel's producer and consumer pages) live in the file, so another process
-consumes what programs produce (:meth:`PinnedMap.poll`) and the producer sees the room it
-frees; records not consumed survive the producer. Other map types raise NotSupportedError.
-A global data map (``.bss``/``.data``) cannot be pinned: programs hold the address of its
-value, which moving the storage would break.
-
-Programs and links are pinned as descriptions (object file, program, type, id, pid; link kind and
-target): another process cannot run them, but ``pybpf link list`` reads the link pins, which is
-how a CLI process, having no links of its own, shows the links of the processes that pinned them.
+See the package docstring for what each map type shares and how; :func:`pin_map` is the owner's
+side, :class:`PinnedMap` (:func:`open_pinned_map`) any other process's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import mmap
 import os
-import struct
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
-from pybpf.errors import MapKeyNotFoundError, NotSupportedError, PybpfError
+from pybpf.errors import MapInvalidArgumentError, MapKeyNotFoundError, NotSupportedError
+from pybpf.hooks.pinning.store import (
+    DATA_OFFSET,
+    FileLock,
+    PinError,
+    SharedStorage,
+    pin_path,
+    process_alive,
+    read_pin,
+    write_new,
+)
+from pybpf.hooks.pinning.updates import (
+    HashSlots,
+    OwnerGoneError,
+    UpdateServer,
+    delete_ownerless,
+    guard_mutations,
+    owner_address,
+    request,
+    update_ownerless,
+)
 from pybpf.platform.uapi_generated import BpfMapType
-from pybpf.runtime.maps import ArrayMap, HashMap, MapDef, PercpuArrayMap, RingBufMap
+from pybpf.runtime.maps import (
+    ArrayMap,
+    HashMap,
+    LpmTrieMap,
+    Map,
+    MapDef,
+    PercpuArrayMap,
+    PerfEventArrayMap,
+    PerfEventBuffer,
+    QueueMap,
+    RingBufMap,
+    StackMap,
+)
+from pybpf.runtime.maps.perf_event_array import shared_buffer_size
+from pybpf.runtime.maps.queue_stack import shared_size as queue_shared_size
 from pybpf.runtime.maps.ringbuf import POSITIONS_SIZE as RINGBUF_POSITIONS_SIZE
 from pybpf.vm.memory import AddressSpace
 
-if TYPE_CHECKING:
-    from pybpf.hooks.link import Link
-    from pybpf.runtime.program import Program
-
-MAGIC = b"PYBPFPIN"
-VERSION = 1
-_HEADER = struct.Struct("<8sII")  # magic, version, JSON length
-DATA_OFFSET = 4096
-"""Where a pinned map's values start in its file (page aligned, so it can be mmap'ed alone)."""
-PIN_ROOT_ENV = "PYBPF_PIN_ROOT"
+RINGBUF_POSITIONS_PAGE = 4096
+"""A pinned ring buffer's file data: a page for the positions, then the records (twice the size)."""
 PINNABLE_MAP_TYPES = frozenset(
     {
         BpfMapType.ARRAY,
@@ -71,117 +64,21 @@ PINNABLE_MAP_TYPES = frozenset(
         BpfMapType.LRU_HASH,
         BpfMapType.LRU_PERCPU_HASH,
         BpfMapType.RINGBUF,
+        BpfMapType.QUEUE,
+        BpfMapType.STACK,
+        BpfMapType.LPM_TRIE,
+        BpfMapType.PERF_EVENT_ARRAY,
     }
 )
-RINGBUF_POSITIONS_PAGE = 4096
-"""A pinned ring buffer's file data: a page for the positions, then the records (twice the size)."""
-
-
-class PinError(PybpfError):
-    """A pin path that does not hold what was expected (not a pin, wrong kind, bad header)."""
-
-
-def pin_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """The pin directory (see the module docstring for the order); not created here."""
-    if root is not None:
-        return Path(root)
-    configured = os.environ.get(PIN_ROOT_ENV)
-    if configured:
-        return Path(configured)
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir:
-        return Path(runtime_dir) / "pybpf"
-    user_run = Path(f"/run/user/{os.getuid()}")
-    if user_run.is_dir():
-        return user_run / "pybpf"
-    return Path(f"/tmp/pybpf-{os.getuid()}")
-
-
-def pin_path(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
-    """``path`` under the pin root when relative, as given when absolute."""
-    given = Path(path)
-    return given if given.is_absolute() else pin_root(root) / given
-
-
-@dataclass(frozen=True, slots=True)
-class PinInfo:
-    """One pin: its path and the JSON description from its header."""
-
-    path: Path
-    kind: str  # "map", "prog" or "link"
-    meta: dict[str, Any]
-
-
-def _write_new(path: Path, meta: dict[str, Any], data_size: int = 0) -> int:
-    """Create the pin file (exclusively) with its header; returns the open descriptor."""
-    encoded = json.dumps(meta, sort_keys=True).encode()
-    if _HEADER.size + len(encoded) > DATA_OFFSET:
-        raise PinError(f"{path}: the pin description is too long ({len(encoded)} bytes)")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        header = _HEADER.pack(MAGIC, VERSION, len(encoded)) + encoded
-        os.write(fd, header)
-        if data_size:
-            os.ftruncate(fd, DATA_OFFSET + data_size)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    return fd
-
-
-def read_pin(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> PinInfo:
-    """The description of the pin at ``path``; PinError when it is not a pin."""
-    full = pin_path(path, root)
-    with full.open("rb") as file:
-        head = file.read(DATA_OFFSET)
-    if len(head) < _HEADER.size:
-        raise PinError(f"{full}: not a pybpf pin (too short)")
-    magic, version, length = _HEADER.unpack_from(head)
-    if magic != MAGIC:
-        raise PinError(f"{full}: not a pybpf pin")
-    if version != VERSION:
-        raise PinError(f"{full}: pin format version {version}, this pybpf reads {VERSION}")
-    try:
-        meta = json.loads(head[_HEADER.size : _HEADER.size + length])
-    except ValueError as error:
-        raise PinError(f"{full}: unreadable pin description ({error})") from None
-    return PinInfo(full, str(meta.get("kind", "")), meta)
-
-
-def unpin(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
-    """Remove a pin (the object lives on in the processes that use it)."""
-    info = read_pin(path, root)
-    info.path.unlink()
-
-
-def list_pins(root: str | os.PathLike[str] | None = None, kind: str | None = None) -> list[PinInfo]:
-    """Every pin under the root (of one ``kind`` if given), by path; unreadable files are skipped."""
-    base = pin_root(root)
-    if not base.is_dir():
-        return []
-    found: list[PinInfo] = []
-    for candidate in sorted(base.rglob("*")):
-        if not candidate.is_file():
-            continue
-        try:
-            info = read_pin(candidate)
-        except (PinError, OSError):
-            continue
-        if kind is None or info.kind == kind:
-            found.append(info)
-    return found
-
-
-# -- maps --------------------------------------------------------------------------------------
+_PINNABLE_CLASSES = (ArrayMap, HashMap, RingBufMap, QueueMap, LpmTrieMap, PerfEventArrayMap)
+_PERCPU_TYPES = (BpfMapType.PERCPU_ARRAY, BpfMapType.PERCPU_HASH, BpfMapType.LRU_PERCPU_HASH)
 
 
 def _round8(size: int) -> int:
     return (size + 7) // 8 * 8
 
 
-def _map_meta(found: ArrayMap | HashMap | RingBufMap) -> dict[str, Any]:
+def _map_meta(found: Map) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "kind": "map",
         "name": found.name,
@@ -194,11 +91,11 @@ def _map_meta(found: ArrayMap | HashMap | RingBufMap) -> dict[str, Any]:
         "ncpus": found.ncpus,
         "pid": os.getpid(),
     }
+    occupancy = _round8(found.max_entries)
     if isinstance(found, RingBufMap):
         meta.update(layout="ringbuf", data_size=RINGBUF_POSITIONS_PAGE + 2 * found.size)
     elif isinstance(found, HashMap):
         # One occupancy byte per slot (padded to 8), then max_entries slots: key, then value(s).
-        occupancy = _round8(found.max_entries)
         meta.update(
             layout="hash",
             occupancy_size=occupancy,
@@ -206,14 +103,36 @@ def _map_meta(found: ArrayMap | HashMap | RingBufMap) -> dict[str, Any]:
             key_stride=found.key_stride,
             data_size=occupancy + found.max_entries * found.slot_size,
         )
+    elif isinstance(found, LpmTrieMap):
+        # Occupancy bytes, then one key per value slot (the trie's nodes stay in the owner), then values.
+        key_stride = _round8(found.key_size)
+        keys_size = found.max_entries * key_stride
+        meta.update(
+            layout="lpm",
+            occupancy_size=occupancy,
+            key_stride=key_stride,
+            value_stride=found.value_stride,
+            values_offset=occupancy + keys_size,
+            data_size=occupancy + keys_size + found.max_entries * found.value_stride,
+        )
+    elif isinstance(found, QueueMap):
+        meta.update(layout="queue", data_size=queue_shared_size(found.max_entries, found.value_size))
+    elif isinstance(found, PerfEventArrayMap):
+        buffers, offset = [], 0
+        for cpu in range(min(found.ncpus, found.max_entries)):
+            slot = found._objects[cpu]
+            capacity = slot.capacity if isinstance(slot, PerfEventBuffer) else PerfEventBuffer(cpu).capacity
+            buffers.append([cpu, offset, capacity])
+            offset += _round8(shared_buffer_size(capacity))
+        meta.update(layout="perf", buffers=buffers, data_size=max(offset, 8))
     else:
-        meta.update(layout="array", data_size=found.storage_size)
+        meta.update(layout="array", data_size=found.storage_size)  # type: ignore[attr-defined]
     return meta
 
 
-def _check_pinnable(found: object) -> ArrayMap | HashMap | RingBufMap:
+def _check_pinnable(found: object) -> Map:
     map_type = getattr(found, "type", None)
-    if not isinstance(found, ArrayMap | HashMap | RingBufMap) or map_type not in PINNABLE_MAP_TYPES:
+    if not isinstance(found, _PINNABLE_CLASSES) or map_type not in PINNABLE_MAP_TYPES:
         name = map_type.name.lower() if isinstance(map_type, BpfMapType) else type(found).__name__
         supported = ", ".join(sorted(kind.name.lower() for kind in PINNABLE_MAP_TYPES))
         raise NotSupportedError(f"pinning {name} maps is not supported (pinnable types: {supported})")
@@ -224,42 +143,81 @@ def _check_pinnable(found: object) -> ArrayMap | HashMap | RingBufMap:
     return found
 
 
-class _SharedStorage:
-    """The file-backed mapping of a pinned map's values (kept open as long as the map uses it)."""
+def _write_lpm_key(found: LpmTrieMap, keys: memoryview, key_stride: int, key: bytes) -> None:
+    """Mirror the key of the element ``key`` names into the file's key table, at its value's slot."""
+    node = found._find_longest(key)
+    if node is not None and node.slot is not None:
+        start = node.slot * key_stride
+        encoded = found._encode(node)
+        keys[start : start + len(encoded)] = encoded
 
-    def __init__(self, fd: int, size: int) -> None:
-        self.mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, offset=DATA_OFFSET)
 
-    def close(self) -> None:
-        # A region still exported over the mapping keeps it alive; the OS unmaps it at exit.
-        with contextlib.suppress(BufferError):
-            self.mapping.close()
+def _serve_updates(found: Map, fd: int, lpm_keys: memoryview | None = None) -> UpdateServer:
+    """Guard the owner's map and start answering other processes' update requests."""
+    lock = threading.RLock()
+    after_update = None
+    if isinstance(found, LpmTrieMap) and lpm_keys is not None:
+        key_stride = _round8(found.key_size)
+
+        def after_update(key: bytes) -> None:
+            _write_lpm_key(found, lpm_keys, key_stride, key)
+
+        for node_key in list(found.raw_keys()):
+            after_update(node_key)
+    guard_mutations(found, lock, after_update)
+    stat = os.fstat(fd)
+    server = UpdateServer(found, lock, owner_address(stat.st_dev, stat.st_ino, os.getpid()))
+    close = found.close
+
+    def close_and_stop() -> None:
+        server.close()
+        close()
+
+    found.close = close_and_stop  # type: ignore[method-assign]
+    return server
 
 
 def pin_map(found: object, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
     """Pin a map at ``path``: its storage moves into the pin file, shared with other processes.
 
     Call it between program runs (a program's pointers into the old storage would go stale).
-    The mapping lives as long as the map; the file outlives both.
+    The mapping lives as long as the map; the file outlives both. Hash maps and LPM tries also
+    start answering other processes' updates (:meth:`PinnedMap.update`) until the map closes.
     """
     pinnable = _check_pinnable(found)
     full = pin_path(path, root)
     meta = _map_meta(pinnable)
-    fd = _write_new(full, meta, meta["data_size"])
+    fd = write_new(full, meta, meta["data_size"])
     try:
-        storage = _SharedStorage(fd, meta["data_size"])
+        # Only a queue keeps a descriptor (its lock); the mapping alone keeps the file otherwise.
+        storage = SharedStorage(fd, meta["data_size"], keep_fd=isinstance(pinnable, QueueMap))
+        view = memoryview(storage.mapping)
+        # The map's regions now hold the mapping (and so keep it open) for as long as the map lives.
+        if isinstance(pinnable, RingBufMap):
+            pinnable.move_storage(view[RINGBUF_POSITIONS_PAGE:], view[:RINGBUF_POSITIONS_SIZE])
+        elif isinstance(pinnable, HashMap):
+            pinnable.move_storage(view[meta["occupancy_size"] :], view[: pinnable.max_entries])
+            _serve_updates(pinnable, fd)
+        elif isinstance(pinnable, LpmTrieMap):
+            values = meta["values_offset"]
+            pinnable.slab.move_storage(view[values:], view[: pinnable.max_entries])
+            _serve_updates(pinnable, fd, view[meta["occupancy_size"] : values])
+        elif isinstance(pinnable, QueueMap):
+            pinnable.move_storage(view, FileLock(storage.fd))
+        elif isinstance(pinnable, PerfEventArrayMap):
+            for cpu, offset, capacity in meta["buffers"]:
+                slot = pinnable._objects[cpu]
+                buffer = slot if isinstance(slot, PerfEventBuffer) else PerfEventBuffer(cpu, capacity // 4096)
+                buffer.move_storage(view[offset : offset + shared_buffer_size(capacity)])
+                if slot is None:
+                    pinnable.update(cpu, buffer)
+        elif isinstance(pinnable, ArrayMap):
+            pinnable.move_storage(storage.mapping)
+    except BaseException:
+        full.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
-    # The map's regions now hold the mapping (and so keep it open) for as long as the map lives.
-    if isinstance(pinnable, RingBufMap):
-        view = memoryview(storage.mapping)
-        pinnable.move_storage(view[RINGBUF_POSITIONS_PAGE:], view[:RINGBUF_POSITIONS_SIZE])
-    elif isinstance(pinnable, HashMap):
-        view = memoryview(storage.mapping)
-        occupancy = meta["occupancy_size"]
-        pinnable.move_storage(view[occupancy:], view[: pinnable.max_entries])
-    else:
-        pinnable.move_storage(storage.mapping)
     return full
 
 
@@ -267,8 +225,10 @@ class PinnedMap:
     """A pinned map opened in this process, over the pin file's pages (live, shared).
 
     Arrays open as an :class:`ArrayMap` (``map``: read and write through the map API or, when
-    mmapable, :meth:`mmap`); hash maps are read-only here (their index lives in the pinning
-    process): :meth:`entries` scans the occupied slots, :meth:`lookup` finds one key.
+    mmapable, :meth:`mmap`); queues and stacks as a :class:`QueueMap` (``queue``: push and pop
+    under the file lock); ring buffers and perf event arrays are consumed (:meth:`poll`,
+    :meth:`poll_perf`). Hash maps and LPM tries are read by scanning their slots
+    (:meth:`entries`) and updated through their owner (:meth:`update`, :meth:`delete`).
     """
 
     def __init__(self, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> None:
@@ -281,39 +241,66 @@ class PinnedMap:
         self.type = BpfMapType(meta["type"])
         self.name: str = meta["name"]
         self.ncpus = int(meta["ncpus"])
+        self.layout: str = meta.get("layout", "array")
         size = int(meta["data_size"])
-        if self.path.stat().st_size < DATA_OFFSET + size:
+        stat = self.path.stat()
+        if stat.st_size < DATA_OFFSET + size:
             raise PinError(f"{self.path}: the file is shorter than the map it pins")
+        self.owner_pid = int(meta.get("pid", 0))
+        self._owner = owner_address(stat.st_dev, stat.st_ino, self.owner_pid)
         fd = os.open(self.path, os.O_RDWR)
         try:
-            self._storage = _SharedStorage(fd, size)
+            self._storage = SharedStorage(fd, size)
         finally:
             os.close(fd)
+        self._view = memoryview(self._storage.mapping)
+        self.lock = FileLock(self._storage.fd)
         self.memory = AddressSpace()
         self.map: ArrayMap | None = None
         self.ring: RingBufMap | None = None
-        layout = meta.get("layout", "array")
-        if layout == "ringbuf":
+        self.queue: QueueMap | None = None
+        self.perf_buffers: list[PerfEventBuffer] = []
+        definition = MapDef(
+            self.type, meta["key_size"], meta["value_size"], meta["max_entries"], meta["map_flags"], self.name
+        )
+        if self.layout == "ringbuf":
             ring = RingBufMap(MapDef(self.type, 0, 0, meta["max_entries"], meta["map_flags"], self.name), self.memory)
-            view = memoryview(self._storage.mapping)
-            ring.move_storage(view[RINGBUF_POSITIONS_PAGE:], view[:RINGBUF_POSITIONS_SIZE], copy=False)
+            ring.move_storage(self._view[RINGBUF_POSITIONS_PAGE:], self._view[:RINGBUF_POSITIONS_SIZE], copy=False)
             self.ring = ring
-        elif layout == "array":
-            definition = MapDef(
-                self.type, meta["key_size"], meta["value_size"], meta["max_entries"], meta["map_flags"], self.name
-            )
+        elif self.layout == "array":
             cls = PercpuArrayMap if self.type == BpfMapType.PERCPU_ARRAY else ArrayMap
             self.map = cls(definition, self.memory, self.ncpus, storage=self._storage.mapping)
+        elif self.layout == "queue":
+            queue = (StackMap if self.type == BpfMapType.STACK else QueueMap)(definition, self.memory)
+            queue.move_storage(self._view, self.lock, copy=False)
+            self.queue = queue
+        elif self.layout == "perf":
+            for cpu, offset, capacity in meta["buffers"]:
+                buffer = PerfEventBuffer(cpu, capacity // 4096)
+                buffer.move_storage(self._view[offset : offset + shared_buffer_size(capacity)], copy=False)
+                self.perf_buffers.append(buffer)
 
     @property
     def percpu(self) -> bool:
-        return self.type in (BpfMapType.PERCPU_ARRAY, BpfMapType.PERCPU_HASH, BpfMapType.LRU_PERCPU_HASH)
+        return self.type in _PERCPU_TYPES
+
+    @property
+    def owner_alive(self) -> bool:
+        """Whether the process that pinned the map still runs."""
+        return process_alive(self.owner_pid)
 
     def _split(self, value: bytes) -> bytes | tuple[bytes, ...]:
         if not self.percpu:
             return value
         stride, size = _round8(self.meta["value_size"]), self.meta["value_size"]
         return tuple(value[i * stride : i * stride + size] for i in range(self.ncpus))
+
+    @property
+    def _value_bytes(self) -> int:
+        value_size = int(self.meta["value_size"])
+        return _round8(value_size) * self.ncpus if self.percpu else value_size
+
+    # -- consumers --------------------------------------------------------------------------------
 
     def poll(self, timeout: float | None = 0.0, interval: float = 0.001) -> list[bytes]:
         """A pinned ring buffer's committed records, consumed (another process produces them).
@@ -332,38 +319,64 @@ class PinnedMap:
                 return records
             time.sleep(interval)
 
+    def poll_perf(
+        self, timeout: float | None = 0.0, interval: float = 0.001
+    ) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
+        """A pinned perf event array's samples as ``(cpu, data)`` (CPU by CPU, in order) and the
+        samples lost per CPU since the last poll; waits as :meth:`poll` does."""
+        if self.layout != "perf":
+            raise NotSupportedError(f"pinned map {self.name!r} is a {self.type.name.lower()} map, not a perf array")
+        samples: list[tuple[int, bytes]] = []
+        lost: dict[int, int] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for buffer in self.perf_buffers:
+                data, dropped = buffer.drain()
+                samples.extend((buffer.cpu, sample) for sample in data)
+                if dropped:
+                    lost[buffer.cpu] = lost.get(buffer.cpu, 0) + dropped
+            if samples or lost or (deadline is not None and time.monotonic() >= deadline):
+                return samples, lost
+            time.sleep(interval)
+
+    # -- reading ----------------------------------------------------------------------------------
+
     def entries(self) -> Iterator[tuple[bytes, bytes | tuple[bytes, ...]]]:
         """``(key, value)`` for every element; per-CPU values split into one bytes per CPU.
 
-        A ring buffer has no elements (use :meth:`poll`).
+        A queue or stack yields its values (oldest first) under an empty key, without removing
+        them; ring buffers and perf event arrays have no elements (use :meth:`poll`).
         """
-        if self.ring is not None:
-            return
-        found = self.map
-        if found is not None:
-            for key in list(found.raw_keys()):
+        if self.map is not None:
+            for key in list(self.map.raw_keys()):
                 try:
-                    yield key, self._split(bytes(found.lookup_raw(key)))
+                    yield key, self._split(bytes(self.map.lookup_raw(key)))
                 except MapKeyNotFoundError:
                     continue
-            return
-        meta = self.meta
-        view = memoryview(self._storage.mapping)
-        occupancy_size, slot_size, key_stride = meta["occupancy_size"], meta["slot_size"], meta["key_stride"]
-        key_size = meta["key_size"]
-        value_bytes = _round8(meta["value_size"]) * self.ncpus if self.percpu else meta["value_size"]
-        try:
+        elif self.queue is not None:
+            with self.lock:
+                values = self.queue._items
+                snapshot = [values[index] for index in range(len(values))]
+            yield from ((b"", value) for value in snapshot)
+        elif self.layout == "hash":
+            slots = self._hash_slots()
+            for slot in slots.occupied():
+                yield slots.key(slot), self._split(slots.value(slot))
+        elif self.layout == "lpm":
+            meta, view = self.meta, self._view
+            keys, key_stride, key_size = meta["occupancy_size"], meta["key_stride"], meta["key_size"]
+            values, value_stride = meta["values_offset"], meta["value_stride"]
             for slot in range(meta["max_entries"]):
-                if not view[slot]:
-                    continue
-                start = occupancy_size + slot * slot_size
-                key = bytes(view[start : start + key_size])
-                yield key, self._split(bytes(view[start + key_stride : start + key_stride + value_bytes]))
-        finally:
-            view.release()
+                if view[slot]:
+                    key = bytes(view[keys + slot * key_stride : keys + slot * key_stride + key_size])
+                    start = values + slot * value_stride
+                    yield key, bytes(view[start : start + meta["value_size"]])
+
+    def _hash_slots(self) -> HashSlots:
+        return HashSlots(self._view, self.meta, self._value_bytes)
 
     def lookup(self, key: bytes) -> bytes | tuple[bytes, ...]:
-        """The value of ``key``; MapKeyNotFoundError when absent."""
+        """The value of ``key`` (exactly that key, also for an LPM trie); MapKeyNotFoundError when absent."""
         for found, value in self.entries():
             if found == key:
                 return value
@@ -375,10 +388,79 @@ class PinnedMap:
             raise NotSupportedError(f"pinned map {self.name!r} is a {self.type.name.lower()} map, not an array")
         return self.map.mmap()
 
+    # -- writing ----------------------------------------------------------------------------------
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        """BPF_MAP_UPDATE_ELEM from this process: arrays in place, hash maps and LPM tries through
+        the owner (or, for a hash map whose owner exited, in the file under its lock), queues and
+        stacks push (the key is ignored). Per-CPU values are all CPUs' copies, padded to 8."""
+        if self.map is not None:
+            self.map.update_raw(key, value, flags)
+        elif self.queue is not None:
+            self.queue.update_raw(b"", value, flags)
+        elif self.layout in ("hash", "lpm"):
+            self._check_element(key, value)
+            self._to_owner({"op": "update", "key": key.hex(), "value": value.hex(), "flags": flags}, key, value)
+        else:
+            raise NotSupportedError(f"pinned {self.type.name.lower()} map {self.name!r} has no elements to update")
+
+    def delete(self, key: bytes) -> None:
+        """BPF_MAP_DELETE_ELEM from this process (hash maps and LPM tries; arrays refuse, as in the kernel)."""
+        if self.map is not None:
+            self.map.delete_raw(key)
+        elif self.layout in ("hash", "lpm"):
+            self._check_element(key, None)
+            self._to_owner({"op": "delete", "key": key.hex()}, key, None)
+        else:
+            raise NotSupportedError(f"pinned {self.type.name.lower()} map {self.name!r} has no elements to delete")
+
+    def _check_element(self, key: bytes, value: bytes | None) -> None:
+        if len(key) != self.meta["key_size"]:
+            raise MapInvalidArgumentError(
+                f"pinned map {self.name!r}: key is {len(key)} bytes, not {self.meta['key_size']}"
+            )
+        if value is not None and len(value) != self._value_bytes:
+            raise MapInvalidArgumentError(
+                f"pinned map {self.name!r}: value is {len(value)} bytes, the map's values are {self._value_bytes}"
+            )
+
+    def _to_owner(self, message: dict[str, Any], key: bytes, value: bytes | None) -> None:
+        try:
+            request(self._owner, message)
+            return
+        except OwnerGoneError:
+            if self.layout != "hash" or self.owner_alive:
+                raise
+        # The owner exited: nobody indexes the elements any more, the file is the map.
+        with self.lock:
+            if value is None:
+                delete_ownerless(self._hash_slots(), key)
+            else:
+                update_ownerless(self._hash_slots(), key, value, int(message["flags"]))
+
+    def push(self, value: bytes, flags: int = 0) -> None:
+        """Push onto a pinned queue or stack (BPF_EXIST overwrites the oldest value when full)."""
+        self._queue().push(value, flags)
+
+    def pop(self) -> bytes:
+        """Pop the oldest (queue) or newest (stack) value; MapKeyNotFoundError when empty."""
+        return self._queue().pop()
+
+    def peek(self) -> bytes:
+        return self._queue().peek()
+
+    def _queue(self) -> QueueMap:
+        if self.queue is None:
+            raise NotSupportedError(f"pinned map {self.name!r} is a {self.type.name.lower()} map, not a queue or stack")
+        return self.queue
+
     def close(self) -> None:
         for owned in (self.map, self.ring):
             if owned is not None:
                 owned.close()
+        for buffer in self.perf_buffers:
+            buffer.release()
+        self._view.release()
         self._storage.close()
 
     def __enter__(self) -> Self:
@@ -393,73 +475,4 @@ def open_pinned_map(path: str | os.PathLike[str], root: str | os.PathLike[str] |
     return PinnedMap(path, root)
 
 
-# -- programs and links ----------------------------------------------------------------------
-
-
-def pin_program(
-    program: Program,
-    path: str | os.PathLike[str],
-    root: str | os.PathLike[str] | None = None,
-    *,
-    object_file: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Pin a description of ``program`` (name, section, type, id, pid and its object file if given)."""
-    meta = {
-        "kind": "prog",
-        "name": program.name,
-        "object": os.path.abspath(object_file) if object_file is not None else None,
-        "section": program.spec.section,
-        "type": program.type_spec.name,
-        "id": program.id,
-        "pid": os.getpid(),
-    }
-    full = pin_path(path, root)
-    os.close(_write_new(full, meta))
-    return full
-
-
-def pin_link(link: Link, path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Path:
-    """Pin a description of ``link`` (``pybpf link list`` shows it while the pin exists)."""
-    meta = {"kind": "link", "link": link.info().as_dict()}
-    full = pin_path(path, root)
-    os.close(_write_new(full, meta))
-    return full
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def pinned_links(root: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """The pinned links, each as its description plus ``path`` and ``alive`` (its process runs)."""
-    records = []
-    for info in list_pins(root, "link"):
-        record = dict(info.meta.get("link", {}))
-        record.update(path=str(info.path), alive=process_alive(int(record.get("pid", 0))))
-        records.append(record)
-    return records
-
-
-__all__ = [
-    "DATA_OFFSET",
-    "PIN_ROOT_ENV",
-    "PinError",
-    "PinInfo",
-    "PinnedMap",
-    "list_pins",
-    "open_pinned_map",
-    "pin_link",
-    "pin_map",
-    "pin_path",
-    "pin_program",
-    "pin_root",
-    "pinned_links",
-    "read_pin",
-    "unpin",
-]
+__all__ = ["PINNABLE_MAP_TYPES", "RINGBUF_POSITIONS_PAGE", "PinnedMap", "open_pinned_map", "pin_map"]
