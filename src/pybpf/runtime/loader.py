@@ -31,7 +31,8 @@ from pybpf.runtime.object import Object
 from pybpf.runtime.program import Engine, Program, check_engine
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
-from pybpf.verifier import verify_program
+from pybpf.verifier import VerifierReport, verify_program
+from pybpf.verifier.rewrite import eliminate_dead_code, rewrite_program
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.memory import AddressSpace
 
@@ -116,12 +117,13 @@ def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus
     return created
 
 
-def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec) -> None:
+def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec) -> VerifierReport:
     """Refuse a program the verifier rejects, naming the instruction, the reason and the C line."""
     report = verify_program(program, spec, prog_type=type_spec)
     error = report.error
     if not report.accepted and error is not None:
         raise ProgramRejectedError(program.name, error.pc, error.reason.splitlines()[-1], error.source, report)
+    return report
 
 
 def _prepare(
@@ -161,7 +163,16 @@ def _prepare(
         insns = conversion.insns
     if verify:
         # After the rewrite's own checks (which name the context field), before anything runs.
-        _verify(spec, relocated, type_spec)
+        report = _verify(spec, relocated, type_spec)
+        # The kernel's dead-code rewrites apply to the verified (relocated) program; the context
+        # conversion then runs again on what is left, so runs use the reduced program.
+        reduced = rewrite_program(relocated, eliminate_dead_code(relocated.instructions, report.seen))
+        if reduced is not relocated:
+            program = relocated = reduced
+            insns = reduced.instructions
+            if program.prog_type not in NO_CONTEXT_CONVERSION:
+                conversion = convert_ctx_access(insns, type_spec.context)
+                insns = conversion.insns
 
     def pointer(name: str) -> int:
         found = maps.get(name)
