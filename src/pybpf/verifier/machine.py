@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pybpf.errors import VerifierError
-from pybpf.isa.insn import LoadImm64
+from pybpf.isa.insn import BinOp, Cond, LoadImm64
 from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
+from pybpf.verifier.branch import branch_outcomes
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
+from pybpf.verifier.scalar_ops import alu
 from pybpf.verifier.state import IdMap, RegState, RegType, StackState, regsafe, stacksafe
 from pybpf.verifier.tnum import U64
 
 if TYPE_CHECKING:
     from pybpf.verifier.precision import HistEntry
+
+Refinements = tuple[tuple[Scalar, Scalar] | None, tuple[Scalar, Scalar] | None]
+"""A jump's (taken, not taken) narrowed operands; None for an edge no execution can follow."""
 
 MAX_CALL_FRAMES = 8
 BPF_MAX_VAR_OFF = 1 << 29
@@ -315,11 +320,31 @@ class Env:
     next_id: int = 0
     stack_depth: dict[int, int] = field(default_factory=dict)
     consts: dict[int, RegState] = field(default_factory=dict)
+    # Scalar transfer functions are pure, and paths through the same instructions keep meeting
+    # the same operands: their results are remembered for this verification.
+    alu_memo: dict[tuple[BinOp, Scalar, Scalar, bool], Scalar] = field(default_factory=dict)
+    refine_memo: dict[tuple[Cond, Scalar, Scalar, bool], Refinements] = field(default_factory=dict)
     async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
 
     def new_id(self) -> int:
         self.next_id += 1
         return self.next_id
+
+    def memo_alu(self, op: BinOp, dst: Scalar, src: Scalar, is64: bool) -> Scalar:
+        """:func:`~pybpf.verifier.scalar_ops.alu`, remembered."""
+        key = (op, dst, src, is64)
+        result = self.alu_memo.get(key)
+        if result is None:
+            result = self.alu_memo[key] = alu(op, dst, src, is64)
+        return result
+
+    def memo_refine(self, cond: Cond, dst: Scalar, src: Scalar, is32: bool) -> Refinements:
+        """:func:`~pybpf.verifier.branch.branch_outcomes` (taken, not taken), remembered."""
+        key = (cond, dst, src, is32)
+        result = self.refine_memo.get(key)
+        if result is None:
+            result = self.refine_memo[key] = branch_outcomes(cond, dst, src, is32)
+        return result
 
     def const_reg(self, value: int) -> RegState:
         """A known scalar for an immediate operand; immutable, so each value is built once per

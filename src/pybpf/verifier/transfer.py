@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.isa.insn import Bin, BinOp, Cond, Imm, Jump, Reg
-from pybpf.verifier.branch import refine
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
@@ -66,7 +65,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         return
     dst = read_reg(state, insn.dst)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
-        result = RegState.scalar(alu(insn.op, dst.var_off, src.var_off, insn.is64))
+        result = RegState.scalar(env.memo_alu(insn.op, dst.var_off, src.var_off, insn.is64))
         constant = src.var_off.const_value()
         if insn.op is BinOp.ADD and insn.is64 and dst.id and constant is not None:
             # A linked copy plus a constant stays linked, with the distance in ``off``
@@ -175,8 +174,7 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
     dst = read_reg(state, insn.dst)
     src = env.const_reg(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
-        taken = refine(insn.cond, dst.var_off, src.var_off, insn.is32, True)
-        fall = refine(insn.cond, dst.var_off, src.var_off, insn.is32, False)
+        taken, fall = env.memo_refine(insn.cond, dst.var_off, src.var_off, insn.is32)
         if taken is None or fall is None:
             # At most one edge lives: it goes on with this very state, narrowed in place.
             live = fall if taken is None else taken
