@@ -16,14 +16,17 @@ call and no ``callx``, and every helper it calls either needs no per-run Python 
 time/random/CPU and string helpers, spin locks; not bpf_loop or bpf_for_each_map_elem, whose
 callbacks run in the interpreter against one run's instruction budget) or is one of the packet
 and checksum helpers the JIT serves natively (bpf_csum_diff, bpf_l3/l4_csum_replace,
-bpf_csum_update, bpf_skb_load_bytes: :mod:`pybpf.vm.jit.native_packet`). Helpers that read or
-reshape the packet in Python (xdp_adjust_head/tail/meta, skb_store_bytes, skb_change_*, vlan,
-redirect, hash, perf/ringbuf output of the packet) need the run's PacketContext, which a native
-batch does not keep per packet: such programs, other program types and the interpreter run one
-test run per packet. Two differences from per-packet test runs: a packet test_run would refuse
-(an skb shorter than an Ethernet header...) raises before any packet runs, where per-packet runs
-would have run the packets before it; and the stack is not cleared between packets (as in the
-kernel's repeat loop; only a program reading uninitialised stack could tell).
+bpf_csum_update, bpf_skb_load_bytes: :mod:`pybpf.vm.jit.native_packet`; and in XDP batches
+bpf_xdp_adjust_head/tail/meta, which need to know where the context keeps its packet pointers:
+:mod:`pybpf.vm.jit.native_xdp`). Helpers that read or reshape the packet in Python
+(skb_store_bytes, skb_change_*, skb_adjust_room, vlan, redirect, hash, perf/ringbuf output of
+the packet) need the run's PacketContext, which a native batch does not keep per packet: such
+programs, other program types and the interpreter run one test run per packet.
+
+Two differences from per-packet test runs: a packet test_run would refuse (an skb shorter than
+an Ethernet header...) raises before any packet runs, where per-packet runs would have run the
+packets before it; and the stack is not cleared between packets (as in the kernel's repeat
+loop; only a program reading uninitialised stack could tell).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pybpf.platform.context import Conversion
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.maps import MAP_HELPERS
+from pybpf.runtime.helpers.packet_context import PacketContext
 from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
@@ -57,7 +61,9 @@ from pybpf.runtime.progtypes.skb import (
     eth_type_trans,
 )
 from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XdpKind
+from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
+from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, PacketFrame
 
 U32 = 0xFFFF_FFFF
 _PER_RUN_MAP_HELPERS = frozenset({HelperId.TAIL_CALL, HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM})
@@ -69,6 +75,7 @@ BATCH_SAFE_HELPERS = frozenset(
     if helper not in _PER_RUN_MAP_HELPERS
 ) | {int(HelperId.SPIN_LOCK), int(HelperId.SPIN_UNLOCK)}
 """Helpers that need nothing of a run's packet: they behave the same inside a native batch."""
+_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +110,18 @@ def native_batch_blocker(program: Program) -> str | None:
         if helper in NATIVE_PACKET_HELPERS:
             if not runtime_packet_helper(helpers, helper):
                 return f"helper {_name(helper)} is not the runtime's: it runs in Python with the run's packet"
+            if helper in XDP_ADJUST_HELPERS and not _has_packet_pointers(program):
+                return f"helper {_name(helper)} needs an XDP context with data, data_end and data_meta"
         elif helper not in BATCH_SAFE_HELPERS:
             return f"helper {_name(helper)} needs the run's packet state in Python"
     return None
+
+
+def _has_packet_pointers(program: Program) -> bool:
+    kind = run_kind(program.prog_type)
+    return isinstance(kind, XdpKind) and all(
+        program.layout.slot_for(conversion) is not None for conversion in _POINTERS
+    )
 
 
 def _name(helper: int) -> str:
@@ -164,6 +180,10 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
         if skb is not None:
             frames = [(packet, length) for packet, length in zip(packets, lengths, strict=True)]
             images = skb_context_images(program.layout, frames, packet_state.data, packet_state.data_meta)
+        frame = _xdp_frame(program, prepared.context.address, packet_state) if skb is None else None
+        # An XDP packet may grow to the frame's end: each output slot is then a whole frame.
+        stride = packet_state.region.size if frame is not None else max(lengths)
+        output = BatchOutput.for_packets(len(packets), stride) if data_out else None
         state = RunState(program.services, packet=packet_state, ctx=prepared.context.address, cpu=cpu)
         retvals, elapsed = program.jit.run_batch(
             prepared.context,
@@ -174,20 +194,30 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
             user=state,
             contexts=images,
             ld_abs=skb is not None,
-            write_back=data_out,
+            output=output,
+            frame=frame,
         )
     finally:
         prepared.close()
     outputs = None
-    if data_out:
-        raw = bytes(buffer)
-        outputs, position = [], 0
+    if output is not None:
         head = bytes(ETH_HLEN) if skb is not None and not skb.is_l2 else b""  # as SkbRun.finish pushes it back
-        for length in lengths:
-            outputs.append(head + raw[position : position + length])
-            position += length
+        outputs = [head + output.packet(index) for index in range(len(packets))]
     retval_array = array("I", (r0 & U32 for r0 in retvals))
     return PacketBatchResult(retval_array, elapsed / len(packets), tuple(outputs) if outputs is not None else None)
+
+
+def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketFrame | None:
+    """What native xdp_adjust_* need of the batch's frame, when the program calls one (else None)."""
+    called = {item.insn.helper for item in program.interpreter.insns if isinstance(item.insn, Call)}
+    if not called & XDP_ADJUST_HELPERS:
+        return None
+    slots = [program.layout.slot_for(conversion) for conversion in _POINTERS]
+    if None in slots or not packet.meta_supported:
+        return None  # the helpers then stay in Python, and native_batch_blocker refuses the batch
+    data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
+    start = packet.region.address
+    return PacketFrame(start, start + packet.hard_end, data_slot, end_slot, meta_slot)
 
 
 def _check_skb_frame(frame: bytes) -> None:

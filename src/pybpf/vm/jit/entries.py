@@ -10,12 +10,14 @@ A batch run sets, before each packet, everything that differs between packets an
 code reads: the packet bytes at ``data``, the context's data_end, the run-state block's packet
 slots (what the native packet helpers and LD_ABS read), and, for context types with per-packet
 fields (``__sk_buff``'s len, protocol...), a whole context image from a precomputed array. After
-a packet that ran to completion it can copy the packet back over its input (the packet as the
-program left it: what BPF_PROG_TEST_RUN's data_out reports when the length did not change).
+a packet that ran to completion it can copy the packet out, from data_meta to data_end as the
+program left them (what BPF_PROG_TEST_RUN's data_out reports), into an output array.
 """
 
 from __future__ import annotations
 
+import ctypes
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -39,7 +41,12 @@ class BatchField(IntEnum):
 
     ``CONTEXTS`` (when not 0) holds one ``CONTEXT_SIZE``-byte context image per packet, copied
     to ``CONTEXT`` before the run; ``LD_ABS`` (0 or 1) points LD_ABS/LD_IND at the packet;
-    ``WRITE_BACK`` (0 or 1) copies the packet back to ``BUFFER + OFFSETS[i]`` after the run.
+    ``OUTPUT`` (when not 0) receives packet ``i`` after its run at ``OUTPUT + i * OUTPUT_STRIDE``
+    (``OUTPUT_LENGTHS[i]`` bytes, from ``Slot.PACKET_META`` to ``Slot.PACKET_END``);
+    ``CLEAR_HEAD`` (when not 0) zeroes ``[CLEAR_HEAD, DATA)`` before each run, the headroom an
+    xdp_adjust_head/meta may expose, as a fresh test run's frame has it. Before each run the
+    context's data and data_meta pointers (``Slot.CONTEXT_DATA_SLOT``/``CONTEXT_META_SLOT``, when
+    set) are reset to ``DATA``.
     """
 
     BUFFER = 0
@@ -53,10 +60,39 @@ class BatchField(IntEnum):
     CONTEXTS = 8
     CONTEXT_SIZE = 9
     LD_ABS = 10
-    WRITE_BACK = 11
+    OUTPUT = 11
+    OUTPUT_STRIDE = 12
+    OUTPUT_LENGTHS = 13
+    CLEAR_HEAD = 14
 
 
 BATCH_FIELDS = len(BatchField)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutput:
+    """Where a batch copies every packet after its run: ``stride`` bytes each, their lengths in ``lengths``."""
+
+    buffer: Any
+    """A ctypes byte array of ``count * stride`` bytes."""
+    stride: int
+    lengths: Any
+    """A ctypes ``c_uint64`` array of ``count`` lengths."""
+
+    @classmethod
+    def for_packets(cls, count: int, stride: int) -> BatchOutput:
+        stride = max(stride, 1)
+        return cls((ctypes.c_uint8 * (count * stride or 1))(), stride, (ctypes.c_uint64 * (count or 1))())
+
+    def packet(self, index: int) -> bytes:
+        start = index * self.stride
+        return bytes(memoryview(self.buffer)[start : start + int(self.lengths[index])])
+
+    def store(self, index: int, address: int, size: int) -> None:
+        """Copy ``size`` bytes at native ``address`` in as packet ``index`` (one the native loop did not)."""
+        size = min(size, self.stride)
+        ctypes.memmove(ctypes.addressof(self.buffer) + index * self.stride, address, size)
+        self.lengths[index] = size
 
 
 class ModuleParts(Protocol):
@@ -131,7 +167,7 @@ def build_batch(module: ModuleParts) -> None:
     def field(name: BatchField) -> Any:
         return builder.load(builder.gep(batch, [constant(ir, 64, name)]))
 
-    buffer, count, data, context, contexts, context_size, ld_abs, write_back = (
+    buffer, count, data, context, contexts, context_size, ld_abs, output, stride, clear_head = (
         field(name)
         for name in (
             BatchField.BUFFER,
@@ -141,12 +177,20 @@ def build_batch(module: ModuleParts) -> None:
             BatchField.CONTEXTS,
             BatchField.CONTEXT_SIZE,
             BatchField.LD_ABS,
-            BatchField.WRITE_BACK,
+            BatchField.OUTPUT,
+            BatchField.OUTPUT_STRIDE,
+            BatchField.CLEAR_HEAD,
         )
     )
-    offsets, lengths, retvals, data_end_slot = (
+    offsets, lengths, retvals, data_end_slot, output_lengths = (
         builder.inttoptr(field(name), module.state_type)
-        for name in (BatchField.OFFSETS, BatchField.LENGTHS, BatchField.RETVALS, BatchField.DATA_END_SLOT)
+        for name in (
+            BatchField.OFFSETS,
+            BatchField.LENGTHS,
+            BatchField.RETVALS,
+            BatchField.DATA_END_SLOT,
+            BatchField.OUTPUT_LENGTHS,
+        )
     )
     budget = builder.load(builder.gep(state, [constant(ir, 64, Slot.BUDGET)]))
     memcpy = module.module.declare_intrinsic("llvm.memcpy", [i8p, i8p, i64])
@@ -166,8 +210,16 @@ def build_batch(module: ModuleParts) -> None:
         builder.call(memcpy, [builder.inttoptr(context, i8p), image, context_size, no_volatile])
     data_end = builder.add(data, length)
     builder.store(data_end, data_end_slot)
-    for slot, value in ((Slot.PACKET_DATA, data), (Slot.PACKET_END, data_end)):
+    for slot, value in ((Slot.PACKET_DATA, data), (Slot.PACKET_END, data_end), (Slot.PACKET_META, data)):
         builder.store(value, builder.gep(state, [constant(ir, 64, slot)]))
+    for slot in (Slot.CONTEXT_DATA_SLOT, Slot.CONTEXT_META_SLOT):  # set by batches with native xdp_adjust_*
+        pointer = builder.load(builder.gep(state, [constant(ir, 64, slot)]))
+        with builder.if_then(builder.icmp_unsigned("!=", pointer, zero)):
+            builder.store(data, builder.inttoptr(pointer, module.state_type))
+    with builder.if_then(builder.icmp_unsigned("!=", clear_head, zero)):
+        memset = module.module.declare_intrinsic("llvm.memset", [i8p, i64])
+        head = [builder.inttoptr(clear_head, i8p), ir.Constant(ir.IntType(8), 0), builder.sub(data, clear_head)]
+        builder.call(memset, [*head, no_volatile])
     with builder.if_then(builder.icmp_unsigned("!=", ld_abs, zero)):
         # The LD_ABS view of an empty skb is one byte long, as packet_view() makes it.
         one = constant(ir, 64, 1)
@@ -180,8 +232,13 @@ def build_batch(module: ModuleParts) -> None:
     builder.store(r0, builder.gep(retvals, [index]))
     following = builder.add(index, constant(ir, 64, 1))
     completed = builder.icmp_unsigned("==", status, zero)
-    with builder.if_then(builder.and_(completed, builder.icmp_unsigned("!=", write_back, zero))):
-        builder.call(memcpy, [source, builder.inttoptr(data, i8p), length, no_volatile])
+    with builder.if_then(builder.and_(completed, builder.icmp_unsigned("!=", output, zero))):
+        meta = builder.load(builder.gep(state, [constant(ir, 64, Slot.PACKET_META)]))
+        size = builder.sub(builder.load(builder.gep(state, [constant(ir, 64, Slot.PACKET_END)])), meta)
+        size = builder.select(builder.icmp_unsigned(">", size, stride), stride, size)  # never past the slot
+        target = builder.inttoptr(builder.add(output, builder.mul(index, stride)), i8p)
+        builder.call(memcpy, [target, builder.inttoptr(meta, i8p), size, no_volatile])
+        builder.store(size, builder.gep(output_lengths, [index]))
     after = builder.block
     index.add_incoming(following, after)
     builder.cbranch(completed, loop, done)

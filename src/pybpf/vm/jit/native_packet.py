@@ -32,6 +32,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, emit_xdp_adjust
 from pybpf.vm.jit.state import Slot
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ class PacketNative(IntEnum):
     CSUM_UPDATE = 8
     """Only for an skb that is not CHECKSUM_COMPLETE: the answer is then -ENOTSUPP."""
     SKB_LOAD_BYTES = 16
+    XDP_ADJUST_HEAD = 32
+    """Native batches only (see :mod:`pybpf.vm.jit.native_xdp`), as the two below."""
+    XDP_ADJUST_TAIL = 64
+    XDP_ADJUST_META = 128
     PER_PACKET = 1 << 62
     """A native batch owns ``Slot.PACKET_DATA``/``PACKET_END``: the refresh after a Python helper skips them."""
 
@@ -80,6 +85,9 @@ _RUNTIME_HELPERS: dict[int, tuple[PacketNative, str, str]] = {
     HelperId.L4_CSUM_REPLACE: (PacketNative.L4_CSUM_REPLACE, "pybpf.runtime.helpers.csum", "l4_csum_replace"),
     HelperId.CSUM_UPDATE: (PacketNative.CSUM_UPDATE, "pybpf.runtime.helpers.csum", "csum_update"),
     HelperId.SKB_LOAD_BYTES: (PacketNative.SKB_LOAD_BYTES, "pybpf.runtime.helpers.packet", "skb_load_bytes"),
+    HelperId.XDP_ADJUST_HEAD: (PacketNative.XDP_ADJUST_HEAD, "pybpf.runtime.helpers.packet", "xdp_adjust_head"),
+    HelperId.XDP_ADJUST_TAIL: (PacketNative.XDP_ADJUST_TAIL, "pybpf.runtime.helpers.packet", "xdp_adjust_tail"),
+    HelperId.XDP_ADJUST_META: (PacketNative.XDP_ADJUST_META, "pybpf.runtime.helpers.packet", "xdp_adjust_meta"),
 }
 NATIVE_PACKET_HELPERS = frozenset(_RUNTIME_HELPERS)
 """Helper ids :func:`emit_packet_helper` translates."""
@@ -108,6 +116,8 @@ def packet_native_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], u
             continue
         if helper in PACKET_BOUND and not has_packet:
             continue
+        if helper in XDP_ADJUST_HELPERS:
+            continue  # a batch's frame_bits() turns these on: only batches know the context's pointers
         if helper == HelperId.L4_CSUM_REPLACE and ip_summed in (CHECKSUM_PARTIAL, CHECKSUM_COMPLETE):
             continue
         if helper == HelperId.CSUM_UPDATE and ip_summed == CHECKSUM_COMPLETE:
@@ -337,6 +347,8 @@ def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
             _csum_replace(emit, l4=True)
         case HelperId.CSUM_UPDATE:
             fb._set(0, fb._const(ENOTSUPP_RET))
+        case HelperId.XDP_ADJUST_HEAD | HelperId.XDP_ADJUST_TAIL | HelperId.XDP_ADJUST_META:
+            emit_xdp_adjust(emit, helper)
         case _:
             _skb_load_bytes(emit)
     builder.branch(done)
@@ -470,3 +482,12 @@ def runtime_packet_helper(helpers: Mapping[int, HelperFn], helper: int) -> bool:
         and fn is not None
         and (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")) == known[1:]
     )
+
+
+def frame_bits(helpers: Mapping[int, HelperFn], called: Iterable[int]) -> int:
+    """The xdp_adjust_* bits a native batch with a :class:`~pybpf.vm.jit.native_xdp.PacketFrame` turns on."""
+    bits = 0
+    for helper in called:
+        if helper in XDP_ADJUST_HELPERS and runtime_packet_helper(helpers, helper):
+            bits |= _RUNTIME_HELPERS[helper][0]
+    return bits

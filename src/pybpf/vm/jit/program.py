@@ -50,15 +50,17 @@ from pybpf.vm.execution import (
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
-from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField
+from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField, BatchOutput
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.native_helpers import NATIVE_HELPERS, NATIVE_MAP_HELPERS, clock_gettime_address, native_run_setup
 from pybpf.vm.jit.native_packet import (
     NATIVE_PACKET_HELPERS,
     PacketNative,
     fill_packet_slots,
+    frame_bits,
     refresh_packet_slots,
 )
+from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
@@ -275,7 +277,8 @@ class JitProgram:
         instruction_limit: int | None = None,
         contexts: Any = None,
         ld_abs: bool = False,
-        write_back: bool = False,
+        output: BatchOutput | None = None,
+        frame: PacketFrame | None = None,
     ) -> tuple[list[int], int]:
         """Run once per packet of ``buffer`` (contiguous, ``lengths`` bytes each) in one native call.
 
@@ -286,8 +289,10 @@ class JitProgram:
 
         ``contexts`` (a ctypes buffer of one ``context.size``-byte image per packet) is copied
         over the context before each run; ``ld_abs`` makes LD_ABS/LD_IND read the packet;
-        ``write_back`` copies each packet back into ``buffer`` after its run (the packet as the
-        program left it). The native packet helpers read the batch's packet, not ``user``'s.
+        ``output`` receives every packet after its run (data_meta to data_end); ``frame`` (an
+        XDP frame: where it starts and ends, where the context keeps its packet pointers) lets
+        native code serve bpf_xdp_adjust_head/tail/meta, and clears the headroom before each
+        run. The native packet helpers read the batch's packet, not ``user``'s.
         """
         if self.may_tail_call:
             raise NotSupportedError("run_batch: a program that may tail call runs packet by packet (test_run)")
@@ -314,14 +319,21 @@ class JitProgram:
             descriptor[BatchField.CONTEXTS] = ctypes.addressof(contexts)
             descriptor[BatchField.CONTEXT_SIZE] = context.size
         descriptor[BatchField.LD_ABS] = int(ld_abs)
-        descriptor[BatchField.WRITE_BACK] = int(write_back)
+        if output is not None:
+            descriptor[BatchField.OUTPUT_STRIDE] = output.stride
+        descriptor[BatchField.CLEAR_HEAD] = frame.start if frame is not None else 0
+        adjust_bits = frame_bits(self.helpers, self._packet_helpers) if frame is not None else 0
         start, total, word = 0, 0, ctypes.sizeof(ctypes.c_uint64)
-        processed = [0]
+        processed, stopped_at = [0], [(0, 0)]
 
         def invoke(key: int) -> int:
+            state = self._runs[key].state
             # The batch sets the packet slots for every packet: Python's packet object is stale.
-            self._runs[key].state[Slot.PACKET_NATIVE] |= PacketNative.PER_PACKET
+            state[Slot.PACKET_NATIVE] |= PacketNative.PER_PACKET | adjust_bits
+            if frame is not None:
+                frame.fill(state)
             processed[0] = int(self._batch(key, ctypes.addressof(descriptor)))
+            stopped_at[0] = (int(state[Slot.PACKET_META]), int(state[Slot.PACKET_END]))
             return 0
 
         while start < count:
@@ -329,13 +341,17 @@ class JitProgram:
             descriptor[BatchField.LENGTHS] = ctypes.addressof(lengths_array) + start * word
             descriptor[BatchField.RETVALS] = ctypes.addressof(retvals) + start * word
             descriptor[BatchField.COUNT] = count - start
+            if output is not None:
+                descriptor[BatchField.OUTPUT] = ctypes.addressof(output.buffer) + start * output.stride
+                descriptor[BatchField.OUTPUT_LENGTHS] = ctypes.addressof(output.lengths) + start * word
             result, elapsed = self._session(None, None, {1: context.address}, instruction_limit, user, False, invoke)
             total += elapsed
             start += processed[0]
             if start < count:  # packet ``start`` stopped early (errors raised in _session)
                 retvals[start] = result.r0
-                if write_back:
-                    ctypes.memmove(ctypes.addressof(buffer) + offsets[start], data, lengths_array[start])
+                if output is not None:
+                    meta, end = stopped_at[0]
+                    output.store(start, meta, end - meta)
                 start += 1
         return [int(retvals[index]) for index in range(count)], total
 
