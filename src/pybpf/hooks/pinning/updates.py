@@ -26,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import errno as errno_codes
 import json
+import os
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +47,8 @@ from pybpf.runtime.maps import Map
 
 REQUEST_TIMEOUT = 5.0
 """Seconds a request waits for the owner's answer."""
-_MAX_MESSAGE = 1 << 16
+_MAX_MESSAGE = 1 << 22  # a request's JSON: hex key and value (a per-CPU value holds every CPU's copy)
+_PEER_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _ERRORS: dict[str, type[MapErrnoError]] = {
     cls.__name__: cls
     for cls in (MapKeyNotFoundError, MapKeyExistsError, MapFullError, MapInvalidArgumentError, MapPermissionError)
@@ -101,7 +104,9 @@ class UpdateServer:
                 return  # closed
             with connection:
                 connection.settimeout(REQUEST_TIMEOUT)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, ValueError):
+                    if not _same_user(connection):
+                        continue
                     while message := connection.recv(_MAX_MESSAGE):
                         connection.sendall(json.dumps(self.apply(json.loads(message))).encode())
 
@@ -130,6 +135,15 @@ class UpdateServer:
         self._socket.close()
 
 
+def _same_user(connection: socket.socket) -> bool:
+    """Whether the peer runs as this process's user (or root): an abstract socket has no file
+    permissions, so the owner checks what the pin file's 0600 mode says for the data."""
+    _, uid, _ = _PEER_CREDENTIALS.unpack(
+        connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+    )
+    return uid in (os.getuid(), 0)
+
+
 def request(address: str, message: dict[str, Any]) -> None:
     """Send one request to the owner at ``address``; raises the owner's map error, or
     OwnerGoneError when nothing listens there."""
@@ -144,7 +158,7 @@ def request(address: str, message: dict[str, Any]) -> None:
     if answer.get("ok"):
         return
     if "error" not in answer:
-        raise OwnerGoneError("the process that pinned the map closed it during the request")
+        raise OwnerGoneError("the process that pinned the map closed it, or refused this user, during the request")
     cls = _ERRORS.get(answer["error"], MapErrnoError)
     raise cls(answer["message"], int(answer["errno"]))
 
