@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import struct
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import pybpf
+from pybpf.errors import MapInvalidArgumentError
 from pybpf.hooks.link import HookRuntime
 from pybpf.hooks.pinning import open_pinned_map, pin_map
 from pybpf.hooks.tracepoints import Tracepoint, attach_tracepoint
@@ -157,3 +159,22 @@ def test_a_full_ring_shared_with_a_spinning_consumer_loses_and_tears_nothing(tmp
     assert consumer.returncode == 0, errors
     assert output.split(maxsplit=2)[:2] == [str(wanted), "0"], output
     assert ring.producer_pos == ring.consumer_pos  # everything consumed, seen from the producer
+
+
+def test_ring_storage_must_allow_word_stores() -> None:
+    # Positions and headers are single aligned word accesses; storage that cannot give that is refused.
+    ring = RingBufMap(MapDef(BpfMapType.RINGBUF, 0, 0, 4096, 0, "aligned"), AddressSpace())
+    backing = bytearray(2 * 4096 + 16 + 8)
+    view = memoryview(backing)
+    aligned = 8 - ctypes.addressof(ctypes.c_char.from_buffer(backing)) % 8
+    with pytest.raises(MapInvalidArgumentError, match="aligned"):
+        ring.move_storage(view[aligned + 1 : aligned + 1 + 2 * 4096], view[:16])
+    ring.output(b"kept")
+    ring.move_storage(view[aligned % 8 : aligned % 8 + 2 * 4096], memoryview(bytearray(16)))
+    assert ring.query(0) == 16 and [bytes(record) for record in _drain(ring)] == [b"kept"]
+
+
+def _drain(ring: RingBufMap) -> list[bytes]:
+    records: list[bytes] = []
+    ring.consume(records.append)
+    return records

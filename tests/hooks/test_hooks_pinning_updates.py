@@ -156,3 +156,27 @@ def test_closing_the_map_stops_serving(tmp_path: Path) -> None:
         with pytest.raises(OwnerGoneError):
             short.update(bytes(4), bytes(16))
     assert isinstance(UpdateServer, type)
+
+
+def test_the_owners_jit_program_finds_an_element_another_process_inserted(tmp_path: Path) -> None:
+    from pybpf.hooks.link import HookRuntime
+    from pybpf.hooks.probes import attach_probe
+
+    progs = Path(__file__).resolve().parents[1] / "progs"
+    with pybpf.load(progs / "hooks_probe.o", engine="jit") as obj:
+        path = pin_map(obj.maps["hash_calls"], "calls", tmp_path)
+        result = python(f"""
+            import struct
+            from pybpf.hooks.pinning import open_pinned_map
+            with open_pinned_map({str(path)!r}) as calls:
+                calls.update(bytes(4), struct.pack("<Q", 100))
+        """)
+        assert result.returncode == 0, result.stderr
+        # count_threads looks the key up (natively, through the JIT's index) and adds 1 to what
+        # it finds; only if the lookup missed would it insert 1 instead.
+        link = attach_probe(obj.program("count_threads"), lambda n: n, runtime=HookRuntime(), install=False)
+        for n in range(3):
+            link.wrapper(n)
+        assert link.errors == 0, link.last_error
+        assert obj.maps["hash_calls"].lookup_raw(bytes(4)) == u64(103)
+        link.detach()
