@@ -74,7 +74,10 @@ def test_second_process_reads_live_values(tmp_path: Path) -> None:
         assert path == tmp_path / "probe" / "stats"
         assert read_pin(path).meta["type_name"] == "array"
         with pytest.raises(FileExistsError):
-            pin_map(obj.maps["stats"], path)
+            pin_map(obj.maps["hash_calls"], path)
+        with pytest.raises(NotSupportedError, match="already pinned"):
+            pin_map(obj.maps["stats"], "probe/stats_again", tmp_path)
+        assert not (tmp_path / "probe" / "stats_again").exists()
         link = attach_probe(obj.program("on_entry"), lambda n, s: n, runtime=HookRuntime(), install=False)
         for n in range(5):
             link.wrapper(n, "x")

@@ -3,7 +3,9 @@
 The pin root is, in order: the ``root`` argument, ``$PYBPF_PIN_ROOT``, ``$XDG_RUNTIME_DIR/pybpf``,
 ``/run/user/<uid>/pybpf`` (when that runtime directory exists), else ``/tmp/pybpf-<uid>``. A
 relative pin path is under the root; an absolute one is used as given. As on bpffs, pinning
-over an existing path fails (``FileExistsError``) and :func:`unpin` removes a pin.
+over an existing path fails (``FileExistsError``) and :func:`unpin` removes a pin. Unlike bpffs,
+a map is pinned at one path only (the pin file holds its data; a second :func:`pin_map` raises
+NotSupportedError).
 
 Every pin file starts with a header (magic ``PYBPFPIN``, version, the length of a JSON
 description, the JSON: what is pinned; :mod:`~pybpf.hooks.pinning.store`). Maps are **shared

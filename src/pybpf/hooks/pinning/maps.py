@@ -71,6 +71,7 @@ PINNABLE_MAP_TYPES = frozenset(
     }
 )
 _PINNABLE_CLASSES = (ArrayMap, HashMap, RingBufMap, QueueMap, LpmTrieMap, PerfEventArrayMap)
+_PINNED_AT = "_pybpf_pinned_at"  # set on a map instance by pin_map
 _PERCPU_TYPES = (BpfMapType.PERCPU_ARRAY, BpfMapType.PERCPU_HASH, BpfMapType.LRU_PERCPU_HASH)
 
 
@@ -186,6 +187,10 @@ def pin_map(found: object, path: str | os.PathLike[str], root: str | os.PathLike
     """
     pinnable = _check_pinnable(found)
     full = pin_path(path, root)
+    earlier = getattr(pinnable, _PINNED_AT, None)
+    if earlier is not None:
+        # Unlike bpffs, one pin per map: the data lives in that pin's file (a second would go stale).
+        raise NotSupportedError(f"map {pinnable.name!r} is already pinned at {earlier}")
     meta = _map_meta(pinnable)
     fd = write_new(full, meta, meta["data_size"])
     try:
@@ -218,6 +223,7 @@ def pin_map(found: object, path: str | os.PathLike[str], root: str | os.PathLike
         raise
     finally:
         os.close(fd)
+    setattr(pinnable, _PINNED_AT, str(full))
     return full
 
 
