@@ -142,9 +142,9 @@ class RingBufMap(Map):
         check_flags(definition, BpfMapFlag.NUMA_NODE)
 
     def close(self) -> None:
+        # The word views stay: the positions can still be read (query) after the map is gone.
         if self.region in self.address_space:
             self.address_space.remove(self.region)
-        self._release_words()
 
     def owns(self, address: int) -> bool:
         """Whether ``address`` points into this ring (to find the ring of a submitted record)."""
