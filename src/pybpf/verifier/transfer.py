@@ -96,7 +96,7 @@ def _move(insn: Bin, src: RegState, env: Env) -> RegState:
     if src.is_pointer:
         # allow_ptr_leaks: a truncated or sign-extended pointer is an unknown number.
         return unknown()
-    return RegState.scalar(alu(insn.op, Scalar.unknown(), src.var_off, insn.is64))
+    return RegState.scalar(env.memo_alu(insn.op, Scalar.unknown(), src.var_off, insn.is64))
 
 
 def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
