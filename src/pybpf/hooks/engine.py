@@ -55,9 +55,13 @@ def run_services(services: RuntimeServices, task: TaskInfo | None) -> RuntimeSer
 
 
 class EnginePool:
-    """Native instances of one program, one per run in progress (see the module docstring)."""
+    """Native instances of one program, one per run in progress (see the module docstring).
 
-    def __init__(self) -> None:
+    ``compile_lock`` is held while an instance is made (shared by every pool of a hook runtime).
+    """
+
+    def __init__(self, compile_lock: threading.Lock | None = None) -> None:
+        self.compile_lock = compile_lock if compile_lock is not None else threading.Lock()
         self._lock = threading.Lock()
         self._free: list[JitProgram] = []
         self._seeded = False
@@ -68,13 +72,24 @@ class EnginePool:
             if self._free:
                 return self._free.pop()
             seeded, self._seeded = self._seeded, True
-        seed = program.jit
-        if not seeded:
-            return seed
         from pybpf.vm.jit import JitProgram
 
-        # The same options as the program's own instance (bounds checks or not).
-        return JitProgram.of(program.interpreter, bounds_checks=seed.bounds_checks)
+        with self.compile_lock:
+            seed = program.jit
+            if not seeded:
+                return seed
+            # The same options as the program's own instance (bounds checks or not); the compile
+            # cache gives it the same native code.
+            return JitProgram.of(program.interpreter, bounds_checks=seed.bounds_checks)
+
+    def prepare(self, program: Program) -> None:
+        """Settle ``program``'s engine now (compiling its native code), not in a racing first run."""
+        with self.compile_lock:
+            # Program.resolve_engine comes with the runtime making the JIT the default engine.
+            resolve = getattr(program, "resolve_engine", None)
+            engine = resolve() if resolve is not None else program.engine
+            if engine == "jit":
+                _ = program.jit
 
     def release(self, native: JitProgram) -> None:
         with self._lock:
@@ -89,13 +104,11 @@ class EnginePool:
 def run_program(program: Program, context: Region, state: RunState, pool: EnginePool) -> int:
     """Run ``program`` once with its engine on ``context`` (mapped), ``state`` as ``env.user``; r0.
 
-    The engine is the program's (:meth:`Program.resolve_engine`, which compiles on first use
-    and falls back to the interpreter when the JIT cannot compile a program it was not asked for).
+    The engine is ``program.engine``, settled when the hook attached (:meth:`EnginePool.prepare`:
+    ``Program.resolve_engine`` compiles, or falls back to the interpreter when the JIT cannot
+    compile a program it was not asked for).
     """
-    # resolve_engine arrives with the runtime's JIT-by-default change; until then, the attribute.
-    resolve = getattr(program, "resolve_engine", None)
-    engine = resolve() if resolve is not None else program.engine
-    if engine == "jit":
+    if program.engine == "jit":
         native = pool.acquire(program)
         try:
             return native.run(context, user=state).r0

@@ -131,6 +131,7 @@ class HookRuntime:
         # One gate per loaded object (keyed by its RuntimeServices), native instances per program.
         self._gates: weakref.WeakKeyDictionary[object, RunGate] = weakref.WeakKeyDictionary()
         self._engines: weakref.WeakKeyDictionary[Program, EnginePool] = weakref.WeakKeyDictionary()
+        self._compile_lock = threading.Lock()  # LLVM compiles one program at a time (hooks.engine)
         # Extensions (the audit dispatcher, the tracepoint table) are created on first use.
         self._extensions: dict[str, object] = {}
         self._tasks: dict[int, TaskInfo] = {}
@@ -158,8 +159,9 @@ class HookRuntime:
         with self._guard:
             engines = self._engines.get(program)
             if engines is None:
-                engines = EnginePool()
+                engines = EnginePool(self._compile_lock)
                 self._engines[program] = engines
+        engines.prepare(program)  # compiled at attach time, never by two racing first runs
         return HookedProgram(program, gate, engines, parallel_safe(program))
 
     def current_task(self) -> TaskInfo:
