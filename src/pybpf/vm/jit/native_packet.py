@@ -1,4 +1,4 @@
-"""Packet and checksum helpers served by native code: csum_diff, l3/l4_csum_replace, csum_update, skb_load_bytes.
+"""Packet and checksum helpers in native code: csum_diff, l3/l4_csum_replace, csum_update, skb_load_bytes.
 
 Through the ctypes trampoline each of these costs microseconds; in native code they are a few
 loads, adds and a store. The generated code reproduces :mod:`pybpf.runtime.helpers.csum` and
@@ -23,6 +23,9 @@ csum_update then change ``skb->csum``, which lives in Python). Memory the helper
 (csum_diff's buffers, skb_load_bytes' destination) is checked like a program access: the hot
 range, the range table, then the fault handler, which raises the interpreter's
 MemoryAccessError at the helper's pc, as the Python helper's read would.
+
+bpf_xdp_adjust_head/tail/meta are translated here too, but served natively only in batches,
+which know where the context keeps its packet pointers (:mod:`pybpf.vm.jit.native_xdp`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.execution import STACK_SIZE
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, emit_xdp_adjust
 from pybpf.vm.jit.state import Slot
 
@@ -110,9 +114,7 @@ def packet_native_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], u
     ip_summed = getattr(getattr(packet, "skb", None), "ip_summed", None)
     bits = 0
     for helper in called:
-        bit, module, name = _RUNTIME_HELPERS[helper]
-        fn = helpers.get(helper)
-        if fn is None or (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")) != (module, name):
+        if not runtime_packet_helper(helpers, helper):
             continue
         if helper in PACKET_BOUND and not has_packet:
             continue
@@ -122,7 +124,7 @@ def packet_native_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], u
             continue
         if helper == HelperId.CSUM_UPDATE and ip_summed == CHECKSUM_COMPLETE:
             continue
-        bits |= bit
+        bits |= _RUNTIME_HELPERS[helper][0]
     return bits
 
 
@@ -187,9 +189,7 @@ class _Emit:
 
     def representative(self, total: Any) -> Any:
         """The end-around-carry 32-bit result of a 64-bit sum of 32-bit addends (0 only for 0)."""
-        builder = self.builder
-        reduced = builder.add(builder.urem(builder.sub(total, self.const(1)), self.const(U32)), self.const(1))
-        return builder.select(builder.icmp_unsigned("==", total, self.const(0)), self.const(0), reduced)
+        return _fold64(self.builder, total, self.const)
 
     def csum16_add(self, csum: Any, addend: Any) -> Any:
         total = self.builder.add(self.u16(csum), self.u16(addend))
@@ -242,6 +242,17 @@ class _Emit:
         if is_write:
             hot = builder.and_(hot, builder.icmp_unsigned("!=", hot_writable, self.const(0)))
         hot = builder.or_(hot, self.eq(size, self.const(0)))
+        frame_bottom = getattr(fb, "frame_bottom", None)
+        if frame_bottom is not None:
+            # The function's own stack frame (a helper's buffer is usually there): always mapped
+            # and writable, so one compare instead of a scan that would move the hot range away
+            # from the packet the program is working on.
+            room = builder.sub(self.const(STACK_SIZE), size)
+            in_frame = builder.and_(
+                builder.icmp_unsigned("<=", size, self.const(STACK_SIZE)),
+                builder.icmp_unsigned("<=", builder.sub(address, frame_bottom), room),
+            )
+            hot = builder.or_(hot, in_frame)
         access, scan, found, slow = (
             self.block(what) for what in ("range_ok", "range_scan", "range_found", "range_fault")
         )
@@ -320,10 +331,20 @@ def _csum_partial_function(fb: _FunctionEmitter) -> Any:
     last.add_incoming(builder.or_(last, shifted), tail)
     builder.branch(tail_head)
     builder.position_at_end(done)
-    summed = builder.add(total, last)
-    reduced = builder.add(builder.urem(builder.sub(summed, const(1)), const(U32)), const(1))
-    builder.ret(builder.select(builder.icmp_unsigned("==", summed, const(0)), const(0), reduced))
+    builder.ret(_fold64(builder, builder.add(total, last), const))
     return function
+
+
+def _fold64(builder: Any, total: Any, const: Any) -> Any:
+    """``total`` (a 64-bit sum) folded to 32 bits with end-around carry, twice: no division needed.
+
+    Each fold keeps the value modulo 2**32 - 1 and nonzero unless it was zero; after the first
+    the value is below 2**33 - 1, after the second at most 2**32 - 1: exactly the representative
+    ``(total - 1) % (2**32 - 1) + 1`` (0 for 0) that x86-64's csum_partial produces.
+    """
+    for _ in range(2):
+        total = builder.add(builder.and_(total, const(U32)), builder.lshr(total, const(32)))
+    return total
 
 
 def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
