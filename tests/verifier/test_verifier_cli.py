@@ -45,8 +45,10 @@ def test_verify_raw_text_and_log(tmp_path: Path) -> None:
     raw.write_bytes(assemble_bytes("r0 = 1\nexit"))
     status, text = _run("verify", "--raw", str(raw), "--type", "socket_filter", "--log", "2")
     assert status == 0
-    assert "0: r0 = 0x1 ; R1=ctx() R10=fp0" in text
-    assert "1: exit ; R0=1 R1=ctx() R10=fp0" in text
+    # The kernel's level-2 format: the state at the start, then what each instruction left.
+    assert "0: R1=ctx() R10=fp0" in text
+    assert "0: (b7) r0 = 1                        ; R0=1" in text
+    assert "1: (95) exit" in text
     assert "accepted" in text
 
 
@@ -72,5 +74,5 @@ def test_log_level_one_lists_the_walk(tmp_path: Path) -> None:
     status, text = _run("verify", "--raw", str(raw), "--type", "socket_filter", "--log", "1")
     assert status == 0
     lines = text.splitlines()
-    assert "0: r0 = 0x0" in lines and "2: r0 = 0x1" in lines
+    assert "0: (b7) r0 = 0" in lines and "2: (b7) r0 = 1" in lines
     assert not any("R10=fp0" in line for line in lines)

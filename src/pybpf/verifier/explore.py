@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pybpf.asm.printer import format_insn
 from pybpf.isa.insn import (
     Atomic,
     Bin,
@@ -37,7 +36,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
-from pybpf.verifier import callbacks, calls, memory, transfer
+from pybpf.verifier import callbacks, calls, kernel_log, memory, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_registers, live_stack
 from pybpf.verifier.machine import (
@@ -51,7 +50,6 @@ from pybpf.verifier.machine import (
     Rejection,
     State,
     compare_states,
-    format_state,
     reject,
     states_equal,
     states_identical,
@@ -126,6 +124,8 @@ class Explorer:
         self.pending.append(Work(0, State([Frame(regs, StackState(), -1, 0, 0)]), None))
         while self.pending:
             work = self.pending.pop()
+            if self.env.options.log_level >= 2:
+                self.log.append(kernel_log.path_start(work.pc, work.state, self.env.maps))
             self._run_path(work.pc, work.state, work.parent)
 
     def _run_path(self, pc: int, state: State, parent: Checkpoint | None) -> None:
@@ -145,14 +145,17 @@ class Explorer:
                 if self.processed > self.insn_limit:
                     raise reject(f"BPF program is too large. Processed {self.processed} insn")
                 level = self.env.options.log_level
-                if level >= 2:
-                    self.log.append(f"{pc}: {format_insn(labeled.insn)} ; {format_state(state)}")
-                elif level == 1:
-                    # As the kernel's level 1: the instructions walked, without register states.
-                    self.log.append(f"{pc}: {format_insn(labeled.insn)}")
+                logged = len(self.log)
+                if level >= 1:
+                    # As the kernel: the instruction walked; level 2 appends what it left behind.
+                    self.log.append(kernel_log.format_kernel_insn(pc, labeled.insn))
+                touched = kernel_log.scratched(labeled.insn, state)[1] if level >= 2 else set()
                 if self.track_precision:
                     self._record(pc, labeled.insn, state, parent)
                 next_pc, state = self._step(pc, labeled, state, parent)
+                if level >= 2:
+                    self.log[logged] = kernel_log.with_state(self.log[logged], labeled.insn, state, self.env.maps,
+                                                             touched)
             except Rejection as error:
                 if error.pc is not None:
                     raise
