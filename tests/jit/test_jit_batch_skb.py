@@ -49,6 +49,18 @@ SOURCE = r"""
 
 static long (*bpf_l4_csum_replace)(void *skb, __u32 offset, __u64 from, __u64 to, __u64 flags) =
 	(void *)BPF_FUNC_l4_csum_replace;
+static long (*bpf_skb_store_bytes)(void *skb, __u32 offset, const void *from, __u32 len, __u64 flags) =
+	(void *)BPF_FUNC_skb_store_bytes;
+
+/* Overwrite the IPv4 destination through the helper (with BPF_F_INVALIDATE_HASH, which a batch
+ * serves natively too). */
+SEC("tc")
+int rewrite(struct __sk_buff *skb)
+{
+	__u32 addr = 0x0d0c0b0a;
+
+	return bpf_skb_store_bytes(skb, 30, &addr, sizeof(addr), 2) + 200;
+}
 
 /* Every field the batch sets per packet goes into the result; mark and cb are read, then
  * written: a context that was not reset between packets would show the previous packet's. */
@@ -120,7 +132,7 @@ def per_packet(obj: Any, name: str, packets: list[bytes]) -> tuple[list[int], tu
     return [run.retval for run in runs], tuple(run.data_out for run in runs)
 
 
-@pytest.mark.parametrize("name", ["fields", "nat"])
+@pytest.mark.parametrize("name", ["fields", "nat", "rewrite"])
 def test_tc_batch_runs_natively_and_equals_per_packet_test_runs(engines: tuple[Any, Any], name: str) -> None:
     reference, native = engines
     program = native.program(name)
@@ -172,7 +184,7 @@ def test_tc_mark_and_the_socket_filter_batch_natively() -> None:
 )
 def test_skb_batches_equal_the_interpreter_on_any_packets(engines: tuple[Any, Any], packets: list[bytes]) -> None:
     reference, native = engines
-    for name in ("fields", "nat"):
+    for name in ("fields", "nat", "rewrite"):
         got = native.program(name).run_batch(packets, data_out=True)
         assert (list(got.retvals), got.data_out) == per_packet(reference, name, packets)
 

@@ -1,4 +1,4 @@
-"""Packet and checksum helpers in native code: csum_diff, l3/l4_csum_replace, csum_update, skb_load_bytes.
+"""Packet and checksum helpers in native code: csum_diff, l3/l4_csum_replace, csum_update, skb_load/store_bytes.
 
 Through the ctypes trampoline each of these costs microseconds; in native code they are a few
 loads, adds and a store. The generated code reproduces :mod:`pybpf.runtime.helpers.csum` and
@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import STACK_SIZE
+from pybpf.vm.jit.native_skb import PER_PACKET as PER_PACKET_BIT
+from pybpf.vm.jit.native_skb import emit_skb_load_bytes, emit_skb_store_bytes, store_bytes_native
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, emit_xdp_adjust
 from pybpf.vm.jit.state import Slot
 
@@ -75,11 +77,13 @@ class PacketNative(IntEnum):
     CSUM_UPDATE = 8
     """Only for an skb that is not CHECKSUM_COMPLETE: the answer is then -ENOTSUPP."""
     SKB_LOAD_BYTES = 16
+    SKB_STORE_BYTES = 256
+    """Only for an skb that is not CHECKSUM_COMPLETE (BPF_F_RECOMPUTE_CSUM then changes nothing)."""
     XDP_ADJUST_HEAD = 32
     """Native batches only (see :mod:`pybpf.vm.jit.native_xdp`), as the two below."""
     XDP_ADJUST_TAIL = 64
     XDP_ADJUST_META = 128
-    PER_PACKET = 1 << 62
+    PER_PACKET = PER_PACKET_BIT
     """A native batch owns ``Slot.PACKET_DATA``/``PACKET_END``: the refresh after a Python helper skips them."""
 
 
@@ -89,6 +93,7 @@ _RUNTIME_HELPERS: dict[int, tuple[PacketNative, str, str]] = {
     HelperId.L4_CSUM_REPLACE: (PacketNative.L4_CSUM_REPLACE, "pybpf.runtime.helpers.csum", "l4_csum_replace"),
     HelperId.CSUM_UPDATE: (PacketNative.CSUM_UPDATE, "pybpf.runtime.helpers.csum", "csum_update"),
     HelperId.SKB_LOAD_BYTES: (PacketNative.SKB_LOAD_BYTES, "pybpf.runtime.helpers.packet", "skb_load_bytes"),
+    HelperId.SKB_STORE_BYTES: (PacketNative.SKB_STORE_BYTES, "pybpf.runtime.helpers.packet", "skb_store_bytes"),
     HelperId.XDP_ADJUST_HEAD: (PacketNative.XDP_ADJUST_HEAD, "pybpf.runtime.helpers.packet", "xdp_adjust_head"),
     HelperId.XDP_ADJUST_TAIL: (PacketNative.XDP_ADJUST_TAIL, "pybpf.runtime.helpers.packet", "xdp_adjust_tail"),
     HelperId.XDP_ADJUST_META: (PacketNative.XDP_ADJUST_META, "pybpf.runtime.helpers.packet", "xdp_adjust_meta"),
@@ -122,7 +127,7 @@ def packet_native_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], u
             continue  # a batch's frame_bits() turns these on: only batches know the context's pointers
         if helper == HelperId.L4_CSUM_REPLACE and ip_summed in (CHECKSUM_PARTIAL, CHECKSUM_COMPLETE):
             continue
-        if helper == HelperId.CSUM_UPDATE and ip_summed == CHECKSUM_COMPLETE:
+        if helper in (HelperId.CSUM_UPDATE, HelperId.SKB_STORE_BYTES) and ip_summed == CHECKSUM_COMPLETE:
             continue
         bits |= _RUNTIME_HELPERS[helper][0]
     return bits
@@ -355,6 +360,8 @@ def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
     if helper in PACKET_BOUND:
         own_context = builder.icmp_unsigned("==", fb._get(1), fb._load_slot(Slot.PACKET_CTX))
         allowed = builder.and_(allowed, own_context)
+    if helper == HelperId.SKB_STORE_BYTES:
+        allowed = builder.and_(allowed, store_bytes_native(fb))
     native, slow, done = (fb._new_block(f"packet{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
     builder.cbranch(allowed, native, slow)
     builder.position_at_end(native)
@@ -370,8 +377,10 @@ def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
             fb._set(0, fb._const(ENOTSUPP_RET))
         case HelperId.XDP_ADJUST_HEAD | HelperId.XDP_ADJUST_TAIL | HelperId.XDP_ADJUST_META:
             emit_xdp_adjust(emit, helper)
+        case HelperId.SKB_STORE_BYTES:
+            emit_skb_store_bytes(emit)
         case _:
-            _skb_load_bytes(emit)
+            emit_skb_load_bytes(emit)
     builder.branch(done)
     builder.position_at_end(slow)
     fb._call_helper(pc, fb._const(helper))
@@ -462,36 +471,6 @@ def _csum_replace(emit: _Emit, *, l4: bool) -> None:
     builder.position_at_end(stored)
     builder.branch(done)
     builder.position_at_end(done)
-
-
-def _skb_load_bytes(emit: _Emit) -> None:
-    """bpf_skb_load_bytes(ctx, offset, to, len): a copy from the linear packet; out of it, zeros and -EFAULT."""
-    fb, builder, ir = emit.fb, emit.builder, emit.ir
-    offset, target, size = emit.u32(fb._get(2)), fb._get(3), emit.u32(fb._get(4))
-    data = fb._load_slot(Slot.PACKET_DATA)
-    length = builder.sub(fb._load_slot(Slot.PACKET_END), data)
-    emit.check_range(target, size, True)
-    outside = builder.or_(
-        builder.icmp_unsigned(">", offset, emit.const(INT_MAX)),
-        builder.icmp_unsigned(">", builder.add(offset, size), length),
-    )
-    i8p = ir.IntType(8).as_pointer()
-    module = fb.parent.module
-    copy, clear, done = emit.block("load_bytes_copy"), emit.block("load_bytes_clear"), emit.block("load_bytes_done")
-    builder.cbranch(outside, clear, copy)
-    builder.position_at_end(copy)
-    memmove = module.declare_intrinsic("llvm.memmove", [i8p, i8p, fb.i64])
-    source = builder.inttoptr(builder.add(data, offset), i8p)
-    builder.call(memmove, [builder.inttoptr(target, i8p), source, size, ir.Constant(ir.IntType(1), 0)])
-    builder.branch(done)
-    builder.position_at_end(clear)
-    memset = module.declare_intrinsic("llvm.memset", [i8p, fb.i64])
-    builder.call(
-        memset, [builder.inttoptr(target, i8p), ir.Constant(ir.IntType(8), 0), size, ir.Constant(ir.IntType(1), 0)]
-    )
-    builder.branch(done)
-    builder.position_at_end(done)
-    fb._set(0, emit.select(outside, emit.const(EFAULT), emit.const(0)))
 
 
 def runtime_packet_helper(helpers: Mapping[int, HelperFn], helper: int) -> bool:
