@@ -16,10 +16,10 @@ call and no ``callx``, and every helper it calls either needs no per-run Python 
 time/random/CPU and string helpers, spin locks; not bpf_loop or bpf_for_each_map_elem, whose
 callbacks run in the interpreter against one run's instruction budget) or is one of the packet
 and checksum helpers the JIT serves natively (bpf_csum_diff, bpf_l3/l4_csum_replace,
-bpf_csum_update, bpf_skb_load_bytes: :mod:`pybpf.vm.jit.native_packet`; and in XDP batches
-bpf_xdp_adjust_head/tail/meta, which need to know where the context keeps its packet pointers:
-:mod:`pybpf.vm.jit.native_xdp`). Helpers that read or reshape the packet in Python
-(skb_store_bytes, skb_change_*, skb_adjust_room, vlan, redirect, hash, perf/ringbuf output of
+bpf_csum_update, bpf_skb_load_bytes, bpf_skb_store_bytes: :mod:`pybpf.vm.jit.native_packet`;
+and in XDP batches bpf_xdp_adjust_head/tail/meta, which need to know where the context keeps
+its packet pointers: :mod:`pybpf.vm.jit.native_xdp`). Helpers that read or reshape the packet in Python
+(skb_change_head/tail, skb_adjust_room, vlan push/pop, redirect, hash, perf/ringbuf output of
 the packet) need the run's PacketContext, which a native batch does not keep per packet: such
 programs, other program types and the interpreter run one test run per packet.
 
