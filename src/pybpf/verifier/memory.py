@@ -287,7 +287,7 @@ def _stack_write(frame: Frame, start: int, size: int, value: RegState) -> None:
 
 
 def _has_spill(slot: StackSlot) -> bool:
-    return any(t is SlotByte.STACK_SPILL for t in slot.slot_type)
+    return SlotByte.STACK_SPILL in slot.slot_type
 
 
 def _spill_size(slot: StackSlot) -> int:

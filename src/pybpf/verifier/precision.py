@@ -96,11 +96,12 @@ class _Demand:
         self.slots = [0] * depth
 
     def empty(self) -> bool:
-        return not any(self.regs) and not any(self.slots)
+        depth = len(self.regs)
+        return self.regs.count(0) == depth and self.slots.count(0) == depth
 
 
 def _is_scalar_spill(slot: StackSlot) -> bool:
-    return any(byte is SlotByte.STACK_SPILL for byte in slot.slot_type) and slot.spilled_ptr.is_scalar
+    return SlotByte.STACK_SPILL in slot.slot_type and slot.spilled_ptr.is_scalar
 
 
 def demanded_by_insn(insn: Instruction, state: State) -> int:
@@ -141,6 +142,9 @@ def demanded_by_branch(insn: Jump, state: State) -> int:
 
 def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | None) -> HistEntry:
     """The history record for stepping ``insn`` at ``pc`` from ``state`` (before it executes)."""
+    kind = type(insn)
+    if kind is Bin or kind is LoadImm64:
+        return HistEntry(pc, prev)  # the common case first: nothing to record beyond the pc
     base_reg: Reg | None = None
     if isinstance(insn, Load):
         base_reg = insn.src

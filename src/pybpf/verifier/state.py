@@ -258,7 +258,7 @@ class StackSlot:
         return cls((byte,) * BPF_REG_SIZE)
 
     def is_spilled_register(self) -> bool:
-        return all(byte is SlotByte.STACK_SPILL for byte in self.slot_type)
+        return self.slot_type == _ALL_SPILL
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +292,7 @@ def _byte_covered(old: SlotByte, cur: SlotByte, allow_uninit_stack: bool) -> boo
 
 
 _SPECIAL = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG})
+_ALL_SPILL = (SlotByte.STACK_SPILL,) * BPF_REG_SIZE
 
 
 def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True,
@@ -301,17 +302,18 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
     A slot whose bit is clear in ``live_slots`` is never read again and is skipped, unless it
     holds a dynptr/iterator/irq flag (objects with a lifetime of their own, never skipped)."""
     for index, old_slot in enumerate(old.slots):
-        if not live_slots >> index & 1 and not any(byte in _SPECIAL for byte in old_slot.slot_type):
+        special = not _SPECIAL.isdisjoint(old_slot.slot_type)
+        if not live_slots >> index & 1 and not special:
             continue
         cur_slot = cur.slot(index)
         for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
             if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
                 return False
         # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
-        spilled = any(byte is SlotByte.STACK_SPILL for byte in old_slot.slot_type)
+        spilled = SlotByte.STACK_SPILL in old_slot.slot_type
         if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision):
             return False
-        if any(byte in _SPECIAL for byte in old_slot.slot_type):
+        if special:
             # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.
             return False
     return True
