@@ -10,16 +10,22 @@ Layers built so far:
 * :mod:`.machine` (frames, references, options), :mod:`.transfer` (ALU, pointer arithmetic,
   branches), :mod:`.memory` (loads/stores per region), :mod:`.calls` (helpers, bpf-to-bpf calls,
   callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
-  (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`.
+  (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`;
+* :mod:`.callbacks` — synchronous callbacks as loops run 0..n times (the helper call is the loop
+  head), timer callbacks as entry points of their own; :mod:`.stack_depth` — combined stack
+  depth over call chains and the 256-byte limit under a tail-calling subprogram;
+* :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
+  ``log_level`` 1/2 text in the kernel's format.
 
 Known differences from the kernel (each errs on the side of rejecting or of exploring more):
-no liveness or precision tracking (pruning compares every register exactly, so more
-instructions are processed); ``bpf_loop``/``for_each_map_elem`` callbacks are verified once per
-call against a caller stack whose spilled scalars are forgotten, not iterated to a fixpoint, and
-asynchronous callbacks (timers, user ring buffers) are not verified; BTF-typed pointers (sockets,
-``PTR_TO_BTF_ID``) are readable without a layout check; kfuncs and ``callx`` are refused; a map
-pointer cannot be dereferenced; a spin lock's offset is not checked against BTF; tail-call stack
-limits and the Spectre sanitisation of unprivileged loads are not modelled.
+callback iterations are widened after two runs (see :mod:`.callbacks`), so a callback needing a
+counter's exact value over more than 8 ``bpf_loop`` iterations is refused; ``bpf_user_ringbuf_drain``
+(dynptrs) and ``bpf_find_vma`` are refused; BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are
+readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
+dereferenced; a spin lock's or timer's offset is not checked against BTF; the private-stack mode
+of tracing programs is not modelled (the 512-byte combined limit always applies). Unprivileged
+loads get no Spectre-v1 checks: since Linux 6.17 the kernel no longer refuses on them but inserts
+speculation barriers (``nospec``), which a user-space VM does not need.
 """
 
 from __future__ import annotations
