@@ -53,13 +53,15 @@ def load(source: str | os.PathLike[str] | bytes, *, backend: Backend = "vm", **o
     ``options`` go to :func:`pybpf.runtime.loader.load` or :func:`pybpf.kernel.loader.load`.
     Imports are lazy, so ``import pybpf`` stays cheap. A user-space object's programs attach to
     hooks with ``prog.attach_probe(func)``, ``prog.attach_tracepoint(...)``, ``prog.attach_audit(event)``...:
-    loading imports :mod:`pybpf.hooks`, which serves those methods.
+    loading installs :mod:`pybpf.hooks` in the object's programs, which then serves those methods.
     """
     if backend == "vm":
-        importlib.import_module("pybpf.hooks")  # registers the attach provider behind Program.attach_*
+        hooks = importlib.import_module("pybpf.hooks")
         from pybpf.runtime.loader import load as load_vm
 
-        return load_vm(source, **options)
+        loaded = load_vm(source, **options)
+        hooks.install(loaded)  # the hooks serve this object's Program.attach_* methods
+        return loaded
     if backend == "kernel":
         from pybpf.kernel.loader import load as load_kernel
         from pybpf.kernel.map_api import ValueCodec

@@ -1,5 +1,5 @@
 """The issue's API forms: ``prog.attach_probe(func)``, ``@pybpf.probe(prog)``, ``pybpf.Tracepoint``,
-``prog.attach_tracepoint``/``attach_audit``, and the attach-provider registry behind the methods.
+``prog.attach_tracepoint``/``attach_audit``, and the attach provider installed in each program.
 
 These use the process's HookRuntime (as an application would), so every link is detached and
 every tracepoint closed before a test ends.
@@ -21,12 +21,11 @@ import pytest
 from hooks_build_audit import PATH_LEN, build_audit_object
 
 import pybpf
-from pybpf.errors import NotSupportedError
 from pybpf.hooks.link import Link, LinkError, LinkKind
 from pybpf.hooks.probes import ProbeLink, links_of
-from pybpf.hooks.provider import HOOKS_PROVIDER
+from pybpf.hooks.provider import HOOKS_PROVIDER, install
 from pybpf.hooks.tracepoints import TracepointLink
-from pybpf.runtime.attach import Attachment, attach_provider, register_attach_provider
+from pybpf.runtime.attach import Attachment
 from pybpf.runtime.maps import RingBufferConsumer
 from pybpf.runtime.object import Object
 
@@ -150,10 +149,7 @@ def test_packet_methods_check_the_program_type(obj: Object) -> None:
         obj.program("on_entry").attach_tc("lo")
 
 
-def test_provider_registry_is_explicit() -> None:
-    assert attach_provider() is HOOKS_PROVIDER
-    register_attach_provider(HOOKS_PROVIDER)  # the same provider again: nothing changes
-
+def test_provider_belongs_to_each_objects_programs() -> None:
     class Recorder:
         def __init__(self) -> None:
             self.calls: list[str] = []
@@ -178,22 +174,21 @@ def test_provider_registry_is_explicit() -> None:
             return self._record(f"tc {ifname}")
 
     recorder = Recorder()
-    with pytest.raises(NotSupportedError, match="already registered"):
-        register_attach_provider(recorder)
-    register_attach_provider(recorder, replace=True)
-    try:
-        with pybpf.load(PROGS / "hooks_probe.o") as loaded:
-            program = loaded.program("on_entry")
-            with pytest.raises(LinkError, match="recorded probe on_entry stat 5 False"):
-                program.attach_probe(stat, cookie=5, install=False)
-            with pytest.raises(LinkError, match="recorded tracepoint a/b"):
-                program.attach_tracepoint("a", "b")
-            with pytest.raises(LinkError, match="recorded audit open"):
-                program.attach_audit("open")
-    finally:
-        register_attach_provider(HOOKS_PROVIDER, replace=True)
+    with pybpf.load(PROGS / "hooks_probe.o") as loaded, pybpf.load(PROGS / "hooks_probe.o") as other:
+        program = loaded.program("on_entry")
+        assert program.attach_provider is HOOKS_PROVIDER  # pybpf.load installed the hooks
+        install(loaded, recorder)
+        with pytest.raises(LinkError, match="recorded probe on_entry stat 5 False"):
+            program.attach_probe(stat, cookie=5, install=False)
+        with pytest.raises(LinkError, match="recorded tracepoint a/b"):
+            program.attach_tracepoint("a", "b")
+        with pytest.raises(LinkError, match="recorded audit open"):
+            program.attach_audit("open")
+        # Nothing global changed: the other object's programs still attach through the hooks.
+        assert other.program("on_entry").attach_provider is HOOKS_PROVIDER
+        with other.program("on_entry").attach_probe(stat, install=False) as link:
+            assert isinstance(link, ProbeLink)
     assert recorder.calls[0] == "probe on_entry stat 5 False"
-    assert attach_provider() is HOOKS_PROVIDER
 
 
 def test_without_the_hooks_package_the_methods_say_what_to_import() -> None:

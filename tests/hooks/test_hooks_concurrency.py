@@ -169,27 +169,33 @@ def test_detaching_while_other_threads_fire_is_safe(counters_object: Path, engin
         obj.maps["shared_hash"].update_raw(bytes(4), bytes(8))
         link = attach_probe(obj.program("probe_count"), lambda n: n, runtime=HookRuntime(), install=False)
         before = {region for region in obj.memory.regions if region.kind is not RegionKind.STACK}
-        fired = threading.Event()
+        detached = threading.Event()
+        calls = [0] * THREADS
 
-        def fire(n: int) -> None:
-            link.wrapper(n)
-            if n == CALLS // 4:
-                fired.set()
+        def fire(index: int) -> None:
+            # Fire until the detach is over, then a few more times (those pass through unprobed).
+            after = 0
+            while after < 20:
+                link.wrapper(1)
+                calls[index] += 1
+                after += detached.is_set()
 
-        def detach_when_fired() -> None:
-            fired.wait(30)
-            link.detach()
-
-        detacher = threading.Thread(target=detach_when_fired)
-        detacher.start()
-        hammer(fire)
-        detacher.join(timeout=30)
+        pool = [threading.Thread(target=fire, args=(index,)) for index in range(THREADS)]
+        for thread in pool:
+            thread.start()
+        while link.fires < 50:  # detach in the middle of the firing
+            threading.Event().wait(0.001)
+        link.detach()
+        detached.set()
+        for thread in pool:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in pool)
         assert not link.attached
         assert link.errors == 0, link.last_error
         # Every run counted is whole (all four counters agree), and some ran after the detach started.
         array = obj.maps["shared_array"]
         runs = u64(array.lookup_raw((1).to_bytes(4, "little"))) + u64(array.lookup_raw((2).to_bytes(4, "little")))
-        assert 0 < runs == link.fires < THREADS * CALLS
+        assert 50 <= runs == link.fires < sum(calls)
         percpu = obj.maps["percpu_counter"].lookup_raw(bytes(4))
         assert u64(obj.maps["shared_array"].lookup_raw(bytes(4))) == sum(u64(percpu, 8 * cpu) for cpu in range(CPUS))
         # The link's contexts and argument arenas are all unmapped: nothing is left behind.

@@ -7,10 +7,10 @@ programs and links can be pinned (:mod:`~pybpf.hooks.pinning`). A
 :class:`~pybpf.hooks.trace_session.TraceSession` attaches programs while a script runs
 (``pybpf trace``).
 
-The names below are imported on first use, so ``import pybpf.hooks`` stays cheap. Importing
-the package registers the hooks as the runtime's attach provider
-(:mod:`pybpf.hooks.provider`), which gives every loaded program its ``attach_probe``,
-``attach_tracepoint``, ``attach_audit``, ``attach_xdp`` and ``attach_tc`` methods.
+The names below are imported on first use, so ``import pybpf.hooks`` stays cheap.
+:func:`install` (:mod:`pybpf.hooks.provider`; :func:`pybpf.load` calls it) makes the hooks serve
+a loaded object's ``attach_probe``, ``attach_tracepoint``, ``attach_audit``, ``attach_xdp`` and
+``attach_tc`` methods; the provider lives in the object's programs, not in a global.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pybpf.hooks.provider import HOOKS_PROVIDER
-from pybpf.runtime.attach import register_attach_provider
-
-register_attach_provider(HOOKS_PROVIDER)
+from pybpf.hooks.provider import HOOKS_PROVIDER, HooksAttachProvider, install
 
 if TYPE_CHECKING:
     from pybpf.hooks.link import HookRuntime, Link, LinkError, LinkInfo, LinkKind, hook_runtime
@@ -65,8 +62,10 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "HOOKS_PROVIDER",
     "AuditLink",
     "HookRuntime",
+    "HooksAttachProvider",
     "Link",
     "LinkError",
     "LinkInfo",
@@ -79,6 +78,7 @@ __all__ = [
     "attach_probe",
     "attach_tracepoint",
     "hook_runtime",
+    "install",
     "list_pins",
     "open_pinned_map",
     "pin_link",

@@ -208,6 +208,9 @@ class Link:
         self.pid = os.getpid()
         self.id = self.runtime.links.add(self)
         self._detach_lock = threading.Lock()
+        # Counters (fires, errors...) are bumped by every thread that fires the hook: exact, as
+        # the kernel's per-program stats are, needs the read-add-write under a lock.
+        self._stats_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "attached" if self.attached else "detached"

@@ -121,7 +121,8 @@ class AuditLink(Link):
         """Run the program on one event; the error to raise when it denies, else None."""
         if not self.attached:
             return None
-        self.checks += 1
+        with self._stats_lock:
+            self.checks += 1
         size = self.program.layout.uapi.size
         flat = list(_flatten(args))[:MAX_BPF_FUNC_ARGS]
 
@@ -133,12 +134,14 @@ class AuditLink(Link):
             task = self.runtime.current_task()
             result = run_hooked(self._hooked, build, scratch=self._scratch, task=task)
         except PybpfError as error:
-            self.errors += 1
+            with self._stats_lock:
+                self.errors += 1
             self.last_error = error
             return None
         if result.retval >= 0:
             return None
-        self.denials += 1
+        with self._stats_lock:
+            self.denials += 1
         code = -result.retval if -result.retval <= MAX_ERRNO else errno_codes.EPERM
         subject = next((value for value in flat if isinstance(value, str | bytes)), None)
         message = f"{os.strerror(code)} (denied by BPF program {self.program.name!r} on audit event {self.event!r})"

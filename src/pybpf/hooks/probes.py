@@ -181,9 +181,11 @@ class ProbeLink(Link):
         re-enter a kprobe hit from inside its own handler (it counts a "missed" hit instead).
         """
         if getattr(self._firing, "active", False):
-            self.missed += 1
+            with self._stats_lock:
+                self.missed += 1
             return
-        self.fires += 1
+        with self._stats_lock:
+            self.fires += 1
         self._firing.active = True
         try:
             run_hooked(
@@ -195,7 +197,8 @@ class ProbeLink(Link):
                 task=self.runtime.current_task(),
             )
         except PybpfError as error:
-            self.errors += 1
+            with self._stats_lock:
+                self.errors += 1
             self.last_error = error
         finally:
             self._firing.active = False

@@ -314,7 +314,8 @@ class TracepointLink(Link):
         tracepoint._attach(self)
 
     def run(self, values: Mapping[str, Any]) -> None:
-        self.fires += 1
+        with self._stats_lock:
+            self.fires += 1
         tracepoint = self.tracepoint
         if self.kind is LinkKind.TRACEPOINT:
 
@@ -335,7 +336,8 @@ class TracepointLink(Link):
             task = self.runtime.current_task()
             run_hooked(self._hooked, build, scratch=self._scratch, task=task)
         except PybpfError as error:
-            self.errors += 1
+            with self._stats_lock:
+                self.errors += 1
             self.last_error = error
 
     def _unhook(self) -> None:

@@ -2,20 +2,20 @@
 
 The hooks that make a program run on real events live in :mod:`pybpf.hooks`, which sits above
 the runtime in the import layers: the runtime must not import it. So :class:`AttachMethods` (a
-base of :class:`~pybpf.runtime.program.Program`) forwards each ``attach_*`` call to an
-:class:`AttachProvider` that the hooks package registers with :func:`register_attach_provider`
-when it is imported (``import pybpf.hooks``; :func:`pybpf.load` does it). The runtime only knows
-the :class:`Attachment` protocol of what comes back; the concrete classes (``ProbeLink``,
+base of :class:`~pybpf.runtime.program.Program`) forwards each ``attach_*`` call to the
+:class:`AttachProvider` installed in that program (:meth:`AttachMethods.use_attach_provider`).
+The hooks package installs its provider into every program of an object
+(``pybpf.hooks.install(obj)``; :func:`pybpf.load` does it). The runtime only knows the
+:class:`Attachment` protocol of what comes back; the concrete classes (``ProbeLink``,
 ``TracepointLink``, ``AuditLink``, ``PacketLink``) are in :mod:`pybpf.hooks`.
 
-The provider slot is per process, like the hooks it fronts (``sys.addaudithook`` cannot be
-undone either): it is set once, by the hooks package, and registering the same provider again
-does nothing. A different provider replaces it only with ``replace=True`` (tests, embedders).
+There is no process-wide provider: each program holds its own, so two objects in one process
+may attach through different providers (a test's recorder, an embedder's hooks, another hook
+runtime), and a program nobody installed hooks into says so instead of reaching for a global.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, Self, cast, runtime_checkable
 
@@ -80,50 +80,29 @@ class AttachProvider(Protocol):
         ...
 
 
-class _ProviderSlot:
-    """The process's one provider, behind a lock (registration may race with first use)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._provider: AttachProvider | None = None
-
-    def set(self, provider: AttachProvider, *, replace: bool) -> None:
-        with self._lock:
-            current = self._provider
-            if current is not None and current is not provider and not replace:
-                raise NotSupportedError(
-                    f"an attach provider is already registered ({current!r}); pass replace=True to swap it"
-                )
-            self._provider = provider
-
-    def get(self) -> AttachProvider | None:
-        with self._lock:
-            return self._provider
-
-
-_SLOT = _ProviderSlot()
-
-
-def register_attach_provider(provider: AttachProvider, *, replace: bool = False) -> None:
-    """Make ``provider`` serve every program's ``attach_*`` methods (done by ``import pybpf.hooks``)."""
-    _SLOT.set(provider, replace=replace)
-
-
-def attach_provider() -> AttachProvider:
-    """The registered provider; NotSupportedError when no hooks package was imported."""
-    provider = _SLOT.get()
-    if provider is None:
-        raise NotSupportedError(
-            "no hooks are available to attach to: import pybpf.hooks (pybpf.load does) before attaching"
-        )
-    return provider
-
-
 class AttachMethods:
     """``attach_*`` methods of :class:`~pybpf.runtime.program.Program`, forwarded to the provider.
 
     Each returns a link: a context manager whose ``detach()`` ends the attachment.
     """
+
+    # The class attribute is only the "none installed" default; installing sets the instance's.
+    _attach_provider: AttachProvider | None = None
+
+    def use_attach_provider(self, provider: AttachProvider) -> None:
+        """Serve this program's ``attach_*`` methods with ``provider`` (``pybpf.hooks.install`` calls it)."""
+        self._attach_provider = provider
+
+    @property
+    def attach_provider(self) -> AttachProvider:
+        """The provider installed in this program; NotSupportedError when there is none."""
+        provider = self._attach_provider
+        if provider is None:
+            raise NotSupportedError(
+                "no hooks are installed in this program to attach to: import pybpf.hooks and call"
+                " pybpf.hooks.install(obj) (pybpf.load does both)"
+            )
+        return provider
 
     def _as_program(self) -> Program:
         # Only Program derives from this class; the cast keeps the provider's signature precise.
@@ -135,26 +114,26 @@ class AttachMethods:
         With ``install`` the function is replaced by its probed wrapper where it is defined, until
         the link is detached (see :func:`pybpf.hooks.probes.attach_probe`).
         """
-        return attach_provider().attach_probe(self._as_program(), function, cookie=cookie, install=install)
+        return self.attach_provider.attach_probe(self._as_program(), function, cookie=cookie, install=install)
 
     def attach_tracepoint(self, category: str | None = None, name: str | None = None) -> Attachment:
         """Run this tracepoint/raw_tracepoint program on a declared ``category/name`` tracepoint.
 
         Without arguments the target is the program's section (``tracepoint/app/request``).
         """
-        return attach_provider().attach_tracepoint(self._as_program(), category, name)
+        return self.attach_provider.attach_tracepoint(self._as_program(), category, name)
 
     def attach_audit(self, event: str) -> Attachment:
         """Run this program on the Python audit event ``event``; a negative return denies it."""
-        return attach_provider().attach_audit(self._as_program(), event)
+        return self.attach_provider.attach_audit(self._as_program(), event)
 
     def attach_xdp(self, ifname: str) -> Attachment:
         """Run this XDP program on every frame the interface ``ifname`` receives (user space)."""
-        return attach_provider().attach_xdp(self._as_program(), ifname)
+        return self.attach_provider.attach_xdp(self._as_program(), ifname)
 
     def attach_tc(self, ifname: str) -> Attachment:
         """Run this tc program on every frame the interface ``ifname`` receives (user space)."""
-        return attach_provider().attach_tc(self._as_program(), ifname)
+        return self.attach_provider.attach_tc(self._as_program(), ifname)
 
 
-__all__ = ["AttachMethods", "AttachProvider", "Attachment", "attach_provider", "register_attach_provider"]
+__all__ = ["AttachMethods", "AttachProvider", "Attachment"]
