@@ -141,6 +141,32 @@ SEC("tc") int prog(struct __sk_buff *skb) {
     timer_set_callback(&e->timer, fire);
     return 0;
 }""", False),
+    # A timer callback runs on a stack of its own: its frame does not add to the program's.
+    "timer-callback-own-stack": (r"""
+static int fire(void *map, __u32 *key, struct elem *value) {
+    asm volatile("r1 = 42; *(u64 *)(r10 - 400) = r1" ::: "r1");
+    return 0;
+}
+SEC("tc") int prog(struct __sk_buff *skb) {
+    __u32 key = 0;
+    asm volatile("r1 = 42; *(u64 *)(r10 - 400) = r1" ::: "r1");
+    struct elem *e = bpf_map_lookup_elem(&timers, &key);
+    if (!e) return 0;
+    timer_init(&e->timer, &timers, 1);
+    timer_set_callback(&e->timer, fire);
+    return 0;
+}""", True),
+    # A bpf_loop callback runs on top of its caller's frame: 400 + 400 bytes is too much.
+    "loop-callback-stack-adds-up": (r"""
+static long step(__u32 index, void *data) {
+    asm volatile("r1 = 42; *(u64 *)(r10 - 400) = r1" ::: "r1");
+    return 0;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    asm volatile("r1 = 42; *(u64 *)(r10 - 400) = r1" ::: "r1");
+    bpf_loop(4, step, NULL, 0);
+    return XDP_PASS;
+}""", False),
 }
 
 # The rejection we expect for each rejected program (the last line of our reason).
@@ -150,6 +176,7 @@ REASONS = {
     "timer-callback-returns-one":
         "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]",
     "timer-callback-value-overrun": "invalid access to map value, value_size=24 off=24 size=8",
+    "loop-callback-stack-adds-up": "combined stack size of 2 calls is 800. Too large",
 }
 
 
