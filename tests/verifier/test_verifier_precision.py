@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybpf.errors import PybpfError
 from pybpf.isa.insn import Bin, BinOp, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Load, Reg, Store
@@ -24,7 +25,7 @@ from pybpf.verifier.precision import HistEntry, demanded_by_insn, history_entry
 from pybpf.verifier.state import RegType
 
 from .programs import label, mov
-from .test_verifier_soundness import SPEC, programs
+from .test_verifier_soundness import SMALL, SPEC, instruction, programs
 
 PROGS = Path(__file__).parent.parent / "progs"
 TAIL = 20
@@ -156,6 +157,42 @@ def test_test_objects_process_fewer_insns_with_precision() -> None:
 @given(programs())
 def test_precision_never_changes_a_verdict(insns: list[LabeledInsn]) -> None:
     """Differential: pruning with imprecise scalars reaches the verdict exact comparison reaches."""
+    tracked = verify(insns, prog_type=SPEC)
+    with without_precision():
+        exact = verify(insns, prog_type=SPEC)
+    assert tracked.accepted == exact.accepted, tracked.summary()
+
+
+@st.composite
+def diamonds(draw: st.DrawFn) -> list[LabeledInsn]:
+    """Two paths give r3 (and the stack slot at fp-8) different values and meet; a random tail
+    from the soundness grammar follows, so whether the join may prune depends on what it does."""
+    values = draw(st.lists(SMALL, min_size=2, max_size=2))
+    spill = draw(st.booleans())
+    head: list[Instruction] = [
+        Bin(BinOp.MOV, Reg.R0, Imm(0), True),
+        Bin(BinOp.MOV, Reg.R2, Reg.R10, True),
+        Bin(BinOp.ADD, Reg.R2, Imm(draw(st.sampled_from([-32, -16, -8]))), True),
+        Bin(BinOp.MOV, Reg.R6, Reg.R1, True),
+        Load(Size.W, Reg.R4, Reg.R1, 0),
+        Bin(BinOp.MOV, Reg.R3, Imm(values[0]), True),
+        Jump(Cond.JGT, Reg.R4, Imm(draw(st.integers(0, 9))), 1, True),
+        Bin(BinOp.MOV, Reg.R3, Imm(values[1]), True),
+    ]
+    if spill:
+        head.append(Store(Size.DW, Reg.R10, -8, Reg.R3))
+    count = draw(st.integers(1, 8))
+    tail = [draw(instruction(count - index - 1)) for index in range(count)]
+    if draw(st.booleans()):
+        # Put the differing value to use: an offset from the stack pointer in r2.
+        tail.insert(0, Bin(BinOp.ADD, Reg.R2, Reg.R3, True))
+    insns = [*head, *tail, Exit()]
+    return [LabeledInsn(pc, insn) for pc, insn in enumerate(insns)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(diamonds())
+def test_precision_never_changes_a_verdict_at_a_join(insns: list[LabeledInsn]) -> None:
     tracked = verify(insns, prog_type=SPEC)
     with without_precision():
         exact = verify(insns, prog_type=SPEC)
