@@ -51,6 +51,45 @@ def test_origins_follow_pointer_arithmetic() -> None:
     assert origins.private_frame
 
 
+def test_values_spilled_through_r10_keep_their_origins() -> None:
+    text = """
+    stxdw [%r10-8], %r1
+    mov %r3, %r10
+    add %r3, -32
+    stxdw [%r10-16], %r3
+    ldxdw %r2, [%r10-8]
+    ldxb %r0, [%r2+3]
+    ldxdw %r4, [%r10-16]
+    stdw [%r4], 7
+    ldxdw %r0, [%r10-32]
+    exit
+    """
+    origins, _ = _origins(text)
+    assert origins.base(5, Reg.R2) == 1  # r1, spilled and loaded back
+    assert origins.base(7, Reg.R4) == FRAME  # a frame address spilled to the frame stays inside it
+    assert origins.private_frame
+    memory = bytes(range(8))
+    for checked in (True, False):
+        program = JitProgram(assemble(text), bounds_checks=checked, cache=None)
+        assert program.run(Region.from_bytes(RegionKind.INPUT, "input", memory)).r0 == 7
+    assert Interpreter(assemble(text)).run(Region.from_bytes(RegionKind.INPUT, "input", memory)).r0 == 7
+
+
+def test_a_partly_overwritten_spill_is_no_longer_a_plain_pointer() -> None:
+    text = """
+    mov %r3, %r10
+    add %r3, -32
+    stxdw [%r10-16], %r3
+    stw [%r10-16], 0
+    ldxdw %r4, [%r10-16]
+    ldxdw %r0, [%r4]
+    exit
+    """
+    origins, _ = _origins(text)
+    assert origins.before[5][4] == frozenset({FRAME, -1})
+    assert not origins.private_frame
+
+
 @pytest.mark.parametrize(
     "text",
     [

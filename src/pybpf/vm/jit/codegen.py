@@ -56,22 +56,20 @@ from pybpf.isa.insn import (
     Store,
     slot_count,
 )
-from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode
+from pybpf.isa.opcodes import EndianOrder
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.code_addresses import CODE_BASE
 from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE
-from pybpf.vm.jit import alu_ir, entries
+from pybpf.vm.jit import alu_ir, entries, memory_ir
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
 from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_map_update, emit_system_helper
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
-from pybpf.vm.jit.plan import FRAME, FunctionPlan, ProgramPlan, register_origins
-from pybpf.vm.jit.state import RANGE_FIELDS, Slot, Status
+from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, register_origins
+from pybpf.vm.jit.state import Slot, Status
 
 ENTRY_NAME = "bpf_entry"
 """The exported function: ``i64 bpf_entry(i64* state)``."""
-
-_RMW_NAMES = {AtomicCode.ADD: "add", AtomicCode.OR: "or", AtomicCode.AND: "and", AtomicCode.XOR: "xor"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +128,7 @@ class _ModuleBuilder:
             llvm_function = ir.Function(self.module, self.function_type, name=function_name(function.entry))
             llvm_function.linkage = "internal"
             self.functions[function.entry] = llvm_function
-        self.in_ranges: Any = self._build_in_ranges()
+        self.in_ranges: Any = memory_ir.build_in_ranges(self)
 
     def build(self) -> GeneratedModule:
         for function in self.plan.functions:
@@ -169,57 +167,6 @@ class _ModuleBuilder:
     def tag(self, instruction: Any, kind: str) -> Any:
         instruction.set_metadata("tbaa", self.tbaa[kind])
         return instruction
-
-    def _build_in_ranges(self) -> Any:
-        """``i1 in_ranges(state, address, size, is_write)``: a scan of the run's range table."""
-        ir, i64 = self.ir, self.i64
-        function = ir.Function(
-            self.module, ir.FunctionType(ir.IntType(1), [self.state_type, i64, i64, i64]), name="bpf_in_ranges"
-        )
-        function.linkage = "internal"
-        # Out of line: inlined at every access, the scan loops made LLVM's -O2 about 10x slower
-        # (2 s for 2,000 instructions). Accesses check the hot range inline first (see
-        # _checked_pointer); the scan runs when that misses and makes the range it finds hot.
-        function.attributes.add("noinline")
-        state, address, size, is_write = function.args
-        entry, loop, body, step, found, missing = (
-            function.append_basic_block(name) for name in ("entry", "loop", "body", "step", "found", "missing")
-        )
-        builder = ir.IRBuilder(entry)
-        count = self.tag(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGE_COUNT)])), "state")
-        table_address = self.tag(builder.load(builder.gep(state, [constant(ir, 64, Slot.RANGES)])), "state")
-        table = builder.inttoptr(table_address, self.state_type)
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        index = builder.phi(i64)
-        index.add_incoming(constant(ir, 64, 0), entry)
-        builder.cbranch(builder.icmp_unsigned(">=", index, count), missing, body)
-        builder.position_at_end(body)
-        base = builder.mul(index, constant(ir, 64, RANGE_FIELDS))
-        start, end, writable = (
-            self.tag(builder.load(builder.gep(table, [builder.add(base, constant(ir, 64, field))])), "tables")
-            for field in range(3)
-        )
-        inside = builder.and_(
-            builder.icmp_unsigned(">=", address, start),
-            builder.icmp_unsigned("<=", address, builder.sub(end, size)),
-        )
-        allowed = builder.or_(
-            builder.icmp_unsigned("==", is_write, constant(ir, 64, 0)),
-            builder.icmp_unsigned("!=", writable, constant(ir, 64, 0)),
-        )
-        builder.cbranch(builder.and_(inside, allowed), found, step)
-        with builder.goto_block(found):
-            for slot, value in ((Slot.HOT_START, start), (Slot.HOT_END, end), (Slot.HOT_WRITABLE, writable)):
-                self.tag(builder.store(value, builder.gep(state, [constant(ir, 64, slot)])), "state")
-        builder.position_at_end(step)
-        index.add_incoming(builder.add(index, constant(ir, 64, 1)), step)
-        builder.branch(loop)
-        builder.position_at_end(found)
-        builder.ret(ir.Constant(ir.IntType(1), 1))
-        builder.position_at_end(missing)
-        builder.ret(ir.Constant(ir.IntType(1), 0))
-        return function
 
 
 class _FunctionEmitter:
@@ -280,15 +227,11 @@ class _FunctionEmitter:
         builder.store(self._load_slot(Slot.BUDGET), self.budget)
         self.hot: list[Value] = []
         if self.parent.bounds_checks:
-            self.hot = [builder.alloca(self.i64, name=name) for name in ("hot_start", "hot_end", "hot_writable")]
+            self.hot = [builder.alloca(self.i64, name=name) for name in ("hot_start", "hot_end", "hot_write_end")]
             self._reload_hot()
 
     def _reload_hot(self) -> None:
-        """Copy the run's hot range into the locals (after a scan or any call, which may have scanned)."""
-        if not self.hot:  # unchecked code has no hot range
-            return
-        for local, slot in zip(self.hot, (Slot.HOT_START, Slot.HOT_END, Slot.HOT_WRITABLE), strict=True):
-            self.builder.store(self._load_slot(slot), local)
+        memory_ir.reload_hot(self)
 
     def _save_budget(self) -> None:
         """Write the local loop budget back (before a call or a return: others read it there)."""
@@ -531,156 +474,20 @@ class _FunctionEmitter:
 
     def _checked_pointer(self, pc: int, address: Value, size: int, is_write: bool) -> Value:
         """A pointer to ``size`` bytes at ``address``, after the range check (or the fault handler) allowed it."""
-        self._check_range(pc, address, size, is_write)
+        memory_ir.check_range(self, pc, address, size, is_write)
         return self.builder.inttoptr(address, self.ir.IntType(size * 8).as_pointer())
 
-    def _check_range(self, pc: int, address: Value, size: int, is_write: bool) -> None:
-        """Go on (in a new block) once the range check or the fault handler allowed the access."""
-        builder = self.builder
-        if not self.parent.bounds_checks:
-            return
-        size_value, write_value = self._const(size), self._const(int(is_write))
-        start, end, writable = (builder.load(local) for local in self.hot)
-        hot = builder.and_(
-            builder.icmp_unsigned(">=", address, start),
-            builder.icmp_unsigned("<=", address, builder.sub(end, size_value)),
-        )
-        if is_write:
-            hot = builder.and_(hot, builder.icmp_unsigned("!=", writable, self._const(0)))
-        access, scan, found, slow = (self._new_block(f"{what}_{pc}") for what in ("access", "scan", "found", "fault"))
-        builder.cbranch(hot, access, scan)
-        builder.position_at_end(scan)
-        allowed = builder.call(self.parent.in_ranges, [self.state, address, size_value, write_value])
-        builder.cbranch(allowed, found, slow)
-        builder.position_at_end(slow)
-        handler = builder.inttoptr(self._load_slot(Slot.FAULT_FN), self.parent.fault_type.as_pointer())
-        verdict = builder.call(handler, [self.state, address, size_value, write_value, self._const(pc)])
-        builder.cbranch(builder.icmp_unsigned("!=", verdict, self._const(0)), found, self.bail)
-        builder.position_at_end(found)
-        self._reload_hot()  # the scan made the range it found hot (the handler reset it)
-        builder.branch(access)
-        builder.position_at_end(access)
-
-    def _access(self, pc: int, reg: Reg, off: int, size: int, *, is_write: bool, action: Any) -> Value | None:
-        """``action(pointer)`` on the ``size`` bytes at ``reg + off``; returns what it returns.
-
-        The pointer is a getelementptr from the base of ``reg``'s origin (see the module's
-        docstring). Through r10 the check is ``address - frame_bottom <= 512 - size`` (constant
-        for a constant offset); an access that fails it goes through the range check as any
-        other, to the region's memory.
-        """
-        builder, width = self.builder, self.ir.IntType(size * 8).as_pointer()
-        address = builder.add(self._get(reg), self._const(off))
-        origin = self.origins.base(pc, reg)
-        if origin is None:
-            return action(self._checked_pointer(pc, address, size, is_write))
-        if origin != FRAME:
-            self._check_range(pc, address, size, is_write)
-            offset = builder.sub(address, self.function.args[2 + origin])
-            return action(builder.bitcast(builder.gep(self.bases[origin], [offset]), width))
-        offset = builder.sub(address, self.frame_bottom)
-        frame_pointer = builder.bitcast(builder.gep(self.frame, [offset]), width)
-        if not self.parent.bounds_checks:
-            return action(frame_pointer)
-        inside = builder.icmp_unsigned("<=", offset, self._const(STACK_SIZE - size))
-        in_frame, elsewhere, done = (self._new_block(f"{what}_{pc}") for what in ("frame", "outside", "done"))
-        builder.cbranch(inside, in_frame, elsewhere)
-        builder.position_at_end(in_frame)
-        frame_result = action(frame_pointer)
-        frame_end = builder.block
-        builder.branch(done)
-        builder.position_at_end(elsewhere)
-        other_result = action(self._checked_pointer(pc, address, size, is_write))
-        other_end = builder.block
-        builder.branch(done)
-        builder.position_at_end(done)
-        if frame_result is None:
-            return None
-        result = builder.phi(frame_result.type)
-        result.add_incoming(frame_result, frame_end)
-        result.add_incoming(other_result, other_end)
-        return result
-
     def _load(self, pc: int, insn: Load) -> None:
-        builder = self.builder
-        size = insn.size.nbytes
-
-        def load(pointer: Value) -> Value:
-            return self.parent.tag(builder.load(pointer, align=1), "memory")
-
-        value = self._access(pc, insn.src, insn.off, size, is_write=False, action=load)
-        if size < 8:
-            value = builder.sext(value, self.i64) if insn.sign_extend else builder.zext(value, self.i64)
-        self._set(insn.dst, value)
+        memory_ir.emit_load(self, pc, insn)
 
     def _store(self, pc: int, insn: Store) -> None:
-        builder = self.builder
-        size = insn.size.nbytes
-        value = self._operand(insn.src)
-        if size < 8:
-            value = builder.trunc(value, self.ir.IntType(size * 8))
-
-        def store(pointer: Value) -> None:
-            self.parent.tag(builder.store(value, pointer, align=1), "memory")
-
-        self._access(pc, insn.dst, insn.off, size, is_write=True, action=store)
+        memory_ir.emit_store(self, pc, insn)
 
     def _atomic(self, pc: int, insn: Atomic) -> None:
-        ir, builder = self.ir, self.builder
-        size, code = insn.size.nbytes, insn.op
-        width = ir.IntType(size * 8)
-
-        def narrow(value: Value) -> Value:
-            return value if size == 8 else builder.trunc(value, width)
-
-        def widen(value: Value) -> Value:
-            return value if size == 8 else builder.zext(value, self.i64)  # fetched values are zero-extended
-
-        base = insn.src if code is AtomicCode.LOAD_ACQ else insn.dst  # LOAD_ACQ: address in src
-        address = builder.add(self._get(base), self._const(insn.off))
-        pointer = self._checked_pointer(pc, address, size, code is not AtomicCode.LOAD_ACQ)
-        if code is AtomicCode.LOAD_ACQ:
-            self._set(insn.dst, widen(builder.load_atomic(pointer, "acquire", size)))
-        elif code is AtomicCode.STORE_REL:
-            builder.store_atomic(narrow(self._get(insn.src)), pointer, "release", size)
-        elif code is AtomicCode.CMPXCHG:
-            pair = builder.cmpxchg(pointer, narrow(self._get(0)), narrow(self._get(insn.src)), "seq_cst", "seq_cst")
-            self._set(0, widen(builder.extract_value(pair, 0)))
-        elif code is AtomicCode.XCHG:
-            self._set(insn.src, widen(builder.atomic_rmw("xchg", pointer, narrow(self._get(insn.src)), "seq_cst")))
-        else:
-            name = _RMW_NAMES[AtomicCode(code & ~ATOMIC_FETCH)]
-            old = builder.atomic_rmw(name, pointer, narrow(self._get(insn.src)), "seq_cst")
-            if code & ATOMIC_FETCH:
-                self._set(insn.src, widen(old))
+        memory_ir.emit_atomic(self, pc, insn)
 
     def _packet_load(self, pc: int, insn: PacketLoad) -> None:
-        """Legacy LD_ABS/LD_IND: r0 = big-endian packet[imm (+ src)]; out of the packet ends the run with r0 = 0."""
-        ir, builder = self.ir, self.builder
-        size = insn.size.nbytes
-        packet = self._load_slot(Slot.PACKET_ADDRESS)
-        self._continue_unless(
-            builder.icmp_unsigned("==", packet, self._const(0)), self._failure(Status.NO_PACKET, pc), f"packet_{pc}"
-        )
-        offset = self._const(insn.imm)
-        if insn.mode is Mode.IND and insn.src is not None:
-            offset = builder.add(offset, self._get(insn.src))
-        offset = builder.and_(offset, self._const(0xFFFFFFFF))  # a 32-bit offset, as in the kernel
-        outside = builder.or_(
-            builder.icmp_unsigned(">=", offset, self._const(0x80000000)),
-            builder.icmp_unsigned(">", builder.add(offset, self._const(size)), self._load_slot(Slot.PACKET_SIZE)),
-        )
-        stop = self._new_block(f"packet_end_{pc}")
-        with builder.goto_block(stop):
-            builder.store(self._const(Status.STOPPED), self._slot(Slot.STATUS))
-            builder.store(self._const(0), self._slot(Slot.STOP_R0))
-            builder.branch(self.bail)
-        self._continue_unless(outside, stop, f"packet_in_{pc}")
-        pointer = builder.inttoptr(builder.add(packet, offset), ir.IntType(size * 8).as_pointer())
-        value = self.parent.tag(builder.load(pointer, align=1), "memory")
-        if size > 1:
-            value = alu_ir.byte_swap(ir, builder, self.parent.module, value, size * 8)
-        self._set(0, value if size == 8 else builder.zext(value, self.i64))
+        memory_ir.emit_packet_load(self, pc, insn)
 
     # -- calls ----------------------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ OTHER = -1
 """The origin of a value not derived from any entry register: a constant, a load, a helper's result."""
 FRAME = int(Reg.R10)
 """The origin of values derived from r10 (the function's own stack frame)."""
+FRAME_SIZE = 512
+"""The bytes of one frame (the interpreter's STACK_SIZE), tracked as 8-byte slots below r10."""
 
 Origins = tuple[frozenset[int], ...]
 """Per register r0-r10, the origins its value may have: entry registers (0-10) or :data:`OTHER`."""
@@ -139,14 +141,18 @@ class FunctionOrigins:
     values of origin OTHER (pointer arithmetic): native code addresses memory through such a
     register as ``base_k + (address - k's entry value)``, a getelementptr from one pointer
     that is fixed for the whole function, which LLVM's loop analyses understand (an
-    ``inttoptr`` of each address hides that consecutive accesses are consecutive).
+    ``inttoptr`` of each address hides that consecutive accesses are consecutive). Values
+    spilled to the frame through r10 (8-byte slots) keep their origins when loaded back.
 
     ``private_frame`` says that no stack address of this frame can leave it: none is stored
-    to memory, passed to a helper or a function, or returned by a function other than the
-    main one, every access through a register that may point into the frame is through a
-    register that is derived from r10 alone, and the program makes no tail call (whose target
-    runs on the same stacks). The frame's bytes then need not live at their region's address:
-    native code keeps them in a local array that LLVM may hold in registers.
+    to memory other than a frame slot through r10, passed to a helper or a function, or
+    returned by a function other than the main one; every access through a register that may
+    point into the frame is through a register derived from r10 alone, and the program makes
+    no tail call (whose target runs on the same stacks). The frame's bytes then need not live
+    at their region's address: native code keeps them in a local array that LLVM may hold in
+    registers, and any access through a frame-derived register whose address falls in the
+    frame reaches that array. (Under bounds checks a frame access outside the frame takes the
+    ordinary path; without them the verifier has proved that none happens.)
     """
 
     before: Mapping[int, Origins]
@@ -162,6 +168,40 @@ class FunctionOrigins:
 
 
 _SCALAR: frozenset[int] = frozenset({OTHER})
+_SLOTS = FRAME_SIZE // 8
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """Origins of the registers and of the frame's 8-byte slots (index 0 is r10 - 512)."""
+
+    regs: Origins
+    slots: Origins
+
+    def join(self, other: _State) -> _State:
+        return _State(_join(self.regs, other.regs), _join(self.slots, other.slots))
+
+    def with_reg(self, reg: int, value: frozenset[int]) -> _State:
+        return _State((*self.regs[:reg], value, *self.regs[reg + 1 :]), self.slots)
+
+
+def _join(left: Origins, right: Origins) -> Origins:
+    return tuple(a | b for a, b in zip(left, right, strict=True))
+
+
+def _slot_span(off: int, size: int) -> range:
+    """The frame slots ``[r10 + off, r10 + off + size)`` overlaps (none outside the frame)."""
+    if off < -FRAME_SIZE or off + size > 0:
+        return range(0)
+    return range((FRAME_SIZE + off) // 8, (FRAME_SIZE + off + size - 1) // 8 + 1)
+
+
+def _exact_slot(insn: Load | Store) -> int | None:
+    """The slot an 8-byte, 8-aligned access through r10 itself is, else None."""
+    through = insn.src if isinstance(insn, Load) else insn.dst
+    if through is not Reg.R10 or insn.size.nbytes != 8 or insn.off % 8 or not _slot_span(insn.off, 8):
+        return None
+    return (FRAME_SIZE + insn.off) // 8
 
 
 def _operand_origins(state: Origins, operand: Operand) -> frozenset[int]:
@@ -170,8 +210,8 @@ def _operand_origins(state: Origins, operand: Operand) -> frozenset[int]:
 
 def _bin_origins(state: Origins, insn: Bin) -> frozenset[int]:
     dst, src = state[int(insn.dst)], _operand_origins(state, insn.src)
-    if insn.is64 and insn.op is BinOp.MOV:
-        return src
+    if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
+        return src if insn.is64 and insn.op is BinOp.MOV else src | _SCALAR  # the old value is gone
     if insn.is64 and insn.op in (BinOp.ADD, BinOp.SUB):
         if src == _SCALAR:  # pointer +- scalar: still the pointer
             return dst
@@ -182,8 +222,8 @@ def _bin_origins(state: Origins, insn: Bin) -> frozenset[int]:
 
 
 def _stored_values(insn: Instruction) -> tuple[int, ...]:
-    """Registers whose values ``insn`` writes to memory."""
-    if isinstance(insn, Store) and isinstance(insn.src, Reg):
+    """Registers whose values ``insn`` writes to memory other than an exact frame slot."""
+    if isinstance(insn, Store) and isinstance(insn.src, Reg) and _exact_slot(insn) is None:
         return (int(insn.src),)
     if isinstance(insn, Atomic) and insn.op is not AtomicCode.LOAD_ACQ:
         return (int(insn.src),)
@@ -219,16 +259,48 @@ def _escapes(state: Origins, insn: Instruction, is_main: bool) -> bool:
     return False
 
 
-def _transfer(state: Origins, insn: Instruction) -> Origins:
+def _loaded(state: _State, insn: Load) -> frozenset[int]:
+    """What a load may give: a spilled value from its slot, anything spilled for other frame reads."""
+    exact = _exact_slot(insn)
+    if exact is not None:
+        return state.slots[exact]
+    if insn.src is Reg.R10:
+        span = _slot_span(insn.off, insn.size.nbytes)
+    elif FRAME in state.regs[int(insn.src)]:
+        span = range(_SLOTS)
+    else:
+        return _SCALAR
+    return frozenset().union(*(state.slots[slot] for slot in span)) | _SCALAR
+
+
+def _stored(state: _State, insn: Store) -> _State:
+    """Slots a store through r10 itself writes (a store elsewhere in the frame writes no pointer)."""
+    exact = _exact_slot(insn)
+    if exact is not None:
+        value = _operand_origins(state.regs, insn.src)
+        return _State(state.regs, (*state.slots[:exact], value, *state.slots[exact + 1 :]))
+    if insn.dst is not Reg.R10:
+        return state
+    span = _slot_span(insn.off, insn.size.nbytes)
+    return _State(
+        state.regs, tuple(value | _SCALAR if slot in span else value for slot, value in enumerate(state.slots))
+    )
+
+
+def _transfer(state: _State, insn: Instruction) -> _State:
     written: int | None = None
     value = _SCALAR
     match insn:
         case Bin():
-            written, value = int(insn.dst), _bin_origins(state, insn)
+            written, value = int(insn.dst), _bin_origins(state.regs, insn)
         case Neg() | Endian():
             written = int(insn.dst)
-            value = state[written] | _SCALAR
-        case Load() | LoadImm64():
+            value = state.regs[written] | _SCALAR
+        case Load():
+            written, value = int(insn.dst), _loaded(state, insn)
+        case Store():
+            return _stored(state, insn)
+        case LoadImm64():
             written = int(insn.dst)
         case Atomic():
             if insn.op is AtomicCode.CMPXCHG:
@@ -241,32 +313,28 @@ def _transfer(state: Origins, insn: Instruction) -> Origins:
             written = 0  # native code keeps the caller's r1-r5 (a verified program never reads them)
     if written is None:
         return state
-    return (*state[:written], value, *state[written + 1 :])
-
-
-def _join(left: Origins, right: Origins) -> Origins:
-    return tuple(a | b for a, b in zip(left, right, strict=True))
+    return state.with_reg(written, value)
 
 
 def register_origins(insns: Mapping[int, Instruction], function: FunctionPlan, is_main: bool) -> FunctionOrigins:
     """A forward may-analysis of :class:`FunctionOrigins` over ``function``'s control flow."""
-    entry: Origins = tuple(frozenset({number}) for number in range(11))
-    before: dict[int, Origins] = {function.entry: entry}
+    entry = _State(tuple(frozenset({number}) for number in range(11)), (_SCALAR,) * _SLOTS)  # zeroed frame
+    before: dict[int, _State] = {function.entry: entry}
     reached = set(function.pcs)
     work = [function.entry]
     private = True
     while work:
         pc = work.pop()
         state, insn = before[pc], insns[pc]
-        if private and _escapes(state, insn, is_main):
+        if private and _escapes(state.regs, insn, is_main):
             private = False
         after = _transfer(state, insn)
         for following in successors(pc, insn):
             if following not in reached:
                 continue  # falling off the end
             known = before.get(following)
-            joined = after if known is None else _join(known, after)
+            joined = after if known is None else known.join(after)
             if joined != known:
                 before[following] = joined
                 work.append(following)
-    return FunctionOrigins(before, private)
+    return FunctionOrigins({pc: state.regs for pc, state in before.items()}, private)
