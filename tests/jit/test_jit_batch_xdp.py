@@ -20,8 +20,9 @@ from native_calls import python_calls
 
 import pybpf
 from pybpf.errors import PybpfError
-from pybpf.runtime.batch import native_batch_blocker
+from pybpf.runtime.batch import native_batch_blocker, packet_frame
 from pybpf.runtime.loader import load
+from pybpf.runtime.program import Program
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 ETH_IPV4 = bytes.fromhex("00112233445566778899aabb0800")
@@ -51,7 +52,7 @@ PACKETS = [
 
 @pytest.fixture(scope="module")
 def lb() -> Iterator[tuple[Any, Any]]:
-    with load(PROGS / "xdp_lb.o") as reference, load(PROGS / "xdp_lb.o", engine="jit") as native:
+    with load(PROGS / "xdp_lb.o", engine="interp") as reference, load(PROGS / "xdp_lb.o", engine="jit") as native:
         for obj in (reference, native):
             set_backends(obj, 6)  # two sources find an empty backend slot
         yield reference, native
@@ -142,7 +143,7 @@ int bounce(struct xdp_md *ctx)
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     path = build_object(PROGRAMS, tmp_path_factory.mktemp("batch_xdp"))
-    with load(path) as reference, load(path, engine="jit") as native:
+    with load(path, engine="interp") as reference, load(path, engine="jit") as native:
         yield reference, native
 
 
@@ -228,3 +229,27 @@ def test_xdp_adjust_batches_equal_the_kernels_test_runs(programs: tuple[Any, Any
     got = programs[1].program("adjust").run_batch(packets, data_out=True)
     assert list(got.retvals) == [run.retval for run in expected]
     assert got.data_out == tuple(run.data_out for run in expected)
+
+
+def test_single_runs_serve_xdp_adjust_natively_given_a_frame(
+    programs: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the runtime's test_run needs to pass for native xdp_adjust_* (packet_frame of its
+    # prepared run); the Python packet must then end up as the interpreter's, also after repeats.
+    reference, native = programs
+    original = Program._native_inputs
+
+    def with_frame(prepared: Any, instruction_limit: int | None) -> dict[str, Any]:
+        inputs = original(prepared, instruction_limit)
+        inputs["frame"] = packet_frame(prepared.image.layout, prepared.context.address, prepared.packet_state)
+        return inputs
+
+    monkeypatch.setattr(Program, "_native_inputs", staticmethod(with_frame))
+    program = native.program("adjust")
+    for packet in ADJUSTS[::3]:
+        for repeat in (1, 3):
+            expected = reference.program("adjust").test_run(packet, repeat=repeat)
+            with python_calls(program.jit) as calls:
+                got = program.test_run(packet, repeat=repeat)
+            assert (got.retval, got.data_out, got.ctx_out) == (expected.retval, expected.data_out, expected.ctx_out)
+            assert calls == []

@@ -42,7 +42,7 @@ from pybpf.platform.context import Conversion
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.maps import MAP_HELPERS
-from pybpf.runtime.helpers.packet_context import PacketContext
+from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
 from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
@@ -211,10 +211,22 @@ def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketF
     """What native xdp_adjust_* need of the batch's frame, when the program calls one (else None)."""
     called = {item.insn.helper for item in program.interpreter.insns if isinstance(item.insn, Call)}
     if not called & XDP_ADJUST_HELPERS:
+        return None  # no frame: no headroom to clear before every packet
+    return packet_frame(program.layout, context, packet)
+
+
+def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) -> PacketFrame | None:
+    """Where an XDP run's frame and its context's packet pointers are, for native xdp_adjust_*.
+
+    A single test run passes it as ``JitProgram.run(..., frame=packet_frame(...))`` (with the
+    run's context address and PacketContext); None when the layout has no data, data_end and
+    data_meta pointers or the packet no metadata (the helpers then stay in Python).
+    """
+    if packet.kind is not PacketKind.XDP or not packet.meta_supported:
         return None
-    slots = [program.layout.slot_for(conversion) for conversion in _POINTERS]
-    if None in slots or not packet.meta_supported:
-        return None  # the helpers then stay in Python, and native_batch_blocker refuses the batch
+    slots = [layout.slot_for(conversion) for conversion in _POINTERS]
+    if None in slots:
+        return None
     data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
     start = packet.region.address
     return PacketFrame(start, start + packet.hard_end, data_slot, end_slot, meta_slot)

@@ -38,7 +38,13 @@ from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import STACK_SIZE
 from pybpf.vm.jit.native_skb import PER_PACKET as PER_PACKET_BIT
 from pybpf.vm.jit.native_skb import emit_skb_load_bytes, emit_skb_store_bytes, store_bytes_native
-from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, emit_xdp_adjust
+from pybpf.vm.jit.native_xdp import (
+    ADJUST_HEAD_BIT,
+    ADJUST_META_BIT,
+    ADJUST_TAIL_BIT,
+    XDP_ADJUST_HELPERS,
+    emit_xdp_adjust,
+)
 from pybpf.vm.jit.state import Slot
 
 if TYPE_CHECKING:
@@ -79,10 +85,10 @@ class PacketNative(IntEnum):
     SKB_LOAD_BYTES = 16
     SKB_STORE_BYTES = 256
     """Only for an skb that is not CHECKSUM_COMPLETE (BPF_F_RECOMPUTE_CSUM then changes nothing)."""
-    XDP_ADJUST_HEAD = 32
-    """Native batches only (see :mod:`pybpf.vm.jit.native_xdp`), as the two below."""
-    XDP_ADJUST_TAIL = 64
-    XDP_ADJUST_META = 128
+    XDP_ADJUST_HEAD = ADJUST_HEAD_BIT
+    """Only with a ``PacketFrame`` (see :mod:`pybpf.vm.jit.native_xdp`), as the two below."""
+    XDP_ADJUST_TAIL = ADJUST_TAIL_BIT
+    XDP_ADJUST_META = ADJUST_META_BIT
     PER_PACKET = PER_PACKET_BIT
     """A native batch owns ``Slot.PACKET_DATA``/``PACKET_END``: the refresh after a Python helper skips them."""
 
@@ -124,7 +130,7 @@ def packet_native_bits(helpers: Mapping[int, HelperFn], called: Iterable[int], u
         if helper in PACKET_BOUND and not has_packet:
             continue
         if helper in XDP_ADJUST_HELPERS:
-            continue  # a batch's frame_bits() turns these on: only batches know the context's pointers
+            continue  # frame_bits() turns these on for a run given a PacketFrame (where the pointers are)
         if helper == HelperId.L4_CSUM_REPLACE and ip_summed in (CHECKSUM_PARTIAL, CHECKSUM_COMPLETE):
             continue
         if helper in (HelperId.CSUM_UPDATE, HelperId.SKB_STORE_BYTES) and ip_summed == CHECKSUM_COMPLETE:
@@ -140,7 +146,7 @@ def fill_packet_slots(state: Any, helpers: Mapping[int, HelperFn], called: Itera
     packet = getattr(user, "packet", None)
     if packet is not None:
         state[Slot.PACKET_CTX] = int(getattr(user, "ctx", 0)) & U64
-        state[Slot.PACKET_DATA], state[Slot.PACKET_END] = int(packet.data), int(packet.data_end)
+        _read_layout(state, packet)
 
 
 def refresh_packet_slots(state: Any, user: object) -> None:
@@ -149,7 +155,12 @@ def refresh_packet_slots(state: Any, user: object) -> None:
         return
     packet = getattr(user, "packet", None)
     if packet is not None:
-        state[Slot.PACKET_DATA], state[Slot.PACKET_END] = int(packet.data), int(packet.data_end)
+        _read_layout(state, packet)
+
+
+def _read_layout(state: Any, packet: Any) -> None:
+    state[Slot.PACKET_DATA], state[Slot.PACKET_END] = int(packet.data), int(packet.data_end)
+    state[Slot.PACKET_META] = int(packet.data_meta)
 
 
 # -- code generation ------------------------------------------------------------------------------
@@ -485,7 +496,7 @@ def runtime_packet_helper(helpers: Mapping[int, HelperFn], helper: int) -> bool:
 
 
 def frame_bits(helpers: Mapping[int, HelperFn], called: Iterable[int]) -> int:
-    """The xdp_adjust_* bits a native batch with a :class:`~pybpf.vm.jit.native_xdp.PacketFrame` turns on."""
+    """The xdp_adjust_* bits a run given a :class:`~pybpf.vm.jit.native_xdp.PacketFrame` turns on."""
     bits = 0
     for helper in called:
         if helper in XDP_ADJUST_HELPERS and runtime_packet_helper(helpers, helper):

@@ -2,9 +2,11 @@
 
 These move ``data``, ``data_end`` or ``data_meta``: the context's pointer fields and the
 packet's layout change. Native code can change both only when it knows where the context keeps
-its pointers and where the frame starts and ends; a native batch knows (the runtime's batch
-passes a :class:`PacketFrame`), a single test run's Python PacketContext is the owner of the
-layout, so there these helpers stay in Python (the ``PacketNative`` bits are set by batches only).
+its pointers and where the frame starts and ends: a :class:`PacketFrame`, which a native batch
+always passes and a single run (``JitProgram.run(..., frame=...)``) may pass; without one the
+helpers stay in Python. After a single run, and before any Python helper runs, the Python
+packet (the PacketContext that owns the layout) is brought up to date from the run-state block
+(:func:`sync_packet_back`); a batch sets the layout per packet and needs no sync.
 
 The rules are those of :mod:`pybpf.runtime.helpers.packet` (net/core/filter.c): the head may
 move between ``XDP_FRAME_STRUCT`` bytes plus the metadata after the frame start and an Ethernet
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.jit.native_skb import PER_PACKET
 from pybpf.vm.jit.state import Slot
 
 if TYPE_CHECKING:
@@ -33,6 +36,9 @@ U64 = (1 << 64) - 1
 EINVAL = -22 & U64
 EACCES = -13 & U64
 XDP_ADJUST_HELPERS = frozenset({HelperId.XDP_ADJUST_HEAD, HelperId.XDP_ADJUST_TAIL, HelperId.XDP_ADJUST_META})
+ADJUST_HEAD_BIT, ADJUST_TAIL_BIT, ADJUST_META_BIT = 32, 64, 128
+"""``PacketNative`` bits of the three helpers (defined here: native_packet imports this module)."""
+ADJUST_MASK = ADJUST_HEAD_BIT | ADJUST_TAIL_BIT | ADJUST_META_BIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +60,30 @@ class PacketFrame:
         state[Slot.PACKET_FRAME], state[Slot.PACKET_FRAME_END] = self.start, self.hard_end
         state[Slot.CONTEXT_DATA_SLOT], state[Slot.CONTEXT_END_SLOT] = self.data_slot, self.end_slot
         state[Slot.CONTEXT_META_SLOT] = self.meta_slot
+
+
+def sync_packet_back(state: Any, user: object) -> None:
+    """The Python packet's layout from the run-state block, after native xdp_adjust_* of a single run.
+
+    ``user`` is the runtime's RunState, duck-typed: ``user.packet`` is its PacketContext, whose
+    ``start``/``end``/``meta`` are offsets in ``region``; its listeners (the context image) are
+    told when the layout changed. A batch (``PER_PACKET``) keeps the layout per packet: skipped.
+    """
+    native = state[Slot.PACKET_NATIVE]
+    if not native & ADJUST_MASK or native & PER_PACKET:
+        return
+    packet = getattr(user, "packet", None)
+    if packet is None:
+        return
+    base = packet.region.address
+    start, end, meta = (int(state[slot]) - base for slot in (Slot.PACKET_DATA, Slot.PACKET_END, Slot.PACKET_META))
+    meta_supported = bool(packet.meta_supported)
+    if (start, end) == (packet.start, packet.end) and (not meta_supported or meta == packet.meta):
+        return
+    packet.start, packet.end = start, end
+    if meta_supported:
+        packet.meta = meta
+    packet.changed()
 
 
 def emit_xdp_adjust(emit: _Emit, helper: int) -> None:

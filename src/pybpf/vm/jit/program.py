@@ -48,19 +48,19 @@ from pybpf.vm.execution import (
     RunResult,
 )
 from pybpf.vm.interpreter import Interpreter
+from pybpf.vm.jit.batch import NativeBatch, run_native_batch
 from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
-from pybpf.vm.jit.entries import BATCH_FIELDS, BATCH_NAME, REPEAT_NAME, BatchField, BatchOutput
+from pybpf.vm.jit.entries import BATCH_NAME, REPEAT_NAME, BatchOutput
 from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.native_helpers import NATIVE_HELPERS, NATIVE_MAP_HELPERS, clock_gettime_address, native_run_setup
 from pybpf.vm.jit.native_packet import (
     NATIVE_PACKET_HELPERS,
-    PacketNative,
     fill_packet_slots,
     frame_bits,
     refresh_packet_slots,
 )
-from pybpf.vm.jit.native_xdp import PacketFrame
+from pybpf.vm.jit.native_xdp import PacketFrame, sync_packet_back
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
@@ -227,14 +227,17 @@ class JitProgram:
         instruction_limit: int | None = None,
         user: object = None,
         map_inputs: bool = True,
+        frame: PacketFrame | None = None,
     ) -> RunResult:
         """Run the native code once; arguments and r1/r2 as for :meth:`Interpreter.run`.
 
         ``map_inputs=False`` leaves ``context`` and ``packet`` unmapped: the runtime's runs map
         the packet buffer themselves, and ``packet`` is then only the view LD_ABS/LD_IND read.
+        ``frame`` (an XDP run's frame and context pointer slots) lets native code serve
+        bpf_xdp_adjust_head/tail/meta (see :mod:`pybpf.vm.jit.native_xdp`).
         """
         inputs = (context, packet, registers, instruction_limit, user, map_inputs)
-        return self._session(*inputs, self._entry)[0]
+        return self._session(*inputs, self._framed(frame, user, self._entry))[0]
 
     def run_repeated(
         self,
@@ -246,6 +249,7 @@ class JitProgram:
         instruction_limit: int | None = None,
         user: object = None,
         map_inputs: bool = True,
+        frame: PacketFrame | None = None,
     ) -> tuple[RunResult, int]:
         """Run ``repeat`` times on the same inputs inside one native call, as BPF_PROG_TEST_RUN loops.
 
@@ -258,12 +262,30 @@ class JitProgram:
             raise VmError(f"repeat must be at least 1, got {repeat}")
         inputs = (context, packet, registers, instruction_limit, user, map_inputs)
         if self.may_tail_call:
-            result, total = self._session(*inputs, self._entry)
+            result, total = self._session(*inputs, self._framed(frame, user, self._entry))
             for _ in range(repeat - 1):
-                result, elapsed = self._session(*inputs, self._entry)
+                result, elapsed = self._session(*inputs, self._framed(frame, user, self._entry))
                 total += elapsed
             return result, total
-        return self._session(*inputs, lambda key: int(self._repeat(key, repeat)))
+        return self._session(*inputs, self._framed(frame, user, lambda key: int(self._repeat(key, repeat))))
+
+    def _framed(self, frame: PacketFrame | None, user: object, invoke: _Invoke) -> _Invoke:
+        """``invoke`` with native xdp_adjust_* turned on for ``frame``, the Python packet synced after."""
+        bits = frame_bits(self.helpers, self._packet_helpers) if frame is not None else 0
+        if frame is None or not bits:
+            return invoke
+
+        def framed(key: int) -> int:
+            state = self._runs[key].state
+            if state[Slot.PACKET_CTX]:  # a run with a packet to adjust
+                frame.fill(state)
+                state[Slot.PACKET_NATIVE] |= bits
+            try:
+                return invoke(key)
+            finally:
+                sync_packet_back(state, user)
+
+        return framed
 
     def run_batch(
         self,
@@ -294,66 +316,13 @@ class JitProgram:
         native code serve bpf_xdp_adjust_head/tail/meta, and clears the headroom before each
         run. The native packet helpers read the batch's packet, not ``user``'s.
         """
-        if self.may_tail_call:
-            raise NotSupportedError("run_batch: a program that may tail call runs packet by packet (test_run)")
-        count = len(lengths)
-        offsets = (ctypes.c_uint64 * (count or 1))()
-        lengths_array = (ctypes.c_uint64 * (count or 1))(*lengths)
-        retvals = (ctypes.c_uint64 * (count or 1))()
-        position = 0
-        for index, length in enumerate(lengths):
-            offsets[index] = position
-            position += length
-        if ctypes.sizeof(buffer) < position:
-            raise VmError(
-                f"run_batch: the buffer holds {ctypes.sizeof(buffer)} bytes, the lengths add up to {position}"
-            )
-        descriptor = (ctypes.c_uint64 * BATCH_FIELDS)()
-        descriptor[BatchField.BUFFER] = ctypes.addressof(buffer)
-        descriptor[BatchField.DATA] = data
-        descriptor[BatchField.DATA_END_SLOT] = data_end_slot
-        descriptor[BatchField.CONTEXT] = context.address
-        if contexts is not None:
-            if ctypes.sizeof(contexts) < count * context.size:
-                raise VmError(f"run_batch: {count} context images of {context.size} bytes do not fit the buffer")
-            descriptor[BatchField.CONTEXTS] = ctypes.addressof(contexts)
-            descriptor[BatchField.CONTEXT_SIZE] = context.size
-        descriptor[BatchField.LD_ABS] = int(ld_abs)
-        if output is not None:
-            descriptor[BatchField.OUTPUT_STRIDE] = output.stride
-        descriptor[BatchField.CLEAR_HEAD] = frame.start if frame is not None else 0
-        adjust_bits = frame_bits(self.helpers, self._packet_helpers) if frame is not None else 0
-        start, total, word = 0, 0, ctypes.sizeof(ctypes.c_uint64)
-        processed, stopped_at = [0], [(0, 0)]
-
-        def invoke(key: int) -> int:
-            state = self._runs[key].state
-            # The batch sets the packet slots for every packet: Python's packet object is stale.
-            state[Slot.PACKET_NATIVE] |= PacketNative.PER_PACKET | adjust_bits
-            if frame is not None:
-                frame.fill(state)
-            processed[0] = int(self._batch(key, ctypes.addressof(descriptor)))
-            stopped_at[0] = (int(state[Slot.PACKET_META]), int(state[Slot.PACKET_END]))
-            return 0
-
-        while start < count:
-            descriptor[BatchField.OFFSETS] = ctypes.addressof(offsets) + start * word
-            descriptor[BatchField.LENGTHS] = ctypes.addressof(lengths_array) + start * word
-            descriptor[BatchField.RETVALS] = ctypes.addressof(retvals) + start * word
-            descriptor[BatchField.COUNT] = count - start
-            if output is not None:
-                descriptor[BatchField.OUTPUT] = ctypes.addressof(output.buffer) + start * output.stride
-                descriptor[BatchField.OUTPUT_LENGTHS] = ctypes.addressof(output.lengths) + start * word
-            result, elapsed = self._session(None, None, {1: context.address}, instruction_limit, user, False, invoke)
-            total += elapsed
-            start += processed[0]
-            if start < count:  # packet ``start`` stopped early (errors raised in _session)
-                retvals[start] = result.r0
-                if output is not None:
-                    meta, end = stopped_at[0]
-                    output.store(start, meta, end - meta)
-                start += 1
-        return [int(retvals[index]) for index in range(count)], total
+        return run_native_batch(
+            self,
+            context,
+            NativeBatch(buffer, lengths, data, data_end_slot, contexts, ld_abs, output, frame),
+            user=user,
+            instruction_limit=instruction_limit,
+        )
 
     def _session(  # noqa: PLR0917 - run()'s inputs, passed through
         self,
@@ -515,6 +484,7 @@ class JitProgram:
             if env is None:
                 raise VmError("a helper was called, but the program was prepared without helper calls", pc)
             env.helper_pc = pc
+            sync_packet_back(run.state, env.user)  # native xdp_adjust_* may have moved the packet
             try:
                 result = fn(env, r1, r2, r3, r4, r5)
             except (PybpfError, ProgramStop):
