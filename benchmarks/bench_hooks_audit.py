@@ -1,6 +1,7 @@
 """Per-event cost of audit (LSM-style) hooks: a Python audit event with a program attached, and without.
 
-Run with ``python benchmarks/bench_hooks_audit.py [--events N] [--runs R]``. The program is the
+Run with ``python benchmarks/bench_hooks_audit.py [--events N] [--runs R] [--engine interp|jit]``
+(the program's engine; default: what ``pybpf.load`` picks). The program is the
 committed example ``examples/hooks/deny_secret.o`` (``deny_secret``: a counter update, a
 probe_read_kernel_str of the path and a byte-by-byte scan of it for a file name starting with
 "secret", some 10 instructions per byte of the ~45-character temporary paths used here),
@@ -21,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pybpf import load
 from pybpf.errors import PybpfError
@@ -50,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=2000, help="events per run (default 2000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per line; the best is shown (default 3)")
+    parser.add_argument("--engine", choices=("interp", "jit"), default=None, help="default: pybpf.load's choice")
     args = parser.parse_args(argv)
     events, runs = args.events, args.runs
+    options: dict[str, Any] = {} if args.engine is None else {"engine": args.engine}
+    engine = "?"
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="pybpf-bench-audit-") as directory:
         public = os.path.join(directory, "public.txt")
@@ -70,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("audit event, no hook installed", base))
         open_base = best_ns(open_public, events, runs)
         try:
-            obj = load(OBJECT)
+            obj = load(OBJECT, **options)
         except PybpfError as error:
             # Reported, not raised: ./dev bench runs every benchmark in turn and stops at a failure.
             print(f"audit hook cost: NOT MEASURED, {OBJECT.name} does not load: {error}")
             return 0
         with obj:
+            engine = obj.program("deny_secret").engine
             link = attach_audit(obj.program("deny_secret"), "open", runtime=HookRuntime())
             other = best_ns(lambda: sys.audit("pybpf.bench", 1), events, runs)
             rows.append(("other event (hook installed, not attached)", other))
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             if link.errors:
                 raise SystemExit(f"the program failed: {link.last_error}")
             link.detach()
-    print(f"audit hook cost, best of {runs} runs of {events} events (ns per event)")
+    print(f"audit hook cost, engine {engine}, best of {runs} runs of {events} events (ns per event)")
     print(f"{'event':<48}{'ns/event':>10}{'overhead':>10}")
     for label, value in rows:
         print(f"{label:<48}{value:>10.0f}{value - base:>10.0f}")

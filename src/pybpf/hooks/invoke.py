@@ -216,59 +216,57 @@ def run_hooked(
 
     ``scratch`` is the link's pool of reusable memory (else the run maps its own); ``task`` is
     the thread that fired the hook, the current task for this run. The gate admits the run
-    (see :mod:`pybpf.hooks.run_gate`); then the run holds its virtual CPU for its whole length.
+    (see :mod:`pybpf.hooks.run_gate`); a shared run then holds its virtual CPU for its whole
+    length (an exclusive one has the whole object).
     """
     program = hooked.program
     services = program.services
     cpu = threading.get_native_id() % services.cpus
-    gate = hooked.gate
-    gate.enter(not hooked.parallel)
-    try:
-        with gate.cpu_locks[cpu % len(gate.cpu_locks)]:
-            r0 = _run_once(hooked, build_context, scratch, cpu, attach_cookie, func_ip, task)
-    finally:
-        gate.leave()
-    return HookRun(signed32(r0), r0)
-
-
-def _run_once(  # noqa: PLR0917 - run_hooked's arguments, passed through
-    hooked: HookedProgram,
-    build_context: Callable[[CallMemory], bytes],
-    pool: ScratchPool | None,
-    cpu: int,
-    attach_cookie: int,
-    func_ip: int,
-    task: TaskInfo | None,
-) -> int:
-    program = hooked.program
-    scratch = pool.acquire() if pool is not None else None
-    call = CallMemory(program, scratch)
+    pool = scratch
+    mine = pool.acquire() if pool is not None else None
+    call = CallMemory(program, mine)
     own_image = None
     try:
+        # The context is built outside the gate: the scratch is this run's, and mapping
+        # argument buffers is safe from any thread (AddressSpace).
         data = build_context(call)
-        if scratch is not None:
-            image = scratch.image
+        if mine is not None:
+            image = mine.image
             view = image.region.view
-            view[: scratch.size] = scratch._zero
+            view[: mine.size] = mine._zero
             view[: len(data)] = data
         else:
             image = own_image = ContextImage(program.layout, program.layout.uapi.name)
             image.load_uapi(data)
             image.map_into(call.memory)
-        state = RunState(
-            run_services(program.services, task),
-            ctx=image.address,
-            cpu=cpu,
-            attach_cookie=attach_cookie,
-            func_ip=func_ip,
-        )
-        return run_program(program, image.region, state, hooked.engines)
+        gate = hooked.gate
+        if gate.enter(not hooked.parallel):
+            # Alone on the object: no CPU lock to take, and swapping the object's current task
+            # is seen by this run only (shared runs get a per-run view of the services instead).
+            saved = services.task
+            if task is not None:
+                services.task = task
+            try:
+                state = RunState(services, ctx=image.address, cpu=cpu, attach_cookie=attach_cookie, func_ip=func_ip)
+                r0 = run_program(program, image.region, state, hooked.engines)
+            finally:
+                services.task = saved
+                gate.leave()
+        else:
+            try:
+                with gate.cpu_locks[cpu]:
+                    view_of = run_services(services, task)
+                    state = RunState(view_of, ctx=image.address, cpu=cpu, attach_cookie=attach_cookie, func_ip=func_ip)
+                    r0 = run_program(program, image.region, state, hooked.engines)
+            finally:
+                gate.leave()
     finally:
         if own_image is not None:
             own_image.unmap_from(call.memory)
         call.close()
-        if scratch is not None and pool is not None:
-            pool.release(scratch)
+        if mine is not None and pool is not None:
+            pool.release(mine)
+    return HookRun(signed32(r0), r0)
 
 
 def require_user_space(program: object) -> Program:

@@ -103,45 +103,62 @@ class RunGate:
     """
 
     def __init__(self, cpus: int) -> None:
-        self._condition = threading.Condition(threading.Lock())
+        # State changes under a plain lock (cheap when nobody waits); waiting uses a condition
+        # on the same lock, and leaving notifies only when someone waits.
+        self._lock = threading.Lock()
+        self._condition = threading.Condition(self._lock)
         self._shared = 0  # shared runs inside
-        self._exclusive = False  # an exclusive run is inside
+        self._exclusive = 0  # thread id of the exclusive run inside, 0 when none
         self._waiting = 0  # exclusive runs waiting for the shared ones to leave
+        self._sleepers = 0  # threads waiting on the condition, of either kind
         self._inside: dict[int, int] = {}  # thread id -> runs it has inside (nested runs > 1)
         self.cpu_locks = tuple(threading.RLock() for _ in range(max(cpus, 1)))
 
-    def enter(self, exclusive: bool) -> None:
-        """Wait until this thread may run (shared, or ``exclusive``); pair with :meth:`leave`."""
+    def enter(self, exclusive: bool) -> bool:
+        """Wait until this thread may run (shared, or ``exclusive``); pair with :meth:`leave`.
+
+        Returns whether this thread now has the object to itself (an exclusive run, or a run
+        nested in one), so the caller may change the object's shared state for the run.
+        """
         me = threading.get_ident()
-        with self._condition:
+        with self._lock:
             depth = self._inside.get(me, 0)
             if depth:  # a nested run: this thread is already inside, in whichever mode
                 self._inside[me] = depth + 1
-                return
+                return self._exclusive == me
             if exclusive:
                 self._waiting += 1
                 while self._exclusive or self._shared:
-                    self._condition.wait()
+                    self._sleep()
                 self._waiting -= 1
-                self._exclusive = True
+                self._exclusive = me
             else:
                 while self._exclusive or self._waiting:
-                    self._condition.wait()
+                    self._sleep()
                 self._shared += 1
             self._inside[me] = 1
+            return bool(exclusive)
+
+    def _sleep(self) -> None:
+        self._sleepers += 1
+        try:
+            self._condition.wait()
+        finally:
+            self._sleepers -= 1
 
     def leave(self) -> None:
         me = threading.get_ident()
-        with self._condition:
+        with self._lock:
             depth = self._inside.pop(me)
             if depth > 1:
                 self._inside[me] = depth - 1
                 return
-            if self._exclusive:
-                self._exclusive = False
+            if self._exclusive == me:
+                self._exclusive = 0
             else:
                 self._shared -= 1
-            self._condition.notify_all()
+            if self._sleepers:
+                self._condition.notify_all()
 
     def __enter__(self) -> RunGate:
         """``with gate:`` is one exclusive run (packet hooks; anything that must run alone)."""
