@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pybpf.errors import PybpfError
-from pybpf.isa.insn import Bin, BinOp, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Load, Reg, Store
+from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Load, Reg, Store
 from pybpf.isa.opcodes import Size
 from pybpf.obj import ObjectSpec, ProgramSpec, load_spec
+from pybpf.platform import HelperId
 from pybpf.verifier import IdMap, RegState, Scalar, explore, regsafe, verify, verify_program
 from pybpf.verifier.precision import HistEntry, demanded_by_insn, history_entry
 from pybpf.verifier.state import RegType
@@ -125,6 +126,10 @@ def test_demands_of_an_instruction() -> None:
     assert demanded_by_insn(Bin(BinOp.ADD, Reg.R1, Reg.R2, True), state) == 1 << 2
     # scalar += scalar: nothing yet (only if the result is later relied on).
     assert demanded_by_insn(Bin(BinOp.ADD, Reg.R2, Reg.R2, True), state) == 0
+    # bpf_loop: nr_loops (r1, an ANYTHING argument) bounds the callback iterations explored.
+    regs[1] = RegState.const(8)
+    assert demanded_by_insn(Call(int(HelperId.LOOP)), state) & 1 << 1
+    assert not demanded_by_insn(Call(int(HelperId.GET_PRANDOM_U32)), state)
     # A store through r10 records the slot it writes, whole.
     entry = history_entry(7, Store(Size.DW, Reg.R10, -16, Reg.R2), state, None)
     assert isinstance(entry, HistEntry) and entry.slots == ((0, 1),) and entry.whole

@@ -38,7 +38,7 @@ from pybpf.isa.insn import (
     Reg,
     Store,
 )
-from pybpf.platform import HELPER_PROTOS, ArgType
+from pybpf.platform import HELPER_PROTOS, ArgType, HelperId
 from pybpf.verifier.machine import State
 from pybpf.verifier.state import BPF_REG_SIZE, SlotByte, StackSlot
 
@@ -126,6 +126,9 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
         for index, arg in enumerate(proto.args[:5]):
             if arg.type not in _VALUE_FREE_ARGS and regs[index + 1].is_scalar:
                 mask |= 1 << (index + 1)
+        if insn.helper == HelperId.LOOP and regs[1].is_scalar:
+            # nr_loops bounds how many callback iterations are explored (pybpf.verifier.callbacks).
+            mask |= 1 << 1
         return mask
     return 0
 
