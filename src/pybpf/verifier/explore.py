@@ -36,7 +36,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
-from pybpf.verifier import callbacks, calls, kernel_log, memory, transfer
+from pybpf.verifier import callbacks, calls, kernel_log, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_registers, live_stack
 from pybpf.verifier.machine import (
@@ -152,7 +152,10 @@ class Explorer:
                 touched = kernel_log.scratched(labeled.insn, state)[1] if level >= 2 else set()
                 if self.track_precision:
                     self._record(pc, labeled.insn, state, parent)
+                sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(labeled.insn, state)
                 next_pc, state = self._step(pc, labeled, state, parent)
+                if sanitize:
+                    spectre.check_bounds(labeled.insn, state, self.env)
                 if level >= 2:
                     self.log[logged] = kernel_log.with_state(self.log[logged], labeled.insn, state, self.env.maps,
                                                              touched)
