@@ -204,6 +204,14 @@ def test_detaching_while_other_threads_fire_is_safe(counters_object: Path, engin
         assert not [region for region in after if "hook" in region.name]
 
 
+def test_unverified_native_programs_run_alone(counters_object: Path) -> None:
+    # Native code of an unverified program might stray into a region another thread unmaps.
+    with pybpf.load(counters_object, verify=False, engine="jit") as obj:
+        assert not HookRuntime().hooked(obj.program("probe_count")).parallel
+    with pybpf.load(counters_object, verify=False, engine="interp") as obj:
+        assert HookRuntime().hooked(obj.program("probe_count")).parallel
+
+
 def test_programs_that_change_maps_run_alone() -> None:
     with pybpf.load(PROGS / "hooks_probe.o") as obj:
         assert not parallel_safe(obj.program("count_threads"))  # bpf_map_update_elem

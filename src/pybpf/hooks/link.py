@@ -162,7 +162,13 @@ class HookRuntime:
                 engines = EnginePool(self._compile_lock)
                 self._engines[program] = engines
         engines.prepare(program)  # compiled at attach time, never by two racing first runs
-        return HookedProgram(program, gate, engines, parallel_safe(program))
+        # Native code checks accesses against the regions mapped when its run started; a region
+        # another thread unmaps meanwhile would stay in that table. Only a program the verifier
+        # proved never strays there may overlap other runs under the JIT (the interpreter looks
+        # every access up in the live address space).
+        verified = bool(getattr(program, "verified", False))  # Program.verified: the JIT-default change
+        parallel = parallel_safe(program) and (verified or program.engine == "interp")
+        return HookedProgram(program, gate, engines, parallel)
 
     def current_task(self) -> TaskInfo:
         """What get_current_pid_tgid/comm/uid_gid report for the calling thread (cached per thread id)."""
