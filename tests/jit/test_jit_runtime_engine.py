@@ -23,7 +23,7 @@ def cli(*argv: str) -> tuple[int, str]:
 
 
 def test_load_engine_jit_runs_native_code_with_the_interpreters_result() -> None:
-    with load(PROGS / "xdp_lb.o") as interp_obj, load(PROGS / "xdp_lb.o", engine="jit") as jit_obj:
+    with load(PROGS / "xdp_lb.o", engine="interp") as interp_obj, load(PROGS / "xdp_lb.o", engine="jit") as jit_obj:
         expected = interp_obj.program("xdp_lb").test_run(PACKET)
         got = jit_obj.program("xdp_lb").test_run(PACKET)
     assert jit_obj.program("xdp_lb").engine == "jit"
@@ -33,7 +33,7 @@ def test_load_engine_jit_runs_native_code_with_the_interpreters_result() -> None
 
 
 def test_per_call_engine_overrides_the_programs() -> None:
-    with load(PROGS / "xdp_firewall.o") as obj:
+    with load(PROGS / "xdp_firewall.o", engine="interp") as obj:
         program = obj.program("xdp_firewall")
         assert program.engine == "interp"
         native = program.test_run(PACKET, engine="jit")
@@ -75,7 +75,7 @@ def test_run_cli_replays_a_capture_with_the_jit(tmp_path: Path) -> None:
     capture = tmp_path / "in.pcap"
     write_capture(capture, frames)
     argv = ["run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall", "--pcap", str(capture), "--json"]
-    code_i, out_i = cli(*argv)
+    code_i, out_i = cli(*argv, "--engine", "interp")
     code_j, out_j = cli(*argv, "--engine", "jit")
     assert code_i == code_j == 0
     report_i, report_j = json.loads(out_i), json.loads(out_j)

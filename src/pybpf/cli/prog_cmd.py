@@ -147,13 +147,30 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
             _write_map_text(out, name, dumped)
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--engine`` and ``--jit-bounds-checks``, as ``pybpf prog run`` and ``pybpf run`` take them."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="user-space engine: interpreter or LLVM JIT (default: the JIT for verified programs, "
+        "the interpreter for unverified code)",
+    )
+    parser.add_argument(
+        "--jit-bounds-checks",
+        action="store_true",
+        help="keep the runtime bounds checks in native code of verified programs (defence in depth)",
+    )
+
+
 def _load(args: argparse.Namespace, **options: Any) -> Any:
     """The object of ``args.object`` on the chosen ``--backend`` (both have the same API)."""
     if args.backend == "kernel":
         import pybpf
 
         return pybpf.load(args.object, backend="kernel", **options)
-    return load(args.object, engine=getattr(args, "engine", "interp"), **options)
+    engine = getattr(args, "engine", None)  # None: the JIT for verified programs (load's rule)
+    return load(args.object, engine=engine, jit_bounds_checks=getattr(args, "jit_bounds_checks", False), **options)
 
 
 def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -213,9 +230,7 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--ctx-in", metavar="HEX|@FILE", help="context for every run (xdp_md, __sk_buff, args...)")
     run.add_argument("--repeat", type=int, default=1, metavar="N", help="run each packet N times (mean duration)")
-    run.add_argument(
-        "--engine", choices=ENGINES, default="interp", help="user-space engine: interpreter or LLVM JIT (vm backend)"
-    )
+    add_engine_arguments(run)
     run.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="run in user space or in the kernel")
     run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
     run.add_argument(

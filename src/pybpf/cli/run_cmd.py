@@ -1,7 +1,10 @@
 """``pybpf run FILE ...``: run a raw program, or replay a capture through an object's program.
 
 FILE holds raw bytecode (8-byte slots) or assembly text in either syntax; text is recognised
-by being valid UTF-8 without NUL bytes. r1/r2 are the address and length of ``--mem``.
+by being valid UTF-8 without NUL bytes. r1/r2 are the address and length of ``--mem``. Such a
+file is not verified, so it runs on the interpreter unless ``--engine jit`` asks for the JIT (which
+then keeps its bounds checks). An object's program follows :func:`pybpf.runtime.loader.load`'s
+rule: the JIT for verified programs.
 
 When FILE is a BPF ELF object, ``pybpf run OBJ --prog NAME --pcap in.pcap [--out out.pcap]
 [--json] [--dump-maps]`` replays the capture through the program
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pybpf.asm import assemble
-from pybpf.cli.prog_cmd import CliUsageError, _write_map_text, parse_prog_type
+from pybpf.cli.prog_cmd import CliUsageError, _write_map_text, add_engine_arguments, parse_prog_type
 from pybpf.isa.codec import decode_program
 from pybpf.isa.insn import LabeledInsn
 from pybpf.vm import Interpreter, Region, RegionKind
@@ -56,6 +59,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _replay(args, out)
     if args.prog or args.pcap:
         raise CliUsageError(f"{args.file} is not an ELF object: --prog/--pcap need one")
+    # Raw bytecode and assembly are not verified: they run on the interpreter unless the JIT is
+    # asked for, and then with its bounds checks (JitProgram's default).
     engine: Any = Interpreter
     if args.engine == "jit":
         from pybpf.vm.jit import JitProgram
@@ -80,7 +85,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         raise CliUsageError("an object file runs with --prog NAME --pcap CAPTURE (or see `pybpf prog run`)")
     types = {args.prog: parse_prog_type(args.type)} if args.type else None
     packets = list(read_capture(args.pcap))
-    with load(args.file, prog_types=types, engine=args.engine) as obj:
+    with load(args.file, prog_types=types, engine=args.engine, jit_bounds_checks=args.jit_bounds_checks) as obj:
         program = obj.program(args.prog)
         show_bar = not args.json and out.isatty() and len(packets) >= PROGRESS_THRESHOLD
         with _progress_bar(out, args.prog, len(packets), show_bar) as progress:
@@ -158,9 +163,7 @@ def register(subparsers: Any) -> None:
     run.add_argument("--mem", metavar="HEX", default="", help="input memory as hex bytes (r1 = address, r2 = length)")
     run.add_argument("--limit", type=int, default=None, help="instruction budget (default: the interpreter's)")
     run.add_argument("--json", action="store_true", help='print {"r0", "instructions"} (or the replay report) as JSON')
-    run.add_argument(
-        "--engine", choices=("interp", "jit"), default="interp", help="interpreter or LLVM JIT (instructions: 0)"
-    )
+    add_engine_arguments(run)  # raw FILE is not verified: the interpreter unless --engine jit (bounds-checked)
     run.add_argument("--prog", metavar="NAME", help="object mode: the packet program to run")
     run.add_argument("--pcap", metavar="CAPTURE", help="object mode: pcap or pcapng capture of Ethernet frames")
     run.add_argument("--out", metavar="CAPTURE", help="object mode: write passed/transmitted/redirected frames here")

@@ -8,22 +8,31 @@ instructions resolve through the map registry; finally fill the slots of prog ar
 programs) and of array/hash of maps (with the object's other maps) from their ``values = {...}``
 initialisers, as libbpf's init_prog_array_slots/init_map_in_map_slots do. All programs and maps
 share one address space; every map, prog arrays included, comes from :func:`create_map`.
+
+Each program also gets its engine here (see :func:`load`): the JIT for verified programs, the
+interpreter otherwise, and whether its native code may drop the runtime bounds checks
+(:func:`unchecked_native_hazard` explains when a verified program must keep them).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from pybpf.btf import Btf
 from pybpf.errors import LoadError, MapError, ProgramRejectedError
-from pybpf.isa.insn import Call
+from pybpf.isa.insn import Atomic, Call, CallLocal, CallReg, Exit, LabeledInsn, LoadImm64, Reg, Store
+from pybpf.isa.opcodes import AtomicCode, PseudoSrc
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
+from pybpf.platform.context import Conversion
+from pybpf.platform.helper_types import RetType
+from pybpf.platform.helpers import HELPER_PROTOS
 from pybpf.platform.progtypes import ProgTypeSpec, prog_type_spec
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
-from pybpf.runtime.context import convert_ctx_access
+from pybpf.runtime.context import CtxPtr, RewriteResult, convert_ctx_access, track_context
+from pybpf.runtime.context.dataflow import MAYBE_CTX
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
@@ -58,8 +67,9 @@ def load(
     ncpus: int | None = None,
     seed: int | None = None,
     prog_types: Mapping[str, BpfProgType] | None = None,
-    engine: Engine = "interp",
+    engine: Engine | None = None,
     verify: bool = True,
+    jit_bounds_checks: bool = False,
 ) -> Object:
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
@@ -67,13 +77,25 @@ def load(
     as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF.
     ``ncpus`` is the number of virtual CPUs (per-CPU maps); ``seed`` makes
     bpf_get_prandom_u32 deterministic; ``prog_types`` overrides the type a program's section
-    implies (by program name), as ``bpftool prog load ... type`` does. ``engine`` is what runs
-    the programs by default (``"interp"`` or ``"jit"``, compiled on a program's first run);
-    ``Program.test_run(..., engine=...)`` overrides it per call. Every program is first checked
-    by :mod:`pybpf.verifier` with the kernel's rules (ProgramRejectedError when it fails);
-    ``verify=False`` is the explicit opt-out that runs unverified code.
+    implies (by program name), as ``bpftool prog load ... type`` does.
+
+    Every program is first checked by :mod:`pybpf.verifier` with the kernel's rules
+    (ProgramRejectedError when it fails); ``verify=False`` is the explicit opt-out that runs
+    unverified code. ``engine`` is what runs the programs by default: None (the default) means
+    the LLVM JIT for verified programs and the interpreter when ``verify=False``, so unverified
+    code never runs as native code unless asked for; ``"interp"`` or ``"jit"`` forces one.
+    ``Program.test_run(..., engine=...)`` overrides it per call. The JIT compiles on a
+    program's first run; if it cannot compile a program that got it by default
+    (NotSupportedError), that program falls back to the interpreter and
+    ``Program.engine_reason`` says why.
+
+    Native code of a verified program runs without the per-access bounds checks (the verifier
+    proved every access in bounds) unless ``jit_bounds_checks=True`` keeps them as defence in
+    depth, or the program does something whose safety the verifier does not prove
+    (:func:`unchecked_native_hazard`). Unverified programs under the JIT always keep them.
     """
-    check_engine(engine)
+    if engine is not None:
+        check_engine(engine)
     spec = load_spec(source)
     target = _read_btf(vmlinux_btf)
     memory = AddressSpace()
@@ -91,9 +113,8 @@ def load(
                 program_spec = replace(program_spec, prog_type=override)
             programs[program_spec.name] = _prepare(
                 spec, program_spec, maps, services=services, target=target, available=available, number=number,
-                verify=verify,
+                verify=verify, engine=engine, jit_bounds_checks=jit_bounds_checks,
             )
-            programs[program_spec.name].engine = engine
         for map_spec in spec.maps.values():
             _fill_slots(spec, map_spec, maps[map_spec.name], maps, programs)
     except BaseException:
@@ -136,6 +157,8 @@ def _prepare(
     available: HelperTable,
     number: int,
     verify: bool = True,
+    engine: Engine | None = None,
+    jit_bounds_checks: bool = False,
 ) -> Program:
     file = spec.elf.file
     type_spec = (
@@ -194,7 +217,108 @@ def _prepare(
         memory=services.memory,
         name=program.name,
     )
-    return Program(program, type_spec, interpreter, services=services, conversion=conversion, program_id=number)
+    hazard = unchecked_native_hazard(relocated.instructions, conversion, program.prog_type) if verify else None
+    return Program(
+        program,
+        type_spec,
+        interpreter,
+        services=services,
+        conversion=conversion,
+        program_id=number,
+        engine=engine,
+        verified=verify,
+        jit_bounds_checks=jit_bounds_checks or hazard is not None,
+        bounds_checks_reason=hazard,
+    )
+
+
+# What a helper's result points to when the verifier bounds accesses through it: a map value
+# (value_size) or ringbuf memory (its reserved size). Sockets and BTF objects it does not bound.
+_BOUNDED_RETURNS = frozenset({
+    RetType.INTEGER, RetType.VOID, RetType.PTR_TO_MAP_VALUE_OR_NULL, RetType.PTR_TO_MEM_OR_NULL,
+})
+# Context pointer fields whose target the verifier reads and writes without a layout check.
+_UNBOUNDED_FIELDS = frozenset({
+    Conversion.SOCKET, Conversion.SOCKET_OR_NULL, Conversion.SOCK_COMMON_OR_NULL, Conversion.FLOW_KEYS,
+})
+# Helpers whose callbacks run later and are not verified (see pybpf.verifier's known differences).
+_UNVERIFIED_CALLBACKS = frozenset({HelperId.TIMER_SET_CALLBACK, HelperId.USER_RINGBUF_DRAIN})
+
+
+def unchecked_native_hazard(
+    insns: Sequence[LabeledInsn], conversion: RewriteResult | None, prog_type: BpfProgType
+) -> str | None:
+    """Why a verified program's native code must keep its bounds checks, or None if it may drop them.
+
+    Dropping them is sound when every access the native code makes is one the verifier bounded
+    (stack, map values, ringbuf memory, packet, context). Two things stand between the verdict
+    and the code that runs:
+
+    * The verifier's known gaps: it reads and writes sockets, flow keys and ``PTR_TO_BTF_ID``
+      objects without a layout check, and does not verify timer or user-ringbuf callbacks. A
+      program that can reach such a pointer or callback keeps the checks.
+    * Context conversion. The verifier checks the *relocated* instructions against the uapi
+      context; runs use the *converted* ones, where a load of a pointer field (``ctx->data``)
+      became an 8-byte load of the internal image's slot (:mod:`pybpf.runtime.context`). That
+      rewrite is one instruction for one, same pcs, and the image holds the uapi struct, so a
+      verified access stays in bounds, provided the rewrite's own dataflow finds every context
+      access the verifier saw. It follows the context through registers and the function's own
+      stack slots at fixed offsets, as the verifier does, but not into another frame's stack,
+      nor out of a function through r0. With bpf-to-bpf calls or callbacks, a context pointer
+      spilled to memory (a callee may read it through a pointer to the caller's stack) or
+      returned in r0 could reach an access the rewrite left unconverted: a 4-byte uapi load
+      the verifier typed as a packet pointer, which unchecked code would dereference as an
+      address. Such programs keep the checks. Programs whose context is a plain caller-sized
+      buffer (``BPF_PROG_TYPE_SYSCALL``, no conversion) keep them too.
+    """
+    if conversion is None:
+        return f"the {prog_type.name.lower()} context is a caller-sized buffer, not a checked layout"
+    for item in insns:
+        insn = item.insn
+        if isinstance(insn, LoadImm64) and insn.src is PseudoSrc.BTF_ID:
+            return f"pc {item.pc}: a kernel object (ksym) whose layout the verifier does not check"
+        if isinstance(insn, Call):
+            proto = HELPER_PROTOS.get(insn.helper)
+            if proto is not None and proto.ret not in _BOUNDED_RETURNS:
+                return f"pc {item.pc}: bpf_{proto.name} returns a pointer the verifier does not bound"
+            if insn.helper in _UNVERIFIED_CALLBACKS:
+                return f"pc {item.pc}: a callback the verifier does not verify"
+    layout = conversion.layout.uapi
+    for access in conversion.accesses:
+        if layout.field(access.field).conversion in _UNBOUNDED_FIELDS:
+            return f"pc {access.pc}: {layout.name}.{access.field} points to an object the verifier does not bound"
+    return _context_escape(insns)
+
+
+def _context_escape(insns: Sequence[LabeledInsn]) -> str | None:
+    """Where the context pointer may leave what the conversion's dataflow follows (see above)."""
+    has_functions = any(
+        isinstance(item.insn, CallLocal | CallReg)
+        or (isinstance(item.insn, LoadImm64) and item.insn.src is PseudoSrc.FUNC)
+        for item in insns
+    )
+    if not has_functions:
+        return None  # one frame: the dataflow sees every spill and fill of the context
+
+    def holds_context(value: object) -> bool:
+        return isinstance(value, CtxPtr) or value is MAYBE_CTX
+
+    states = track_context(insns)
+    for item in insns:
+        state = states.get(item.pc)
+        if state is None:
+            continue  # unreachable: the verifier never saw it run either
+        insn = item.insn
+        stored: Reg | None = None
+        if isinstance(insn, Store):
+            stored = insn.src if isinstance(insn.src, Reg) else None
+        elif isinstance(insn, Atomic):
+            stored = insn.src if insn.op is not AtomicCode.LOAD_ACQ else None  # LOAD_ACQ: src is the address
+        if stored is not None and holds_context(state.reg(stored)):
+            return f"pc {item.pc}: the context pointer is stored to memory in a program with functions"
+        if isinstance(insn, Exit) and holds_context(state.reg(Reg.R0)):
+            return f"pc {item.pc}: a function returns the context pointer"
+    return None
 
 
 def _fill_slots(

@@ -5,7 +5,16 @@
 ``ctx_in``, the program runs ``repeat`` times on that same state (as the kernel's loop does),
 and ``data_out``/``ctx_out`` are read back. ``duration_ns`` is the mean wall time of one run.
 What the kernel keeps out of the test-run result but a user-space run can show is reported as
-well (:class:`RuntimeTestRunResult`): where bpf_redirect/bpf_redirect_map sent the packet.
+well (:class:`RuntimeTestRunResult`): where bpf_redirect/bpf_redirect_map sent the packet, and
+which engine ran it.
+
+Engines: a program runs under the LLVM JIT (:mod:`pybpf.vm.jit`) or the reference interpreter.
+:func:`pybpf.runtime.loader.load` picks the JIT for programs the verifier accepted and the
+interpreter for unverified ones (``verify=False``); :attr:`Program.engine_reason` says why. The
+JIT compiles on the first run (or :meth:`Program.resolve_engine`); when it cannot compile a
+program it was not explicitly asked for, the program falls back to the interpreter and the
+reason is recorded. Native code skips its runtime bounds checks only for programs whose safety
+the verifier proved (:attr:`Program.jit_bounds_checks`, decided by the loader).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pybpf.errors import TestRunError
+from pybpf.errors import NotSupportedError, TestRunError
 from pybpf.obj import ProgramSpec
 from pybpf.platform.progtypes import ProgTypeSpec
 from pybpf.platform.test_run import TestRunResult
@@ -30,7 +39,16 @@ from pybpf.vm.interpreter import Interpreter
 if TYPE_CHECKING:
     from pybpf.vm.jit import JitProgram
 
-__all__ = ["ENGINES", "BatchResult", "Engine", "Program", "RuntimeTestRunResult", "TestRunResult"]
+__all__ = [
+    "ENGINES",
+    "BatchResult",
+    "Engine",
+    "Program",
+    "RuntimeTestRunResult",
+    "TestRunResult",
+    "check_engine",
+    "default_engine",
+]
 
 Engine = Literal["interp", "jit"]
 """What runs a program: the reference interpreter or the LLVM JIT (:mod:`pybpf.vm.jit`)."""
@@ -51,11 +69,14 @@ class RuntimeTestRunResult(TestRunResult):
 
     ``redirect`` is where the last run's bpf_redirect/bpf_redirect_map sent the packet (the
     kernel's test run drops that: it reports XDP_REDIRECT and forgets the target), or None.
+    ``engine`` is the engine that ran the program. Only the interpreter counts instructions:
+    under the JIT ``instructions`` is 0 (as with the kernel backend), meaning "not counted".
     """
 
     __test__ = False  # not a pytest test class
 
     redirect: Redirect | None = None
+    engine: Engine = "interp"
 
 
 class Program(AttachMethods):
@@ -63,6 +84,12 @@ class Program(AttachMethods):
 
     ``attach_probe``/``attach_tracepoint``/``attach_audit``/``attach_xdp``/``attach_tc`` come from
     :class:`~pybpf.runtime.attach.AttachMethods` (served by :mod:`pybpf.hooks` once imported).
+
+    ``engine`` is what runs the program when a call does not name one; ``engine_reason`` says
+    why (the loader's rule, an explicit choice, or the JIT's failure to compile it). ``verified``
+    is True when :mod:`pybpf.verifier` accepted the program; ``jit_bounds_checks`` is whether its
+    native code keeps the runtime range check on every memory access (always for unverified
+    programs; see :func:`pybpf.runtime.loader.load` for when verified ones keep it).
     """
 
     def __init__(
@@ -74,7 +101,10 @@ class Program(AttachMethods):
         services: RuntimeServices,
         conversion: RewriteResult | None,
         program_id: int,
-        engine: Engine = "interp",
+        engine: Engine | None = None,
+        verified: bool = False,
+        jit_bounds_checks: bool = True,
+        bounds_checks_reason: str | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -85,17 +115,75 @@ class Program(AttachMethods):
         self.conversion = conversion
         self.id = program_id
         self.layout = conversion.layout if conversion is not None else InternalLayout.of(type_spec.context)
-        self.engine: Engine = check_engine(engine)
+        self._verified = verified
+        # Unchecked native code is only ever built for a verified program.
+        self._jit_bounds_checks = jit_bounds_checks or not verified
+        self._engine: Engine
+        self.engine_reason: str
+        if engine is None:
+            self._engine, self.engine_reason = default_engine(verified, self._jit_bounds_checks, bounds_checks_reason)
+        else:
+            self._engine, self.engine_reason = check_engine(engine), f"{engine}: chosen explicitly"
+        # Only an engine picked by the rule may fall back; a JIT asked for must compile or raise.
+        self._may_fall_back = engine is None
         self._jit: JitProgram | None = None  # compiled on first use: loading stays cheap
 
     @property
+    def engine(self) -> Engine:
+        """The engine runs use unless they name one (``"jit"`` or ``"interp"``)."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, engine: Engine) -> None:
+        self._engine = check_engine(engine)
+        self.engine_reason = f"{engine}: chosen explicitly"
+        self._may_fall_back = False
+
+    @property
+    def verified(self) -> bool:
+        """Whether :mod:`pybpf.verifier` accepted this program when it was loaded."""
+        return self._verified
+
+    @property
+    def jit_bounds_checks(self) -> bool:
+        """Whether the native code range-checks every memory access (always, unless verified)."""
+        return self._jit_bounds_checks
+
+    @property
     def jit(self) -> JitProgram:
-        """The program compiled to native code (same helpers, resolver and memory as the interpreter)."""
+        """The program compiled to native code (same helpers, resolver and memory as the interpreter).
+
+        Compiled on first use, with bounds checks as :attr:`jit_bounds_checks` says; raises
+        :class:`~pybpf.errors.NotSupportedError` when the JIT cannot compile the program.
+        """
         if self._jit is None:
             from pybpf.vm.jit import JitProgram
 
-            self._jit = JitProgram.of(self.interpreter)
+            self._jit = JitProgram.of(self.interpreter, bounds_checks=self._jit_bounds_checks)
         return self._jit
+
+    def resolve_engine(self, engine: Engine | None = None) -> Engine:
+        """The engine a run with ``engine`` (None: the program's) uses, compiling the JIT if needed.
+
+        Call it to compile ahead of the first run. When the program's engine is the JIT by the
+        loader's rule and the JIT cannot compile the program (NotSupportedError), the program
+        falls back to the interpreter for good and ``engine_reason`` says why; a JIT asked for
+        explicitly (here, in ``test_run`` or in ``load``) raises instead.
+        """
+        if engine is not None:
+            chosen = check_engine(engine)
+            if chosen == "jit":
+                _ = self.jit
+            return chosen
+        if self._engine == "jit" and self._jit is None:
+            try:
+                _ = self.jit
+            except NotSupportedError as error:
+                if not self._may_fall_back:
+                    raise
+                self._engine = "interp"
+                self.engine_reason = f"interp: the JIT cannot compile this program ({error})"
+        return self._engine
 
     def __repr__(self) -> str:
         return f"Program({self.name!r}, {self.type_spec.name}, id={self.id})"
@@ -112,14 +200,15 @@ class Program(AttachMethods):
     ) -> RuntimeTestRunResult:
         """Run the program on ``data_in``/``ctx_in`` ``repeat`` times, as BPF_PROG_TEST_RUN does.
 
-        ``engine`` overrides the program's (``load(..., engine=...)``) for this call; the JIT
-        reports ``instructions`` as 0 (native code does not count them).
+        ``engine`` overrides the program's (see :meth:`resolve_engine`); the result's ``engine``
+        says which one ran. Only the interpreter counts instructions: under the JIT
+        ``instructions`` is 0, and ``instruction_limit`` bounds loop iterations instead (every
+        loop header spends one unit), so a run the interpreter finishes within a limit also
+        finishes under the JIT, but a limit that stops the interpreter may not stop native code.
         """
-        run_once = self._run_interp
-        native = check_engine(engine or self.engine) == "jit"
-        if native:
-            _ = self.jit  # compiled before the clock starts: duration_ns is run time only
-            run_once = self._run_native
+        chosen = self.resolve_engine(engine)  # compiled before the clock starts: duration_ns is run time only
+        native = chosen == "jit"
+        run_once = self._run_native if native else self._run_interp
         kind = run_kind(self.prog_type)
         if data_in and not kind.takes_data:
             raise TestRunError(f"{self.type_spec.name} programs take no data_in (only ctx_in)")
@@ -146,14 +235,21 @@ class Program(AttachMethods):
                 elapsed += time.perf_counter_ns() - started
             data_out, ctx_out = prepared.finish()
             return RuntimeTestRunResult(
-                prepared.retval(r0), data_out, ctx_out, elapsed / runs, r0, executed, redirect=state.redirect
+                prepared.retval(r0),
+                data_out,
+                ctx_out,
+                elapsed / runs,
+                r0,
+                executed,
+                redirect=state.redirect,
+                engine=chosen,
             )
         finally:
             prepared.close()
 
     def _run_once(self, prepared: PreparedRun, state: RunState, instruction_limit: int | None) -> tuple[int, int]:
-        """One run on ``prepared`` with the program's engine: (r0, instructions executed)."""
-        if self.engine == "jit":
+        """One run on ``prepared`` with the program's engine: (r0, instructions executed, 0 under the JIT)."""
+        if self.resolve_engine() == "jit":
             return self._run_native(prepared, state, instruction_limit)
         return self._run_interp(prepared, state, instruction_limit)
 
@@ -209,6 +305,24 @@ class Program(AttachMethods):
         from pybpf.runtime.batch import native_batch_blocker
 
         return native_batch_blocker(self) is None
+
+
+def default_engine(verified: bool, bounds_checks: bool, checks_reason: str | None = None) -> tuple[Engine, str]:
+    """The engine rule: (engine, why) for a program the caller named no engine for.
+
+    A program the verifier accepted runs under the JIT; an unverified one under the
+    interpreter, so unverified code never runs as native code by default (asked for
+    explicitly, it runs with bounds checks). ``checks_reason`` says why a verified program's
+    native code keeps its bounds checks, when it does.
+    """
+    if not verified:
+        return "interp", "interp: the program was not verified (verify=False)"
+    if not bounds_checks:
+        return "jit", "jit: the verifier accepted the program (native code without bounds checks)"
+    why = checks_reason or "asked for"
+    return "jit", f"jit: the verifier accepted the program (native code keeps bounds checks: {why})"
+
+
 def check_engine(engine: str) -> Engine:
     """``engine`` if it names an engine, else TestRunError listing them."""
     for known in ENGINES:
