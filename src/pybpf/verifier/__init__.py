@@ -24,8 +24,9 @@ counter's exact value over more than 8 ``bpf_loop`` iterations is refused; ``bpf
 readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
 dereferenced; a spin lock's or timer's offset is not checked against BTF; the private-stack mode
 of tracing programs is not modelled (the 512-byte combined limit always applies). Unprivileged
-loads get no Spectre-v1 checks: since Linux 6.17 the kernel no longer refuses on them but inserts
-speculation barriers (``nospec``), which a user-space VM does not need.
+loads get the Spectre-v1 bounds rules that still refuse programs (:mod:`.spectre`); the
+sanitation failures the kernel (6.17+) answers with a speculation barrier are not refused, and
+speculative paths are not explored (their errors, too, only cost a barrier since 6.17).
 """
 
 from __future__ import annotations
