@@ -85,10 +85,7 @@ class EnginePool:
     def prepare(self, program: Program) -> None:
         """Settle ``program``'s engine now (compiling its native code), not in a racing first run."""
         with self.compile_lock:
-            # Program.resolve_engine comes with the runtime making the JIT the default engine.
-            resolve = getattr(program, "resolve_engine", None)
-            engine = resolve() if resolve is not None else program.engine
-            if engine == "jit":
+            if program.resolve_engine() == "jit":
                 _ = program.jit
 
     def release(self, native: JitProgram) -> None:

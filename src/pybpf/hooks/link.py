@@ -166,8 +166,7 @@ class HookRuntime:
         # another thread unmaps meanwhile would stay in that table. Only a program the verifier
         # proved never strays there may overlap other runs under the JIT (the interpreter looks
         # every access up in the live address space).
-        verified = bool(getattr(program, "verified", False))  # Program.verified: the JIT-default change
-        parallel = parallel_safe(program) and (verified or program.engine == "interp")
+        parallel = parallel_safe(program) and (program.verified or program.engine == "interp")
         return HookedProgram(program, gate, engines, parallel)
 
     def current_task(self) -> TaskInfo:
