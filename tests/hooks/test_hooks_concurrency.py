@@ -31,7 +31,7 @@ from pybpf.hooks.tracepoints import Tracepoint, attach_tracepoint
 from pybpf.runtime.helpers.services import TaskInfo
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES
-from pybpf.vm.memory import RegionKind
+from pybpf.vm.memory import AddressSpace, RegionKind
 
 HERE = Path(__file__).resolve().parent
 PROGS = HERE.parent / "progs"
@@ -97,7 +97,7 @@ def u64(data: bytes, offset: int = 0) -> int:
     return int(struct.unpack_from("<Q", data, offset)[0])
 
 
-def check_counters(obj: Object, runs: int, total: int) -> None:
+def check_counters(obj: Object, runs: int, total: int, cpus: int = CPUS) -> None:
     key0, key1, key2 = (index.to_bytes(4, "little") for index in range(3))
     array = obj.maps["shared_array"]
     assert u64(obj.maps["shared_hash"].lookup_raw(key0)) == total
@@ -105,7 +105,7 @@ def check_counters(obj: Object, runs: int, total: int) -> None:
     # One successful compare-and-swap per run, or one give-up after 16 lost races.
     assert u64(array.lookup_raw(key1)) + u64(array.lookup_raw(key2)) == runs
     percpu = obj.maps["percpu_counter"].lookup_raw(key0)
-    assert sum(u64(percpu, 8 * cpu) for cpu in range(CPUS)) == total
+    assert sum(u64(percpu, 8 * cpu) for cpu in range(cpus)) == total
 
 
 @pytest.mark.usefixtures("busy_switching")
@@ -202,6 +202,28 @@ def test_detaching_while_other_threads_fire_is_safe(counters_object: Path, engin
         after = {region for region in obj.memory.regions if region.kind is not RegionKind.STACK}
         assert after <= before
         assert not [region for region in after if "hook" in region.name]
+
+
+@pytest.mark.parametrize(("engine", "verify"), [("interp", True), ("jit", True), ("jit", False)])
+def test_a_hook_fired_inside_a_run_nests_without_deadlock(counters_object: Path, engine: str, verify: bool) -> None:
+    # hot_adds probes AddressSpace.add, which every run calls (its stack, maybe a scratch): each
+    # run of probe_count then runs hot_adds inside it, in the same thread, through the same gate
+    # and CPU lock. Unverified native programs take the exclusive side, the others the shared one.
+    with pybpf.load(counters_object, ncpus=2, engine=engine, verify=verify) as obj:
+        obj.maps["shared_hash"].update_raw(bytes(4), bytes(8))
+        runtime = HookRuntime()
+        outer = attach_probe(obj.program("probe_count"), lambda n: n, runtime=runtime, install=False)
+        assert runtime.hooked(outer.program).parallel is verify
+        with attach_probe(obj.program("hot_adds"), AddressSpace.add, runtime=runtime) as inner:
+            assert AddressSpace.add is inner.wrapper
+            hammer(outer.wrapper, threads=3, calls=30)
+        assert AddressSpace.add is inner.original
+        outer.detach()
+        assert outer.errors == 0, outer.last_error
+        assert inner.errors == 0, inner.last_error
+        assert inner.fires >= 3 * 30  # at least once inside every outer run
+        assert u64(obj.maps["hot"].lookup_raw(bytes(4))) == inner.fires * HOT_ADDS
+        check_counters(obj, 3 * 30, 3 * 30 * 31 // 2, cpus=2)
 
 
 def test_unverified_native_programs_run_alone(counters_object: Path) -> None:

@@ -118,3 +118,28 @@ def test_alignment_matches_vlog_alignment() -> None:
     long = "10: (63) *(u32 *)(r10 -12) = r1234567890"
     # Past column 36 the semicolon goes to the next multiple of 8 (counting the newline), less 2.
     assert align(long).index(";") == (len(long) + 1 + 4 + 7) // 8 * 8 - 2
+
+
+_CALL = """
+    r6 = r1
+    r1 = 5
+    call pc+2
+    r0 += 1
+    exit
+    r0 = r1
+    r0 += 2
+    exit
+"""
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")
+def test_call_and_return_blocks_match_the_kernel() -> None:
+    """A bpf-to-bpf call prints the caller's and callee's frames; the return prints both again."""
+    insns = assemble(_CALL, Syntax.LLVM)
+    loaded = prog_load_with_log(BpfProgType.SOCKET_FILTER, encode_program(insns), log_level=2)
+    with loaded.fd:
+        lines = loaded.log.splitlines()
+    start = lines.index("0: R1=ctx() R10=fp0")
+    end = next(index for index, line in enumerate(lines) if line.startswith("processed "))
+    assert list(verify(insns, log_level=2).log) == lines[start:end]

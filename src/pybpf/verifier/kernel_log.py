@@ -20,6 +20,7 @@ the kernel's liveness/backtracking lines are not printed.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pybpf.isa.codec import encode
 from pybpf.isa.insn import (
@@ -46,7 +47,7 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode, PseudoSrc, Size
 from pybpf.platform import HELPER_PROTOS
-from pybpf.verifier.machine import MapInfo, State, type_name
+from pybpf.verifier.machine import CALLER_SAVED, MapInfo, State, type_name
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, StackSlot
 from pybpf.verifier.tnum import U64
@@ -273,19 +274,21 @@ def _frame_text(state: State, depth: int, maps: Sequence[MapInfo], regs: set[int
     return parts
 
 
+def _frame_line(state: State, depth: int, maps: Sequence[MapInfo], regs: set[int] | None = None,
+                slots: set[int] | None = None) -> str:
+    """One frame as ``print_verifier_state`` prints it: ``frameN:`` first when N > 0."""
+    parts = _frame_text(state, depth, maps, regs, slots)
+    frameno = state.frames[depth].frameno
+    if depth == 0 and state.refs:
+        parts.append("refs=" + ",".join(str(ref) for ref in sorted(state.refs)))
+    if not parts:
+        return ""
+    return (f"frame{frameno}: " if frameno else "") + " ".join(parts)
+
+
 def format_kernel_state(state: State, maps: Sequence[MapInfo] = ()) -> str:
-    """The whole state (``print_verifier_state`` with everything printed): caller frames first,
-    as ``frameN:``-prefixed groups when there are several, then references."""
-    groups: list[str] = []
-    for depth in range(len(state.frames)):
-        parts = _frame_text(state, depth, maps, None, None)
-        if len(state.frames) > 1:
-            parts.insert(0, f"frame{depth}:")
-        groups.append(" ".join(parts))
-    text = " ".join(groups)
-    if state.refs:
-        text += " refs=" + ",".join(str(ref) for ref in sorted(state.refs))
-    return text
+    """The current frame's whole state (``print_verifier_state`` with everything printed)."""
+    return _frame_line(state, len(state.frames) - 1, maps)
 
 
 # -- what an instruction touched -----------------------------------------------------------------
@@ -344,7 +347,36 @@ def state_suffix(insn: Instruction, state: State, maps: Sequence[MapInfo], slots
     regs, _ = scratched(insn, state)
     if isinstance(insn, Call | CallLocal | PacketLoad):
         regs = {0}  # r1-r5 are clobbered (unprintable); only the result is new
-    return " ".join(_frame_text(state, len(state.frames) - 1, maps, regs, slots_before))
+    return _frame_line(state, len(state.frames) - 1, maps, regs, slots_before)
+
+
+@dataclass(frozen=True, slots=True)
+class Before:
+    """What the level-2 log needs from the state before an instruction ran."""
+
+    slots: frozenset[int]
+    callee: str | None = None  # a returning callee's whole frame
+
+
+def before(insn: Instruction, state: State, maps: Sequence[MapInfo] = ()) -> Before:
+    slots = frozenset(scratched(insn, state)[1])
+    if isinstance(insn, Exit) and len(state.frames) > 1:
+        return Before(slots, _frame_line(state, len(state.frames) - 1, maps))
+    return Before(slots)
+
+
+def after(pc: int, next_pc: int | None, line: str, insn: Instruction, state: State, *,
+          maps: Sequence[MapInfo], seen: Before) -> list[str]:
+    """The instruction line with its state, and the kernel's call and return blocks."""
+    if isinstance(insn, CallLocal) and len(state.frames) > 1:
+        caller = _frame_line(state, len(state.frames) - 2, maps, set(range(11)) - set(CALLER_SAVED))
+        callee = _frame_line(state, len(state.frames) - 1, maps)
+        return [line, "caller:", f" {caller}", "callee:", f" {callee}", f"{state.frame.subprog}: {callee}"]
+    if isinstance(insn, Exit) and seen.callee is not None and next_pc is not None:
+        caller = format_kernel_state(state, maps)
+        return [line, "returning from callee:", f" {seen.callee}", f"to caller at {next_pc}:", f" {caller}", "",
+                f"from {pc} to {next_pc}: {caller}"]
+    return [with_state(line, insn, state, maps, set(seen.slots))]
 
 
 def align(line: str) -> str:
