@@ -1,9 +1,11 @@
 """The key hash native code and Python compute identically (the JIT emits the same steps as IR).
 
 A byte string is hashed in 8-byte little-endian words, the last one zero-padded, each mixed in
-with MurmurHash3's 64-bit block step, then the length is folded in and MurmurHash3's fmix64
-finaliser spreads every input bit over the low bits an open-addressing table masks with. The
-seed separates key spaces sharing one table (an LPM trie's prefix lengths).
+with MurmurHash3's multiply-rotate-multiply (one multiply alone would let a flip of a word's top
+bit cancel against one bit of the next word), then the length is folded in and SplitMix64's
+finaliser spreads every input bit over the low bits an open-addressing table masks with: four
+multiplies for a key of up to 8 bytes, which is what native code waits for on every probe.
+The seed separates key spaces sharing one table (an LPM trie's prefix lengths).
 
 LPM tries hash a prefix, not the whole key: the ``prefixlen // 8`` whole bytes of the
 big-endian data and, when ``prefixlen % 8`` bits remain, the next byte with only those bits
@@ -15,11 +17,14 @@ from __future__ import annotations
 U64 = (1 << 64) - 1
 SEED_MULTIPLIER = 0x9E3779B97F4A7C15
 """2**64 / golden ratio: spreads small seeds (prefix lengths) apart before the first word."""
-BLOCK_C1 = 0x87C37B91114253D5
-BLOCK_C2 = 0x4CF5AD432745937F
-BLOCK_ADD = 0x52DCE729
-FMIX_C1 = 0xFF51AFD7ED558CCD
-FMIX_C2 = 0xC4CEB9FE1A85EC53
+WORD_MULTIPLIER = 0x87C37B91114253D5
+WORD_MULTIPLIER_2 = 0x4CF5AD432745937F
+"""MurmurHash3 x64's block constants."""
+WORD_ROTATE = 31
+FINAL_C1 = 0xBF58476D1CE4E5B9
+FINAL_C2 = 0x94D049BB133111EB
+FINAL_SHIFTS = (30, 27, 31)
+"""SplitMix64's finaliser: xor-shift, multiply, xor-shift, multiply, xor-shift."""
 WORD_BYTES = 8
 
 
@@ -28,23 +33,19 @@ def rotl64(value: int, shift: int) -> int:
 
 
 def mix_word(state: int, word: int) -> int:
-    """MurmurHash3 x64's block step for one 64-bit word."""
-    word = (word * BLOCK_C1) & U64
-    word = rotl64(word, 31)
-    word = (word * BLOCK_C2) & U64
-    state ^= word
-    state = rotl64(state, 27)
-    return (state * 5 + BLOCK_ADD) & U64
+    """One 64-bit word into the state."""
+    return (rotl64(((state ^ word) * WORD_MULTIPLIER) & U64, WORD_ROTATE) * WORD_MULTIPLIER_2) & U64
 
 
 def finish(state: int, length: int) -> int:
-    """Fold in the length, then fmix64."""
+    """Fold in the length, then SplitMix64's finaliser."""
     state ^= length
-    state ^= state >> 33
-    state = (state * FMIX_C1) & U64
-    state ^= state >> 33
-    state = (state * FMIX_C2) & U64
-    return state ^ (state >> 33)
+    first, second, third = FINAL_SHIFTS
+    state ^= state >> first
+    state = (state * FINAL_C1) & U64
+    state ^= state >> second
+    state = (state * FINAL_C2) & U64
+    return state ^ (state >> third)
 
 
 def initial_state(seed: int, length: int) -> int:

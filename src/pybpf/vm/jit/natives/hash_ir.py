@@ -14,13 +14,14 @@ from typing import Any
 
 from pybpf.vm.jit.alu_ir import constant
 from pybpf.vm.native_maps.hashing import (
-    BLOCK_ADD,
-    BLOCK_C1,
-    BLOCK_C2,
-    FMIX_C1,
-    FMIX_C2,
+    FINAL_C1,
+    FINAL_C2,
+    FINAL_SHIFTS,
     SEED_MULTIPLIER,
     WORD_BYTES,
+    WORD_MULTIPLIER,
+    WORD_MULTIPLIER_2,
+    WORD_ROTATE,
 )
 from pybpf.vm.native_maps.index import EMPTY, HEADER_FIELDS, TOMBSTONE, EntryField, IndexHeader
 
@@ -85,12 +86,12 @@ def hash_function(module_builder: Any) -> Any:
     start = builder.xor(builder.mul(seed, e.const(SEED_MULTIPLIER)), length)
 
     def mix(state: Any, word: Any) -> Any:
-        word = builder.mul(e.rotl(builder.mul(word, e.const(BLOCK_C1)), 31), e.const(BLOCK_C2))
-        state = e.rotl(builder.xor(state, word), 27)
-        return builder.add(builder.mul(state, e.const(5)), e.const(BLOCK_ADD))
+        mixed = e.rotl(builder.mul(builder.xor(state, word), e.const(WORD_MULTIPLIER)), WORD_ROTATE)
+        return builder.mul(mixed, e.const(WORD_MULTIPLIER_2))
 
-    words_head, words_body, tail_head, tail_body, tail_end, add_tail, finish = (
-        e.block(name) for name in ("words", "word", "tail", "tail_byte", "tail_end", "masked_byte", "finish")
+    words_head, words_body, tail_start, tail_four, tail_head, tail_body, tail_end, add_tail, finish = (
+        e.block(name)
+        for name in ("words", "word", "tail_start", "tail_4", "tail", "tail_byte", "tail_end", "masked", "finish")
     )
     builder.branch(words_head)
     builder.position_at_end(words_head)
@@ -99,18 +100,28 @@ def hash_function(module_builder: Any) -> Any:
     offset.add_incoming(e.const(0), entry)
     state.add_incoming(start, entry)
     fits = builder.icmp_unsigned("<=", builder.add(offset, e.const(WORD_BYTES)), whole)
-    builder.cbranch(fits, words_body, tail_head)
+    builder.cbranch(fits, words_body, tail_start)
     builder.position_at_end(words_body)
     mixed = mix(state, e.load(builder.add(key, offset), 64, "memory"))
     offset.add_incoming(builder.add(offset, e.const(WORD_BYTES)), words_body)
     state.add_incoming(mixed, words_body)
     builder.branch(words_head)
 
+    # The last word: 4 bytes at once when there are as many (an IPv4 address), then byte by byte.
+    builder.position_at_end(tail_start)
+    four = builder.icmp_unsigned("<=", builder.add(offset, e.const(4)), whole)
+    builder.cbranch(four, tail_four, tail_head)
+    builder.position_at_end(tail_four)
+    low_half = e.load(builder.add(key, offset), 32, "memory")
+    builder.branch(tail_head)
+
     builder.position_at_end(tail_head)
     count = builder.phi(i64)
     word = builder.phi(i64)
-    count.add_incoming(e.const(0), words_head)
-    word.add_incoming(e.const(0), words_head)
+    count.add_incoming(e.const(0), tail_start)
+    word.add_incoming(e.const(0), tail_start)
+    count.add_incoming(e.const(4), tail_four)
+    word.add_incoming(low_half, tail_four)
     position = builder.add(offset, count)
     builder.cbranch(builder.icmp_unsigned("<", position, whole), tail_body, tail_end)
     builder.position_at_end(tail_body)
@@ -136,9 +147,10 @@ def hash_function(module_builder: Any) -> Any:
     bytes_left.add_incoming(one_more, add_tail)
     result = builder.select(builder.icmp_unsigned("!=", bytes_left, e.const(0)), mix(state, last), state)
     result = builder.xor(result, length)
-    for multiplier in (FMIX_C1, FMIX_C2):
-        result = builder.mul(builder.xor(result, builder.lshr(result, e.const(33))), e.const(multiplier))
-    builder.ret(builder.xor(result, builder.lshr(result, e.const(33))))
+    first, second, third = FINAL_SHIFTS
+    for shift, multiplier in ((first, FINAL_C1), (second, FINAL_C2)):
+        result = builder.mul(builder.xor(result, builder.lshr(result, e.const(shift))), e.const(multiplier))
+    builder.ret(builder.xor(result, builder.lshr(result, e.const(third))))
     return e.function
 
 
@@ -152,15 +164,15 @@ def key_equal_function(module_builder: Any) -> Any:
     builder, i64 = e.builder, e.i64
     first, second, whole, mask = e.function.args
     entry = builder.block
-    words_head, words_body, bytes_head, bytes_body, tail, differ, same = (
-        e.block(name) for name in ("words", "word", "bytes", "byte", "tail", "differ", "same")
+    words_head, words_body, four_check, four, bytes_head, bytes_body, tail, differ, same = (
+        e.block(name) for name in ("words", "word", "four_check", "four", "bytes", "byte", "tail", "differ", "same")
     )
     builder.branch(words_head)
     builder.position_at_end(words_head)
     offset = builder.phi(i64)
     offset.add_incoming(e.const(0), entry)
     fits = builder.icmp_unsigned("<=", builder.add(offset, e.const(WORD_BYTES)), whole)
-    builder.cbranch(fits, words_body, bytes_head)
+    builder.cbranch(fits, words_body, four_check)
     builder.position_at_end(words_body)
     equal = builder.icmp_unsigned(
         "==", e.load(builder.add(first, offset), 64, "memory"), e.load(builder.add(second, offset), 64, "memory")
@@ -168,9 +180,19 @@ def key_equal_function(module_builder: Any) -> Any:
     offset.add_incoming(builder.add(offset, e.const(WORD_BYTES)), words_body)
     builder.cbranch(equal, words_head, differ)
 
+    builder.position_at_end(four_check)
+    after_four = builder.add(offset, e.const(4))
+    builder.cbranch(builder.icmp_unsigned("<=", after_four, whole), four, bytes_head)
+    builder.position_at_end(four)
+    equal = builder.icmp_unsigned(
+        "==", e.load(builder.add(first, offset), 32, "memory"), e.load(builder.add(second, offset), 32, "memory")
+    )
+    builder.cbranch(equal, bytes_head, differ)
+
     builder.position_at_end(bytes_head)
     at = builder.phi(i64)
-    at.add_incoming(offset, words_head)
+    at.add_incoming(offset, four_check)
+    at.add_incoming(after_four, four)
     builder.cbranch(builder.icmp_unsigned("<", at, whole), bytes_body, tail)
     builder.position_at_end(bytes_body)
     equal = builder.icmp_unsigned(
