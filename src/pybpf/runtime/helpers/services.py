@@ -15,6 +15,7 @@ stable for the map's lifetime, and :meth:`MapRegistry.find` turns it back into t
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import threading
@@ -22,6 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from pybpf.errors import HelperError
@@ -364,24 +366,29 @@ class RunState(NativeRunSupport):
         return self.current_cpu
 
     def native_helpers(self, helpers: Mapping[int, HelperFn]) -> frozenset[int]:
-        own = _native_equivalents(host_clock=type(self.services.clock) is SystemClock)
-        return frozenset(helper for helper, fn in own.items() if helpers.get(helper) is fn)
+        host_clock = type(self.services.clock) is SystemClock
+        return frozenset(
+            helper
+            for helper, fn in _native_equivalents().items()
+            if helpers.get(helper) is fn and (host_clock or helper != HelperId.KTIME_GET_NS)
+        )
 
 
-def _native_equivalents(*, host_clock: bool) -> dict[int, HelperFn]:
-    """The runtime's helpers whose semantics native code reproduces (ktime only on the host's clock)."""
+@functools.cache  # a constant, computed on first use: an import per run cost microseconds
+def _native_equivalents() -> Mapping[int, HelperFn]:
+    """The runtime's helpers whose semantics native code reproduces (ktime: on the host's clock only)."""
     # Imported here: those helper modules import this one.
     from pybpf.runtime.helpers.maps import map_lookup_elem, map_update_elem
     from pybpf.runtime.helpers.system import get_smp_processor_id, ktime_get_ns
 
-    own: dict[int, HelperFn] = {
-        HelperId.MAP_LOOKUP_ELEM: map_lookup_elem,
-        HelperId.MAP_UPDATE_ELEM: map_update_elem,
-        HelperId.GET_SMP_PROCESSOR_ID: get_smp_processor_id,
-    }
-    if host_clock:
-        own[HelperId.KTIME_GET_NS] = ktime_get_ns
-    return own
+    return MappingProxyType(
+        {
+            HelperId.MAP_LOOKUP_ELEM: map_lookup_elem,
+            HelperId.MAP_UPDATE_ELEM: map_update_elem,
+            HelperId.GET_SMP_PROCESSOR_ID: get_smp_processor_id,
+            HelperId.KTIME_GET_NS: ktime_get_ns,
+        }
+    )
 
 
 def run_state(env: ExecutionContext) -> RunState:
