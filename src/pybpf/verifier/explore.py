@@ -11,7 +11,7 @@ count: the live paths below a stored state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 from pybpf.isa.insn import (
@@ -50,6 +50,7 @@ from pybpf.verifier.machine import (
     Rejection,
     State,
     compare_states,
+    loop_key,
     reject,
     states_equal,
     states_identical,
@@ -66,6 +67,9 @@ from pybpf.verifier.precision import (
 from pybpf.verifier.scalar_ops import endian, neg
 from pybpf.verifier.state import RegState, RegType, StackState
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
+
+LOOP_INDEX_MIN = 8
+"""Stored states at one pc from which the infinite-loop test looks them up by hash."""
 
 
 @dataclass(slots=True)
@@ -94,6 +98,8 @@ class Explorer:
     live_slots: dict[int, int] = field(default_factory=dict)
     # The kernel tracks precision for privileged loaders only (unprivileged: every scalar precise).
     track_precision: bool = False
+    # pc -> loop_key -> checkpoints stored there, at pcs with many (see _identical_in_progress).
+    loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
     callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
 
     def __post_init__(self) -> None:
@@ -149,16 +155,16 @@ class Explorer:
                 if level >= 1:
                     # As the kernel: the instruction walked; level 2 appends what it left behind.
                     self.log.append(kernel_log.format_kernel_insn(pc, labeled.insn))
-                touched = kernel_log.before(labeled.insn, state, self.env.maps) if level >= 2 else None
+                touched = kernel_log.scratched(labeled.insn, state)[1] if level >= 2 else set()
                 if self.track_precision:
                     self._record(pc, labeled.insn, state, parent)
                 sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(labeled.insn, state)
                 next_pc, state = self._step(pc, labeled, state, parent)
                 if sanitize:
                     spectre.check_bounds(labeled.insn, state, self.env)
-                if touched is not None:
-                    self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], labeled.insn, state,
-                                                         maps=self.env.maps, seen=touched)
+                if level >= 2:
+                    self.log[logged] = kernel_log.with_state(self.log[logged], labeled.insn, state, self.env.maps,
+                                                             touched)
             except Rejection as error:
                 if error.pc is not None:
                     raise
@@ -176,6 +182,7 @@ class Explorer:
         live_slots = self.live_slots.get(pc, -1)
         evicted = False
         callback_helper = self.callback_sites.get(pc)
+        looping = self._identical_in_progress(pc, stored, state) if callback_helper is None else None
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if callback_helper is not None:
@@ -187,7 +194,9 @@ class Explorer:
                         mark_all_precise(parent)
                         return True, parent
                     continue
-                if states_identical(checkpoint.state, state):
+                identical = (checkpoint in looping if looping is not None
+                             else states_identical(checkpoint.state, state))
+                if identical:
                     raise reject(f"infinite loop detected at insn {pc}")
                 continue
             where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
@@ -215,8 +224,26 @@ class Explorer:
         checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
         checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
         stored.append(checkpoint)
+        index = self.loop_index.get(pc)
+        if index is not None:
+            index.setdefault(loop_key(checkpoint.state), []).append(checkpoint)
         self.states_stored += 1
         return False, checkpoint
+
+    def _identical_in_progress(self, pc: int, stored: list[Checkpoint], state: State) -> list[Checkpoint] | None:
+        """The in-progress checkpoints at ``pc`` identical to ``state`` (the infinite-loop test),
+        found by hashing once many states are stored there; None: compare one by one.
+
+        Every iteration of a loop stores a state at its prune points, all still in progress: one
+        by one, the test would cost the square of the iteration count."""
+        index = self.loop_index.get(pc)
+        if index is None:
+            if len(stored) < LOOP_INDEX_MIN:
+                return None
+            index = self.loop_index[pc] = {}
+            for checkpoint in stored:
+                index.setdefault(loop_key(checkpoint.state), []).append(checkpoint)
+        return [c for c in index.get(loop_key(state), ()) if c.branches > 0]
 
     def _record(self, pc: int, insn: Instruction, state: State, parent: Checkpoint | None) -> None:
         """Before stepping ``insn``: demand precision for the values it relies on, and add it to

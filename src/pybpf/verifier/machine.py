@@ -11,7 +11,7 @@ loader's privileges and the program's type and license.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -215,6 +215,12 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
     if all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
         return NO_DIFFERENCE
     return OTHER_DIFFERENCE
+
+
+def loop_key(state: State) -> Hashable:
+    """A hashable key equal for two states exactly when :func:`states_identical` holds."""
+    return (tuple((frame.callsite, tuple(frame.regs), frame.stack) for frame in state.frames),
+            tuple(sorted(state.refs)), state.lock)
 
 
 def states_identical(old: State, cur: State) -> bool:

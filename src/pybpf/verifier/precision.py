@@ -69,7 +69,7 @@ class HistEntry:
     crossing: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: checkpoints are looked up among others by ``is``
 class Checkpoint:
     """A stored state at a prune point, the number of live paths below it, and the path from
     its parent checkpoint to it (``hist``: the instructions stepped in between).
