@@ -155,16 +155,16 @@ class Explorer:
                 if level >= 1:
                     # As the kernel: the instruction walked; level 2 appends what it left behind.
                     self.log.append(kernel_log.format_kernel_insn(pc, labeled.insn))
-                touched = kernel_log.scratched(labeled.insn, state)[1] if level >= 2 else set()
+                touched = kernel_log.before(labeled.insn, state, self.env.maps) if level >= 2 else None
                 if self.track_precision:
                     self._record(pc, labeled.insn, state, parent)
                 sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(labeled.insn, state)
                 next_pc, state = self._step(pc, labeled, state, parent)
                 if sanitize:
                     spectre.check_bounds(labeled.insn, state, self.env)
-                if level >= 2:
-                    self.log[logged] = kernel_log.with_state(self.log[logged], labeled.insn, state, self.env.maps,
-                                                             touched)
+                if touched is not None:
+                    self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], labeled.insn, state,
+                                                         maps=self.env.maps, seen=touched)
             except Rejection as error:
                 if error.pc is not None:
                     raise
