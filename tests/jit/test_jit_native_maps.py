@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jit_build import build_object, trampoline_calls
 
-from pybpf.errors import MapError
+from pybpf.errors import MapError, MemoryAccessError, PybpfError
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.loader import load
 
@@ -164,10 +164,14 @@ def _user_step(obj: Any, step: tuple[Any, ...]) -> str:
     return "ok"
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("checks", [False, True], ids=["unchecked", "bounds_checks"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.one_of(PROGRAM_OP, PROGRAM_OP, USER_OP), min_size=1, max_size=40), cpu=st.integers(0, 1))
-def test_native_map_helpers_match_the_interpreter(ops_object: Path, steps: list[tuple[Any, ...]], cpu: int) -> None:
-    with load(ops_object, engine="interp") as reference, load(ops_object, engine="jit") as native:
+def test_native_map_helpers_match_the_interpreter(
+    ops_object: Path, checks: bool, steps: list[tuple[Any, ...]], cpu: int
+) -> None:
+    native_object = load(ops_object, engine="jit", jit_bounds_checks=checks)
+    with load(ops_object, engine="interp") as reference, native_object as native:
         for obj in (reference, native):
             obj.services.cpu = cpu
         for step in steps:
@@ -181,10 +185,16 @@ def test_native_map_helpers_match_the_interpreter(ops_object: Path, steps: list[
             assert snapshot(native) == snapshot(reference), step
 
 
-def test_the_fast_path_never_calls_python(ops_object: Path, map_calls: dict[int, list[int]]) -> None:
-    """Lookups (hits and misses) and updates of existing elements with BPF_ANY/BPF_EXIST stay native."""
+@pytest.mark.parametrize("checks", [False, True], ids=["unchecked", "bounds_checks"])
+def test_the_fast_path_never_calls_python(ops_object: Path, checks: bool, map_calls: dict[int, list[int]]) -> None:
+    """Lookups (hits and misses) and updates of existing elements with BPF_ANY/BPF_EXIST stay native.
+
+    With bounds checks the key and value are range-checked first (native code reads them): the
+    stack and the packet are in the range table, so that costs no Python call either.
+    """
     keys = [bytes([0xC0, 0xA8, n, 1, 2, 3, 0, 0, 0x20, 1, 0xD, 0xB8, n, 0, 0, 1]) for n in range(30)]  # 30: rebuilds
-    with load(ops_object, engine="interp") as reference, load(ops_object, engine="jit") as native:
+    native_object = load(ops_object, engine="jit", jit_bounds_checks=checks)
+    with load(ops_object, engine="interp") as reference, native_object as native:
         for obj in (reference, native):
             for number, key in enumerate(keys):
                 obj.maps["h"].update_raw(key[:6], number.to_bytes(8, "little"))
@@ -263,3 +273,45 @@ def test_per_cpu_values_are_the_runs_cpus(ops_object: Path, cpu: int) -> None:
         assert int.from_bytes(copies[8 * cpu : 8 * cpu + 4], "little") == 500
         others = [int.from_bytes(copies[8 * n : 8 * n + 4], "little") for n in range(table.ncpus) if n != cpu]
         assert others == [10 * (n + 1) for n in range(table.ncpus) if n != cpu]
+
+
+BAD_KEY_SOURCE = r"""
+#include "bpf_helpers.h"
+
+struct lpm_key { __u32 prefixlen; __u8 data[4]; };
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 4); __type(key, __u32); __type(value, __u32);
+	} hash SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_LPM_TRIE); __uint(max_entries, 4); __type(key, struct lpm_key); __type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC); } lpm SEC(".maps");
+
+SEC("xdp")
+int bad_key(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *nowhere = (void *)(long)64;	/* an unmapped key: the verifier would refuse it */
+	__u32 value = 1;
+	switch (*(__u8 *)data) {
+	case 0: return bpf_map_lookup_elem(&hash, nowhere) != 0;
+	case 1: return bpf_map_lookup_elem(&lpm, nowhere) != 0;
+	case 2: return bpf_map_update_elem(&hash, nowhere, &value, 0);
+	default: return bpf_map_update_elem(&hash, data, nowhere, 0);
+	}
+}
+"""
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 3], ids=["hash lookup", "lpm lookup", "update key", "update value"])
+def test_an_unmapped_key_or_value_fails_as_in_the_interpreter(tmp_path: Path, case: int) -> None:
+    """Native code range-checks what it reads and leaves a bad address to Python: the interpreter's error."""
+    path = build_object(BAD_KEY_SOURCE, tmp_path)
+    data = bytes([case, 0, 0, 0]) + bytes(60)
+    errors = []
+    for engine in ("interp", "jit"):
+        with load(path, engine=engine, verify=False) as obj:
+            obj.maps["hash"].update_raw(data[:4], bytes(4))  # the key of case 3 exists: its value is read
+            with pytest.raises(PybpfError) as raised:
+                obj.program("bad_key").test_run(data)
+            # The message up to the nearest region (whose address differs from object to object).
+            errors.append((type(raised.value), str(raised.value).split(";")[0]))
+    assert errors[0] == errors[1]
+    assert errors[0][0] is MemoryAccessError
