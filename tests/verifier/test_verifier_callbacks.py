@@ -332,3 +332,46 @@ def test_state_after_call_covers_zero_and_more_iterations(before: int, callback:
     """After bpf_loop the index in fp-8 is the caller's value (zero runs) or the callback's."""
     accepted, reason, _ = _verify(_INDEXED.format(before=before, callback=callback))
     assert accepted == safe, reason
+
+
+_POINTER_WALK = """
+    r1 = 0
+    *(u64 *)(r10 - 8) = r1
+    *(u64 *)(r10 - 16) = r1
+    *(u64 *)(r10 - 24) = r1
+    r1 = r10
+    r1 += -24
+    *(u64 *)(r10 - 32) = r1
+    r1 = {count}
+    r2 = func pc+7
+    r3 = r10
+    r3 += -32
+    r4 = 0
+    call 181
+    r0 = 0
+    exit
+    r1 = *(u64 *)(r2 + 0)
+    r3 = 1
+    *(u64 *)(r1 + 0) = r3
+    r1 += 8
+    *(u64 *)(r2 + 0) = r1
+    r0 = 0
+    exit
+"""
+
+
+@pytest.mark.parametrize(("count", "safe"), [(3, True), (4, False)])
+def test_pointer_moved_through_ctx(count: int, safe: bool) -> None:
+    """The callback writes through a stack pointer kept in its ctx and advances it by 8: three
+    runs write fp-24, fp-16 and fp-8; a fourth would write at fp+0, outside the stack."""
+    accepted, reason, _ = _verify(_POINTER_WALK.format(count=count))
+    assert accepted == safe, reason
+
+
+def test_pointer_moved_through_ctx_unknown_count() -> None:
+    """With an unknown count the walk is widened, and a write through the widened pointer is refused."""
+    program = _POINTER_WALK.format(count=0).replace("r1 = 0\n    r2 = func", "call 7\n    r1 = r0\n    r2 = func")
+    assert "call 7" in program
+    accepted, reason, _ = _verify(program)
+    assert not accepted
+    assert reason == "R1 invalid mem access 'scalar'"

@@ -142,7 +142,7 @@ def _widen_reg(old: RegState, cur: RegState, forget: bool) -> RegState:
 
 
 def _widen_byte(old: SlotByte, cur: SlotByte) -> SlotByte:
-    if old is cur:
+    if old is cur and old is not SlotByte.STACK_SPILL:
         return cur
     if SlotByte.STACK_INVALID in (old, cur):
         return SlotByte.STACK_INVALID  # maybe never written on some iteration
@@ -156,6 +156,8 @@ def _widen_slot(old: StackSlot, cur: StackSlot, forget: bool) -> StackSlot:
         widened = _widen_reg(old.spilled_ptr, cur.spilled_ptr, forget)
         if widened.type is not RegType.NOT_INIT:
             return StackSlot.spill(widened)
+        # Two registers with nothing in common: the slot holds some unknown bytes.
+        return StackSlot.filled(SlotByte.STACK_MISC)
     return StackSlot(tuple(_widen_byte(o, c) for o, c in zip(old.slot_type, cur.slot_type, strict=True)))
 
 
