@@ -5,6 +5,10 @@ deleted (EINVAL). The values are one contiguous region of ``max_entries`` slots 
 ``round_up(value_size, 8)`` bytes (times ``ncpus`` for the per-CPU map, one CPU's copy after
 another), so a program's pointer into an element never moves, and a BPF_F_MMAPABLE array's
 values can be handed to user space as one ``memoryview`` (:meth:`ArrayMap.mmap`).
+
+JIT code looks values up (and updates them in place) without calling Python, through the map's
+native descriptor (:mod:`pybpf.vm.native_maps`): the values' base, slot size and
+``max_entries``; :meth:`ArrayMap.move_storage` points it at the new storage.
 """
 
 from __future__ import annotations
