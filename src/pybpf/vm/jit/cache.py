@@ -25,7 +25,7 @@ from pybpf.isa.codec import encode
 from pybpf.isa.insn import LabeledInsn
 from pybpf.vm.jit.llvm import NativeCode, host_cpu, require_llvmlite
 
-CODEGEN_VERSION = "5"
+CODEGEN_VERSION = "6"
 """Bumped whenever generated code changes meaning (part of every key)."""
 
 
