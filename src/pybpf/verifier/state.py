@@ -110,6 +110,14 @@ class RegState:
         return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno, self.precise)
 
+    def with_off(self, off: int) -> RegState:
+        return RegState(self.type, self.var_off, off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
+                        self.mem_size, self.range, self.frameno, self.precise)
+
+    def with_id(self, id: int, off: int | None = None) -> RegState:
+        return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
+                        self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno, self.precise)
+
     def as_precise(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
                         self.map_uid, self.mem_size, self.range, self.frameno, True)

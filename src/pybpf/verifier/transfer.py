@@ -59,7 +59,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         if (insn.op is BinOp.MOV and insn.is64 and not isinstance(insn.src, Imm)
                 and src.type is RegType.SCALAR_VALUE and not src.id and not src.var_off.is_const()):
             # Link the copies (the kernel's scalar ids): a later branch on one refines both.
-            src = replace(src, id=env.new_id())
+            src = src.with_id(env.new_id())
             state.regs[int(insn.src)] = src
         state.regs[dst_no] = _move(insn, src, env)
         return
@@ -72,7 +72,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
             # (the kernel's BPF_ADD_CONST), so a check on either one bounds the other.
             delta = dst.off + src.var_off.smin
             if -(1 << 31) <= delta < 1 << 31:
-                result = replace(result, id=dst.id, off=delta)
+                result = result.with_id(dst.id, off=delta)
         state.regs[dst_no] = result
         return
     if dst.is_pointer and src.is_pointer:
@@ -157,9 +157,9 @@ def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegS
         delta = -value.smin if negate else value.smin
         new_off = ptr.off + delta
         if -(1 << 31) <= new_off < 1 << 31:
-            return replace(ptr, off=new_off)
+            return ptr.with_off(new_off)
     moved = sync(alu(BinOp.SUB if negate else BinOp.ADD, ptr.var_off, value, True))
-    result = replace(ptr, var_off=moved)
+    result = ptr.with_var_off(moved)
     if ptr.type in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
         # Something variable was added: the range proven for the old pointer says nothing here.
         result = replace(result, id=env.new_id(), range=0)
