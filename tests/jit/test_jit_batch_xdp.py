@@ -20,9 +20,8 @@ from native_calls import python_calls
 
 import pybpf
 from pybpf.errors import PybpfError
-from pybpf.runtime.batch import native_batch_blocker, packet_frame
+from pybpf.runtime.batch import native_batch_blocker
 from pybpf.runtime.loader import load
-from pybpf.runtime.program import Program
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 ETH_IPV4 = bytes.fromhex("00112233445566778899aabb0800")
@@ -231,20 +230,10 @@ def test_xdp_adjust_batches_equal_the_kernels_test_runs(programs: tuple[Any, Any
     assert got.data_out == tuple(run.data_out for run in expected)
 
 
-def test_single_runs_serve_xdp_adjust_natively_given_a_frame(
-    programs: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # What the runtime's test_run needs to pass for native xdp_adjust_* (packet_frame of its
-    # prepared run); the Python packet must then end up as the interpreter's, also after repeats.
+def test_single_runs_serve_xdp_adjust_natively(programs: tuple[Any, Any]) -> None:
+    # Program.test_run passes its XDP run's frame to native code, so bpf_xdp_adjust_* stay native;
+    # the Python packet must then end up as the interpreter's, also after repeats.
     reference, native = programs
-    original = Program._native_inputs
-
-    def with_frame(prepared: Any, instruction_limit: int | None) -> dict[str, Any]:
-        inputs = original(prepared, instruction_limit)
-        inputs["frame"] = packet_frame(prepared.image.layout, prepared.context.address, prepared.packet_state)
-        return inputs
-
-    monkeypatch.setattr(Program, "_native_inputs", staticmethod(with_frame))
     program = native.program("adjust")
     for packet in ADJUSTS[::3]:
         for repeat in (1, 3):

@@ -42,11 +42,11 @@ from pybpf.platform.context import Conversion
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.maps import MAP_HELPERS
-from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
+from pybpf.runtime.helpers.packet_context import PacketContext
 from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
-from pybpf.runtime.program import BatchResult, Engine, Program, check_engine
+from pybpf.runtime.program import BatchResult, Engine, Program
 from pybpf.runtime.progtypes import run_kind
 from pybpf.runtime.progtypes.skb import (
     AF_INET,
@@ -60,7 +60,7 @@ from pybpf.runtime.progtypes.skb import (
     SkbKind,
     eth_type_trans,
 )
-from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XdpKind
+from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XDP_POINTERS, XdpKind, packet_frame
 from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, PacketFrame
@@ -75,7 +75,6 @@ BATCH_SAFE_HELPERS = frozenset(
     if helper not in _PER_RUN_MAP_HELPERS
 ) | {int(HelperId.SPIN_LOCK), int(HelperId.SPIN_UNLOCK)}
 """Helpers that need nothing of a run's packet: they behave the same inside a native batch."""
-_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +119,7 @@ def native_batch_blocker(program: Program) -> str | None:
 def _has_packet_pointers(program: Program) -> bool:
     kind = run_kind(program.prog_type)
     return isinstance(kind, XdpKind) and all(
-        program.layout.slot_for(conversion) is not None for conversion in _POINTERS
+        program.layout.slot_for(conversion) is not None for conversion in XDP_POINTERS
     )
 
 
@@ -140,7 +139,7 @@ def run_batch(
     data_out: bool = False,
 ) -> PacketBatchResult:
     """``program`` once per packet, natively when it can (see the module doc); ``Program.run_batch`` calls this."""
-    native = check_engine(engine or program.engine) == "jit"
+    native = program.resolve_engine(engine) == "jit"
     if not native or native_batch_blocker(program) is not None:
         runs = [program.test_run(packet, cpu=cpu, engine=engine) for packet in packets]
         total = sum(run.duration_ns for run in runs)
@@ -213,23 +212,6 @@ def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketF
     if not called & XDP_ADJUST_HELPERS:
         return None  # no frame: no headroom to clear before every packet
     return packet_frame(program.layout, context, packet)
-
-
-def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) -> PacketFrame | None:
-    """Where an XDP run's frame and its context's packet pointers are, for native xdp_adjust_*.
-
-    A single test run passes it as ``JitProgram.run(..., frame=packet_frame(...))`` (with the
-    run's context address and PacketContext); None when the layout has no data, data_end and
-    data_meta pointers or the packet no metadata (the helpers then stay in Python).
-    """
-    if packet.kind is not PacketKind.XDP or not packet.meta_supported:
-        return None
-    slots = [layout.slot_for(conversion) for conversion in _POINTERS]
-    if None in slots:
-        return None
-    data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
-    start = packet.region.address
-    return PacketFrame(start, start + packet.hard_end, data_slot, end_slot, meta_slot)
 
 
 def _check_skb_frame(frame: bytes) -> None:

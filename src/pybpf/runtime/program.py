@@ -33,6 +33,7 @@ from pybpf.runtime.attach import AttachMethods
 from pybpf.runtime.context import InternalLayout, RewriteResult
 from pybpf.runtime.helpers.services import Redirect, RunState, RuntimeServices
 from pybpf.runtime.progtypes import PreparedRun, run_kind
+from pybpf.runtime.progtypes.xdp import XdpRun
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
 
@@ -275,11 +276,14 @@ class Program(AttachMethods):
     @staticmethod
     def _native_inputs(prepared: PreparedRun, instruction_limit: int | None) -> dict[str, Any]:
         # r1 only, as in _run_interp: the runtime's runs leave r2 zero.
-        return {
+        inputs: dict[str, Any] = {
             "packet": prepared.packet_region(),
             "registers": {1: prepared.context.address},
             "instruction_limit": instruction_limit,
         }
+        if isinstance(prepared, XdpRun):  # native bpf_xdp_adjust_* move the frame's pointers themselves
+            inputs["frame"] = prepared.native_frame()
+        return inputs
 
     def run_batch(
         self,

@@ -16,6 +16,7 @@ from pybpf.platform.context import Conversion
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
 from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
+from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.memory import AddressSpace
 
 XDP_PACKET_HEADROOM = 256
@@ -26,6 +27,8 @@ MAX_LINEAR = PAGE_SIZE - XDP_PACKET_HEADROOM - SKB_SHARED_INFO_SIZE
 XDP_METADATA_MAX = 32
 LOOPBACK_IFINDEX = 1
 """Without an ingress device the kernel runs the program on the loopback device's queue 0."""
+XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
+"""The context's packet pointers, in the order :class:`PacketFrame` names their slots."""
 
 
 def sync_xdp(image: ContextImage, packet: PacketContext) -> None:
@@ -35,12 +38,33 @@ def sync_xdp(image: ContextImage, packet: PacketContext) -> None:
     image.set_pointer(Conversion.PACKET_META, packet.data_meta)
 
 
+def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) -> PacketFrame | None:
+    """Where an XDP run's frame and its context's packet pointers are, for native xdp_adjust_*.
+
+    A single test run passes it as ``JitProgram.run(..., frame=packet_frame(...))`` (with the
+    run's context address and PacketContext); None when the layout has no data, data_end and
+    data_meta pointers or the packet no metadata (the helpers then stay in Python).
+    """
+    if packet.kind is not PacketKind.XDP or not packet.meta_supported:
+        return None
+    slots = [layout.slot_for(conversion) for conversion in XDP_POINTERS]
+    if None in slots:
+        return None
+    data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
+    start = packet.region.address
+    return PacketFrame(start, start + packet.hard_end, data_slot, end_slot, meta_slot)
+
+
 class XdpRun(PreparedRun):
     def __init__(self, memory: AddressSpace, image: ContextImage, packet: PacketContext) -> None:
         super().__init__(memory)
         self.image = image
         self.packet_state: PacketContext = packet
         self.context = self.map(image.region)
+
+    def native_frame(self) -> PacketFrame | None:
+        """What native bpf_xdp_adjust_* need to move this run's packet (None: they stay in Python)."""
+        return packet_frame(self.image.layout, self.context.address, self.packet_state)
 
     def close(self) -> None:
         self.packet_state.release()
