@@ -118,6 +118,14 @@ class RegState:
         return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
                         self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno, self.precise)
 
+    def not_null(self) -> RegState:
+        return RegState(self.type, self.var_off, self.off, False, self.id, self.ref_obj_id, self.map_uid,
+                        self.mem_size, self.range, self.frameno, self.precise)
+
+    def with_range(self, range: int) -> RegState:
+        return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
+                        self.mem_size, range, self.frameno, self.precise)
+
     def as_precise(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
                         self.map_uid, self.mem_size, self.range, self.frameno, True)

@@ -256,7 +256,7 @@ def _mark_null(state: State, pointer: RegState, *, is_null: bool) -> None:
             return None
         if is_null:
             return RegState.const(0)
-        return replace(reg, maybe_null=False)
+        return reg.not_null()
 
     state.update_registers(change)
     if is_null and pointer.ref_obj_id:
@@ -303,7 +303,7 @@ def _find_good_pkt_pointers(state: State, pointer: RegState, right_open: bool) -
 
     def change(reg: RegState) -> RegState | None:
         if reg.type is pointer.type and reg.id == pointer.id and reg.range < new_range:
-            return replace(reg, range=new_range)
+            return reg.with_range(new_range)
         return None
 
     state.update_registers(change)
