@@ -173,6 +173,12 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
             raise reject(f"cannot pass map_type {int(meta.map.type)} into func {name}#{insn.helper}")
     if insn.helper == HelperId.TAIL_CALL and state.refs:
         raise reject("tail_call would lead to reference leak")
+    if insn.helper == HelperId.TAIL_CALL and not env.options.privileged and meta.map_reg is not None:
+        # Unprivileged tail calls get an index mask for one prog array (Spectre v1): a call
+        # site reached with different arrays on different paths cannot have one.
+        first = env.tail_call_maps.setdefault(pc, meta.map_reg.map_uid)
+        if first != meta.map_reg.map_uid:
+            raise reject("tail_call abusing map_ptr")
     if meta.lock is not None:
         _spin_lock(state, insn.helper, meta.lock)
     callback = _callback_entry(env, state, pc, insn.helper, meta)
