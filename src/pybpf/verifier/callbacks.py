@@ -60,13 +60,11 @@ class CallbackEntry:
     is_async: bool
 
 
-def _callee_frame(caller: State, callsite: int, start: int, args: dict[int, RegState], frameno: int,
-                  *, callback: bool) -> Frame:
+def _callee_frame(callsite: int, start: int, args: dict[int, RegState], frameno: int, *, callback: bool) -> Frame:
     regs = [RegState.not_init() for _ in range(11)]
     for number, value in args.items():
         regs[number] = value
     regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=frameno)
-    del caller
     return Frame(regs, StackState(), callsite, start, frameno, callback)
 
 
@@ -88,14 +86,14 @@ def enter_sync(state: State, pc: int, start: int, args: dict[int, RegState]) -> 
         raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep")
     forked = state.copy()
     forked.frame.callback_depth += 1
-    forked.frames.append(_callee_frame(state, pc, start, args, len(state.frames), callback=True))
+    forked.frames.append(_callee_frame(pc, start, args, len(state.frames), callback=True))
     return CallbackEntry(start, forked, is_async=False)
 
 
-def enter_async(state: State, pc: int, start: int, args: dict[int, RegState]) -> CallbackEntry:
-    """A timer callback: a fresh state whose only frame is the callback's (no caller, no refs)."""
-    frame = _callee_frame(state, pc, start, args, 0, callback=False)
-    frame.callsite = -1
+def enter_async(start: int, args: dict[int, RegState]) -> CallbackEntry:
+    """A timer callback: a fresh state whose only frame is the callback's (no caller, no refs;
+    its call site is the main program's, as ``push_async_cb`` sets it)."""
+    frame = _callee_frame(-1, start, args, 0, callback=False)
     return CallbackEntry(start, State([frame]), is_async=True)
 
 

@@ -336,7 +336,7 @@ def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
             3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
         }
         env.async_callbacks.add(meta.callback)
-        return callbacks.enter_async(state, pc, meta.callback, args)
+        return callbacks.enter_async(meta.callback, args)
     if not callbacks.should_iterate(state, helper):
         callbacks.after_callback(state)
         return None  # bpf_loop: nr_loops iterations already queued on this path

@@ -336,7 +336,7 @@ def scratched(insn: Instruction, state: State) -> tuple[set[int], set[int]]:
             if isinstance(src, Reg):
                 regs.add(src)
         case Call() | CallLocal() | CallKfunc() | PacketLoad():
-            regs |= {0, 1, 2, 3, 4, 5, 6}
+            regs |= {0, *CALLER_SAVED}
         case _:
             pass
     return regs, slots
