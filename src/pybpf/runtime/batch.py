@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pybpf.errors import TestRunError
 from pybpf.isa.insn import Call, CallReg
 from pybpf.platform.context import Conversion
+from pybpf.platform.packet_layout import XDP_MAX_LINEAR
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.maps import MAP_HELPERS
@@ -60,7 +61,7 @@ from pybpf.runtime.progtypes.skb import (
     SkbKind,
     eth_type_trans,
 )
-from pybpf.runtime.progtypes.xdp import MAX_LINEAR, XDP_POINTERS, XdpKind, packet_frame
+from pybpf.runtime.progtypes.xdp import XDP_POINTERS, XdpKind, packet_frame
 from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, PacketFrame
@@ -161,8 +162,10 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
         visible = [packet if skb.is_l2 else packet[ETH_HLEN:] for packet in packets]
     else:
         for packet in packets:
-            if len(packet) > MAX_LINEAR:
-                raise TestRunError(f"packet of {len(packet)} bytes: XDP fragments are not supported (max {MAX_LINEAR})")
+            if len(packet) > XDP_MAX_LINEAR:
+                raise TestRunError(
+                    f"packet of {len(packet)} bytes: XDP fragments are not supported (max {XDP_MAX_LINEAR})"
+                )
         visible = list(packets)
     lengths = [len(packet) for packet in visible]
     joined = b"".join(visible)

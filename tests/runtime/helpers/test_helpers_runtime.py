@@ -167,7 +167,13 @@ def test_xdp_adjust_meta_and_tail() -> None:
     assert call(harness, HelperId.XDP_ADJUST_META, 0, (-8) & U64) == 0
     assert packet.data - packet.data_meta == 8
     assert call(harness, HelperId.XDP_ADJUST_META, 0, (-2) & U64) == neg(13)  # length not a multiple of 4
-    assert call(harness, HelperId.XDP_ADJUST_META, 0, (-40) & U64) == neg(13)  # more than 32 bytes
+    # Linux 6.16+ allows up to 252 bytes (meta_len is a u8); the headroom must keep struct xdp_frame.
+    assert call(harness, HelperId.XDP_ADJUST_META, 0, (-40) & U64) == 0
+    assert packet.data - packet.data_meta == 48
+    assert call(harness, HelperId.XDP_ADJUST_META, 0, (-172) & U64) == EINVAL  # 220 bytes: over struct xdp_frame
+    assert call(harness, HelperId.XDP_ADJUST_META, 0, (-168) & U64) == 0
+    assert packet.data - packet.data_meta == 216
+    assert call(harness, HelperId.XDP_ADJUST_META, 0, 216) == 0
     assert call(harness, HelperId.XDP_ADJUST_TAIL, 0, (-40) & U64) == 0
     assert packet.length == 20
     assert call(harness, HelperId.XDP_ADJUST_TAIL, 0, (-7) & U64) == EINVAL

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable
 from typing import cast
 
+from pybpf.platform.packet_layout import ETH_HLEN, XDP_FRAME_STRUCT, XDP_METADATA_MAX
 from pybpf.platform.uapi_generated import HelperId, TcAct, XdpAction
 from pybpf.runtime.helpers._common import (
     EACCES,
@@ -28,14 +29,7 @@ from pybpf.runtime.helpers._common import (
     write,
 )
 from pybpf.runtime.helpers.csum import csum_add, csum_partial, csum_sub
-from pybpf.runtime.helpers.packet_context import (
-    CHECKSUM_COMPLETE,
-    ETH_HLEN,
-    XDP_FRAME_STRUCT,
-    XDP_METADATA_MAX,
-    PacketKind,
-    packet_of,
-)
+from pybpf.runtime.helpers.packet_context import CHECKSUM_COMPLETE, PacketKind, packet_of
 from pybpf.runtime.helpers.services import Redirect, run_state
 from pybpf.vm.execution import ExecutionContext, HelperFn
 

@@ -17,23 +17,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from pybpf.errors import HelperError
+from pybpf.platform.packet_layout import (
+    ETH_HLEN,
+    SKB_HEADROOM,
+    SKB_MAX_ALLOC,
+    SKB_SHARED_INFO,
+    XDP_FRAME_SIZE,
+    XDP_PACKET_HEADROOM,
+)
 from pybpf.runtime.helpers.services import run_state
 from pybpf.vm.execution import ExecutionContext
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
-
-XDP_PACKET_HEADROOM = 256
-XDP_FRAME_SIZE = 4096
-"""frame_sz of a BPF_PROG_TEST_RUN XDP buffer (one page)."""
-XDP_FRAME_STRUCT = 40
-"""sizeof(struct xdp_frame): adjust_head/adjust_meta keep it free at the start of the headroom."""
-SKB_SHARED_INFO = 320
-"""SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on x86-64: tail room XDP cannot grow into."""
-XDP_METADATA_MAX = 32
-ETH_HLEN = 14
-SKB_HEADROOM = 64
-"""NET_SKB_PAD + NET_IP_ALIGN on x86-64: the headroom of a test-run skb."""
-SKB_MAX_ALLOC = 16384 - SKB_SHARED_INFO
-"""SKB_MAX_ALLOC: the longest packet skb_change_head/tail/adjust_room may make."""
 
 CHECKSUM_NONE = 0
 CHECKSUM_UNNECESSARY = 1

@@ -13,18 +13,13 @@ import struct
 
 from pybpf.errors import TestRunError
 from pybpf.platform.context import Conversion
+from pybpf.platform.packet_layout import XDP_FRAME_STRUCT, XDP_MAX_LINEAR, XDP_METADATA_MAX, XDP_PACKET_HEADROOM
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
 from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
 from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.memory import AddressSpace
 
-XDP_PACKET_HEADROOM = 256
-PAGE_SIZE = 4096
-SKB_SHARED_INFO_SIZE = 320
-"""SKB_DATA_ALIGN(sizeof(struct skb_shared_info)) on x86-64: the tailroom a frame keeps."""
-MAX_LINEAR = PAGE_SIZE - XDP_PACKET_HEADROOM - SKB_SHARED_INFO_SIZE
-XDP_METADATA_MAX = 32
 LOOPBACK_IFINDEX = 1
 """Without an ingress device the kernel runs the program on the loopback device's queue 0."""
 XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
@@ -91,19 +86,23 @@ class XdpKind(RunKind):
             md = ctx_in[: layout.uapi.size].ljust(layout.uapi.size, b"\0")
             data, data_end, data_meta, ingress, rx_queue, egress = struct.unpack_from("<6I", md)
             if data_meta or data_end != len(data_in) or data > data_end:
+                raise TestRunError("xdp_md in ctx_in: data_meta must be 0, data_end the packet size, data <= data_end")
+            # xdp_metalen_invalid(), and the metadata must leave room for struct xdp_frame in the headroom.
+            if data % 4 or data > min(XDP_METADATA_MAX, XDP_PACKET_HEADROOM - XDP_FRAME_STRUCT):
                 raise TestRunError(
-                    "xdp_md in ctx_in: data_meta must be 0, data_end the packet size, data <= data_end"
+                    f"xdp_md.data (metadata length {data}) must be a multiple of 4, at most "
+                    f"{min(XDP_METADATA_MAX, XDP_PACKET_HEADROOM - XDP_FRAME_STRUCT)}"
                 )
-            if data % 4 or data > XDP_METADATA_MAX:
-                raise TestRunError(f"xdp_md.data (metadata length {data}) must be a multiple of 4, at most 32")
             if egress:
                 raise TestRunError("xdp_md.egress_ifindex must be 0 in ctx_in")
             if not ingress and rx_queue:
                 raise TestRunError("xdp_md.rx_queue_index needs an ingress_ifindex")
             metalen = data
             ifindex, queue = (ingress or LOOPBACK_IFINDEX), rx_queue
-        if len(data_in) - metalen > MAX_LINEAR:
-            raise TestRunError(f"packet of {len(data_in)} bytes: XDP fragments are not supported (max {MAX_LINEAR})")
+        if len(data_in) - metalen > XDP_MAX_LINEAR:
+            raise TestRunError(
+                f"packet of {len(data_in)} bytes: XDP fragments are not supported (max {XDP_MAX_LINEAR})"
+            )
         image = new_image(layout, ctx_in)
         image.set("ingress_ifindex", ifindex)
         image.set("rx_queue_index", queue)

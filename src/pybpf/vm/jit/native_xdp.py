@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pybpf.platform.packet_layout import ETH_HLEN, XDP_FRAME_STRUCT, XDP_METADATA_MAX
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.jit.native_skb import PER_PACKET
 from pybpf.vm.jit.state import Slot
@@ -28,10 +29,6 @@ from pybpf.vm.jit.state import Slot
 if TYPE_CHECKING:
     from pybpf.vm.jit.native_packet import _Emit
 
-XDP_FRAME_STRUCT = 40
-"""sizeof(struct xdp_frame): kept free at the start of the headroom."""
-XDP_METADATA_MAX = 32
-ETH_HLEN = 14
 U64 = (1 << 64) - 1
 EINVAL = -22 & U64
 EACCES = -13 & U64
