@@ -31,7 +31,7 @@ from pybpf.hooks.tracepoints import Tracepoint, attach_tracepoint
 from pybpf.runtime.helpers.services import TaskInfo
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES
-from pybpf.vm.memory import AddressSpace, RegionKind
+from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 HERE = Path(__file__).resolve().parent
 PROGS = HERE.parent / "progs"
@@ -331,3 +331,47 @@ def test_engine_pool_gives_each_concurrent_run_its_own_instance(counters_object:
         assert second.bounds_checks == first.bounds_checks
         pool.release(second)
         assert pool.acquire(program) is second  # reused once free
+
+
+@pytest.mark.usefixtures("busy_switching")
+def test_address_space_maps_and_finds_from_many_threads() -> None:
+    # Threads map and unmap regions of their own (as runs do with stacks and contexts) while
+    # others look up regions that stay mapped: every lookup finds the right region, and the
+    # table ends as it began.
+    memory = AddressSpace()
+    fixed = [memory.add(Region.zeroed(RegionKind.OTHER, f"fixed {index}", 64)) for index in range(16)]
+    wrong: list[str] = []
+    stop = threading.Event()
+
+    def churn() -> None:
+        mine = [Region.zeroed(RegionKind.STACK, "churn", 512) for _ in range(4)]
+        while not stop.is_set():
+            for region in mine:
+                memory.add(region)
+            for region in mine:
+                if memory.find(region.address + 8, 8) is not region:
+                    wrong.append(f"own region not found at {region.address:#x}")
+            for region in mine:
+                memory.remove(region)
+
+    def look() -> None:
+        for round_number in range(300):
+            for region in fixed:
+                found = memory.find(region.address + round_number % 56, 8)
+                if found is not region:
+                    wrong.append(f"{region.name}: found {found!r}")
+            memory.store(fixed[0].address, 8, round_number)
+            if memory.load(fixed[0].address, 8) > 300:
+                wrong.append("load read a foreign value")
+
+    churners = [threading.Thread(target=churn) for _ in range(3)]
+    lookers = [threading.Thread(target=look) for _ in range(3)]
+    for thread in churners + lookers:
+        thread.start()
+    for thread in lookers:
+        thread.join(timeout=60)
+    stop.set()
+    for thread in churners:
+        thread.join(timeout=60)
+    assert not wrong, wrong[:5]
+    assert memory.regions == tuple(sorted(fixed, key=lambda region: region.address))

@@ -14,10 +14,13 @@ region; no Python exception (``IndexError``, ``struct.error``) ever escapes.
 Byte order is little-endian, as on every host the project runs on.
 
 Threads: several threads may run programs on one address space at once (hooks fired by several
-threads, native code running without the GIL). Mapping and unmapping happen under a lock and
-publish a new immutable table (copy-on-write), so a lookup in another thread always sees one
-whole table, old or new, never a half-inserted one. :attr:`AddressSpace.atomic_lock` is what
-the interpreter's atomic instructions hold for their read-modify-write.
+threads, native code running without the GIL). Mapping and unmapping happen under a lock.
+Lookups take no lock: they may read the sorted lists in the middle of a change, so a lookup
+trusts what it found only if the region really holds the access and is mapped here
+(``region.owner is self``); otherwise it looks again under the lock. Regions never overlap, so
+a region that passes that check is the right one whatever else is changing.
+:attr:`AddressSpace.atomic_lock` is what the interpreter's atomic instructions hold for their
+read-modify-write.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-from bisect import bisect_right
+from bisect import bisect_right, insort
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
@@ -143,13 +146,12 @@ class AddressSpace:
     here (``region.owner is self``), so a region another thread just unmapped is never used.
     """
 
-    __slots__ = ("_mutation", "_table", "atomic_lock", "last")
+    __slots__ = ("_mutation", "_regions", "_starts", "atomic_lock", "last")
 
     def __init__(self, regions: tuple[Region, ...] = ()) -> None:
-        # (starts, regions), sorted by address; replaced whole on every change, never mutated,
-        # so readers take one reference and need no lock.
-        self._table: tuple[tuple[int, ...], tuple[Region, ...]] = ((), ())
-        self._mutation = threading.Lock()  # serialises add/remove (read, copy, publish)
+        self._starts: list[int] = []
+        self._regions: list[Region] = []
+        self._mutation = threading.Lock()  # held by add/remove, and by lookups that must be sure
         self.atomic_lock = threading.Lock()
         """Held by the interpreter's atomic instructions around their read-modify-write."""
         self.last: Region = _NoRegion()
@@ -163,29 +165,26 @@ class AddressSpace:
         with self._mutation:
             if region.owner is not None:
                 raise VmError(f"cannot map {region.describe()}: it is already mapped")
-            starts, regions = self._table
-            index = bisect_right(starts, region.address)
-            before = regions[index - 1] if index > 0 else None
-            after = regions[index] if index < len(regions) else None
+            index = bisect_right(self._starts, region.address)
+            before = self._regions[index - 1] if index > 0 else None
+            after = self._regions[index] if index < len(self._regions) else None
             for other in (before, after):
                 if other is not None and other.address < region.end and region.address < other.end:
                     raise VmError(f"cannot map {region.describe()}: it overlaps {other.describe()}")
-            self._table = (
-                (*starts[:index], region.address, *starts[index:]),
-                (*regions[:index], region, *regions[index:]),
-            )
-            region.owner = self
+            insort(self._starts, region.address)
+            self._regions.insert(index, region)
+            region.owner = self  # last: lock-free lookups accept the region from here on
         return region
 
     def remove(self, region: Region) -> None:
         """Unmap ``region`` (it must have been added)."""
         with self._mutation:
-            starts, regions = self._table
-            index = bisect_right(starts, region.address) - 1
-            if index < 0 or regions[index] is not region:
+            index = bisect_right(self._starts, region.address) - 1
+            if index < 0 or self._regions[index] is not region:
                 raise VmError(f"cannot unmap {region.describe()}: it is not mapped")
-            self._table = (starts[:index] + starts[index + 1 :], regions[:index] + regions[index + 1 :])
-            region.owner = None
+            region.owner = None  # first: lock-free lookups refuse the region from here on
+            del self._starts[index]
+            del self._regions[index]
         if self.last is region:
             self.last = _NoRegion()
 
@@ -195,7 +194,8 @@ class AddressSpace:
     @property
     def regions(self) -> tuple[Region, ...]:
         """The mapped regions, by address."""
-        return self._table[1]
+        with self._mutation:
+            return tuple(self._regions)
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -204,13 +204,20 @@ class AddressSpace:
         region = self.last
         if region.address <= address and address + size <= region.end and region.owner is self:
             return region
-        starts, regions = self._table
-        index = bisect_right(starts, address) - 1
-        if index >= 0:
-            region = regions[index]
-            if address + size <= region.end:
-                self.last = region
-                return region
+        try:
+            region = self._regions[bisect_right(self._starts, address) - 1]
+        except IndexError:  # the lists are empty, or being changed right now
+            region = self.last
+        if region.address <= address and address + size <= region.end and region.owner is self:
+            self.last = region
+            return region
+        with self._mutation:  # nothing found without the lock: be sure (a fault, or a change raced us)
+            index = bisect_right(self._starts, address) - 1
+            if index >= 0:
+                region = self._regions[index]
+                if address + size <= region.end:
+                    self.last = region
+                    return region
         return None
 
     def region_for(self, address: int, size: int, pc: int | None, is_write: bool) -> Region:
@@ -230,7 +237,8 @@ class AddressSpace:
         """Why ``[address, address + size)`` is not accessible, naming the nearest region."""
         address &= 0xFFFFFFFFFFFFFFFF
         prefix = "null pointer dereference; " if address < NULL_PAGE else ""
-        starts, regions = self._table
+        with self._mutation:
+            starts, regions = list(self._starts), list(self._regions)
         if not regions:
             return f"{prefix}no memory is mapped"
         index = bisect_right(starts, address) - 1
