@@ -65,6 +65,11 @@ PROGRAMS: dict[str, tuple[str, str | None]] = {
     "chain-128-plus-112": (_chain(128, 112), None),
     "chain-128-plus-128": (_chain(128, 128), _TOO_LARGE.format(256)),
     "chain-8-plus-400": (_chain(8, 400), _TOO_LARGE.format(416)),
+    # BTF must say a tail-calling subprogram returns an int: a void one is refused.
+    "void-subprog-tail-call": (r"""
+static __noinline void forward(struct __sk_buff *skb) { bpf_tail_call(skb, &jumps, 0); }
+SEC("tc") int prog(struct __sk_buff *skb) { forward(skb); return leaf(skb); }""",
+                               "tail_call is only allowed in functions that return 'int'."),
 }
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from pybpf.asm.printer import format_insn
-from pybpf.errors import VerifierError
+from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
+from pybpf.errors import PybpfError, VerifierError
 from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
@@ -52,17 +53,19 @@ def verify(
     attach_type: int | None = None,
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
     func_info: bool = False,
+    scalar_returns: frozenset[int] | None = None,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
     ``func_info``: the program comes with BTF func_info (as objects from clang do); raw
-    instructions do not, and the kernel then refuses tail calls and LD_ABS in subprograms."""
+    instructions do not, and the kernel then refuses tail calls and LD_ABS in subprograms.
+    ``scalar_returns``: with func_info, the first pcs of the functions BTF says return an int."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type)
     table = {labeled.pc: labeled for labeled in insns}
     try:
-        config = StructureConfig(func_info=func_info) if privileged else StructureConfig.unprivileged(
-            func_info=func_info)
+        config = (StructureConfig(func_info=func_info, scalar_returns=scalar_returns) if privileged
+                  else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
         structure = check_structure(insns, config)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
@@ -73,7 +76,7 @@ def verify(
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,
-                          frozenset(explorer.seen))
+                          frozenset(explorer.seen), dict(explorer.env.ptr_types))
 
 
 def _rejected(error: VerifierError, table: Mapping[int, LabeledInsn], processed: int, states: int,
@@ -144,4 +147,26 @@ def verify_program(
     chosen = prog_type if prog_type is not None else program.section_info.spec
     attach = int(program.attach_type) if program.attach_type is not None else None
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
-                  privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info))
+                  privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
+                  scalar_returns=_scalar_returns(program, obj))
+
+
+def _scalar_returns(program: ProgramSpec, obj: ObjectSpec | None) -> frozenset[int] | None:
+    """First pcs of the program's functions whose BTF return type is an int of at most 8 bytes
+    or an enum (``btf_type_is_small_int``/``btf_is_any_enum``); None without BTF."""
+    if obj is None or obj.btf is None or not program.func_info:
+        return None
+    btf = obj.btf
+    found: set[int] = set()
+    try:
+        for info in program.func_info:
+            func = btf[info.type_id]
+            proto = btf[func.type_id] if isinstance(func, Func) else None
+            if not isinstance(proto, FuncProto) or proto.return_type_id == 0:
+                continue
+            returned = btf.resolved(proto.return_type_id)
+            if (isinstance(returned, Int) and returned.size <= 8) or isinstance(returned, Enum | Enum64):
+                found.add(info.pc)
+    except PybpfError:
+        return None  # BTF we cannot read: leave the check to the kernel
+    return frozenset(found)

@@ -64,10 +64,12 @@ class StructureConfig:
     max_insns: int = BPF_COMPLEXITY_LIMIT_INSNS
     allow_back_edges: bool = True
     func_info: bool = False  # the load carries BTF func_info (raw instructions do not)
+    # First pcs of the functions whose BTF return type is an int or enum (None: not known).
+    scalar_returns: frozenset[int] | None = None
 
     @classmethod
-    def unprivileged(cls, *, func_info: bool = False) -> StructureConfig:
-        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False, func_info=func_info)
+    def unprivileged(cls, *, func_info: bool = False, scalar_returns: frozenset[int] | None = None) -> StructureConfig:
+        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False, func_info=func_info, scalar_returns=scalar_returns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
         if isinstance(labeled.insn, LoadImm64) and labeled.pc + 1 in cfg.visited:
             raise _fail(table, labeled.pc, f"jump into the middle of ldimm64 insn {labeled.pc}")
 
+    if config.func_info and config.scalar_returns is not None:
+        _check_int_returns(insns, functions, config.scalar_returns)
     for labeled in insns:
         if Reg.R10 in written_registers(labeled.insn):
             raise _fail(table, labeled.pc, "frame pointer is read only")
@@ -165,6 +169,19 @@ def _check_abnormal_return(insns: Sequence[LabeledInsn], functions: Sequence[Sub
             raise VerifierError(None, "LD_ABS is not allowed in subprogs without BTF")
         if any(isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL for insn in members):
             raise VerifierError(None, "tail_call is not allowed in subprogs without BTF")
+
+
+def _check_int_returns(insns: Sequence[LabeledInsn], functions: Sequence[Subprog], scalar: frozenset[int]) -> None:
+    """``check_btf_func``: a subprogram that tail calls or uses LD_ABS may leave with that
+    instruction's result in r0, so BTF must declare it returning an int (or enum)."""
+    for function in functions[1:]:
+        if function.start in scalar:
+            continue
+        members = [labeled.insn for labeled in insns if labeled.pc in function]
+        if any(isinstance(insn, PacketLoad) for insn in members):
+            raise VerifierError(None, "LD_ABS is only allowed in functions that return 'int'.")
+        if any(isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL for insn in members):
+            raise VerifierError(None, "tail_call is only allowed in functions that return 'int'.")
 
 
 def _check_subprogs(insns: Sequence[LabeledInsn], table: dict[int, LabeledInsn], functions: Sequence[Subprog]) -> None:
