@@ -302,11 +302,11 @@ class Explorer:
                 state.regs[insn.dst] = self._lddw(pc, insn)
                 return pc + 2, state
             case Load():
-                memory.load(env, state, insn)
+                memory.load(env, state, insn, pc)
             case Store():
-                memory.store(env, state, insn)
+                memory.store(env, state, insn, pc)
             case Atomic():
-                memory.atomic(env, state, insn)
+                memory.atomic(env, state, insn, pc)
             case PacketLoad():
                 self._packet_load(state, insn)
             case Jump():

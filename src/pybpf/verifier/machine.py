@@ -331,6 +331,8 @@ class Env:
     alu_memo: dict[tuple[BinOp, Scalar, Scalar, bool], Scalar] = field(default_factory=dict)
     refine_memo: dict[tuple[Cond, Scalar, Scalar, bool], Refinements] = field(default_factory=dict)
     async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
+    # pc -> the pointer type a load/store/atomic there accessed (the kernel's aux->ptr_type).
+    ptr_types: dict[int, RegType] = field(default_factory=dict)
     tail_call_maps: dict[int, int | None] = field(default_factory=dict)  # tail-call pc -> its prog array
 
     def new_id(self) -> int:

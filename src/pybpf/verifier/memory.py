@@ -80,14 +80,15 @@ def truncate(value: RegState, size: int, sign_extend: bool) -> RegState:
 # -- the entry points --------------------------------------------------------------------------
 
 
-def load(env: Env, state: State, insn: Load) -> None:
+def load(env: Env, state: State, insn: Load, pc: int | None = None) -> None:
     base = read_reg(state, insn.src)
     value = access(env, state, int(insn.src), base, off=insn.off, size=insn.size.nbytes, write=None,
                    sign_extend=insn.sign_extend)
+    save_ptr_type(env, pc, base)
     state.regs[int(insn.dst)] = value
 
 
-def store(env: Env, state: State, insn: Store) -> None:
+def store(env: Env, state: State, insn: Store, pc: int | None = None) -> None:
     base = read_reg(state, insn.dst)
     if isinstance(insn.src, Imm):
         value = RegState.const(insn.src.value)
@@ -96,17 +97,20 @@ def store(env: Env, state: State, insn: Store) -> None:
         if value.is_pointer and not env.options.privileged and base.type in _LEAK_TARGETS:
             raise reject(f"R{int(insn.src)} leaks addr into {_LEAK_TARGETS[base.type]}")
     access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value)
+    save_ptr_type(env, pc, base)
 
 
-def atomic(env: Env, state: State, insn: Atomic) -> None:
+def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
     size = insn.size.nbytes
     if insn.op == AtomicCode.LOAD_ACQ:
         base = read_reg(state, insn.src)
         state.regs[int(insn.dst)] = access(env, state, int(insn.src), base, off=insn.off, size=size, write=None)
+        save_ptr_type(env, pc, base)
         return
     if insn.op == AtomicCode.STORE_REL:
-        access(env, state, int(insn.dst), read_reg(state, insn.dst), off=insn.off, size=size,
-               write=read_reg(state, insn.src))
+        base = read_reg(state, insn.dst)
+        access(env, state, int(insn.dst), base, off=insn.off, size=size, write=read_reg(state, insn.src))
+        save_ptr_type(env, pc, base)
         return
     if size not in (4, 8):
         raise reject("invalid atomic operand size")
@@ -119,10 +123,28 @@ def atomic(env: Env, state: State, insn: Atomic) -> None:
     access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
     access(env, state, int(insn.dst), base, off=insn.off, size=size,
            write=RegState.scalar() if operand.is_pointer else operand)
+    save_ptr_type(env, pc, base)
     if insn.op == AtomicCode.CMPXCHG:
         state.regs[0] = sized_scalar(size)
     elif insn.op & ATOMIC_FETCH:
         state.regs[int(insn.src)] = sized_scalar(size)
+
+
+# Pointer kinds whose accesses are rewritten per instruction after verification, so one
+# instruction may not go through them and through anything else (``reg_type_mismatch_ok``).
+_UNMIXABLE = frozenset({RegType.PTR_TO_CTX, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON,
+                        RegType.PTR_TO_TCP_SOCK, RegType.PTR_TO_XDP_SOCK, RegType.PTR_TO_BTF_ID})
+
+
+def save_ptr_type(env: Env, pc: int | None, base: RegState) -> None:
+    """``save_aux_ptr_type``: remember the pointer type the memory instruction at ``pc`` went
+    through (the first one: :attr:`Env.ptr_types`), refusing a second, different one when
+    either is rewritten per instruction (the runtime converts context accesses by this record)."""
+    if pc is None:
+        return
+    first = env.ptr_types.setdefault(pc, base.type)
+    if first is not base.type and (first in _UNMIXABLE or base.type in _UNMIXABLE):
+        raise reject("same insn cannot be used with different pointers")
 
 
 def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,

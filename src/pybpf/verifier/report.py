@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from pybpf.verifier.state import RegType
 
 # (a fragment of the kernel's reason, what it means for the C programmer)
 HINTS: tuple[tuple[str, str], ...] = (
@@ -83,6 +86,9 @@ class VerifierReport:
     stack_depth: tuple[int, ...] = ()
     # The pcs some explored path reached; the rest is dead code (pybpf.verifier.rewrite).
     seen: frozenset[int] = frozenset()
+    # The pointer type each reached load, store or atomic accessed, by pc (aux->ptr_type): the
+    # runtime converts exactly the PTR_TO_CTX ones (pybpf.runtime.context).
+    ptr_types: Mapping[int, RegType] = field(default_factory=dict, compare=False)
 
     @property
     def error(self) -> Diagnostic | None:
