@@ -76,3 +76,14 @@ def test_log_level_one_lists_the_walk(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert "0: (b7) r0 = 0" in lines and "2: (b7) r0 = 1" in lines
     assert not any("R10=fp0" in line for line in lines)
+
+
+def test_text_output_counts_dead_instructions(tmp_path: Path) -> None:
+    raw = tmp_path / "prog.bin"
+    raw.write_bytes(assemble_bytes("r0 = 0\nif r0 == 1 goto +2\nr0 = 2\nexit\nr0 = 3\nexit"))
+    status, text = _run("verify", "--raw", str(raw), "--type", "socket_filter")
+    assert status == 0
+    assert text.rstrip().endswith(", 2 dead insns")
+    raw.write_bytes(assemble_bytes("r0 = 0\nif r1 == 0 goto +2\nr0 = 2\nexit\nr0 = 3\nexit"))
+    _, text = _run("verify", "--raw", str(raw), "--type", "socket_filter")
+    assert "dead" not in text

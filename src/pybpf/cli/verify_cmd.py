@@ -2,8 +2,10 @@
 
 ``pybpf verify OBJ [--prog NAME] [--log LEVEL] [--type PROGTYPE] [--json]`` verifies every program
 of an ELF object (or the one named); ``pybpf verify --raw FILE --type xdp`` verifies a raw
-bytecode file. The exit status is 0 when every program is accepted, 1 otherwise. ``--log 2``
-prints the register state before each instruction, in the kernel's notation.
+bytecode file. The exit status is 0 when every program is accepted, 1 otherwise. ``--log 1``
+lists the instructions walked and ``--log 2`` adds the registers each one left behind, in the
+kernel's log format. The text output also counts the instructions no path reaches (the loader
+removes them before running, as the kernel does).
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ def _entry(name: str, section: str, type_name: str, report: VerifierReport) -> d
     }
 
 
-def _write_text(entry: dict[str, Any], report: VerifierReport, log_level: int, out: TextIO) -> None:
+def _write_text(entry: dict[str, Any], report: VerifierReport, total: int, log_level: int, out: TextIO) -> None:
     if log_level >= 1:
         for line in report.log:
             out.write(line + "\n")
     verdict = "accepted" if report.accepted else "REJECTED"
+    dead = total - len(report.seen) if report.accepted else 0
+    tail = f", {dead} dead insns" if dead else ""
     out.write(f"{entry['name']} ({entry['section']}, {entry['type']}): {verdict}, "
-              f"processed {report.processed_insns} insns, {report.peak_states} states\n")
+              f"processed {report.processed_insns} insns, {report.peak_states} states{tail}\n")
     for diagnostic in report.diagnostics:
         for line in diagnostic.describe().splitlines():
             out.write(f"  {line}\n")
@@ -62,13 +66,13 @@ def _write_text(entry: dict[str, Any], report: VerifierReport, log_level: int, o
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
     chosen = _prog_type(args.type)
-    results: list[tuple[dict[str, Any], VerifierReport]] = []
+    results: list[tuple[dict[str, Any], VerifierReport, int]] = []
     if args.raw:
         if chosen is None:
             raise LoadError("--raw needs --type (xdp, socket_filter, ...)", file=args.file)
         insns = decode_program(Path(args.file).read_bytes(), check_jumps=False)
         report = verify(insns, prog_type=chosen, log_level=args.log)
-        results.append((_entry(Path(args.file).name, "", chosen.name, report), report))
+        results.append((_entry(Path(args.file).name, "", chosen.name, report), report, len(insns)))
     else:
         spec = load_spec(args.file)
         programs = list(spec.programs.values())
@@ -80,20 +84,22 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         for program in programs:
             report = verify_program(program, spec, prog_type=chosen, log_level=args.log)
             type_name = chosen.name if chosen is not None else program.section_info.spec.name
-            results.append((_entry(program.name, program.section, type_name, report), report))
+            results.append((_entry(program.name, program.section, type_name, report), report,
+                            len(program.instructions)))
     if args.json:
-        out.write(json.dumps({"programs": [entry for entry, _ in results]}) + "\n")
+        out.write(json.dumps({"programs": [entry for entry, _, _ in results]}) + "\n")
     else:
-        for entry, report in results:
-            _write_text(entry, report, args.log, out)
-    return 0 if all(report.accepted for _, report in results) else 1
+        for entry, report, total in results:
+            _write_text(entry, report, total, args.log, out)
+    return 0 if all(report.accepted for _, report, _ in results) else 1
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("verify", help="verify programs with the kernel's rules (no kernel needed)")
     parser.add_argument("file", help="an ELF object, or raw bytecode with --raw")
     parser.add_argument("--prog", help="only the program with this function name")
-    parser.add_argument("--log", type=int, default=0, choices=(0, 1, 2), help="2: register state per instruction")
+    parser.add_argument("--log", type=int, default=0, choices=(0, 1, 2),
+                        help="1: instructions walked; 2: and the registers each one left (kernel format)")
     parser.add_argument("--type", help="program type (xdp, socket_filter...); default: from the section name")
     parser.add_argument("--raw", action="store_true", help="FILE is raw bytecode (needs --type)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
