@@ -21,10 +21,11 @@ from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction,
 from pybpf.isa.opcodes import Size
 from pybpf.obj import ObjectSpec, ProgramSpec, load_spec
 from pybpf.platform import HelperId
-from pybpf.verifier import IdMap, RegState, Scalar, explore, regsafe, verify, verify_program
+from pybpf.verifier import IdMap, RegState, Scalar, explore, precision, regsafe, verify, verify_program
 from pybpf.verifier.precision import HistEntry, demanded_by_insn, history_entry
 from pybpf.verifier.state import RegType
 
+from .corpus import assemble_case, load_corpus
 from .programs import label, mov
 from .test_verifier_soundness import SMALL, SPEC, instruction, programs
 
@@ -102,6 +103,17 @@ def test_value_through_a_stack_slot_stays_precise() -> None:
         Exit(),
     ]))
     assert not verify(program).accepted
+
+
+def test_linked_registers_are_backtracked_through_a_jump() -> None:
+    case = next(c for c in load_corpus() if c.name == "linked-copy-refined-after-the-join")
+    insns = assemble_case(case)
+    assert not verify(insns).accepted
+    # Without following the link at the jump, r2 would stay imprecise at the join and the
+    # second path would be pruned there: the program would pass.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "_linked", lambda _insn, _state: ())
+        assert verify(insns).accepted
 
 
 def test_unprivileged_loads_compare_every_scalar() -> None:

@@ -17,6 +17,7 @@ from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, 
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
 from pybpf.verifier.state import RegState, RegType
+from pybpf.verifier.tnum import U32
 
 _OP_TEXT = {op: op.value for op in BinOp}
 _ALU_NAMES = {BinOp.MOVSX8: "=", BinOp.MOVSX16: "=", BinOp.MOVSX32: "=", BinOp.SDIV: "/=", BinOp.SMOD: "%="}
@@ -56,12 +57,15 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
     else:
         src = read_reg(state, insn.src)
     if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
-        if (insn.op is BinOp.MOV and insn.is64 and not isinstance(insn.src, Imm)
-                and src.type is RegType.SCALAR_VALUE and not src.id and not src.var_off.is_const()):
+        # A 32-bit move of a value that already fits in 32 bits copies it unchanged (the zero
+        # extension is the identity), so the kernel links it as a 64-bit move does.
+        whole_copy = insn.op is BinOp.MOV and not isinstance(insn.src, Imm) and src.type is RegType.SCALAR_VALUE \
+            and (insn.is64 or (src.var_off.umax <= U32 and not src.off))
+        if whole_copy and not src.id and not src.var_off.is_const():
             # Link the copies (the kernel's scalar ids): a later branch on one refines both.
             src = src.with_id(env.new_id())
-            state.regs[int(insn.src)] = src
-        state.regs[dst_no] = _move(insn, src, env)
+            state.regs[int(insn.src)] = src  # type: ignore[arg-type]
+        state.regs[dst_no] = src if whole_copy else _move(insn, src, env)
         return
     dst = read_reg(state, insn.dst)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
