@@ -229,11 +229,6 @@ def test_a_context_read_through_the_callers_stack_keeps_the_checks(tmp_path: Pat
         assert "stored to memory" in program.engine_reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime.context's dataflow does not follow the context into a callee through the caller's stack, "
-    "so ctx->data there stays an unconverted 4-byte uapi load (the kernel's BPF_PROG_TEST_RUN gives 42)",
-)
 def test_a_context_read_through_the_callers_stack_reads_the_packet(tmp_path: Path) -> None:
     with load(build_object(ESCAPE_SOURCE, tmp_path), engine="interp") as obj:
         assert obj.program("escape").test_run(bytes([42]) + bytes(63)).retval == 42

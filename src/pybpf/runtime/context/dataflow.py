@@ -1,11 +1,16 @@
 """Which registers (and stack slots) hold the context pointer, at every pc.
 
-A small forward dataflow over the whole program, subprograms included. The abstract value of a
-register is one of:
+The conversion's own analysis, for programs the verifier did not see (``verify=False``); a
+verified program is converted by the verifier's record of each access's pointer type instead
+(:attr:`pybpf.verifier.VerifierReport.ptr_types`, the kernel's ``insn_aux_data[].ptr_type``).
+
+A forward dataflow over the whole program, subprograms and callbacks included. The abstract
+value of a register is one of:
 
 - :class:`CtxPtr` ``(offset)``: the context pointer plus a known constant;
-- :class:`StackPtr` ``(offset)``: the frame pointer (r10 of the current frame) plus a constant,
-  so spills and fills through a copy of r10 are followed too;
+- :class:`StackPtr` ``(offset, frame)``: the frame pointer of call frame ``frame`` (0 is the
+  outermost) plus a constant, so spills and fills through a copy of r10 are followed, in the
+  current frame and, through a pointer a caller passed down, in any caller's;
 - :class:`FuncPtr` ``(pc)``: a function address (``lddw rX, func``), so callbacks handed to
   bpf_loop and for_each_map_elem get their context-typed arguments;
 - :data:`OTHER`: anything that is certainly not the context (scalars, packet and map pointers);
@@ -13,10 +18,14 @@ register is one of:
   register cannot be converted, and the rewrite rejects it (the kernel rejects it too: one
   instruction may not see two pointer types).
 
-Each function's stack is tracked per 8-byte spill slot at fixed r10 offsets. Entry to the main
-function has r1 = the context; a bpf-to-bpf call enters its callee with the caller's r1-r5 and a
-fresh stack. The analysis is context-insensitive (a function called from several places sees the
-join of its callers), which is what lets the rewrite patch each instruction once, in place.
+The analysis follows the call chain, as the verifier's frames do: a state is the stack of
+frames (each frame's registers as they were at its call, and its 8-byte spill slots at fixed
+offsets), and it is kept per *call string* (the call sites leading to the function) and pc.
+A callee starts with its caller's r1-r5 and a fresh stack; its exit returns r0, the callee-saved
+r6-r9 and the caller's frames (as the callee left them) to the instruction after the call. A
+helper's callback runs zero or more times: its exits flow both back into it and to the
+instruction after the helper call. The per-pc answer joins every call string reaching the pc,
+which is what lets the rewrite patch each instruction once, in place.
 """
 
 from __future__ import annotations
@@ -52,7 +61,8 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import AtomicCode, PseudoSrc, Size
 from pybpf.platform.uapi_generated import HelperId
 
-_U64 = (1 << 64) - 1
+MAX_CALL_FRAMES = 8
+"""The kernel's limit on nested call frames; the analysis does not follow calls deeper."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +74,12 @@ class CtxPtr:
 
 @dataclass(frozen=True, slots=True)
 class StackPtr:
-    """The current frame's r10 plus ``offset`` bytes (``offset`` <= 0 inside the frame)."""
+    """Call frame ``frame``'s r10 plus ``offset`` bytes (``offset`` <= 0 inside the frame).
+
+    Frames are numbered from the outermost function of the call chain (0)."""
 
     offset: int = 0
+    frame: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +110,35 @@ def join_values(a: Value, b: Value) -> Value:
     return OTHER
 
 
+Slots = frozenset[tuple[int, Value]]
+
+
+def _join_slots(a: Slots, b: Slots) -> Slots:
+    if a == b:
+        return a
+    mine, theirs = dict(a), dict(b)
+    joined = set()
+    for key in mine.keys() | theirs.keys():
+        value = join_values(mine.get(key, OTHER), theirs.get(key, OTHER))
+        if value is not OTHER:
+            joined.add((key, value))
+    return frozenset(joined)
+
+
+def _store_slots(stack: Slots, offset: int, width: int, value: Value) -> Slots:
+    """The slots after a ``width``-byte store at ``offset``: overlapped slots die, one may be born."""
+    kept = {(k, v) for k, v in stack if k + 8 <= offset or offset + width <= k}
+    if width == 8 and value is not OTHER:
+        kept.add((offset, value))
+    return frozenset(kept)
+
+
 @dataclass(frozen=True, slots=True)
 class State:
-    """Registers r0-r10 and the spill slots (stack offset -> value; absent means OTHER)."""
+    """One frame: registers r0-r10 and the spill slots (stack offset -> value; absent means OTHER)."""
 
     regs: tuple[Value, ...]
-    stack: frozenset[tuple[int, Value]] = frozenset()
+    stack: Slots = frozenset()
 
     def reg(self, reg: Reg) -> Value:
         return self.regs[int(reg)]
@@ -120,30 +156,51 @@ class State:
         return OTHER
 
     def with_store(self, offset: int, width: int, value: Value) -> State:
-        """The stack after a ``width``-byte store at ``offset``: overlapped slots die, one may be born."""
-        kept = {(k, v) for k, v in self.stack if k + 8 <= offset or offset + width <= k}
-        if width == 8 and value is not OTHER:
-            kept.add((offset, value))
-        return State(self.regs, frozenset(kept))
+        """The frame after a ``width``-byte store into its own stack at ``offset``."""
+        return State(self.regs, _store_slots(self.stack, offset, width, value))
 
     def join(self, other: State) -> State:
         regs = tuple(join_values(a, b) for a, b in zip(self.regs, other.regs, strict=True))
-        mine, theirs = dict(self.stack), dict(other.stack)
-        stack = set()
-        for key in mine.keys() | theirs.keys():
-            value = join_values(mine.get(key, OTHER), theirs.get(key, OTHER))
-            if value is not OTHER:
-                stack.add((key, value))
-        return State(regs, frozenset(stack))
+        return State(regs, _join_slots(self.stack, other.stack))
 
 
-def entry_state(args: Sequence[Value] = (CtxPtr(0),)) -> State:
-    """A function's state at entry: ``args`` in r1..., r10 the frame pointer, the rest OTHER."""
+def entry_state(args: Sequence[Value] = (CtxPtr(0),), frame: int = 0) -> State:
+    """A function's frame at entry: ``args`` in r1..., r10 frame ``frame``'s pointer, the rest OTHER."""
     regs: list[Value] = [OTHER] * 11
     for number, value in enumerate(args[:5], start=1):
         regs[number] = value
-    regs[10] = StackPtr(0)
+    regs[10] = StackPtr(0, frame)
     return State(tuple(regs))
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """The call chain at one pc: every frame, the outermost first. A caller's registers are as
+    they were at its call (what the callee returns to); every frame's stack is current."""
+
+    frames: tuple[State, ...]
+
+    @property
+    def top(self) -> State:
+        return self.frames[-1]
+
+    def with_top(self, state: State) -> Chain:
+        return Chain((*self.frames[:-1], state))
+
+    def load(self, ptr: StackPtr, off: int) -> Value:
+        if ptr.frame >= len(self.frames):
+            return OTHER
+        return self.frames[ptr.frame].slot(ptr.offset + off)
+
+    def store(self, ptr: StackPtr, off: int, width: int, value: Value) -> Chain:
+        if ptr.frame >= len(self.frames):
+            return self
+        frames = list(self.frames)
+        frames[ptr.frame] = frames[ptr.frame].with_store(ptr.offset + off, width, value)
+        return Chain(tuple(frames))
+
+    def join(self, other: Chain) -> Chain:
+        return Chain(tuple(a.join(b) for a, b in zip(self.frames, other.frames, strict=True)))
 
 
 _CLOBBERED = {number: OTHER for number in range(6)}  # r0-r5 after any call
@@ -171,138 +228,209 @@ def _bin(state: State, insn: Bin) -> State:
         if isinstance(current, CtxPtr):
             return state.with_regs({d: CtxPtr(current.offset + delta)})
         if isinstance(current, StackPtr):
-            return state.with_regs({d: StackPtr(current.offset + delta)})
+            return state.with_regs({d: StackPtr(current.offset + delta, current.frame)})
     if isinstance(current, CtxPtr) or current is MAYBE_CTX:
         # Variable or non-additive arithmetic on the context: no constant offset is known.
         return state.with_regs({d: MAYBE_CTX})
     return state.with_regs({d: OTHER})
 
 
-def _atomic(state: State, insn: Atomic) -> State:
-    base = state.reg(insn.dst) if insn.op is not AtomicCode.LOAD_ACQ else state.reg(insn.src)
-    updates: dict[int, Value] = {}
+def _atomic(chain: Chain, insn: Atomic) -> Chain:
+    state = chain.top
     if insn.op is AtomicCode.LOAD_ACQ:
-        updates[int(insn.dst)] = OTHER
-    elif insn.op is AtomicCode.CMPXCHG:
+        base = state.reg(insn.src)
+        loaded = chain.load(base, insn.off) if isinstance(base, StackPtr) and insn.size is Size.DW else OTHER
+        return chain.with_top(state.with_regs({int(insn.dst): loaded}))
+    base = state.reg(insn.dst)
+    if insn.op is AtomicCode.STORE_REL:
+        stored = state.reg(insn.src)
+        return chain.store(base, insn.off, insn.size.nbytes, stored) if isinstance(base, StackPtr) else chain
+    updates: dict[int, Value] = {}
+    if insn.op is AtomicCode.CMPXCHG:
         updates[0] = OTHER
     elif insn.op & 0x01:  # BPF_FETCH: src receives the old value
         updates[int(insn.src)] = OTHER
-    result = state.with_regs(updates)
-    if isinstance(base, StackPtr) and insn.op is not AtomicCode.LOAD_ACQ:
-        result = result.with_store(base.offset + insn.off, insn.size.nbytes, OTHER)
+    result = chain.with_top(state.with_regs(updates))
+    if isinstance(base, StackPtr):
+        result = result.store(base, insn.off, insn.size.nbytes, OTHER)
     return result
 
 
 @dataclass(frozen=True, slots=True)
 class Flow:
-    """Where control goes after one instruction: ``(pc, state)`` successors in this function,
-    and function entries ``(pc, state)`` this instruction calls into."""
+    """Where control goes after one instruction: ``(pc, chain)`` successors in this function,
+    and function entries ``(pc, chain)`` (the chain with the callee's frame pushed)."""
 
-    successors: tuple[tuple[int, State], ...]
-    calls: tuple[tuple[int, State], ...] = ()
+    successors: tuple[tuple[int, Chain], ...]
+    calls: tuple[tuple[int, Chain], ...] = ()
 
 
-def step(pc: int, insn: Instruction, state: State) -> Flow:
-    """The transfer function: the successors of ``insn`` at ``pc`` in ``state``."""
+def _push(chain: Chain, args: Sequence[Value]) -> Chain:
+    return Chain((*chain.frames, entry_state(args, len(chain.frames))))
+
+
+def step(pc: int, insn: Instruction, chain: Chain) -> Flow:
+    """The transfer function of every instruction but ``exit``: the successors of ``insn`` at ``pc``."""
     nxt = pc + slot_count(insn)
+    state = chain.top
     match insn:
         case Bin():
-            return Flow(((nxt, _bin(state, insn)),))
+            return Flow(((nxt, chain.with_top(_bin(state, insn))),))
         case Neg(dst) | Endian(dst):
-            return Flow(((nxt, state.with_regs({int(dst): OTHER})),))
+            return Flow(((nxt, chain.with_top(state.with_regs({int(dst): OTHER}))),))
         case LoadImm64():
             value: Value = FuncPtr(pc + 1 + insn.imm) if insn.src is PseudoSrc.FUNC else OTHER
-            return Flow(((nxt, state.with_regs({int(insn.dst): value})),))
+            return Flow(((nxt, chain.with_top(state.with_regs({int(insn.dst): value}))),))
         case Load():
             base = state.reg(insn.src)
             loaded: Value = OTHER
             if isinstance(base, StackPtr) and insn.size is Size.DW and not insn.sign_extend:
-                loaded = state.slot(base.offset + insn.off)
-            return Flow(((nxt, state.with_regs({int(insn.dst): loaded})),))
+                loaded = chain.load(base, insn.off)
+            return Flow(((nxt, chain.with_top(state.with_regs({int(insn.dst): loaded}))),))
         case Store():
             base = state.reg(insn.dst)
-            after = state
+            after = chain
             if isinstance(base, StackPtr):
                 stored = state.reg(insn.src) if isinstance(insn.src, Reg) else OTHER
-                after = state.with_store(base.offset + insn.off, insn.size.nbytes, stored)
+                after = chain.store(base, insn.off, insn.size.nbytes, stored)
             return Flow(((nxt, after),))
         case Atomic():
-            return Flow(((nxt, _atomic(state, insn)),))
+            return Flow(((nxt, _atomic(chain, insn)),))
         case PacketLoad():
-            return Flow(((nxt, state.with_regs(_CLOBBERED)),))
+            return Flow(((nxt, chain.with_top(state.with_regs(_CLOBBERED))),))
         case Jump():
-            return Flow(((nxt, state), (pc + 1 + insn.off, state)))
+            return Flow(((nxt, chain), (pc + 1 + insn.off, chain)))
         case Goto(off):
-            return Flow(((pc + 1 + off, state),))
+            return Flow(((pc + 1 + off, chain),))
         case MayGoto(off):
-            return Flow(((nxt, state), (pc + 1 + off, state)))
+            return Flow(((nxt, chain), (pc + 1 + off, chain)))
         case Call(helper):
-            return Flow(((nxt, state.with_regs(_CLOBBERED)),), _helper_callbacks(helper, state))
+            # Zero callback runs (bpf_loop(0, ...)) go straight on; the callback's exits too.
+            return Flow(((nxt, chain.with_top(state.with_regs(_CLOBBERED))),), _helper_callbacks(helper, chain))
         case CallLocal(off):
-            callee = entry_state(_call_args(state))
-            return Flow(((nxt, state.with_regs(_CLOBBERED)),), ((pc + 1 + off, callee),))
+            if len(chain.frames) >= MAX_CALL_FRAMES:
+                return Flow(((nxt, chain.with_top(state.with_regs(_CLOBBERED))),))
+            return Flow((), ((pc + 1 + off, _push(chain, state.regs[1:6])),))
         case CallReg(reg):
             target = state.reg(reg)
-            calls: tuple[tuple[int, State], ...] = ()
-            if isinstance(target, FuncPtr):
-                calls = ((target.pc, entry_state(_call_args(state))),)
-            return Flow(((nxt, state.with_regs(_CLOBBERED)),), calls)
+            if isinstance(target, FuncPtr) and len(chain.frames) < MAX_CALL_FRAMES:
+                return Flow((), ((target.pc, _push(chain, state.regs[1:6])),))
+            return Flow(((nxt, chain.with_top(state.with_regs(_CLOBBERED))),))
         case CallKfunc():
-            return Flow(((nxt, state.with_regs(_CLOBBERED)),))
+            return Flow(((nxt, chain.with_top(state.with_regs(_CLOBBERED))),))
         case Exit():
-            return Flow(())
+            return Flow(())  # returns are the analysis's: see _Analysis.exit
     raise TypeError(f"unknown instruction {insn!r}")  # pragma: no cover - the union is closed
 
 
-def _call_args(state: State) -> list[Value]:
-    """r1-r5 as a callee receives them: a pointer into the caller's stack is not one into the callee's."""
-    return [OTHER if isinstance(value, StackPtr) else value for value in state.regs[1:6]]
-
-
-def _helper_callbacks(helper: int, state: State) -> tuple[tuple[int, State], ...]:
-    """Function entries a helper call may reach: its callback, with ctx-typed arguments passed on."""
+def _helper_callbacks(helper: int, chain: Chain) -> tuple[tuple[int, Chain], ...]:
+    """Function entries a helper call may reach: its callback, with its arguments passed on."""
+    if len(chain.frames) >= MAX_CALL_FRAMES:
+        return ()
+    regs = chain.top.regs
     known = _CALLBACKS.get(helper)
     if known is not None:
-        func_reg, passed = known
-        target = state.regs[func_reg]
-        if isinstance(target, FuncPtr):
-            args: list[Value] = [OTHER] * 5
-            for callee_reg, caller_reg in passed.items():
-                passed_value = state.regs[caller_reg]
-                args[callee_reg - 1] = OTHER if isinstance(passed_value, StackPtr) else passed_value
-            return ((target.pc, entry_state(args)),)
-        return ()
+        target = regs[known[0]]
+        args = _callback_args(helper, regs)
+        return ((target.pc, _push(chain, args)),) if isinstance(target, FuncPtr) and args is not None else ()
     # Any other helper given a function address may call it: with unknown arguments.
-    return tuple((value.pc, entry_state([OTHER] * 5)) for value in state.regs[1:6] if isinstance(value, FuncPtr))
+    return tuple((value.pc, _push(chain, [OTHER] * 5)) for value in regs[1:6] if isinstance(value, FuncPtr))
+
+
+def _callback_args(helper: int, regs: Sequence[Value]) -> list[Value] | None:
+    known = _CALLBACKS.get(helper)
+    if known is None:
+        return None
+    args: list[Value] = [OTHER] * 5
+    for callee_reg, caller_reg in known[1].items():
+        args[callee_reg - 1] = regs[caller_reg]
+    return args
+
+
+def _forget_frame(value: Value, frame: int) -> Value:
+    """A pointer into frame ``frame`` (or deeper) is dangling once that frame returns."""
+    return OTHER if isinstance(value, StackPtr) and value.frame >= frame else value
+
+
+@dataclass(slots=True)
+class _Analysis:
+    """The worklist over (call string, pc): the call string is the call sites of the chain's frames."""
+
+    by_pc: Mapping[int, Instruction]
+    states: dict[tuple[tuple[int, ...], int], Chain]
+    work: list[tuple[tuple[int, ...], int]]
+
+    def merge(self, sites: tuple[int, ...], pc: int, chain: Chain) -> None:
+        if pc not in self.by_pc:
+            return  # a jump outside the program: the codec's jump check reports it
+        key = (sites, pc)
+        old = self.states.get(key)
+        new = chain if old is None else old.join(chain)
+        if new != old:
+            self.states[key] = new
+            self.work.append(key)
+
+    def run(self) -> None:
+        while self.work:
+            sites, pc = key = self.work.pop()
+            chain = self.states[key]
+            insn = self.by_pc[pc]
+            if isinstance(insn, Exit):
+                self.exit(sites, chain)
+                continue
+            flow = step(pc, insn, chain)
+            for target, successor in flow.successors:
+                self.merge(sites, target, successor)
+            for target, callee in flow.calls:
+                self.merge((*sites, pc), target, callee)
+
+    def exit(self, sites: tuple[int, ...], chain: Chain) -> None:
+        """Return to the instruction after the call (and, for a callback, into it again)."""
+        if not sites:
+            return
+        site = sites[-1]
+        depth = len(chain.frames) - 1
+        caller = chain.frames[-2]
+        call = self.by_pc[site]
+        # A helper's result is a number; a function's r0 is what it returned.
+        returned = _forget_frame(chain.top.regs[0], depth) if isinstance(call, CallLocal | CallReg) else OTHER
+        frames = [
+            State(frame.regs, frozenset((k, v) for k, v in frame.stack if _forget_frame(v, depth) is not OTHER))
+            for frame in chain.frames[:-1]
+        ]
+        frames[-1] = frames[-1].with_regs({**_CLOBBERED, 0: returned})
+        back = Chain(tuple(frames))
+        self.merge(sites[:-1], site + 1, back)
+        if isinstance(call, Call):
+            # Another run of the callback, seeing what the previous run left in the callers' stacks.
+            args = _callback_args(call.helper, caller.regs)
+            target = caller.regs[_CALLBACKS[call.helper][0]] if args is not None else None
+            if isinstance(target, FuncPtr) and args is not None:
+                again = Chain((*back.frames[:-1], State(caller.regs, back.top.stack)))
+                self.merge(sites, target.pc, _push(again, args))
+
+
+def track_chains(
+    insns: Sequence[LabeledInsn], entries: Iterable[int] = ()
+) -> dict[tuple[tuple[int, ...], int], Chain]:
+    """The chain *before* every reachable (call string, pc), from the main function at pc 0 (r1 = ctx).
+
+    ``entries`` are extra function entry pcs analysed with unknown arguments (functions whose
+    address is taken but whose caller the analysis cannot see)."""
+    analysis = _Analysis({item.pc: item.insn for item in insns}, {}, [])
+    analysis.merge((), 0, Chain((entry_state(),)))
+    for pc in entries:
+        analysis.merge((), pc, Chain((entry_state([OTHER] * 5),)))
+    analysis.run()
+    return analysis.states
 
 
 def track_context(insns: Sequence[LabeledInsn], entries: Iterable[int] = ()) -> dict[int, State]:
-    """The state *before* every reachable pc, starting from the main function at pc 0 (r1 = ctx).
+    """The current frame *before* every reachable pc, joined over every call chain reaching it.
 
-    ``entries`` are extra function entry pcs analysed with unknown arguments (functions whose
-    address is taken but whose caller the analysis cannot see).
-    """
-    by_pc = {item.pc: item.insn for item in insns}
+    See :func:`track_chains` for ``entries``."""
     states: dict[int, State] = {}
-    work: list[int] = []
-
-    def merge(pc: int, state: State) -> None:
-        if pc not in by_pc:
-            return  # a jump outside the program: the codec's jump check reports it
+    for (_, pc), chain in track_chains(insns, entries).items():
         old = states.get(pc)
-        new = state if old is None else old.join(state)
-        if new != old:
-            states[pc] = new
-            work.append(pc)
-
-    merge(0, entry_state())
-    for pc in entries:
-        merge(pc, entry_state([OTHER] * 5))
-    while work:
-        pc = work.pop()
-        flow = step(pc, by_pc[pc], states[pc])
-        for target, state in flow.successors:
-            merge(target, state)
-        for target, state in flow.calls:
-            merge(target, state)
+        states[pc] = chain.top if old is None else old.join(chain.top)
     return states

@@ -9,21 +9,28 @@ offsets, so their accesses are only checked. The verifier (a separate stage) is 
 program safe; this pass rejects what it cannot convert with a :class:`ContextAccessError`
 naming the pc and the C source line.
 
+Which accesses go through the context comes, for a verified program, from the verifier's record
+of each memory instruction's pointer type (``ptr_types``: the kernel's ``insn_aux_data[].ptr_type``,
+exact on every path it explored); without it, from this package's own dataflow
+(:mod:`pybpf.runtime.context.dataflow`). Either way an instruction that accesses the context on
+one path and other memory on another is refused, as the kernel refuses it.
+
 Rewriting is in place, one instruction for one instruction, so every pc (jump offsets, line
 info, relocation records) stays valid.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from pybpf.errors import ContextAccessError
-from pybpf.isa.insn import Atomic, Imm, LabeledInsn, Load, Store
-from pybpf.isa.opcodes import Size
+from pybpf.isa.insn import Atomic, Imm, LabeledInsn, Load, Reg, Store
+from pybpf.isa.opcodes import AtomicCode, Size
 from pybpf.platform.context import ContextLayout, Conversion
-from pybpf.runtime.context.dataflow import MAYBE_CTX, CtxPtr, State, Value, track_context
+from pybpf.runtime.context.dataflow import MAYBE_CTX, OTHER, CtxPtr, Value, track_context
 from pybpf.runtime.context.layout import InternalLayout
+from pybpf.verifier.state import RegType
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,33 +97,67 @@ def _check(
 
 
 def convert_ctx_access(
-    insns: Sequence[LabeledInsn], context: ContextLayout, *, entries: Iterable[int] = ()
+    insns: Sequence[LabeledInsn],
+    context: ContextLayout,
+    *,
+    entries: Iterable[int] = (),
+    ptr_types: Mapping[int, RegType] | None = None,
 ) -> RewriteResult:
     """Check and rewrite ``insns``' context accesses for a program whose context is ``context``.
 
-    ``entries`` are extra function entries to analyse with unknown arguments (see
-    :func:`~pybpf.runtime.context.dataflow.track_context`).
+    ``ptr_types`` is the verifier's record for these very instructions
+    (:attr:`~pybpf.verifier.VerifierReport.ptr_types`): the pcs it maps to ``PTR_TO_CTX`` are
+    the context accesses (at the instruction's offset: the verifier allows no offset on the
+    context pointer), and a pc it never reached is left alone, as the kernel leaves it. Without
+    it the dataflow decides, ``entries`` being extra function entries to analyse with unknown
+    arguments (see :func:`~pybpf.runtime.context.dataflow.track_chains`).
     """
     layout = InternalLayout.of(context)
-    states = track_context(insns, entries)
+    bases = _bases_from_verifier(insns, ptr_types) if ptr_types is not None else _bases_from_dataflow(insns, entries)
     out: list[LabeledInsn] = []
     accesses: list[ContextAccess] = []
     for item in insns:
-        state = states.get(item.pc)
-        converted = item if state is None else _convert_one(item, state, layout, accesses)
-        out.append(converted)
+        base = bases.get(item.pc)
+        out.append(item if base is None else _convert_one(item, base, layout, accesses))
     return RewriteResult(tuple(out), tuple(accesses), layout)
 
 
-def _convert_one(item: LabeledInsn, state: State, layout: InternalLayout, accesses: list[ContextAccess]) -> LabeledInsn:
+def _base_reg(insn: Load | Store | Atomic) -> Reg:
+    """The register holding the address a memory instruction accesses."""
+    if isinstance(insn, Load) or (isinstance(insn, Atomic) and insn.op is AtomicCode.LOAD_ACQ):
+        return insn.src
+    return insn.dst
+
+
+def _bases_from_dataflow(insns: Sequence[LabeledInsn], entries: Iterable[int]) -> dict[int, Value]:
+    """What each reachable memory instruction's base register holds, by the dataflow."""
+    states = track_context(insns, entries)
+    bases: dict[int, Value] = {}
+    for item in insns:
+        state = states.get(item.pc)
+        if state is not None and isinstance(item.insn, Load | Store | Atomic):
+            bases[item.pc] = state.reg(_base_reg(item.insn))
+    return bases
+
+
+def _bases_from_verifier(insns: Sequence[LabeledInsn], ptr_types: Mapping[int, RegType]) -> dict[int, Value]:
+    """The same, by the verifier's record: the context itself (offset 0) or something else."""
+    bases: dict[int, Value] = {}
+    for item in insns:
+        kind = ptr_types.get(item.pc)
+        if kind is not None and isinstance(item.insn, Load | Store | Atomic):
+            bases[item.pc] = CtxPtr(0) if kind is RegType.PTR_TO_CTX else OTHER
+    return bases
+
+
+def _convert_one(item: LabeledInsn, base: Value, layout: InternalLayout, accesses: list[ContextAccess]) -> LabeledInsn:
     insn = item.insn
     match insn:
         case Load():
-            access = _check(item, layout, state.reg(insn.src), insn.off, insn.size.nbytes, write=False)
+            access = _check(item, layout, base, insn.off, insn.size.nbytes, write=False)
             if access is None:
                 return item
             accesses.append(access)
-            base = state.reg(insn.src)
             base_offset = base.offset if isinstance(base, CtxPtr) else 0
             if access.field in layout.pointer_slots:
                 if insn.sign_extend:
@@ -125,7 +166,6 @@ def _convert_one(item: LabeledInsn, state: State, layout: InternalLayout, access
                 return replace(item, insn=Load(Size.DW, insn.dst, insn.src, access.internal - base_offset))
             return item
         case Store():
-            base = state.reg(insn.dst)
             if isinstance(insn.src, Imm) and (base is MAYBE_CTX or isinstance(base, CtxPtr)):
                 # The kernel refuses BPF_ST into the context (only BPF_STX is converted).
                 raise _fail(item, f"immediate store (BPF_ST) into the context {layout.uapi.name}")
@@ -134,7 +174,6 @@ def _convert_one(item: LabeledInsn, state: State, layout: InternalLayout, access
                 accesses.append(access)
             return item
         case Atomic():
-            base = state.reg(insn.src) if insn.op.name == "LOAD_ACQ" else state.reg(insn.dst)
             if base is MAYBE_CTX or isinstance(base, CtxPtr):
                 raise _fail(item, f"atomic operation on the context {layout.uapi.name}")
             return item
