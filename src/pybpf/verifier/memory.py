@@ -121,8 +121,15 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
     if base.type not in _ATOMIC_REGIONS or base.maybe_null:
         raise reject(f"BPF_ATOMIC stores into R{int(insn.dst)} {type_name(base)} is not allowed")
     access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
-    access(env, state, int(insn.dst), base, off=insn.off, size=size,
-           write=RegState.scalar() if operand.is_pointer else operand)
+    if base.type is RegType.PTR_TO_STACK:
+        # The memory now holds old (op) operand, nothing the verifier tracks: the bytes become
+        # unknown data, as the kernel's write with no value register makes them (never a spill
+        # of the operand, which would claim *slot == operand afterwards).
+        low, high = stack_bounds(int(insn.dst), base, insn.off, size, " write to")
+        mark_stack_bytes(state.frames[base.frameno], low, high + size, SlotByte.STACK_MISC)
+    else:
+        access(env, state, int(insn.dst), base, off=insn.off, size=size,
+               write=RegState.scalar() if operand.is_pointer else operand)
     save_ptr_type(env, pc, base)
     if insn.op == AtomicCode.CMPXCHG:
         state.regs[0] = sized_scalar(size)
