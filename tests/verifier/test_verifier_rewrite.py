@@ -197,3 +197,36 @@ def test_rewrite_keeps_every_test_object_verifiable(path: Path) -> None:
         assert again.accepted, again.summary()
         assert again.processed_insns <= report.processed_insns
         assert not eliminate_dead_code(reduced.instructions, again.seen).changed
+
+
+def test_unentered_callback_stays_whole() -> None:
+    """bpf_loop(0, cb): no path enters the callback, but its address is taken by reached code,
+    so it is kept (whole) and the function pointer still points at it."""
+    program = """
+        r0 = 0
+        if r0 != 0 goto +1
+        goto +1
+        r0 = 7
+        r1 = 0
+        r2 = func pc+6
+        r3 = 0
+        r4 = 0
+        call 181
+        r0 = 0
+        exit
+        r0 = 0
+        exit
+    """
+    insns = assemble(program, Syntax.LLVM)
+    report = verify(insns)
+    assert report.accepted, report.summary()
+    assert not {12, 13} & report.seen
+    result = eliminate_dead_code(insns, report.seen)
+    assert result.removed == 3
+    by_pc = {labeled.pc: labeled.insn for labeled in result.insns}
+    lddw_pc = next(pc for pc, insn in by_pc.items() if isinstance(insn, LoadImm64))
+    lddw = by_pc[lddw_pc]
+    assert isinstance(lddw, LoadImm64)
+    assert [format_insn(by_pc[lddw_pc + 1 + lddw.imm]), format_insn(by_pc[lddw_pc + 2 + lddw.imm])] == [
+        "r0 = 0x0", "exit"]
+    assert verify(result.insns).accepted

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pybpf.isa.insn import CallLocal, Goto, Instruction, Jump, LabeledInsn, LoadImm64, MayGoto, slot_count
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.obj.spec import LineInfo, ProgramSpec, SubprogramRange
+from pybpf.verifier.cfg import call_target, slot_total, subprog_starts, subprogs
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class DeadCodeResult:
     removed: int
     hard_wired: int = 0
     _kept: tuple[int, ...] = field(default=(), repr=False)
+    _slots: int = field(default=0, repr=False)  # slots of the rewritten program
 
     @property
     def changed(self) -> bool:
@@ -55,7 +57,7 @@ class DeadCodeResult:
         index = bisect.bisect_left(self._kept, pc)
         if index < len(self._kept):
             return self.pc_map[self._kept[index]]
-        return sum(slot_count(labeled.insn) for labeled in self.insns)
+        return self._slots
 
 
 def _hard_wire(labeled: LabeledInsn, seen: Collection[int]) -> Instruction | None:
@@ -100,9 +102,23 @@ def _delete(insns: Sequence[LabeledInsn], keep: Collection[int], hard_wired: int
             new_pc += slot_count(labeled.insn)
     kept = tuple(pc_map)
     removed = sum(slot_count(labeled.insn) for labeled in insns) - new_pc
-    skeleton = DeadCodeResult((), pc_map, removed, hard_wired, kept)
+    skeleton = DeadCodeResult((), pc_map, removed, hard_wired, kept, new_pc)
     rewritten = tuple(_retarget(labeled, pc_map[labeled.pc], skeleton) for labeled in insns if labeled.pc in keep)
-    return DeadCodeResult(rewritten, pc_map, removed, hard_wired, kept)
+    return DeadCodeResult(rewritten, pc_map, removed, hard_wired, kept, new_pc)
+
+
+def _live_functions(insns: Sequence[LabeledInsn], seen: Collection[int]) -> set[int]:
+    """``seen`` plus every instruction of a function that reached code calls or takes the
+    address of but no path entered (a callback of ``bpf_loop(0, ...)``): deleting it would leave
+    a dangling function pointer, so it stays whole, as unreachable as before."""
+    keep = set(seen)
+    functions = subprogs(subprog_starts(insns), slot_total(insns))
+    referenced = {target for labeled in insns if labeled.pc in seen
+                  if (target := call_target(labeled.pc, labeled.insn)) is not None}
+    for function in functions:
+        if function.start in referenced and function.start not in seen:
+            keep.update(labeled.pc for labeled in insns if labeled.pc in function)
+    return keep
 
 
 def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
@@ -122,7 +138,7 @@ def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
                        for slot in range(slot_count(labeled.insn)))
         pc_map = {labeled.pc: labeled.pc for labeled in out}
         replaced = sum(1 for labeled in insns if labeled.pc not in seen)
-        return DeadCodeResult(tuple(out), pc_map, 0, replaced, tuple(pc_map))
+        return DeadCodeResult(tuple(out), pc_map, 0, replaced, tuple(pc_map), slot_total(insns))
     wired: list[LabeledInsn] = []
     hard_wired = 0
     for labeled in insns:
@@ -131,13 +147,13 @@ def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
             hard_wired += 1
             labeled = LabeledInsn(labeled.pc, replacement, labeled.line)
         wired.append(labeled)
-    without_dead = _delete(wired, {labeled.pc for labeled in wired if labeled.pc in seen}, hard_wired)
+    without_dead = _delete(wired, _live_functions(wired, seen), hard_wired)
     without_nops = _delete(without_dead.insns, {labeled.pc for labeled in without_dead.insns
                                                 if not _is_nop(labeled.insn)}, 0)
     # Compose the two maps: old pc -> pc after deleting dead code -> pc after deleting nops.
     pc_map = {old: without_nops.pc_map[mid] for old, mid in without_dead.pc_map.items() if mid in without_nops.pc_map}
     removed = without_dead.removed + without_nops.removed
-    return DeadCodeResult(without_nops.insns, pc_map, removed, hard_wired, tuple(pc_map))
+    return DeadCodeResult(without_nops.insns, pc_map, removed, hard_wired, tuple(pc_map), without_nops._slots)
 
 
 def _move_lines(lines: Sequence[LineInfo], result: DeadCodeResult) -> tuple[LineInfo, ...]:
