@@ -7,6 +7,8 @@ behaviour tests check that every such choice keeps the interpreter's results and
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 from jit_build import run_both, run_jit
 
@@ -14,8 +16,12 @@ from pybpf.asm import assemble
 from pybpf.errors import InstructionLimitError, MemoryAccessError
 from pybpf.isa import Reg
 from pybpf.vm import ExecutionContext, Interpreter, Region, RegionKind
+from pybpf.vm.execution import STACK_SIZE
 from pybpf.vm.jit import JitProgram
+from pybpf.vm.jit.codegen import _ModuleBuilder
+from pybpf.vm.jit.llvm import NativeCode
 from pybpf.vm.jit.plan import FRAME, FunctionOrigins, plan_program, register_origins
+from pybpf.vm.jit.state import STATE_SLOTS, Slot
 
 
 def _origins(text: str, function: int = 0) -> tuple[FunctionOrigins, dict[int, object]]:
@@ -281,3 +287,42 @@ def test_private_frame_slots_live_in_registers() -> None:
     assert program.run().r0 == sum(range(1000))
     assert "alloca" in program.generated_ir  # the frame (and the registers) before optimisation
     assert "alloca" not in program.native.optimized_ir()  # all promoted to registers
+
+
+def test_main_without_registers_returns_r0_and_leaves_the_registers_alone() -> None:
+    # The variant repeat and batch runs may call: same r0, no final registers, and (no register
+    # being live at the exit but r0) LLVM vectorises the summing loop.
+    text = """
+    mov %r0, 0
+    mov %r3, 0
+    loop:
+    mov %r4, %r3
+    lsh %r4, 3
+    add %r4, %r1
+    ldxdw %r5, [%r4]
+    add %r0, %r5
+    add %r3, 1
+    jlt %r3, %r2, loop
+    exit
+    """
+    insns = tuple(assemble(text))
+    parts = _ModuleBuilder(plan_program(insns, insns[-1].pc + 1), {}, {}, bounds_checks=False)
+    quiet = parts.main_without_registers()
+    quiet.linkage = ""  # callable from here (internal, LLVM would inline it away)
+    quiet.calling_convention = "ccc"
+    module = parts.build()
+    native = NativeCode(module.text)
+    words = list(range(1, 65))
+    data = (ctypes.c_uint64 * len(words))(*words)
+    state = (ctypes.c_uint64 * STATE_SLOTS)()
+    stack = ctypes.create_string_buffer(STACK_SIZE)
+    state[Slot.STACK_TOPS] = ctypes.addressof(stack) + STACK_SIZE
+    state[Slot.BUDGET] = 1_000
+    signature = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, *([ctypes.c_uint64] * 11))
+    call = signature(native.address(quiet.name))
+    r0 = call(ctypes.addressof(state), 0, 0, ctypes.addressof(data), len(words), *([0] * 7))
+    assert r0 == sum(words)
+    assert state[Slot.STATUS] == 0
+    assert list(state[Slot.REGS : Slot.REGS + 11]) == [0] * 11
+    body = native.optimized_ir().split(f"@{quiet.name}(", 1)[1].split("\n}\n", 1)[0]
+    assert "x i64>" in body  # a vector loop
