@@ -7,7 +7,9 @@ image* (:class:`InternalLayout`): the uapi struct followed by one 8-byte slot pe
 so ``(void *)(long)ctx->data`` yields a real 64-bit address.
 
 - :mod:`.layout`: the internal image's layout and a typed view of one image (:class:`ContextImage`);
-- :mod:`.dataflow`: which registers hold the context pointer at every pc;
+- :mod:`.dataflow`: which registers hold the context pointer at every pc (for programs the
+  verifier did not see; a verified program's accesses come from the verifier's per-pc pointer
+  types, ``VerifierReport.ptr_types``, as the kernel's come from ``insn_aux_data[].ptr_type``);
 - :mod:`.rewrite`: check every context access against the program type and rewrite it in place.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from pybpf.runtime.context.dataflow import CtxPtr, Other, StackPtr, track_context
 from pybpf.runtime.context.layout import ContextImage, InternalLayout
-from pybpf.runtime.context.rewrite import ContextAccess, RewriteResult, convert_ctx_access
+from pybpf.runtime.context.rewrite import ContextAccess, RewriteResult, convert_ctx_access, moved_ptr_types
 
 __all__ = [
     "ContextAccess",
@@ -26,5 +28,6 @@ __all__ = [
     "RewriteResult",
     "StackPtr",
     "convert_ctx_access",
+    "moved_ptr_types",
     "track_context",
 ]

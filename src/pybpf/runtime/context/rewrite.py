@@ -47,11 +47,15 @@ class ContextAccess:
 
 @dataclass(frozen=True, slots=True)
 class RewriteResult:
-    """The rewritten program and the accesses it converted, by pc."""
+    """The rewritten program and the accesses it converted, by pc.
+
+    ``by_verifier``: the accesses were found by the verifier's per-pc pointer types, so they are
+    exactly the ones it checked as context accesses (not the dataflow's approximation)."""
 
     insns: tuple[LabeledInsn, ...]
     accesses: tuple[ContextAccess, ...]
     layout: InternalLayout
+    by_verifier: bool = False
 
 
 def _source(item: LabeledInsn) -> str | None:
@@ -119,7 +123,13 @@ def convert_ctx_access(
     for item in insns:
         base = bases.get(item.pc)
         out.append(item if base is None else _convert_one(item, base, layout, accesses))
-    return RewriteResult(tuple(out), tuple(accesses), layout)
+    return RewriteResult(tuple(out), tuple(accesses), layout, by_verifier=ptr_types is not None)
+
+
+def moved_ptr_types(ptr_types: Mapping[int, RegType], pc_map: Mapping[int, int]) -> dict[int, RegType]:
+    """The verifier's ``ptr_types`` after a rewrite that moved instructions (old pc -> new pc in
+    ``pc_map``, as :class:`pybpf.verifier.rewrite.DeadCodeResult` gives it); deleted pcs drop out."""
+    return {pc_map[pc]: kind for pc, kind in ptr_types.items() if pc in pc_map}
 
 
 def _base_reg(insn: Load | Store | Atomic) -> Reg:
