@@ -143,3 +143,19 @@ def test_call_and_return_blocks_match_the_kernel() -> None:
     start = lines.index("0: R1=ctx() R10=fp0")
     end = next(index for index, line in enumerate(lines) if line.startswith("processed "))
     assert list(verify(insns, log_level=2).log) == lines[start:end]
+
+
+def test_callback_path_starts_at_its_call() -> None:
+    program = """
+        r1 = 2
+        r2 = func pc+6
+        r3 = 0
+        r4 = 0
+        call 181
+        r0 = 0
+        exit
+        r0 = 0
+        exit
+    """
+    log = verify(assemble(program, Syntax.LLVM), log_level=2).log
+    assert any(line.startswith("from 5 to 8: frame1: R1=scalar() R2=0 R10=fp0") for line in log), log

@@ -396,6 +396,13 @@ def with_state(line: str, insn: Instruction, state: State, maps: Sequence[MapInf
 
 
 def path_start(pc: int, state: State, maps: Sequence[MapInfo] = ()) -> str:
-    """The whole state where a path starts: the entry, or the branch it was forked at."""
-    prefix = f"{pc}:" if state.path is None else f"from {state.path.pc} to {pc}:"
+    """The whole state where a path starts: the entry, the call entering a callback, or the
+    branch it was forked at."""
+    frame = state.frame
+    if frame.callback and frame.subprog == pc and len(state.frames) > 1:
+        prefix = f"from {frame.callsite} to {pc}:"
+    elif state.path is None:
+        prefix = f"{pc}:"
+    else:
+        prefix = f"from {state.path.pc} to {pc}:"
     return f"{prefix} {format_kernel_state(state, maps)}"
