@@ -17,7 +17,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pybpf.errors import PybpfError
-from pybpf.isa.insn import Bin, BinOp, Call, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Load, Reg, Store
+from pybpf.isa.insn import (
+    Bin,
+    BinOp,
+    Call,
+    CallLocal,
+    Cond,
+    Exit,
+    Goto,
+    Imm,
+    Instruction,
+    Jump,
+    LabeledInsn,
+    Load,
+    Reg,
+    Store,
+)
 from pybpf.isa.opcodes import Size
 from pybpf.obj import ObjectSpec, ProgramSpec, load_spec
 from pybpf.platform import HelperId
@@ -147,6 +162,11 @@ def test_demands_of_an_instruction() -> None:
     assert isinstance(entry, HistEntry) and entry.slots == ((0, 1),) and entry.whole
     narrow = history_entry(8, Store(Size.W, Reg.R10, -12, Reg.R2), state, entry)
     assert narrow.slots == ((0, 1),) and not narrow.whole and narrow.prev is entry
+    # Entering or leaving a frame renumbers the registers: backtracking does not walk through.
+    assert history_entry(9, CallLocal(3), state, None).crossing
+    assert not history_entry(9, Exit(), state, None).crossing  # the main program's exit
+    callee = State([Frame(list(regs), StackState(), -1, 0, 0), Frame(list(regs), StackState(), 9, 13, 1)])
+    assert history_entry(15, Exit(), callee, None).crossing
 
 
 def _objects() -> list[tuple[str, ProgramSpec, ObjectSpec]]:

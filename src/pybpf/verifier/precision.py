@@ -29,6 +29,8 @@ from pybpf.isa.insn import (
     Bin,
     BinOp,
     Call,
+    CallLocal,
+    Exit,
     Instruction,
     Jump,
     LabeledInsn,
@@ -161,6 +163,11 @@ def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | No
         proto = HELPER_PROTOS.get(insn.helper)
         calls_back = proto is not None and any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args)
         return HistEntry(pc, prev, crossing=calls_back)
+    elif isinstance(insn, CallLocal):
+        return HistEntry(pc, prev, crossing=True)  # enters a frame: registers are renumbered
+    elif isinstance(insn, Exit):
+        # Leaving a subprogram or callback returns to another frame's registers.
+        return HistEntry(pc, prev, crossing=len(state.frames) > 1)
     else:
         return HistEntry(pc, prev)
     base = state.regs[base_reg]
