@@ -268,8 +268,11 @@ def unchecked_native_hazard(
       spilled to memory (a callee may read it through a pointer to the caller's stack) or
       returned in r0 could reach an access the rewrite left unconverted: a 4-byte uapi load
       the verifier typed as a packet pointer, which unchecked code would dereference as an
-      address. Such programs keep the checks. Programs whose context is a plain caller-sized
-      buffer (``BPF_PROG_TYPE_SYSCALL``, no conversion) keep them too.
+      address. Such programs keep the checks, unless the conversion was made from the
+      verifier's own per-pc pointer types (``conversion.by_verifier``: the accesses converted
+      are exactly those it checked as context accesses, on every path it explored, and it
+      refused any instruction that also accessed something else). Programs whose context is a
+      plain caller-sized buffer (``BPF_PROG_TYPE_SYSCALL``, no conversion) keep them too.
     """
     if conversion is None:
         return f"the {prog_type.name.lower()} context is a caller-sized buffer, not a checked layout"
@@ -287,6 +290,8 @@ def unchecked_native_hazard(
     for access in conversion.accesses:
         if layout.field(access.field).conversion in _UNBOUNDED_FIELDS:
             return f"pc {access.pc}: {layout.name}.{access.field} points to an object the verifier does not bound"
+    if conversion.by_verifier:
+        return None  # converted where the verifier saw PTR_TO_CTX: no access escapes the rewrite
     return _context_escape(insns)
 
 
