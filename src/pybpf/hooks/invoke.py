@@ -112,7 +112,7 @@ class HookedProgram:
     program: Program
     gate: RunGate
     engines: EnginePool
-    parallel: bool  # parallel-safe (pybpf.hooks.run_gate.parallel_safe): runs may overlap
+    parallel: bool  # runs may overlap: parallel-safe helpers, and verified (or interpreted); see HookRuntime.hooked
 
 
 class CallMemory:
