@@ -22,7 +22,9 @@ program's per-CPU data is its own). The gate gives hooks the same model:
 Re-entry: a run that fires another hook in the same thread (a helper raising an audit event
 that a program of the same object watches) passes straight through the gate: its thread is
 already inside, and waiting for itself would deadlock. The CPU locks are re-entrant for the
-same reason. Lock order is always gate, then CPU lock.
+same reason. Lock order is always gate, then CPU lock. The price: a map-changing program nested
+in a shared run changes maps while other threads' shared runs look them up; lookups only read
+a dict (atomic under the GIL), so they see the element or not, never a broken table.
 """
 
 from __future__ import annotations
