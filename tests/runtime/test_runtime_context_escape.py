@@ -30,7 +30,7 @@ from pybpf.kernel.progs import prog_load_with_log, prog_test_run
 from pybpf.obj import load_spec
 from pybpf.platform.progtypes import prog_type_spec
 from pybpf.platform.uapi_generated import BpfProgType
-from pybpf.runtime.context import InternalLayout, convert_ctx_access, moved_ptr_types
+from pybpf.runtime.context import InternalLayout, convert_ctx_access, dataflow, moved_ptr_types
 from pybpf.runtime.loader import load, unchecked_native_hazard
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import apply_core
@@ -378,3 +378,19 @@ def test_a_conversion_by_the_verifier_leaves_no_context_hazard(program_file: Pat
         assert reason is not None  # the dataflow's conversion is not proved exact: checks kept
         exact = convert_ctx_access(insns, context, ptr_types=ptr_types)
         assert unchecked_native_hazard(insns, exact, BpfProgType.XDP) is None, name
+
+
+def test_the_dataflow_gives_up_on_too_many_call_chains(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Three functions deep, each calling the next twice: 8 call chains reach the innermost load.
+    lines = []
+    for level in range(3):
+        lines += [f"f{level}:", "mov %r6, %r1"]
+        for _ in range(2):
+            lines += ["mov %r1, %r6", f"call local f{level + 1}"]
+        lines += ["mov %r0, 0", "exit"]
+    lines += ["f3:", "ldxw %r0, [%r1+0]", "exit"]
+    insns = assemble("\n".join(lines))
+    assert _ctx_pcs("\n".join(lines)) == [len(insns) - 2]
+    monkeypatch.setattr(dataflow, "MAX_STEPS", 50)
+    with pytest.raises(ContextAccessError, match="gave up after 50 steps"):
+        convert_ctx_access(insns, XDP)

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from pybpf.errors import ContextAccessError
 from pybpf.isa.insn import (
     Atomic,
     Bin,
@@ -63,6 +64,10 @@ from pybpf.platform.uapi_generated import HelperId
 
 MAX_CALL_FRAMES = 8
 """The kernel's limit on nested call frames; the analysis does not follow calls deeper."""
+
+MAX_STEPS = 1_000_000
+"""Instructions the analysis may step before giving up (the kernel's BPF_COMPLEXITY_LIMIT_INSNS:
+like its verifier, the analysis walks a function once per call chain reaching it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,8 +376,15 @@ class _Analysis:
             self.work.append(key)
 
     def run(self) -> None:
+        steps = 0
         while self.work:
             sites, pc = key = self.work.pop()
+            steps += 1
+            if steps > MAX_STEPS:
+                raise ContextAccessError(
+                    pc, f"the context pointer's dataflow gave up after {MAX_STEPS} steps "
+                    f"({len({s for s, _ in self.states})} call chains): too many calls of calls"
+                )
             chain = self.states[key]
             insn = self.by_pc[pc]
             if isinstance(insn, Exit):
