@@ -202,29 +202,41 @@ def test_precision_never_changes_a_verdict(insns: list[LabeledInsn]) -> None:
 
 @st.composite
 def diamonds(draw: st.DrawFn) -> list[LabeledInsn]:
-    """Two paths give r3 (and the stack slot at fp-8) different values and meet; a random tail
-    from the soundness grammar follows, so whether the join may prune depends on what it does."""
+    """Two paths give r7 (and the stack slot at fp-8) different values and meet; a random tail
+    from the soundness grammar follows, so whether the join may prune depends on what it does.
+    Optionally the join is a bpf-to-bpf call whose callee writes registers of the same numbers
+    in its own frame (r7, r8 survive the call in the caller's)."""
     values = draw(st.lists(SMALL, min_size=2, max_size=2))
-    spill = draw(st.booleans())
     head: list[Instruction] = [
         Bin(BinOp.MOV, Reg.R0, Imm(0), True),
         Bin(BinOp.MOV, Reg.R2, Reg.R10, True),
         Bin(BinOp.ADD, Reg.R2, Imm(draw(st.sampled_from([-32, -16, -8]))), True),
+        Bin(BinOp.MOV, Reg.R8, Reg.R2, True),
         Bin(BinOp.MOV, Reg.R6, Reg.R1, True),
         Load(Size.W, Reg.R4, Reg.R1, 0),
-        Bin(BinOp.MOV, Reg.R3, Imm(values[0]), True),
-        Jump(Cond.JGT, Reg.R4, Imm(draw(st.integers(0, 9))), 1, True),
-        Bin(BinOp.MOV, Reg.R3, Imm(values[1]), True),
+        Bin(BinOp.MOV, Reg.R7, Imm(values[0]), True),
+        Bin(BinOp.MOV, Reg.R3, Reg.R7, True),
+        Jump(Cond.JGT, Reg.R4, Imm(draw(st.integers(0, 9))), 2, True),
+        Bin(BinOp.MOV, Reg.R7, Imm(values[1]), True),
+        Bin(BinOp.MOV, Reg.R3, Reg.R7, True),
     ]
-    if spill:
-        head.append(Store(Size.DW, Reg.R10, -8, Reg.R3))
-    count = draw(st.integers(1, 8))
-    tail = [draw(instruction(count - index - 1)) for index in range(count)]
     if draw(st.booleans()):
-        # Put the differing value to use: an offset from the stack pointer in r2.
-        tail.insert(0, Bin(BinOp.ADD, Reg.R2, Reg.R3, True))
-    insns = [*head, *tail, Exit()]
-    return [LabeledInsn(pc, insn) for pc, insn in enumerate(insns)]
+        head.append(Store(Size.DW, Reg.R10, -8, Reg.R7))
+    use = draw(st.booleans())
+    count = draw(st.integers(0, 2 if use else 8))
+    tail = [draw(instruction(count - index - 1)) for index in range(count)]
+    if use:
+        # Put the differing value to use: an offset from a stack pointer, written through.
+        tail[:0] = [Bin(BinOp.ADD, Reg.R8, Reg.R7, True), Store(Size.B, Reg.R8, 0, Imm(0))]
+    main = [*head, *tail, Exit()]
+    if draw(st.booleans()):
+        body = [Bin(draw(st.sampled_from([BinOp.MOV, BinOp.ADD])), draw(st.sampled_from([Reg.R7, Reg.R8, Reg.R3])),
+                    Imm(draw(SMALL)), True) for _ in range(draw(st.integers(1, 3)))]
+        at = len(head)
+        main.insert(at, CallLocal(len(main) + 1 - (at + 1)))  # to the first insn after main's exit
+        main += [Bin(BinOp.MOV, Reg.R7, Imm(0), True), Bin(BinOp.MOV, Reg.R8, Imm(0), True), *body,
+                 Bin(BinOp.MOV, Reg.R0, Imm(0), True), Exit()]
+    return [LabeledInsn(pc, insn) for pc, insn in enumerate(main)]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
