@@ -258,10 +258,10 @@ def _every_form() -> list[Instruction]:
         out += [Load(size, Reg.R1, Reg.R10, -8), Store(size, Reg.R10, -16, Reg.R2), Store(size, Reg.R1, 4, Imm(-2))]
         if size is not Size.DW:
             out += [Load(size, Reg.R1, Reg.R2, 0x7FFF, True), PacketLoad(size, Mode.ABS, None, 14)]
-    for op in AtomicCode:
-        if op in (AtomicCode.LOAD_ACQ, AtomicCode.STORE_REL):
+    for code in AtomicCode:
+        if code in (AtomicCode.LOAD_ACQ, AtomicCode.STORE_REL):
             continue
-        out += [Atomic(op, Size.W, Reg.R1, -4, Reg.R2), Atomic(op, Size.DW, Reg.R1, 8, Reg.R3)]
+        out += [Atomic(code, Size.W, Reg.R1, -4, Reg.R2), Atomic(code, Size.DW, Reg.R1, 8, Reg.R3)]
     for cond in Cond:
         for is32 in (False, True):
             out += [Jump(cond, Reg.R1, Reg.R2, 1, is32), Jump(cond, Reg.R1, Imm(-1), -1, is32)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 PROGS = Path(__file__).parent / "progs"
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
@@ -21,6 +22,7 @@ class CompiledObject:
             elf = ELFFile(stream)
             self.sections = {section.name: section.data() for section in elf.iter_sections()}
             symtab = elf.get_section_by_name(".symtab")
+            assert isinstance(symtab, SymbolTableSection), f"{path}: no symbol table"
             self.symbols = {
                 sym.name: (elf.get_section(sym["st_shndx"]).name, sym["st_value"], sym["st_size"])
                 for sym in symtab.iter_symbols()

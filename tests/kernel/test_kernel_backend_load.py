@@ -120,7 +120,7 @@ def test_every_object_loads_with_both_backends(kernel: None, path: Path) -> None
     if refused is not None:
         for backend in ("vm", "kernel"):
             with pytest.raises(refused):
-                pybpf.load(path, backend=backend)  # type: ignore[call-overload]
+                pybpf.load(path, backend=backend)
         return
     if not path.exists():
         pytest.skip(f"{path.name} vanished (being rebuilt)")
@@ -141,8 +141,8 @@ def test_every_object_loads_with_both_backends(kernel: None, path: Path) -> None
             assert info.type == user.programs[name].prog_type
             assert info.btf_id != 0, f"{name} loaded without the object's BTF"
         for name, found in kernel_object.maps.items():
-            info = found.info()
-            assert (info.key_size, info.value_size, info.max_entries) == (
+            map_info = found.info()
+            assert (map_info.key_size, map_info.value_size, map_info.max_entries) == (
                 found.key_size,
                 found.value_size,
                 found.max_entries,
@@ -267,7 +267,7 @@ def test_a_kernel_without_datasec_gets_sanitised_btf(kernel: None) -> None:
 
     def old_kernel(cmd: BpfCmd, attr: ctypes.Structure) -> int:
         if cmd == BpfCmd.BTF_LOAD:
-            blob = ctypes.string_at(attr.btf, attr.btf_size)  # type: ignore[attr-defined]
+            blob = ctypes.string_at(attr.btf, attr.btf_size)
             if {record.kind for record in RawBtf(blob).records} & {Kind.VAR, Kind.DATASEC}:
                 refused.append(len(blob))
                 return -22

@@ -35,9 +35,12 @@ def test_perf_samples_match_the_runtime() -> None:
         kernel_samples: list[bytes] = []
         kernel_cpus: set[int] = set()
         user_buffer = PerfBuffer(user.maps["events"], lambda cpu, data: user_samples.append(data))
-        kernel_buffer = KernelPerfBuffer(
-            kernel.maps["events"], lambda cpu, data: (kernel_samples.append(data), kernel_cpus.add(cpu))
-        )
+
+        def on_kernel_sample(cpu: int, data: bytes) -> None:
+            kernel_samples.append(data)
+            kernel_cpus.add(cpu)
+
+        kernel_buffer = KernelPerfBuffer(kernel.maps["events"], on_kernel_sample)
         try:
             for packet in PACKETS * 2:
                 assert kernel.program("perf_out").test_run(packet).retval == user.program("perf_out").test_run(

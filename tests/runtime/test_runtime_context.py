@@ -25,10 +25,12 @@ def convert(text: str, layout: ContextLayout = XDP) -> RewriteResult:
 def test_pointer_field_load_becomes_an_8_byte_load_of_its_slot() -> None:
     result = convert("r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr0 = 0\nexit")
     layout = InternalLayout.of(XDP)
-    assert result.insns[0].insn == Load(Size.DW, result.insns[0].insn.dst, result.insns[0].insn.src,
-                                        layout.pointer_slots["data"])
-    assert result.insns[1].insn.size is Size.DW
-    assert result.insns[1].insn.off == layout.pointer_slots["data_end"]
+    first, second = result.insns[0].insn, result.insns[1].insn
+    assert isinstance(first, Load)
+    assert isinstance(second, Load)
+    assert first == Load(Size.DW, first.dst, first.src, layout.pointer_slots["data"])
+    assert second.size is Size.DW
+    assert second.off == layout.pointer_slots["data_end"]
     assert [a.field for a in result.accesses] == ["data", "data_end"]
     assert [item.pc for item in result.insns] == [0, 1, 2, 3]  # pc numbering unchanged
 
@@ -149,6 +151,8 @@ def test_bpf_loop_callback_gets_ctx_from_r3() -> None:
 
     from pybpf.isa import LoadImm64, PseudoSrc
 
-    insns[2] = replace(insns[2], insn=LoadImm64(insns[2].insn.dst, 8 - 3, 0, PseudoSrc.FUNC))
+    lddw = insns[2].insn
+    assert isinstance(lddw, LoadImm64)
+    insns[2] = replace(insns[2], insn=LoadImm64(lddw.dst, 8 - 3, 0, PseudoSrc.FUNC))
     result = convert_ctx_access(insns, XDP)
     assert [(a.pc, a.field) for a in result.accesses] == [(8, "ingress_ifindex")]

@@ -29,10 +29,17 @@ ETH_P_IPV6 = 0x86DD
 
 
 def ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
+
+
+def per_cpu_u64_sum(value: bytes | tuple[bytes, ...]) -> int:
+    """The sum of a per-CPU u64 value's copies (user space reads one copy per CPU)."""
+    assert isinstance(value, tuple), "a per-CPU map entry holds one value per CPU"
+    total: int = sum(struct.unpack("<Q", copy)[0] for copy in value)
+    return total
 
 
 def ipv4_frame(src: str, dst: str, proto: int = 17, payload: bytes = bytes(8), ethertype: int = ETH_P_IP) -> bytes:
@@ -83,8 +90,8 @@ def test_xdp_firewall_counts_verdicts_per_cpu_and_drops_denied_sources() -> None
         assert result.data_out == frame
         assert program.test_run(ipv4_frame("192.168.2.7", "10.0.0.2")).retval == XDP_PASS
         counts = {entry.key: entry.value for entry in obj.map_entries("verdict_count")}
-        dropped = sum(struct.unpack("<Q", copy)[0] for copy in counts[struct.pack("<I", 0)])
-        passed = sum(struct.unpack("<Q", copy)[0] for copy in counts[struct.pack("<I", 1)])
+        dropped = per_cpu_u64_sum(counts[struct.pack("<I", 0)])
+        passed = per_cpu_u64_sum(counts[struct.pack("<I", 1)])
         assert (dropped, passed) == (3, 2)
         # Too short for an Ethernet header: passed without counting.
         assert program.test_run(b"\x00" * 10).retval == XDP_PASS
@@ -215,7 +222,7 @@ def test_kprobe_runs_on_a_register_context() -> None:
         assert result.data_out == b""
         counts = {entry.key: entry.value for entry in obj.map_entries("calls")}
         mine = counts[struct.pack("<I", os.getpid())]
-        assert sum(struct.unpack("<Q", copy)[0] for copy in mine) == 1
+        assert per_cpu_u64_sum(mine) == 1
         # The ring buffer event the program submitted reaches a user-space consumer.
         events: list[bytes] = []
         consumer = RingBufferConsumer()

@@ -17,6 +17,7 @@ from pybpf.isa import (
     Exit,
     Goto,
     Imm,
+    Instruction,
     Jump,
     Load,
     LoadImm64,
@@ -34,7 +35,7 @@ def add(dst: Reg, src: Reg | int) -> Bin:
 
 
 def test_local_call_passes_r1_r5_returns_r0_and_preserves_r6_r9_r10() -> None:
-    program = [
+    program: list[Instruction] = [
         *[mov(Reg(n), n) for n in range(1, 10)],
         Store(Size.DW, Reg.R10, -8, Imm(42)),
         CallLocal(7),  # pc 10 -> function at pc 18
@@ -57,7 +58,7 @@ def test_local_call_passes_r1_r5_returns_r0_and_preserves_r6_r9_r10() -> None:
 
 
 def test_each_frame_has_its_own_stack() -> None:
-    program = [
+    program: list[Instruction] = [
         Bin(BinOp.MOV, Reg.R6, Reg.R10, True),
         CallLocal(2),
         Bin(BinOp.SUB, Reg.R0, Reg.R6, True),  # r0 = callee's r10 - caller's r10
@@ -91,7 +92,7 @@ def test_eight_frames_are_allowed_and_a_ninth_is_not() -> None:
 
 
 def test_function_address_and_callx_local() -> None:
-    program = [
+    program: list[Instruction] = [
         LoadImm64(Reg.R6, 5, 0, PseudoSrc.FUNC),  # pc 0: address of pc 0 + 1 + 5 = 6
         mov(Reg.R1, 20),
         CallReg(Reg.R6),  # pc 3
@@ -112,7 +113,7 @@ def test_callx_with_a_helper_id_calls_the_helper() -> None:
         calls.append(args)
         return 3
 
-    program = [mov(Reg.R1, 11), mov(Reg.R2, 5), CallReg(Reg.R2), Exit()]
+    program: list[Instruction] = [mov(Reg.R1, 11), mov(Reg.R2, 5), CallReg(Reg.R2), Exit()]
     assert run(program, helpers={5: helper}).r0 == 3
     assert calls == [(11, 5, 0, 0, 0)]
 
@@ -131,7 +132,7 @@ def test_helper_registry_receives_env_and_arguments() -> None:
         seen.append((env.pc, env.program.name, r1, r2, r3, r4, r5, env.memory.read_bytes(r1, 2)))
         return -1  # masked to 64 bits
 
-    program = [*[mov(Reg(n), n) for n in range(2, 6)], Call(77), Exit()]
+    program: list[Instruction] = [*[mov(Reg(n), n) for n in range(2, 6)], Call(77), Exit()]
     interpreter = Interpreter(labeled(program), helpers={77: helper}, name="prog")
     result = interpreter.run(Region.from_bytes(RegionKind.INPUT, "in", b"hi"))
     assert result.r0 == U64
@@ -161,7 +162,7 @@ def test_stop_ends_the_program_from_any_depth() -> None:
             env.stop(0)
         return r1
 
-    program = [mov(Reg.R1, 0), CallLocal(2), *ret(2), Call(5), *ret(9)]
+    program: list[Instruction] = [mov(Reg.R1, 0), CallLocal(2), *ret(2), Call(5), *ret(9)]
     assert run(program, helpers={5: unwind}).r0 == 0
     program[0] = mov(Reg.R1, 1)
     assert run(program, helpers={5: unwind}).r0 == 2
@@ -195,7 +196,7 @@ def test_tail_call_replaces_the_program_with_the_same_r1_and_stack() -> None:
 def test_tail_calls_are_limited_to_33_then_fail_softly() -> None:
     table: dict[int, Interpreter] = {}
     # Count runs in the context's first byte, then tail-call ourselves; when that fails, return the count.
-    program = [
+    program: list[Instruction] = [
         Load(Size.B, Reg.R2, Reg.R1, 0),
         add(Reg.R2, 1),
         Store(Size.B, Reg.R1, 0, Reg.R2),
@@ -268,7 +269,7 @@ def test_instruction_count_and_budget_include_callbacks() -> None:
 
 
 def test_instruction_budget() -> None:
-    forever = [mov(Reg.R0, 0), add(Reg.R0, 1), Goto(-2)]
+    forever: list[Instruction] = [mov(Reg.R0, 0), add(Reg.R0, 1), Goto(-2)]
     with pytest.raises(InstructionLimitError, match=r"pc 2: instruction budget of 1000 exhausted") as info:
         prepare(forever, instruction_limit=1000).run()
     assert info.value.pc == 2  # 1000 = mov + 499 * (add, goto) + add: the goto was not run
@@ -283,7 +284,7 @@ def test_may_goto_falls_through_until_the_loop_budget_is_spent() -> None:
         env.may_goto_left = r1
         return seen
 
-    program = [
+    program: list[Instruction] = [
         mov(Reg.R1, 5),
         Call(1),
         Bin(BinOp.MOV, Reg.R6, Reg.R0, True),
@@ -304,7 +305,7 @@ class _Resolver:
 
 
 def test_pseudo_lddw_needs_a_resolver() -> None:
-    program = [LoadImm64(Reg.R0, 3, 0, PseudoSrc.MAP_FD), Exit()]
+    program: list[Instruction] = [LoadImm64(Reg.R0, 3, 0, PseudoSrc.MAP_FD), Exit()]
     with pytest.raises(VmError, match="pc 0: lddw with pseudo source MAP_FD needs a resolver"):
         prepare(program)
     assert prepare(program, resolver=_Resolver()).run().r0 == 0x1000 + 48

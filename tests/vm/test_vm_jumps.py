@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from vm_build import U32, U64, const, ret, run
 
-from pybpf.isa import Bin, BinOp, Cond, Exit, Goto, Imm, Jump, Reg
+from pybpf.isa import Bin, BinOp, Cond, Exit, Goto, Imm, Instruction, Jump, Reg
 
 
 def _signed(value: int, bits: int) -> int:
@@ -86,7 +86,7 @@ def test_matches_reference(cond: Cond, is32: bool, a: int, b: int, use_imm: bool
 
 def test_goto_and_backward_jump_loop() -> None:
     # r0 = 0; r1 = 10; loop: r0 += 3; r1 -= 1; if r1 != 0 goto loop; goto +1; r0 = 99; exit
-    program = [
+    program: list[Instruction] = [
         const(Reg.R0, 0),
         const(Reg.R1, 10),
         Bin(BinOp.ADD, Reg.R0, Imm(3), True),

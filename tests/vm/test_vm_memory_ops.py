@@ -14,6 +14,7 @@ from pybpf.isa import (
     CallLocal,
     Exit,
     Imm,
+    Instruction,
     Load,
     Mode,
     PacketLoad,
@@ -29,7 +30,7 @@ SIZES = [(Size.B, 1), (Size.H, 2), (Size.W, 4), (Size.DW, 8)]
 @pytest.mark.parametrize(("size", "nbytes"), SIZES, ids=lambda v: getattr(v, "name", None))
 def test_stack_store_register_then_load(size: Size, nbytes: int) -> None:
     value = 0x8877665544332211
-    program = [
+    program: list[Instruction] = [
         const(Reg.R1, value),
         Store(Size.DW, Reg.R10, -16, Imm(-1)),  # fill, so a short store leaves the rest visible
         Store(Size.DW, Reg.R10, -8, Imm(-1)),
@@ -46,7 +47,7 @@ def test_stack_store_register_then_load(size: Size, nbytes: int) -> None:
 
 @pytest.mark.parametrize(("size", "nbytes"), SIZES, ids=lambda v: getattr(v, "name", None))
 def test_store_immediate_is_sign_extended_then_truncated(size: Size, nbytes: int) -> None:
-    program = [
+    program: list[Instruction] = [
         Store(Size.DW, Reg.R10, -8, Imm(0)),
         Store(size, Reg.R10, -8, Imm(-2)),
         Load(Size.DW, Reg.R0, Reg.R10, -8),
@@ -70,7 +71,7 @@ def test_sign_extending_loads(size: Size, nbytes: int) -> None:
 def test_input_memory_is_r1_and_r2_and_writes_land_in_it() -> None:
     buffer = bytearray(b"\x01\x02\x03\x04\x05\x06\x07\x08")
     region = Region(RegionKind.INPUT, "input", buffer)
-    program = [
+    program: list[Instruction] = [
         Load(Size.W, Reg.R0, Reg.R1, 4),
         Store(Size.H, Reg.R1, 0, Imm(0x7777)),
         Bin(BinOp.ADD, Reg.R0, Reg.R2, True),
@@ -120,7 +121,7 @@ OPERAND = 0xF0F0F0F0_12345678
 
 def _atomic(op: AtomicCode, size: Size, initial: int, operand: int, r0: int = 0) -> tuple[int, int, int]:
     """Run one atomic on an 8-byte stack slot; return (memory after, operand register after, r0 after)."""
-    program = [
+    program: list[Instruction] = [
         const(Reg.R1, initial),
         Store(Size.DW, Reg.R10, -8, Reg.R1),
         const(Reg.R2, operand),
@@ -172,7 +173,7 @@ def test_cmpxchg_compares_with_r0() -> None:
 @pytest.mark.parametrize(("size", "nbytes"), SIZES, ids=lambda v: getattr(v, "name", None))
 def test_load_acquire_and_store_release(size: Size, nbytes: int) -> None:
     mask = (1 << (8 * nbytes)) - 1
-    program = [
+    program: list[Instruction] = [
         const(Reg.R2, OPERAND),
         Store(Size.DW, Reg.R10, -8, Imm(0)),
         Atomic(AtomicCode.STORE_REL, size, Reg.R10, -8, Reg.R2),  # *(r10 - 8) = r2
@@ -204,13 +205,13 @@ def test_ld_abs_reads_big_endian(size: Size, expected: int) -> None:
 
 
 def test_ld_ind_adds_the_register() -> None:
-    program = [mov(Reg.R6, 4), PacketLoad(Size.H, Mode.IND, Reg.R6, 3), Exit()]
+    program: list[Instruction] = [mov(Reg.R6, 4), PacketLoad(Size.H, Mode.IND, Reg.R6, 3), Exit()]
     assert _packet_run(program) == 0x1718
 
 
 @pytest.mark.parametrize("offset", [len(PACKET) - 1, len(PACKET), 1 << 20, -1])
 def test_out_of_range_packet_load_exits_with_zero(offset: int) -> None:
-    program = [mov(Reg.R6, offset), PacketLoad(Size.H, Mode.IND, Reg.R6, 0), *ret(7)]
+    program: list[Instruction] = [mov(Reg.R6, offset), PacketLoad(Size.H, Mode.IND, Reg.R6, 0), *ret(7)]
     assert _packet_run(program) == 0
 
 
@@ -230,7 +231,7 @@ def test_an_instructions_cached_region_dies_with_its_mapping() -> None:
 
 def test_one_instruction_alternating_between_regions() -> None:
     # A function called twice: once with a stack pointer, once with a pointer into the input.
-    program = [
+    program: list[Instruction] = [
         Store(Size.DW, Reg.R10, -8, Imm(30)),
         Bin(BinOp.MOV, Reg.R6, Reg.R1, True),
         Bin(BinOp.MOV, Reg.R1, Reg.R10, True),
