@@ -318,6 +318,9 @@ def test_each_run_sees_its_own_task() -> None:
         assert isinstance(view, TaskServices)
         assert view.task == other and services.task != other  # the object's own stays put
         assert view.maps is services.maps and view.cpus == services.cpus
+        assert view.task_struct is services.task_struct and view.trace_pipe is services.trace_pipe
+        services.cpu = services.cpus - 1  # a view reads through: later changes are seen
+        assert view.cpu == services.cpus - 1
         assert run_services(services, None) is services
 
 
