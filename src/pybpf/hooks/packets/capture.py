@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 from typing import BinaryIO
 
-import dpkt  # type: ignore[import-untyped]
+import dpkt
 
 from pybpf.errors import PybpfError
 
