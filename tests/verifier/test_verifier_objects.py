@@ -101,6 +101,7 @@ def test_rejection_names_the_c_line(tmp_path: Path) -> None:
     obj = tmp_path / "buggy.o"
     # Debian keeps <asm/types.h> under the multiarch include directory.
     multiarch = f"-I/usr/include/{platform.machine()}-linux-gnu"
+    assert CLANG is not None  # the skipif above
     subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", f"-I{PROGS}", multiarch, "-c", str(source), "-o", str(obj)],
                    check=True, capture_output=True)
     spec = load_spec(obj)
