@@ -394,3 +394,50 @@ def test_the_dataflow_gives_up_on_too_many_call_chains(monkeypatch: pytest.Monke
     monkeypatch.setattr(dataflow, "MAX_STEPS", 50)
     with pytest.raises(ContextAccessError, match="gave up after 50 steps"):
         convert_ctx_access(insns, XDP)
+
+
+# A packet pointer spilled over the context's slot through a stack pointer whose offset only the
+# verifier knows (fp + r5, r5 = -8): the reload at pc 7 is the packet, and pc 12 reads the packet.
+LOST_STACK_POINTER = """
+stxdw [%r10-8], %r1
+ldxw %r2, [%r1+0]
+ldxw %r7, [%r1+4]
+mov %r5, -8
+mov %r3, %r10
+add %r3, %r5
+stxdw [%r3+0], %r2
+ldxdw %r4, [%r10-8]
+mov %r6, %r4
+add %r6, 4
+mov %r0, 0
+jgt %r6, %r7, +1
+ldxw %r0, [%r4+0]
+exit
+"""
+
+
+def test_a_store_through_a_stack_pointer_the_dataflow_lost_is_not_ignored() -> None:
+    insns = assemble(LOST_STACK_POINTER)
+    report = verify(insns, prog_type=BpfProgType.XDP)
+    assert report.accepted
+    assert report.ptr_types[12] is RegType.PTR_TO_PACKET
+    exact = convert_ctx_access(insns, XDP, ptr_types=report.ptr_types)
+    assert [access.pc for access in exact.accesses] == [1, 2]
+    # The dataflow cannot tell which slot the store hit: the reload may be the context or the
+    # packet, and it refuses rather than rewrite a packet read as ctx->data.
+    with pytest.raises(ContextAccessError, match="some paths only") as refused:
+        convert_ctx_access(insns, XDP)
+    assert refused.value.pc == 12
+    # With the offset in the instruction, the dataflow follows the store like the verifier.
+    precise = assemble(LOST_STACK_POINTER.replace("add %r3, %r5", "add %r3, -8"))
+    assert [access.pc for access in convert_ctx_access(precise, XDP).accesses] == [1, 2]
+
+
+def test_numbers_stored_anywhere_leave_the_spilled_context_alone() -> None:
+    # A variable-offset store of a number (a stack array indexed at run time) cannot turn the
+    # context's slot into a pointer the verifier would let the program dereference.
+    text = ("stxdw [%r10-8], %r1\nldxw %r5, [%r1+12]\nand %r5, 8\nmov %r3, %r10\nadd %r3, -24\nadd %r3, %r5\n"
+            "stdw [%r3+0], 7\nldxdw %r1, [%r10-8]\nldxw %r0, [%r1+4]\nexit")
+    insns = assemble(text)
+    assert verify(insns, prog_type=BpfProgType.XDP).accepted
+    assert [access.pc for access in convert_ctx_access(insns, XDP).accesses] == [1, 8]

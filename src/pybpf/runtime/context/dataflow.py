@@ -13,7 +13,11 @@ value of a register is one of:
   current frame and, through a pointer a caller passed down, in any caller's;
 - :class:`FuncPtr` ``(pc)``: a function address (``lddw rX, func``), so callbacks handed to
   bpf_loop and for_each_map_elem get their context-typed arguments;
-- :data:`OTHER`: anything that is certainly not the context (scalars, packet and map pointers);
+- :data:`OTHER`: anything that is certainly neither the context nor a stack pointer (scalars,
+  packet and map pointers);
+- :data:`MAYBE_STACK`: maybe a stack pointer at an offset the analysis does not know. An
+  8-byte store through it may have hit any slot of any frame (each slot becomes the join of
+  what it held and what was stored), and a load through it may give anything a slot holds;
 - :data:`MAYBE_CTX`: the join of the context with something else. An access through such a
   register cannot be converted, and the rewrite rejects it (the kernel rejects it too: one
   instruction may not see two pointer types).
@@ -59,7 +63,7 @@ from pybpf.isa.insn import (
     Store,
     slot_count,
 )
-from pybpf.isa.opcodes import AtomicCode, PseudoSrc, Size
+from pybpf.isa.opcodes import AtomicCode, PseudoSrc
 from pybpf.platform.uapi_generated import HelperId
 
 MAX_CALL_FRAMES = 8
@@ -97,11 +101,13 @@ class FuncPtr:
 class Other(Enum):
     """Values that are not a precise pointer this analysis follows."""
 
-    OTHER = "not the context"
+    OTHER = "neither the context nor a stack pointer"
+    MAYBE_STACK = "maybe a stack pointer (at an unknown offset), never the context"
     MAYBE_CTX = "maybe the context"
 
 
 OTHER = Other.OTHER
+MAYBE_STACK = Other.MAYBE_STACK
 MAYBE_CTX = Other.MAYBE_CTX
 
 Value = CtxPtr | StackPtr | FuncPtr | Other
@@ -112,38 +118,28 @@ def join_values(a: Value, b: Value) -> Value:
         return a
     if isinstance(a, CtxPtr) or isinstance(b, CtxPtr) or MAYBE_CTX in (a, b):
         return MAYBE_CTX
+    if isinstance(a, StackPtr) or isinstance(b, StackPtr) or MAYBE_STACK in (a, b):
+        return MAYBE_STACK
     return OTHER
+
+
+def _imprecise(value: Value) -> bool:
+    """Whether an access through ``value`` may touch a stack slot this analysis cannot name."""
+    return value is MAYBE_STACK or value is MAYBE_CTX
 
 
 Slots = frozenset[tuple[int, Value]]
 
 
-def _join_slots(a: Slots, b: Slots) -> Slots:
-    if a == b:
-        return a
-    mine, theirs = dict(a), dict(b)
-    joined = set()
-    for key in mine.keys() | theirs.keys():
-        value = join_values(mine.get(key, OTHER), theirs.get(key, OTHER))
-        if value is not OTHER:
-            joined.add((key, value))
-    return frozenset(joined)
-
-
-def _store_slots(stack: Slots, offset: int, width: int, value: Value) -> Slots:
-    """The slots after a ``width``-byte store at ``offset``: overlapped slots die, one may be born."""
-    kept = {(k, v) for k, v in stack if k + 8 <= offset or offset + width <= k}
-    if width == 8 and value is not OTHER:
-        kept.add((offset, value))
-    return frozenset(kept)
-
-
 @dataclass(frozen=True, slots=True)
 class State:
-    """One frame: registers r0-r10 and the spill slots (stack offset -> value; absent means OTHER)."""
+    """One frame: registers r0-r10 and the spill slots (stack offset -> value). A slot not in
+    ``stack`` holds ``rest``: OTHER, until a store through an imprecise pointer may have put
+    something else anywhere."""
 
     regs: tuple[Value, ...]
     stack: Slots = frozenset()
+    rest: Value = OTHER
 
     def reg(self, reg: Reg) -> Value:
         return self.regs[int(reg)]
@@ -152,21 +148,47 @@ class State:
         regs = list(self.regs)
         for number, value in updates.items():
             regs[number] = value
-        return State(tuple(regs), self.stack)
+        return State(tuple(regs), self.stack, self.rest)
 
     def slot(self, offset: int) -> Value:
         for key, value in self.stack:
             if key == offset:
                 return value
-        return OTHER
+        return self.rest
+
+    def anything(self) -> Value:
+        """What an 8-byte load from an unknown slot of this frame may give."""
+        value = self.rest
+        for _, held in self.stack:
+            value = join_values(value, held)
+        return value
 
     def with_store(self, offset: int, width: int, value: Value) -> State:
-        """The frame after a ``width``-byte store into its own stack at ``offset``."""
-        return State(self.regs, _store_slots(self.stack, offset, width, value))
+        """The frame after a ``width``-byte store into its own stack at ``offset``: overlapped
+        slots die (their bytes are data now), an 8-byte store gives its slot the value."""
+        kept = {(k, v) for k, v in self.stack if k + 8 <= offset or offset + width <= k}
+        if width == 8 and value != self.rest:
+            kept.add((offset, value))
+        return State(self.regs, frozenset(kept), self.rest)
+
+    def with_smear(self, value: Value) -> State:
+        """The frame after an 8-byte store of ``value`` that may have hit any of its slots."""
+        rest = join_values(self.rest, value)
+        stack = frozenset((k, v) for k, held in self.stack if (v := join_values(held, value)) != rest)
+        return State(self.regs, stack, rest)
 
     def join(self, other: State) -> State:
         regs = tuple(join_values(a, b) for a, b in zip(self.regs, other.regs, strict=True))
-        return State(regs, _join_slots(self.stack, other.stack))
+        if self.stack == other.stack and self.rest == other.rest:
+            return State(regs, self.stack, self.rest)
+        rest = join_values(self.rest, other.rest)
+        mine, theirs = dict(self.stack), dict(other.stack)
+        stack = set()
+        for key in mine.keys() | theirs.keys():
+            value = join_values(mine.get(key, self.rest), theirs.get(key, other.rest))
+            if value != rest:
+                stack.add((key, value))
+        return State(regs, frozenset(stack), rest)
 
 
 def entry_state(args: Sequence[Value] = (CtxPtr(0),), frame: int = 0) -> State:
@@ -192,17 +214,32 @@ class Chain:
     def with_top(self, state: State) -> Chain:
         return Chain((*self.frames[:-1], state))
 
-    def load(self, ptr: StackPtr, off: int) -> Value:
-        if ptr.frame >= len(self.frames):
+    def load(self, base: Value, off: int, width: int, sign_extend: bool = False) -> Value:
+        """What a load of ``width`` bytes at ``base + off`` gives (only whole spills are pointers)."""
+        if width != 8 or sign_extend:
             return OTHER
-        return self.frames[ptr.frame].slot(ptr.offset + off)
+        if isinstance(base, StackPtr):
+            return self.frames[base.frame].slot(base.offset + off) if base.frame < len(self.frames) else OTHER
+        if _imprecise(base):
+            value: Value = OTHER
+            for frame in self.frames:
+                value = join_values(value, frame.anything())
+            return value
+        return OTHER
 
-    def store(self, ptr: StackPtr, off: int, width: int, value: Value) -> Chain:
-        if ptr.frame >= len(self.frames):
-            return self
-        frames = list(self.frames)
-        frames[ptr.frame] = frames[ptr.frame].with_store(ptr.offset + off, width, value)
-        return Chain(tuple(frames))
+    def store(self, base: Value, off: int, width: int, value: Value) -> Chain:
+        """The chain after a store of ``width`` bytes of ``value`` at ``base + off``."""
+        if isinstance(base, StackPtr):
+            if base.frame >= len(self.frames):
+                return self
+            frames = list(self.frames)
+            frames[base.frame] = frames[base.frame].with_store(base.offset + off, width, value)
+            return Chain(tuple(frames))
+        if _imprecise(base) and width == 8:
+            # Somewhere in some frame, maybe. (A narrower store cannot make a slot a pointer
+            # the verifier would let a program dereference: those bytes are data to it.)
+            return Chain(tuple(frame.with_smear(value) for frame in self.frames))
+        return self
 
     def join(self, other: Chain) -> Chain:
         return Chain(tuple(a.join(b) for a, b in zip(self.frames, other.frames, strict=True)))
@@ -226,39 +263,43 @@ def _bin(state: State, insn: Bin) -> State:
     current = state.regs[d]
     if not insn.is64:
         return state.with_regs({d: OTHER})
+    source = state.reg(insn.src) if isinstance(insn.src, Reg) else OTHER
     if insn.op is BinOp.MOV:
-        return state.with_regs({d: state.reg(insn.src) if isinstance(insn.src, Reg) else OTHER})
+        return state.with_regs({d: source})
     if insn.op in (BinOp.ADD, BinOp.SUB) and isinstance(insn.src, Imm):
         delta = insn.src.value if insn.op is BinOp.ADD else -insn.src.value
         if isinstance(current, CtxPtr):
             return state.with_regs({d: CtxPtr(current.offset + delta)})
         if isinstance(current, StackPtr):
             return state.with_regs({d: StackPtr(current.offset + delta, current.frame)})
-    if isinstance(current, CtxPtr) or current is MAYBE_CTX:
-        # Variable or non-additive arithmetic on the context: no constant offset is known.
+    # No constant offset is known: the result is a pointer of the operands' kind at an unknown
+    # offset (a number plus a pointer is a pointer too).
+    involved = (current, source) if insn.op is BinOp.ADD else (current,)
+    if any(isinstance(v, CtxPtr) or v is MAYBE_CTX for v in involved):
         return state.with_regs({d: MAYBE_CTX})
+    if any(isinstance(v, StackPtr) or v is MAYBE_STACK for v in involved):
+        return state.with_regs({d: MAYBE_STACK})
     return state.with_regs({d: OTHER})
 
 
 def _atomic(chain: Chain, insn: Atomic) -> Chain:
     state = chain.top
+    width = insn.size.nbytes
     if insn.op is AtomicCode.LOAD_ACQ:
-        base = state.reg(insn.src)
-        loaded = chain.load(base, insn.off) if isinstance(base, StackPtr) and insn.size is Size.DW else OTHER
+        loaded = chain.load(state.reg(insn.src), insn.off, width)
         return chain.with_top(state.with_regs({int(insn.dst): loaded}))
     base = state.reg(insn.dst)
     if insn.op is AtomicCode.STORE_REL:
-        stored = state.reg(insn.src)
-        return chain.store(base, insn.off, insn.size.nbytes, stored) if isinstance(base, StackPtr) else chain
+        return chain.store(base, insn.off, width, state.reg(insn.src))
     updates: dict[int, Value] = {}
     if insn.op is AtomicCode.CMPXCHG:
         updates[0] = OTHER
     elif insn.op & 0x01:  # BPF_FETCH: src receives the old value
         updates[int(insn.src)] = OTHER
-    result = chain.with_top(state.with_regs(updates))
-    if isinstance(base, StackPtr):
-        result = result.store(base, insn.off, insn.size.nbytes, OTHER)
-    return result
+    # The memory now holds a number (to the verifier too), which nothing can dereference: only
+    # a slot it certainly replaced needs forgetting.
+    after = chain.with_top(state.with_regs(updates))
+    return after.store(base, insn.off, width, OTHER) if isinstance(base, StackPtr) else after
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,17 +328,16 @@ def step(pc: int, insn: Instruction, chain: Chain) -> Flow:
             value: Value = FuncPtr(pc + 1 + insn.imm) if insn.src is PseudoSrc.FUNC else OTHER
             return Flow(((nxt, chain.with_top(state.with_regs({int(insn.dst): value}))),))
         case Load():
-            base = state.reg(insn.src)
-            loaded: Value = OTHER
-            if isinstance(base, StackPtr) and insn.size is Size.DW and not insn.sign_extend:
-                loaded = chain.load(base, insn.off)
+            loaded = chain.load(state.reg(insn.src), insn.off, insn.size.nbytes, insn.sign_extend)
             return Flow(((nxt, chain.with_top(state.with_regs({int(insn.dst): loaded}))),))
         case Store():
             base = state.reg(insn.dst)
-            after = chain
-            if isinstance(base, StackPtr):
-                stored = state.reg(insn.src) if isinstance(insn.src, Reg) else OTHER
-                after = chain.store(base, insn.off, insn.size.nbytes, stored)
+            if isinstance(insn.src, Imm):
+                # A number: at a known slot it replaces what was there; anywhere else it cannot
+                # make a slot a pointer.
+                after = chain.store(base, insn.off, insn.size.nbytes, OTHER) if isinstance(base, StackPtr) else chain
+            else:
+                after = chain.store(base, insn.off, insn.size.nbytes, state.reg(insn.src))
             return Flow(((nxt, after),))
         case Atomic():
             return Flow(((nxt, _atomic(chain, insn)),))
@@ -353,8 +393,9 @@ def _callback_args(helper: int, regs: Sequence[Value]) -> list[Value] | None:
 
 
 def _forget_frame(value: Value, frame: int) -> Value:
-    """A pointer into frame ``frame`` (or deeper) is dangling once that frame returns."""
-    return OTHER if isinstance(value, StackPtr) and value.frame >= frame else value
+    """A pointer into frame ``frame`` (or deeper) is dangling once that frame returns: it may
+    still be some pointer into the stack (the verifier refuses to use it), never the context."""
+    return MAYBE_STACK if isinstance(value, StackPtr) and value.frame >= frame else value
 
 
 @dataclass(slots=True)
@@ -407,7 +448,7 @@ class _Analysis:
         # A helper's result is a number; a function's r0 is what it returned.
         returned = _forget_frame(chain.top.regs[0], depth) if isinstance(call, CallLocal | CallReg) else OTHER
         frames = [
-            State(frame.regs, frozenset((k, v) for k, v in frame.stack if _forget_frame(v, depth) is not OTHER))
+            State(frame.regs, frozenset((k, _forget_frame(v, depth)) for k, v in frame.stack), frame.rest)
             for frame in chain.frames[:-1]
         ]
         frames[-1] = frames[-1].with_regs({**_CLOBBERED, 0: returned})
@@ -418,7 +459,7 @@ class _Analysis:
             args = _callback_args(call.helper, caller.regs)
             target = caller.regs[_CALLBACKS[call.helper][0]] if args is not None else None
             if isinstance(target, FuncPtr) and args is not None:
-                again = Chain((*back.frames[:-1], State(caller.regs, back.top.stack)))
+                again = Chain((*back.frames[:-1], State(caller.regs, back.top.stack, back.top.rest)))
                 self.merge(sites, target.pc, _push(again, args))
 
 
