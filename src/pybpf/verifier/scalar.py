@@ -291,28 +291,28 @@ def sync_full(s: Scalar) -> Scalar:
     """:func:`sync` without the constant shortcut (every deduction step, as the kernel runs them).
 
     The steps of :class:`_Bounds` (see :func:`sync_reference`) inlined on local variables: the
-    verifier's hottest function, where attribute access and calls dominated."""
+    verifier's hottest function, where attribute access and calls dominated. Steps that cannot
+    change anything are skipped: a second deduction round after one that changed nothing, and
+    the final bounds update when ``bound_offset`` left the tnum as it was (the first update
+    already applied the same limits, and bounds only ever tighten)."""
     t = s.var_off
     tv, tm = t.value, t.mask
     smin, smax, umin, umax = s.smin, s.smax, s.umin, s.umax
     s32_min, s32_max, u32_min, u32_max = s.s32_min, s.s32_max, s.u32_min, s.u32_max
     high = ~U32 & U64
-    for round_ in range(4):
-        if round_ in (0, 3):
-            # __update_reg_bounds (before the deductions, and again after bound_offset)
-            lv, lm = tv & U32, tm & U32
-            s32_min = max(s32_min, _s32(lv | (lm & (1 << 31))))
-            s32_max = min(s32_max, _s32(lv | (lm & S32_MAX)))
-            u32_min = max(u32_min, lv)
-            u32_max = min(u32_max, lv | lm)
-            smin = max(smin, _s64(tv | (tm & (1 << 63))))
-            smax = min(smax, _s64(tv | (tm & S64_MAX)))
-            umin = max(umin, tv)
-            umax = min(umax, tv | tm)
-            if round_ == 3:
-                break
-            continue
-        # deduce32
+    # __update_reg_bounds
+    lv, lm = tv & U32, tm & U32
+    s32_min = max(s32_min, _s32(lv | (lm & (1 << 31))))
+    s32_max = min(s32_max, _s32(lv | (lm & S32_MAX)))
+    u32_min = max(u32_min, lv)
+    u32_max = min(u32_max, lv | lm)
+    smin = max(smin, _s64(tv | (tm & (1 << 63))))
+    smax = min(smax, _s64(tv | (tm & S64_MAX)))
+    umin = max(umin, tv)
+    umax = min(umax, tv | tm)
+    for _ in range(2):
+        before = (smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max)
+        # __reg32_deduce_bounds
         if umin >> 32 == umax >> 32:
             u32_min = max(u32_min, umin & U32)
             u32_max = min(u32_max, umax & U32)
@@ -337,7 +337,7 @@ def sync_full(s: Scalar) -> Scalar:
         if s32_min & U32 <= s32_max & U32:
             u32_min = max(u32_min, s32_min & U32)
             u32_max = min(u32_max, s32_max & U32)
-        # deduce64
+        # __reg64_deduce_bounds
         if _s64(umin) <= _s64(umax):
             smin = max(smin, _s64(umin))
             smax = min(smax, _s64(umax))
@@ -350,7 +350,7 @@ def sync_full(s: Scalar) -> Scalar:
         elif smax & U64 < umin:
             smax = min(smax, umax - (1 << 64))
             umin = max(umin, smin & U64)
-        # deduce_mixed
+        # __reg_deduce_mixed_bounds
         umin = max(umin, (umin & high) | u32_min)
         umax = min(umax, (umax & high) | u32_max)
         smin = max(smin, _s64((smin & high) | u32_min))
@@ -360,12 +360,26 @@ def sync_full(s: Scalar) -> Scalar:
             smax = min(smax, s32_max)
             umin = max(umin, s32_min)
             umax = min(umax, s32_max)
-        if round_ == 2 and umin <= umax and u32_min <= u32_max:
-            # bound_offset (skipped when empty: left to is_bottom)
-            wide = t.intersect(Tnum.range(umin, umax))
-            low = wide.subreg().intersect(Tnum.range(u32_min, u32_max))
-            t = wide.clear_subreg().or_(low)
+        if before == (smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max):
+            break  # a fixed point: the second round would compute the same
+    # __reg_bound_offset (skipped when empty: left to is_bottom)
+    if umin <= umax and u32_min <= u32_max:
+        wide = t.intersect(Tnum.range(umin, umax))
+        low = wide.subreg().intersect(Tnum.range(u32_min, u32_max))
+        bounded = wide.clear_subreg().or_(low)
+        if bounded.value != tv or bounded.mask != tm:
+            t = bounded
             tv, tm = t.value, t.mask
+            # __update_reg_bounds again, from the sharper tnum
+            lv, lm = tv & U32, tm & U32
+            s32_min = max(s32_min, _s32(lv | (lm & (1 << 31))))
+            s32_max = min(s32_max, _s32(lv | (lm & S32_MAX)))
+            u32_min = max(u32_min, lv)
+            u32_max = min(u32_max, lv | lm)
+            smin = max(smin, _s64(tv | (tm & (1 << 63))))
+            smax = min(smax, _s64(tv | (tm & S64_MAX)))
+            umin = max(umin, tv)
+            umax = min(umax, tv | tm)
     return Scalar(t, smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max)
 
 
