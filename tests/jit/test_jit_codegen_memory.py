@@ -20,7 +20,7 @@ from pybpf.vm.execution import STACK_SIZE
 from pybpf.vm.jit import JitProgram
 from pybpf.vm.jit.codegen import _ModuleBuilder
 from pybpf.vm.jit.llvm import NativeCode
-from pybpf.vm.jit.plan import FRAME, FunctionOrigins, plan_program, register_origins
+from pybpf.vm.jit.plan import FRAME, FunctionOrigins, function_origins, plan_program
 from pybpf.vm.jit.state import STATE_SLOTS, Slot
 
 
@@ -28,7 +28,7 @@ def _origins(text: str, function: int = 0) -> tuple[FunctionOrigins, dict[int, o
     insns = tuple(assemble(text))
     plan = plan_program(insns, insns[-1].pc + 1)
     chosen = plan.functions[function]
-    return register_origins(plan.insns, chosen, chosen.entry == 0), dict(plan.insns)
+    return function_origins(plan, chosen), dict(plan.insns)
 
 
 def _read_u64(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int, /) -> int:  # noqa: PLR0917
@@ -326,3 +326,23 @@ def test_main_without_registers_returns_r0_and_leaves_the_registers_alone() -> N
     assert list(state[Slot.REGS : Slot.REGS + 11]) == [0] * 11
     body = native.optimized_ir().split(f"@{quiet.name}(", 1)[1].split("\n}\n", 1)[0]
     assert "x i64>" in body  # a vector loop
+
+
+def test_a_main_function_that_is_also_a_callee_keeps_its_frame_in_memory() -> None:
+    # The inner call of the main function returns its frame's address; the caller reads it.
+    text = """
+    start:
+    jeq %r1, 7, inner
+    mov %r1, 7
+    call local start
+    ldxdw %r0, [%r0]
+    exit
+    inner:
+    stdw [%r10-8], 9
+    mov %r0, %r10
+    add %r0, -8
+    exit
+    """
+    assert not _origins(text)[0].private_frame
+    (interp, _), (jit, _) = run_both(text)
+    assert jit.r0 == interp.r0 == 9

@@ -65,7 +65,7 @@ from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
 from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_map_update, emit_system_helper
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
-from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, register_origins
+from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, function_origins
 from pybpf.vm.jit.state import Slot, Status
 
 ENTRY_NAME = "bpf_entry"
@@ -226,7 +226,7 @@ class _FunctionEmitter:
     def _emit_locals(self, frame_top: Value) -> None:
         """The entry block's locals: the frame, the base pointers of entry registers, budget and hot range."""
         ir, builder, i8 = self.ir, self.builder, self.ir.IntType(8)
-        self.origins = register_origins(self.insns, self.plan, self.plan.entry == 0)
+        self.origins = function_origins(self.parent.plan, self.plan)
         self.frame_bottom: Value = builder.sub(frame_top, self._const(STACK_SIZE), name="frame_bottom")
         if self.origins.private_frame:
             frame = builder.alloca(ir.ArrayType(i8, STACK_SIZE), name="frame")

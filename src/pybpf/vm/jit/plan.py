@@ -61,9 +61,18 @@ class ProgramPlan:
     functions: tuple[FunctionPlan, ...]
 
     @property
+    def main_is_called(self) -> bool:
+        """Whether the main function is also a callee (a local call or a function address names pc 0)."""
+        return any(
+            (isinstance(insn, CallLocal) and pc + 1 + insn.off == 0)
+            or (isinstance(insn, LoadImm64) and insn.src is PseudoSrc.FUNC and pc + 1 + insn.imm == 0)
+            for pc, insn in self.insns.items()
+        )
+
+    @property
     def makes_calls(self) -> bool:
-        """Whether any frame beyond the main one can exist (a local call or a callx)."""
-        return len(self.functions) > 1 or any(isinstance(insn, CallReg) for insn in self.insns.values())
+        """Whether any frame beyond the main one can exist (a local call, even to the main function, or a callx)."""
+        return len(self.functions) > 1 or any(isinstance(insn, CallLocal | CallReg) for insn in self.insns.values())
 
 
 def successors(pc: int, insn: Instruction) -> tuple[int, ...]:
@@ -338,3 +347,12 @@ def register_origins(insns: Mapping[int, Instruction], function: FunctionPlan, i
                 before[following] = joined
                 work.append(following)
     return FunctionOrigins({pc: state.regs for pc, state in before.items()}, private)
+
+
+def function_origins(plan: ProgramPlan, function: FunctionPlan) -> FunctionOrigins:
+    """:func:`register_origins` of one of ``plan``'s functions.
+
+    Only the outermost frame's r0 is never dereferenced: a main function that is also a callee
+    may hand its frame's address to its caller, so it counts as any function there.
+    """
+    return register_origins(plan.insns, function, function.entry == 0 and not plan.main_is_called)
