@@ -441,3 +441,11 @@ def test_numbers_stored_anywhere_leave_the_spilled_context_alone() -> None:
     insns = assemble(text)
     assert verify(insns, prog_type=BpfProgType.XDP).accepted
     assert [access.pc for access in convert_ctx_access(insns, XDP).accesses] == [1, 8]
+
+
+def test_bpf_find_vma_passes_its_callback_ctx_in_r4() -> None:
+    # bpf_find_vma(task, addr, callback_fn, callback_ctx, flags): callback(task, vma, callback_ctx).
+    text = ("stxdw [%r10-8], %r1\nmov %r1, 0\nmov %r2, 0\nlddw %r3, func cb\nmov %r4, %r10\nadd %r4, -8\n"
+            "mov %r5, 0\ncall 180\nmov %r0, 0\nexit\n"
+            "cb:\nldxdw %r3, [%r3+0]\nldxw %r0, [%r3+12]\nexit")
+    assert _ctx_pcs(text) == [12]

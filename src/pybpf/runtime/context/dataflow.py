@@ -253,7 +253,7 @@ _CALLBACKS: dict[int, tuple[int, dict[int, int]]] = {
     HelperId.LOOP: (2, {2: 3}),  # callback(index, callback_ctx)
     HelperId.FOR_EACH_MAP_ELEM: (2, {4: 3}),  # callback(map, key, value, callback_ctx)
     HelperId.TIMER_SET_CALLBACK: (2, {}),
-    HelperId.FIND_VMA: (4, {3: 5}),  # callback(task, vma, callback_ctx)
+    HelperId.FIND_VMA: (3, {3: 4}),  # bpf_find_vma(task, addr, callback_fn, callback_ctx, flags)
     HelperId.USER_RINGBUF_DRAIN: (2, {2: 3}),  # callback(dynptr, callback_ctx)
 }
 
