@@ -9,8 +9,6 @@ satisfy it; the property tests check this against :data:`pybpf.isa.semantics.JMP
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pybpf.isa.insn import Cond
 from pybpf.isa.semantics import JMP32, JMP64
 from pybpf.verifier.scalar import Scalar, sync, tnums_compatible
@@ -53,16 +51,19 @@ def _not_equal(a: View, b: View) -> View:
     c = b.const_value()
     if c is None:
         return a
-    if a.u_lo == c:
-        a = replace(a, u_lo=c + 1)
-    if a.u_hi == c:
-        a = replace(a, u_hi=c - 1)
+    u_lo, u_hi, s_lo, s_hi = a.u_lo, a.u_hi, a.s_lo, a.s_hi
     sc = _signed(c, a.bits)
-    if a.s_lo == sc:
-        a = replace(a, s_lo=sc + 1)
-    if a.s_hi == sc:
-        a = replace(a, s_hi=sc - 1)
-    return a
+    if c not in (u_lo, u_hi) and sc not in (s_lo, s_hi):
+        return a
+    if u_lo == c:
+        u_lo = c + 1
+    if u_hi == c:
+        u_hi = c - 1
+    if s_lo == sc:
+        s_lo = sc + 1
+    if s_hi == sc:
+        s_hi = sc - 1
+    return View(a.bits, a.tnum, s_lo, s_hi, u_lo, u_hi)
 
 
 def _refine_views(cond: Cond | None, a: View, b: View) -> tuple[View, View] | None:
