@@ -89,6 +89,7 @@ def test_pinned_program_loads_again_in_another_process_and_pinned_trie_steers_th
         assert firewall.test_run(ipv4_packet("192.168.1.1")).retval == 2
     reloaded = open_pinned_program(prog_path, engine="interp")
     assert reloaded.test_run(ipv4_packet("10.1.2.3")).retval == 2
+    assert reloaded.attach_provider is not None  # attaches to hooks like a program pybpf.load gave
     described = pin_program(reloaded, "progs/description_only", tmp_path)
     with pytest.raises(NotSupportedError, match="object file"):
         open_pinned_program(described)

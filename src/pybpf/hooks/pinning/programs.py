@@ -59,6 +59,7 @@ def open_pinned_program(
 ) -> Program:
     """The program pinned at ``path``, loaded again in this process from the pinned object bytes
     (with its own maps); ``load_options`` go to :func:`pybpf.load` (``engine``, ``ncpus``...)."""
+    from pybpf.hooks.provider import install
     from pybpf.runtime.loader import load
 
     info = read_pin(path, root)
@@ -73,6 +74,7 @@ def open_pinned_program(
     name = str(info.meta["name"])
     prog_types = {name: BpfProgType(int(info.meta["prog_type"]))} if "prog_type" in info.meta else None
     obj = load(payload, prog_types=prog_types, **load_options)
+    install(obj)  # as pybpf.load does: the reloaded program attaches to hooks like any other
     return obj.program(name)
 
 
