@@ -31,6 +31,7 @@ from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
+from pybpf.vm.native_tracing import PRANDOM_WORDS, NativeTask, PrandomState, TracingRunSupport
 
 if TYPE_CHECKING:
     from pybpf.runtime.helpers.packet_context import PacketContext
@@ -280,7 +281,10 @@ class RuntimeServices:
     """Everything long-lived that helpers use: maps by pointer, clock, PRNG, CPUs, task, trace pipe.
 
     ``seed`` makes bpf_get_prandom_u32 deterministic; ``cpus`` is the number of virtual CPUs
-    (a run executes on ``RunState.cpu``, default ``cpu``).
+    (a run executes on ``RunState.cpu``, default ``cpu``). Random numbers come from one
+    generator per virtual CPU, as the kernel's per-CPU ``bpf_user_rnd_state``, kept in native
+    memory (:class:`~pybpf.vm.native_tracing.PrandomState`) that the JIT's native
+    get_prandom_u32 steps too: interpreter and JIT runs draw from one stream.
     """
 
     def __init__(
@@ -298,10 +302,12 @@ class RuntimeServices:
         self.memory = memory
         self.maps = MapRegistry(memory)
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.random = random.Random(seed)
         self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
         if not 0 <= cpu < self.cpus:
             raise HelperError(f"cpu {cpu} is outside the {self.cpus} virtual CPUs")
+        # Seed words from the seed (None: from the OS), one set per CPU, so each CPU's stream differs.
+        seeder = random.Random(seed)
+        self.prandom = PrandomState(self.cpus, [seeder.getrandbits(32) for _ in range(self.cpus * PRANDOM_WORDS)])
         self.cpu = cpu
         self.numa_node = numa_node
         self.task = task if task is not None else TaskInfo.current()
@@ -311,8 +317,12 @@ class RuntimeServices:
             Region.zeroed(RegionKind.OTHER, "task_struct of current", TASK_STRUCT_SIZE, writable=False)
         )
 
-    def prandom_u32(self) -> int:
-        return self.random.getrandbits(32)
+    def prandom_u32(self, cpu: int | None = None) -> int:
+        """The next draw of ``cpu``'s generator (default: the services' ``cpu``)."""
+        chosen = self.cpu if cpu is None else cpu
+        if self.prandom.cpu_address(chosen) is None:
+            raise HelperError(f"cpu {chosen} is outside the {self.cpus} virtual CPUs")
+        return self.prandom.next_u32(chosen)
 
     def close(self) -> None:
         """Unmap the regions the services own (map handles, the task_struct stand-in)."""
@@ -332,13 +342,14 @@ class Redirect:
 
 
 @dataclass(slots=True)  # mutable: it records what one run does, as it happens
-class RunState(NativeRunSupport):
+class RunState(NativeRunSupport, TracingRunSupport):
     """Per-run data helpers see as ``env.user``: services, the packet, and the run's recorded effects.
 
     ``ctx`` is the context pointer the run was given (r1); ``func_ip``/``attach_cookie`` are what
     get_func_ip/get_attach_cookie return for this attachment. As a
     :class:`~pybpf.vm.native_maps.NativeRunSupport` it tells the JIT which helpers native code
-    may serve for this run, and gives it the maps' native descriptors.
+    may serve for this run, and gives it the maps' native descriptors; as a
+    :class:`~pybpf.vm.native_tracing.TracingRunSupport`, the current task and the generator state.
     """
 
     services: RuntimeServices
@@ -373,13 +384,40 @@ class RunState(NativeRunSupport):
             if helpers.get(helper) is fn and (host_clock or helper != HelperId.KTIME_GET_NS)
         )
 
+    # -- TracingRunSupport --------------------------------------------------------------------------
+
+    def native_task(self) -> NativeTask:
+        return native_task_of(self.services.task)
+
+    def native_prandom_state(self) -> int:
+        address = self.services.prandom.cpu_address(self.current_cpu)
+        return 0 if address is None else address
+
+
+@functools.lru_cache(maxsize=64)  # a hook's task repeats run after run: the words are computed once
+def native_task_of(task: TaskInfo) -> NativeTask:
+    """``task`` as the get_current_* helpers answer (the same words the Python helpers compute)."""
+    comm = task.comm[: TASK_COMM_LEN - 1]
+    return NativeTask(
+        pid_tgid=((task.tgid & 0xFFFF_FFFF) << 32) | (task.pid & 0xFFFF_FFFF),
+        uid_gid=((task.gid & 0xFFFF_FFFF) << 32) | (task.uid & 0xFFFF_FFFF),
+        comm=comm + bytes(TASK_COMM_LEN - len(comm)),
+    )
+
 
 @functools.cache  # a constant, computed on first use: an import per run cost microseconds
 def _native_equivalents() -> Mapping[int, HelperFn]:
     """The runtime's helpers whose semantics native code reproduces (ktime: on the host's clock only)."""
     # Imported here: those helper modules import this one.
     from pybpf.runtime.helpers.maps import map_lookup_elem, map_update_elem
-    from pybpf.runtime.helpers.system import get_smp_processor_id, ktime_get_ns
+    from pybpf.runtime.helpers.system import (
+        get_current_comm,
+        get_current_pid_tgid,
+        get_current_uid_gid,
+        get_prandom_u32,
+        get_smp_processor_id,
+        ktime_get_ns,
+    )
 
     return MappingProxyType(
         {
@@ -387,6 +425,10 @@ def _native_equivalents() -> Mapping[int, HelperFn]:
             HelperId.MAP_UPDATE_ELEM: map_update_elem,
             HelperId.GET_SMP_PROCESSOR_ID: get_smp_processor_id,
             HelperId.KTIME_GET_NS: ktime_get_ns,
+            HelperId.GET_CURRENT_PID_TGID: get_current_pid_tgid,
+            HelperId.GET_CURRENT_UID_GID: get_current_uid_gid,
+            HelperId.GET_CURRENT_COMM: get_current_comm,
+            HelperId.GET_PRANDOM_U32: get_prandom_u32,
         }
     )
 

@@ -1,4 +1,10 @@
-"""Time, randomness, CPU and current-task helpers."""
+"""Time, randomness, CPU and current-task helpers.
+
+The JIT serves ktime_get_ns, get_smp_processor_id, get_current_pid_tgid/uid_gid/comm and
+get_prandom_u32 in native code when a program calls these very functions
+(:mod:`pybpf.vm.jit.natives`): the answers here and there come from the same place
+(:func:`~pybpf.runtime.helpers.services.native_task_of`, the services' per-CPU generator state).
+"""
 
 # Every helper takes (env, r1..r5): the helper ABI fixes six positional parameters.
 # ruff: noqa: PLR0917
@@ -7,7 +13,7 @@ from __future__ import annotations
 
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers._common import EINVAL, U32, U64, write
-from pybpf.runtime.helpers.services import TASK_COMM_LEN, run_state
+from pybpf.runtime.helpers.services import TASK_COMM_LEN, native_task_of, run_state
 from pybpf.vm.execution import ExecutionContext, HelperFn
 
 
@@ -32,7 +38,8 @@ def jiffies64(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int
 
 
 def get_prandom_u32(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    return run_state(env).services.prandom_u32() & U32
+    state = run_state(env)
+    return state.services.prandom_u32(state.current_cpu) & U32
 
 
 def get_smp_processor_id(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
@@ -44,13 +51,11 @@ def get_numa_node_id(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, 
 
 
 def get_current_pid_tgid(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    task = run_state(env).services.task
-    return ((task.tgid & U32) << 32) | (task.pid & U32)
+    return native_task_of(run_state(env).services.task).pid_tgid
 
 
 def get_current_uid_gid(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    task = run_state(env).services.task
-    return ((task.gid & U32) << 32) | (task.uid & U32)
+    return native_task_of(run_state(env).services.task).uid_gid
 
 
 def get_current_comm(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:

@@ -63,7 +63,14 @@ from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE
 from pybpf.vm.jit import alu_ir, entries, memory_ir
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
-from pybpf.vm.jit.native_helpers import NATIVE_SYSTEM_HELPERS, emit_map_lookup, emit_map_update, emit_system_helper
+from pybpf.vm.jit.native_helpers import (
+    NATIVE_SYSTEM_HELPERS,
+    NATIVE_TRACING_HELPERS,
+    emit_map_lookup,
+    emit_map_update,
+    emit_system_helper,
+    emit_tracing_helper,
+)
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
 from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, function_origins
 from pybpf.vm.jit.state import Slot, Status
@@ -417,6 +424,8 @@ class _FunctionEmitter:
                 emit_map_update(self, pc)
             case Call(helper) if helper in NATIVE_SYSTEM_HELPERS:
                 emit_system_helper(self, pc, helper)
+            case Call(helper) if helper in NATIVE_TRACING_HELPERS:
+                emit_tracing_helper(self, pc, helper)
             case Call(helper) if helper in NATIVE_PACKET_HELPERS:
                 emit_packet_helper(self, pc, helper)
             case Call(helper):

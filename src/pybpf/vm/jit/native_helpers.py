@@ -17,6 +17,8 @@ native helper at all.
   per-CPU kinds): the value copied in place; everything else (new keys, deletes, flags, spin
   locks, read-only maps) goes through the trampoline.
 * ``bpf_get_smp_processor_id`` and ``bpf_ktime_get_ns`` (:mod:`pybpf.vm.jit.natives.system_ir`).
+* ``bpf_get_current_pid_tgid``/``uid_gid``/``comm`` and ``bpf_get_prandom_u32``
+  (:mod:`pybpf.vm.jit.natives.tracing`; :func:`fill_tracing_slots` completes the run setup).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pybpf.vm.jit.natives.system_ir import (
     clock_gettime_address,
     emit_system_helper,
 )
+from pybpf.vm.jit.natives.tracing import NATIVE_TRACING_HELPERS, TRACING_BITS, emit_tracing_helper, fill_tracing_slots
 from pybpf.vm.jit.state import NativeHelper
 from pybpf.vm.native_maps import NativeRunSupport
 
@@ -42,10 +45,13 @@ __all__ = [
     "NATIVE_HELPERS",
     "NATIVE_MAP_HELPERS",
     "NATIVE_SYSTEM_HELPERS",
+    "NATIVE_TRACING_HELPERS",
     "clock_gettime_address",
     "emit_map_lookup",
     "emit_map_update",
     "emit_system_helper",
+    "emit_tracing_helper",
+    "fill_tracing_slots",
     "native_run_setup",
 ]
 
@@ -54,7 +60,7 @@ MAP_BITS: dict[int, NativeHelper] = {
     HelperId.MAP_UPDATE_ELEM: NativeHelper.MAP_UPDATE_ELEM,
 }
 NATIVE_MAP_HELPERS = frozenset(MAP_BITS)
-_BITS: dict[int, NativeHelper] = {**MAP_BITS, **SYSTEM_BITS}
+_BITS: dict[int, NativeHelper] = {**MAP_BITS, **SYSTEM_BITS, **TRACING_BITS}
 NATIVE_HELPERS = frozenset(_BITS)
 """Every helper id native code may serve itself."""
 

@@ -53,7 +53,13 @@ from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_NAME, REPEAT_NAME, BatchOutput
 from pybpf.vm.jit.llvm import NativeCode
-from pybpf.vm.jit.native_helpers import NATIVE_HELPERS, NATIVE_MAP_HELPERS, clock_gettime_address, native_run_setup
+from pybpf.vm.jit.native_helpers import (
+    NATIVE_HELPERS,
+    NATIVE_MAP_HELPERS,
+    clock_gettime_address,
+    fill_tracing_slots,
+    native_run_setup,
+)
 from pybpf.vm.jit.native_packet import (
     NATIVE_PACKET_HELPERS,
     fill_packet_slots,
@@ -432,6 +438,7 @@ class JitProgram:
             run.state[Slot.MAP_TABLE] = ctypes.addressof(table)
         run.state[Slot.MAP_COUNT] = len(fields) // MAP_FIELDS
         run.state[Slot.NATIVE], run.state[Slot.CPU], run.state[Slot.CLOCK_FN] = bits, cpu & U64, self._clock_fn
+        fill_tracing_slots(run.state, user)  # the task's answers and the generator state, when served natively
 
     def _finish(self, run: _Run, r0: int) -> RunResult:
         """The run's result, or the error its status stands for."""

@@ -86,6 +86,15 @@ class Slot(IntEnum):
     """Native address of the context's data pointer, which the native xdp_adjust_* helpers update."""
     CONTEXT_END_SLOT = 60
     CONTEXT_META_SLOT = 61
+    TASK_PID_TGID = 62
+    """``bpf_get_current_pid_tgid``'s answer for the run (see :mod:`pybpf.vm.jit.natives.tracing`)."""
+    TASK_UID_GID = 63
+    """``bpf_get_current_uid_gid``'s answer for the run."""
+    TASK_COMM = 64
+    """Two slots: the current task's name (16 bytes, zero padded) ``bpf_get_current_comm`` copies."""
+    TASK_COMM_HIGH = 65
+    PRANDOM_STATE = 66
+    """Native address of the run's CPU's generator state (:class:`pybpf.vm.native_tracing.PrandomState`)."""
 
 
 STATE_SLOTS = max(Slot) + 1
@@ -108,6 +117,14 @@ class NativeHelper(IntEnum):
     """The runtime's map_lookup_elem: maps in the map table are looked up natively."""
     MAP_UPDATE_ELEM = 8
     """The runtime's map_update_elem: existing elements of maps in the map table are updated natively."""
+    GET_CURRENT_PID_TGID = 16
+    """The runtime's get_current_pid_tgid, with the run's answer in ``Slot.TASK_PID_TGID``."""
+    GET_CURRENT_UID_GID = 32
+    """The runtime's get_current_uid_gid (``Slot.TASK_UID_GID``)."""
+    GET_CURRENT_COMM = 64
+    """The runtime's get_current_comm (``Slot.TASK_COMM``)."""
+    GET_PRANDOM_U32 = 128
+    """The runtime's get_prandom_u32, stepping the generator at ``Slot.PRANDOM_STATE``."""
 
 
 class Status(IntEnum):

@@ -1,0 +1,147 @@
+"""Tracing helpers in native code: get_current_pid_tgid/uid_gid/comm and get_prandom_u32.
+
+A tracing program (kprobe, tracepoint, uprobe...) typically asks who is running and draws random
+numbers for sampling; through the trampoline each of those is a Python call of microseconds.
+
+* The task's answers are constant for a run: :func:`fill_tracing_slots` copies them from the
+  run's :class:`~pybpf.vm.native_tracing.TracingRunSupport` into ``Slot.TASK_PID_TGID``,
+  ``Slot.TASK_UID_GID`` and ``Slot.TASK_COMM`` (16 bytes in two slots) before native code
+  starts; the helpers are then one load. ``bpf_get_current_comm(buf, size)`` copies like the
+  kernel's ``strscpy_pad``: at most ``size - 1`` bytes of the name, then zeros up to ``size``;
+  0, or -EINVAL for a zero size. ``buf`` is checked like a program write (hot range, range
+  table, fault handler), so a bad buffer raises the interpreter's MemoryAccessError at the
+  helper's pc.
+* ``bpf_get_prandom_u32`` steps the run's CPU's generator at ``Slot.PRANDOM_STATE`` with the
+  Tausworthe recurrence of :data:`~pybpf.vm.native_tracing.TAUSWORTHE_STEPS`, which the Python
+  helper applies to the same memory: both engines draw one stream.
+
+Each call site tests its ``Slot.NATIVE`` bit (:class:`~pybpf.vm.jit.state.NativeHelper`), set by
+:func:`~pybpf.vm.jit.native_helpers.native_run_setup` only for the runtime's own helper
+functions; a test's replacement, or a run whose ``user`` is no ``TracingRunSupport``, keeps the
+trampoline.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.jit.state import NativeHelper, Slot
+from pybpf.vm.native_tracing import TASK_COMM_LEN, TAUSWORTHE_STEPS, TracingRunSupport
+
+if TYPE_CHECKING:
+    from pybpf.vm.jit.codegen import _FunctionEmitter
+
+U32 = 0xFFFF_FFFF
+U64 = (1 << 64) - 1
+EINVAL = -22 & U64
+TRACING_BITS: dict[int, NativeHelper] = {
+    HelperId.GET_CURRENT_PID_TGID: NativeHelper.GET_CURRENT_PID_TGID,
+    HelperId.GET_CURRENT_UID_GID: NativeHelper.GET_CURRENT_UID_GID,
+    HelperId.GET_CURRENT_COMM: NativeHelper.GET_CURRENT_COMM,
+    HelperId.GET_PRANDOM_U32: NativeHelper.GET_PRANDOM_U32,
+}
+NATIVE_TRACING_HELPERS = frozenset(TRACING_BITS)
+"""Helper ids :func:`emit_tracing_helper` translates."""
+_TASK_MASK = NativeHelper.GET_CURRENT_PID_TGID | NativeHelper.GET_CURRENT_UID_GID | NativeHelper.GET_CURRENT_COMM
+_TRACING_MASK = _TASK_MASK | NativeHelper.GET_PRANDOM_U32
+
+
+# -- run setup (Python side) ------------------------------------------------------------------------
+
+
+def fill_tracing_slots(state: Any, user: object) -> None:
+    """Fill the task and generator slots for a run whose ``Slot.NATIVE`` is already set.
+
+    Clears the bits native code cannot honour (no :class:`TracingRunSupport`, no generator
+    state for the run's CPU): those calls then go through the trampoline.
+    """
+    bits = int(state[Slot.NATIVE])
+    if not bits & _TRACING_MASK:
+        return
+    if not isinstance(user, TracingRunSupport):
+        state[Slot.NATIVE] = bits & ~_TRACING_MASK
+        return
+    if bits & _TASK_MASK:
+        task = user.native_task()
+        low, high = task.comm_words()
+        state[Slot.TASK_PID_TGID : Slot.TASK_COMM_HIGH + 1] = [task.pid_tgid & U64, task.uid_gid & U64, low, high]
+    if bits & NativeHelper.GET_PRANDOM_U32:
+        address = user.native_prandom_state()
+        state[Slot.PRANDOM_STATE] = address
+        if not address:
+            state[Slot.NATIVE] = bits & ~NativeHelper.GET_PRANDOM_U32
+
+
+# -- code generation --------------------------------------------------------------------------------
+
+
+def emit_tracing_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
+    """A call of a :data:`NATIVE_TRACING_HELPERS` helper: native when ``Slot.NATIVE`` allows, else the trampoline."""
+    builder = fb.builder
+    bit = TRACING_BITS[helper]
+    allowed = builder.and_(fb._load_slot(Slot.NATIVE), fb._const(bit))
+    native, slow, done = (fb._new_block(f"tracing{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
+    builder.cbranch(builder.icmp_unsigned("!=", allowed, fb._const(0)), native, slow)
+    builder.position_at_end(native)
+    match bit:
+        case NativeHelper.GET_CURRENT_PID_TGID:
+            fb._set(0, fb._load_slot(Slot.TASK_PID_TGID))
+        case NativeHelper.GET_CURRENT_UID_GID:
+            fb._set(0, fb._load_slot(Slot.TASK_UID_GID))
+        case NativeHelper.GET_CURRENT_COMM:
+            _current_comm(fb, pc)
+        case _:
+            fb._set(0, _prandom_u32(fb))
+    builder.branch(done)
+    builder.position_at_end(slow)
+    fb._call_helper(pc, fb._const(helper))
+    builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _prandom_u32(fb: _FunctionEmitter) -> Any:
+    """Step the four components at ``Slot.PRANDOM_STATE``; their XOR, zero-extended."""
+    ir, builder = fb.ir, fb.builder
+    i32 = ir.IntType(32)
+    words = builder.inttoptr(fb._load_slot(Slot.PRANDOM_STATE), i32.as_pointer())
+    output = ir.Constant(i32, 0)
+    for index, step in enumerate(TAUSWORTHE_STEPS):
+        pointer = builder.gep(words, [ir.Constant(i32, index)])
+        value = fb.parent.tag(builder.load(pointer, align=4), "tables")
+        masked = builder.shl(builder.and_(value, ir.Constant(i32, step.mask)), ir.Constant(i32, step.left))
+        shifted = builder.xor(builder.shl(value, ir.Constant(i32, step.shift)), value)
+        mixed = builder.lshr(shifted, ir.Constant(i32, step.right))
+        value = builder.xor(masked, mixed)
+        fb.parent.tag(builder.store(value, pointer, align=4), "tables")
+        output = builder.xor(output, value)
+    return builder.zext(output, fb.i64)
+
+
+def _current_comm(fb: _FunctionEmitter, pc: int) -> None:
+    """bpf_get_current_comm(buf, size): strscpy_pad of the name into ``size`` bytes; 0 or -EINVAL."""
+    from pybpf.vm.jit.native_packet import _Emit  # native_packet imports the emitters of this package
+
+    ir, builder = fb.ir, fb.builder
+    i8, i1 = ir.IntType(8), ir.IntType(1)
+    i8p = i8.as_pointer()
+    target, size = fb._get(1), builder.and_(fb._get(2), fb._const(U32))
+    empty = builder.icmp_unsigned("==", size, fb._const(0))
+    copy, done = fb._new_block(f"comm_copy_{pc}"), fb._new_block(f"comm_done_{pc}")
+    fb._set(0, fb._const(EINVAL))
+    builder.cbranch(empty, done, copy)
+    builder.position_at_end(copy)
+    _Emit(fb, pc).check_range(target, size, True)
+    module = fb.parent.module
+    memset = module.declare_intrinsic("llvm.memset", [i8p, fb.i64])
+    memcpy = module.declare_intrinsic("llvm.memcpy", [i8p, i8p, fb.i64])
+    destination = builder.inttoptr(target, i8p)
+    builder.call(memset, [destination, ir.Constant(i8, 0), size, ir.Constant(i1, 0)])
+    limit = fb._const(TASK_COMM_LEN - 1)
+    wanted = builder.sub(size, fb._const(1))
+    length = builder.select(builder.icmp_unsigned("<", wanted, limit), wanted, limit)
+    name = builder.bitcast(fb._slot(Slot.TASK_COMM), i8p)
+    builder.call(memcpy, [destination, name, length, ir.Constant(i1, 0)])
+    fb._set(0, fb._const(0))
+    builder.branch(done)
+    builder.position_at_end(done)
