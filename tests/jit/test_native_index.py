@@ -20,6 +20,7 @@ from pybpf.errors import MapError
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
 from pybpf.runtime.maps import create_map
 from pybpf.runtime.maps.definition import MapDef
+from pybpf.runtime.maps.hash import HashMap
 from pybpf.vm.memory import AddressSpace
 from pybpf.vm.native_maps import NativeMapDescriptor, NativeMapFlag, NativeMapKind
 from pybpf.vm.native_maps.hashing import native_hash, prefix_bytes
@@ -139,11 +140,16 @@ def test_which_maps_are_native(map_type: BpfMapType, flags: int, kind: NativeMap
 
 def test_hash_index_follows_moved_storage() -> None:
     created = create_map(MapDef(BpfMapType.HASH, 4, 8, 16), AddressSpace())
+    assert isinstance(created, HashMap)
+    index = created._native_index
+    assert index is not None  # a plain (not LRU) hash has a native index
     created.update_raw(b"abcd", bytes(range(8)))
-    before = created._native_index.lookup(b"abcd")
+    before = index.lookup(b"abcd")
     storage = bytearray(16 * created.slot_size)
     created.move_storage(storage, memoryview(bytearray(16)))
-    after = created._native_index.lookup(b"abcd")
+    index = created._native_index
+    assert index is not None
+    after = index.lookup(b"abcd")
     assert after != before
     assert after == created.lookup_address(b"abcd")
     assert ctypes.string_at(after, 8) == bytes(range(8))
