@@ -16,7 +16,7 @@ from pybpf.isa.insn import Bin, BinOp, Cond, Imm, Jump, Reg
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import RegState, RegType
+from pybpf.verifier.state import RegState, RegType, StackSlot
 from pybpf.verifier.tnum import U32
 
 _OP_TEXT = {op: op.value for op in BinOp}
@@ -186,14 +186,15 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
                 return None, None
             _apply_refined(state, insn, dst, src, live)
             return (None, state) if taken is None else (state, None)
-        taken_state, fall_state = state.copy(), state.copy()
+        # Two live edges: the taken one gets a copy, the fall-through one this state itself.
+        taken_state = state.copy()
         _apply_refined(taken_state, insn, dst, src, taken)
-        _apply_refined(fall_state, insn, dst, src, fall)
-        return taken_state, fall_state
+        _apply_refined(state, insn, dst, src, fall)
+        return taken_state, state
     privileged = env.options.privileged
     if src.is_pointer and not privileged:
         raise reject(f"R{int(insn.src)} pointer comparison prohibited")  # type: ignore[arg-type]
-    taken_state, fall_state = state.copy(), state.copy()
+    taken_state, fall_state = state.copy(), state
     null_side = _null_check(insn, dst, src)
     if null_side is not None:
         pointer, ptr_is_null_when_taken = null_side
@@ -227,16 +228,29 @@ def _apply_refined(state: State, insn: Jump, dst: RegState, src: RegState, refin
 def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
     """``sync_linked_regs``: every copy of a refined scalar (same id) learns its bounds, shifted
     by the constant distance between them."""
-    if not known.id:
+    target = known.id
+    if not target:
         return
 
-    def change(reg: RegState) -> RegState | None:
-        if reg.type is not RegType.SCALAR_VALUE or reg.id != known.id:
-            return None
-        shifted = value if reg.off == known.off else alu(BinOp.ADD, value, Scalar.const(reg.off - known.off), True)
-        return reg.with_var_off(shifted) if reg.var_off != shifted else None
+    def shifted(reg: RegState) -> RegState | None:
+        moved = value if reg.off == known.off else alu(BinOp.ADD, value, Scalar.const(reg.off - known.off), True)
+        return reg.with_var_off(moved) if reg.var_off != moved else None
 
-    state.update_registers(change)
+    # Written out rather than through State.update_registers: this runs on every branch on a
+    # linked scalar, and most registers are not linked.
+    for frame in state.frames:
+        regs = frame.regs
+        for number, reg in enumerate(regs):
+            if reg.id == target and reg.type is RegType.SCALAR_VALUE:
+                new = shifted(reg)
+                if new is not None:
+                    regs[number] = new
+        for index, slot in enumerate(frame.stack.slots):
+            spilled = slot.spilled_ptr
+            if spilled.id == target and spilled.type is RegType.SCALAR_VALUE and slot.is_spilled_register():
+                new = shifted(spilled)
+                if new is not None:
+                    frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
 
 
 def _null_check(insn: Jump, dst: RegState, src: RegState) -> tuple[RegState, bool] | None:
