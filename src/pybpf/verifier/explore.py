@@ -7,6 +7,11 @@ already stored there: when a *finished* stored state covers it (:func:`states_eq
 stops; when an *unfinished* one (still being explored: a loop around to itself) is exactly equal,
 the loop can never make progress and is rejected. Finished-ness is the kernel's ``branches``
 count: the live paths below a stored state.
+
+For privileged loaders the comparison uses precision tracking (:mod:`pybpf.verifier.precision`):
+each step is recorded in the path's history, the values an instruction relies on are demanded
+precise before it runs (and a jump's operands when the values decided it), and a path pruned
+against a stored state inherits that state's precise scalars.
 """
 
 from __future__ import annotations
