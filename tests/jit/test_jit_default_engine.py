@@ -221,12 +221,20 @@ char LICENSE[] SEC("license") = "GPL";
 """
 
 
-def test_a_context_read_through_the_callers_stack_keeps_the_checks(tmp_path: Path) -> None:
-    """The case the hazard analysis exists for: the conversion cannot see this context access."""
-    with load(build_object(ESCAPE_SOURCE, tmp_path)) as obj:
+def test_a_context_escape_is_converted_from_the_verifiers_record(tmp_path: Path) -> None:
+    """Verified, the conversion follows the verifier's PTR_TO_CTX record, so even a context read
+    through the caller's stack is converted and the program runs unchecked; unverified, the
+    dataflow conversion is used and the escape keeps the checks."""
+    path = build_object(ESCAPE_SOURCE, tmp_path)
+    with load(path) as obj:
         program = obj.program("escape")
-        assert (program.verified, program.engine, program.jit_bounds_checks) == (True, "jit", True)
-        assert "stored to memory" in program.engine_reason
+        assert program.conversion is not None and program.conversion.by_verifier
+        assert (program.verified, program.engine, program.jit_bounds_checks) == (True, "jit", False)
+        assert program.test_run(bytes([42]) + bytes(63)).retval == 42
+    with load(path, verify=False, engine="jit") as obj:
+        program = obj.program("escape")
+        assert program.jit_bounds_checks
+        assert program.test_run(bytes([42]) + bytes(63)).retval == 42
 
 
 def test_a_context_read_through_the_callers_stack_reads_the_packet(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from pybpf.platform.progtypes import ProgTypeSpec, prog_type_spec
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.context import CtxPtr, RewriteResult, convert_ctx_access, track_context
 from pybpf.runtime.context.dataflow import MAYBE_CTX
+from pybpf.runtime.context.rewrite import moved_ptr_types
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
@@ -40,7 +41,7 @@ from pybpf.runtime.object import Object
 from pybpf.runtime.program import Engine, Program, check_engine
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
-from pybpf.verifier import VerifierReport, verify_program
+from pybpf.verifier import RegType, VerifierReport, verify_program
 from pybpf.verifier.rewrite import eliminate_dead_code, rewrite_program
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.memory import AddressSpace
@@ -181,21 +182,27 @@ def _prepare(
                 symbol=program.name,
             )
     conversion = None
-    if program.prog_type not in NO_CONTEXT_CONVERSION:
-        conversion = convert_ctx_access(insns, type_spec.context)
-        insns = conversion.insns
+    convertible = program.prog_type not in NO_CONTEXT_CONVERSION
     if verify:
-        # After the rewrite's own checks (which name the context field), before anything runs.
+        # The kernel's order: verify, apply the dead-code rewrites, then convert the context
+        # accesses the verifier saw (its per-instruction PTR_TO_CTX record, insn_aux_data's
+        # ptr_type), so the conversion is exact on every path the verifier proved safe.
         report = _verify(spec, relocated, type_spec)
-        # The kernel's dead-code rewrites apply to the verified (relocated) program; the context
-        # conversion then runs again on what is left, so runs use the reduced program.
-        reduced = rewrite_program(relocated, eliminate_dead_code(relocated.instructions, report.seen))
+        dead = eliminate_dead_code(relocated.instructions, report.seen)
+        reduced = rewrite_program(relocated, dead)
+        ptr_types: Mapping[int, RegType] = report.ptr_types
         if reduced is not relocated:
             program = relocated = reduced
-            insns = reduced.instructions
-            if program.prog_type not in NO_CONTEXT_CONVERSION:
-                conversion = convert_ctx_access(insns, type_spec.context)
-                insns = conversion.insns
+            ptr_types = moved_ptr_types(ptr_types, dead.pc_map)
+        insns = relocated.instructions
+        if convertible:
+            conversion = convert_ctx_access(insns, type_spec.context, ptr_types=ptr_types)
+            insns = conversion.insns
+    elif convertible:
+        # Unverified: the conversion's own dataflow finds the context accesses (and refuses a
+        # program where it cannot tell them apart).
+        conversion = convert_ctx_access(insns, type_spec.context)
+        insns = conversion.insns
 
     def pointer(name: str) -> int:
         found = maps.get(name)
