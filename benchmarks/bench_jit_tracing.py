@@ -18,7 +18,6 @@ Medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import platform
 import shutil
 import statistics
@@ -31,6 +30,7 @@ import pybpf
 from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer
 from pybpf.runtime.progtypes import run_kind
+from pybpf.vm.jit import JitProgram
 
 PROGS = Path(__file__).resolve().parents[1] / "tests" / "progs"
 TASK_SAMPLE = r"""
@@ -79,21 +79,27 @@ def build_task_sample(directory: Path) -> Path | None:
 
 def measure(path: Path, ctx_size: int, runs: int, rounds: int) -> tuple[float, float]:
     """(median ns per run, Python trampoline calls per run) of the object's first program."""
+    calls = [0]
+    original = JitProgram._serve_helper
+
+    def counting(self: JitProgram, key: int, helper: int, pc: int, *registers: int) -> int:
+        calls[0] += 1
+        return original(self, key, helper, pc, *registers)
+
+    # The trampoline binds _serve_helper when a JitProgram is made: patch before the load compiles.
+    JitProgram._serve_helper = counting  # type: ignore[method-assign,assignment]
+    try:
+        return _measure(path, ctx_size, runs, rounds, calls)
+    finally:
+        JitProgram._serve_helper = original  # type: ignore[method-assign]
+
+
+def _measure(path: Path, ctx_size: int, runs: int, rounds: int, calls: list[int]) -> tuple[float, float]:
     with pybpf.load(path, engine="jit") as obj:
         program = next(iter(obj.programs.values()))
         ctx = bytes(ctx_size)
         program.test_run(ctx_in=ctx)  # compiles
         jit: Any = program.jit
-        calls = [0]
-        serve = jit._serve_helper
-
-        def counting(key: int, helper: int, pc: int, *registers: int) -> int:
-            calls[0] += 1
-            return int(serve(key, helper, pc, *registers))
-
-        callback = type(jit._helper_callback)(counting)
-        saved = jit._callback_addresses
-        jit._callback_addresses = (ctypes.cast(callback, ctypes.c_void_p).value, saved[1])
         rings = [ring for ring in obj.maps.values() if hasattr(ring, "consume")]
         consumer = RingBufferConsumer()
         for ring in rings:
@@ -103,13 +109,13 @@ def measure(path: Path, ctx_size: int, runs: int, rounds: int) -> tuple[float, f
         try:
             state = RunState(obj.services, ctx=prepared.context.address)
             inputs = program._native_inputs(prepared, None)
+            calls[0] = 0
             for _ in range(rounds):
                 consumer.poll()
                 _, elapsed = jit.run_repeated(repeat=runs, user=state, map_inputs=False, **inputs)
                 timings.append(elapsed / runs)
         finally:
             prepared.close()
-            jit._callback_addresses = saved
         return statistics.median(timings), calls[0] / (runs * rounds)
 
 

@@ -134,3 +134,10 @@ class TracingRunSupport(ABC):
     @abstractmethod
     def native_prandom_state(self) -> int:
         """The native address of this run's CPU's :class:`PrandomState` block, or 0 (draws go through Python)."""
+
+    @abstractmethod
+    def native_ring_table(self) -> tuple[int, int]:
+        """(address, count) of the ring table: ``count`` pairs of u64 (map pointer, ring descriptor address).
+
+        The table must stay valid while the run lasts (its owner keeps replaced tables alive).
+        """

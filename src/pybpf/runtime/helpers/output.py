@@ -5,7 +5,13 @@ kernel/trace/bpf_trace.c; storage is the map's (pybpf.runtime.maps): ring buffer
 ``reserve(size)`` (sample address or 0), ``submit(address)``, ``discard(address)`` and
 ``query(flags)``; perf event arrays provide ``output(data, flags, cpu)`` (0 or -errno).
 Samples a run reserved are remembered on its :class:`RunState`, so submit/discard, which only
-get the sample pointer, find their map.
+get the sample pointer, find their map; a sample the JIT's native reserve made (which Python
+never saw) is found by address among the run's ring buffers. Submit and discard pass their
+flags (BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP) to the ring, which counts the wake-ups; the kernel
+ignores other bits there.
+
+The JIT serves reserve, submit, discard and output in native code with the ring's protocol
+(:mod:`pybpf.vm.jit.natives.ringbuf_ir`) when a program calls these very functions.
 """
 
 # Every helper takes (env, r1..r5): the helper ABI fixes six positional parameters.
@@ -19,7 +25,7 @@ from typing import cast
 from pybpf.errors import HelperError
 from pybpf.platform.uapi_generated import BpfRingbufFlag, HelperId
 from pybpf.runtime.helpers._common import E2BIG, EAGAIN, EFAULT, EINVAL, U64, find_map, read, require, write
-from pybpf.runtime.helpers.services import run_state
+from pybpf.runtime.helpers.services import RunState, run_state
 from pybpf.vm.execution import ExecutionContext, HelperFn
 
 _WAKEUP_FLAGS = int(BpfRingbufFlag.NO_WAKEUP | BpfRingbufFlag.FORCE_WAKEUP)
@@ -39,22 +45,29 @@ def ringbuf_reserve(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r
     return address & U64
 
 
-def _commit(env: ExecutionContext, sample: int, discard: bool) -> int:
+def _commit(env: ExecutionContext, sample: int, flags: int, discard: bool) -> int:
     state = run_state(env)
     found = state.reserved.pop(sample, None)
     if found is None:
+        found = _ring_holding(state, sample)
+    if found is None:
         raise HelperError(f"{sample:#x} is not a ring buffer sample reserved by this run", env.helper_pc)
-    commit = cast(Callable[[int], None], require(env, found, "discard" if discard else "submit"))
-    commit(sample)
+    commit = cast(Callable[[int, int], None], require(env, found, "discard" if discard else "submit"))
+    commit(sample, flags)
     return 0
 
 
+def _ring_holding(state: RunState, sample: int) -> object | None:
+    """The ring buffer whose records hold ``sample`` (reserved by native code, so not in ``reserved``)."""
+    return next((ring for ring in state.services.maps.rings() if ring.owns(sample)), None)
+
+
 def ringbuf_submit(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    return _commit(env, r1, False)
+    return _commit(env, r1, r2 & U64, False)
 
 
 def ringbuf_discard(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    return _commit(env, r1, True)
+    return _commit(env, r1, r2 & U64, True)
 
 
 def ringbuf_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
@@ -67,8 +80,8 @@ def ringbuf_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5
     if not address:
         return EAGAIN
     write(env, address, data)
-    submit = cast(Callable[[int], None], require(env, found, "submit"))
-    submit(address)
+    submit = cast(Callable[[int, int], None], require(env, found, "submit"))
+    submit(address, r4 & U64)
     return 0
 
 

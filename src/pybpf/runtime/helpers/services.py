@@ -15,6 +15,7 @@ stable for the map's lifetime, and :meth:`MapRegistry.find` turns it back into t
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import random
@@ -31,6 +32,7 @@ from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
+from pybpf.vm.native_ringbuf import NativeRingMap
 from pybpf.vm.native_tracing import PRANDOM_WORDS, NativeTask, PrandomState, TracingRunSupport
 
 if TYPE_CHECKING:
@@ -198,6 +200,10 @@ class MapRegistry:
         self._by_address: dict[int, object] = {}
         # id(map) -> (map, pointer, handle region or None); the map is kept to pin its id.
         self._by_id: dict[int, tuple[object, int, Region | None]] = {}
+        # The native ring table (map pointer, ring descriptor) of the registered ring buffers.
+        # Replaced tables are kept: a native run in another thread may still be reading one.
+        self._ring_tables: list[ctypes.Array[ctypes.c_uint64]] = [(ctypes.c_uint64 * 1)()]
+        self._ring_count = 0
 
     def register(self, map_object: object, name: str = "") -> int:
         """Give ``map_object`` a handle (once) and return its pointer value."""
@@ -218,20 +224,41 @@ class MapRegistry:
             raise HelperError(f"map pointer {address:#x} is already taken by another map")
         self._by_address[address] = map_object
         self._by_id[id(map_object)] = (map_object, address, region)
+        if isinstance(map_object, NativeRingMap):
+            self._rebuild_ring_table()
         return address
 
     def unregister(self, map_object: object) -> None:
         known = self._by_id.pop(id(map_object), None)
         if known is None:
             return
-        _, address, region = known
+        map_object, address, region = known
         del self._by_address[address]
         if region is not None:
             self.memory.remove(region)
+        if isinstance(map_object, NativeRingMap):
+            self._rebuild_ring_table()
+
+    def _rebuild_ring_table(self) -> None:
+        fields: list[int] = []
+        for pointer, found in self._by_address.items():
+            ring = found.native_ring() if isinstance(found, NativeRingMap) else None
+            if ring is not None:
+                fields += (pointer, ring.address)
+        self._ring_tables.append((ctypes.c_uint64 * (len(fields) or 1))(*fields))
+        self._ring_count = len(fields) // 2
+
+    def ring_table(self) -> tuple[int, int]:
+        """(address, count) of the native ring table: (map pointer, ring descriptor address) pairs."""
+        return ctypes.addressof(self._ring_tables[-1]), self._ring_count
 
     def find(self, address: int) -> object | None:
         """The map whose pointer is ``address``, or None."""
         return self._by_address.get(address)
+
+    def rings(self) -> list[NativeRingMap]:
+        """The ring buffer maps registered (to find the ring of a sample native code reserved)."""
+        return [found for found in self._by_address.values() if isinstance(found, NativeRingMap)]
 
     def address_of(self, map_object: object) -> int | None:
         known = self._by_id.get(id(map_object))
@@ -393,6 +420,9 @@ class RunState(NativeRunSupport, TracingRunSupport):
         address = self.services.prandom.cpu_address(self.current_cpu)
         return 0 if address is None else address
 
+    def native_ring_table(self) -> tuple[int, int]:
+        return self.services.maps.ring_table()
+
 
 @functools.lru_cache(maxsize=64)  # a hook's task repeats run after run: the words are computed once
 def native_task_of(task: TaskInfo) -> NativeTask:
@@ -410,6 +440,7 @@ def _native_equivalents() -> Mapping[int, HelperFn]:
     """The runtime's helpers whose semantics native code reproduces (ktime: on the host's clock only)."""
     # Imported here: those helper modules import this one.
     from pybpf.runtime.helpers.maps import map_lookup_elem, map_update_elem
+    from pybpf.runtime.helpers.output import ringbuf_discard, ringbuf_output, ringbuf_reserve, ringbuf_submit
     from pybpf.runtime.helpers.system import (
         get_current_comm,
         get_current_pid_tgid,
@@ -429,6 +460,10 @@ def _native_equivalents() -> Mapping[int, HelperFn]:
             HelperId.GET_CURRENT_UID_GID: get_current_uid_gid,
             HelperId.GET_CURRENT_COMM: get_current_comm,
             HelperId.GET_PRANDOM_U32: get_prandom_u32,
+            HelperId.RINGBUF_RESERVE: ringbuf_reserve,
+            HelperId.RINGBUF_SUBMIT: ringbuf_submit,
+            HelperId.RINGBUF_DISCARD: ringbuf_discard,
+            HelperId.RINGBUF_OUTPUT: ringbuf_output,
         }
     )
 

@@ -31,7 +31,11 @@ pinned ring), so the protocol is the kernel's, word for word:
   aligned words this is the kernel's acquire/release pairing. Weakly ordered CPUs would need
   fences, which Python cannot emit: there a pinned ring is correct only within one process.
 - Producers in one process are serialised by a lock (the kernel's ``rb->spinlock``): a hook may
-  fire from several threads.
+  fire from several threads. Native code (the JIT's ringbuf helpers, which run without the GIL)
+  cannot take a Python lock, so the lock has a second half, a spin word in the ring's
+  :class:`~pybpf.vm.native_ringbuf.NativeRing` that native producers take with an atomic
+  compare-and-swap; Python producers take the ``threading.Lock`` and then the spin word. The
+  descriptor also holds the wake-up count, so commits from both sides add to one counter.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfRingbufFlag
 from pybpf.runtime.maps.base import Map
 from pybpf.runtime.maps.definition import MapDef, check_flags, invalid
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
+from pybpf.vm.native_ringbuf import NativeRing, NativeRingMap
 
 PAGE_SIZE = 4096
 BPF_RINGBUF_BUSY_BIT = 1 << 31
@@ -64,7 +69,7 @@ RingBufferCallback = Callable[[bytes], "int | None"]
 """Called with each record's bytes; a negative return stops the poll and is returned from it."""
 
 
-class RingBufMap(Map):
+class RingBufMap(Map, NativeRingMap):
     """A multi-producer, single-consumer ring of variable-length records."""
 
     MAP_TYPES: ClassVar[tuple[BpfMapType, ...]] = (BpfMapType.RINGBUF,)
@@ -84,8 +89,16 @@ class RingBufMap(Map):
         self._position_words = self._positions.cast("Q")
         self._header_words = self.region.view.cast("I")
         self._lock = threading.Lock()
-        self.wakeups = 0
+        self._native = NativeRing(self.mask)
+        self._native.set_storage(self.region.address, ctypes_address(self._positions))
+
+    @property
+    def wakeups(self) -> int:
         """How many times a commit would have woken the consumer (the kernel's irq_work)."""
+        return self._native.wakeups
+
+    def native_ring(self) -> NativeRing | None:
+        return self._native
 
     @property
     def consumer_pos(self) -> int:
@@ -128,6 +141,7 @@ class RingBufMap(Map):
         self._positions = positions
         self._position_words = positions[:_POSITIONS_SIZE].cast("Q")
         self._header_words = region.view[: len(region.view) // _WORD * _WORD].cast("I")
+        self._native.set_storage(region.address, ctypes_address(positions))
 
     def _release_words(self) -> None:
         # The casts export the buffers: release them so an mmap behind them can be closed.
@@ -159,7 +173,7 @@ class RingBufMap(Map):
         length = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
         if length > self.size:
             return 0
-        with self._lock:
+        with self._lock, self._native.producer_lock():
             producer_pos = self.producer_pos
             new_producer_pos = producer_pos + length
             # The producer may run at most size - 1 bytes ahead of the consumer.
@@ -190,7 +204,7 @@ class RingBufMap(Map):
         # The kernel wakes the consumer when it has caught up with this record, unless told otherwise.
         at_consumer = (self.consumer_pos & self.mask) == offset
         if flags & BpfRingbufFlag.FORCE_WAKEUP or (at_consumer and not flags & BpfRingbufFlag.NO_WAKEUP):
-            self.wakeups += 1
+            self._native.count_wakeup()
 
     def submit(self, address: int, flags: int = 0) -> None:
         """bpf_ringbuf_submit: publish the record reserved at ``address``."""

@@ -95,6 +95,10 @@ class Slot(IntEnum):
     TASK_COMM_HIGH = 65
     PRANDOM_STATE = 66
     """Native address of the run's CPU's generator state (:class:`pybpf.vm.native_tracing.PrandomState`)."""
+    RING_TABLE = 67
+    """Native address of the ring table: (map pointer, ring descriptor) pairs (see ``natives.ringbuf_ir``)."""
+    RING_COUNT = 68
+    """How many rings the ring table holds (0: every ring helper goes through the trampoline)."""
 
 
 STATE_SLOTS = max(Slot) + 1
@@ -125,6 +129,11 @@ class NativeHelper(IntEnum):
     """The runtime's get_current_comm (``Slot.TASK_COMM``)."""
     GET_PRANDOM_U32 = 128
     """The runtime's get_prandom_u32, stepping the generator at ``Slot.PRANDOM_STATE``."""
+    RINGBUF_RESERVE = 256
+    """The runtime's ringbuf_reserve, for the rings of ``Slot.RING_TABLE``."""
+    RINGBUF_SUBMIT = 512
+    RINGBUF_DISCARD = 1024
+    RINGBUF_OUTPUT = 2048
 
 
 class Status(IntEnum):

@@ -1,4 +1,4 @@
-"""Tracing helpers in native code: get_current_pid_tgid/uid_gid/comm and get_prandom_u32.
+"""Tracing helpers in native code: get_current_pid_tgid/uid_gid/comm, get_prandom_u32, ring buffers.
 
 A tracing program (kprobe, tracepoint, uprobe...) typically asks who is running and draws random
 numbers for sampling; through the trampoline each of those is a Python call of microseconds.
@@ -14,6 +14,9 @@ numbers for sampling; through the trampoline each of those is a Python call of m
 * ``bpf_get_prandom_u32`` steps the run's CPU's generator at ``Slot.PRANDOM_STATE`` with the
   Tausworthe recurrence of :data:`~pybpf.vm.native_tracing.TAUSWORTHE_STEPS`, which the Python
   helper applies to the same memory: both engines draw one stream.
+* ``bpf_ringbuf_reserve/submit/discard/output`` follow the ring's cross-process protocol on its
+  native descriptor (:mod:`.ringbuf_ir`); the ring table (``Slot.RING_TABLE``) comes from the
+  run's ``native_ring_table()``.
 
 Each call site tests its ``Slot.NATIVE`` bit (:class:`~pybpf.vm.jit.state.NativeHelper`), set by
 :func:`~pybpf.vm.jit.native_helpers.native_run_setup` only for the runtime's own helper
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.jit.natives.ringbuf_ir import emit_ringbuf_commit, emit_ringbuf_output, emit_ringbuf_reserve
 from pybpf.vm.jit.state import NativeHelper, Slot
 from pybpf.vm.native_tracing import TASK_COMM_LEN, TAUSWORTHE_STEPS, TracingRunSupport
 
@@ -40,11 +44,21 @@ TRACING_BITS: dict[int, NativeHelper] = {
     HelperId.GET_CURRENT_UID_GID: NativeHelper.GET_CURRENT_UID_GID,
     HelperId.GET_CURRENT_COMM: NativeHelper.GET_CURRENT_COMM,
     HelperId.GET_PRANDOM_U32: NativeHelper.GET_PRANDOM_U32,
+    HelperId.RINGBUF_RESERVE: NativeHelper.RINGBUF_RESERVE,
+    HelperId.RINGBUF_SUBMIT: NativeHelper.RINGBUF_SUBMIT,
+    HelperId.RINGBUF_DISCARD: NativeHelper.RINGBUF_DISCARD,
+    HelperId.RINGBUF_OUTPUT: NativeHelper.RINGBUF_OUTPUT,
 }
 NATIVE_TRACING_HELPERS = frozenset(TRACING_BITS)
 """Helper ids :func:`emit_tracing_helper` translates."""
 _TASK_MASK = NativeHelper.GET_CURRENT_PID_TGID | NativeHelper.GET_CURRENT_UID_GID | NativeHelper.GET_CURRENT_COMM
-_TRACING_MASK = _TASK_MASK | NativeHelper.GET_PRANDOM_U32
+_RING_MASK = (
+    NativeHelper.RINGBUF_RESERVE
+    | NativeHelper.RINGBUF_SUBMIT
+    | NativeHelper.RINGBUF_DISCARD
+    | NativeHelper.RINGBUF_OUTPUT
+)
+_TRACING_MASK = _TASK_MASK | NativeHelper.GET_PRANDOM_U32 | _RING_MASK
 
 
 # -- run setup (Python side) ------------------------------------------------------------------------
@@ -70,7 +84,10 @@ def fill_tracing_slots(state: Any, user: object) -> None:
         address = user.native_prandom_state()
         state[Slot.PRANDOM_STATE] = address
         if not address:
-            state[Slot.NATIVE] = bits & ~NativeHelper.GET_PRANDOM_U32
+            bits &= ~NativeHelper.GET_PRANDOM_U32
+            state[Slot.NATIVE] = bits
+    if bits & _RING_MASK:
+        state[Slot.RING_TABLE], state[Slot.RING_COUNT] = user.native_ring_table()
 
 
 # -- code generation --------------------------------------------------------------------------------
@@ -91,9 +108,16 @@ def emit_tracing_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
             fb._set(0, fb._load_slot(Slot.TASK_UID_GID))
         case NativeHelper.GET_CURRENT_COMM:
             _current_comm(fb, pc)
-        case _:
+        case NativeHelper.GET_PRANDOM_U32:
             fb._set(0, _prandom_u32(fb))
-    builder.branch(done)
+        case NativeHelper.RINGBUF_RESERVE:
+            emit_ringbuf_reserve(fb, native, slow, done)
+        case NativeHelper.RINGBUF_OUTPUT:
+            emit_ringbuf_output(fb, pc, native, slow, done)
+        case _:
+            emit_ringbuf_commit(fb, native, slow, done, discard=bit is NativeHelper.RINGBUF_DISCARD)
+    if not bit & _RING_MASK:  # the ring emitters end their own blocks (some paths go to the trampoline)
+        builder.branch(done)
     builder.position_at_end(slow)
     fb._call_helper(pc, fb._const(helper))
     builder.branch(done)
