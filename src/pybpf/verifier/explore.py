@@ -16,8 +16,9 @@ against a stored state inherits that state's precise scalars.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pybpf.isa.insn import (
     Atomic,
@@ -62,12 +63,14 @@ from pybpf.verifier.machine import (
 )
 from pybpf.verifier.precision import (
     Checkpoint,
+    HistEntry,
     demanded_by_branch,
     demanded_by_insn,
     history_entry,
     mark_all_precise,
     mark_precise,
     precise_locations,
+    records_plainly,
 )
 from pybpf.verifier.scalar_ops import endian, neg
 from pybpf.verifier.state import RegState, RegType, StackState
@@ -75,6 +78,12 @@ from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructur
 
 LOOP_INDEX_MIN = 8
 """Stored states at one pc from which the infinite-loop test looks them up by hash."""
+
+Handler = Callable[[int, Any, "State", "Checkpoint | None"], tuple[int | None, "State"]]
+"""Steps one instruction (of the class it was chosen for): (pc, insn, state, parent checkpoint)
+-> (next pc or None at the path's end, the state the path goes on with)."""
+Step = tuple[LabeledInsn, Handler, bool, bool]
+"""Per pc: the instruction, its handler, whether it is a prune point, whether it records plainly."""
 
 
 @dataclass(slots=True)
@@ -106,6 +115,7 @@ class Explorer:
     # pc -> loop_key -> checkpoints stored there, at pcs with many (see _identical_in_progress).
     loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
     callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
+    steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -125,6 +135,7 @@ class Explorer:
             callee = call_target(labeled.pc, labeled.insn)
             if callee is not None:
                 self.prune_points.add(callee)
+        self.steps = self._decode()
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -140,36 +151,45 @@ class Explorer:
             self._run_path(work.pc, work.state, work.parent)
 
     def _run_path(self, pc: int, state: State, parent: Checkpoint | None) -> None:
+        # The hot loop: everything that depends only on the instruction was decided once, in
+        # _decode; options are read once per path.
+        steps = self.steps
+        seen = self.seen
+        options = self.env.options
+        level = options.log_level
+        track = self.track_precision
+        sanitizing = not options.privileged
+        limit = self.insn_limit
         while True:
-            labeled = self.table.get(pc)
-            if labeled is None:
+            step = steps.get(pc)
+            if step is None:
                 raise Rejection(pc, f"invalid insn idx {pc}")
+            labeled, handler, prune, plain = step
+            insn = labeled.insn
             try:
-                if pc in self.prune_points:
+                if prune:
                     pruned, parent = self._visit(pc, state, parent)
                     if pruned:
-                        if self.env.options.log_level >= 1:
+                        if level >= 1:
                             self.log.append(f"{pc}: safe")
                         break
                 self.processed += 1
-                self.seen.add(pc)
-                if self.processed > self.insn_limit:
+                seen.add(pc)
+                if self.processed > limit:
                     raise reject(f"BPF program is too large. Processed {self.processed} insn")
-                level = self.env.options.log_level
-                logged = len(self.log)
                 if level >= 1:
-                    # As the kernel: the instruction walked; level 2 appends what it left behind.
-                    self.log.append(kernel_log.format_kernel_insn(pc, labeled.insn))
-                touched = kernel_log.before(labeled.insn, state, self.env.maps) if level >= 2 else None
-                if self.track_precision:
-                    self._record(pc, labeled.insn, state, parent)
-                sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(labeled.insn, state)
-                next_pc, state = self._step(pc, labeled, state, parent)
-                if sanitize:
-                    spectre.check_bounds(labeled.insn, state, self.env)
-                if touched is not None:
-                    self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], labeled.insn, state,
-                                                         maps=self.env.maps, seen=touched)
+                    next_pc, state = self._step_logged(pc, labeled, handler, state, parent, level=level)
+                else:
+                    if track:
+                        if plain:
+                            state.hist = HistEntry(pc, state.hist)
+                        else:
+                            self._record(pc, insn, state, parent)
+                    if sanitizing and spectre.is_pointer_arithmetic(insn, state):
+                        next_pc, state = handler(pc, insn, state, parent)
+                        spectre.check_bounds(insn, state, self.env)
+                    else:
+                        next_pc, state = handler(pc, insn, state, parent)
             except Rejection as error:
                 if error.pc is not None:
                     raise
@@ -179,6 +199,25 @@ class Explorer:
                 break
             pc = next_pc
         self._end_path(parent)
+
+    def _step_logged(self, pc: int, labeled: LabeledInsn, handler: Handler, state: State,
+                     parent: Checkpoint | None, *, level: int) -> tuple[int | None, State]:
+        """One step with the kernel-style log (level 1: the instruction; level 2: what it left)."""
+        insn = labeled.insn
+        logged = len(self.log)
+        # As the kernel: the instruction walked; level 2 appends what it left behind.
+        self.log.append(kernel_log.format_kernel_insn(pc, insn))
+        touched = kernel_log.before(insn, state, self.env.maps) if level >= 2 else None
+        if self.track_precision:
+            self._record(pc, insn, state, parent)
+        sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(insn, state)
+        next_pc, state = handler(pc, insn, state, parent)
+        if sanitize:
+            spectre.check_bounds(insn, state, self.env)
+        if touched is not None:
+            self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], insn, state,
+                                                 maps=self.env.maps, seen=touched)
+        return next_pc, state
 
     def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
         stored = self.checkpoints.setdefault(pc, [])
@@ -284,62 +323,133 @@ class Explorer:
 
     # -- one instruction -----------------------------------------------------------------------
 
-    def _step(self, pc: int, labeled: LabeledInsn, state: State,
-              parent: Checkpoint | None) -> tuple[int | None, State]:
-        insn = labeled.insn
+    def _decode(self) -> dict[int, Step]:
+        """Per pc, what stepping it needs: the instruction, its handler (chosen once, in the order
+        of the instruction classes' precedence), whether it is a prune point, and whether
+        precision tracking records it trivially (:func:`~pybpf.verifier.precision.records_plainly`)."""
+        steps: dict[int, Step] = {}
+        for labeled in self.insns:
+            insn = labeled.insn
+            handler: Handler
+            if isinstance(insn, Bin):
+                handler = self._step_bin
+            elif isinstance(insn, Neg):
+                handler = self._step_neg
+            elif isinstance(insn, Endian):
+                handler = self._step_endian
+            elif isinstance(insn, LoadImm64):
+                handler = self._step_lddw
+            elif isinstance(insn, Load):
+                handler = self._step_load
+            elif isinstance(insn, Store):
+                handler = self._step_store
+            elif isinstance(insn, Atomic):
+                handler = self._step_atomic
+            elif isinstance(insn, PacketLoad):
+                handler = self._step_packet_load
+            elif isinstance(insn, Jump):
+                handler = self._jump
+            elif isinstance(insn, Goto | MayGoto):
+                handler = self._step_goto if isinstance(insn, Goto) else self._step_may_goto
+            elif isinstance(insn, Call):
+                handler = self._step_call
+            elif isinstance(insn, CallLocal):
+                handler = self._step_call_local
+            elif isinstance(insn, CallKfunc | CallReg):
+                handler = self._step_unsupported_call
+            elif isinstance(insn, Exit):
+                handler = self._step_exit
+            else:
+                handler = self._step_nothing
+            steps[labeled.pc] = (labeled, handler, labeled.pc in self.prune_points, records_plainly(insn))
+        return steps
+
+    # -- one instruction (each: the next pc, None at the end of the path, and the state) --------
+
+    def _step_bin(self, pc: int, insn: Bin, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        transfer.apply_bin(state, insn, self.env)
+        return pc + 1, state
+
+    def _step_neg(self, pc: int, insn: Neg, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        dst = insn.dst
+        value = transfer.read_reg(state, dst)
+        if value.is_pointer and not self.env.options.privileged:
+            raise reject(f"R{int(dst)} pointer arithmetic prohibited")
+        state.regs[dst] = (RegState.scalar(neg(value.var_off, insn.is64)) if value.type is RegType.SCALAR_VALUE
+                           else RegState.scalar())
+        return pc + 1, state
+
+    def _step_endian(self, pc: int, insn: Endian, state: State,
+                     parent: Checkpoint | None) -> tuple[int | None, State]:
+        dst = insn.dst
+        value = transfer.read_reg(state, dst)
+        if value.is_pointer and not self.env.options.privileged:
+            raise reject(f"R{int(dst)} pointer arithmetic prohibited")
+        state.regs[dst] = (RegState.scalar(endian(value.var_off, insn.width, insn.order))
+                           if value.type is RegType.SCALAR_VALUE else RegState.scalar())
+        return pc + 1, state
+
+    def _step_lddw(self, pc: int, insn: LoadImm64, state: State,
+                   parent: Checkpoint | None) -> tuple[int | None, State]:
+        state.regs[insn.dst] = self._lddw(pc, insn)
+        return pc + 2, state
+
+    def _step_load(self, pc: int, insn: Load, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        memory.load(self.env, state, insn, pc)
+        return pc + 1, state
+
+    def _step_store(self, pc: int, insn: Store, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        memory.store(self.env, state, insn, pc)
+        return pc + 1, state
+
+    def _step_atomic(self, pc: int, insn: Atomic, state: State,
+                     parent: Checkpoint | None) -> tuple[int | None, State]:
+        memory.atomic(self.env, state, insn, pc)
+        return pc + 1, state
+
+    def _step_packet_load(self, pc: int, insn: PacketLoad, state: State,
+                          parent: Checkpoint | None) -> tuple[int | None, State]:
+        self._packet_load(state, insn)
+        return pc + 1, state
+
+    def _step_goto(self, pc: int, insn: Goto, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        return pc + 1 + insn.off, state
+
+    def _step_may_goto(self, pc: int, insn: MayGoto, state: State,
+                       parent: Checkpoint | None) -> tuple[int | None, State]:
+        other = state.copy()
+        other.path = PathStep(pc, True, state.path)
+        self._fork(pc + 1 + insn.off, other, parent)
+        state.path = PathStep(pc, False, state.path)
+        return pc + 1, state
+
+    def _step_call(self, pc: int, insn: Call, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        callback = calls.helper_call(self.env, state, pc, insn)
+        if callback is not None:
+            # The callback is explored later; this path continues as if it never ran.
+            self._fork(callback.pc, callback.state, None if callback.is_async else parent)
+        return pc + 1, state
+
+    def _step_call_local(self, pc: int, insn: CallLocal, state: State,
+                         parent: Checkpoint | None) -> tuple[int | None, State]:
+        calls.local_call(state, pc, pc + 1 + insn.off)
+        return pc + 1 + insn.off, state
+
+    def _step_unsupported_call(self, pc: int, insn: Instruction, state: State,
+                               parent: Checkpoint | None) -> tuple[int | None, State]:
+        raise reject("kernel function calls and callx are not supported by this verifier")
+
+    def _step_exit(self, pc: int, insn: Exit, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        if len(state.frames) > 1:
+            return calls.return_from_callee(state), state
         env = self.env
-        match insn:
-            case Bin():
-                transfer.apply_bin(state, insn, env)
-            case Neg(dst=dst, is64=is64):
-                value = transfer.read_reg(state, dst)
-                if value.is_pointer and not env.options.privileged:
-                    raise reject(f"R{int(dst)} pointer arithmetic prohibited")
-                state.regs[dst] = (RegState.scalar(neg(value.var_off, is64)) if value.type is RegType.SCALAR_VALUE
-                                   else RegState.scalar())
-            case Endian(dst=dst, width=width, order=order):
-                value = transfer.read_reg(state, dst)
-                if value.is_pointer and not env.options.privileged:
-                    raise reject(f"R{int(dst)} pointer arithmetic prohibited")
-                state.regs[dst] = (RegState.scalar(endian(value.var_off, width, order))
-                                   if value.type is RegType.SCALAR_VALUE else RegState.scalar())
-            case LoadImm64():
-                state.regs[insn.dst] = self._lddw(pc, insn)
-                return pc + 2, state
-            case Load():
-                memory.load(env, state, insn, pc)
-            case Store():
-                memory.store(env, state, insn, pc)
-            case Atomic():
-                memory.atomic(env, state, insn, pc)
-            case PacketLoad():
-                self._packet_load(state, insn)
-            case Jump():
-                return self._jump(pc, insn, state, parent)
-            case Goto(off=off):
-                return pc + 1 + off, state
-            case MayGoto(off=off):
-                other = state.copy()
-                other.path = PathStep(pc, True, state.path)
-                self._fork(pc + 1 + off, other, parent)
-                state.path = PathStep(pc, False, state.path)
-            case Call():
-                callback = calls.helper_call(env, state, pc, insn)
-                if callback is not None:
-                    # The callback is explored later; this path continues as if it never ran.
-                    self._fork(callback.pc, callback.state, None if callback.is_async else parent)
-            case CallLocal(off=off):
-                calls.local_call(state, pc, pc + 1 + off)
-                return pc + 1 + off, state
-            case CallKfunc() | CallReg():
-                raise reject("kernel function calls and callx are not supported by this verifier")
-            case Exit():
-                if len(state.frames) > 1:
-                    return calls.return_from_callee(state), state
-                spec = env.options.prog_type
-                value_range = spec.return_range_for(env.options.attach_type)  # type: ignore[arg-type]
-                calls.check_return(state, value_range, privileged=env.options.privileged)
-                return None, state
+        spec = env.options.prog_type
+        value_range = spec.return_range_for(env.options.attach_type)  # type: ignore[arg-type]
+        calls.check_return(state, value_range, privileged=env.options.privileged)
+        return None, state
+
+    def _step_nothing(self, pc: int, insn: Instruction, state: State,
+                      parent: Checkpoint | None) -> tuple[int | None, State]:
         return pc + 1, state
 
     def _jump(self, pc: int, insn: Jump, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:

@@ -107,7 +107,8 @@ def _is_scalar_spill(slot: StackSlot) -> bool:
 
 
 def demanded_by_insn(insn: Instruction, state: State) -> int:
-    """Registers (a mask) whose exact values ``insn`` relies on, before it executes.
+    """Registers (a mask) whose exact values ``insn`` relies on, before it executes
+    (instructions for which this is always 0 are listed by :func:`records_plainly`).
 
     Conditional jumps are not here: whether they rely on their operands depends on the outcome
     (see :func:`demanded_by_branch`). The return value at an exit is the explorer's to demand."""
@@ -133,6 +134,16 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
             mask |= 1 << 1
         return mask
     return 0
+
+
+def records_plainly(insn: Instruction) -> bool:
+    """Whether, in any state, :func:`demanded_by_insn` demands nothing of ``insn`` and
+    :func:`history_entry` records nothing but its pc: the explorer decides this once per
+    instruction and then skips both. Keep it in step with them: an instruction that gains a
+    demand or a history detail there must answer False here."""
+    if isinstance(insn, Bin):
+        return not (insn.op in _POINTER_MATH and insn.is64 and isinstance(insn.src, Reg))
+    return not isinstance(insn, Load | Store | Atomic | Jump | Call | CallLocal | Exit)
 
 
 def demanded_by_branch(insn: Jump, state: State) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pybpf.verifier.tnum import U32, U64, Tnum
+from pybpf.verifier.values import value_class
 
 S64_MIN = -(1 << 63)
 S64_MAX = (1 << 63) - 1
@@ -32,7 +33,7 @@ def to_s32(x: int) -> int:
     return x - (1 << 32) if x >> 31 else x
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Scalar:
     """``SCALAR_VALUE`` knowledge: a tnum and eight bounds (kernel field names, snake_case)."""
 

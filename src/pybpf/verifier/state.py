@@ -17,10 +17,11 @@ registers and slots a continuation may still read) comes from :mod:`pybpf.verifi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from enum import Enum
 
 from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.values import value_class
 
 BPF_REG_SIZE = 8
 """Bytes per stack slot (one spilled register)."""
@@ -59,7 +60,7 @@ SIZED_MEMORY_TYPES = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY
                                 RegType.PTR_TO_BUF, RegType.PTR_TO_TP_BUFFER})
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class RegState:
     """One register. ``map_uid`` names the map a map pointer refers to; ``mem_size`` bounds PTR_TO_MEM;
     ``range`` is the number of bytes past a packet pointer already checked against ``data_end``;
@@ -258,7 +259,7 @@ class SlotByte(Enum):
     STACK_IRQ_FLAG = "f"
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class StackSlot:
     """Eight bytes of stack: a tag per byte, and the register spilled there when tags say SPILL."""
 
@@ -277,7 +278,7 @@ class StackSlot:
         return self.slot_type == _ALL_SPILL
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class StackState:
     """A frame's stack: ``slots[i]`` covers bytes ``[-(i+1)*8, -i*8)`` below the frame pointer."""
 

@@ -9,15 +9,14 @@ which the property tests check against concrete arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pybpf.errors import VerifierError
+from pybpf.verifier.values import value_class
 
 U64 = (1 << 64) - 1
 U32 = (1 << 32) - 1
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class Tnum:
     """``value``: the known bits; ``mask``: the unknown bits (disjoint from ``value``)."""
 
