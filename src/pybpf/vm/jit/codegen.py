@@ -128,30 +128,40 @@ class _ModuleBuilder:
         self.i64: Any = ir.IntType(64)
         self.state_type: Any = self.i64.as_pointer()
         self.function_type: Any = ir.FunctionType(self.i64, [self.state_type, self.i64, *[self.i64] * 10])
+        # The main function takes one more argument: whether its exit stores the final registers.
+        self.main_type: Any = ir.FunctionType(self.i64, [*self.function_type.args, ir.IntType(1)])
         self.helper_type: Any = ir.FunctionType(self.i64, [self.state_type, *[self.i64] * 7])
         self.fault_type: Any = ir.FunctionType(self.i64, [self.state_type, *[self.i64] * 4])
         self.functions: dict[int, Any] = {}
         for function in plan.functions:
-            llvm_function = ir.Function(self.module, self.function_type, name=function_name(function.entry))
+            signature = self.main_type if function.entry == 0 else self.function_type
+            llvm_function = ir.Function(self.module, signature, name=function_name(function.entry))
             llvm_function.linkage = "internal"
             self.functions[function.entry] = llvm_function
         self.in_ranges: Any = memory_ir.build_in_ranges(self)
         self._quiet_main: Any = None
 
+    def call_main(self, builder: Any, arguments: list[Any], *, report: bool = True) -> Any:
+        """Call the main function with ``arguments`` (state, depth, r0-r9); ``report``: store the final registers."""
+        return builder.call(self.functions[0], [*arguments, self.ir.Constant(self.ir.IntType(1), int(report))])
+
     def main_without_registers(self) -> Any:
-        """The main function again, except that a normal exit does not store the final registers.
+        """A function like the main one (same signature) whose normal exit does not store the final registers.
 
         For runs whose registers nobody reads (all but the last run of a repeat, every packet of
         a batch): each stored register is a value every loop exit must produce, which keeps LLVM
         from vectorising a loop that exits to the end (sum64k runs 2x faster without them).
-        Events (tail calls, stops) still store them. Built on first request, with the same
-        signature as the main function.
+        Events (tail calls, stops) still store them. It calls the main function with ``report``
+        false: where LLVM inlines the main function (small programs, the ones whose loops this
+        helps) the stores fold away; a large one is compiled once, not twice, and only tests
+        the flag at its exit. Built on first request.
         """
         if self._quiet_main is None:
             function = self.ir.Function(self.module, self.function_type, name=f"{function_name(0)}_r0_only")
             function.linkage = "internal"
+            builder = self.ir.IRBuilder(function.append_basic_block("entry"))
+            builder.ret(self.call_main(builder, list(function.args), report=False))
             self._quiet_main = function
-            _FunctionEmitter(self, self.plan.functions[0], function=function, report_registers=False).emit()
         return self._quiet_main
 
     def build(self) -> GeneratedModule:
@@ -171,7 +181,7 @@ class _ModuleBuilder:
             builder.load(builder.gep(state, [constant(ir, 64, Slot.REGS + number)]), name=f"r{number}")
             for number in range(10)
         ]
-        builder.ret(builder.call(self.functions[0], [state, constant(ir, 64, 0), *registers]))
+        builder.ret(self.call_main(builder, [state, constant(ir, 64, 0), *registers]))
 
     def _tbaa_tags(self) -> dict[str, Any]:
         """Type-based alias tags: run-state slots, the range/constant tables, and program memory.
@@ -196,9 +206,7 @@ class _ModuleBuilder:
 class _FunctionEmitter:
     """Emits one eBPF function into its LLVM function."""
 
-    def __init__(
-        self, parent: _ModuleBuilder, plan: FunctionPlan, *, function: Any = None, report_registers: bool = True
-    ) -> None:
+    def __init__(self, parent: _ModuleBuilder, plan: FunctionPlan) -> None:
         ir = parent.ir
         self.ir: Any = ir
         self.parent = parent
@@ -206,9 +214,10 @@ class _FunctionEmitter:
         self.insns = parent.plan.insns
         self.slot_total = parent.plan.slot_total
         self.i64: Any = parent.i64
-        function = parent.functions[plan.entry] if function is None else function
+        function = parent.functions[plan.entry]
         self.function: Any = function
-        self.report_registers = report_registers
+        # The main function's last argument says whether its exit stores the final registers.
+        self.report: Any = function.args[12] if plan.entry == 0 else None
         self.builder: Any = ir.IRBuilder(function.append_basic_block("entry"))
         self.state: Any = function.args[0]
         self.depth: Any = function.args[1]
@@ -494,9 +503,10 @@ class _FunctionEmitter:
     def _exit(self) -> None:
         builder = self.builder
         self._save_budget()
-        if self.plan.entry == 0 and self.report_registers:  # the main function reports its final registers
-            for number in range(11):
-                builder.store(self._get(number), self._slot(Slot.REGS + number))
+        if self.report is not None:  # the main function reports its final registers, when asked to
+            with builder.if_then(self.report):
+                for number in range(11):
+                    builder.store(self._get(number), self._slot(Slot.REGS + number))
         builder.ret(self._get(0))
 
     # -- memory ---------------------------------------------------------------------------------
@@ -536,7 +546,11 @@ class _FunctionEmitter:
         self._continue_unless(too_deep, self._failure(Status.CALL_DEPTH, pc), f"call_{pc}")
         registers = [self._get(number) for number in range(10)]
         self._save_budget()
-        result = builder.call(self.parent.functions[entry], [self.state, depth, *registers])
+        arguments = [self.state, depth, *registers]
+        if entry == 0:  # the main function called as a function (callx): its exit reports, as always
+            result = self.parent.call_main(builder, arguments)
+        else:
+            result = builder.call(self.parent.functions[entry], arguments)
         self._bail_if_status(pc)
         self._after_call()
         self._set(0, result)

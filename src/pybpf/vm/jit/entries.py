@@ -104,6 +104,10 @@ class ModuleParts(Protocol):
     state_type: Any
     functions: dict[int, Any]
 
+    def main_without_registers(self) -> Any: ...
+
+    def call_main(self, builder: Any, arguments: list[Any], *, report: bool = True) -> Any: ...
+
 
 def _reset_run_budgets(ir: Any, builder: Any, state: Any, budget: Any) -> None:
     """What every run of a repeat or batch starts with, as a fresh run would: its loop budgets."""
@@ -136,7 +140,25 @@ def build_repeat(module: ModuleParts) -> None:
     registers = [
         builder.load(builder.gep(state, [constant(ir, 64, Slot.INITIAL_REGS + number)])) for number in range(10)
     ]
-    returned = builder.call(module.functions[0], [state, constant(ir, 64, 0), *registers])
+    arguments = [state, constant(ir, 64, 0), *registers]
+    # Only the last run's registers are reported: the runs before it skip storing them (which
+    # frees LLVM to vectorise loops that exit to the end). The last run calls the standalone
+    # main function, not inlined: one run in ``count`` does not need it, and a second inlined
+    # copy of the program would double the optimiser's work for the repeat entry.
+    quiet_block, last_block, joined = (function.append_basic_block(name) for name in ("quiet", "last", "joined"))
+    is_last = builder.icmp_unsigned("==", builder.add(index, constant(ir, 64, 1)), count)
+    builder.cbranch(is_last, last_block, quiet_block)
+    builder.position_at_end(quiet_block)
+    quiet = builder.call(module.main_without_registers(), arguments)
+    builder.branch(joined)
+    builder.position_at_end(last_block)
+    full = module.call_main(builder, arguments)
+    full.attributes.add("noinline")
+    builder.branch(joined)
+    builder.position_at_end(joined)
+    returned = builder.phi(i64)
+    returned.add_incoming(quiet, quiet_block)
+    returned.add_incoming(full, last_block)
     # A run that stopped early (LD_ABS past the packet, a helper's env.stop) ended normally with
     # STOP_R0 for the kernel's loop, which goes on with the next run; other events end the loop.
     status_slot = builder.gep(state, [constant(ir, 64, Slot.STATUS)])
@@ -145,13 +167,13 @@ def build_repeat(module: ModuleParts) -> None:
     r0 = builder.select(stopped, builder.load(builder.gep(state, [constant(ir, 64, Slot.STOP_R0)])), returned)
     status = builder.select(stopped, constant(ir, 64, Status.RUNNING), status)
     builder.store(status, status_slot)
-    index.add_incoming(builder.add(index, constant(ir, 64, 1)), body)
-    last.add_incoming(r0, body)
+    index.add_incoming(builder.add(index, constant(ir, 64, 1)), joined)
+    last.add_incoming(r0, joined)
     builder.cbranch(builder.icmp_unsigned("==", status, constant(ir, 64, 0)), loop, done)
     builder.position_at_end(done)
     result = builder.phi(i64)
     result.add_incoming(last, loop)
-    result.add_incoming(r0, body)
+    result.add_incoming(r0, joined)
     builder.ret(result)
 
 
@@ -227,7 +249,8 @@ def build_batch(module: ModuleParts) -> None:
         builder.store(data, builder.gep(state, [constant(ir, 64, Slot.PACKET_ADDRESS)]))
         builder.store(view_size, builder.gep(state, [constant(ir, 64, Slot.PACKET_SIZE)]))
     _reset_run_budgets(ir, builder, state, budget)
-    r0 = builder.call(module.functions[0], [state, zero, zero, context, *([zero] * 8)])
+    # A batch reports r0 alone: no run stores its final registers.
+    r0 = builder.call(module.main_without_registers(), [state, zero, zero, context, *([zero] * 8)])
     status = builder.load(builder.gep(state, [constant(ir, 64, Slot.STATUS)]))
     builder.store(r0, builder.gep(retvals, [index]))
     following = builder.add(index, constant(ir, 64, 1))
