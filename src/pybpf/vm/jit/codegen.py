@@ -72,7 +72,7 @@ from pybpf.vm.jit.native_helpers import (
     emit_tracing_helper,
 )
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, emit_packet_helper
-from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, function_origins
+from pybpf.vm.jit.plan import FunctionPlan, ProgramPlan, counted_segments, function_origins
 from pybpf.vm.jit.state import Slot, Status
 
 ENTRY_NAME = "bpf_entry"
@@ -92,7 +92,12 @@ def function_name(entry: int) -> str:
 
 
 def generate(
-    plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int], *, bounds_checks: bool = True
+    plan: ProgramPlan,
+    constants: Mapping[int, int],
+    table: Mapping[int, int],
+    *,
+    bounds_checks: bool = True,
+    count_instructions: bool = False,
 ) -> GeneratedModule:
     """Translate ``plan``: an ``lddw`` at pc takes ``constants[pc]``, or entry ``table[pc]`` of the constant table.
 
@@ -106,15 +111,23 @@ def generate(
 
     ``bounds_checks=False`` emits memory accesses without the range check: only for programs a
     verifier has proved safe (an unchecked bad access corrupts or crashes the process).
+
+    ``count_instructions=True`` counts executed instructions in ``Slot.INSTRUCTIONS`` exactly as
+    the interpreter counts them (see :func:`~pybpf.vm.jit.plan.counted_segments`).
     """
-    return _ModuleBuilder(plan, constants, table, bounds_checks).build()
+    return _ModuleBuilder(plan, constants, table, bounds_checks, count_instructions).build()
 
 
 class _ModuleBuilder:
     """The module-wide parts: types, the function declarations, the range check, the entry."""
 
     def __init__(
-        self, plan: ProgramPlan, constants: Mapping[int, int], table: Mapping[int, int], bounds_checks: bool
+        self,
+        plan: ProgramPlan,
+        constants: Mapping[int, int],
+        table: Mapping[int, int],
+        bounds_checks: bool,
+        count_instructions: bool = False,
     ) -> None:
         ir, _ = require_llvmlite()
         self.ir: Any = ir
@@ -122,6 +135,7 @@ class _ModuleBuilder:
         self.constants = constants
         self.table = table
         self.bounds_checks = bounds_checks
+        self.count_instructions = count_instructions
         self.traps: dict[int, str] = {}
         self.module: Any = ir.Module(name="pybpf_jit")
         self.tbaa = self._tbaa_tags()
@@ -261,6 +275,13 @@ class _FunctionEmitter:
         ]
         self.budget: Value = builder.alloca(self.i64, name="budget")
         builder.store(self._load_slot(Slot.BUDGET), self.budget)
+        # The instruction count, when counted, is a local like the budget (saved and reloaded with it).
+        self.counter: Value | None = None
+        self.segments: dict[int, int] = {}
+        if self.parent.count_instructions:
+            self.counter = builder.alloca(self.i64, name="executed")
+            builder.store(self._load_slot(Slot.INSTRUCTIONS), self.counter)
+            self.segments = counted_segments(self.parent.plan, self.plan)
         self.hot: list[Value] = []
         if self.parent.bounds_checks:
             self.hot = [builder.alloca(self.i64, name=name) for name in ("hot_start", "hot_end", "hot_write_end")]
@@ -270,13 +291,20 @@ class _FunctionEmitter:
         memory_ir.reload_hot(self)
 
     def _save_budget(self) -> None:
-        """Write the local loop budget back (before a call or a return: others read it there)."""
+        """Write the local loop budget (and count) back (before a call or a return: others read it there)."""
         self.parent.tag(self.builder.store(self.builder.load(self.budget), self._slot(Slot.BUDGET)), "state")
+        if self.counter is not None:
+            self.parent.tag(self.builder.store(self.builder.load(self.counter), self._slot(Slot.INSTRUCTIONS)), "state")
 
     def _after_call(self) -> None:
         """A call may have spent budget and scanned the range table: reload both locals."""
         self.builder.store(self._load_slot(Slot.BUDGET), self.budget)
         self._reload_hot()
+
+    def _reload_count(self) -> None:
+        """Right after a call, before its status is checked: the callee (or the trampoline) counted on."""
+        if self.counter is not None:
+            self.builder.store(self._load_slot(Slot.INSTRUCTIONS), self.counter)
 
     def _emit_bail(self) -> None:
         """The block every event leaves through: return 0, the status tells Python why.
@@ -372,6 +400,8 @@ class _FunctionEmitter:
             pc = leader
             while True:
                 insn = self.insns[pc]
+                if pc in self.segments:
+                    self._count(self.segments[pc])
                 if self._emit(pc, insn):
                     break
                 nxt = pc + slot_count(insn)
@@ -379,6 +409,12 @@ class _FunctionEmitter:
                     builder.branch(self._block(nxt))
                     break
                 pc = nxt
+
+    def _count(self, instructions: int) -> None:
+        """Add a segment's instructions to the count (see :func:`~pybpf.vm.jit.plan.counted_segments`)."""
+        if self.counter is not None:
+            builder = self.builder
+            builder.store(builder.add(builder.load(self.counter), self._const(instructions)), self.counter)
 
     def _count_iteration(self, pc: int) -> None:
         """Spend one unit of the loop budget at a loop header; fail when it is exhausted.
@@ -536,6 +572,7 @@ class _FunctionEmitter:
         arguments = [self.state, helper, self._const(pc), *(self._get(number) for number in range(1, 6))]
         self._save_budget()
         self._set(0, builder.call(trampoline, arguments))  # before the check: a tail call passes r0 on
+        self._reload_count()  # callbacks the helper ran in the interpreter count too
         self._bail_if_status(pc)
         self._after_call()
 
@@ -551,6 +588,7 @@ class _FunctionEmitter:
             result = self.parent.call_main(builder, arguments)
         else:
             result = builder.call(self.parent.functions[entry], arguments)
+        self._reload_count()
         self._bail_if_status(pc)
         self._after_call()
         self._set(0, result)

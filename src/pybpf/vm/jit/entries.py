@@ -110,9 +110,10 @@ class ModuleParts(Protocol):
 
 
 def _reset_run_budgets(ir: Any, builder: Any, state: Any, budget: Any) -> None:
-    """What every run of a repeat or batch starts with, as a fresh run would: its loop budgets."""
+    """What every run of a repeat or batch starts with, as a fresh run would: loop budgets, a zero count."""
     builder.store(budget, builder.gep(state, [constant(ir, 64, Slot.BUDGET)]))
     builder.store(constant(ir, 64, MAX_LOOPS), builder.gep(state, [constant(ir, 64, Slot.MAY_GOTO_LEFT)]))
+    builder.store(constant(ir, 64, 0), builder.gep(state, [constant(ir, 64, Slot.INSTRUCTIONS)]))
 
 
 def build_repeat(module: ModuleParts) -> None:

@@ -75,6 +75,40 @@ class ProgramPlan:
         return len(self.functions) > 1 or any(isinstance(insn, CallLocal | CallReg) for insn in self.insns.values())
 
 
+_SEGMENT_ENDS = (Call, CallLocal, CallReg, PacketLoad)
+"""Instructions after which a run may end normally (a stop, a tail call) or another frame counted."""
+_BLOCK_ENDS = (Jump, Goto, Exit, MayGoto, CallKfunc)
+"""Instructions that end their basic block (code generation emits nothing after them)."""
+
+
+def counted_segments(plan: ProgramPlan, function: FunctionPlan) -> dict[int, int]:
+    """Where native code adds to the instruction count, and how much: {segment start pc: instructions}.
+
+    The interpreter counts every instruction it starts (an ``lddw`` is one), including the one
+    that stops the run (a helper's stop, LD_ABS past the packet). Native code adds a whole
+    segment's length on entering it: a segment runs to the end of its basic block, or through
+    the next instruction after which the run may end normally or counting goes on elsewhere
+    (helper and function calls, LD_ABS/LD_IND). So the count is exact whenever a run reports
+    it (exit, stop, tail call); an instruction that faults mid-segment raises, and a failed
+    run's count is never read.
+    """
+    segments: dict[int, int] = {}
+    for leader in function.leaders:
+        start, pc, length = leader, leader, 0
+        while True:
+            insn = plan.insns[pc]
+            length += 1
+            following = pc + slot_count(insn)
+            if isinstance(insn, _BLOCK_ENDS) or following in function.leaders or following == plan.slot_total:
+                segments[start] = length
+                break
+            if isinstance(insn, _SEGMENT_ENDS):
+                segments[start] = length
+                start, length = following, 0
+            pc = following
+    return segments
+
+
 def successors(pc: int, insn: Instruction) -> tuple[int, ...]:
     """The pcs control may reach next from ``insn`` at ``pc`` within its function (calls return)."""
     match insn:

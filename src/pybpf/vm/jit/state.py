@@ -95,6 +95,12 @@ class Slot(IntEnum):
     TASK_COMM_HIGH = 65
     PRANDOM_STATE = 66
     """Native address of the run's CPU's generator state (:class:`pybpf.vm.native_tracing.PrandomState`)."""
+    INSTRUCTIONS = 67
+    """Instructions executed so far in the run (code compiled with ``count_instructions`` only).
+
+    Native code adds each straight-line segment's length on entering it; the helper trampoline
+    adds what callbacks ran in the interpreter. A repeat resets it before every run.
+    """
     RING_TABLE = 67
     """Native address of the ring table: (map pointer, ring descriptor) pairs (see ``natives.ringbuf_ir``)."""
     RING_COUNT = 68
