@@ -23,6 +23,7 @@ from pybpf.isa.insn import (
     slot_count,
 )
 from pybpf.isa.opcodes import PseudoSrc
+from pybpf.verifier.values import value_class
 
 
 class EdgeKind(Enum):
@@ -33,7 +34,7 @@ class EdgeKind(Enum):
     CALL = "call"  # a bpf-to-bpf call, or a callback address taken by lddw FUNC
 
 
-@dataclass(frozen=True, slots=True)
+@value_class  # one per edge walked, several walks per verification
 class Edge:
     source: int
     target: int

@@ -226,7 +226,8 @@ class Explorer:
         live_slots = self.live_slots.get(pc, -1)
         evicted = False
         callback_helper = self.callback_sites.get(pc)
-        looping = self._identical_in_progress(pc, stored, state) if callback_helper is None else None
+        looping: list[Checkpoint] | None = None
+        looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if callback_helper is not None:
@@ -238,6 +239,8 @@ class Explorer:
                         mark_all_precise(parent)
                         return True, parent
                     continue
+                if not looked_up:
+                    looping, looked_up = self._identical_in_progress(pc, stored, state), True
                 identical = (checkpoint in looping if looping is not None
                              else states_identical(checkpoint.state, state))
                 if identical:

@@ -331,8 +331,8 @@ class Env:
     consts: dict[int, RegState] = field(default_factory=dict)
     # Scalar transfer functions are pure, and paths through the same instructions keep meeting
     # the same operands: their results are remembered for this verification.
-    alu_memo: dict[tuple[BinOp, Scalar, Scalar, bool], Scalar] = field(default_factory=dict)
-    refine_memo: dict[tuple[Cond, Scalar, Scalar, bool], Refinements] = field(default_factory=dict)
+    alu_memo: dict[tuple[str, Scalar, Scalar, bool], Scalar] = field(default_factory=dict)
+    refine_memo: dict[tuple[str, Scalar, Scalar, bool], Refinements] = field(default_factory=dict)
     async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
     # pc -> the pointer type a load/store/atomic there accessed (the kernel's aux->ptr_type).
     ptr_types: dict[int, RegType] = field(default_factory=dict)
@@ -344,7 +344,8 @@ class Env:
 
     def memo_alu(self, op: BinOp, dst: Scalar, src: Scalar, is64: bool) -> Scalar:
         """:func:`~pybpf.verifier.scalar_ops.alu`, remembered."""
-        key = (op, dst, src, is64)
+        # The member's value names it (Enum's own __hash__ is a Python call; a str's is cached).
+        key = (op._value_, dst, src, is64)
         result = self.alu_memo.get(key)
         if result is None:
             result = self.alu_memo[key] = alu(op, dst, src, is64)
@@ -352,7 +353,7 @@ class Env:
 
     def memo_refine(self, cond: Cond, dst: Scalar, src: Scalar, is32: bool) -> Refinements:
         """:func:`~pybpf.verifier.branch.branch_outcomes` (taken, not taken), remembered."""
-        key = (cond, dst, src, is32)
+        key = (cond._value_, dst, src, is32)
         result = self.refine_memo.get(key)
         if result is None:
             result = self.refine_memo[key] = branch_outcomes(cond, dst, src, is32)

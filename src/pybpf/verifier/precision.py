@@ -42,8 +42,9 @@ from pybpf.isa.insn import (
 )
 from pybpf.platform import HELPER_PROTOS, ArgType, HelperId
 from pybpf.verifier.machine import State
-from pybpf.verifier.state import BPF_REG_SIZE, SlotByte, StackSlot
+from pybpf.verifier.state import BPF_REG_SIZE, RegType, SlotByte, StackSlot
 
+_SCALAR = RegType.SCALAR_VALUE
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 _ARGS_MASK = 0b111110  # r1-r5
 _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
@@ -299,11 +300,12 @@ def mark_precise(table: Mapping[int, LabeledInsn], hist: HistEntry | None, paren
         demand.regs[frameno] |= mask
     for frameno, mask in (slots or {}).items():
         demand.slots[frameno] |= mask
+    regs_demand, slots_demand = demand.regs, demand.slots
     while True:
         node = hist
         while node is not None:
-            if demand.empty():
-                return
+            if not any(regs_demand) and not any(slots_demand):
+                return  # nothing left to trace (demand.empty(), inlined: once per instruction)
             if not _backtrack(node, table[node.pc].insn, demand):
                 mark_all_precise(parent)
                 return
@@ -324,26 +326,26 @@ def _mark_in(state: State, demand: _Demand) -> None:
     own producers were marked when they became precise) and whatever is not a scalar here."""
     for frameno, frame in enumerate(state.frames):
         mask = demand.regs[frameno]
-        number = 0
-        while mask >> number:
-            if mask >> number & 1:
-                reg = frame.regs[number]
-                if reg.is_scalar and not reg.precise:
-                    frame.regs[number] = reg.as_precise()
-                else:
-                    demand.regs[frameno] &= ~(1 << number)
-            number += 1
+        while mask:
+            low = mask & -mask  # one demanded register at a time, lowest first
+            mask ^= low
+            number = low.bit_length() - 1
+            reg = frame.regs[number]
+            if reg.type is _SCALAR and not reg.precise:
+                frame.regs[number] = reg.as_precise()
+            else:
+                demand.regs[frameno] &= ~low
         mask = demand.slots[frameno]
-        index = 0
-        while mask >> index:
-            if mask >> index & 1:
-                slot = frame.stack.slot(index)
-                if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
-                    marked = StackSlot(slot.slot_type, slot.spilled_ptr.as_precise())
-                    frame.stack = frame.stack.with_slot(index, marked)
-                else:
-                    demand.slots[frameno] &= ~(1 << index)
-            index += 1
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            index = low.bit_length() - 1
+            slot = frame.stack.slot(index)
+            if _is_scalar_spill(slot) and not slot.spilled_ptr.precise:
+                marked = StackSlot(slot.slot_type, slot.spilled_ptr.as_precise())
+                frame.stack = frame.stack.with_slot(index, marked)
+            else:
+                demand.slots[frameno] &= ~low
 
 
 def mark_all_precise(checkpoint: Checkpoint | None) -> None:

@@ -53,6 +53,10 @@ class RegType(Enum):
     PTR_TO_FUNC = "func"
     CONST_PTR_TO_DYNPTR = "dynptr_ptr"
 
+    # Members are singletons compared by identity: the identity hash (C speed) agrees with that
+    # equality, and Enum's own __hash__ is a Python call (types are looked up in sets per step).
+    __hash__ = object.__hash__
+
 
 PACKET_TYPES = frozenset({RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META})
 # Pointers into memory whose bounds come from a size: compared by range inclusion of the offset.
@@ -257,6 +261,8 @@ class SlotByte(Enum):
     STACK_DYNPTR = "d"
     STACK_ITER = "i"
     STACK_IRQ_FLAG = "f"
+
+    __hash__ = object.__hash__  # as RegType's: identity, at C speed
 
 
 @value_class
