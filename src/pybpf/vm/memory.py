@@ -146,7 +146,7 @@ class AddressSpace:
     here (``region.owner is self``), so a region another thread just unmapped is never used.
     """
 
-    __slots__ = ("_mutation", "_regions", "_starts", "atomic_lock", "last")
+    __slots__ = ("_mutation", "_regions", "_starts", "atomic_lock", "generation", "last")
 
     def __init__(self, regions: tuple[Region, ...] = ()) -> None:
         self._starts: list[int] = []
@@ -155,6 +155,10 @@ class AddressSpace:
         self.atomic_lock = threading.Lock()
         """Held by the interpreter's atomic instructions around their read-modify-write."""
         self.last: Region = _NoRegion()
+        self.generation = 0
+        """Bumped by every add and remove: whoever caches something derived from the layout (the
+        JIT's range tables) compares it. Read it before reading :attr:`regions`: a change racing
+        the read then leaves a newer layout under an older number, which only costs a rebuild."""
         for region in regions:
             self.add(region)
 
@@ -173,6 +177,7 @@ class AddressSpace:
                     raise VmError(f"cannot map {region.describe()}: it overlaps {other.describe()}")
             insort(self._starts, region.address)
             self._regions.insert(index, region)
+            self.generation += 1
             region.owner = self  # last: lock-free lookups accept the region from here on
         return region
 
@@ -185,6 +190,7 @@ class AddressSpace:
             region.owner = None  # first: lock-free lookups refuse the region from here on
             del self._starts[index]
             del self._regions[index]
+            self.generation += 1
         if self.last is region:
             self.last = _NoRegion()
 

@@ -7,10 +7,21 @@ falls back to the interpreter silently; callers choose their engine.
 
 from __future__ import annotations
 
+import threading
 from types import ModuleType
 from typing import Any
 
 from pybpf.errors import NotSupportedError
+
+_LLVM_LOCK = threading.RLock()
+"""LLVM's global context, target registry and MCJIT are not thread-safe: two threads compiling
+at once produced invalid IR ("Instruction does not dominate all uses"). The lock guards that
+process-wide resource, so it is process-wide too (reentrant: a compilation asks for the host CPU)."""
+
+
+def compile_lock() -> threading.RLock:
+    """The lock every use of LLVM here holds: parsing, optimising, compiling, querying the host."""
+    return _LLVM_LOCK
 
 
 def require_llvmlite() -> tuple[ModuleType, ModuleType]:
@@ -28,8 +39,9 @@ def host_cpu() -> tuple[str, str]:
     Code is built for exactly these, so a compilation may only be reused where both are equal.
     """
     _, binding = require_llvmlite()
-    binding.initialize_native_target()
-    return str(binding.get_host_cpu_name()), str(binding.get_host_cpu_features().flatten())
+    with _LLVM_LOCK:
+        binding.initialize_native_target()
+        return str(binding.get_host_cpu_name()), str(binding.get_host_cpu_features().flatten())
 
 
 class NativeCode:
@@ -39,6 +51,10 @@ class NativeCode:
 
     def __init__(self, module_ir: str, opt_level: int = 2) -> None:
         _, binding = require_llvmlite()
+        with _LLVM_LOCK:
+            self._compile(binding, module_ir, opt_level)
+
+    def _compile(self, binding: Any, module_ir: str, opt_level: int) -> None:
         try:
             binding.initialize_native_target()
             binding.initialize_native_asmprinter()
@@ -63,11 +79,13 @@ class NativeCode:
 
     def optimized_ir(self) -> str:
         """The module's IR after optimisation (for tests and for reading what the JIT made)."""
-        return str(self._module)
+        with _LLVM_LOCK:
+            return str(self._module)
 
     def address(self, name: str) -> int:
         """The native address of the function ``name``."""
-        address: int = self._engine.get_function_address(name)
+        with _LLVM_LOCK:
+            address: int = self._engine.get_function_address(name)
         if not address:
             raise NotSupportedError(f"LLVM produced no function {name!r}")
         return address

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import (
@@ -39,7 +39,6 @@ from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
     MAX_CALL_FRAMES,
     MAX_LOOPS,
-    STACK_SIZE,
     U64,
     ExecutionContext,
     HelperFn,
@@ -52,7 +51,7 @@ from pybpf.vm.jit.batch import NativeBatch, run_native_batch
 from pybpf.vm.jit.cache import PROCESS_CACHE, CompileCache, Compiled, cache_key
 from pybpf.vm.jit.codegen import ENTRY_NAME, generate
 from pybpf.vm.jit.entries import BATCH_NAME, REPEAT_NAME, BatchOutput
-from pybpf.vm.jit.llvm import NativeCode
+from pybpf.vm.jit.llvm import NativeCode, compile_lock
 from pybpf.vm.jit.native_helpers import (
     NATIVE_HELPERS,
     NATIVE_MAP_HELPERS,
@@ -68,8 +67,9 @@ from pybpf.vm.jit.native_packet import (
 )
 from pybpf.vm.jit.native_xdp import PacketFrame, sync_packet_back
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
-from pybpf.vm.jit.state import MAP_FIELDS, STATE_SLOTS, Slot, Status
-from pybpf.vm.memory import AddressSpace, Region, RegionKind
+from pybpf.vm.jit.sessions import NO_HOT, Session, SessionPool
+from pybpf.vm.jit.state import MAP_FIELDS, Slot, Status
+from pybpf.vm.memory import AddressSpace, Region
 
 # Both callbacks receive the run-state block's address first: it identifies the run.
 _HelperCallback = ctypes.CFUNCTYPE(
@@ -81,19 +81,34 @@ _FaultCallback = ctypes.CFUNCTYPE(
 _Entry = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)
 _Repeat = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_uint64)
 _Batch = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p)
+# Slot numbers as plain ints for the per-run path: reading an IntEnum member costs ~60 ns each.
+_STATUS = int(Slot.STATUS)
+_BUDGET = int(Slot.BUDGET)
+_HELPER_FN = int(Slot.HELPER_FN)
+_HOT_END = int(Slot.HOT_WRITABLE) + 1
+_RANGE_COUNT = int(Slot.RANGE_COUNT)
+_RANGES_END = int(Slot.RANGES) + 1
+_REGS = int(Slot.REGS)
+_REGS_END = _REGS + 11
+_MAP_TABLE = int(Slot.MAP_TABLE)
+_MAP_COUNT = int(Slot.MAP_COUNT)
+_NATIVE = int(Slot.NATIVE)
+_CLOCK_END = int(Slot.CLOCK_FN) + 1
+_PACKET_NATIVE = int(Slot.PACKET_NATIVE)
+_PACKET_CTX = int(Slot.PACKET_CTX)
+_TAIL_CALL = int(Status.TAIL_CALL)
 _Invoke = Callable[[int], int]
 """Starts native code on a run-state block (by address); returns r0 (or what the entry returns)."""
-_StateBlock = ctypes.c_uint64 * STATE_SLOTS
 
 
 @dataclass(slots=True)
 class _Run:
-    """One run in progress: its run-state block, the helpers' env, and the first error recorded."""
+    """One run in progress: its session (state block, stacks, tables), the helpers' env, the first error."""
 
+    session: Session
     state: Any
     env: ExecutionContext | None
     error: BaseException | None = None
-    keep: list[Any] = field(default_factory=list)  # ctypes buffers the state block points into
     tail_calls: int = 0  # made so far in this run, across programs (at most MAX_TAIL_CALLS)
     tail_target: JitProgram | None = None  # what the main function's exit with Status.TAIL_CALL runs next
 
@@ -141,9 +156,8 @@ class JitProgram:
         )
         # A tail-called program runs on its caller's stacks: it may need every frame's.
         frames = MAX_CALL_FRAMES if self.plan.makes_calls or self.may_tail_call else 1
-        self._stacks = tuple(
-            Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE) for number in range(frames)
-        )
+        # One session (state block, stacks, tables) per run in progress, reused run after run.
+        self.sessions = SessionPool(self.memory, frames)
         self._runs: dict[int, _Run] = {}  # by run-state block address: runs may nest (a helper runs us again)
         # The helpers' env is an ExecutionContext, which needs an Interpreter of the same program
         # (env.call_function runs callbacks there); only programs that call helpers pay for it.
@@ -156,9 +170,16 @@ class JitProgram:
         # The callbacks must outlive the native code that calls them: they are attributes.
         self._helper_callback = _HelperCallback(self._serve_helper)
         self._fault_callback = _FaultCallback(self._serve_fault)
-        self._callback_addresses = (_address_of(self._helper_callback), _address_of(self._fault_callback))
         inline, table, values = self._lddw_constants()
         self._constant_table = (ctypes.c_uint64 * (len(values) or 1))(*values)
+        # Slots HELPER_FN, FAULT_FN, CONSTANTS (the same for every run of this program), then
+        # HOT_START, HOT_END, HOT_WRITABLE (no hot range until a scan of the new table finds one).
+        self._bound = [
+            _address_of(self._helper_callback),
+            _address_of(self._fault_callback),
+            ctypes.addressof(self._constant_table),
+            *NO_HOT,
+        ]
         # The helpers native code may serve, and the map pointers their map table may name
         # (see pybpf.vm.jit.native_helpers).
         self._native_called = frozenset(
@@ -175,15 +196,18 @@ class JitProgram:
         )
         self.bounds_checks = bounds_checks
         key = cache_key(self.insns, table, opt_level, bounds_checks) if cache is not None else None
-        compiled = cache.get(key) if cache is not None and key is not None else None
-        self.from_cache = compiled is not None
-        if compiled is None:
-            started = time.perf_counter_ns()
-            generated = generate(self.plan, inline, table, bounds_checks=bounds_checks)
-            native = NativeCode(generated.text, opt_level)
-            compiled = Compiled(native, generated.traps, generated.text, time.perf_counter_ns() - started)
-            if cache is not None and key is not None:
-                cache.put(key, compiled)
+        # LLVM is not thread-safe: compilations are serialised, and a thread that waited for
+        # another's compilation of the same program finds it in the cache.
+        with compile_lock():
+            compiled = cache.get(key) if cache is not None and key is not None else None
+            self.from_cache = compiled is not None
+            if compiled is None:
+                started = time.perf_counter_ns()
+                generated = generate(self.plan, inline, table, bounds_checks=bounds_checks)
+                native = NativeCode(generated.text, opt_level)
+                compiled = Compiled(native, generated.traps, generated.text, time.perf_counter_ns() - started)
+                if cache is not None and key is not None:
+                    cache.put(key, compiled)
         self.compile_ns = compiled.compile_ns  # of the compilation this uses (maybe another load's)
         self._traps = compiled.traps
         self.generated_ir: str = compiled.generated_ir  # before optimisation: what the translation emitted
@@ -191,6 +215,16 @@ class JitProgram:
         self._entry = _Entry(self.native.address(ENTRY_NAME))
         self._repeat = _Repeat(self.native.address(REPEAT_NAME))
         self._batch = _Batch(self.native.address(BATCH_NAME))
+
+    @property
+    def _callback_addresses(self) -> tuple[int, int]:
+        """The native addresses of the helper trampoline and the fault handler runs start with."""
+        return self._bound[0], self._bound[1]
+
+    @_callback_addresses.setter
+    def _callback_addresses(self, addresses: tuple[int, int]) -> None:
+        # Tests swap in a counting trampoline: runs from now on use it.
+        self._bound = [*addresses, *self._bound[2:]]
 
     @classmethod
     def of(cls, interpreter: Interpreter, **options: Any) -> JitProgram:
@@ -340,52 +374,42 @@ class JitProgram:
         map_inputs: bool,
         invoke: _Invoke,
     ) -> tuple[RunResult, int]:
-        """Map the inputs, fill the run-state block, start native code with ``invoke``, dispatch tail calls."""
+        """Map the inputs, fill a session's run-state block, start native code with ``invoke``, dispatch tail calls."""
         limit = self.instruction_limit if instruction_limit is None else instruction_limit
         memory = self.memory
-        state = _StateBlock()
-        env = ExecutionContext(self._companion, limit, packet, user) if self._companion is not None else None
-        run = _Run(state, env)
-        envs = [env] if env is not None else []
-        mapped: list[Region] = []
-        # A nested run (a helper running this program again) must not share the outer run's stacks.
-        stacks = (
-            self._stacks
-            if not self._runs
-            else tuple(
-                Region.zeroed(RegionKind.STACK, f"jit stack of frame {number}", STACK_SIZE)
-                for number in range(len(self._stacks))
-            )
-        )
-        try:
-            inputs = (context, packet) if map_inputs else ()
-            for region in (*inputs, *stacks):
-                if region is not None and region not in memory:
-                    memory.add(region)
-                    mapped.append(region)
-            for stack in stacks:
-                ctypes.memset(stack.address, 0, stack.size)  # every run starts with zeroed stacks
-            initial: list[ctypes.c_uint64 | int] = [0] * 10
-            if context is not None:
-                initial[1], initial[2] = context.address, context.size
-            for number, value in (registers or {}).items():
+        initial: list[int] = [0] * 10
+        if context is not None:
+            initial[1], initial[2] = context.address, context.size
+        if registers:
+            for number, value in registers.items():
                 if not 0 <= number <= 9:
                     raise VmError(f"initial registers must be r0-r9, found r{number}")
                 initial[number] = value & U64
-            # Slice assignments: one ctypes call each instead of one per slot (this is per run).
-            state[Slot.REGS : Slot.REGS + 10] = initial
-            state[Slot.INITIAL_REGS : Slot.INITIAL_REGS + 10] = initial
-            state[Slot.STACK_TOPS : Slot.STACK_TOPS + len(stacks)] = [stack.end for stack in stacks]
-            state[Slot.BUDGET] = limit
-            state[Slot.MAY_GOTO_LEFT] = MAX_LOOPS
-            if packet is not None:
-                state[Slot.PACKET_ADDRESS], state[Slot.PACKET_SIZE] = packet.address, packet.size
-            key = ctypes.addressof(state)
+        env = ExecutionContext(self._companion, limit, packet, user) if self._companion is not None else None
+        envs = [env] if env is not None else []
+        mapped: list[Region] = []
+        # A session of our own: a nested run (a helper running this program again) or another
+        # thread's run holds another one, with other stacks.
+        pool = self.sessions
+        session = pool.acquire()
+        state = session.state
+        key = session.key
+        run = _Run(session, state, env)
+        try:
+            if map_inputs:
+                for region in (context, packet):
+                    if region is not None and region not in memory:
+                        memory.add(region)
+                        mapped.append(region)
+            session.reset()
+            # Slots BUDGET to INITIAL_REGS in one slice assignment (one ctypes call: this is per run).
+            head = [limit, MAX_LOOPS, *session.ranges_for(pool.layout(memory))]
+            head += (packet.address, packet.size) if packet is not None else (0, 0)
+            state[_BUDGET:_HELPER_FN] = [*head, *initial, 0, *session.tops, *initial]
             program: JitProgram = self
             elapsed = 0
             while True:  # the tail-call dispatcher: native code returns here to switch programs
-                program._bind(state)
-                program._fill_ranges(run)
+                state[_HELPER_FN:_HOT_END] = program._bound  # and no hot range yet
                 program._fill_maps(run, user)
                 program._fill_packet(run, user)
                 program._runs[key] = run
@@ -396,60 +420,47 @@ class JitProgram:
                 finally:
                     del program._runs[key]
                 target = run.tail_target
-                if target is None or state[Slot.STATUS] != Status.TAIL_CALL:
+                if target is None or state[_STATUS] != _TAIL_CALL:
                     return program._finish(run, r0), elapsed
                 # Same state block: same registers (stored by the main function), stacks, budget.
-                state[Slot.STATUS] = Status.RUNNING
+                state[_STATUS] = Status.RUNNING
+                state[_RANGE_COUNT:_RANGES_END] = session.ranges_for(target.sessions.layout(target.memory))
+                # What the last program's native helpers were allowed, the target decides again.
+                state[_MAP_COUNT] = state[_NATIVE] = state[_PACKET_NATIVE] = state[_PACKET_CTX] = 0
                 next_env = ExecutionContext(target._companion, limit, packet, user) if target._companion else None
                 if next_env is not None:
                     next_env.tail_calls = run.tail_calls
                     envs.append(next_env)
-                run = _Run(state, next_env, tail_calls=run.tail_calls)
+                run = _Run(session, state, next_env, tail_calls=run.tail_calls)
                 program, invoke = target, target._entry
         finally:
             for used in envs:
                 used.release()
             for region in mapped:
                 memory.remove(region)
-
-    def _bind(self, state: Any) -> None:
-        """Point the run-state block at this program's callbacks and constant table."""
-        state[Slot.HELPER_FN], state[Slot.FAULT_FN] = self._callback_addresses
-        state[Slot.CONSTANTS] = ctypes.addressof(self._constant_table)
-
-    def _fill_ranges(self, run: _Run) -> None:
-        """The range table: every region mapped now, stacks first (the most frequent target)."""
-        regions = sorted(self.memory.regions, key=lambda region: region.kind is not RegionKind.STACK)
-        fields = [value for region in regions for value in (region.address, region.end, int(region.writable))]
-        table = (ctypes.c_uint64 * (len(fields) or 1))(*fields)
-        run.keep.append(table)
-        run.state[Slot.RANGE_COUNT] = len(regions)
-        run.state[Slot.RANGES] = ctypes.addressof(table)
-        # No hot range until a scan finds one (a region the last table held may be gone now).
-        run.state[Slot.HOT_START] = run.state[Slot.HOT_END] = U64
-        run.state[Slot.HOT_WRITABLE] = 0
+            pool.release(session)
 
     def _fill_maps(self, run: _Run, user: object) -> None:
         """What native helpers read: which they may serve, the run's CPU, the map table (descriptors by pointer)."""
-        bits, cpu, fields = native_run_setup(self.helpers, self._native_called, self._map_pointers, user)
-        if fields:
-            table = (ctypes.c_uint64 * len(fields))(*fields)
-            run.keep.append(table)
-            run.state[Slot.MAP_TABLE] = ctypes.addressof(table)
-        run.state[Slot.MAP_COUNT] = len(fields) // MAP_FIELDS
-        run.state[Slot.NATIVE], run.state[Slot.CPU], run.state[Slot.CLOCK_FN] = bits, cpu & U64, self._clock_fn
-        fill_tracing_slots(run.state, user)  # the task's answers and the generator state, when served natively
+        if self._native_called:  # else no map table, no bits: the slots are zero (see _session)
+            state = run.state
+            bits, cpu, fields = native_run_setup(self.helpers, self._native_called, self._map_pointers, user)
+            if fields:
+                state[_MAP_TABLE] = run.session.fill_map_table(fields)
+            state[_MAP_COUNT] = len(fields) // MAP_FIELDS
+            state[_NATIVE:_CLOCK_END] = [bits, cpu & U64, self._clock_fn]  # NATIVE, CPU, CLOCK_FN
+            fill_tracing_slots(state, user)  # the task's answers and the generator state, when served natively
 
     def _finish(self, run: _Run, r0: int) -> RunResult:
         """The run's result, or the error its status stands for."""
         state = run.state
-        status = Status(state[Slot.STATUS])
-        pc = int(state[Slot.ERROR_PC])
         if run.error is not None:
             raise run.error
+        if not state[_STATUS]:  # the common case first, without enum conversions
+            return RunResult(r0, 0, tuple(state[_REGS:_REGS_END]))
+        status = Status(state[Slot.STATUS])
+        pc = int(state[Slot.ERROR_PC])
         registers = tuple(state[Slot.REGS : Slot.REGS + 11])
-        if status is Status.RUNNING:
-            return RunResult(r0, 0, registers)
         if status is Status.STOPPED:
             r0 = int(state[Slot.STOP_R0])
             return RunResult(r0, 0, (r0, *registers[1:]))
@@ -470,10 +481,8 @@ class JitProgram:
 
     def _fill_packet(self, run: _Run, user: object) -> None:
         """What the native packet and checksum helpers read (see pybpf.vm.jit.native_packet)."""
-        if self._packet_helpers:
+        if self._packet_helpers:  # else the slots are zero (see _session)
             fill_packet_slots(run.state, self.helpers, self._packet_helpers, user)
-        else:
-            run.state[Slot.PACKET_NATIVE] = run.state[Slot.PACKET_CTX] = 0
 
     def instruction_limit_for(self, run: _Run) -> int:
         return run.env.limit if run.env is not None else self.instruction_limit
@@ -523,7 +532,7 @@ class JitProgram:
         run = self._runs[key]
         try:
             self.memory.region_for(address, size, pc, bool(is_write))
-            self._fill_ranges(run)  # a region mapped during the run: let later accesses find it natively
+            run.session.fill_all_ranges(self.memory)  # a region mapped during the run: found natively from now
             return 1
         except BaseException as error:
             run.error = error
