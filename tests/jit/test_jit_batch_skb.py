@@ -20,9 +20,10 @@ from native_calls import python_calls
 
 from pybpf.errors import TestRunError
 from pybpf.platform.context import Conversion
-from pybpf.runtime.batch import native_batch_blocker, skb_context_images
+from pybpf.runtime.batch import PacketBatchResult, native_batch_blocker, skb_context_images
 from pybpf.runtime.loader import load
 from pybpf.runtime.progtypes import run_kind
+from pybpf.runtime.progtypes.skb import SkbRun
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 ETH_IPV4 = bytes.fromhex("00112233445566778899aabb0800")
@@ -155,6 +156,7 @@ def test_cgroup_skb_batch_sees_each_packets_socket_fields(skb_object: Path) -> N
         program = native.program("sockets")
         assert native_batch_blocker(program) is None
         got = program.run_batch(PACKETS, data_out=True)
+        assert isinstance(got, PacketBatchResult)  # Program.run_batch is declared to return the base class
         expected = per_packet(reference, "sockets", PACKETS)
         folded = native.maps["seen"].lookup(0), reference.maps["seen"].lookup(0)
     assert (list(got.retvals), got.data_out) == expected
@@ -167,6 +169,7 @@ def test_tc_mark_and_the_socket_filter_batch_natively() -> None:
             program = native.program(name)
             assert native_batch_blocker(program) is None, name
             got = program.run_batch(PACKETS, data_out=True)
+            assert isinstance(got, PacketBatchResult)
             assert (list(got.retvals), got.data_out) == per_packet(reference, name, PACKETS), name
 
 
@@ -196,10 +199,13 @@ def test_context_images_equal_the_test_runs(engines: tuple[Any, Any], frame: byt
     program = native.program("fields")
     prepared = run_kind(program.prog_type).prepare(program.interpreter.memory, program.layout, frame, None)
     try:
+        assert isinstance(prepared, SkbRun)
         image = prepared.image
         data = image.pointer(Conversion.PACKET_DATA)
+        meta = image.pointer(Conversion.PACKET_META)
+        assert data is not None and meta is not None  # __sk_buff has both pointer slots
         length = image.get("len")
-        built = skb_context_images(program.layout, [(frame, length)], data, image.pointer(Conversion.PACKET_META))
+        built = skb_context_images(program.layout, [(frame, length)], data, meta)
         assert bytes(built) == bytes(image.region.view)
     finally:
         prepared.close()
@@ -223,5 +229,6 @@ def test_ld_abs_in_a_batch_reads_each_packet() -> None:
     with load(PROGS / "socket_filter.o", engine="jit") as native:
         got = native.program("udp_only").run_batch(frames)
         expected = [native.program("udp_only").test_run(frame).retval for frame in frames]
+    assert isinstance(got, PacketBatchResult)
     assert got.native
     assert list(got.retvals) == expected == [28, 54, 128, 0, 0]

@@ -25,7 +25,7 @@ from pybpf.errors import MemoryAccessError, PybpfError
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers.csum import CSUM_HELPERS, csum_diff
 from pybpf.runtime.loader import load
-from pybpf.vm import Interpreter
+from pybpf.vm import HelperFn, Interpreter
 from pybpf.vm.jit import JitProgram
 
 SOURCE = r"""
@@ -329,7 +329,7 @@ def test_a_helper_that_is_not_the_runtimes_goes_through_python(packet_object: Pa
     with load(packet_object, engine="jit") as native:
         program = native.program("diff")
         jit = program.jit
-        jit.helpers = {**jit.helpers, HelperId.CSUM_DIFF: lambda env, *args: 0x77}  # type: ignore[dict-item]
+        jit.helpers = {**jit.helpers, HelperId.CSUM_DIFF: lambda env, *args: 0x77}
         packet = struct.pack("<3I", 4, 4, 0) + bytes(128)
         with python_calls(jit) as calls:
             result = program.test_run(packet)
@@ -340,7 +340,7 @@ def test_a_helper_that_is_not_the_runtimes_goes_through_python(packet_object: Pa
 def test_csum_diff_checks_its_buffers_as_the_interpreter_does() -> None:
     # Outside the run's memory, both engines raise the same MemoryAccessError at the call's pc;
     # inside it (the stack), both give the same sum. No runtime needed: csum_diff only reads memory.
-    helpers = {HelperId.CSUM_DIFF: CSUM_HELPERS[HelperId.CSUM_DIFF]}
+    helpers: dict[int, HelperFn] = {HelperId.CSUM_DIFF: CSUM_HELPERS[HelperId.CSUM_DIFF]}
     outside = "mov %r1, 4096\nmov %r2, 8\nmov %r3, 0\nmov %r4, 0\nmov %r5, 0\ncall 28\nexit"
     inside = (
         "stdw [%r10-8], 0x12345678\nstdw [%r10-16], -1\nmov %r1, %r10\nadd %r1, -8\nmov %r2, 8\n"
