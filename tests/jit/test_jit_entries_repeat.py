@@ -112,11 +112,13 @@ def test_a_fault_in_an_early_run_raises_as_a_single_run_does() -> None:
     assert len(calls) == 2
 
 
-def test_the_loop_budget_applies_to_every_run() -> None:
+def test_the_loop_budget_applies_to_every_run_and_errors_name_the_limit_passed() -> None:
     program = JitProgram(assemble("mov %r0, 0\ntop:\nadd %r0, 1\njlt %r0, 50, top\nexit"), cache=None)
     assert program.run_repeated(repeat=6, instruction_limit=60)[0].r0 == 50
-    with pytest.raises(InstructionLimitError):
+    with pytest.raises(InstructionLimitError, match="of 20 iterations"):
         program.run_repeated(repeat=6, instruction_limit=20)
+    with pytest.raises(InstructionLimitError, match="of 30 iterations"):  # the limit passed, not the default
+        program.run(instruction_limit=30)
 
 
 def test_a_batch_gives_every_packet_the_r0_of_a_single_run() -> None:

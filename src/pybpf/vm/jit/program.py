@@ -97,6 +97,7 @@ _CLOCK_END = int(Slot.CLOCK_FN) + 1
 _PACKET_NATIVE = int(Slot.PACKET_NATIVE)
 _PACKET_CTX = int(Slot.PACKET_CTX)
 _TAIL_CALL = int(Status.TAIL_CALL)
+_INSTRUCTIONS = int(Slot.INSTRUCTIONS)
 _Invoke = Callable[[int], int]
 """Starts native code on a run-state block (by address); returns r0 (or what the entry returns)."""
 
@@ -111,15 +112,18 @@ class _Run:
     error: BaseException | None = None
     tail_calls: int = 0  # made so far in this run, across programs (at most MAX_TAIL_CALLS)
     tail_target: JitProgram | None = None  # what the main function's exit with Status.TAIL_CALL runs next
+    limit: int = 0  # the instruction limit the run was given (the loop budget)
 
 
 class JitProgram:
     """A program compiled with LLVM; the constructor mirrors :class:`~pybpf.vm.Interpreter`.
 
-    ``run`` returns a :class:`~pybpf.vm.execution.RunResult` whose ``instructions`` is 0: native
-    code does not count instructions. Termination is still guaranteed: every loop header spends
-    one unit of a budget of ``instruction_limit`` iterations (a loop iteration executes at least
-    one instruction, so any run the interpreter completes within its limit completes here).
+    ``run`` returns a :class:`~pybpf.vm.execution.RunResult` whose ``instructions`` is 0 ("not
+    counted"), unless the program was compiled with ``count_instructions=True``: then native
+    code counts them (a little slower), and the count equals the interpreter's for the same run,
+    callbacks included. Termination is guaranteed either way: every loop header spends one unit
+    of a budget of ``instruction_limit`` iterations (a loop iteration executes at least one
+    instruction, so any run the interpreter completes within its limit completes here).
     """
 
     def __init__(
@@ -134,6 +138,7 @@ class JitProgram:
         opt_level: int = 2,
         cache: CompileCache | None = PROCESS_CACHE,
         bounds_checks: bool = True,
+        count_instructions: bool = False,
     ) -> None:
         if not insns:
             raise VmError(f"program {name!r} has no instructions")
@@ -195,7 +200,10 @@ class JitProgram:
             if isinstance(item.insn, Call) and item.insn.helper in NATIVE_PACKET_HELPERS
         )
         self.bounds_checks = bounds_checks
+        self.count_instructions = count_instructions
         key = cache_key(self.insns, table, opt_level, bounds_checks) if cache is not None else None
+        if key is not None and count_instructions:  # another compilation: part of the key
+            key += "|counted"
         # LLVM is not thread-safe: compilations are serialised, and a thread that waited for
         # another's compilation of the same program finds it in the cache.
         with compile_lock():
@@ -203,7 +211,9 @@ class JitProgram:
             self.from_cache = compiled is not None
             if compiled is None:
                 started = time.perf_counter_ns()
-                generated = generate(self.plan, inline, table, bounds_checks=bounds_checks)
+                generated = generate(
+                    self.plan, inline, table, bounds_checks=bounds_checks, count_instructions=count_instructions
+                )
                 native = NativeCode(generated.text, opt_level)
                 compiled = Compiled(native, generated.traps, generated.text, time.perf_counter_ns() - started)
                 if cache is not None and key is not None:
@@ -394,7 +404,7 @@ class JitProgram:
         session = pool.acquire()
         state = session.state
         key = session.key
-        run = _Run(session, state, env)
+        run = _Run(session, state, env, limit=limit)
         try:
             if map_inputs:
                 for region in (context, packet):
@@ -431,7 +441,7 @@ class JitProgram:
                 if next_env is not None:
                     next_env.tail_calls = run.tail_calls
                     envs.append(next_env)
-                run = _Run(session, state, next_env, tail_calls=run.tail_calls)
+                run = _Run(session, state, next_env, tail_calls=run.tail_calls, limit=limit)
                 program, invoke = target, target._entry
         finally:
             for used in envs:
@@ -456,14 +466,15 @@ class JitProgram:
         state = run.state
         if run.error is not None:
             raise run.error
+        executed = int(state[_INSTRUCTIONS]) if self.count_instructions else 0  # 0: "not counted"
         if not state[_STATUS]:  # the common case first, without enum conversions
-            return RunResult(r0, 0, tuple(state[_REGS:_REGS_END]))
+            return RunResult(r0, executed, tuple(state[_REGS:_REGS_END]))
         status = Status(state[Slot.STATUS])
         pc = int(state[Slot.ERROR_PC])
         registers = tuple(state[Slot.REGS : Slot.REGS + 11])
         if status is Status.STOPPED:
             r0 = int(state[Slot.STOP_R0])
-            return RunResult(r0, 0, (r0, *registers[1:]))
+            return RunResult(r0, executed, (r0, *registers[1:]))
         if status is Status.CALL_DEPTH:
             raise CallDepthError(f"a call would exceed the limit of {MAX_CALL_FRAMES} call frames", pc)
         if status is Status.BUDGET:
@@ -485,7 +496,8 @@ class JitProgram:
             fill_packet_slots(run.state, self.helpers, self._packet_helpers, user)
 
     def instruction_limit_for(self, run: _Run) -> int:
-        return run.env.limit if run.env is not None else self.instruction_limit
+        """The limit ``run`` was given (``run()``'s ``instruction_limit``, else the program's)."""
+        return run.limit
 
     # -- callbacks from native code (they must never raise) -------------------------------------
 
@@ -501,12 +513,15 @@ class JitProgram:
                 raise VmError("a helper was called, but the program was prepared without helper calls", pc)
             env.helper_pc = pc
             sync_packet_back(run.state, env.user)  # native xdp_adjust_* may have moved the packet
+            before = env.executed
             try:
                 result = fn(env, r1, r2, r3, r4, r5)
             except (PybpfError, ProgramStop):
                 raise
             except Exception as error:
                 raise HelperError(f"helper {helper} failed: {type(error).__name__}: {error}", pc) from error
+            finally:  # callbacks the helper ran (in the interpreter) count as the interpreter counts them
+                run.state[_INSTRUCTIONS] += env.executed - before
             if not isinstance(result, int):
                 raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
             if run.state[Slot.PACKET_CTX]:  # the helper may have moved or resized the packet
@@ -545,7 +560,8 @@ class JitProgram:
             return self
         known = self._tail_targets.get(id(interpreter))
         if known is None:
-            known = (interpreter, JitProgram.of(interpreter))  # the pair keeps the id valid
+            # The pair keeps the id valid; the target counts if this program does (the count goes on).
+            known = (interpreter, JitProgram.of(interpreter, count_instructions=self.count_instructions))
             self._tail_targets[id(interpreter)] = known
         return known[1]
 
