@@ -24,6 +24,7 @@ from pybpf.isa import (
     Exit,
     Goto,
     Imm,
+    Instruction,
     Jump,
     Load,
     LoadImm64,
@@ -108,8 +109,8 @@ TABLE = [
 
 
 @pytest.mark.parametrize(("insn", "fields"), TABLE, ids=lambda v: repr(v)[:40])
-def test_encode_decode_table(insn: object, fields: tuple[int, int, int, int, int]) -> None:
-    (raw,) = encode(insn)  # type: ignore[arg-type]
+def test_encode_decode_table(insn: Instruction, fields: tuple[int, int, int, int, int]) -> None:
+    (raw,) = encode(insn)
     assert (raw.opcode, raw.dst, raw.src, raw.off, raw.imm) == fields
     assert decode(raw) == insn
 

@@ -75,12 +75,19 @@ def _fixed_btf(path: Path) -> RawBtf:
     return raw
 
 
+def _datasec(btf: Btf, name: str) -> Datasec:
+    type_id = btf.find(name)
+    assert type_id is not None, f"no BTF type named {name}"
+    found = btf[type_id]
+    assert isinstance(found, Datasec)
+    return found
+
+
 def test_datasec_sizes_and_offsets_come_from_the_elf() -> None:
     path = PROGS / "global_data.o"
     before = load_spec(path).btf
     assert before is not None
-    rodata_before = before[before.find(".rodata")]  # type: ignore[index]
-    assert isinstance(rodata_before, Datasec)
+    rodata_before = _datasec(before, ".rodata")
     assert rodata_before.size == 0  # what clang writes, and what the kernel refuses
     fixed = Btf.from_bytes(_fixed_btf(path).to_bytes())
     elf = read_elf(path.read_bytes(), str(path))
@@ -88,11 +95,9 @@ def test_datasec_sizes_and_offsets_come_from_the_elf() -> None:
     rodata_index = next(section.index for section in elf.sections if section.name == ".rodata")
     symbols = {symbol.name: symbol.value for symbol in elf.symbols if symbol.shndx == rodata_index}
     for name in (".rodata", ".data", ".bss", ".data.stats"):
-        datasec = fixed[fixed.find(name)]  # type: ignore[index]
-        assert isinstance(datasec, Datasec)
+        datasec = _datasec(fixed, name)
         assert datasec.size == sizes[name] > 0
-    rodata = fixed[fixed.find(".rodata")]  # type: ignore[index]
-    assert isinstance(rodata, Datasec)
+    rodata = _datasec(fixed, ".rodata")
     offsets = []
     for secinfo in rodata.vars:
         var = fixed[secinfo.type_id]

@@ -16,6 +16,8 @@ import pytest
 
 import pybpf
 from pybpf.kernel import available
+from pybpf.kernel.object import KernelObject
+from pybpf.runtime.object import Object
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 ETH_HLEN = 14  # a socket filter's skb->len starts after the Ethernet header the test run pulls
@@ -67,12 +69,12 @@ def ringbuf_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "emit.o"
 
 
-def _records(obj: object, runs: list[int]) -> list[tuple[int, int]]:
-    program = obj.program("emit")  # type: ignore[attr-defined]
+def _records(obj: Object | KernelObject, runs: list[int]) -> list[tuple[int, int]]:
+    program = obj.program("emit")
     for size in runs:
         program.test_run(bytes(size))
     seen: list[bytes] = []
-    count = obj.maps["records"].consume(seen.append)  # type: ignore[attr-defined]
+    count = obj.maps["records"].consume(seen.append)
     assert count == len(seen)
     return [struct.unpack("<II", record) for record in seen]
 

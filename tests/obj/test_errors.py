@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from pybpf.errors import (
     BtfError,
@@ -53,7 +54,8 @@ def patch_relocation(
 
 def symbol_index(data: bytes | bytearray, name: str) -> int:
     table = ELFFile(io.BytesIO(bytes(data))).get_section_by_name(".symtab")
-    for index, symbol in enumerate(table.iter_symbols()):  # type: ignore[union-attr]
+    assert isinstance(table, SymbolTableSection)
+    for index, symbol in enumerate(table.iter_symbols()):
         if symbol.name == name:
             return index
     raise AssertionError(name)

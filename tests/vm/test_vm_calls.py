@@ -71,7 +71,7 @@ def test_each_frame_has_its_own_stack() -> None:
     assert result.registers[10] == result.registers[6]  # the caller's r10 is restored
 
 
-def _recursion(depth: int) -> list:  # type: ignore[type-arg]
+def _recursion(depth: int) -> list[Instruction]:
     """main calls f(depth); f(n) calls f(n - 1) until n == 1: depth + 1 frames in all."""
     return [
         mov(Reg.R1, depth),

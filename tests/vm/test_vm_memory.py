@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Callable
 
 import pytest
 
@@ -22,8 +23,8 @@ def test_region_address_is_the_native_buffer_address() -> None:
 
 
 @pytest.mark.parametrize("make", [lambda: bytearray(64), lambda: mmap.mmap(-1, 64), ctypes.c_uint8 * 64])
-def test_region_over_each_buffer_kind(make: object) -> None:
-    buffer = make()  # type: ignore[operator]
+def test_region_over_each_buffer_kind(make: Callable[[], bytearray | mmap.mmap | ctypes.Array[ctypes.c_uint8]]) -> None:
+    buffer = make()
     region = Region(RegionKind.MAP_VALUE, "value", buffer)
     space = AddressSpace((region,))
     space.store(region.address + 8, 8, 0x1122334455667788)

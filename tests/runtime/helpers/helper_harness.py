@@ -32,6 +32,7 @@ class Harness:
     services: RuntimeServices
     state: RunState
     env: ExecutionContext
+    clock: ManualClock  # the services' clock, which tests advance by hand
 
     def region(self, data: bytes | int, *, writable: bool = True, name: str = "buf") -> Region:
         """Map a fresh region holding ``data`` (or that many zero bytes)."""
@@ -46,8 +47,9 @@ class Harness:
 
 def make_harness(*, seed: int | None = 1, task: TaskInfo | None = None) -> Harness:
     memory = AddressSpace()
-    services = RuntimeServices(memory, clock=ManualClock(1_000_000_000), seed=seed, cpus=4, task=task)
+    clock = ManualClock(1_000_000_000)
+    services = RuntimeServices(memory, clock=clock, seed=seed, cpus=4, task=task)
     state = RunState(services)
     program = Interpreter(labeled([Exit()]), memory=memory)
     env = ExecutionContext(program, 1000, user=state)
-    return Harness(memory, services, state, env)
+    return Harness(memory, services, state, env, clock)

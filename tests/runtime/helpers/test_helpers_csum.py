@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from helper_harness import U64, make_harness, neg
+from helper_harness import U64, Harness, make_harness, neg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,7 +80,7 @@ def ipv4_header(ttl: int = 64, check: int | None = None) -> bytearray:
     return header
 
 
-def run_packet(data: bytes) -> tuple[object, PacketContext]:
+def run_packet(data: bytes) -> tuple[Harness, PacketContext]:
     harness = make_harness()
     packet = PacketContext(harness.memory, data, kind=PacketKind.SKB)
     harness.state.packet = packet
@@ -90,7 +90,7 @@ def run_packet(data: bytes) -> tuple[object, PacketContext]:
 def test_l3_csum_replace_2_and_4_match_a_full_recompute() -> None:
     frame = bytes(14) + bytes(ipv4_header())
     harness, packet = run_packet(frame)
-    env = harness.env  # type: ignore[attr-defined]
+    env = harness.env
     # Change TTL 64 -> 63 (16-bit word TTL|proto at IP offset 8) with a size-2 replace.
     old_word = int.from_bytes(packet.read(14 + 8, 2), "little")
     packet.write(14 + 8, bytes([63, 1]))
@@ -109,7 +109,7 @@ def test_l3_csum_replace_2_and_4_match_a_full_recompute() -> None:
 def test_l3_csum_replace_by_diff_and_errors() -> None:
     frame = bytes(14) + bytes(ipv4_header())
     harness, packet = run_packet(frame)
-    env = harness.env  # type: ignore[attr-defined]
+    env = harness.env
     old = packet.read(14 + 12, 4)
     new = bytes([172, 16, 0, 1])
     packet.write(14 + 12, new)
@@ -129,7 +129,7 @@ def test_l4_csum_replace_pseudo_header_and_mangled_zero() -> None:
     udp[6:8] = rfc1071(pseudo + bytes(udp)).to_bytes(2, "big")
     frame = bytes(14) + bytes(ipv4_header()) + bytes(udp)
     harness, packet = run_packet(frame)
-    env = harness.env  # type: ignore[attr-defined]
+    env = harness.env
     check_at = 14 + 20 + 6
     old_addr = int.from_bytes(packet.read(14 + 12, 4), "little")
     packet.write(14 + 12, bytes([10, 9, 8, 7]))
