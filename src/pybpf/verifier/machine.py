@@ -202,20 +202,24 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
         mask = live if depth == innermost else (1 << 11) - 1
         if depth == innermost and first >= 0:
             mask &= ~(1 << first)  # compared above
-        for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, cur_frame.regs, strict=True)):
-            if not mask >> number & 1:
-                continue  # dead here: no continuation reads it
+        old_regs, cur_regs = old_frame.regs, cur_frame.regs
+        while mask:
+            low = mask & -mask  # the live registers only, lowest first (a dead one: nothing reads it)
+            mask ^= low
+            number = low.bit_length() - 1
+            old_reg, cur_reg = old_regs[number], cur_regs[number]
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if precision and not old_reg.precise and old_reg.type is _SCALAR and cur_reg.type is _SCALAR:
                 continue  # regsafe's first test, inlined: the most frequent outcome
             if not regsafe(old_reg, cur_reg, ids, precision=precision):
                 return number if depth == innermost else OTHER_DIFFERENCE
-        slots = live_slots if depth == innermost else -1
-        if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
-                         live_slots=slots, precision=precision):
-            return OTHER_DIFFERENCE
-    if all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
+        if old_frame.stack.slots:  # stacksafe walks the old slots: none, nothing to compare
+            slots = live_slots if depth == innermost else -1
+            if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
+                             live_slots=slots, precision=precision):
+                return OTHER_DIFFERENCE
+    if not old.refs or all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
         return NO_DIFFERENCE
     return OTHER_DIFFERENCE
 

@@ -12,7 +12,7 @@ Signed bounds are held as Python signed ints, unsigned ones as non-negative ints
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pybpf.verifier.tnum import U32, U64, Tnum
 from pybpf.verifier.values import value_class
@@ -46,6 +46,29 @@ class Scalar:
     s32_max: int = S32_MAX
     u32_min: int = 0
     u32_max: int = U32
+    # The hash, computed on first use (0: not yet): the ALU and branch memos of
+    # pybpf.verifier.machine.Env hash the same long-lived values over and over.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __hash__(self) -> int:
+        cached = self._hash
+        if not cached:
+            var_off = self.var_off
+            cached = hash((var_off.value, var_off.mask, self.smin, self.smax, self.umin, self.umax,
+                           self.s32_min, self.s32_max, self.u32_min, self.u32_max)) or 1
+            object.__setattr__(self, "_hash", cached)  # bookkeeping only: the value is unchanged
+        return cached
+
+    def __eq__(self, other: object) -> bool:
+        # Field by field without building tuples (dataclass's __eq__): memo lookups compare keys.
+        if self is other:
+            return True
+        if not isinstance(other, Scalar):
+            return NotImplemented
+        return (self.umin == other.umin and self.umax == other.umax and self.smin == other.smin
+                and self.smax == other.smax and self.u32_min == other.u32_min and self.u32_max == other.u32_max
+                and self.s32_min == other.s32_min and self.s32_max == other.s32_max
+                and self.var_off.value == other.var_off.value and self.var_off.mask == other.var_off.mask)
 
     # -- constructors -------------------------------------------------------------------------
 

@@ -29,6 +29,15 @@ class Tnum:
         if self.value & self.mask or not 0 <= self.value <= U64 or not 0 <= self.mask <= U64:
             raise VerifierError(None, f"malformed tnum (value={self.value:#x}, mask={self.mask:#x})")
 
+    def __eq__(self, other: object) -> bool:
+        # Without building tuples (dataclass's __eq__): memo lookups compare keys.
+        if not isinstance(other, Tnum):
+            return NotImplemented
+        return self.value == other.value and self.mask == other.mask
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.mask))
+
     # -- constructors -------------------------------------------------------------------------
 
     @classmethod

@@ -20,5 +20,9 @@ _T = TypeVar("_T")
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def value_class(cls: type[_T]) -> type[_T]:
     """``@dataclass(frozen=True, slots=True)`` to type checkers; at run time, slotted with
-    direct field assignment, field-wise equality and a hash of the compared fields."""
-    return dataclass(slots=True, unsafe_hash=True)(cls)
+    direct field assignment, field-wise equality (unless the class defines ``__eq__``) and a
+    hash of the compared fields (unless it defines ``__hash__``)."""
+    # A class may bring its own __hash__ (a cached one); one that only defines __eq__ has
+    # __hash__ = None in its namespace and still gets the fields' hash.
+    explicit_hash = cls.__dict__.get("__hash__") is not None
+    return dataclass(slots=True, unsafe_hash=not explicit_hash)(cls)
