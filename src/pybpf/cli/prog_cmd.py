@@ -67,7 +67,9 @@ def map_dump(obj: Object, name: str) -> dict[str, Any]:
     return dumped
 
 
-def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps: bool) -> dict[str, Any]:
+def _run_record(
+    obj: Object, program: Program, result: TestRunResult, dump_maps: bool, *, counted: bool = False
+) -> dict[str, Any]:
     record: dict[str, Any] = {
         "retval": result.retval,
         "data_out": result.data_out.hex(),
@@ -83,6 +85,8 @@ def _run_record(obj: Object, program: Program, result: TestRunResult, dump_maps:
         # bpf_redirect names an ifindex; bpf_redirect_map a map (by its name in the object) and key.
         target = {"map": str(getattr(redirect.map, "name", "")), "key": redirect.key} if redirect.map else {}
         record["redirect"] = target or {"ifindex": redirect.ifindex}
+    if counted:  # asked for: the last run's instructions, counted under either engine
+        record["instructions"] = result.instructions
     if dump_maps:
         record["maps"] = {name: map_dump(obj, name) for name in sorted(obj.maps)}
     return record
@@ -133,6 +137,8 @@ def _write_text(out: TextIO, records: list[dict[str, Any]], program: str) -> Non
         for number, record in enumerate(records, start=1):
             out.write(f"run {number}: retval {retval_text(record)}  duration {record['duration_ns']:.0f} ns\n")
             out.write(f"  data_out: {record['data_out']}\n")
+            if "instructions" in record:
+                out.write(f"  instructions: {record['instructions']}\n")
             if "redirect" in record:
                 out.write(f"  redirect: {_redirect_text(record['redirect'])}\n")
     traced = [(number, line) for number, record in enumerate(records, start=1) for line in record["trace"]]
@@ -180,9 +186,13 @@ def _prog_run(args: argparse.Namespace, out: TextIO) -> int:
     with _load(args, prog_types=types) as obj:
         program = obj.program(args.prog)
         records = []
+        counted = bool(getattr(args, "count_instructions", False))
+        if counted and args.backend == "kernel":
+            raise CliUsageError("--count-instructions counts in user space only (--backend vm)")
+        options = {"count_instructions": True} if counted else {}
         for data in runs:
-            result = program.test_run(data, ctx_in, repeat=args.repeat)
-            records.append(_run_record(obj, program, result, args.dump_maps))
+            result = program.test_run(data, ctx_in, repeat=args.repeat, **options)
+            records.append(_run_record(obj, program, result, args.dump_maps, counted=counted))
     if args.json:
         out.write(json.dumps({"runs": records}) + "\n")
     else:
@@ -233,6 +243,11 @@ def register(subparsers: Any) -> None:
     add_engine_arguments(run)
     run.add_argument("--backend", choices=("vm", "kernel"), default="vm", help="run in user space or in the kernel")
     run.add_argument("--dump-maps", action="store_true", help="print every map after each run")
+    run.add_argument(
+        "--count-instructions",
+        action="store_true",
+        help="report the instructions each run executed (the JIT then runs code compiled to count them)",
+    )
     run.add_argument(
         "--json", action="store_true", help='print {"runs": [{"retval", "data_out", "duration_ns", "trace"}]}'
     )

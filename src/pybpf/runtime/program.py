@@ -23,6 +23,7 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from pybpf.errors import NotSupportedError, TestRunError
@@ -70,8 +71,9 @@ class RuntimeTestRunResult(TestRunResult):
 
     ``redirect`` is where the last run's bpf_redirect/bpf_redirect_map sent the packet (the
     kernel's test run drops that: it reports XDP_REDIRECT and forgets the target), or None.
-    ``engine`` is the engine that ran the program. Only the interpreter counts instructions:
-    under the JIT ``instructions`` is 0 (as with the kernel backend), meaning "not counted".
+    ``engine`` is the engine that ran the program. The interpreter always counts instructions;
+    under the JIT ``instructions`` is 0 (as with the kernel backend), meaning "not counted",
+    unless the run asked for ``count_instructions=True``.
     """
 
     __test__ = False  # not a pytest test class
@@ -128,6 +130,7 @@ class Program(AttachMethods):
         # Only an engine picked by the rule may fall back; a JIT asked for must compile or raise.
         self._may_fall_back = engine is None
         self._jit: JitProgram | None = None  # compiled on first use: loading stays cheap
+        self._counting_jit: JitProgram | None = None  # the same, counting instructions (on request)
 
     @property
     def engine(self) -> Engine:
@@ -162,6 +165,16 @@ class Program(AttachMethods):
 
             self._jit = JitProgram.of(self.interpreter, bounds_checks=self._jit_bounds_checks)
         return self._jit
+
+    def counting_jit(self) -> JitProgram:
+        """:attr:`jit` compiled again with exact instruction counting (on first use; slower code)."""
+        if self._counting_jit is None:
+            from pybpf.vm.jit import JitProgram
+
+            self._counting_jit = JitProgram.of(
+                self.interpreter, bounds_checks=self._jit_bounds_checks, count_instructions=True
+            )
+        return self._counting_jit
 
     def resolve_engine(self, engine: Engine | None = None) -> Engine:
         """The engine a run with ``engine`` (None: the program's) uses, compiling the JIT if needed.
@@ -198,18 +211,23 @@ class Program(AttachMethods):
         cpu: int | None = None,
         instruction_limit: int | None = None,
         engine: Engine | None = None,
+        count_instructions: bool = False,
     ) -> RuntimeTestRunResult:
         """Run the program on ``data_in``/``ctx_in`` ``repeat`` times, as BPF_PROG_TEST_RUN does.
 
         ``engine`` overrides the program's (see :meth:`resolve_engine`); the result's ``engine``
-        says which one ran. Only the interpreter counts instructions: under the JIT
-        ``instructions`` is 0, and ``instruction_limit`` bounds loop iterations instead (every
-        loop header spends one unit), so a run the interpreter finishes within a limit also
-        finishes under the JIT, but a limit that stops the interpreter may not stop native code.
+        says which one ran. The interpreter counts instructions (the last run's); under the JIT
+        ``instructions`` is 0 unless ``count_instructions=True``, which runs native code
+        compiled to count them (once per program, :meth:`counting_jit`; a little slower) and
+        gives the interpreter's count. Under the JIT ``instruction_limit`` bounds loop
+        iterations (every loop header spends one unit), so a run the interpreter finishes within
+        a limit also finishes under the JIT, but a limit that stops the interpreter may not stop
+        native code.
         """
         chosen = self.resolve_engine(engine)  # compiled before the clock starts: duration_ns is run time only
         native = chosen == "jit"
-        run_once = self._run_native if native else self._run_interp
+        jit = (self.counting_jit() if count_instructions else self.jit) if native else None
+        run_once = partial(self._run_native, jit=jit) if native else self._run_interp
         kind = run_kind(self.prog_type)
         if data_in and not kind.takes_data:
             raise TestRunError(f"{self.type_spec.name} programs take no data_in (only ctx_in)")
@@ -223,10 +241,10 @@ class Program(AttachMethods):
             state = RunState(self.services, packet=prepared.packet_state, ctx=prepared.context.address, cpu=cpu)
             r0, executed, elapsed = 0, 0, 0
             if native and runs > 1:  # the kernel's loop, inside one native call; native time only
-                result, elapsed = self.jit.run_repeated(
+                result, elapsed = (jit or self.jit).run_repeated(
                     repeat=runs, user=state, map_inputs=False, **self._native_inputs(prepared, instruction_limit)
                 )
-                r0, runs_left = result.r0, 0
+                r0, executed, runs_left = result.r0, result.instructions, 0
             else:
                 runs_left = runs
             for _ in range(runs_left):
@@ -269,8 +287,11 @@ class Program(AttachMethods):
             run.release()
         return regs[0], run.executed
 
-    def _run_native(self, prepared: PreparedRun, state: RunState, instruction_limit: int | None) -> tuple[int, int]:
-        result = self.jit.run(user=state, map_inputs=False, **self._native_inputs(prepared, instruction_limit))
+    def _run_native(
+        self, prepared: PreparedRun, state: RunState, instruction_limit: int | None, *, jit: JitProgram | None = None
+    ) -> tuple[int, int]:
+        program = self.jit if jit is None else jit
+        result = program.run(user=state, map_inputs=False, **self._native_inputs(prepared, instruction_limit))
         return result.r0, result.instructions
 
     @staticmethod
