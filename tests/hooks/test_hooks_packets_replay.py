@@ -31,6 +31,7 @@ from pybpf.hooks.packets import (
     replay,
     write_capture,
 )
+from pybpf.runtime.object import Object
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 MAC_A = bytes.fromhex("020000000001")
@@ -104,23 +105,24 @@ def firewall_expectation(frame: bytes) -> PacketAction:
     return PacketAction.DROP if any(source in net for net in DENIED_NETS) else PacketAction.PASS
 
 
-def fill_deny_list(obj: object) -> None:
-    deny = obj.maps["deny_v4"]  # type: ignore[attr-defined]
+def fill_deny_list(obj: Object) -> None:
+    deny = obj.maps["deny_v4"]
     for net in DENIED_NETS:
         # struct lpm_v4_key: u32 prefixlen (host order), then the address in network order.
         deny.update_raw(struct.pack("<I", net.prefixlen) + net.network_address.packed, struct.pack("<I", 1))
 
 
-def percpu_total(obj: object, map_name: str, key: int) -> int:
-    for entry in obj.map_entries(map_name):  # type: ignore[attr-defined]
+def percpu_total(obj: Object, map_name: str, key: int) -> int:
+    for entry in obj.map_entries(map_name):
         if int.from_bytes(entry.key, "little") == key:
+            assert isinstance(entry.value, tuple), "a per-CPU map entry holds one value per CPU"
             return sum(int.from_bytes(part, "little") for part in entry.value)
     raise KeyError(key)
 
 
 def ipv4_header_checksum_ok(header: bytes) -> bool:
     """RFC 1071: the ones'-complement sum of the header's 16-bit words, checksum included, is 0xffff."""
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return total == 0xFFFF
