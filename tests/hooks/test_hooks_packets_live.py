@@ -31,6 +31,7 @@ from pybpf import load
 from pybpf.cli.main import main
 from pybpf.hooks.link import LinkError, hook_runtime
 from pybpf.hooks.packets import PacketAction, PacketLink, attach_tc, attach_xdp, replay
+from pybpf.runtime.object import Object
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 COMMAND_TIMEOUT_S = 20.0
@@ -157,9 +158,10 @@ def wait_for(condition: Callable[[], bool], timeout: float = SETTLE_TIMEOUT_S) -
     return condition()
 
 
-def percpu_total(obj: object, map_name: str, key: int) -> int:
-    for entry in obj.map_entries(map_name):  # type: ignore[attr-defined]
+def percpu_total(obj: Object, map_name: str, key: int) -> int:
+    for entry in obj.map_entries(map_name):
         if int.from_bytes(entry.key, "little") == key:
+            assert isinstance(entry.value, tuple), "a per-CPU map entry holds one value per CPU"
             return sum(int.from_bytes(part, "little") for part in entry.value)
     raise KeyError(key)
 

@@ -16,6 +16,7 @@ from pybpf.errors import PybpfError
 from pybpf.runtime.helpers.services import ManualClock
 from pybpf.runtime.loader import load
 from pybpf.runtime.object import Object
+from pybpf.runtime.program import Engine
 from pybpf.runtime.progtypes import run_kind
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -38,9 +39,9 @@ PACKETS = (
 CONTEXTS = (bytes(64), bytes(range(1, 65)))
 
 
-def _outcome(obj: Object, name: str, data: bytes, ctx: bytes | None, engine: str) -> tuple[Any, ...]:
+def _outcome(obj: Object, name: str, data: bytes, ctx: bytes | None, engine: Engine) -> tuple[Any, ...]:
     try:
-        result = obj.program(name).test_run(data, ctx, engine=engine)  # type: ignore[arg-type]
+        result = obj.program(name).test_run(data, ctx, engine=engine)
     except PybpfError as error:  # both engines must fail the same way
         return ("error", type(error).__name__, str(error))
     return ("ok", result.retval, result.data_out, result.ctx_out, result.redirect)
