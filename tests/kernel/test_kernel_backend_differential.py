@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,8 +18,10 @@ import pybpf
 from pybpf.errors import MapKeyNotFoundError, TestRunError
 from pybpf.kernel import available
 from pybpf.kernel.object import KernelObject
+from pybpf.platform.map_api import UserMapApi
 from pybpf.platform.test_run import TestRunResult
 from pybpf.platform.uapi_generated import BpfMapType
+from pybpf.runtime.object import Object
 from pybpf.runtime.program import TestRunResult as RuntimeTestRunResult
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
@@ -99,7 +100,7 @@ CASES: list[tuple[str, str, bytes | None, dict[str, list[tuple[bytes, bytes]]]]]
 ]
 
 
-def entries(obj: Any, name: str) -> dict[bytes, bytes | int]:
+def entries(obj: Object | KernelObject, name: str) -> dict[bytes, bytes | int]:
     """A map's elements from ``map_entries`` (both backends have it), per-CPU values summed."""
     out: dict[bytes, bytes | int] = {}
     for entry in obj.map_entries(name):
@@ -110,7 +111,7 @@ def entries(obj: Any, name: str) -> dict[bytes, bytes | int]:
     return out
 
 
-def drain(found: Any) -> list[bytes]:
+def drain(found: UserMapApi) -> list[bytes]:
     """Pop a queue or stack empty (the same call on both backends), in pop order."""
     popped: list[bytes] = []
     while True:
