@@ -11,7 +11,6 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,6 +34,7 @@ from pybpf.kernel import (
     open_pinned,
 )
 from pybpf.kernel.bpffs import private_bpffs
+from pybpf.runtime.maps import Map
 
 PROGS = Path(__file__).resolve().parents[1] / "progs"
 # Ethernet + IPv4 (UDP, 10.0.0.1 -> 10.0.0.2) + 8 bytes: a packet the firewall counts.
@@ -118,9 +118,13 @@ def test_verifier_rejection_carries_the_kernel_log(kernel: None) -> None:
     assert any("xdp_firewall" in note for note in error.__notes__)
 
 
-def _drive(found: Any, actions: list[Callable[[Any], Any]]) -> list[Any]:
+# Each action is one call of the map API; its result (or the errno it raised) is compared across backends.
+MapAction = Callable[[KernelMap | Map], object]
+
+
+def _drive(found: KernelMap | Map, actions: list[MapAction]) -> list[object]:
     """Run each action on ``found``; record its result or the error class and errno it raised."""
-    out: list[Any] = []
+    out: list[object] = []
     for action in actions:
         try:
             result = action(found)
@@ -130,7 +134,7 @@ def _drive(found: Any, actions: list[Callable[[Any], Any]]) -> list[Any]:
     return out
 
 
-HASH_ACTIONS: list[Callable[[Any], Any]] = [
+HASH_ACTIONS: list[MapAction] = [
     lambda m: m.update(1, 10),
     lambda m: m.update(2, 20),
     lambda m: m.update(1, 11, BpfUpdateFlag.NOEXIST),
@@ -150,7 +154,7 @@ HASH_ACTIONS: list[Callable[[Any], Any]] = [
     lambda m: m.lookup_raw(b"\x01\x00"),
 ]
 
-QUEUE_ACTIONS: list[Callable[[Any], Any]] = [
+QUEUE_ACTIONS: list[MapAction] = [
     lambda m: m.update(b"", 1),
     lambda m: m.update(b"", 2),
     lambda m: m.lookup(),
@@ -165,7 +169,7 @@ QUEUE_ACTIONS: list[Callable[[Any], Any]] = [
     [("legacy_maps", "legacy_counts", HASH_ACTIONS), ("queue_stack", "fifo", QUEUE_ACTIONS)],
     ids=["hash", "queue"],
 )
-def test_map_api_matches_the_runtime(kernel: None, name: str, map_name: str, actions: list[Any]) -> None:
+def test_map_api_matches_the_runtime(kernel: None, name: str, map_name: str, actions: list[MapAction]) -> None:
     path = PROGS / f"{name}.o"
     with pybpf.load(path) as user, pybpf.load(path, backend="kernel") as kernel_object:
         found = kernel_object.maps[map_name]
