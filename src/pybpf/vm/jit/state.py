@@ -10,9 +10,10 @@ the status into the typed error the interpreter would have raised.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 
 
+@unique  # two slots at one index would silently alias (native code would clobber one with the other)
 class Slot(IntEnum):
     """Indices of the 64-bit slots of the run-state block."""
 
@@ -95,16 +96,16 @@ class Slot(IntEnum):
     TASK_COMM_HIGH = 65
     PRANDOM_STATE = 66
     """Native address of the run's CPU's generator state (:class:`pybpf.vm.native_tracing.PrandomState`)."""
-    INSTRUCTIONS = 67
+    RING_TABLE = 67
+    """Native address of the ring table: (map pointer, ring descriptor) pairs (see ``natives.ringbuf_ir``)."""
+    RING_COUNT = 68
+    """How many rings the ring table holds (0: every ring helper goes through the trampoline)."""
+    INSTRUCTIONS = 69
     """Instructions executed so far in the run (code compiled with ``count_instructions`` only).
 
     Native code adds each straight-line segment's length on entering it; the helper trampoline
     adds what callbacks ran in the interpreter. A repeat resets it before every run.
     """
-    RING_TABLE = 67
-    """Native address of the ring table: (map pointer, ring descriptor) pairs (see ``natives.ringbuf_ir``)."""
-    RING_COUNT = 68
-    """How many rings the ring table holds (0: every ring helper goes through the trampoline)."""
 
 
 STATE_SLOTS = max(Slot) + 1
