@@ -151,8 +151,7 @@ def test_liveness_never_changes_a_verdict(insns: list[LabeledInsn]) -> None:
     """Differential: pruning with liveness reaches the same verdict as comparing everything."""
     with_liveness = verify(insns, prog_type=SPEC)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(explore, "live_registers", lambda _insns: {})
-        patch.setattr(explore, "live_stack", lambda _insns: {})
+        patch.setattr(explore, "live_masks", lambda _insns: ({}, {}))
         without = verify(insns, prog_type=SPEC)
     assert with_liveness.accepted == without.accepted, with_liveness.summary()
     assert with_liveness.processed_insns <= without.processed_insns

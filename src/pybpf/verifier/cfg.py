@@ -76,25 +76,29 @@ def call_target(pc: int, insn: Instruction) -> int | None:
 
 def branch_target(pc: int, insn: Instruction) -> int | None:
     """Where a jump at ``pc`` goes when taken (None for anything that is not a jump)."""
-    if isinstance(insn, Jump | Goto | MayGoto):
+    if isinstance(insn, (Jump, Goto, MayGoto)):
         return pc + 1 + insn.off
     return None
 
 
 def edges_from(pc: int, insn: Instruction) -> list[Edge]:
     """The intra- and inter-procedural edges leaving ``insn``, in the kernel's visiting order."""
-    edges: list[Edge] = []
+    return [Edge(pc, target, kind) for target, kind in _out_edges(pc, insn)]
+
+
+def _out_edges(pc: int, insn: Instruction) -> list[tuple[int, EdgeKind]]:
+    """:func:`edges_from` as (target, kind) pairs."""
     if isinstance(insn, Exit):
-        return edges
+        return []
     if isinstance(insn, Goto):
-        return [Edge(pc, pc + 1 + insn.off, EdgeKind.BRANCH)]
-    edges.append(Edge(pc, pc + slot_count(insn), EdgeKind.FALLTHROUGH))
+        return [(pc + 1 + insn.off, EdgeKind.BRANCH)]
+    edges = [(pc + slot_count(insn), EdgeKind.FALLTHROUGH)]
     target = branch_target(pc, insn)
     if target is not None:
-        edges.append(Edge(pc, target, EdgeKind.BRANCH))
+        edges.append((target, EdgeKind.BRANCH))
     callee = call_target(pc, insn)
     if callee is not None:
-        edges.append(Edge(pc, callee, EdgeKind.CALL))
+        edges.append((callee, EdgeKind.CALL))
     return edges
 
 
@@ -128,8 +132,9 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
     order: list[int] = []
     back_edges: list[tuple[int, int]] = []
     out_of_range: Edge | None = None
-    # Each frame: (pc, the edges still to visit).
-    stack: list[tuple[int, list[Edge]]] = []
+    # Each frame: (pc, the edges still to visit, last first). Edges are built once per
+    # instruction, as (target, kind) pairs: this walk runs for every program verified.
+    stack: list[tuple[int, list[tuple[int, EdgeKind]]]] = []
 
     def enter(pc: int) -> None:
         visited.add(pc)
@@ -138,8 +143,12 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
         labeled = table.get(pc)
         # A pc without an instruction is the second slot of an lddw; the kernel decodes it as a
         # plain (non-jump) slot and falls through.
-        pending = edges_from(pc, labeled.insn) if labeled is not None else [Edge(pc, pc + 1, EdgeKind.FALLTHROUGH)]
-        stack.append((pc, list(reversed(pending))))
+        if labeled is None:
+            pending = [(pc + 1, EdgeKind.FALLTHROUGH)]
+        else:
+            pending = _out_edges(pc, labeled.insn)
+            pending.reverse()
+        stack.append((pc, pending))
 
     enter(0)
     while stack:
@@ -148,15 +157,15 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
             stack.pop()
             on_stack.discard(pc)
             continue
-        edge = pending.pop()
-        if not 0 <= edge.target < total:
+        target, kind = pending.pop()
+        if not 0 <= target < total:
             if out_of_range is None:
-                out_of_range = edge
+                out_of_range = Edge(pc, target, kind)
             continue
-        if edge.target in on_stack and edge.kind is not EdgeKind.CALL:
-            back_edges.append((edge.source, edge.target))
-        elif edge.target not in visited:
-            enter(edge.target)
+        if target in on_stack and kind is not EdgeKind.CALL:
+            back_edges.append((pc, target))
+        elif target not in visited:
+            enter(target)
     return Cfg(frozenset(visited), tuple(back_edges), out_of_range, tuple(order))
 
 

@@ -44,7 +44,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.verifier import callbacks, calls, kernel_log, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
-from pybpf.verifier.liveness import live_registers, live_stack
+from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
     CALLER_SAVED,
     NO_DIFFERENCE,
@@ -119,16 +119,15 @@ class Explorer:
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
-        self.live = live_registers(self.insns)
-        self.live_slots = live_stack(self.insns)
+        self.live, self.live_slots = live_masks(self.insns)
         self.track_precision = self.env.options.privileged
         for labeled in self.insns:
             target = branch_target(labeled.pc, labeled.insn)
             if target is not None:
                 self.prune_points.add(target)
-                if isinstance(labeled.insn, Jump | MayGoto):
+                if isinstance(labeled.insn, (Jump, MayGoto)):
                     self.prune_points.add(labeled.pc + 1)
-            if isinstance(labeled.insn, Call | CallLocal):
+            if isinstance(labeled.insn, (Call, CallLocal)):
                 self.prune_points.add(labeled.pc)
             if isinstance(labeled.insn, Call) and labeled.insn.helper in callbacks.SYNC_CALLBACK_HELPERS:
                 self.callback_sites[labeled.pc] = labeled.insn.helper
@@ -352,13 +351,13 @@ class Explorer:
                 handler = self._step_packet_load
             elif isinstance(insn, Jump):
                 handler = self._jump
-            elif isinstance(insn, Goto | MayGoto):
+            elif isinstance(insn, (Goto, MayGoto)):
                 handler = self._step_goto if isinstance(insn, Goto) else self._step_may_goto
             elif isinstance(insn, Call):
                 handler = self._step_call
             elif isinstance(insn, CallLocal):
                 handler = self._step_call_local
-            elif isinstance(insn, CallKfunc | CallReg):
+            elif isinstance(insn, (CallKfunc, CallReg)):
                 handler = self._step_unsupported_call
             elif isinstance(insn, Exit):
                 handler = self._step_exit

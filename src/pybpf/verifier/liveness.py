@@ -135,32 +135,39 @@ def _successors(pc: int, insn: Instruction) -> list[int]:
     if isinstance(insn, Goto):
         return [pc + 1 + insn.off]
     following = [pc + slot_count(insn)]
-    if isinstance(insn, Jump | MayGoto):
+    if isinstance(insn, (Jump, MayGoto)):
         following.append(pc + 1 + insn.off)
     return following
 
 
 def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:
     """pc -> mask of registers live on entry to the instruction at pc (bit n for rn)."""
-    return _backward(insns, use_def, ALL_REGS, FP_MASK)
+    return live_masks(insns)[0]
 
 
 def live_stack(insns: Sequence[LabeledInsn]) -> dict[int, int]:
     """pc -> mask of stack slots live on entry (bit i for the slot at fp-8*(i+1))."""
-    return _backward(insns, stack_use_def, ALL_SLOTS, 0)
+    return live_masks(insns)[1]
 
 
-def _backward(insns: Sequence[LabeledInsn], effect: Callable[[Instruction], tuple[int, int]],
-              everything: int, always: int) -> dict[int, int]:
+def live_masks(insns: Sequence[LabeledInsn]) -> tuple[dict[int, int], dict[int, int]]:
+    """(:func:`live_registers`, :func:`live_stack`), sharing one table of successors (the
+    verifier needs both for every program it checks)."""
+    table = {labeled.pc: labeled.insn for labeled in insns}
+    succs = {pc: _successors(pc, insn) for pc, insn in table.items()}
+    return (_backward(table, succs, use_def, ALL_REGS, FP_MASK),
+            _backward(table, succs, stack_use_def, ALL_SLOTS, 0))
+
+
+def _backward(table: dict[int, Instruction], succs: dict[int, list[int]],
+              effect: Callable[[Instruction], tuple[int, int]], everything: int, always: int) -> dict[int, int]:
     """pc -> mask of what is live on entry to each pc, given each instruction's (use, def) masks.
 
     Edges stay within a function (a call falls through to its return site), so the fixed point
     over the whole program is the per-function one. A successor outside the program (rejected
     elsewhere) counts as reading everything.
     """
-    table = {labeled.pc: labeled.insn for labeled in insns}
     effects = {pc: effect(insn) for pc, insn in table.items()}
-    succs = {pc: _successors(pc, insn) for pc, insn in table.items()}
     live = dict.fromkeys(table, 0)
     order = sorted(table, reverse=True)
     changed = True

@@ -144,7 +144,7 @@ def records_plainly(insn: Instruction) -> bool:
     demand or a history detail there must answer False here."""
     if isinstance(insn, Bin):
         return not (insn.op in _POINTER_MATH and insn.is64 and isinstance(insn.src, Reg))
-    return not isinstance(insn, Load | Store | Atomic | Jump | Call | CallLocal | Exit)
+    return not isinstance(insn, (Load, Store, Atomic, Jump, Call, CallLocal, Exit))
 
 
 def demanded_by_branch(insn: Jump, state: State) -> int:
@@ -165,7 +165,7 @@ def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | No
     base_reg: Reg | None = None
     if isinstance(insn, Load):
         base_reg = insn.src
-    elif isinstance(insn, Store | Atomic):
+    elif isinstance(insn, (Store, Atomic)):
         base_reg = insn.dst
         if isinstance(insn, Atomic) and state.regs[insn.src].is_pointer:
             base_reg = insn.src  # LOAD_ACQ encodes its address in src
@@ -281,7 +281,7 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
                     demand.regs[frameno] |= 1 << index
                 else:
                     demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, Call | PacketLoad):
+    elif isinstance(insn, (Call, PacketLoad)):
         regs &= ~1  # r0 is the result; nothing of it flows from before
         if regs & _ARGS_MASK:
             return False  # r1-r5 are clobbered: a demand on them cannot come from after the call
