@@ -2,8 +2,12 @@
 
 The native code uses the memory model's real addresses: the context, the packet, map values and
 the per-frame stacks are :class:`~pybpf.vm.memory.Region` buffers, and registers hold their
-native addresses. Stacks are regions too (one per possible frame, mapped in the address space for
-the run) so that helpers reach them through ``env.memory`` exactly as under the interpreter.
+native addresses. Stacks are regions too (one per possible frame) so that helpers reach them
+through ``env.memory`` exactly as under the interpreter. They belong to a session
+(:mod:`pybpf.vm.jit.sessions`): a run-state block, the stacks and the tables the block points to,
+made once and reused run after run, one per run in progress, so that runs from several threads
+(or a helper running the program again) never share stacks. A session's stacks stay mapped
+between its runs; :meth:`JitProgram.close` unmaps them.
 
 Native code calls back into Python through two ctypes callbacks made per program: the helper
 trampoline (which dispatches to the same :class:`~pybpf.vm.execution.HelperFn` registry the
@@ -12,6 +16,10 @@ fault handler. A Python exception cannot unwind native frames, so the callbacks 
 record it on the current run and set the status in the run-state block; the native code returns
 frame by frame, and :meth:`JitProgram.run` raises the recorded error (or the typed error for the
 status) once native code is done.
+
+Threads: one :class:`JitProgram` may be run from several threads at once (each run takes its own
+session from the pool), and may be constructed from several threads at once (LLVM is not
+thread-safe: compilations are serialised by :func:`pybpf.vm.jit.llvm.compile_lock`).
 """
 
 from __future__ import annotations
@@ -226,6 +234,10 @@ class JitProgram:
         self._repeat = _Repeat(self.native.address(REPEAT_NAME))
         self._batch = _Batch(self.native.address(BATCH_NAME))
 
+    def close(self) -> None:
+        """Unmap the stacks of the sessions no run is using (a later run makes a new session)."""
+        self.sessions.close()
+
     @property
     def _callback_addresses(self) -> tuple[int, int]:
         """The native addresses of the helper trampoline and the fault handler runs start with."""
@@ -412,16 +424,17 @@ class JitProgram:
                         memory.add(region)
                         mapped.append(region)
             session.reset()
-            # Slots BUDGET to INITIAL_REGS in one slice assignment (one ctypes call: this is per run).
+            # Slots BUDGET to HOT_WRITABLE in one slice assignment (one ctypes call: this is per run).
             head = [limit, MAX_LOOPS, *session.ranges_for(pool.layout(memory))]
             head += (packet.address, packet.size) if packet is not None else (0, 0)
-            state[_BUDGET:_HELPER_FN] = [*head, *initial, 0, *session.tops, *initial]
+            state[_BUDGET:_HOT_END] = [*head, *initial, 0, *session.tops, *initial, *self._bound]
             program: JitProgram = self
             elapsed = 0
             while True:  # the tail-call dispatcher: native code returns here to switch programs
-                state[_HELPER_FN:_HOT_END] = program._bound  # and no hot range yet
-                program._fill_maps(run, user)
-                program._fill_packet(run, user)
+                if program._native_called:  # else the slots stay zero: no native helper
+                    program._fill_maps(run, user)
+                if program._packet_helpers:  # else the slots stay zero: no native packet helper
+                    program._fill_packet(run, user)
                 program._runs[key] = run
                 try:
                     started = time.perf_counter_ns()
@@ -435,6 +448,7 @@ class JitProgram:
                 # Same state block: same registers (stored by the main function), stacks, budget.
                 state[_STATUS] = Status.RUNNING
                 state[_RANGE_COUNT:_RANGES_END] = session.ranges_for(target.sessions.layout(target.memory))
+                state[_HELPER_FN:_HOT_END] = target._bound  # and no hot range yet
                 # What the last program's native helpers were allowed, the target decides again.
                 state[_MAP_COUNT] = state[_NATIVE] = state[_PACKET_NATIVE] = state[_PACKET_CTX] = 0
                 next_env = ExecutionContext(target._companion, limit, packet, user) if target._companion else None

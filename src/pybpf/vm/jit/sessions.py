@@ -42,6 +42,9 @@ _RANGES_END = int(Slot.RANGES) + 1
 _HOT_START = int(Slot.HOT_START)
 _HOT_END = int(Slot.HOT_WRITABLE) + 1
 
+_ALIGN = 64
+"""Where the state block and the stacks start (a cache line)."""
+
 _Layout = tuple[AddressSpace, int, list[int]]
 """(address space, its generation, the range-table fields of its non-stack regions)."""
 
@@ -49,17 +52,22 @@ _Layout = tuple[AddressSpace, int, list[int]]
 class Session:
     """One run's reusable resources: the run-state block, the stacks, the range and map tables."""
 
-    __slots__ = ("_buffer", "_layout", "key", "map_table", "ranges", "stacks", "state", "tops")
+    __slots__ = ("_buffer", "_layout", "_retired", "_span", "key", "map_table", "ranges", "stacks", "state", "tops")
 
     def __init__(self, memory: AddressSpace, frames: int) -> None:
         # The state block, then the stacks, STACK_GAP apart, all in one buffer: one memset
         # clears everything a run starts from. The state block is no region: it is a gap too.
+        # Everything starts on a 64-byte boundary, as a stack of its own (malloc'd) would be
+        # at least 16-byte aligned: native code may keep 16-byte values there.
         stride = STACK_GAP + STACK_SIZE
-        self._buffer = bytearray(STATE_BYTES + frames * stride)
-        self.state: Any = _StateBlock.from_buffer(self._buffer)
+        head = -(-STATE_BYTES // _ALIGN) * _ALIGN
+        self._span = head + frames * stride
+        self._buffer = bytearray(self._span + _ALIGN)
+        shift = -ctypes.addressof((ctypes.c_char * 1).from_buffer(self._buffer)) % _ALIGN
+        self.state: Any = _StateBlock.from_buffer(self._buffer, shift)
         self.key = ctypes.addressof(self.state)
         view = memoryview(self._buffer)
-        first = STATE_BYTES + STACK_GAP
+        first = shift + head + STACK_GAP
         self.stacks = tuple(
             Region(
                 RegionKind.STACK,
@@ -75,11 +83,16 @@ class Session:
         self.ranges: Any = None
         self._layout: _Layout | None = None  # what the range table holds after the stacks
         self.map_table: Any = None
+        # Tables replaced during a run (a fault refilled a bigger one): native code of the run
+        # may still hold their address, so they live until the next run starts.
+        self._retired: list[Any] = []
 
     def reset(self) -> None:
         """Zero the run-state block (no slot of the last run leaks into this one) and the stacks
         (every run starts with zeroed stacks, as the interpreter's fresh ones are)."""
-        ctypes.memset(self.key, 0, len(self._buffer))
+        ctypes.memset(self.key, 0, self._span)
+        if self._retired:
+            self._retired.clear()
 
     def ranges_for(self, layout: _Layout) -> list[int]:
         """Slots RANGE_COUNT and RANGES for a table of the stacks then ``layout``'s regions."""
@@ -110,6 +123,7 @@ class Session:
         own = len(self.stacks) * RANGE_FIELDS
         needed = own + len(fields)
         if self.ranges is None or len(self.ranges) < needed:
+            self._retired.append(self.ranges)
             # Room to grow: a table reallocated on every new region would cost what caching saves.
             self.ranges = (ctypes.c_uint64 * (needed + 8 * RANGE_FIELDS))()
             self.ranges[:own] = [value for stack in self.stacks for value in (stack.address, stack.end, 1)]
@@ -118,6 +132,7 @@ class Session:
     def fill_map_table(self, fields: list[int]) -> int:
         """Copy the map table's fields into the session's table; its native address."""
         if self.map_table is None or len(self.map_table) < len(fields):
+            self._retired.append(self.map_table)
             self.map_table = (ctypes.c_uint64 * len(fields))()
         self.map_table[: len(fields)] = fields
         return ctypes.addressof(self.map_table)
