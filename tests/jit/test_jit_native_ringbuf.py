@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -28,8 +29,11 @@ from jit_build import build_object, trampoline_calls
 import pybpf
 from pybpf.hooks.pinning import pin_map
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.loader import load
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer, RingBufMap
+from pybpf.vm import Region, RegionKind
+from pybpf.vm.jit import JitProgram
 
 SOURCE = r"""
 #include "bpf_helpers.h"
@@ -257,3 +261,119 @@ def test_native_ring_records_match_a_kernel_ring(tmp_path: Path) -> None:
     assert outcomes["jit"] == outcomes["kernel"]
     retvals = [outcome for outcome in outcomes["jit"] if isinstance(outcome, int)]
     assert any(not retval & 2 for retval in retvals)  # the ring did fill: some reservation failed
+
+
+THREADS = 3
+REPEAT = 15_000  # 72 bytes a run in each thread: the threads' records fit the 4 MiB ring unread
+PYTHON_RECORDS = 2000
+PYTHON_MAGIC = 0x5059_5448_4F4E  # "PYTHON": the records the Python producer writes
+
+
+STRESS_SOURCE = r"""
+#include "bpf_helpers.h"
+
+struct record {
+	__u64 mode;
+	__u64 value;
+	__u8 fill[24];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} ring SEC(".maps");
+
+SEC("raw_tracepoint/sys_enter")
+int produce(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 mode = ctx->args[0], work = mode;
+	struct record *record;
+
+	/* Some work per run: the native loops of the threads overlap longer. */
+	for (int i = 0; i < 600; i++)
+		work = work * 6364136223846793005ULL + 1442695040888963407ULL;
+	record = bpf_ringbuf_reserve(&ring, sizeof(*record), 0);
+	if (!record)
+		return 0;
+	record->mode = mode;
+	record->value = mode << 8;
+	__builtin_memset(record->fill, mode & 0xff, sizeof(record->fill));
+	bpf_ringbuf_submit(record, 0);
+	__u64 data[3] = { mode ^ 0xabcdef, mode * 3, ~mode };
+	bpf_ringbuf_output(&ring, data, sizeof(data), 0);
+	return 1 + (work == 42); /* uses the work: the loop stays */
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def big_ring_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4 MiB ring (room for every record of the threads test) and some work a run."""
+    return build_object(STRESS_SOURCE, tmp_path_factory.mktemp("native_ringbuf_big"))
+
+
+def _record_origin(record: bytes) -> int:
+    """The thread of a whole native record (its mode), or -1 for a Python one; raise if torn."""
+    if len(record) == 16:
+        assert struct.unpack("<Q", record[:8])[0] == PYTHON_MAGIC, record
+        return -1
+    if len(record) == 24:
+        first, second, third = struct.unpack("<3Q", record)
+        mode = ~third & (2**64 - 1)
+        assert (first, second) == (mode ^ 0xABCDEF, mode * 3 % 2**64), record
+        return int(mode >> 1) + 100  # output records counted apart
+    assert len(record) == 40, record
+    mode, value = struct.unpack_from("<2Q", record)
+    assert value == mode << 8 and record[16:] == bytes([mode & 0xFF]) * 24, record
+    return int(mode >> 1)
+
+
+def test_native_and_python_producers_in_threads_lose_and_tear_nothing(big_ring_object: Path) -> None:
+    """Native producers run without the GIL (repeat loops in parallel): the spin word must serialise
+    them with each other and with Python's; a consumer thread reads meanwhile."""
+    with load(big_ring_object) as obj:
+        interpreter = obj.program("produce").interpreter
+        ring: RingBufMap = obj.maps["ring"]
+        seen: list[bytes] = []
+        done = threading.Event()
+        python_sent: list[int] = []
+
+        def consume() -> None:
+            deadline = time.monotonic() + 60  # a record left BUSY by a lost race would stop it forever
+            while (not done.is_set() or ring.producer_pos != ring.consumer_pos) and time.monotonic() < deadline:
+                ring.consume(seen.append)
+
+        engines = [JitProgram.of(interpreter) for _ in range(THREADS)]
+        start = threading.Barrier(THREADS)
+
+        def produce_natively(thread: int) -> None:
+            mode = thread << 1  # even: submit
+            context = Region.from_bytes(RegionKind.CONTEXT, "ctx", struct.pack("<4Q", mode, 0, 0, 0))
+            state = RunState(obj.services, ctx=context.address)
+            start.wait()  # the native loops overlap (each takes milliseconds)
+            result, _ = engines[thread].run_repeated(context, repeat=REPEAT, user=state)
+            assert result.r0 == 1
+
+        def produce_in_python() -> None:
+            for sequence in range(PYTHON_RECORDS):
+                if ring.output(struct.pack("<QQ", PYTHON_MAGIC, sequence)) == 0:
+                    python_sent.append(sequence)
+
+        consumer = threading.Thread(target=consume)
+        producers = [threading.Thread(target=produce_natively, args=(thread,)) for thread in range(THREADS)]
+        producers.append(threading.Thread(target=produce_in_python))
+        consumer.start()
+        for thread in producers:
+            thread.start()
+        for thread in producers:
+            thread.join(timeout=120)
+        done.set()
+        consumer.join(timeout=60)
+        assert not any(thread.is_alive() for thread in [*producers, consumer])
+    counts: dict[int, int] = {}
+    for record in seen:
+        origin = _record_origin(record)
+        counts[origin] = counts.get(origin, 0) + 1
+    expected = {thread: REPEAT for thread in range(THREADS)} | {100 + thread: REPEAT for thread in range(THREADS)}
+    assert counts == expected | {-1: len(python_sent)}
+    assert len(python_sent) == PYTHON_RECORDS
