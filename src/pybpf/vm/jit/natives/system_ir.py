@@ -3,8 +3,8 @@
 Served natively when the run's ``Slot.NATIVE`` bit says so: the CPU comes from ``Slot.CPU``, the
 time from libc's ``clock_gettime(CLOCK_MONOTONIC)`` through ``Slot.CLOCK_FN`` (only when the
 run's services read the host's clock, so a manual test clock is still read in Python).
-``bpf_get_prandom_u32`` stays in Python: its generator's state lives there, and both engines must
-draw the same stream.
+``bpf_get_prandom_u32`` and the current-task helpers are in :mod:`.tracing` (the generator's
+state is native memory both engines step).
 """
 
 from __future__ import annotations
