@@ -4,7 +4,9 @@ A Python-to-native call costs a few hundred nanoseconds, so BPF_PROG_TEST_RUN's 
 and runs over many packets are loops in native code around the main function: ``bpf_repeat``
 runs it ``count`` times on the same inputs, ``bpf_batch`` once per packet of a contiguous buffer.
 Both give every run a full loop budget and stop at the first event (a status other than
-RUNNING), which Python then handles as after a single run.
+RUNNING), which Python then handles as after a single run. Only the last run of a repeat stores
+its final registers (what ``run_repeated`` reports); the runs before it and every run of a batch
+call the main function with its ``report`` flag off (see ``_ModuleBuilder.main_without_registers``).
 
 A batch run sets, before each packet, everything that differs between packets and that native
 code reads: the packet bytes at ``data``, the context's data_end, the run-state block's packet
