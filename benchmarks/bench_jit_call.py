@@ -10,9 +10,9 @@ filling the run-state block, building the result) matters more there than native
 - a hook-style ``run``: a context region mapped once and passed by address (``map_inputs=False``),
   the program reading the context and using its stack.
 
-Engines are interleaved within every round; each cell is the median over rounds of the mean time
-per call (wall clock) in microseconds. The last column is JIT / interpreter (below 1x: the JIT call
-is cheaper).
+Engines are interleaved within every round; each cell is the median over rounds of the per-call
+time (wall clock, the median over batches of 25 calls) in microseconds. The last column is
+JIT / interpreter (below 1x: the JIT call is cheaper).
 """
 
 from __future__ import annotations
@@ -50,12 +50,19 @@ exit
 _Call = Callable[[], object]
 
 
-def per_call_us(call: _Call, calls: int) -> float:
-    """Mean wall time of one ``call`` over ``calls`` calls, in microseconds."""
-    started = time.perf_counter_ns()
-    for _ in range(calls):
-        call()
-    return (time.perf_counter_ns() - started) / calls / 1000
+def per_call_us(call: _Call, calls: int, batch: int = 25) -> float:
+    """Median over batches of ``batch`` calls of the mean time of one ``call``, in microseconds.
+
+    Short batches and a median: a batch the scheduler interrupted (a loaded machine preempts
+    for milliseconds) is an outlier, not a share of every call's time.
+    """
+    means = []
+    for _ in range(max(1, calls // batch)):
+        started = time.perf_counter_ns()
+        for _ in range(batch):
+            call()
+        means.append((time.perf_counter_ns() - started) / batch / 1000)
+    return statistics.median(means)
 
 
 def _test_run_cases() -> tuple[list[tuple[str, _Call, _Call]], list[Any]]:

@@ -25,6 +25,7 @@ thread-safe: compilations are serialised by :func:`pybpf.vm.jit.llvm.compile_loc
 from __future__ import annotations
 
 import ctypes
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,10 @@ _PACKET_NATIVE = int(Slot.PACKET_NATIVE)
 _PACKET_CTX = int(Slot.PACKET_CTX)
 _TAIL_CALL = int(Status.TAIL_CALL)
 _INSTRUCTIONS = int(Slot.INSTRUCTIONS)
+_HEAD = struct.Struct(f"<{int(Slot.HOT_WRITABLE) - int(Slot.BUDGET) + 1}Q")
+"""Slots BUDGET to HOT_WRITABLE, which every run fills."""
+_REGISTERS = struct.Struct("<11Q")
+"""Slots REGS: r0-r10 after the run."""
 _Invoke = Callable[[int], int]
 """Starts native code on a run-state block (by address); returns r0 (or what the entry returns)."""
 
@@ -424,10 +429,24 @@ class JitProgram:
                         memory.add(region)
                         mapped.append(region)
             session.reset()
-            # Slots BUDGET to HOT_WRITABLE in one slice assignment (one ctypes call: this is per run).
-            head = [limit, MAX_LOOPS, *session.ranges_for(pool.layout(memory))]
-            head += (packet.address, packet.size) if packet is not None else (0, 0)
-            state[_BUDGET:_HOT_END] = [*head, *initial, 0, *session.tops, *initial, *self._bound]
+            # Slots BUDGET to HOT_WRITABLE in one pack (this is per run).
+            count, table = session.ranges_for(pool.layout(memory))
+            packet_address, packet_size = (packet.address, packet.size) if packet is not None else (0, 0)
+            _HEAD.pack_into(
+                session.words,
+                _BUDGET * 8,
+                limit & U64,
+                MAX_LOOPS,
+                count,
+                table,
+                packet_address,
+                packet_size,
+                *initial,
+                0,
+                *session.tops,
+                *initial,
+                *self._bound,
+            )
             program: JitProgram = self
             elapsed = 0
             while True:  # the tail-call dispatcher: native code returns here to switch programs
@@ -482,7 +501,7 @@ class JitProgram:
             raise run.error
         executed = int(state[_INSTRUCTIONS]) if self.count_instructions else 0  # 0: "not counted"
         if not state[_STATUS]:  # the common case first, without enum conversions
-            return RunResult(r0, executed, tuple(state[_REGS:_REGS_END]))
+            return RunResult(r0, executed, _REGISTERS.unpack_from(run.session.words, _REGS * 8))
         status = Status(state[Slot.STATUS])
         pc = int(state[Slot.ERROR_PC])
         registers = tuple(state[Slot.REGS : Slot.REGS + 11])

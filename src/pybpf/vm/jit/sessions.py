@@ -52,7 +52,21 @@ _Layout = tuple[AddressSpace, int, list[int]]
 class Session:
     """One run's reusable resources: the run-state block, the stacks, the range and map tables."""
 
-    __slots__ = ("_buffer", "_layout", "_retired", "_span", "key", "map_table", "ranges", "stacks", "state", "tops")
+    __slots__ = (
+        "_buffer",
+        "_layout",
+        "_retired",
+        "_span",
+        "_view",
+        "_zeros",
+        "key",
+        "map_table",
+        "ranges",
+        "stacks",
+        "state",
+        "tops",
+        "words",
+    )
 
     def __init__(self, memory: AddressSpace, frames: int) -> None:
         # The state block, then the stacks, STACK_GAP apart, all in one buffer: one memset
@@ -67,6 +81,12 @@ class Session:
         self.state: Any = _StateBlock.from_buffer(self._buffer, shift)
         self.key = ctypes.addressof(self.state)
         view = memoryview(self._buffer)
+        # The same bytes as memoryviews: struct.pack_into/unpack_from and a copy of zeros cost a
+        # fraction of ctypes slice assignments and ctypes.memset (a foreign call that also
+        # releases the GIL, so another thread may take it for a whole switch interval).
+        self.words = view[shift : shift + STATE_BYTES]
+        self._view = view[shift : shift + self._span]
+        self._zeros = bytes(self._span)
         first = shift + head + STACK_GAP
         self.stacks = tuple(
             Region(
@@ -90,7 +110,7 @@ class Session:
     def reset(self) -> None:
         """Zero the run-state block (no slot of the last run leaks into this one) and the stacks
         (every run starts with zeroed stacks, as the interpreter's fresh ones are)."""
-        ctypes.memset(self.key, 0, self._span)
+        self._view[:] = self._zeros
         if self._retired:
             self._retired.clear()
 
