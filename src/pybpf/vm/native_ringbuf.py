@@ -9,17 +9,20 @@ take a Python lock; so the ring also has a **spin word** here, in memory both si
 
 - native code takes it with an atomic compare-and-swap (0 -> 1) and frees it with a release store;
 - Python producers take their ``threading.Lock`` first (Python threads then block instead of
-  spinning against each other), then the spin word through :func:`atomics` (two tiny functions
+  spinning against each other), then the spin word through :func:`atomics` (tiny functions
   compiled once per process with llvmlite: compare-and-swap and release store; Python itself has
-  no atomic instructions).
+  no atomic instructions). Those calls cost a microsecond or two, so a ring takes the spin word
+  from Python only once it is **shared** with native code (:meth:`NativeRing.share`, called when
+  a run's ring table hands the descriptor to native code); until then the Python lock suffices.
 
 The spin word is per process, like the lock it extends: producers in another process that opens
 a pinned ring are not serialised with ours (as before; only the consumer is expected there).
 
 Wake-ups: the kernel queues an irq_work to wake the consumer; our consumers poll (a pinned ring's
 reader in another process polls on an interval), so a commit only counts the wake-up it would
-have made, in ``WAKEUPS``, with an atomic add (from Python through :func:`atomics`). No Python
-action is needed after a native run.
+have made: native code with an atomic add to ``WAKEUPS``, Python in a counter of its own (the
+GIL orders Python's commits); ``wakeups`` is their sum. No Python action is needed after a
+native run.
 
 Fields (:class:`RingField`, u64 each, at a stable address the map owns): the spin word, the data
 region's address (records at ``DATA + (pos & MASK)``, the region twice the ring's size), the
@@ -31,10 +34,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -110,9 +113,13 @@ def atomics() -> Atomics:
 class NativeRing:
     """A ring buffer's descriptor (:data:`RING_FIELDS` u64 at ``address``) and the producers' spin word."""
 
-    __slots__ = ("_fields", "address")
+    __slots__ = ("_fields", "_python_wakeups", "_shared", "address", "python_lock")
 
     def __init__(self, mask: int) -> None:
+        self.python_lock = threading.Lock()
+        """Serialises the process's Python producers (the kernel's ``rb->spinlock``)."""
+        self._shared = False  # set once native code may produce: Python takes the spin word from then on
+        self._python_wakeups = 0  # Python's commits count here (under the GIL): no native call per commit
         self._fields = (ctypes.c_uint64 * RING_FIELDS)()
         self._fields[RingField.MASK] = mask
         self.address: int = ctypes.addressof(self._fields)
@@ -124,23 +131,35 @@ class NativeRing:
 
     @property
     def wakeups(self) -> int:
-        return int(self._fields[RingField.WAKEUPS])
+        """Wake-ups of Python's commits plus native code's (``WAKEUPS``, added to atomically)."""
+        return self._python_wakeups + int(self._fields[RingField.WAKEUPS])
 
     def count_wakeup(self) -> None:
-        """One more wake-up (an atomic add: native commits in other threads add too)."""
-        atomics().fetch_add(self.address + RingField.WAKEUPS * 8, 1)
+        """One more wake-up from a Python commit."""
+        self._python_wakeups += 1
 
-    @contextmanager
-    def producer_lock(self) -> Iterator[None]:
-        """Hold the spin word (call with the Python producers' lock already held)."""
-        word = self.address + RingField.LOCK * 8
-        ops = atomics()
-        while ops.cmpxchg(word, 0, 1) != 0:
-            time.sleep(0)  # a native producer holds it for a few instructions: let it run
-        try:
-            yield
-        finally:
-            ops.store_release(word, 0)
+    def share(self) -> None:
+        """Native code may produce from now on: Python producers take the spin word too.
+
+        Set under the Python lock, so a Python reservation that skipped the spin word has ended
+        before any native one can start (the caller hands the descriptor to native code after).
+        """
+        if not self._shared:
+            with self.python_lock:
+                self._shared = True
+
+    def acquire(self) -> None:
+        """Exclude the other producers: the Python lock, then (once shared) the spin word."""
+        self.python_lock.acquire()
+        if self._shared:
+            cmpxchg = atomics().cmpxchg
+            while cmpxchg(self.address, 0, 1) != 0:  # LOCK is the first field
+                time.sleep(0)  # a native producer holds it for a few instructions: let it run
+
+    def release(self) -> None:
+        if self._shared:
+            atomics().store_release(self.address, 0)
+        self.python_lock.release()
 
 
 class NativeRingMap(ABC):

@@ -32,7 +32,7 @@ from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
-from pybpf.vm.native_ringbuf import NativeRingMap
+from pybpf.vm.native_ringbuf import NativeRing, NativeRingMap
 from pybpf.vm.native_tracing import PRANDOM_WORDS, NativeTask, PrandomState, TracingRunSupport
 
 if TYPE_CHECKING:
@@ -204,6 +204,7 @@ class MapRegistry:
         # Replaced tables are kept: a native run in another thread may still be reading one.
         self._ring_tables: list[ctypes.Array[ctypes.c_uint64]] = [(ctypes.c_uint64 * 1)()]
         self._ring_count = 0
+        self._unshared: list[NativeRing] = []  # rings in the table not yet told native code may produce
 
     def register(self, map_object: object, name: str = "") -> int:
         """Give ``map_object`` a handle (once) and return its pointer value."""
@@ -241,15 +242,26 @@ class MapRegistry:
 
     def _rebuild_ring_table(self) -> None:
         fields: list[int] = []
+        rings: list[NativeRing] = []
         for pointer, found in self._by_address.items():
             ring = found.native_ring() if isinstance(found, NativeRingMap) else None
             if ring is not None:
                 fields += (pointer, ring.address)
+                rings.append(ring)
+        self._unshared = rings
         self._ring_tables.append((ctypes.c_uint64 * (len(fields) or 1))(*fields))
         self._ring_count = len(fields) // 2
 
     def ring_table(self) -> tuple[int, int]:
-        """(address, count) of the native ring table: (map pointer, ring descriptor address) pairs."""
+        """(address, count) of the native ring table: (map pointer, ring descriptor address) pairs.
+
+        For a run whose native code may produce: the rings' Python producers take the spin word
+        from now on (:meth:`~pybpf.vm.native_ringbuf.NativeRing.share`).
+        """
+        if self._unshared:
+            for ring in self._unshared:
+                ring.share()
+            self._unshared = []
         return ctypes.addressof(self._ring_tables[-1]), self._ring_count
 
     def find(self, address: int) -> object | None:

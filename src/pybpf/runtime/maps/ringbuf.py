@@ -34,15 +34,14 @@ pinned ring), so the protocol is the kernel's, word for word:
   fire from several threads. Native code (the JIT's ringbuf helpers, which run without the GIL)
   cannot take a Python lock, so the lock has a second half, a spin word in the ring's
   :class:`~pybpf.vm.native_ringbuf.NativeRing` that native producers take with an atomic
-  compare-and-swap; Python producers take the ``threading.Lock`` and then the spin word. The
-  descriptor also holds the wake-up count, so commits from both sides add to one counter.
+  compare-and-swap; Python producers take the ``threading.Lock`` and then, once the ring is
+  shared with native code, the spin word. The descriptor also counts native commits' wake-ups.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno as errno_codes
-import threading
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -88,8 +87,8 @@ class RingBufMap(Map, NativeRingMap):
         # Word views: one item access is one aligned load or store (see the module docstring).
         self._position_words = self._positions.cast("Q")
         self._header_words = self.region.view.cast("I")
-        self._lock = threading.Lock()
         self._native = NativeRing(self.mask)
+        self._lock = self._native.python_lock
         self._native.set_storage(self.region.address, ctypes_address(self._positions))
 
     @property
@@ -173,11 +172,14 @@ class RingBufMap(Map, NativeRingMap):
         length = (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
         if length > self.size:
             return 0
-        with self._lock, self._native.producer_lock():
-            producer_pos = self.producer_pos
+        native = self._native
+        native.acquire()  # the Python lock, and the spin word native producers (no GIL) take too
+        try:
+            positions = self._position_words
+            producer_pos = positions[_PRODUCER_POS]
             new_producer_pos = producer_pos + length
             # The producer may run at most size - 1 bytes ahead of the consumer.
-            if new_producer_pos - self.consumer_pos > self.mask:
+            if new_producer_pos - positions[_CONSUMER_POS] > self.mask:
                 return 0
             offset = producer_pos & self.mask
             words = self._header_words
@@ -185,7 +187,9 @@ class RingBufMap(Map, NativeRingMap):
             # BUSY first: the header is in place before the position that exposes it moves.
             words[index] = size | BPF_RINGBUF_BUSY_BIT
             words[index + 1] = offset // PAGE_SIZE
-            self.producer_pos = new_producer_pos
+            positions[_PRODUCER_POS] = new_producer_pos
+        finally:
+            native.release()
         return self.region.address + offset + BPF_RINGBUF_HDR_SZ
 
     def _commit(self, address: int, flags: int, discard: bool) -> None:
