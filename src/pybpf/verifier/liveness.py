@@ -13,7 +13,7 @@ five for a bpf-to-bpf call); an ``exit`` reads r0. r10 is always live.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from pybpf.isa.insn import (
     Atomic,
@@ -151,35 +151,36 @@ def live_stack(insns: Sequence[LabeledInsn]) -> dict[int, int]:
 
 
 def live_masks(insns: Sequence[LabeledInsn]) -> tuple[dict[int, int], dict[int, int]]:
-    """(:func:`live_registers`, :func:`live_stack`), sharing one table of successors (the
-    verifier needs both for every program it checks)."""
-    table = {labeled.pc: labeled.insn for labeled in insns}
-    succs = {pc: _successors(pc, insn) for pc, insn in table.items()}
-    return (_backward(table, succs, use_def, ALL_REGS, FP_MASK),
-            _backward(table, succs, stack_use_def, ALL_SLOTS, 0))
-
-
-def _backward(table: dict[int, Instruction], succs: dict[int, list[int]],
-              effect: Callable[[Instruction], tuple[int, int]], everything: int, always: int) -> dict[int, int]:
-    """pc -> mask of what is live on entry to each pc, given each instruction's (use, def) masks.
+    """(:func:`live_registers`, :func:`live_stack`), from one fixed-point iteration over a
+    shared table of successors (the verifier needs both for every program it checks).
 
     Edges stay within a function (a call falls through to its return site), so the fixed point
     over the whole program is the per-function one. A successor outside the program (rejected
     elsewhere) counts as reading everything.
     """
-    effects = {pc: effect(insn) for pc, insn in table.items()}
-    live = dict.fromkeys(table, 0)
+    table = {labeled.pc: labeled.insn for labeled in insns}
     order = sorted(table, reverse=True)
+    # pc -> (successors, registers read, registers written, slots read, slots written)
+    facts = {pc: (_successors(pc, insn), *use_def(insn), *stack_use_def(insn)) for pc, insn in table.items()}
+    # Visited last to first, a program whose edges all go forward has every successor's value
+    # final before it is read: one pass is the fixed point (no confirming pass needed).
+    forward_only = all(successor > pc for pc, fact in facts.items() for successor in fact[0])
+    regs = dict.fromkeys(table, 0)
+    slots = dict.fromkeys(table, 0)
     changed = True
     while changed:
         changed = False
         for pc in order:
-            out = 0
-            for successor in succs[pc]:
-                out |= live.get(successor, everything)
-            use, define = effects[pc]
-            new = use | (out & ~define) | always
-            if new != live[pc]:
-                live[pc] = new
+            successors, use, define, slot_use, slot_define = facts[pc]
+            regs_out = slots_out = 0
+            for successor in successors:
+                regs_out |= regs.get(successor, ALL_REGS)
+                slots_out |= slots.get(successor, ALL_SLOTS)
+            new_regs = use | (regs_out & ~define) | FP_MASK
+            new_slots = slot_use | (slots_out & ~slot_define)
+            if new_regs != regs[pc] or new_slots != slots[pc]:
+                regs[pc], slots[pc] = new_regs, new_slots
                 changed = True
-    return live
+        if forward_only:
+            break
+    return regs, slots
