@@ -157,9 +157,8 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     if state.lock is not None and insn.helper != HelperId.SPIN_UNLOCK:
         raise reject("function calls are not allowed while holding a lock")
     meta = _Meta()
-    for index in range(5):
-        arg = proto.args[index] if index < len(proto.args) else HelperArg(ArgType.DONTCARE)
-        _check_arg(env, state, index + 1, arg, meta)
+    for index, arg in enumerate(proto.args[:5]):
+        _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check
     if meta.map is not None:
         try:
             compatible = map_type_spec(meta.map.type).helper_allowed(insn.helper)
@@ -184,9 +183,10 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     callback = _callback_entry(env, state, pc, insn.helper, meta)
     if meta.release_ref:
         _release(state, meta.release_ref, env.options.privileged)
+    regs, unusable = state.regs, RegState.not_init()
     for number in CALLER_SAVED:
-        state.regs[number] = RegState.not_init()
-    state.regs[0] = _return_value(env, state, pc, proto, meta)
+        regs[number] = unusable
+    regs[0] = _return_value(env, state, pc, proto, meta)
     if proto.changes_pkt_data:
         invalidate_packet_pointers(state)
     return callback

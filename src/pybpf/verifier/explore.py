@@ -459,9 +459,11 @@ class Explorer:
         target = pc + 1 + insn.off
         if self.track_precision and (taken is None or fall is None):
             # The values decided the outcome: a state with other values might go the other way.
-            before = state.hist.prev if state.hist is not None else None
-            depth = len(state.frames)
-            mark_precise(self.table, before, parent, depth, {depth - 1: demanded_by_branch(insn, state)})
+            demanded = demanded_by_branch(insn, state)
+            if demanded:  # else no scalar decided it (pointers compared): nothing to trace
+                before = state.hist.prev if state.hist is not None else None
+                depth = len(state.frames)
+                mark_precise(self.table, before, parent, depth, {depth - 1: demanded})
         if taken is None and fall is None:
             return None, state  # both edges impossible: this path is itself dead
         if taken is None:
