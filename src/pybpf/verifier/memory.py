@@ -19,7 +19,7 @@ from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
-from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot
+from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot, StackState
 from pybpf.verifier.transfer import read_reg
 
 _CONVERSIONS: dict[Conversion, tuple[RegType, bool]] = {
@@ -287,14 +287,24 @@ def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int
 
 def mark_stack_bytes(frame: Frame, start: int, end: int, byte: SlotByte) -> None:
     """Bytes ``[start, end)`` below fp now hold ``byte``; a spilled register there is destroyed."""
+    if start >= end:
+        return
+    # Slot by slot (not byte by byte): each touched slot and the stack are rebuilt once.
+    touched: dict[int, list[SlotByte]] = {}
     for at in range(start, end):
         index, position = _slot_and_byte(at)
-        slot = frame.stack.slot(index)
-        tags = list(slot.slot_type)
-        if _has_spill(slot):
-            tags = [SlotByte.STACK_MISC if t is SlotByte.STACK_SPILL else t for t in tags]
+        tags = touched.get(index)
+        if tags is None:
+            slot = frame.stack.slot(index)
+            tags = touched[index] = (
+                [SlotByte.STACK_MISC if t is SlotByte.STACK_SPILL else t for t in slot.slot_type]
+                if _has_spill(slot) else list(slot.slot_type))
         tags[position] = byte
-        frame.stack = frame.stack.with_slot(index, StackSlot(tuple(tags)))
+    slots = list(frame.stack.slots)
+    slots.extend([StackSlot()] * max(0, max(touched) + 1 - len(slots)))
+    for index, tags in touched.items():
+        slots[index] = StackSlot(tuple(tags))
+    frame.stack = StackState(tuple(slots))
 
 
 def _stack_write(frame: Frame, start: int, size: int, value: RegState) -> None:

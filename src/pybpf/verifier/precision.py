@@ -50,6 +50,9 @@ _ARGS_MASK = 0b111110  # r1-r5
 _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
 # Helper arguments whose scalar value the checks do not look at (flags, tail-call index...).
 _VALUE_FREE_ARGS = frozenset({ArgType.ANYTHING, ArgType.DONTCARE})
+# Helpers that call a function of the program (their call leaves the caller's frame).
+_CALLS_BACK = frozenset(helper for helper, proto in HELPER_PROTOS.items()
+                        if any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args))
 
 
 # Not frozen: one is built per processed instruction, and a frozen dataclass's __init__ costs
@@ -172,9 +175,7 @@ def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | No
     elif isinstance(insn, Jump):
         return HistEntry(pc, prev, linked=_linked(insn, state))
     elif isinstance(insn, Call):
-        proto = HELPER_PROTOS.get(insn.helper)
-        calls_back = proto is not None and any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args)
-        return HistEntry(pc, prev, crossing=calls_back)
+        return HistEntry(pc, prev, crossing=insn.helper in _CALLS_BACK)
     elif isinstance(insn, CallLocal):
         return HistEntry(pc, prev, crossing=True)  # enters a frame: registers are renumbered
     elif isinstance(insn, Exit):
