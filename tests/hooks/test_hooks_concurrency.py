@@ -28,7 +28,7 @@ from pybpf.hooks.link import HookRuntime
 from pybpf.hooks.probes import attach_probe
 from pybpf.hooks.run_gate import RunGate, parallel_safe
 from pybpf.hooks.tracepoints import Tracepoint, attach_tracepoint
-from pybpf.runtime.helpers.services import TaskInfo
+from pybpf.runtime.helpers.services import RunState, TaskInfo
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
@@ -206,18 +206,19 @@ def test_detaching_while_other_threads_fire_is_safe(counters_object: Path, engin
 
 @pytest.mark.parametrize(("engine", "verify"), [("interp", True), ("jit", True), ("jit", False)])
 def test_a_hook_fired_inside_a_run_nests_without_deadlock(counters_object: Path, engine: str, verify: bool) -> None:
-    # hot_adds probes AddressSpace.add, which every run calls (its stack, maybe a scratch): each
-    # run of probe_count then runs hot_adds inside it, in the same thread, through the same gate
-    # and CPU lock. Unverified native programs take the exclusive side, the others the shared one.
+    # hot_adds probes RunState.__init__, which every hook run calls inside the gate (the run's
+    # state): each run of probe_count then runs hot_adds inside it, in the same thread, through the
+    # same gate and CPU lock. Unverified native programs take the exclusive side, the others the
+    # shared one. (Not AddressSpace.add: native sessions keep their stacks mapped between runs.)
     with pybpf.load(counters_object, ncpus=2, engine=engine, verify=verify) as obj:
         obj.maps["shared_hash"].update_raw(bytes(4), bytes(8))
         runtime = HookRuntime()
         outer = attach_probe(obj.program("probe_count"), lambda n: n, runtime=runtime, install=False)
         assert runtime.hooked(outer.program).parallel is verify
-        with attach_probe(obj.program("hot_adds"), AddressSpace.add, runtime=runtime) as inner:
-            assert AddressSpace.add is inner.wrapper
+        with attach_probe(obj.program("hot_adds"), RunState.__init__, runtime=runtime) as inner:
+            assert RunState.__init__ is inner.wrapper
             hammer(outer.wrapper, threads=3, calls=30)
-        assert AddressSpace.add is inner.original
+        assert RunState.__init__ is inner.original
         outer.detach()
         assert outer.errors == 0, outer.last_error
         assert inner.errors == 0, inner.last_error
