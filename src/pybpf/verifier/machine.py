@@ -23,6 +23,7 @@ from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.scalar_ops import alu
 from pybpf.verifier.state import IdMap, RegState, RegType, StackState, regsafe, stacksafe
 from pybpf.verifier.tnum import U64
+from pybpf.verifier.values import value_class
 
 if TYPE_CHECKING:
     from pybpf.verifier.precision import HistEntry
@@ -77,7 +78,7 @@ class Options:
                                 "Dual MIT/GPL", "Dual MPL/GPL")
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class PathStep:
     """One branch decision on the way to the current instruction (a persistent linked list)."""
 

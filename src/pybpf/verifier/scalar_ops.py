@@ -15,7 +15,6 @@ Constant operands fold through :mod:`pybpf.isa.semantics` exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pybpf.errors import VerifierError
 from pybpf.isa import semantics
@@ -23,6 +22,7 @@ from pybpf.isa.insn import BinOp
 from pybpf.isa.opcodes import EndianOrder
 from pybpf.verifier.scalar import Scalar, sync
 from pybpf.verifier.tnum import Tnum
+from pybpf.verifier.values import value_class
 
 
 def _mask(bits: int) -> int:
@@ -34,7 +34,7 @@ def _signed(x: int, bits: int) -> int:
     return x - (1 << bits) if x >> (bits - 1) else x
 
 
-@dataclass(frozen=True, slots=True)
+@value_class
 class View:
     """One width's worth of a scalar: the tnum of the low ``bits`` bits and its four bounds."""
 
