@@ -77,6 +77,8 @@ from pybpf.vm.jit.state import Slot, Status
 
 ENTRY_NAME = "bpf_entry"
 """The exported function: ``i64 bpf_entry(i64* state)``."""
+INLINE_MAIN_LIMIT = 512
+"""Main functions with loops up to this many instructions are always inlined into the repeat loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,12 @@ class _ModuleBuilder:
         self.table = table
         self.bounds_checks = bounds_checks
         self.count_instructions = count_instructions
+        # The repeat loop inlines a small main function with loops, without its register stores,
+        # whatever LLVM's inliner thinks (it declines for a mid-sized one with four call sites):
+        # the stores only cost where they hold loop results. Others are left to the inliner, so
+        # a large program is compiled once and compile time does not double.
+        main = plan.functions[0]
+        self.inline_main = bool(main.loop_headers) and len(main.pcs) <= INLINE_MAIN_LIMIT
         self.traps: dict[int, str] = {}
         self.module: Any = ir.Module(name="pybpf_jit")
         self.tbaa = self._tbaa_tags()
@@ -166,15 +174,18 @@ class _ModuleBuilder:
         a batch): each stored register is a value every loop exit must produce, which keeps LLVM
         from vectorising a loop that exits to the end (sum64k runs 2x faster without them).
         Events (tail calls, stops) still store them. It calls the main function with ``report``
-        false: where LLVM inlines the main function (small programs, the ones whose loops this
-        helps) the stores fold away; a large one is compiled once, not twice, and only tests
-        the flag at its exit. Built on first request.
+        false: where the main function is inlined (always when it is small, see
+        :data:`INLINE_MAIN_LIMIT`) the stores fold away; a large one is compiled once, not
+        twice, and only tests the flag at its exit. Built on first request.
         """
         if self._quiet_main is None:
             function = self.ir.Function(self.module, self.function_type, name=f"{function_name(0)}_r0_only")
             function.linkage = "internal"
             builder = self.ir.IRBuilder(function.append_basic_block("entry"))
-            builder.ret(self.call_main(builder, list(function.args), report=False))
+            call = self.call_main(builder, list(function.args), report=False)
+            if self.inline_main:
+                call.attributes.add("alwaysinline")
+            builder.ret(call)
             self._quiet_main = function
         return self._quiet_main
 

@@ -6,7 +6,7 @@ runs it ``count`` times on the same inputs, ``bpf_batch`` once per packet of a c
 Both give every run a full loop budget and stop at the first event (a status other than
 RUNNING), which Python then handles as after a single run. Only the last run of a repeat stores
 its final registers (what ``run_repeated`` reports); the runs before it and every run of a batch
-call the main function with its ``report`` flag off (see ``_ModuleBuilder.main_without_registers``).
+call the main function with its ``report`` flag off (see ``_ModuleBuilder.call_main``).
 
 A batch run sets, before each packet, everything that differs between packets and that native
 code reads: the packet bytes at ``data``, the context's data_end, the run-state block's packet
@@ -105,8 +105,7 @@ class ModuleParts(Protocol):
     module: Any
     state_type: Any
     functions: dict[int, Any]
-
-    def main_without_registers(self) -> Any: ...
+    inline_main: bool
 
     def call_main(self, builder: Any, arguments: list[Any], *, report: bool = True) -> Any: ...
 
@@ -152,7 +151,9 @@ def build_repeat(module: ModuleParts) -> None:
     is_last = builder.icmp_unsigned("==", builder.add(index, constant(ir, 64, 1)), count)
     builder.cbranch(is_last, last_block, quiet_block)
     builder.position_at_end(quiet_block)
-    quiet = builder.call(module.main_without_registers(), arguments)
+    quiet = module.call_main(builder, arguments, report=False)
+    if module.inline_main:  # the loop this entry exists for: worth one more copy of a small program
+        quiet.attributes.add("alwaysinline")
     builder.branch(joined)
     builder.position_at_end(last_block)
     full = module.call_main(builder, arguments)
@@ -252,8 +253,9 @@ def build_batch(module: ModuleParts) -> None:
         builder.store(data, builder.gep(state, [constant(ir, 64, Slot.PACKET_ADDRESS)]))
         builder.store(view_size, builder.gep(state, [constant(ir, 64, Slot.PACKET_SIZE)]))
     _reset_run_budgets(ir, builder, state, budget)
-    # A batch reports r0 alone: no run stores its final registers.
-    r0 = builder.call(module.main_without_registers(), [state, zero, zero, context, *([zero] * 8)])
+    # A batch reports r0 alone: no run stores its final registers. LLVM decides whether to
+    # inline (a forced copy here would cost compile time for every packet program).
+    r0 = module.call_main(builder, [state, zero, zero, context, *([zero] * 8)], report=False)
     status = builder.load(builder.gep(state, [constant(ir, 64, Slot.STATUS)]))
     builder.store(r0, builder.gep(retvals, [index]))
     following = builder.add(index, constant(ir, 64, 1))
