@@ -133,7 +133,9 @@ class State:
         return self.frames[-1].regs
 
     def copy(self) -> State:
-        return State([f.copy() for f in self.frames], dict(self.refs), self.path, self.lock, self.hist)
+        frames = self.frames
+        copied = [frames[0].copy()] if len(frames) == 1 else [f.copy() for f in frames]  # mostly one
+        return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""

@@ -335,9 +335,12 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
         if not live_slots >> index & 1 and not special:
             continue
         cur_slot = cur.slot(index)
-        for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
-            if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
-                return False
+        # Equal tags cover each other byte by byte (every tag covers itself): only unequal
+        # ones need the per-byte test.
+        if old_slot.slot_type != cur_slot.slot_type:
+            for old_byte, cur_byte in zip(old_slot.slot_type, cur_slot.slot_type, strict=True):
+                if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
+                    return False
         # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
         spilled = SlotByte.STACK_SPILL in old_slot.slot_type
         if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision):

@@ -107,17 +107,17 @@ def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
     """``check_reg_sane_offset`` on one operand."""
     value = reg.var_off
     constant = value.const_value()
-    name = type_name(ptr)
+    # type_name(ptr) is only worked out for a message: this runs on every pointer move.
     if constant is not None:
         signed = value.smin
         if abs(signed) >= BPF_MAX_VAR_OFF:
-            raise reject(f"math between {name} pointer and {signed} is not allowed")
+            raise reject(f"math between {type_name(ptr)} pointer and {signed} is not allowed")
     if reg.is_pointer and (reg.off >= BPF_MAX_VAR_OFF or reg.off <= -BPF_MAX_VAR_OFF):
-        raise reject(f"{name} pointer offset {reg.off} is not allowed")
+        raise reject(f"{type_name(ptr)} pointer offset {reg.off} is not allowed")
     if value.smin == S64_MIN and what == "offset":
-        raise reject(f"math between {name} pointer and register with unbounded min value is not allowed")
+        raise reject(f"math between {type_name(ptr)} pointer and register with unbounded min value is not allowed")
     if value.smin <= -BPF_MAX_VAR_OFF:
-        raise reject(f"value {value.smin} makes {name} pointer be out of bounds")
+        raise reject(f"value {value.smin} makes {type_name(ptr)} pointer be out of bounds")
 
 
 def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env,
