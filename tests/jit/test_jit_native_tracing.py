@@ -23,6 +23,8 @@ from pybpf.runtime.helpers.services import RunState, RuntimeServices, TaskInfo
 from pybpf.runtime.helpers.system import get_current_uid_gid
 from pybpf.runtime.loader import load
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer
+from pybpf.runtime.object import Object
+from pybpf.runtime.program import Engine
 from pybpf.vm import AddressSpace, ExecutionContext, HelperFn
 from pybpf.vm.jit import JitProgram
 from pybpf.vm.native_tracing import PRANDOM_WORDS, TAUSWORTHE_STEPS, PrandomState, tausworthe
@@ -87,13 +89,13 @@ def tracing_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_object(SOURCE, tmp_path_factory.mktemp("native_tracing"))
 
 
-def _run(obj: object, engine: str) -> tuple[object, ...]:
-    program = obj.program("tracing")  # type: ignore[attr-defined]
+def _run(obj: Object, engine: Engine) -> tuple[object, ...]:
+    program = obj.program("tracing")
     assert program.test_run(ctx_in=bytes(16), engine=engine).retval == 0
-    return OUT.unpack(obj.maps["results"].lookup_raw(bytes(4)))  # type: ignore[attr-defined]
+    return OUT.unpack(obj.maps["results"].lookup_raw(bytes(4)))
 
 
-def _python_calls(obj: object, engine: str) -> tuple[tuple[object, ...], list[int]]:
+def _python_calls(obj: Object, engine: Engine) -> tuple[tuple[object, ...], list[int]]:
     calls: list[int] = []
     with trampoline_calls(HelperId.GET_CURRENT_PID_TGID) as pid, trampoline_calls(
         HelperId.GET_CURRENT_UID_GID
