@@ -326,45 +326,53 @@ class Explorer:
     # -- one instruction -----------------------------------------------------------------------
 
     def _decode(self) -> dict[int, Step]:
-        """Per pc, what stepping it needs: the instruction, its handler (chosen once, in the order
-        of the instruction classes' precedence), whether it is a prune point, and whether
-        precision tracking records it trivially (:func:`~pybpf.verifier.precision.records_plainly`)."""
+        """Per pc, what stepping it needs: the instruction, its handler, whether it is a prune
+        point, and whether precision tracking records it trivially
+        (:func:`~pybpf.verifier.precision.records_plainly`)."""
         steps: dict[int, Step] = {}
+        chosen: dict[type, Handler] = {}  # the handler depends on the instruction's class only
+        prune_points = self.prune_points
         for labeled in self.insns:
             insn = labeled.insn
-            handler: Handler
-            if isinstance(insn, Bin):
-                handler = self._step_bin
-            elif isinstance(insn, Neg):
-                handler = self._step_neg
-            elif isinstance(insn, Endian):
-                handler = self._step_endian
-            elif isinstance(insn, LoadImm64):
-                handler = self._step_lddw
-            elif isinstance(insn, Load):
-                handler = self._step_load
-            elif isinstance(insn, Store):
-                handler = self._step_store
-            elif isinstance(insn, Atomic):
-                handler = self._step_atomic
-            elif isinstance(insn, PacketLoad):
-                handler = self._step_packet_load
-            elif isinstance(insn, Jump):
-                handler = self._jump
-            elif isinstance(insn, (Goto, MayGoto)):
-                handler = self._step_goto if isinstance(insn, Goto) else self._step_may_goto
-            elif isinstance(insn, Call):
-                handler = self._step_call
-            elif isinstance(insn, CallLocal):
-                handler = self._step_call_local
-            elif isinstance(insn, (CallKfunc, CallReg)):
-                handler = self._step_unsupported_call
-            elif isinstance(insn, Exit):
-                handler = self._step_exit
-            else:
-                handler = self._step_nothing
-            steps[labeled.pc] = (labeled, handler, labeled.pc in self.prune_points, records_plainly(insn))
+            handler = chosen.get(type(insn))
+            if handler is None:
+                handler = chosen[type(insn)] = self._handler_for(insn)
+            steps[labeled.pc] = (labeled, handler, labeled.pc in prune_points, records_plainly(insn))
         return steps
+
+    def _handler_for(self, insn: Instruction) -> Handler:
+        """The step function for ``insn``'s class, in the order of the classes' precedence."""
+        if isinstance(insn, Bin):
+            return self._step_bin
+        if isinstance(insn, Neg):
+            return self._step_neg
+        if isinstance(insn, Endian):
+            return self._step_endian
+        if isinstance(insn, LoadImm64):
+            return self._step_lddw
+        if isinstance(insn, Load):
+            return self._step_load
+        if isinstance(insn, Store):
+            return self._step_store
+        if isinstance(insn, Atomic):
+            return self._step_atomic
+        if isinstance(insn, PacketLoad):
+            return self._step_packet_load
+        if isinstance(insn, Jump):
+            return self._jump
+        if isinstance(insn, Goto):
+            return self._step_goto
+        if isinstance(insn, MayGoto):
+            return self._step_may_goto
+        if isinstance(insn, Call):
+            return self._step_call
+        if isinstance(insn, CallLocal):
+            return self._step_call_local
+        if isinstance(insn, (CallKfunc, CallReg)):
+            return self._step_unsupported_call
+        if isinstance(insn, Exit):
+            return self._step_exit
+        return self._step_nothing
 
     # -- one instruction (each: the next pc, None at the end of the path, and the state) --------
 

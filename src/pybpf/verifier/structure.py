@@ -46,7 +46,6 @@ from pybpf.verifier.cfg import (
     by_pc,
     call_target,
     slot_total,
-    subprog_starts,
     subprogs,
     walk,
 )
@@ -130,11 +129,14 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
     if total > config.max_insns:
         raise VerifierError(None, f"program too large: {total} insns (limit {config.max_insns})")
 
+    starts = {0}  # cfg.subprog_starts, gathered by the same pass that checks the targets
     for labeled in insns:
         target = call_target(labeled.pc, labeled.insn)
-        if target is not None and not 0 <= target < total:
-            raise _fail(table, labeled.pc, "call to invalid destination")
-    functions = subprogs(subprog_starts(insns), total)
+        if target is not None:
+            if not 0 <= target < total:
+                raise _fail(table, labeled.pc, "call to invalid destination")
+            starts.add(target)
+    functions = subprogs(sorted(starts), total)
 
     _check_subprogs(insns, table, functions)
     if not config.func_info:
