@@ -49,18 +49,7 @@ from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
 from pybpf.runtime.program import BatchResult, Engine, Program
 from pybpf.runtime.progtypes import run_kind
-from pybpf.runtime.progtypes.skb import (
-    AF_INET,
-    AF_INET6,
-    ETH_HLEN,
-    ETH_P_IP,
-    ETH_P_IPV6,
-    IPV4_HLEN,
-    IPV6_HLEN,
-    LOOPBACK_IFINDEX,
-    SkbKind,
-    eth_type_trans,
-)
+from pybpf.runtime.progtypes.skb import ETH_HLEN, SkbKind, check_frame, set_frame_fields
 from pybpf.runtime.progtypes.xdp import XDP_POINTERS, XdpKind, packet_frame
 from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
@@ -158,7 +147,7 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
     skb = kind if isinstance(kind, SkbKind) else None
     if skb is not None:
         for packet in packets:
-            _check_skb_frame(packet)
+            check_frame(packet)
         visible = [packet if skb.is_l2 else packet[ETH_HLEN:] for packet in packets]
     else:
         for packet in packets:
@@ -217,16 +206,6 @@ def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketF
     return packet_frame(program.layout, context, packet)
 
 
-def _check_skb_frame(frame: bytes) -> None:
-    """The checks ``SkbKind.prepare`` makes of ``data_in`` (TestRunError with the same messages)."""
-    if len(frame) < ETH_HLEN:
-        raise TestRunError(f"data_in of {len(frame)} bytes: an skb run needs at least an Ethernet header")
-    proto, _ = eth_type_trans(frame)
-    l3 = len(frame) - ETH_HLEN
-    if (proto == ETH_P_IP and l3 < IPV4_HLEN) or (proto == ETH_P_IPV6 and l3 < IPV6_HLEN):
-        raise TestRunError(f"ethertype {proto:#06x} frame of {len(frame)} bytes is too short for its IP header")
-
-
 def skb_context_images(
     layout: InternalLayout, frames: Sequence[tuple[bytes, int]], data: int, data_meta: int
 ) -> ctypes.Array[ctypes.c_uint8]:
@@ -243,19 +222,7 @@ def skb_context_images(
     zeros = bytes(size)
     for index, (frame, length) in enumerate(frames):
         scratch.region.view[:] = zeros
-        proto, pkt_type = eth_type_trans(frame)
-        scratch.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
-        scratch.set("pkt_type", pkt_type)
-        scratch.set("ifindex", LOOPBACK_IFINDEX)
-        l3 = frame[ETH_HLEN:]
-        if proto == ETH_P_IP:
-            scratch.set("family", AF_INET)
-            scratch.set("local_ip4", int.from_bytes(l3[12:16], "little"))
-            scratch.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
-        elif proto == ETH_P_IPV6:
-            scratch.set("family", AF_INET6)
-            scratch.set_bytes("local_ip6", l3[8:24])
-            scratch.set_bytes("remote_ip6", l3[24:40])
+        set_frame_fields(scratch, frame)
         scratch.set("len", length)
         scratch.set_pointer(Conversion.PACKET_DATA, data)
         scratch.set_pointer(Conversion.PACKET_META, data_meta)

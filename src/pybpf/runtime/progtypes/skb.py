@@ -85,6 +85,40 @@ def packet_view(packet: PacketContext) -> Region:
     return Region(RegionKind.PACKET, "skb data (LD_ABS view)", view)
 
 
+
+def check_frame(frame: bytes) -> None:
+    """The kernel's checks of an skb test run's ``data_in`` (TestRunError naming what is short)."""
+    if len(frame) < ETH_HLEN:
+        raise TestRunError(f"data_in of {len(frame)} bytes: an skb run needs at least an Ethernet header")
+    proto = eth_type_trans(frame)[0]
+    l3 = len(frame) - ETH_HLEN
+    # The kernel refuses an IP frame too short for its network header (pskb_may_pull).
+    if (proto == ETH_P_IP and l3 < IPV4_HLEN) or (proto == ETH_P_IPV6 and l3 < IPV6_HLEN):
+        raise TestRunError(f"ethertype {proto:#06x} frame of {len(frame)} bytes is too short for its IP header")
+
+
+def set_frame_fields(image: ContextImage, frame: bytes) -> tuple[int, int]:
+    """Check ``frame`` and set the ``__sk_buff`` fields it decides: protocol, pkt_type, the loopback
+    ifindex (unless ctx_in gave one), and the test socket's family and addresses (net/bpf/test_run.c).
+    Returns ``(protocol, pkt_type)``."""
+    check_frame(frame)
+    proto, pkt_type = eth_type_trans(frame)
+    image.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
+    image.set("pkt_type", pkt_type)
+    if not image.get("ifindex"):
+        image.set("ifindex", LOOPBACK_IFINDEX)
+    l3 = frame[ETH_HLEN:]
+    if proto == ETH_P_IP:
+        image.set("family", AF_INET)
+        image.set("local_ip4", int.from_bytes(l3[12:16], "little"))
+        image.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
+    elif proto == ETH_P_IPV6:
+        image.set("family", AF_INET6)
+        image.set_bytes("local_ip6", l3[8:24])
+        image.set_bytes("remote_ip6", l3[24:40])
+    return proto, pkt_type
+
+
 class SkbRun(PreparedRun):
     def __init__(self, memory: AddressSpace, image: ContextImage, packet: PacketContext, *, is_l2: bool) -> None:
         super().__init__(memory)
@@ -121,8 +155,7 @@ class SkbKind(RunKind):
     def prepare(
         self, memory: AddressSpace, layout: InternalLayout, data_in: bytes, ctx_in: bytes | None
     ) -> PreparedRun:
-        if len(data_in) < ETH_HLEN:
-            raise TestRunError(f"data_in of {len(data_in)} bytes: an skb run needs at least an Ethernet header")
+        check_frame(data_in)
         check_ctx_size(ctx_in, layout)
         image = new_image(layout, None)
         uapi = layout.uapi
@@ -136,24 +169,8 @@ class SkbKind(RunKind):
                 accepted = ", ".join(CTX_IN_FIELDS)
                 raise TestRunError(f"__sk_buff in ctx_in may only set {accepted}")
             image.load_uapi(bytes(given))
-        proto, pkt_type = eth_type_trans(data_in)
-        image.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
-        image.set("pkt_type", pkt_type)
-        if not image.get("ifindex"):
-            image.set("ifindex", LOOPBACK_IFINDEX)
+        proto, pkt_type = set_frame_fields(image, data_in)
         l3 = data_in[ETH_HLEN:]
-        # The kernel refuses an IP frame too short for its network header (pskb_may_pull).
-        if (proto == ETH_P_IP and len(l3) < IPV4_HLEN) or (proto == ETH_P_IPV6 and len(l3) < IPV6_HLEN):
-            raise TestRunError(f"ethertype {proto:#06x} frame of {len(data_in)} bytes is too short for its IP header")
-        if proto == ETH_P_IP:
-            # The test socket: family and addresses from the packet (net/bpf/test_run.c).
-            image.set("family", AF_INET)
-            image.set("local_ip4", int.from_bytes(l3[12:16], "little"))
-            image.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
-        elif proto == ETH_P_IPV6:
-            image.set("family", AF_INET6)
-            image.set_bytes("local_ip6", l3[8:24])
-            image.set_bytes("remote_ip6", l3[24:40])
         data = data_in if self.is_l2 else l3
         if given is not None:
             wire_len = image.get("wire_len")
