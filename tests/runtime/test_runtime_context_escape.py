@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kernel_oracle import kernel_bpffs
 
 from pybpf.asm import assemble, assemble_bytes
 from pybpf.errors import ContextAccessError, PybpfError, VerifierRejectedError
 from pybpf.isa.insn import LabeledInsn, Load
 from pybpf.isa.opcodes import Size
-from pybpf.kernel.bpffs import private_bpffs
 from pybpf.kernel.objects import obj_get
 from pybpf.kernel.probe import available
 from pybpf.kernel.progs import prog_load_with_log, prog_test_run
@@ -168,24 +168,14 @@ def program_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def kernel_progs(program_file: Path) -> Iterator[Path]:
     """The object loaded by the kernel (bpftool, private bpffs); skipped when that is impossible."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for bpf() and mounting bpffs")
-    ok, reason = available()
-    if not ok:
-        pytest.skip(f"bpf() unavailable: {reason}")
-    if shutil.which("bpftool") is None:
-        pytest.skip("bpftool is not installed")
-    try:
-        with private_bpffs() as directory:
-            result = subprocess.run(
-                ["bpftool", "prog", "loadall", str(program_file), str(directory / "progs")],
-                capture_output=True, text=True, check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"the kernel refused the object: {result.stderr[-400:]}")
-            yield directory / "progs"
-    except PybpfError as error:
-        pytest.skip(f"cannot mount a private bpffs: {error}")
+    for directory in kernel_bpffs():
+        result = subprocess.run(
+            ["bpftool", "prog", "loadall", str(program_file), str(directory / "progs")],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"the kernel refused the object: {result.stderr[-400:]}")
+        yield directory / "progs"
 
 
 # -- the programs, on every engine --------------------------------------------------------------
