@@ -32,9 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pybpf.errors import (
-    CallDepthError,
     HelperError,
-    InstructionLimitError,
     NotSupportedError,
     PybpfError,
     VmError,
@@ -75,6 +73,7 @@ from pybpf.vm.jit.native_packet import (
     refresh_packet_slots,
 )
 from pybpf.vm.jit.native_xdp import PacketFrame, sync_packet_back
+from pybpf.vm.jit.outcome import status_error
 from pybpf.vm.jit.plan import ProgramPlan, plan_program
 from pybpf.vm.jit.sessions import NO_HOT, Session, SessionPool
 from pybpf.vm.jit.state import MAP_FIELDS, Slot, Status
@@ -503,25 +502,11 @@ class JitProgram:
         if not state[_STATUS]:  # the common case first, without enum conversions
             return RunResult(r0, executed, _REGISTERS.unpack_from(run.session.words, _REGS * 8))
         status = Status(state[Slot.STATUS])
-        pc = int(state[Slot.ERROR_PC])
-        registers = tuple(state[Slot.REGS : Slot.REGS + 11])
         if status is Status.STOPPED:
             r0 = int(state[Slot.STOP_R0])
+            registers = _REGISTERS.unpack_from(run.session.words, _REGS * 8)
             return RunResult(r0, executed, (r0, *registers[1:]))
-        if status is Status.CALL_DEPTH:
-            raise CallDepthError(f"a call would exceed the limit of {MAX_CALL_FRAMES} call frames", pc)
-        if status is Status.BUDGET:
-            raise InstructionLimitError(f"loop budget of {self.instruction_limit_for(run)} iterations exhausted", pc)
-        if status is Status.BAD_CALL:
-            target = int(state[Slot.ERROR_VALUE])
-            raise VmError(f"callx: {target:#x} is not the address of a function of this program", pc)
-        if status is Status.TRAP:
-            raise VmError(self._traps.get(pc, "cannot execute this instruction"), pc)
-        if status is Status.TAIL_CALL_IN_FUNCTION:
-            raise VmError("tail calls from inside a bpf-to-bpf function or callback are not supported", pc)
-        if status is Status.NO_PACKET:
-            raise VmError("LD_ABS/LD_IND needs a packet, and this run has none", pc)
-        raise VmError(f"native code reported status {status.name} without an error", pc)
+        raise status_error(status, state, self._traps, self.instruction_limit_for(run))
 
     def _fill_packet(self, run: _Run, user: object) -> None:
         """What the native packet and checksum helpers read (see pybpf.vm.jit.native_packet)."""
