@@ -352,6 +352,7 @@ class RuntimeServices:
         self.task = task if task is not None else TaskInfo.current()
         self.trace_pipe = trace_pipe if trace_pipe is not None else TracePipe()
         self.locks = LockTable()
+        self._native_helper_sets: dict[tuple[object, ...], frozenset[int]] = {}
         self.task_struct = memory.add(
             Region.zeroed(RegionKind.OTHER, "task_struct of current", TASK_STRUCT_SIZE, writable=False)
         )
@@ -362,6 +363,23 @@ class RuntimeServices:
         if self.prandom.cpu_address(chosen) is None:
             raise HelperError(f"cpu {chosen} is outside the {self.cpus} virtual CPUs")
         return self.prandom.next_u32(chosen)
+
+    def native_helpers(self, helpers: Mapping[int, HelperFn]) -> frozenset[int]:
+        """The helpers of ``helpers`` that native code may serve: the runtime's own functions (and
+        ktime only on the host's clock). Asked before every native run, so the answer is kept per
+        distinct set of those functions (a helper table may be changed between runs)."""
+        equivalents = _native_equivalents()
+        host_clock = type(self.clock) is SystemClock
+        key = (host_clock, *(helpers.get(helper) for helper in equivalents))
+        found = self._native_helper_sets.get(key)
+        if found is None:
+            found = frozenset(
+                helper
+                for helper, fn in equivalents.items()
+                if helpers.get(helper) is fn and (host_clock or helper != HelperId.KTIME_GET_NS)
+            )
+            self._native_helper_sets[key] = found
+        return found
 
     def close(self) -> None:
         """Unmap the regions the services own (map handles, the task_struct stand-in)."""
@@ -416,12 +434,7 @@ class RunState(NativeRunSupport, TracingRunSupport):
         return self.current_cpu
 
     def native_helpers(self, helpers: Mapping[int, HelperFn]) -> frozenset[int]:
-        host_clock = type(self.services.clock) is SystemClock
-        return frozenset(
-            helper
-            for helper, fn in _native_equivalents().items()
-            if helpers.get(helper) is fn and (host_clock or helper != HelperId.KTIME_GET_NS)
-        )
+        return self.services.native_helpers(helpers)
 
     # -- TracingRunSupport --------------------------------------------------------------------------
 
