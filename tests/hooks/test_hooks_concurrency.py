@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import pybpf
-from pybpf.hooks.engine import EnginePool, TaskServices, run_services
+from pybpf.hooks.engine import TaskServices, run_services
 from pybpf.hooks.link import HookRuntime
 from pybpf.hooks.probes import attach_probe
 from pybpf.hooks.run_gate import RunGate, parallel_safe
@@ -158,8 +158,9 @@ def test_hooks_run_the_programs_engine(counters_object: Path, engine: str) -> No
         with attach_probe(program, lambda n: n, runtime=runtime, install=False) as link:
             link.wrapper(5)
             assert link.errors == 0, link.last_error
-        # A native run leaves its instance in the program's pool; the interpreter needs none.
-        assert len(runtime.hooked(program).engines) == (1 if engine == "jit" else 0)
+        # The engine was settled (and the JIT compiled) when the probe attached, not by the run.
+        assert program.engine == engine
+        assert (program._jit is not None) == (engine == "jit")
         assert u64(obj.maps["shared_array"].lookup_raw(bytes(4))) == 5
 
 
@@ -323,18 +324,6 @@ def test_each_run_sees_its_own_task() -> None:
         services.cpu = services.cpus - 1  # a view reads through: later changes are seen
         assert view.cpu == services.cpus - 1
         assert run_services(services, None) is services
-
-
-def test_engine_pool_gives_each_concurrent_run_its_own_instance(counters_object: Path) -> None:
-    with pybpf.load(counters_object, engine="jit") as obj:
-        program = obj.program("probe_count")
-        pool = EnginePool()
-        first = pool.acquire(program)
-        second = pool.acquire(program)
-        assert first is program.jit and second is not first
-        assert second.bounds_checks == first.bounds_checks
-        pool.release(second)
-        assert pool.acquire(program) is second  # reused once free
 
 
 @pytest.mark.usefixtures("busy_switching")

@@ -4,16 +4,11 @@
 already mapped, with the engine ``program.engine`` names (``"jit"`` once the runtime makes native
 code the default for verified programs, ``"interp"`` otherwise), and returns r0.
 
-Two things make a run safe to overlap with runs in other threads:
+A run is safe to overlap with runs in other threads: each native run takes a session of its own
+(state block and stacks) from its :class:`~pybpf.vm.jit.JitProgram`, and the interpreter keeps all
+per-run state in the run. What hooks add is
 
-- **Native instances per concurrent run** (:class:`EnginePool`). A :class:`~pybpf.vm.jit.JitProgram`
-  keeps one set of stacks and picks between it and fresh ones with a check that is not atomic
-  across threads, so two threads must not run the same instance at once. The pool hands each
-  run an instance of its own: ``program.jit`` first, then copies made with
-  :meth:`JitProgram.of <pybpf.vm.jit.JitProgram.of>` (the compile cache gives them the same
-  native code, so a copy costs its preparation, not a compilation). The interpreter keeps all
-  per-run state in the run (its :class:`~pybpf.vm.execution.ExecutionContext`) and needs none.
-- **The current task per run** (:class:`TaskServices`). get_current_pid_tgid and friends read
+**the current task per run** (:class:`TaskServices`). get_current_pid_tgid and friends read
   ``services.task``; instead of swapping that attribute on the object's shared services (which
   another thread's run would see), a run gets a view of the services whose ``task`` is its own
   thread's.
@@ -21,14 +16,12 @@ Two things make a run safe to overlap with runs in other threads:
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any, cast
 
 from pybpf.runtime.helpers.services import RunState, RuntimeServices, TaskInfo
 
 if TYPE_CHECKING:
     from pybpf.runtime.program import Program
-    from pybpf.vm.jit import JitProgram
     from pybpf.vm.memory import Region
 
 
@@ -81,64 +74,16 @@ def run_services(services: RuntimeServices, task: TaskInfo | None) -> RuntimeSer
     return cast("RuntimeServices", TaskServices(services, task))
 
 
-class EnginePool:
-    """Native instances of one program, one per run in progress (see the module docstring).
-
-    ``compile_lock`` is held while an instance is made (shared by every pool of a hook runtime).
-    """
-
-    def __init__(self, compile_lock: threading.Lock | None = None) -> None:
-        self.compile_lock = compile_lock if compile_lock is not None else threading.Lock()
-        self._lock = threading.Lock()
-        self._free: list[JitProgram] = []
-        self._seeded = False
-
-    def acquire(self, program: Program) -> JitProgram:
-        """An instance no other run is using: ``program.jit`` the first time, else a free or new copy."""
-        with self._lock:
-            if self._free:
-                return self._free.pop()
-            seeded, self._seeded = self._seeded, True
-        from pybpf.vm.jit import JitProgram
-
-        with self.compile_lock:
-            seed = program.jit
-            if not seeded:
-                return seed
-            # The same options as the program's own instance (bounds checks or not); the compile
-            # cache gives it the same native code.
-            return JitProgram.of(program.interpreter, bounds_checks=seed.bounds_checks)
-
-    def prepare(self, program: Program) -> None:
-        """Settle ``program``'s engine now (compiling its native code), not in a racing first run."""
-        with self.compile_lock:
-            if program.resolve_engine() == "jit":
-                _ = program.jit
-
-    def release(self, native: JitProgram) -> None:
-        with self._lock:
-            self._free.append(native)
-
-    def __len__(self) -> int:
-        """Instances made so far that are free now."""
-        with self._lock:
-            return len(self._free)
-
-
-def run_program(program: Program, context: Region, state: RunState, pool: EnginePool) -> int:
+def run_program(program: Program, context: Region, state: RunState) -> int:
     """Run ``program`` once with its engine on ``context`` (mapped), ``state`` as ``env.user``; r0.
 
-    The engine is ``program.engine``, settled when the hook attached (:meth:`EnginePool.prepare`:
-    ``Program.resolve_engine`` compiles, or falls back to the interpreter when the JIT cannot
-    compile a program it was not asked for).
+    The engine is ``program.engine``, settled when the hook attached (``Program.resolve_engine``
+    compiles, or falls back to the interpreter when the JIT cannot compile a program it was not
+    asked for), so no first run compiles.
     """
     if program.engine == "jit":
-        native = pool.acquire(program)
-        try:
-            return native.run(context, user=state).r0
-        finally:
-            pool.release(native)
+        return program.jit.run(context, user=state).r0
     return program.interpreter.run(context, user=state).r0
 
 
-__all__ = ["EnginePool", "TaskServices", "run_program", "run_services"]
+__all__ = ["TaskServices", "run_program", "run_services"]

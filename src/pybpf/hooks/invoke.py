@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pybpf.errors import NotSupportedError
-from pybpf.hooks.engine import EnginePool, run_program, run_services
+from pybpf.hooks.engine import run_program, run_services
 from pybpf.hooks.run_gate import RunGate
 from pybpf.runtime.context import ContextImage
 from pybpf.runtime.helpers.services import RunState, TaskInfo
@@ -107,11 +107,10 @@ class ScratchPool:
 
 @dataclass(frozen=True, slots=True)
 class HookedProgram:
-    """A program as hooks run it: its object's gate, its native instances, its admission mode."""
+    """A program as hooks run it: its object's gate and its admission mode."""
 
     program: Program
     gate: RunGate
-    engines: EnginePool
     parallel: bool  # runs may overlap: parallel-safe helpers, and verified (or interpreted); see HookRuntime.hooked
 
 
@@ -248,7 +247,7 @@ def run_hooked(
                 services.task = task
             try:
                 state = RunState(services, ctx=image.address, cpu=cpu, attach_cookie=attach_cookie, func_ip=func_ip)
-                r0 = run_program(program, image.region, state, hooked.engines)
+                r0 = run_program(program, image.region, state)
             finally:
                 services.task = saved
                 gate.leave()
@@ -257,7 +256,7 @@ def run_hooked(
                 with gate.cpu_locks[cpu]:
                     view_of = run_services(services, task)
                     state = RunState(view_of, ctx=image.address, cpu=cpu, attach_cookie=attach_cookie, func_ip=func_ip)
-                    r0 = run_program(program, image.region, state, hooked.engines)
+                    r0 = run_program(program, image.region, state)
             finally:
                 gate.leave()
     finally:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pybpf.errors import PybpfError
-from pybpf.hooks.engine import EnginePool
 from pybpf.hooks.invoke import HookedProgram
 from pybpf.hooks.run_gate import RunGate, parallel_safe
 from pybpf.runtime.helpers.services import TASK_COMM_LEN, TaskInfo
@@ -128,10 +127,8 @@ class HookRuntime:
     def __init__(self) -> None:
         self.links = LinkRegistry()
         self._guard = threading.Lock()
-        # One gate per loaded object (keyed by its RuntimeServices), native instances per program.
+        # One gate per loaded object (keyed by its RuntimeServices).
         self._gates: weakref.WeakKeyDictionary[object, RunGate] = weakref.WeakKeyDictionary()
-        self._engines: weakref.WeakKeyDictionary[Program, EnginePool] = weakref.WeakKeyDictionary()
-        self._compile_lock = threading.Lock()  # LLVM compiles one program at a time (hooks.engine)
         # Extensions (the audit dispatcher, the tracepoint table) are created on first use.
         self._extensions: dict[str, object] = {}
         self._tasks: dict[int, TaskInfo] = {}
@@ -154,20 +151,15 @@ class HookRuntime:
         return self.gate(program)
 
     def hooked(self, program: Program) -> HookedProgram:
-        """``program`` ready to run from hooks: its gate, its native instances, its admission mode."""
+        """``program`` ready to run from hooks: its gate and its admission mode."""
         gate = self.gate(program)
-        with self._guard:
-            engines = self._engines.get(program)
-            if engines is None:
-                engines = EnginePool(self._compile_lock)
-                self._engines[program] = engines
-        engines.prepare(program)  # compiled at attach time, never by two racing first runs
+        program.resolve_engine()  # compiled at attach time, not by a first run (vm.jit serialises compiles)
         # Native code checks accesses against the regions mapped when its run started; a region
         # another thread unmaps meanwhile would stay in that table. Only a program the verifier
         # proved never strays there may overlap other runs under the JIT (the interpreter looks
         # every access up in the live address space).
         parallel = parallel_safe(program) and (program.verified or program.engine == "interp")
-        return HookedProgram(program, gate, engines, parallel)
+        return HookedProgram(program, gate, parallel)
 
     def current_task(self) -> TaskInfo:
         """What get_current_pid_tgid/comm/uid_gid report for the calling thread (cached per thread id)."""
