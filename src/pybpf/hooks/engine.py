@@ -1,17 +1,15 @@
 """Running a hooked program once with its engine (the interpreter or the JIT), from any thread.
 
 :func:`run_program` is the one entry hooks use: it runs ``program`` on a context region that is
-already mapped, with the engine ``program.engine`` names (``"jit"`` once the runtime makes native
-code the default for verified programs, ``"interp"`` otherwise), and returns r0.
+already mapped, with the engine ``program.engine`` names (the JIT for a verified program, else the
+interpreter), and returns r0.
 
-A run is safe to overlap with runs in other threads: each native run takes a session of its own
-(state block and stacks) from its :class:`~pybpf.vm.jit.JitProgram`, and the interpreter keeps all
-per-run state in the run. What hooks add is
-
-**the current task per run** (:class:`TaskServices`). get_current_pid_tgid and friends read
-  ``services.task``; instead of swapping that attribute on the object's shared services (which
-  another thread's run would see), a run gets a view of the services whose ``task`` is its own
-  thread's.
+A run may overlap runs in other threads: each native run takes a session of its own (state block
+and stacks) from its :class:`~pybpf.vm.jit.JitProgram`, and the interpreter keeps all per-run state
+in the run. What hooks add is the current task per run (:class:`TaskServices`):
+get_current_pid_tgid and friends read ``services.task``; instead of swapping that attribute on the
+object's shared services (which another thread's run would see), a run gets a view of the services
+whose ``task`` is its own thread's.
 """
 
 from __future__ import annotations
