@@ -32,6 +32,7 @@ loop; only a program reading uninitialised stack could tell).
 from __future__ import annotations
 
 import ctypes
+import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,11 +128,21 @@ def run_batch(
     engine: Engine | None = None,
     cpu: int | None = None,
     data_out: bool = False,
+    ifindex: int = 0,
+    rx_queue: int = 0,
 ) -> PacketBatchResult:
-    """``program`` once per packet, natively when it can (see the module doc); ``Program.run_batch`` calls this."""
+    """``program`` once per packet, natively when it can (see the module doc); ``Program.run_batch`` calls this.
+
+    ``ifindex`` (0: the test-run default, loopback) and ``rx_queue`` are one context for the whole
+    batch, as every packet's ``test_run`` would get from :func:`batch_context`: the ingress device
+    (``xdp_md.ingress_ifindex``/``rx_queue_index``, ``__sk_buff.ifindex``/``ingress_ifindex``).
+    """
     native = program.resolve_engine(engine) == "jit"
     if not native or native_batch_blocker(program) is not None:
-        runs = [program.test_run(packet, cpu=cpu, engine=engine) for packet in packets]
+        runs = [
+            program.test_run(packet, batch_context(program, packet, ifindex, rx_queue), cpu=cpu, engine=engine)
+            for packet in packets
+        ]
         total = sum(run.duration_ns for run in runs)
         outputs = tuple(run.data_out for run in runs) if data_out else None
         return PacketBatchResult(
@@ -139,10 +150,29 @@ def run_batch(
         )
     if not packets:
         return PacketBatchResult(array("I"), 0.0, () if data_out else None, native=True)
-    return _run_native(program, packets, cpu, data_out)
+    return _run_native(program, packets, cpu, data_out, ifindex=ifindex, rx_queue=rx_queue)
 
 
-def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, data_out: bool) -> PacketBatchResult:
+def batch_context(program: Program, packet: bytes, ifindex: int, rx_queue: int = 0) -> bytes | None:
+    """The ctx_in a test run of ``packet`` on device ``ifindex`` (0: none, the default context) takes."""
+    if not ifindex:
+        if rx_queue:
+            raise TestRunError("an rx queue needs an ingress ifindex")
+        return None
+    if isinstance(run_kind(program.prog_type), XdpKind):
+        # struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+        return struct.pack("<6I", 0, len(packet), 0, ifindex, rx_queue, 0)
+    uapi = program.layout.uapi
+    image = bytearray(uapi.size)
+    for name in ("ifindex", "ingress_ifindex"):
+        field = uapi.field(name)
+        image[field.offset : field.end] = ifindex.to_bytes(field.end - field.offset, "little")
+    return bytes(image)
+
+
+def _run_native(
+    program: Program, packets: Sequence[bytes], cpu: int | None, data_out: bool, *, ifindex: int, rx_queue: int
+) -> PacketBatchResult:
     kind = run_kind(program.prog_type)
     skb = kind if isinstance(kind, SkbKind) else None
     if skb is not None:
@@ -160,8 +190,10 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
     joined = b"".join(visible)
     buffer = (ctypes.c_uint8 * (len(joined) or 1)).from_buffer_copy(joined or b"\0")
     # The run's packet buffer must hold the longest packet: prepare one of that size.
-    longest = max(packets, key=len)
-    prepared = kind.prepare(program.interpreter.memory, program.layout, bytes(len(longest)), None)
+    longest = bytes(len(max(packets, key=len)))
+    ctx_in = batch_context(program, longest, ifindex, rx_queue)
+    # The XDP context's ingress device and queue stay as prepare sets them: the native loop only moves data_end.
+    prepared = kind.prepare(program.interpreter.memory, program.layout, longest, ctx_in)
     try:
         packet_state = prepared.packet_state
         slot = program.layout.slot_for(Conversion.PACKET_END)
@@ -170,7 +202,9 @@ def _run_native(program: Program, packets: Sequence[bytes], cpu: int | None, dat
         images = None
         if skb is not None:
             frames = [(packet, length) for packet, length in zip(packets, lengths, strict=True)]
-            images = skb_context_images(program.layout, frames, packet_state.data, packet_state.data_meta)
+            images = skb_context_images(
+                program.layout, frames, packet_state.data, packet_state.data_meta, ctx_in=ctx_in
+            )
         frame = _xdp_frame(program, prepared.context.address, packet_state) if skb is None else None
         # An XDP packet may grow to the frame's end: each output slot is then a whole frame.
         stride = packet_state.region.size if frame is not None else max(lengths)
@@ -207,13 +241,20 @@ def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketF
 
 
 def skb_context_images(
-    layout: InternalLayout, frames: Sequence[tuple[bytes, int]], data: int, data_meta: int
+    layout: InternalLayout,
+    frames: Sequence[tuple[bytes, int]],
+    data: int,
+    data_meta: int,
+    *,
+    ctx_in: bytes | None = None,
 ) -> ctypes.Array[ctypes.c_uint8]:
     """One ``__sk_buff`` image per ``(frame, length the program sees)``, as ``SkbKind.prepare`` builds it.
 
     Without ctx_in: the frame's protocol and pkt_type (eth_type_trans), the loopback ifindex, the
     test socket's family and addresses for IPv4/IPv6, len, and the data pointers of a packet at
-    ``data`` (with the metadata pointer at ``data_meta``), as ``sync_skb`` sets them.
+    ``data`` (with the metadata pointer at ``data_meta``), as ``sync_skb`` sets them. ``ctx_in``
+    (the fields ``SkbKind.prepare`` accepts, already checked by it) starts every image, and then,
+    as there, a zero ``wire_len`` becomes the packet's length.
     """
     scratch = ContextImage(layout, "batch context image")
     size = layout.size
@@ -222,7 +263,11 @@ def skb_context_images(
     zeros = bytes(size)
     for index, (frame, length) in enumerate(frames):
         scratch.region.view[:] = zeros
+        if ctx_in is not None:
+            scratch.load_uapi(ctx_in)
         set_frame_fields(scratch, frame)
+        if ctx_in is not None and not scratch.get("wire_len"):
+            scratch.set("wire_len", length)
         scratch.set("len", length)
         scratch.set_pointer(Conversion.PACKET_DATA, data)
         scratch.set_pointer(Conversion.PACKET_META, data_meta)

@@ -42,7 +42,7 @@ PACKET_PROG_TYPES = frozenset(
 )
 """Program types a packet hook can run: they take a frame and return a verdict or a length."""
 
-_L3_TYPES = frozenset({BpfProgType.SOCKET_FILTER, BpfProgType.CGROUP_SKB})
+L3_TYPES = frozenset({BpfProgType.SOCKET_FILTER, BpfProgType.CGROUP_SKB})
 """Types that see the packet from its network header (the Ethernet header is kept aside)."""
 
 _TC_CONSUMED = frozenset({TcAct.SHOT, TcAct.STOLEN, TcAct.QUEUED, TcAct.TRAP})
@@ -165,27 +165,35 @@ class PacketRunner:
             after = packet.packet_bytes() if packet is not None else frame
         finally:
             prepared.close()
-        prog_type = program.prog_type
-        if prog_type is BpfProgType.XDP:
-            action = xdp_action(retval)
-        elif prog_type in (BpfProgType.SCHED_CLS, BpfProgType.SCHED_ACT):
-            action = tc_action(retval)
-        elif prog_type is BpfProgType.SOCKET_FILTER:
-            action = PacketAction.PASS if retval else PacketAction.DROP
-            after = after[:retval]
-        else:
-            action = PacketAction.PASS if retval & 1 else PacketAction.DROP
-        if prog_type in _L3_TYPES:
-            after = frame[:ETH_HLEN] + after  # these programs never see (or change) the MAC header
-        verdict = verdict_name(prog_type, retval) or action.name
-        redirect = state.redirect if action is PacketAction.REDIRECT else None
-        return PacketResult(
-            retval=retval,
-            verdict=verdict,
-            action=action,
-            data=after,
-            modified=after != frame,
-            redirect=redirect,
-            redirect_ifindex=redirect_ifindex(redirect),
-            instructions=executed,
-        )
+        return packet_result(program.prog_type, retval, frame, after, redirect=state.redirect, instructions=executed)
+
+
+def packet_result(
+    prog_type: BpfProgType, retval: int, frame: bytes, after: bytes, *, redirect: Redirect | None, instructions: int
+) -> PacketResult:
+    """The hook's view of one run: ``after`` is the packet as the program left it (from the network
+    header for socket filters and cgroup_skb), ``redirect`` what the run recorded (kept only for a REDIRECT)."""
+    if prog_type is BpfProgType.XDP:
+        action = xdp_action(retval)
+    elif prog_type in (BpfProgType.SCHED_CLS, BpfProgType.SCHED_ACT):
+        action = tc_action(retval)
+    elif prog_type is BpfProgType.SOCKET_FILTER:
+        action = PacketAction.PASS if retval else PacketAction.DROP
+        after = after[:retval]
+    else:
+        action = PacketAction.PASS if retval & 1 else PacketAction.DROP
+    if prog_type in L3_TYPES:
+        after = frame[:ETH_HLEN] + after  # these programs never see (or change) the MAC header
+    verdict = verdict_name(prog_type, retval) or action.name
+    if action is not PacketAction.REDIRECT:
+        redirect = None
+    return PacketResult(
+        retval=retval,
+        verdict=verdict,
+        action=action,
+        data=after,
+        modified=after != frame,
+        redirect=redirect,
+        redirect_ifindex=redirect_ifindex(redirect),
+        instructions=instructions,
+    )
