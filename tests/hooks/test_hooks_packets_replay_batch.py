@@ -54,6 +54,8 @@ def capture() -> list[CapturedPacket]:
         icmp_frame("192.0.2.4", "10.0.0.2"),
         arp_frame(),
         ipv6_frame(),
+        # The same length but for both addresses: an skb image built once per shape must patch them.
+        ipv6_frame()[:22] + bytes((i * 37 + 11) & 0xFF for i in range(32)) + ipv6_frame()[54:],
     ]
     return [CapturedPacket(500.0 + index / 8, frame) for index, frame in enumerate(frames)]
 
@@ -146,6 +148,28 @@ int tc_ctx(struct __sk_buff *skb)
 	return skb->len > 60 ? TC_ACT_OK : TC_ACT_UNSPEC;
 }
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen SEC(".maps");
+
+/* Folds the socket fields of the test socket (addresses, family) into a map slot per length. */
+SEC("cgroup_skb/ingress")
+int cg_addresses(struct __sk_buff *skb)
+{
+	__u32 slot = skb->len & 63;
+	__u64 *sum = bpf_map_lookup_elem(&seen, &slot);
+	__u64 mix = skb->remote_ip4 + (__u64)skb->local_ip4 * 3 + (__u64)skb->local_ip6[0] * 5;
+
+	mix += (__u64)skb->local_ip6[3] * 7 + (__u64)skb->remote_ip6[1] * 11 + (__u64)skb->remote_ip6[2] * 13;
+	mix += skb->family * 17;
+	if (sum)
+		__sync_fetch_and_add(sum, mix * (skb->ifindex + 1));
+	return skb->len & 1;
+}
+
 SEC("tc")
 int tc_redirect(struct __sk_buff *skb)
 {
@@ -174,12 +198,16 @@ def context_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "ctx.o"
 
 
-@pytest.mark.parametrize("prog", ["xdp_ctx", "tc_ctx"])
+@pytest.mark.parametrize("prog", ["xdp_ctx", "tc_ctx", "cg_addresses"])
 @pytest.mark.parametrize("ifindex", [0, 6, 7])
 def test_the_device_context_is_the_same_in_batches(context_object: Path, prog: str, ifindex: int) -> None:
     packets = capture()
     batched, single = both_ways(context_object, prog, no_setup, packets, ifindex=ifindex, chunk=5)
     assert_same(batched, single)
+    if prog == "cg_addresses":
+        values = [entry.value for entry in batched.maps["seen"].entries]
+        assert any(isinstance(value, bytes) and int.from_bytes(value, "little") for value in values)
+        return
     expected = ifindex or 1  # without a device, test runs report loopback
     emitted = [out for out in batched.outputs if len(out.data) >= 12]
     assert emitted and all(int.from_bytes(out.data[:4], "little") == expected for out in emitted)

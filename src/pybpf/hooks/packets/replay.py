@@ -26,7 +26,15 @@ from typing import Any
 from pybpf.errors import PybpfError, TestRunError
 from pybpf.hooks.link import hook_runtime
 from pybpf.hooks.packets.capture import CapturedPacket
-from pybpf.hooks.packets.runner import ETH_HLEN, L3_TYPES, PacketAction, PacketResult, PacketRunner, packet_result
+from pybpf.hooks.packets.runner import (
+    ETH_HLEN,
+    L3_TYPES,
+    PacketAction,
+    PacketResult,
+    PacketRunner,
+    classify,
+    leaving_frame,
+)
 from pybpf.isa.insn import Call
 from pybpf.platform.packet_layout import XDP_MAX_LINEAR
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
@@ -239,6 +247,8 @@ class _Tally:
     outputs: list[OutputPacket] = field(default_factory=list)
     refused: list[RefusedPacket] = field(default_factory=list)
     instructions: int = 0
+    classes: dict[int, tuple[str, PacketAction]] = field(default_factory=dict)
+    """``classify`` of each return value seen in batches."""
 
     def add(self, index: int, timestamp: float, result: PacketResult) -> None:
         self.verdicts[result.verdict] += 1
@@ -264,7 +274,7 @@ def _chunks(
     first = 0
     frames: list[tuple[float, bytes]] = []
     for packet in packets:
-        frames.append(_split(packet))
+        frames.append((packet.timestamp, packet.data) if isinstance(packet, CapturedPacket) else (0.0, packet))
         if len(frames) == size:
             yield first, frames
             first += size
@@ -276,37 +286,49 @@ def _chunks(
 def _run_chunk(runner: PacketRunner, first: int, frames: list[tuple[float, bytes]], tally: _Tally) -> None:
     """One native batch over the frames of a chunk the hook accepts; the refused ones are noted, as one by one."""
     program = runner.program
+    prog_type = program.prog_type
     accepted: list[tuple[int, float, bytes]] = []
     for offset, (timestamp, frame) in enumerate(frames):
-        reason = refusal(program, frame)
+        reason = refusal(prog_type, frame)
         if reason is None:
             accepted.append((first + offset, timestamp, frame))
         else:
             tally.refused.append(RefusedPacket(first + offset, reason))
     if not accepted:
         return
+    last = first + len(frames) - 1
     try:
         result = run_batch(
-            program, [frame for _, _, frame in accepted], data_out=True, ifindex=runner.ifindex,
+            program, [frame for _, _, frame in accepted], data_out=tally.keep_outputs, ifindex=runner.ifindex,
             rx_queue=runner.rx_queue,
         )
     except PybpfError as error:
         # No index to name: a native batch stops as a whole (only a defence-in-depth JIT faults at all).
-        raise ReplayError(f"packets {first}..{first + len(frames) - 1}: {error}", first) from error
-    outputs = result.data_out
-    if outputs is None or not result.native:  # asked for; native_batch_blocker said it batches
-        raise ReplayError(f"packets {first}..{first + len(frames) - 1}: the batch did not run natively", first)
-    prog_type = program.prog_type
+        raise ReplayError(f"packets {first}..{last}: {error}", first) from error
+    if not result.native:  # batch_blocker said it batches
+        raise ReplayError(f"packets {first}..{last}: the batch did not run natively", first)
+    # A few distinct return values for thousands of packets: name each once.
+    classes = tally.classes
+    for retval, count in Counter(result.retvals).items():
+        if retval not in classes:
+            classes[retval] = classify(prog_type, retval)
+        verdict, action = classes[retval]
+        tally.verdicts[verdict] += count
+        tally.actions[action] += count
+    if result.data_out is None:
+        return
     strip = ETH_HLEN if prog_type in L3_TYPES else 0  # the batch pushes back a zeroed MAC header
-    for (index, timestamp, frame), retval, after in zip(accepted, result.retvals, outputs, strict=True):
-        run = packet_result(prog_type, retval, frame, after[strip:], redirect=None, instructions=0)
-        tally.add(index, timestamp, run)
+    for (index, timestamp, frame), retval, after in zip(accepted, result.retvals, result.data_out, strict=True):
+        verdict, action = classes[retval]
+        if action.emits:
+            data = leaving_frame(prog_type, retval, frame, after[strip:] if strip else after)
+            tally.outputs.append(OutputPacket(index, timestamp, action, verdict, data, data != frame))
 
 
-def refusal(program: Program, frame: bytes) -> str | None:
-    """Why a test run of ``frame`` on ``program`` would be refused (TestRunError's message), or None."""
+def refusal(prog_type: BpfProgType, frame: bytes) -> str | None:
+    """Why a test run of ``frame`` on a ``prog_type`` program would be refused (TestRunError's message), or None."""
     try:
-        if program.prog_type is BpfProgType.XDP:
+        if prog_type is BpfProgType.XDP:
             if len(frame) > XDP_MAX_LINEAR:
                 raise TestRunError(
                     f"packet of {len(frame)} bytes: XDP fragments are not supported (max {XDP_MAX_LINEAR})"

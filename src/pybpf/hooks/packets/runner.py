@@ -168,23 +168,36 @@ class PacketRunner:
         return packet_result(program.prog_type, retval, frame, after, redirect=state.redirect, instructions=executed)
 
 
-def packet_result(
-    prog_type: BpfProgType, retval: int, frame: bytes, after: bytes, *, redirect: Redirect | None, instructions: int
-) -> PacketResult:
-    """The hook's view of one run: ``after`` is the packet as the program left it (from the network
-    header for socket filters and cgroup_skb), ``redirect`` what the run recorded (kept only for a REDIRECT)."""
+def classify(prog_type: BpfProgType, retval: int) -> tuple[str, PacketAction]:
+    """``(verdict name, action)`` of a return value: "XDP_TX", or for types without verdict names "PASS"/"DROP"."""
     if prog_type is BpfProgType.XDP:
         action = xdp_action(retval)
     elif prog_type in (BpfProgType.SCHED_CLS, BpfProgType.SCHED_ACT):
         action = tc_action(retval)
     elif prog_type is BpfProgType.SOCKET_FILTER:
         action = PacketAction.PASS if retval else PacketAction.DROP
-        after = after[:retval]
     else:
         action = PacketAction.PASS if retval & 1 else PacketAction.DROP
+    return verdict_name(prog_type, retval) or action.name, action
+
+
+def leaving_frame(prog_type: BpfProgType, retval: int, frame: bytes, after: bytes) -> bytes:
+    """The Ethernet frame that leaves the hook, from ``after``, the packet as the program left it
+    (from the network header for socket filters and cgroup_skb)."""
+    if prog_type is BpfProgType.SOCKET_FILTER:
+        after = after[:retval]  # the return value is how many bytes to keep
     if prog_type in L3_TYPES:
         after = frame[:ETH_HLEN] + after  # these programs never see (or change) the MAC header
-    verdict = verdict_name(prog_type, retval) or action.name
+    return after
+
+
+def packet_result(
+    prog_type: BpfProgType, retval: int, frame: bytes, after: bytes, *, redirect: Redirect | None, instructions: int
+) -> PacketResult:
+    """The hook's view of one run: ``after`` as for :func:`leaving_frame`, ``redirect`` what the run
+    recorded (kept only for a REDIRECT)."""
+    verdict, action = classify(prog_type, retval)
+    after = leaving_frame(prog_type, retval, frame, after)
     if action is not PacketAction.REDIRECT:
         redirect = None
     return PacketResult(
