@@ -247,8 +247,8 @@ class _Tally:
     outputs: list[OutputPacket] = field(default_factory=list)
     refused: list[RefusedPacket] = field(default_factory=list)
     instructions: int = 0
-    classes: dict[int, tuple[str, PacketAction]] = field(default_factory=dict)
-    """``classify`` of each return value seen in batches."""
+    classes: dict[int, tuple[str, PacketAction, bool]] = field(default_factory=dict)
+    """``classify`` of each return value seen in batches, and whether its action emits the packet."""
 
     def add(self, index: int, timestamp: float, result: PacketResult) -> None:
         self.verdicts[result.verdict] += 1
@@ -287,20 +287,29 @@ def _run_chunk(runner: PacketRunner, first: int, frames: list[tuple[float, bytes
     """One native batch over the frames of a chunk the hook accepts; the refused ones are noted, as one by one."""
     program = runner.program
     prog_type = program.prog_type
-    accepted: list[tuple[int, float, bytes]] = []
-    for offset, (timestamp, frame) in enumerate(frames):
-        reason = refusal(prog_type, frame)
-        if reason is None:
-            accepted.append((first + offset, timestamp, frame))
-        else:
-            tally.refused.append(RefusedPacket(first + offset, reason))
+    indices: list[int] = []
+    accepted: list[bytes] = []
+    if prog_type is BpfProgType.XDP:  # the only refusal, inline: this loop runs for every packet
+        for offset, (_, frame) in enumerate(frames):
+            if len(frame) <= XDP_MAX_LINEAR:
+                indices.append(offset)
+                accepted.append(frame)
+            else:
+                tally.refused.append(RefusedPacket(first + offset, refusal(prog_type, frame) or ""))
+    else:
+        for offset, (_, frame) in enumerate(frames):
+            reason = refusal(prog_type, frame)
+            if reason is None:
+                indices.append(offset)
+                accepted.append(frame)
+            else:
+                tally.refused.append(RefusedPacket(first + offset, reason))
     if not accepted:
         return
     last = first + len(frames) - 1
     try:
         result = run_batch(
-            program, [frame for _, _, frame in accepted], data_out=tally.keep_outputs, ifindex=runner.ifindex,
-            rx_queue=runner.rx_queue,
+            program, accepted, data_out=tally.keep_outputs, ifindex=runner.ifindex, rx_queue=runner.rx_queue
         )
     except PybpfError as error:
         # No index to name: a native batch stops as a whole (only a defence-in-depth JIT faults at all).
@@ -311,18 +320,20 @@ def _run_chunk(runner: PacketRunner, first: int, frames: list[tuple[float, bytes
     classes = tally.classes
     for retval, count in Counter(result.retvals).items():
         if retval not in classes:
-            classes[retval] = classify(prog_type, retval)
-        verdict, action = classes[retval]
+            verdict, action = classify(prog_type, retval)
+            classes[retval] = (verdict, action, action.emits)
+        verdict, action, _ = classes[retval]
         tally.verdicts[verdict] += count
         tally.actions[action] += count
     if result.data_out is None:
         return
-    strip = ETH_HLEN if prog_type in L3_TYPES else 0  # the batch pushes back a zeroed MAC header
-    for (index, timestamp, frame), retval, after in zip(accepted, result.retvals, result.data_out, strict=True):
-        verdict, action = classes[retval]
-        if action.emits:
-            data = leaving_frame(prog_type, retval, frame, after[strip:] if strip else after)
-            tally.outputs.append(OutputPacket(index, timestamp, action, verdict, data, data != frame))
+    reshape = prog_type in L3_TYPES  # the batch pushes back a zeroed MAC header; leaving_frame restores it
+    outputs = tally.outputs
+    for offset, frame, retval, after in zip(indices, accepted, result.retvals, result.data_out, strict=True):
+        verdict, action, emits = classes[retval]
+        if emits:
+            data = leaving_frame(prog_type, retval, frame, after[ETH_HLEN:]) if reshape else after
+            outputs.append(OutputPacket(first + offset, frames[offset][0], action, verdict, data, data != frame))
 
 
 def refusal(prog_type: BpfProgType, frame: bytes) -> str | None:
