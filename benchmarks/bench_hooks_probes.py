@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pybpf import load
-from pybpf.hooks.engine import EnginePool, run_program
+from pybpf.hooks.engine import run_program
 from pybpf.hooks.invoke import HookScratch
 from pybpf.hooks.link import HookRuntime
 from pybpf.hooks.probes import attach_probe
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = program.engine
             scratch = HookScratch(program)
             state = RunState(program.services, ctx=scratch.image.address)
-            run = functools.partial(run_program, program, scratch.image.region, state, EnginePool())
+            run = functools.partial(run_program, program, scratch.image.region, state)
             rows.append((f"  of which the program run ({name})", best_ns(run, calls, runs)))
             scratch.close()
         link = attach_probe(obj.program("on_return"), plain, runtime=runtime, install=False)
