@@ -8,15 +8,20 @@ gives back ``(data_out, ctx_out)`` after the run(s).
 
 from __future__ import annotations
 
+import functools
+import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from pybpf.errors import TestRunError
+from pybpf.platform.context import Conversion
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext
 from pybpf.vm.memory import AddressSpace, Region
 
 U32 = 0xFFFF_FFFF
+_U64 = struct.Struct("<Q")
+_INT_STRUCTS = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I"), 8: struct.Struct("<Q")}
 
 
 class PreparedRun(ABC):
@@ -95,3 +100,68 @@ def new_image(layout: InternalLayout, ctx_in: bytes | None) -> ContextImage:
     if ctx_in:
         image.load_uapi(ctx_in[: layout.uapi.size])
     return image
+
+
+class ImageFields:
+    """Where a context layout's fields and pointer slots are, found once per layout.
+
+    :class:`ContextImage` looks each field up by name through the struct's field list (40-odd
+    for ``__sk_buff``), which costs more than the write itself; the hot paths of a test run
+    (the packet pointers after every packet change, the skb fields, ctx_out) write the same
+    fields run after run, so they use these precomputed offsets on ``image.region.view`` instead,
+    with the same packing and masking as :meth:`ContextImage.set`/:meth:`ContextImage.set_pointer`.
+    """
+
+    __slots__ = ("ints", "slots", "spans")
+
+    def __init__(self, layout: InternalLayout) -> None:
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.ints: dict[str, tuple[struct.Struct, int, int]] = {}
+        for field in layout.uapi.fields:
+            self.spans[field.name] = (field.offset, field.end)
+            packer = _INT_STRUCTS.get(field.size)
+            if packer is not None:
+                self.ints[field.name] = (packer, field.offset, (1 << (8 * field.size)) - 1)
+        pointers = (kind for kind in Conversion if kind is not Conversion.PLAIN)  # plain fields have no slot
+        self.slots: dict[Conversion, int | None] = {kind: layout.slot_for(kind) for kind in pointers}
+
+    def set(self, image: ContextImage, name: str, value: int) -> None:
+        packer, offset, mask = self.ints[name]
+        packer.pack_into(image.region.view, offset, value & mask)
+
+    def get(self, image: ContextImage, name: str) -> int:
+        packer, offset, _ = self.ints[name]
+        value: int = packer.unpack_from(image.region.view, offset)[0]
+        return value
+
+    def set_pointer(self, image: ContextImage, conversion: Conversion, address: int) -> None:
+        slot = self.slots[conversion]
+        if slot is not None:
+            _U64.pack_into(image.region.view, slot, address & 0xFFFF_FFFF_FFFF_FFFF)
+
+
+class _SameStruct:
+    """A cache key equal for layouts of the very same uapi struct object (their offsets are equal:
+    :meth:`InternalLayout.of` derives everything from it); hashing the struct's fields would cost
+    more than the lookups it saves."""
+
+    __slots__ = ("layout",)
+
+    def __init__(self, layout: InternalLayout) -> None:
+        self.layout = layout
+
+    def __hash__(self) -> int:
+        return id(self.layout.uapi)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SameStruct) and other.layout.uapi is self.layout.uapi
+
+
+@functools.lru_cache(maxsize=64)  # one entry per context struct in use; the key keeps its struct alive
+def _image_fields(key: _SameStruct) -> ImageFields:
+    return ImageFields(key.layout)
+
+
+def image_fields(layout: InternalLayout) -> ImageFields:
+    """The :class:`ImageFields` of ``layout``."""
+    return _image_fields(_SameStruct(layout))

@@ -16,7 +16,14 @@ from pybpf.errors import TestRunError
 from pybpf.platform.context import Conversion
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind, SkbFields
-from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
+from pybpf.runtime.progtypes._base import (
+    ImageFields,
+    PreparedRun,
+    RunKind,
+    check_ctx_size,
+    image_fields,
+    new_image,
+)
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 ETH_HLEN = 14
@@ -62,19 +69,25 @@ def eth_type_trans(frame: bytes) -> tuple[int, int]:
     return proto, pkt_type
 
 
-def sync_skb(image: ContextImage, packet: PacketContext) -> None:
+def sync_skb(image: ContextImage, packet: PacketContext, offsets: ImageFields | None = None) -> None:
     """Copy what helpers may change (data pointers, len, protocol, vlan, hash) into the image."""
-    image.set_pointer(Conversion.PACKET_DATA, packet.data)
-    image.set_pointer(Conversion.PACKET_META, packet.data_meta)
-    image.set_pointer(Conversion.PACKET_END, packet.data_end)
+    at = image_fields(image.layout) if offsets is None else offsets
+    at.set_pointer(image, Conversion.PACKET_DATA, packet.data)
+    at.set_pointer(image, Conversion.PACKET_META, packet.data_meta)
+    at.set_pointer(image, Conversion.PACKET_END, packet.data_end)
     fields = packet.skb
-    image.set("len", packet.length)
-    image.set("protocol", int.from_bytes(fields.protocol.to_bytes(2, "big"), "little"))
-    image.set("pkt_type", fields.pkt_type)
-    image.set("vlan_present", int(fields.vlan_present))
-    image.set("vlan_tci", fields.vlan_tci)
-    image.set("vlan_proto", int.from_bytes(fields.vlan_proto.to_bytes(2, "big"), "little"))
-    image.set("hash", fields.hash)
+    at.set(image, "len", packet.length)
+    at.set(image, "protocol", _net16(fields.protocol))
+    at.set(image, "pkt_type", fields.pkt_type)
+    at.set(image, "vlan_present", int(fields.vlan_present))
+    at.set(image, "vlan_tci", fields.vlan_tci)
+    at.set(image, "vlan_proto", _net16(fields.vlan_proto))
+    at.set(image, "hash", fields.hash)
+
+
+def _net16(value: int) -> int:
+    """A 16-bit value in network order, as a little-endian load of the field reads it."""
+    return ((value & 0xFF) << 8) | ((value >> 8) & 0xFF)
 
 
 def packet_view(packet: PacketContext) -> Region:
@@ -103,20 +116,27 @@ def set_frame_fields(image: ContextImage, frame: bytes) -> tuple[int, int]:
     Returns ``(protocol, pkt_type)``."""
     check_frame(frame)
     proto, pkt_type = eth_type_trans(frame)
-    image.set("protocol", int.from_bytes(proto.to_bytes(2, "big"), "little"))
-    image.set("pkt_type", pkt_type)
-    if not image.get("ifindex"):
-        image.set("ifindex", LOOPBACK_IFINDEX)
-    l3 = frame[ETH_HLEN:]
+    at = image_fields(image.layout)
+    at.set(image, "protocol", _net16(proto))
+    at.set(image, "pkt_type", pkt_type)
+    if not at.get(image, "ifindex"):
+        at.set(image, "ifindex", LOOPBACK_IFINDEX)
+    view = image.region.view
     if proto == ETH_P_IP:
-        image.set("family", AF_INET)
-        image.set("local_ip4", int.from_bytes(l3[12:16], "little"))
-        image.set("remote_ip4", int.from_bytes(l3[16:20], "little"))
+        at.set(image, "family", AF_INET)
+        # The addresses as they sit in the packet (network order), byte for byte.
+        _copy(view, at.spans["local_ip4"], frame, ETH_HLEN + 12)
+        _copy(view, at.spans["remote_ip4"], frame, ETH_HLEN + 16)
     elif proto == ETH_P_IPV6:
-        image.set("family", AF_INET6)
-        image.set_bytes("local_ip6", l3[8:24])
-        image.set_bytes("remote_ip6", l3[24:40])
+        at.set(image, "family", AF_INET6)
+        _copy(view, at.spans["local_ip6"], frame, ETH_HLEN + 8)
+        _copy(view, at.spans["remote_ip6"], frame, ETH_HLEN + 24)
     return proto, pkt_type
+
+
+def _copy(view: memoryview, span: tuple[int, int], frame: bytes, start: int) -> None:
+    offset, end = span
+    view[offset:end] = frame[start : start + end - offset]
 
 
 class SkbRun(PreparedRun):
@@ -138,11 +158,12 @@ class SkbRun(PreparedRun):
         data = self.packet_state.packet_bytes()
         if not self.is_l2:
             data = bytes(ETH_HLEN) + data  # the kernel pushes a zeroed header back
-        layout = self.image.layout.uapi
-        out = bytearray(layout.size)
+        out = bytearray(self.image.layout.uapi.size)
+        view = self.image.region.view
+        spans = image_fields(self.image.layout).spans
         for name in CTX_OUT_FIELDS:
-            field = layout.field(name)
-            out[field.offset : field.end] = self.image.get_bytes(name)
+            offset, end = spans[name]
+            out[offset:end] = view[offset:end]
         return data, bytes(out)
 
 
@@ -191,6 +212,7 @@ class SkbKind(RunKind):
             cb=bytearray(image.get_bytes("cb")),
         )
         packet = PacketContext(memory, data, kind=PacketKind.SKB, skb=fields, name="skb data")
-        packet.add_listener(lambda changed: sync_skb(image, changed))
-        sync_skb(image, packet)
+        at = image_fields(layout)
+        packet.add_listener(lambda changed: sync_skb(image, changed, at))
+        sync_skb(image, packet, at)
         return SkbRun(memory, image, packet, is_l2=self.is_l2)

@@ -16,7 +16,14 @@ from pybpf.platform.context import Conversion
 from pybpf.platform.packet_layout import XDP_FRAME_STRUCT, XDP_MAX_LINEAR, XDP_METADATA_MAX, XDP_PACKET_HEADROOM
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
-from pybpf.runtime.progtypes._base import PreparedRun, RunKind, check_ctx_size, new_image
+from pybpf.runtime.progtypes._base import (
+    ImageFields,
+    PreparedRun,
+    RunKind,
+    check_ctx_size,
+    image_fields,
+    new_image,
+)
 from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.memory import AddressSpace
 
@@ -26,11 +33,12 @@ XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET
 """The context's packet pointers, in the order :class:`PacketFrame` names their slots."""
 
 
-def sync_xdp(image: ContextImage, packet: PacketContext) -> None:
+def sync_xdp(image: ContextImage, packet: PacketContext, fields: ImageFields | None = None) -> None:
     """Write the packet's data pointers into the context image (a PacketContext listener)."""
-    image.set_pointer(Conversion.PACKET_DATA, packet.data)
-    image.set_pointer(Conversion.PACKET_END, packet.data_end)
-    image.set_pointer(Conversion.PACKET_META, packet.data_meta)
+    fields = image_fields(image.layout) if fields is None else fields
+    fields.set_pointer(image, Conversion.PACKET_DATA, packet.data)
+    fields.set_pointer(image, Conversion.PACKET_END, packet.data_end)
+    fields.set_pointer(image, Conversion.PACKET_META, packet.data_meta)
 
 
 def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) -> PacketFrame | None:
@@ -42,7 +50,8 @@ def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) ->
     """
     if packet.kind is not PacketKind.XDP or not packet.meta_supported:
         return None
-    slots = [layout.slot_for(conversion) for conversion in XDP_POINTERS]
+    known = image_fields(layout).slots
+    slots = [known[conversion] for conversion in XDP_POINTERS]
     if None in slots:
         return None
     data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
@@ -104,14 +113,15 @@ class XdpKind(RunKind):
                 f"packet of {len(data_in)} bytes: XDP fragments are not supported (max {XDP_MAX_LINEAR})"
             )
         image = new_image(layout, ctx_in)
-        image.set("ingress_ifindex", ifindex)
-        image.set("rx_queue_index", queue)
-        image.set("egress_ifindex", 0)
+        fields = image_fields(layout)
+        fields.set(image, "ingress_ifindex", ifindex)
+        fields.set(image, "rx_queue_index", queue)
+        fields.set(image, "egress_ifindex", 0)
         # The metadata sits just below data, at the end of the 256-byte headroom.
         packet = PacketContext(
             memory, data_in, kind=PacketKind.XDP, headroom=XDP_PACKET_HEADROOM - metalen, name="xdp frame"
         )
         packet.start += metalen
-        packet.add_listener(lambda changed: sync_xdp(image, changed))
-        sync_xdp(image, packet)
+        packet.add_listener(lambda changed: sync_xdp(image, changed, fields))
+        sync_xdp(image, packet, fields)
         return XdpRun(memory, image, packet)
