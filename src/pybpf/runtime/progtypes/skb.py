@@ -201,18 +201,19 @@ class SkbKind(RunKind):
                 raise TestRunError(f"__sk_buff.wire_len {wire_len} is below the packet length or too large")
             if image.get("gso_segs") > GSO_MAX_SEGS:
                 raise TestRunError(f"__sk_buff.gso_segs must be at most {GSO_MAX_SEGS}")
+        at = image_fields(layout)
+        cb_start, cb_end = at.spans["cb"]
         fields = SkbFields(
             protocol=proto,
-            mark=image.get("mark"),
-            priority=image.get("priority"),
-            ifindex=image.get("ifindex"),
-            ingress_ifindex=image.get("ingress_ifindex"),
+            mark=at.get(image, "mark"),
+            priority=at.get(image, "priority"),
+            ifindex=at.get(image, "ifindex"),
+            ingress_ifindex=at.get(image, "ingress_ifindex"),
             pkt_type=pkt_type,
             network_offset=ETH_HLEN if self.is_l2 else 0,
-            cb=bytearray(image.get_bytes("cb")),
+            cb=bytearray(image.region.view[cb_start:cb_end]),
         )
         packet = PacketContext(memory, data, kind=PacketKind.SKB, skb=fields, name="skb data")
-        at = image_fields(layout)
         packet.add_listener(lambda changed: sync_skb(image, changed, at))
         sync_skb(image, packet, at)
         return SkbRun(memory, image, packet, is_l2=self.is_l2)
