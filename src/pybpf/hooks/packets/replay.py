@@ -167,7 +167,9 @@ def replay(
     ``obj`` (the program's object) adds its maps at the end to the report; ``ifindex`` is the
     ingress device the context reports; ``keep_outputs=False`` keeps only counts (long captures).
     ``batch=False`` runs one test run per packet even where native batches of ``chunk`` packets
-    could (:func:`batch_blocker`); both give the same report but for the time it took.
+    could (:func:`batch_blocker`); both give the same report but for the time it took. In
+    batches ``progress`` is called once per chunk (``progress_every`` applies to single runs),
+    and an error in a batch (a native run stopped) names the chunk's first packet.
     """
     runner = PacketRunner(program, ifindex=ifindex, instruction_limit=instruction_limit)
     blocker = batch_blocker(program, instruction_limit) if batch else "batch=False"
