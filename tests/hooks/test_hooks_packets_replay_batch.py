@@ -118,6 +118,31 @@ CONTEXT_SOURCE = r"""
 #include <linux/pkt_cls.h>
 
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *xdp_md, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
+static long (*bpf_xdp_adjust_tail)(struct xdp_md *xdp_md, int delta) = (void *)BPF_FUNC_xdp_adjust_tail;
+
+/* Moves the packet's head and tail by its length: the frames that leave change size. */
+SEC("xdp")
+int xdp_reshape(struct xdp_md *ctx)
+{
+	__u32 len = ctx->data_end - ctx->data;
+	__u8 *data;
+
+	if (len & 1) {
+		if (bpf_xdp_adjust_head(ctx, -8))
+			return XDP_ABORTED;
+	} else if (len > 40) {
+		if (bpf_xdp_adjust_tail(ctx, -(int)(len & 15)))
+			return XDP_ABORTED;
+	} else if (bpf_xdp_adjust_tail(ctx, 6)) {
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	if ((void *)(data + 1) > (void *)(long)ctx->data_end)
+		return XDP_DROP;
+	data[0] = len;
+	return XDP_TX;
+}
 
 /* Writes the context's device fields into the frame, so the output shows what each run saw. */
 SEC("xdp")
@@ -198,12 +223,15 @@ def context_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "ctx.o"
 
 
-@pytest.mark.parametrize("prog", ["xdp_ctx", "tc_ctx", "cg_addresses"])
+@pytest.mark.parametrize("prog", ["xdp_ctx", "tc_ctx", "cg_addresses", "xdp_reshape"])
 @pytest.mark.parametrize("ifindex", [0, 6, 7])
 def test_the_device_context_is_the_same_in_batches(context_object: Path, prog: str, ifindex: int) -> None:
     packets = capture()
     batched, single = both_ways(context_object, prog, no_setup, packets, ifindex=ifindex, chunk=5)
     assert_same(batched, single)
+    if prog == "xdp_reshape":
+        assert {len(out.data) - len(packets[out.index].data) for out in batched.outputs} >= {8, 6, -2}
+        return
     if prog == "cg_addresses":
         values = [entry.value for entry in batched.maps["seen"].entries]
         assert any(isinstance(value, bytes) and int.from_bytes(value, "little") for value in values)
