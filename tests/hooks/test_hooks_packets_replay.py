@@ -284,6 +284,13 @@ def test_cli_run_object_replays_a_pcapng_and_writes_the_output(tmp_path: Path) -
     assert record["written"] == len(frames) - 1
     assert record["maps"]["deny_v4"]["entries"] == []
     assert [packet.data for packet in read_capture(out_path)] == frames[:-1]
+    # --no-batch runs one test run per frame: the same report.
+    code, text = run_cli(
+        "run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall", "--pcap", str(capture), "--json", "--no-batch",
+    )
+    assert code == 0
+    unbatched = json.loads(text)
+    assert (unbatched["verdicts"], unbatched["packets"]) == (record["verdicts"], record["packets"])
 
     code, text = run_cli("run", str(PROGS / "xdp_firewall.o"), "--prog", "xdp_firewall", "--pcap", str(capture))
     assert code == 0

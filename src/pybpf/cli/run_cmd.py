@@ -90,7 +90,12 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         show_bar = not args.json and out.isatty() and len(packets) >= PROGRESS_THRESHOLD
         with _progress_bar(out, args.prog, len(packets), show_bar) as progress:
             report = replay(
-                program, packets, obj=obj if args.dump_maps else None, instruction_limit=args.limit, progress=progress
+                program,
+                packets,
+                obj=obj if args.dump_maps else None,
+                instruction_limit=args.limit,
+                progress=progress,
+                batch=not args.no_batch,
             )
     written = write_capture(args.out, report.output_captures()) if args.out else None
     if args.json:
@@ -169,4 +174,9 @@ def register(subparsers: Any) -> None:
     run.add_argument("--out", metavar="CAPTURE", help="object mode: write passed/transmitted/redirected frames here")
     run.add_argument("--type", metavar="PROGTYPE", help="object mode: override the program type (xdp, tc...)")
     run.add_argument("--dump-maps", action="store_true", help="object mode: print every map after the replay")
+    run.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="object mode: one test run per frame even where a native batch could run them (same results)",
+    )
     run.set_defaults(func=_run)
