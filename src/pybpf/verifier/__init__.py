@@ -12,7 +12,9 @@ Layers built so far:
   callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
   (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`;
 * :mod:`.callbacks` — synchronous callbacks as loops run 0..n times (the helper call is the loop
-  head), timer callbacks as entry points of their own; :mod:`.stack_depth` — combined stack
+  head), timer callbacks as entry points of their own; :mod:`.global_funcs` — global (non-static,
+  BTF ``global`` linkage) functions verified once from their BTF prototype, calls to them checked
+  against it (r0 comes back an unknown scalar); :mod:`.stack_depth` — combined stack
   depth over call chains and the 256-byte limit under a tail-calling subprogram;
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.

@@ -98,8 +98,9 @@ def enter_async(start: int, args: dict[int, RegState]) -> CallbackEntry:
 
 
 def is_async_entry(state: State) -> bool:
-    """Whether the outermost frame is an asynchronous callback rather than the main program."""
-    return state.frames[0].subprog != 0
+    """Whether the outermost frame is an asynchronous callback rather than the main program
+    (or a global function, whose entry frame's call site is -2: see global_funcs)."""
+    return state.frames[0].subprog != 0 and state.frames[0].callsite == -1
 
 
 def after_callback(state: State) -> None:

@@ -17,6 +17,7 @@ from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.explore import Explorer
+from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection
 from pybpf.verifier.report import Diagnostic, VerifierReport
 from pybpf.verifier.stack_depth import check_stack_depth
@@ -53,12 +54,15 @@ def verify(
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
     func_info: bool = False,
     scalar_returns: frozenset[int] | None = None,
+    global_funcs: Mapping[int, GlobalFunc] | None = None,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
     ``func_info``: the program comes with BTF func_info (as objects from clang do); raw
     instructions do not, and the kernel then refuses tail calls and LD_ABS in subprograms.
-    ``scalar_returns``: with func_info, the first pcs of the functions BTF says return an int."""
+    ``scalar_returns``: with func_info, the first pcs of the functions BTF says return an int.
+    ``global_funcs``: by first pc, the functions BTF says are global (verified on their own
+    from their prototype, see :mod:`pybpf.verifier.global_funcs`); without BTF there are none."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type)
     table = {labeled.pc: labeled for labeled in insns}
@@ -68,7 +72,8 @@ def verify(
         structure = check_structure(insns, config)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
-    explorer = Explorer(insns, structure, Env(options), _resolver(maps), insn_limit)
+    env = Env(options, global_funcs=dict(global_funcs or {}))
+    explorer = Explorer(insns, structure, env, _resolver(maps), insn_limit)
     try:
         explorer.run()
         depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks)
@@ -149,7 +154,20 @@ def verify_program(
     attach = int(program.attach_type) if program.attach_type is not None else None
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
                   privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
-                  scalar_returns=_scalar_returns(program, obj))
+                  scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen))
+
+
+def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,
+                  prog_type: ProgTypeSpec | BpfProgType | int) -> dict[int, GlobalFunc]:
+    """The program's global functions from its BTF func_info (none without BTF)."""
+    if obj is None or obj.btf is None or not program.func_info:
+        return {}
+    spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
+    try:
+        return global_funcs_of(obj.btf, tuple((info.pc, info.type_id) for info in program.func_info),
+                               spec.context.name)
+    except PybpfError:
+        return {}  # BTF we cannot read: the functions are walked inline
 
 
 def _scalar_returns(program: ProgramSpec, obj: ObjectSpec | None) -> frozenset[int] | None:

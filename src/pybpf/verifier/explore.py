@@ -42,7 +42,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
-from pybpf.verifier import callbacks, calls, kernel_log, memory, spectre, transfer
+from pybpf.verifier import callbacks, calls, global_funcs, kernel_log, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
@@ -116,6 +116,7 @@ class Explorer:
     loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
     callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
+    global_moves_packet: dict[int, bool] = field(default_factory=dict)  # global function -> changes_pkt_data
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -143,6 +144,24 @@ class Explorer:
         regs[1] = RegState.pointer(RegType.PTR_TO_CTX)
         regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=0)
         self.pending.append(Work(0, State([Frame(regs, StackState(), -1, 0, 0)]), None))
+        self._drain()
+        # do_check_subprogs: each global function a verified path called, once, on its own
+        # (in pc order, again until no new one was called).
+        env, verified = self.env, set[int]()
+        while True:
+            todo = sorted(env.called_globals - verified)
+            if not todo:
+                break
+            for start in todo:
+                func = env.global_funcs[start]
+                self.pending.append(Work(start, global_funcs.entry_state(env, func), None))
+                self._drain()
+                verified.add(start)
+                if env.options.log_level >= 1:
+                    index = [subprog.start for subprog in self.structure.subprogs].index(start)
+                    self.log.append(f"Func#{index} ('{func.name}') is safe for any args that match its prototype")
+
+    def _drain(self) -> None:
         while self.pending:
             work = self.pending.pop()
             if self.env.options.log_level >= 2:
@@ -306,6 +325,8 @@ class Explorer:
         """Whether this exit checks r0's range (a callback, a restricted program type, a timer)."""
         if len(state.frames) > 1:
             return state.frame.callback
+        if global_funcs.is_global_entry(state):
+            return False  # only its type is checked
         spec = self.env.options.prog_type
         restricted = spec.return_range_for(self.env.options.attach_type)  # type: ignore[arg-type]
         return restricted is not None or state.frames[0].subprog != 0
@@ -442,8 +463,19 @@ class Explorer:
 
     def _step_call_local(self, pc: int, insn: CallLocal, state: State,
                          parent: Checkpoint | None) -> tuple[int | None, State]:
-        calls.local_call(state, pc, pc + 1 + insn.off)
-        return pc + 1 + insn.off, state
+        target = pc + 1 + insn.off
+        func = self.env.global_funcs.get(target)
+        if func is not None:
+            global_funcs.call_global(self.env, state, func)
+            moves = self.global_moves_packet.get(target)
+            if moves is None:
+                moves = self.global_moves_packet[target] = global_funcs.changes_packet_data(
+                    self.insns, self.structure.subprogs, target)
+            if moves:
+                memory.invalidate_packet_pointers(state)
+            return pc + 1, state
+        calls.local_call(state, pc, target)
+        return target, state
 
     def _step_unsupported_call(self, pc: int, insn: Instruction, state: State,
                                parent: Checkpoint | None) -> tuple[int | None, State]:
@@ -453,6 +485,9 @@ class Explorer:
         if len(state.frames) > 1:
             return calls.return_from_callee(state), state
         env = self.env
+        if global_funcs.is_global_entry(state):
+            global_funcs.check_global_return(state)
+            return None, state
         spec = env.options.prog_type
         value_range = spec.return_range_for(env.options.attach_type)  # type: ignore[arg-type]
         calls.check_return(state, value_range, privileged=env.options.privileged)

@@ -26,6 +26,7 @@ from pybpf.verifier.tnum import U64
 from pybpf.verifier.values import value_class
 
 if TYPE_CHECKING:
+    from pybpf.verifier.global_funcs import GlobalFunc
     from pybpf.verifier.precision import HistEntry
 
 Refinements = tuple[tuple[Scalar, Scalar] | None, tuple[Scalar, Scalar] | None]
@@ -344,6 +345,10 @@ class Env:
     # pc -> the pointer type a load/store/atomic there accessed (the kernel's aux->ptr_type).
     ptr_types: dict[int, RegType] = field(default_factory=dict)
     tail_call_maps: dict[int, int | None] = field(default_factory=dict)  # tail-call pc -> its prog array
+    # First pc -> global function (verified on its own, see pybpf.verifier.global_funcs); and
+    # those some path called (the kernel's subprog_aux->called), verified after the main program.
+    global_funcs: dict[int, GlobalFunc] = field(default_factory=dict)
+    called_globals: set[int] = field(default_factory=set)
 
     def new_id(self) -> int:
         self.next_id += 1

@@ -1,0 +1,249 @@
+"""Global functions (BTF FUNC with global linkage): verified once from their prototype, calls
+checked against it, r0 an unknown scalar after the call, as the kernel does.
+
+Each C program is compiled here with clang-19; our verdict must be the kernel's (checked against
+the kernel itself where bpf() works). Static twins of the same code show the difference: walked
+inline, they see the caller's state.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pybpf.errors import LoadError, PybpfError, VerifierRejectedError
+from pybpf.kernel.probe import available
+from pybpf.obj import load_spec
+from pybpf.verifier import verify, verify_program
+
+PROGS = Path(__file__).parent.parent / "progs"
+CLANG = shutil.which("clang-19")
+_AVAILABLE, _REASON = available()
+
+HEADER = r"""
+#include "bpf_helpers.h"
+#include "bpf_helpers_more.h"
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64[8]); }
+    table SEC(".maps");
+struct big { __u64 words[16]; };
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+# The row lookup every "pick" variant makes; ``i`` is only bounded by the caller.
+_PICK = r"""
+{QUAL} __noinline int pick(__u32 i) {
+    __u32 key = 0;
+    __u64 *row = bpf_map_lookup_elem(&table, &key);
+    if (!row) return 0;
+    return row[i];
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 i = ctx->ingress_ifindex;
+    if (i < 8) return pick(i) & 1;
+    return XDP_PASS;
+}"""
+
+# name -> (C source after the header, the kernel's verdict: True = accepted)
+PROGRAMS: dict[str, tuple[str, bool]] = {
+    "global-any-args": (r"""
+__noinline int clamp(int value, int lo, int hi) {
+    if (value < lo) return lo;
+    return value > hi ? hi : value;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) { return clamp(ctx->ingress_ifindex, 0, 2); }""", True),
+    "global-relies-on-caller-bound": (_PICK.replace("{QUAL}", ""), False),
+    "static-relies-on-caller-bound": (_PICK.replace("{QUAL}", "static"), True),
+    "global-return-is-unknown": (r"""
+__noinline int low_bits(__u32 x) { return x & 3; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    __u64 *row = bpf_map_lookup_elem(&table, &key);
+    if (!row) return XDP_PASS;
+    return row[low_bits(ctx->ingress_ifindex)] & 1;
+}""", False),
+    "static-return-is-known": (r"""
+static __noinline int low_bits(__u32 x) { return x & 3; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    __u64 *row = bpf_map_lookup_elem(&table, &key);
+    if (!row) return XDP_PASS;
+    return row[low_bits(ctx->ingress_ifindex)] & 1;
+}""", True),
+    "global-pointer-unchecked": (r"""
+__noinline int load(__u64 *p) { return *p & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 value = ctx->ingress_ifindex;
+    return load(&value);
+}""", False),
+    "global-pointer-null-checked": (r"""
+__noinline int load(__u64 *p) { if (!p) return 0; return *p & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 value = ctx->ingress_ifindex;
+    return load(&value) + load(0);
+}""", True),
+    "global-pointer-nonnull-tag": (r"""
+__noinline int load(__u64 *p __attribute__((btf_decl_tag("arg:nonnull")))) { return *p & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 value = ctx->ingress_ifindex;
+    return load(&value);
+}""", True),
+    "global-pointer-too-small": (r"""
+__noinline int first(struct big *b) { if (!b) return 0; return b->words[15] & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    __u64 *row = bpf_map_lookup_elem(&table, &key);
+    if (!row) return XDP_PASS;
+    return first((struct big *)row);
+}""", False),
+    "global-pointer-map-value": (r"""
+__noinline int first(__u64 *p) { if (!p) return 0; *p += 1; return 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    return first(bpf_map_lookup_elem(&table, &key));
+}""", True),
+    "global-ctx-arg": (r"""
+__noinline int classify(struct xdp_md *ctx) { return ctx->ingress_ifindex > 4 ? XDP_DROP : XDP_PASS; }
+SEC("xdp") int prog(struct xdp_md *ctx) { return classify(ctx); }""", True),
+    "global-moves-packet-data": (r"""
+static long (*adjust_head)(void *ctx, int delta) = (void *)44;  /* bpf_xdp_adjust_head */
+__noinline int shrink(struct xdp_md *ctx) { return adjust_head(ctx, 4); }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    unsigned char *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    if (data + 1 > end) return XDP_PASS;
+    shrink(ctx);
+    return data[0] ? XDP_DROP : XDP_PASS;
+}""", False),
+    "global-keeps-packet-data": (r"""
+__noinline int mark(struct xdp_md *ctx) { return ctx->rx_queue_index & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    unsigned char *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    if (data + 1 > end) return XDP_PASS;
+    mark(ctx);
+    return data[0] ? XDP_DROP : XDP_PASS;
+}""", True),
+    "global-scalar-given-pointer": (r"""
+__noinline int low_bit(long x) { return x & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 value = ctx->ingress_ifindex;
+    return low_bit((long)&value);
+}""", False),
+    "global-void-pointer": (r"""
+__noinline int peek(void *p) { return p != 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 value = 0;
+    return peek(&value);
+}""", False),
+    "global-void-return": (r"""
+__noinline void bump(__u64 *p) { if (p) *p += 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    bump(bpf_map_lookup_elem(&table, &key));
+    return XDP_PASS;
+}""", False),  # "Global function bump() doesn't return scalar"
+}
+
+
+def _compile(tmp_path: Path, name: str, body: str) -> Path:
+    if CLANG is None:
+        pytest.skip("clang-19 is not installed")
+    source = tmp_path / f"{name}.c"
+    source.write_text(HEADER + body + "\n")
+    obj = tmp_path / f"{name}.o"
+    multiarch = f"-I/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", multiarch, "-c", str(source),
+                    "-o", str(obj)], check=True, capture_output=True)
+    return obj
+
+
+@pytest.mark.clang
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_global_function_verdict(tmp_path: Path, name: str) -> None:
+    body, kernel_accepts = PROGRAMS[name]
+    spec = load_spec(_compile(tmp_path, name, body))
+    report = verify_program(spec.programs["prog"], spec)
+    assert report.accepted == kernel_accepts, report.summary()
+
+
+@pytest.mark.clang
+@pytest.mark.kernel
+@pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_global_function_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
+    from pybpf.kernel.loader import load
+
+    body, kernel_accepts = PROGRAMS[name]
+    obj = _compile(tmp_path, name, body)
+    try:
+        with load(obj):
+            accepted = True
+    except VerifierRejectedError:
+        accepted = False
+    except LoadError as error:
+        if "verifier" not in str(error).lower():
+            pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+        accepted = False
+    except PybpfError as error:
+        pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+    assert accepted == kernel_accepts
+
+
+@pytest.mark.clang
+def test_global_function_verified_once_on_its_own(tmp_path: Path) -> None:
+    """Called twice, the global function is checked once (its log line once); the rejection
+    inside it names its own C line, not the caller's."""
+    body = r"""
+__noinline int clamp(int value, int lo, int hi) { return value < lo ? lo : value > hi ? hi : value; }
+SEC("xdp") int prog(struct xdp_md *ctx) { return clamp(ctx->ingress_ifindex, 0, 2) + clamp(0, 1, 1); }"""
+    spec = load_spec(_compile(tmp_path, "twice", body))
+    report = verify_program(spec.programs["prog"], spec, log_level=1)
+    assert report.accepted, report.summary()
+    assert sum("('clamp') is safe for any args" in line for line in report.log) == 1
+    body, _ = PROGRAMS["global-relies-on-caller-bound"]
+    spec = load_spec(_compile(tmp_path, "bound", body))
+    report = verify_program(spec.programs["prog"], spec)
+    assert not report.accepted and report.error is not None
+    assert report.error.source is not None and "row[i]" in report.error.source
+
+
+@pytest.mark.clang
+def test_without_btf_every_function_is_static(tmp_path: Path) -> None:
+    """Raw instructions carry no linkage: the global function is walked inline and sees the
+    caller's bound, as the kernel does for a load without BTF."""
+    body, _ = PROGRAMS["global-relies-on-caller-bound"]
+    spec = load_spec(_compile(tmp_path, "raw", body))
+    program = spec.programs["prog"]
+    with_btf = verify_program(program, spec)
+    assert not with_btf.accepted
+    from pybpf.verifier import maps_of
+
+    known = maps_of(spec)
+    by_pc = {ref.pc: known[ref.map_name] for ref in program.map_references}
+    raw = verify(program.instructions, prog_type=program.section_info.spec, maps=lambda pc, _insn: by_pc.get(pc))
+    assert raw.accepted, raw.summary()
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")
+@pytest.mark.parametrize("object_name", ["bpf2bpf.o", "bpf2bpf.v4.o"])
+def test_bpf2bpf_processed_counts_near_the_kernel(object_name: str) -> None:
+    """With clamp() verified on its own, each program's count is the kernel's or below it (we
+    keep a checkpoint at every prune point, the kernel only every few jumps)."""
+    from pybpf.kernel.loader import load
+
+    path = PROGS / object_name
+    spec = load_spec(path)
+    try:
+        with load(path) as obj:
+            kernel = {name: program.info().verified_insns for name, program in obj.programs.items()}
+    except PybpfError as error:
+        pytest.skip(f"the kernel loader could not load the object: {error}")
+    for name, program in spec.programs.items():
+        ours = verify_program(program, spec, log_level=1)
+        assert ours.accepted, ours.summary()
+        assert 0.8 * kernel[name] <= ours.processed_insns <= kernel[name], (name, ours.processed_insns, kernel[name])
+        if name == "count_len":
+            assert any("Func#2 ('clamp') is safe for any args" in line for line in ours.log)
