@@ -247,3 +247,31 @@ def test_bpf2bpf_processed_counts_near_the_kernel(object_name: str) -> None:
         assert 0.8 * kernel[name] <= ours.processed_insns <= kernel[name], (name, ours.processed_insns, kernel[name])
         if name == "count_len":
             assert any("Func#2 ('clamp') is safe for any args" in line for line in ours.log)
+
+
+def test_null_passed_for_a_pointer_is_not_pruned_against_a_non_null_scalar() -> None:
+    """A scalar passed for a pointer argument is accepted only as NULL: the state stored at the
+    call with r1 = 0 must not cover a later path with r1 an unknown non-zero scalar."""
+    from pybpf.isa.insn import Bin, BinOp, Call, CallLocal, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Reg
+    from pybpf.verifier.global_funcs import GlobalArg, GlobalArgKind, GlobalFunc
+
+    insns: tuple[Instruction, ...] = (
+        Call(7),  # 0: r0 = bpf_get_prandom_u32()
+        Bin(BinOp.MOV, Reg.R1, Imm(0), True),  # 1: r1 = NULL
+        Jump(Cond.JGT, Reg.R0, Imm(5), 3, False),  # 2: the path with r1 = NULL goes first
+        CallLocal(4),  # 3: call f(r1) -> 8
+        Bin(BinOp.MOV, Reg.R0, Imm(0), True),  # 4
+        Exit(),  # 5
+        Bin(BinOp.MOV, Reg.R1, Reg.R0, True),  # 6: r1 = a number > 5, not a pointer
+        Goto(-5),  # 7: -> 3
+        Bin(BinOp.MOV, Reg.R0, Imm(0), True),  # 8: f
+        Exit(),  # 9
+    )
+    labeled = [LabeledInsn(pc, insn) for pc, insn in enumerate(insns)]
+    func = GlobalFunc("f", 8, (GlobalArg(GlobalArgKind.ARG_PTR_TO_MEM, 8, maybe_null=True),))
+    report = verify(labeled, func_info=True, global_funcs={8: func})
+    assert not report.accepted
+    assert report.error is not None and report.error.pc == 3, report.summary()
+    # Walked inline (no global linkage), f never reads r1: accepted.
+    static = verify(labeled, func_info=True)
+    assert static.accepted, static.summary()

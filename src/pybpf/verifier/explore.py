@@ -314,6 +314,15 @@ class Explorer:
         """Before stepping ``insn``: demand precision for the values it relies on, and add it to
         the path's history."""
         before = state.hist
+        func = self.env.global_funcs.get(pc + 1 + insn.off) if isinstance(insn, CallLocal) else None
+        if func is not None:
+            # A global call stays in this frame, like a helper: r0 is its result, r1-r5 are
+            # clobbered. A scalar passed for a pointer is accepted only as NULL: that relies on it.
+            mask = global_funcs.demanded_by_call(func, state)
+            if mask:
+                mark_precise(self.table, before, parent, len(state.frames), {len(state.frames) - 1: mask})
+            state.hist = HistEntry(pc, before)
+            return
         mask = demanded_by_insn(insn, state)
         if isinstance(insn, Exit) and state.regs[0].is_scalar and self._exit_checks_r0(state):
             mask |= 1

@@ -190,6 +190,16 @@ def call_global(env: Env, state: State, func: GlobalFunc) -> None:
     regs[0] = RegState.scalar()
 
 
+def demanded_by_call(func: GlobalFunc, state: State) -> int:
+    """The scalar registers (a mask) a call to ``func`` relies on the exact value of: those
+    passed for a pointer argument (accepted only when NULL)."""
+    mask = 0
+    for index, arg in enumerate(func.args):
+        if arg.kind is not GlobalArgKind.ARG_ANYTHING and state.regs[index + 1].is_scalar:
+            mask |= 1 << (index + 1)
+    return mask
+
+
 def _check_memory(env: Env, state: State, index: int, reg: RegState, arg: GlobalArg) -> None:
     """``check_mem_reg``: NULL passes; else the callee may read and write ``mem_size`` bytes."""
     regno = index + 1
@@ -246,6 +256,7 @@ __all__ = [
     "call_global",
     "changes_packet_data",
     "check_global_return",
+    "demanded_by_call",
     "entry_state",
     "global_funcs_of",
     "is_global_entry",

@@ -282,7 +282,9 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
                     demand.regs[frameno] |= 1 << index
                 else:
                     demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, (Call, PacketLoad)):
+    elif isinstance(insn, (Call, PacketLoad, CallLocal)):
+        # (A CallLocal not crossing frames is a call to a global function: the explorer records
+        # it so; it returns an unknown r0 and clobbers r1-r5 as a helper does.)
         regs &= ~1  # r0 is the result; nothing of it flows from before
         if regs & _ARGS_MASK:
             return False  # r1-r5 are clobbered: a demand on them cannot come from after the call
