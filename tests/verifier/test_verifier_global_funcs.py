@@ -29,6 +29,7 @@ HEADER = r"""
 #include "bpf_helpers_more.h"
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64[8]); }
     table SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
 struct big { __u64 words[16]; };
 char LICENSE[] SEC("license") = "GPL";
 """
@@ -124,6 +125,26 @@ SEC("xdp") int prog(struct xdp_md *ctx) {
     if (data + 1 > end) return XDP_PASS;
     mark(ctx);
     return data[0] ? XDP_DROP : XDP_PASS;
+}""", True),
+    "global-clobbers-spilled-pointer": (r"""
+struct holder { __u64 *p; __u64 v; };
+__noinline int touch(struct holder *h) { if (!h) return 0; h->v = 1; return 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u32 key = 0;
+    volatile struct holder h = {};
+    h.p = bpf_map_lookup_elem(&table, &key);
+    if (!h.p) return XDP_PASS;
+    touch((struct holder *)&h);
+    return *h.p & 1;
+}""", False),  # the callee may have written anything over the spilled pointer
+    "global-fills-ringbuf-record": (r"""
+__noinline int fill(__u64 *p) { if (!p) return 0; *p = 7; return 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    __u64 *slot = bpf_ringbuf_reserve(&events, 8, 0);
+    if (!slot) return XDP_PASS;
+    fill(slot);
+    bpf_ringbuf_submit(slot, 0);
+    return XDP_PASS;
 }""", True),
     "global-scalar-given-pointer": (r"""
 __noinline int low_bit(long x) { return x & 1; }
