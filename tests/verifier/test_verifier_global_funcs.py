@@ -146,6 +146,9 @@ SEC("xdp") int prog(struct xdp_md *ctx) {
     bpf_ringbuf_submit(slot, 0);
     return XDP_PASS;
 }""", True),
+    "global-memory-given-ctx": (r"""
+__noinline int last(struct big *b) { if (!b) return 0; return b->words[15] & 1; }
+SEC("xdp") int prog(struct xdp_md *ctx) { return last((struct big *)ctx); }""", False),
     "global-scalar-given-pointer": (r"""
 __noinline int low_bit(long x) { return x & 1; }
 SEC("xdp") int prog(struct xdp_md *ctx) {

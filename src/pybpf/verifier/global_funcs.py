@@ -30,6 +30,8 @@ from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import RegState, RegType, StackState
 
 MAX_BPF_FUNC_REG_ARGS = 5
+_SIZED_MEMORY = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
+                           RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
 ENTRY_CALLSITE = -2
 """The call site of a global function's own entry frame: never returned to, it tells the entry
 apart from the main program's and a timer callback's (-1) for the exit checks and for pruning."""
@@ -206,7 +208,9 @@ def _check_memory(env: Env, state: State, index: int, reg: RegState, arg: Global
     if reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0:
         return
     pointer = reg.not_null() if reg.maybe_null else reg
-    if pointer.type is RegType.SCALAR_VALUE:
+    if pointer.type not in _SIZED_MEMORY:
+        # Not the context either (its real size is not the uapi struct's), nor memory whose
+        # size only BTF would tell: the callee may touch all mem_size bytes.
         raise reject(f"R{regno} type={type_name(reg)} expected=fp, pkt, pkt_meta, map_key, map_value, mem")
     helper_memory(env, state, regno, pointer, arg.mem_size, write=False)
     helper_memory(env, state, regno, pointer, arg.mem_size, write=True)
