@@ -36,6 +36,7 @@ import struct
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import add
 
 from pybpf.errors import TestRunError
 from pybpf.isa.insn import Call, CallReg
@@ -52,6 +53,7 @@ from pybpf.runtime.program import BatchResult, Engine, Program
 from pybpf.runtime.progtypes import run_kind
 from pybpf.runtime.progtypes.skb import ETH_HLEN, SkbKind, check_frame, set_frame_fields
 from pybpf.runtime.progtypes.xdp import XDP_POINTERS, XdpKind, packet_frame
+from pybpf.vm.jit.batch import low_words
 from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, PacketFrame
@@ -175,22 +177,24 @@ def _run_native(
 ) -> PacketBatchResult:
     kind = run_kind(program.prog_type)
     skb = kind if isinstance(kind, SkbKind) else None
+    # Per distinct packet, not per packet: a batch often repeats a few frames (set() hashes in C).
+    distinct = set(packets)
     if skb is not None:
-        for packet in packets:
+        for packet in distinct:
             check_frame(packet)
-        visible = [packet if skb.is_l2 else packet[ETH_HLEN:] for packet in packets]
+        visible = packets if skb.is_l2 else [packet[ETH_HLEN:] for packet in packets]
     else:
-        for packet in packets:
+        for packet in distinct:
             if len(packet) > XDP_MAX_LINEAR:
                 raise TestRunError(
                     f"packet of {len(packet)} bytes: XDP fragments are not supported (max {XDP_MAX_LINEAR})"
                 )
-        visible = list(packets)
-    lengths = [len(packet) for packet in visible]
+        visible = packets
+    lengths = array("Q", map(len, visible))
     joined = b"".join(visible)
     buffer = (ctypes.c_uint8 * (len(joined) or 1)).from_buffer_copy(joined or b"\0")
     # The run's packet buffer must hold the longest packet: prepare one of that size.
-    longest = bytes(len(max(packets, key=len)))
+    longest = bytes(max(map(len, distinct)))
     ctx_in = batch_context(program, longest, ifindex, rx_queue)
     # The XDP context's ingress device and queue stay as prepare sets them: the native loop only moves data_end.
     prepared = kind.prepare(program.interpreter.memory, program.layout, longest, ctx_in)
@@ -201,9 +205,9 @@ def _run_native(
             raise TestRunError(f"{program.type_spec.name}: no packet to batch over")
         images = None
         if skb is not None:
-            frames = [(packet, length) for packet, length in zip(packets, lengths, strict=True)]
             images = skb_context_images(
-                program.layout, frames, packet_state.data, packet_state.data_meta, ctx_in=ctx_in
+                program.layout, list(zip(packets, lengths, strict=True)), packet_state.data,
+                packet_state.data_meta, ctx_in=ctx_in,
             )
         frame = _xdp_frame(program, prepared.context.address, packet_state) if skb is None else None
         # An XDP packet may grow to the frame's end: each output slot is then a whole frame.
@@ -227,13 +231,13 @@ def _run_native(
     outputs = None
     if output is not None:
         head = bytes(ETH_HLEN) if skb is not None and not skb.is_l2 else b""  # as SkbRun.finish pushes it back
-        # One copy of the whole output and plain slices of it: indexing ctypes arrays per packet costs more.
+        # One copy of the whole output and plain slices of it, all iterated in C (map, slice).
         raw = bytes(output.buffer)
-        stride = output.stride
-        sizes = memoryview(output.lengths).cast("B").cast("Q").tolist()
-        starts = range(0, stride * len(packets), stride)
-        outputs = tuple(head + raw[start : start + size] for start, size in zip(starts, sizes, strict=True))
-    retval_array = array("I", [r0 & U32 for r0 in retvals])
+        sizes = memoryview(output.lengths).cast("B").cast("Q")[: len(packets)]
+        starts = range(0, output.stride * len(packets), output.stride)
+        slices = map(raw.__getitem__, map(slice, starts, map(add, starts, sizes)))
+        outputs = tuple(map(head.__add__, slices)) if head else tuple(slices)
+    retval_array = low_words(retvals)
     return PacketBatchResult(retval_array, elapsed / len(packets), outputs)
 
 
@@ -268,8 +272,6 @@ def skb_context_images(
     """
     scratch = ContextImage(layout, "batch context image")
     size = layout.size
-    images = (ctypes.c_uint8 * (size * len(frames) or 1))()
-    view = memoryview(images).cast("B")
     zeros = bytes(size)
     uapi = layout.uapi
     # Where set_frame_fields puts the addresses: (image offset, first frame byte, last frame byte) per ethertype.
@@ -277,29 +279,31 @@ def skb_context_images(
         b"\x08\x00": _address_patches(uapi, ("local_ip4", 12, 16), ("remote_ip4", 16, 20)),
         b"\x86\xdd": _address_patches(uapi, ("local_ip6", 8, 24), ("remote_ip6", 24, 40)),
     }
+    # One image per distinct (frame, length), joined in C: batches often repeat a few frames.
     # An image depends on the frame only through its MAC destination and ethertype (with the two
     # bytes that tell 802.2 from 802.3), its length, and the IP addresses: build one per
     # (head, length) and patch the addresses in.
-    built: dict[tuple[bytes, int], bytes] = {}
-    for index, (frame, length) in enumerate(frames):
-        start = index * size
+    heads: dict[tuple[bytes, int], bytes] = {}
+    images: dict[tuple[bytes, int], bytes] = {}
+    for frame, length in set(frames):
         key = (frame[:6] + frame[12:16], length)
-        image = built.get(key)
-        if image is not None:
-            view[start : start + size] = image
-            for offset, first, last in addresses.get(frame[12:14], ()):
-                view[start + offset : start + offset + last - first] = frame[ETH_HLEN + first : ETH_HLEN + last]
+        head = heads.get(key)
+        if head is None:
+            scratch.region.view[:] = zeros
+            if ctx_in is not None:
+                scratch.load_uapi(ctx_in)
+            set_frame_fields(scratch, frame)
+            if ctx_in is not None and not scratch.get("wire_len"):
+                scratch.set("wire_len", length)
+            scratch.set("len", length)
+            scratch.set_pointer(Conversion.PACKET_DATA, data)
+            scratch.set_pointer(Conversion.PACKET_META, data_meta)
+            scratch.set_pointer(Conversion.PACKET_END, data + length)
+            heads[key] = images[frame, length] = bytes(scratch.region.view)
             continue
-        scratch.region.view[:] = zeros
-        if ctx_in is not None:
-            scratch.load_uapi(ctx_in)
-        set_frame_fields(scratch, frame)
-        if ctx_in is not None and not scratch.get("wire_len"):
-            scratch.set("wire_len", length)
-        scratch.set("len", length)
-        scratch.set_pointer(Conversion.PACKET_DATA, data)
-        scratch.set_pointer(Conversion.PACKET_META, data_meta)
-        scratch.set_pointer(Conversion.PACKET_END, data + length)
-        view[start : start + size] = scratch.region.view
-        built[key] = bytes(scratch.region.view)
-    return images
+        image = bytearray(head)
+        for offset, first, last in addresses.get(frame[12:14], ()):
+            image[offset : offset + last - first] = frame[ETH_HLEN + first : ETH_HLEN + last]
+        images[frame, length] = bytes(image)
+    joined = b"".join(map(images.__getitem__, frames))
+    return (ctypes.c_uint8 * (len(joined) or 1)).from_buffer_copy(joined or b"\0")

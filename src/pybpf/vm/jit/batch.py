@@ -11,8 +11,11 @@ and the loop resumes after it; any other event raises, as after a single run.
 from __future__ import annotations
 
 import ctypes
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING, Any
 
 from pybpf.errors import NotSupportedError, VmError
@@ -24,6 +27,9 @@ from pybpf.vm.memory import Region
 
 if TYPE_CHECKING:
     from pybpf.vm.jit.program import JitProgram
+
+_LOW_HALF = 0 if sys.byteorder == "little" else 1
+"""Which of a native u64's two u32 halves is its low one: retvals are read as u32 pairs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +53,21 @@ def run_native_batch(
     *,
     user: object = None,
     instruction_limit: int | None = None,
-) -> tuple[list[int], int]:
-    """Every packet of ``batch`` through ``program``'s native batch loop: (r0 per packet, native ns)."""
+) -> tuple[array[int], int]:
+    """Every packet of ``batch`` through ``program``'s native loop: (r0 per packet, an ``array('Q')``; native ns)."""
     if program.may_tail_call:
         raise NotSupportedError("run_batch: a program that may tail call runs packet by packet (test_run)")
     lengths, output, frame = batch.lengths, batch.output, batch.frame
     count = len(lengths)
-    offsets = (ctypes.c_uint64 * (count or 1))()
-    lengths_array = (ctypes.c_uint64 * (count or 1))(*lengths)
+    # Whole-batch conversions in C (array, accumulate, from_buffer): no Python work per packet.
+    lengths_q = lengths if isinstance(lengths, array) and lengths.typecode == "Q" else array("Q", lengths)
+    offsets_q = array("Q", accumulate(lengths_q, initial=0))  # count + 1: the last is the total
+    position = offsets_q[-1]
+    if not count:
+        lengths_q, offsets_q = array("Q", [0]), array("Q", [0])
+    offsets = (ctypes.c_uint64 * len(offsets_q)).from_buffer(offsets_q)
+    lengths_array = (ctypes.c_uint64 * len(lengths_q)).from_buffer(lengths_q)
     retvals = (ctypes.c_uint64 * (count or 1))()
-    position = 0
-    for index, length in enumerate(lengths):
-        offsets[index] = position
-        position += length
     if ctypes.sizeof(batch.buffer) < position:
         raise VmError(
             f"run_batch: the buffer holds {ctypes.sizeof(batch.buffer)} bytes, the lengths add up to {position}"
@@ -97,7 +105,16 @@ def run_native_batch(
                 meta, end = stopped_at[0]
                 output.store(start, meta, end - meta)
             start += 1
-    return [int(retvals[index]) for index in range(count)], total
+    r0 = array("Q")
+    r0.frombytes(memoryview(retvals).cast("B")[: count * word])
+    return r0, total
+
+
+def low_words(values: array[int]) -> array[int]:
+    """The low 32 bits of every u64 in ``values`` (an ``array('Q')``), as one ``array('I')`` copy."""
+    result = array("I")
+    result.frombytes(memoryview(values).cast("B").cast("I")[_LOW_HALF::2].tobytes())
+    return result
 
 
 def _descriptor(context: Region, batch: NativeBatch, count: int) -> Any:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -367,7 +368,7 @@ class JitProgram:
         ld_abs: bool = False,
         output: BatchOutput | None = None,
         frame: PacketFrame | None = None,
-    ) -> tuple[list[int], int]:
+    ) -> tuple[array[int], int]:
         """Run once per packet of ``buffer`` (contiguous, ``lengths`` bytes each) in one native call.
 
         Before each run the packet is copied to ``data`` and ``data + length`` stored at the
