@@ -32,6 +32,8 @@ from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers.services import RunState
 from pybpf.runtime.loader import load
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer, RingBufMap
+from pybpf.runtime.object import Object
+from pybpf.runtime.program import Engine
 from pybpf.vm import Region, RegionKind
 from pybpf.vm.jit import JitProgram
 
@@ -95,12 +97,13 @@ def ring_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
 Step = tuple[int, int, int, int, bool]
 
 
-def _observe(obj: object, engine: str, step: Step, records: list[bytes]) -> tuple[object, ...]:
+def _observe(obj: Object, engine: Engine, step: Step, records: list[bytes]) -> tuple[object, ...]:
     mode, commit_flags, output_flags, reserve_flags, consume = step
     ctx = struct.pack("<4Q", mode, commit_flags, output_flags, reserve_flags)
-    retval = obj.program("produce").test_run(ctx_in=ctx, engine=engine).retval  # type: ignore[attr-defined]
-    ring: RingBufMap = obj.maps["ring"]  # type: ignore[attr-defined]
-    output = struct.unpack("<q", obj.maps["output_rc"].lookup_raw(bytes(4)))[0]  # type: ignore[attr-defined]
+    retval = obj.program("produce").test_run(ctx_in=ctx, engine=engine).retval
+    ring = obj.maps["ring"]
+    assert isinstance(ring, RingBufMap)
+    output = struct.unpack("<q", obj.maps["output_rc"].lookup_raw(bytes(4)))[0]
     if consume:
         ring.consume(records.append)
     return retval, output, ring.producer_pos, ring.consumer_pos, ring.wakeups, bytes(ring.region.view)
