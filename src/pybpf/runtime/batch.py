@@ -52,7 +52,7 @@ from pybpf.runtime.program import BatchResult, Engine, Program
 from pybpf.runtime.progtypes import run_kind
 from pybpf.runtime.progtypes.skb import ETH_HLEN, SkbKind, check_frame, set_frame_fields
 from pybpf.runtime.progtypes.xdp import XDP_POINTERS, XdpKind, packet_frame
-from pybpf.vm.jit.batch import low_words
+from pybpf.vm.jit.batch import NativeBatch, low_words, run_native_batch
 from pybpf.vm.jit.entries import BatchOutput
 from pybpf.vm.jit.native_packet import NATIVE_PACKET_HELPERS, runtime_packet_helper
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS, PacketFrame
@@ -219,17 +219,15 @@ def _run_native(
         stride = packet_state.region.size if frame is not None else max(sizes)
         output = BatchOutput.for_packets(len(packets), stride) if data_out else None
         state = RunState(program.services, packet=packet_state, ctx=prepared.context.address, cpu=cpu)
-        retvals, elapsed = program.jit.run_batch(
+        # run_native_batch, not JitProgram.run_batch: its r0s stay one array('Q'), never a list.
+        retvals, elapsed = run_native_batch(
+            program.jit,
             prepared.context,
-            buffer=buffer,
-            lengths=lengths,
-            data=packet_state.data,
-            data_end_slot=prepared.context.address + slot,
+            NativeBatch(
+                buffer, lengths, packet_state.data, prepared.context.address + slot, images, skb is not None,
+                output, frame,
+            ),
             user=state,
-            contexts=images,
-            ld_abs=skb is not None,
-            output=output,
-            frame=frame,
         )
     finally:
         prepared.close()

@@ -112,7 +112,7 @@ class ImageFields:
     with the same packing and masking as :meth:`ContextImage.set`/:meth:`ContextImage.set_pointer`.
     """
 
-    __slots__ = ("ints", "slots", "spans")
+    __slots__ = ("ints", "slots", "spans", "xdp_slots")
 
     def __init__(self, layout: InternalLayout) -> None:
         self.spans: dict[str, tuple[int, int]] = {}
@@ -124,6 +124,13 @@ class ImageFields:
                 self.ints[field.name] = (packer, field.offset, (1 << (8 * field.size)) - 1)
         pointers = (kind for kind in Conversion if kind is not Conversion.PLAIN)  # plain fields have no slot
         self.slots: dict[Conversion, int | None] = {kind: layout.slot_for(kind) for kind in pointers}
+        # data, data_end, data_meta (XDP's pointer order) when the layout has all three: every
+        # XDP run writes them, and a dict lookup per pointer (an enum hash) costs more than the write.
+        slots = self.slots
+        xdp = (slots[Conversion.PACKET_DATA], slots[Conversion.PACKET_END], slots[Conversion.PACKET_META])
+        self.xdp_slots: tuple[int, int, int] | None = None
+        if xdp[0] is not None and xdp[1] is not None and xdp[2] is not None:
+            self.xdp_slots = (xdp[0], xdp[1], xdp[2])
 
     def set(self, image: ContextImage, name: str, value: int) -> None:
         packer, offset, mask = self.ints[name]

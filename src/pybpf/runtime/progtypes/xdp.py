@@ -27,6 +27,7 @@ from pybpf.runtime.progtypes._base import (
 from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.memory import AddressSpace
 
+_U64 = struct.Struct("<Q")
 LOOPBACK_IFINDEX = 1
 """Without an ingress device the kernel runs the program on the loopback device's queue 0."""
 XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
@@ -36,12 +37,21 @@ XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET
 def sync_xdp(image: ContextImage, packet: PacketContext, fields: ImageFields | None = None) -> None:
     """Write the packet's data pointers into the context image (a PacketContext listener)."""
     fields = image_fields(image.layout) if fields is None else fields
+    slots = fields.xdp_slots
+    if slots is not None:  # the usual layout: three packs at known slots
+        view, address = image.region.view, packet.region.address
+        _U64.pack_into(view, slots[0], address + packet.start)
+        _U64.pack_into(view, slots[1], address + packet.end)
+        _U64.pack_into(view, slots[2], packet.data_meta)
+        return
     fields.set_pointer(image, Conversion.PACKET_DATA, packet.data)
     fields.set_pointer(image, Conversion.PACKET_END, packet.data_end)
     fields.set_pointer(image, Conversion.PACKET_META, packet.data_meta)
 
 
-def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) -> PacketFrame | None:
+def packet_frame(
+    layout: InternalLayout, context: int, packet: PacketContext, fields: ImageFields | None = None
+) -> PacketFrame | None:
     """Where an XDP run's frame and its context's packet pointers are, for native xdp_adjust_*.
 
     A single test run passes it as ``JitProgram.run(..., frame=packet_frame(...))`` (with the
@@ -50,25 +60,27 @@ def packet_frame(layout: InternalLayout, context: int, packet: PacketContext) ->
     """
     if packet.kind is not PacketKind.XDP or not packet.meta_supported:
         return None
-    known = image_fields(layout).slots
-    slots = [known[conversion] for conversion in XDP_POINTERS]
-    if None in slots:
+    slots = (image_fields(layout) if fields is None else fields).xdp_slots  # data, data_end, data_meta
+    if slots is None:
         return None
-    data_slot, end_slot, meta_slot = (context + slot for slot in slots if slot is not None)
+    data_slot, end_slot, meta_slot = context + slots[0], context + slots[1], context + slots[2]
     start = packet.region.address
     return PacketFrame(start, start + packet.hard_end, data_slot, end_slot, meta_slot)
 
 
 class XdpRun(PreparedRun):
-    def __init__(self, memory: AddressSpace, image: ContextImage, packet: PacketContext) -> None:
+    def __init__(
+        self, memory: AddressSpace, image: ContextImage, packet: PacketContext, fields: ImageFields | None = None
+    ) -> None:
         super().__init__(memory)
         self.image = image
+        self.fields = image_fields(image.layout) if fields is None else fields
         self.packet_state: PacketContext = packet
         self.context = self.map(image.region)
 
     def native_frame(self) -> PacketFrame | None:
         """What native bpf_xdp_adjust_* need to move this run's packet (None: they stay in Python)."""
-        return packet_frame(self.image.layout, self.context.address, self.packet_state)
+        return packet_frame(self.image.layout, self.context.address, self.packet_state, self.fields)
 
     def close(self) -> None:
         self.packet_state.release()
@@ -124,4 +136,4 @@ class XdpKind(RunKind):
         packet.start += metalen
         packet.add_listener(lambda changed: sync_xdp(image, changed, fields))
         sync_xdp(image, packet, fields)
-        return XdpRun(memory, image, packet)
+        return XdpRun(memory, image, packet, fields)

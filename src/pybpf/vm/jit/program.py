@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import struct
 import time
-from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -368,7 +367,7 @@ class JitProgram:
         ld_abs: bool = False,
         output: BatchOutput | None = None,
         frame: PacketFrame | None = None,
-    ) -> tuple[array[int], int]:
+    ) -> tuple[list[int], int]:
         """Run once per packet of ``buffer`` (contiguous, ``lengths`` bytes each) in one native call.
 
         Before each run the packet is copied to ``data`` and ``data + length`` stored at the
@@ -382,14 +381,16 @@ class JitProgram:
         XDP frame: where it starts and ends, where the context keeps its packet pointers) lets
         native code serve bpf_xdp_adjust_head/tail/meta, and clears the headroom before each
         run. The native packet helpers read the batch's packet, not ``user``'s.
+        (:func:`pybpf.vm.jit.batch.run_native_batch` gives the r0s as an ``array('Q')``, uncopied.)
         """
-        return run_native_batch(
+        retvals, elapsed = run_native_batch(
             self,
             context,
             NativeBatch(buffer, lengths, data, data_end_slot, contexts, ld_abs, output, frame),
             user=user,
             instruction_limit=instruction_limit,
         )
+        return retvals.tolist(), elapsed
 
     def _session(  # noqa: PLR0917 - run()'s inputs, passed through
         self,
