@@ -249,8 +249,7 @@ def _run_native(
 
 def _xdp_frame(program: Program, context: int, packet: PacketContext) -> PacketFrame | None:
     """What native xdp_adjust_* need of the batch's frame, when the program calls one (else None)."""
-    called = {item.insn.helper for item in program.interpreter.insns if isinstance(item.insn, Call)}
-    if not called & XDP_ADJUST_HELPERS:
+    if not program.adjusts_xdp_frame:
         return None  # no frame: no headroom to clear before every packet
     return packet_frame(program.layout, context, packet)
 

@@ -23,10 +23,11 @@ import time
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from pybpf.errors import NotSupportedError, TestRunError
+from pybpf.isa.insn import Call
 from pybpf.obj import ProgramSpec
 from pybpf.platform.progtypes import ProgTypeSpec
 from pybpf.platform.test_run import TestRunResult
@@ -37,6 +38,7 @@ from pybpf.runtime.progtypes import PreparedRun, run_kind
 from pybpf.runtime.progtypes.xdp import XdpRun
 from pybpf.vm.execution import ExecutionContext, ProgramStop, execute
 from pybpf.vm.interpreter import Interpreter
+from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS
 
 if TYPE_CHECKING:
     from pybpf.vm.jit import JitProgram
@@ -294,16 +296,22 @@ class Program(AttachMethods):
         result = program.run(user=state, map_inputs=False, **self._native_inputs(prepared, instruction_limit))
         return result.r0, result.instructions
 
-    @staticmethod
-    def _native_inputs(prepared: PreparedRun, instruction_limit: int | None) -> dict[str, Any]:
+    @cached_property
+    def adjusts_xdp_frame(self) -> bool:
+        """Whether the program calls bpf_xdp_adjust_head/tail/meta (native code then needs the frame)."""
+        return any(
+            isinstance(item.insn, Call) and item.insn.helper in XDP_ADJUST_HELPERS for item in self.interpreter.insns
+        )
+
+    def _native_inputs(self, prepared: PreparedRun, instruction_limit: int | None) -> dict[str, Any]:
         # r1 only, as in _run_interp: the runtime's runs leave r2 zero.
         inputs: dict[str, Any] = {
             "packet": prepared.packet_region(),
             "registers": {1: prepared.context.address},
             "instruction_limit": instruction_limit,
         }
-        if isinstance(prepared, XdpRun):  # native bpf_xdp_adjust_* move the frame's pointers themselves
-            inputs["frame"] = prepared.native_frame()
+        if self.adjusts_xdp_frame and isinstance(prepared, XdpRun):
+            inputs["frame"] = prepared.native_frame()  # native bpf_xdp_adjust_* move the frame's pointers
         return inputs
 
     def run_batch(
