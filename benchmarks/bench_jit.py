@@ -333,7 +333,7 @@ def measure_xdp(case: XdpCase, runs: int) -> dict[str, Column]:
 
     columns = {key: Column() for key in ("interp", "jit repeat", "jit batch/pkt", "kernel")}
     path = TEST_PROGS / f"{case.file}.o"
-    reference, native = load(path), load(path, engine="jit")
+    reference, native = load(path, engine="interp"), load(path, engine="jit")
     try:
         kernel: Any = pybpf.load(path, backend="kernel")
     except (PybpfError, OSError) as error:
