@@ -23,6 +23,7 @@ from pybpf.hooks.packets.replay import (
     RefusedPacket,
     ReplayError,
     ReplayReport,
+    batch_blocker,
     replay,
 )
 from pybpf.hooks.packets.runner import PacketAction, PacketResult, PacketRunner
@@ -43,6 +44,7 @@ __all__ = [
     "ReplayReport",
     "attach_tc",
     "attach_xdp",
+    "batch_blocker",
     "read_capture",
     "replay",
     "write_capture",
