@@ -156,7 +156,7 @@ def test_cgroup_skb_batch_sees_each_packets_socket_fields(skb_object: Path) -> N
         program = native.program("sockets")
         assert native_batch_blocker(program) is None
         got = program.run_batch(PACKETS, data_out=True)
-        assert isinstance(got, PacketBatchResult)  # Program.run_batch is declared to return the base class
+        assert isinstance(got, PacketBatchResult)
         expected = per_packet(reference, "sockets", PACKETS)
         folded = native.maps["seen"].lookup(0), reference.maps["seen"].lookup(0)
     assert (list(got.retvals), got.data_out) == expected

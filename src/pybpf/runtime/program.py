@@ -41,6 +41,7 @@ from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.jit.native_xdp import XDP_ADJUST_HELPERS
 
 if TYPE_CHECKING:
+    from pybpf.runtime.batch import PacketBatchResult
     from pybpf.vm.jit import JitProgram
 
 __all__ = [
@@ -321,7 +322,7 @@ class Program(AttachMethods):
         engine: Engine | None = None,
         cpu: int | None = None,
         data_out: bool = False,
-    ) -> BatchResult:
+    ) -> PacketBatchResult:
         """Run the program once per packet; ``retvals[i]`` is what ``test_run(packets[i]).retval`` gives.
 
         Under the JIT, XDP and socket-buffer programs (tc, socket filters, cgroup_skb...) whose
