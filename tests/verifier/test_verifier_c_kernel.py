@@ -7,21 +7,16 @@ linked copies, callbacks with BTF func_info) are what real programs look like.
 
 from __future__ import annotations
 
-import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from pybpf.errors import LoadError, PybpfError, VerifierRejectedError
-from pybpf.kernel.probe import available
 from pybpf.obj import load_spec
 from pybpf.verifier import verify_program
 
-PROGS = Path(__file__).parent.parent / "progs"
-CLANG = shutil.which("clang-19")
-_AVAILABLE, _REASON = available()
+from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict
+
+_AVAILABLE, _REASON = KERNEL_AVAILABLE, KERNEL_REASON
 
 HEADER = r"""
 #include "bpf_helpers.h"
@@ -128,15 +123,7 @@ SEC("xdp") int prog(struct xdp_md *ctx) { return classify(ctx); }""", True),
 
 
 def _compile(tmp_path: Path, name: str, body: str) -> Path:
-    if CLANG is None:
-        pytest.skip("clang-19 is not installed")
-    source = tmp_path / f"{name}.c"
-    source.write_text(HEADER + body + "\n")
-    obj = tmp_path / f"{name}.o"
-    multiarch = f"-I/usr/include/{platform.machine()}-linux-gnu"
-    subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", multiarch, "-c", str(source),
-                    "-o", str(obj)], check=True, capture_output=True)
-    return obj
+    return compile_c(tmp_path, name, HEADER + body)
 
 
 @pytest.mark.clang
@@ -157,19 +144,7 @@ def test_c_program_verdict(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_c_program_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
     """The expected verdicts above are the kernel's own (so the test above is a differential)."""
-    from pybpf.kernel.loader import load
-
     body, kernel_accepts = PROGRAMS[name]
     obj = _compile(tmp_path, name, body)
-    try:
-        with load(obj):
-            accepted = True
-    except VerifierRejectedError:
-        accepted = False
-    except LoadError as error:
-        if "verifier" not in str(error).lower():
-            pytest.skip(f"the kernel loader could not instantiate the object: {error}")
-        accepted = False
-    except PybpfError as error:
-        pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+    accepted, _ = kernel_verdict(obj)
     assert accepted == kernel_accepts

@@ -8,23 +8,18 @@ arithmetic of the rule directly.
 
 from __future__ import annotations
 
-import platform
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from pybpf.asm import Syntax, assemble
-from pybpf.errors import LoadError, PybpfError, VerifierRejectedError
-from pybpf.kernel.probe import available
 from pybpf.obj import load_spec
 from pybpf.platform import BpfMapType, BpfProgType
 from pybpf.verifier import MapInfo, verify, verify_program
 
-PROGS = Path(__file__).parent.parent / "progs"
-CLANG = shutil.which("clang-19")
-_AVAILABLE, _REASON = available()
+from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict
+
+_AVAILABLE, _REASON = KERNEL_AVAILABLE, KERNEL_REASON
 
 HEADER = r"""
 #include "bpf_helpers.h"
@@ -74,15 +69,7 @@ SEC("tc") int prog(struct __sk_buff *skb) { forward(skb); return leaf(skb); }"""
 
 
 def _compile(tmp_path: Path, name: str, body: str) -> Path:
-    if CLANG is None:
-        pytest.skip("clang-19 is not installed")
-    source = tmp_path / f"{name}.c"
-    source.write_text(HEADER + body + "\n")
-    obj = tmp_path / f"{name}.o"
-    multiarch = f"-I/usr/include/{platform.machine()}-linux-gnu"
-    subprocess.run([CLANG, "-g", "-O2", "-target", "bpf", "-mcpu=v3", f"-I{PROGS}", multiarch, "-c", str(source),
-                    "-o", str(obj)], check=True, capture_output=True)
-    return obj
+    return compile_c(tmp_path, name, HEADER + body)
 
 
 @pytest.mark.clang
@@ -100,22 +87,9 @@ def test_tail_call_stack_verdict(tmp_path: Path, name: str) -> None:
 @pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_tail_call_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
-    from pybpf.kernel.loader import load
-
     body, rejection = PROGRAMS[name]
     obj = _compile(tmp_path, name, body)
-    log = ""
-    try:
-        with load(obj):
-            accepted = True
-    except VerifierRejectedError as error:
-        accepted, log = False, error.log or str(error)
-    except LoadError as error:
-        if "verifier" not in str(error).lower():
-            pytest.skip(f"the kernel loader could not instantiate the object: {error}")
-        accepted, log = False, str(error)
-    except PybpfError as error:
-        pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+    accepted, log = kernel_verdict(obj)
     assert accepted == (rejection is None), log[-2000:]
     if rejection is not None:
         assert rejection in log, log[-2000:]
