@@ -25,3 +25,5 @@ SKB_HEADROOM = 64
 """NET_SKB_PAD + NET_IP_ALIGN on x86-64: the headroom of a test-run skb."""
 SKB_MAX_ALLOC = 16384 - SKB_SHARED_INFO
 """SKB_MAX_ALLOC: the longest packet skb_change_head/tail/adjust_room may make."""
+LOOPBACK_IFINDEX = 1
+"""Without an ingress device a test run runs the program on the loopback device (queue 0)."""

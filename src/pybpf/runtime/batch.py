@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pybpf.errors import TestRunError
 from pybpf.isa.insn import Call, CallReg
 from pybpf.platform.context import ContextLayout, Conversion
-from pybpf.platform.packet_layout import XDP_MAX_LINEAR
+from pybpf.platform.packet_layout import ETH_HLEN, XDP_MAX_LINEAR
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.maps import MAP_HELPERS
@@ -50,7 +50,7 @@ from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
 from pybpf.runtime.program import BatchResult, Engine, Program
 from pybpf.runtime.progtypes import run_kind
-from pybpf.runtime.progtypes.skb import ETH_HLEN, SkbKind, check_frame, set_frame_fields
+from pybpf.runtime.progtypes.skb import SkbKind, check_frame, set_frame_fields
 from pybpf.runtime.progtypes.xdp import XDP_POINTERS, XdpKind, packet_frame
 from pybpf.vm.jit.batch import NativeBatch, low_words, run_native_batch
 from pybpf.vm.jit.entries import BatchOutput

@@ -27,7 +27,6 @@ from pybpf.errors import PybpfError, TestRunError
 from pybpf.hooks.link import hook_runtime
 from pybpf.hooks.packets.capture import CapturedPacket
 from pybpf.hooks.packets.runner import (
-    ETH_HLEN,
     L3_TYPES,
     PacketAction,
     PacketResult,
@@ -36,7 +35,7 @@ from pybpf.hooks.packets.runner import (
     leaving_frame,
 )
 from pybpf.isa.insn import Call
-from pybpf.platform.packet_layout import XDP_MAX_LINEAR
+from pybpf.platform.packet_layout import ETH_HLEN, XDP_MAX_LINEAR
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.batch import native_batch_blocker, run_batch
 from pybpf.runtime.object import MapEntry, Object

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pybpf.errors import NotSupportedError
+from pybpf.platform.packet_layout import ETH_HLEN
 from pybpf.platform.uapi_generated import BpfMapType, BpfProgType, TcAct, XdpAction
 from pybpf.platform.verdicts import verdict_name
 from pybpf.runtime.helpers.services import Redirect, RunState
 from pybpf.runtime.program import Program
 from pybpf.runtime.progtypes import run_kind
 
-ETH_HLEN = 14
 U32 = 0xFFFF_FFFF
 
 PACKET_PROG_TYPES = frozenset(

@@ -13,9 +13,9 @@ import struct
 from pybpf.errors import TestRunError
 from pybpf.platform import contexts
 from pybpf.platform.context import Conversion
+from pybpf.platform.packet_layout import ETH_HLEN
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.progtypes._base import PreparedRun, RunKind, new_image
-from pybpf.runtime.progtypes.skb import ETH_HLEN
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
 FLOW_KEYS = contexts.BPF_FLOW_KEYS

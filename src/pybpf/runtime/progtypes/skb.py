@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pybpf.errors import TestRunError
 from pybpf.platform.context import Conversion
+from pybpf.platform.packet_layout import ETH_HLEN, LOOPBACK_IFINDEX
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind, SkbFields
 from pybpf.runtime.progtypes._base import (
@@ -26,7 +27,6 @@ from pybpf.runtime.progtypes._base import (
 )
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 
-ETH_HLEN = 14
 ETH_P_802_3_MIN = 0x0600
 ETH_P_802_3 = 0x0001
 ETH_P_802_2 = 0x0004
@@ -37,7 +37,6 @@ IPV6_HLEN = 40
 AF_INET = 2
 AF_INET6 = 10
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST = 0, 1, 2, 3
-LOOPBACK_IFINDEX = 1
 GSO_MAX_SEGS = 65535
 GSO_LEGACY_MAX_SIZE = 65536
 

@@ -13,7 +13,13 @@ import struct
 
 from pybpf.errors import TestRunError
 from pybpf.platform.context import Conversion
-from pybpf.platform.packet_layout import XDP_FRAME_STRUCT, XDP_MAX_LINEAR, XDP_METADATA_MAX, XDP_PACKET_HEADROOM
+from pybpf.platform.packet_layout import (
+    LOOPBACK_IFINDEX,
+    XDP_FRAME_STRUCT,
+    XDP_MAX_LINEAR,
+    XDP_METADATA_MAX,
+    XDP_PACKET_HEADROOM,
+)
 from pybpf.runtime.context import ContextImage, InternalLayout
 from pybpf.runtime.helpers.packet_context import PacketContext, PacketKind
 from pybpf.runtime.progtypes._base import (
@@ -28,8 +34,6 @@ from pybpf.vm.jit.native_xdp import PacketFrame
 from pybpf.vm.memory import AddressSpace
 
 _U64 = struct.Struct("<Q")
-LOOPBACK_IFINDEX = 1
-"""Without an ingress device the kernel runs the program on the loopback device's queue 0."""
 XDP_POINTERS = (Conversion.PACKET_DATA, Conversion.PACKET_END, Conversion.PACKET_META)
 """The context's packet pointers, in the order :class:`PacketFrame` names their slots."""
 
