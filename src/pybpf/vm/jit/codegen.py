@@ -577,6 +577,29 @@ class _FunctionEmitter:
 
     # -- calls ----------------------------------------------------------------------------------
 
+    def native_or_trampoline(self, allowed: Value, prefix: str, pc: int) -> tuple[Any, Any, Any]:
+        """Blocks for a helper native code may serve: (native, slow, done), positioned in ``native``.
+
+        ``allowed`` (an i1) picks the native block; :meth:`finish_native_call` fills ``slow``
+        with the trampoline and joins both at ``done``."""
+        native, slow, done = (self._new_block(f"{prefix}_{what}_{pc}") for what in ("native", "slow", "done"))
+        self.builder.cbranch(allowed, native, slow)
+        self.builder.position_at_end(native)
+        return native, slow, done
+
+    def native_bit_allows(self, bit: int) -> Value:
+        """Whether ``Slot.NATIVE`` (set per run by Python) lets native code serve the helper of ``bit``."""
+        builder = self.builder
+        return builder.icmp_unsigned("!=", builder.and_(self._load_slot(Slot.NATIVE), self._const(bit)), self._const(0))
+
+    def finish_native_call(self, pc: int, helper: int, slow: Any, done: Any) -> None:
+        """The slow path of a natively served helper (the trampoline into Python); both paths meet at ``done``."""
+        builder = self.builder
+        builder.position_at_end(slow)
+        self._call_helper(pc, self._const(helper))
+        builder.branch(done)
+        builder.position_at_end(done)
+
     def _call_helper(self, pc: int, helper: Value) -> None:
         builder = self.builder
         trampoline = builder.inttoptr(self._load_slot(Slot.HELPER_FN), self.parent.helper_type.as_pointer())

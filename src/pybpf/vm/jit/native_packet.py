@@ -373,9 +373,7 @@ def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
         allowed = builder.and_(allowed, own_context)
     if helper == HelperId.SKB_STORE_BYTES:
         allowed = builder.and_(allowed, store_bytes_native(fb))
-    native, slow, done = (fb._new_block(f"packet{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
-    builder.cbranch(allowed, native, slow)
-    builder.position_at_end(native)
+    _, slow, done = fb.native_or_trampoline(allowed, f"packet{helper}", pc)
     emit = _Emit(fb, pc)
     match helper:
         case HelperId.CSUM_DIFF:
@@ -393,10 +391,7 @@ def emit_packet_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
         case _:
             emit_skb_load_bytes(emit)
     builder.branch(done)
-    builder.position_at_end(slow)
-    fb._call_helper(pc, fb._const(helper))
-    builder.branch(done)
-    builder.position_at_end(done)
+    fb.finish_native_call(pc, helper, slow, done)
 
 
 def _csum_diff(emit: _Emit) -> None:

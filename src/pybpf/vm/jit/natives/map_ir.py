@@ -282,10 +282,7 @@ def emit_map_lookup(fb: _FunctionEmitter, pc: int) -> None:
     builder.position_at_end(answered)
     fb._set(0, value)
     builder.branch(done)
-    builder.position_at_end(slow)
-    fb._call_helper(pc, fb._const(HelperId.MAP_LOOKUP_ELEM))
-    builder.branch(done)
-    builder.position_at_end(done)
+    fb.finish_native_call(pc, HelperId.MAP_LOOKUP_ELEM, slow, done)
 
 
 def emit_map_update(fb: _FunctionEmitter, pc: int) -> None:
@@ -306,7 +303,4 @@ def emit_map_update(fb: _FunctionEmitter, pc: int) -> None:
     builder.position_at_end(copied)
     fb._set(0, fb._const(0))
     builder.branch(done)
-    builder.position_at_end(slow)
-    fb._call_helper(pc, fb._const(HelperId.MAP_UPDATE_ELEM))
-    builder.branch(done)
-    builder.position_at_end(done)
+    fb.finish_native_call(pc, HelperId.MAP_UPDATE_ELEM, slow, done)

@@ -34,10 +34,7 @@ def emit_system_helper(builder_of: _FunctionEmitter, pc: int, helper: int) -> No
     fb = builder_of
     builder = fb.builder
     bit = SYSTEM_BITS[HelperId(helper)]
-    allowed = builder.and_(fb._load_slot(Slot.NATIVE), fb._const(bit))
-    native, slow, done = (fb._new_block(f"helper{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
-    builder.cbranch(builder.icmp_unsigned("!=", allowed, fb._const(0)), native, slow)
-    builder.position_at_end(native)
+    _, slow, done = fb.native_or_trampoline(fb.native_bit_allows(bit), f"helper{helper}", pc)
     if bit is NativeHelper.SMP_PROCESSOR_ID:
         fb._set(0, builder.and_(fb._load_slot(Slot.CPU), fb._const(0xFFFF_FFFF)))
     else:
@@ -50,10 +47,7 @@ def emit_system_helper(builder_of: _FunctionEmitter, pc: int, helper: int) -> No
         nanoseconds = fb._load_slot(Slot.TIMESPEC_NSEC)
         fb._set(0, builder.add(builder.mul(seconds, fb._const(NS_PER_SEC)), nanoseconds))
     builder.branch(done)
-    builder.position_at_end(slow)
-    fb._call_helper(pc, fb._const(helper))
-    builder.branch(done)
-    builder.position_at_end(done)
+    fb.finish_native_call(pc, helper, slow, done)
 
 
 def clock_gettime_address() -> int:

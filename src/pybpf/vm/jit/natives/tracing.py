@@ -97,10 +97,7 @@ def emit_tracing_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
     """A call of a :data:`NATIVE_TRACING_HELPERS` helper: native when ``Slot.NATIVE`` allows, else the trampoline."""
     builder = fb.builder
     bit = TRACING_BITS[helper]
-    allowed = builder.and_(fb._load_slot(Slot.NATIVE), fb._const(bit))
-    native, slow, done = (fb._new_block(f"tracing{helper}_{what}_{pc}") for what in ("native", "slow", "done"))
-    builder.cbranch(builder.icmp_unsigned("!=", allowed, fb._const(0)), native, slow)
-    builder.position_at_end(native)
+    native, slow, done = fb.native_or_trampoline(fb.native_bit_allows(bit), f"tracing{helper}", pc)
     match bit:
         case NativeHelper.GET_CURRENT_PID_TGID:
             fb._set(0, fb._load_slot(Slot.TASK_PID_TGID))
@@ -118,10 +115,7 @@ def emit_tracing_helper(fb: _FunctionEmitter, pc: int, helper: int) -> None:
             emit_ringbuf_commit(fb, native, slow, done, discard=bit is NativeHelper.RINGBUF_DISCARD)
     if not bit & _RING_MASK:  # the ring emitters end their own blocks (some paths go to the trampoline)
         builder.branch(done)
-    builder.position_at_end(slow)
-    fb._call_helper(pc, fb._const(helper))
-    builder.branch(done)
-    builder.position_at_end(done)
+    fb.finish_native_call(pc, helper, slow, done)
 
 
 def _prandom_u32(fb: _FunctionEmitter) -> Any:
