@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pybpf.errors import LoadError, PybpfError, UnsupportedExternError, VerifierRejectedError
+from pybpf.errors import LoadError, PybpfError, VerifierRejectedError
 from pybpf.kernel.probe import available
 from pybpf.obj import load_spec
 from pybpf.obj.spec import ObjectSpec
@@ -27,10 +27,7 @@ CLANG = shutil.which("clang-19")
 
 
 def _spec(path: Path) -> ObjectSpec:
-    try:
-        return load_spec(path)
-    except UnsupportedExternError as error:
-        pytest.skip(f"the object loader cannot open it yet: {error}")
+    return load_spec(path)
 
 
 def _ours(spec: ObjectSpec) -> dict[str, bool]:

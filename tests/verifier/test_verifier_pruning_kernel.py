@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pybpf.errors import PybpfError, UnsupportedExternError
+from pybpf.errors import PybpfError
 from pybpf.kernel.probe import available
 from pybpf.obj import load_spec
 from pybpf.verifier import verify_program
@@ -28,10 +28,7 @@ MAX_RATIO = 1.5  # measured worst case 1.3 (bpf2bpf.v4/count_scaled); before liv
 def test_processed_insns_near_the_kernel(path: Path) -> None:
     from pybpf.kernel.loader import load
 
-    try:
-        spec = load_spec(path)
-    except UnsupportedExternError as error:
-        pytest.skip(f"the object loader cannot open it yet: {error}")
+    spec = load_spec(path)
     try:
         with load(path) as obj:
             kernel = {name: program.info().verified_insns for name, program in obj.programs.items()}

@@ -32,7 +32,7 @@ from pathlib import Path
 from pybpf.btf import Btf, BtfKind, CoreResolver
 from pybpf.errors import BpfCommandError, BtfError, LoadError, NotSupportedError, PermissionDeniedError
 from pybpf.isa import encode_program
-from pybpf.kernel.btf_fixup import Kind, RawBtf, fix_datasecs, sanitize
+from pybpf.kernel.btf_fixup import Kind, RawBtf, VarLinkage, fix_datasecs, sanitize
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.features import btf_kind_supported
 from pybpf.kernel.map_api import KernelMap, ValueCodec, possible_cpus
@@ -45,6 +45,8 @@ from pybpf.kernel.syscall import RawSyscall
 from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfAttachType, BpfMapType, BpfProgLoadFlag, BpfProgType
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
 from pybpf.obj.elf import ElfObject, read_elf
+from pybpf.obj.kconfig import KconfigValue, resolve_kconfig
+from pybpf.obj.spec import KCONFIG_SECTION
 from pybpf.platform.section import SectionFlag
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -146,11 +148,22 @@ class _Instantiation:
             (symbol.shndx, symbol.name): symbol.value for symbol in self.elf.symbols if symbol.type != "STT_SECTION"
         }
 
+        kconfig = self.spec.kconfig
+        if kconfig:
+            # libbpf's layout of the .kconfig DATASEC: the map value's size, each extern at its slot.
+            sizes[KCONFIG_SECTION] = self.spec.maps[KCONFIG_SECTION].value_size
+
         def symbol_offset(section: str, name: str) -> int | None:
+            if section == KCONFIG_SECTION and name in kconfig:
+                return kconfig[name].offset
             index = index_of.get(section)
             return None if index is None else symbols.get((index, name))
 
         fix_datasecs(raw, sizes, symbol_offset)
+        for record in raw.records:
+            # The kernel refuses extern VARs; libbpf makes resolved Kconfig externs allocated globals.
+            if record.kind == Kind.VAR and raw.string(record.name_off) in kconfig:
+                struct.pack_into("<I", raw.data, record.offset + 12, VarLinkage.GLOBAL)
         try:
             self.btf_fd = btf_load(raw.to_bytes(), syscall=self.syscall)
         except PermissionDeniedError:
@@ -351,6 +364,7 @@ def load(
     codec: ValueCodec | None = None,
     log_level: int = 0,
     syscall: RawSyscall | None = None,
+    kconfig: Mapping[str, KconfigValue] | None = None,
 ) -> KernelObject:
     """Load a BPF ELF object (path or bytes) into the kernel: maps created, programs loaded.
 
@@ -359,8 +373,10 @@ def load(
     the kernel's for bpf(2) to agree); ``prog_types`` overrides the type a program's section
     implies; ``codec`` gives maps typed keys and values (see :class:`ValueCodec`);
     ``log_level`` > 0 keeps the verifier log of successful loads in ``program.log``.
+    ``kconfig`` overrides Kconfig extern values by name (``{"CONFIG_HZ": 250}``); the others
+    come from the running kernel, as libbpf fills them (:mod:`pybpf.obj.kconfig`).
     """
-    spec = load_spec(source)
+    spec = resolve_kconfig(load_spec(source), kconfig)
     data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
     elf = read_elf(data, spec.elf.file)
     with ExitStack() as stack:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Container
 from pathlib import Path
 
 from pybpf.btf import Btf
 from pybpf.btf.ext import BtfExt
 from pybpf.errors import BtfError, LoadError, NotSupportedError, UnknownSectionError, UnsupportedExternError
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, read_elf
+from pybpf.obj.kconfig import collect_kconfig
 from pybpf.obj.maps import collect_maps
 from pybpf.obj.programs import TEXT_SECTION, Linker, read_functions
 from pybpf.obj.spec import ElfMetadata, ObjectSpec, ProgramSpec
@@ -18,7 +20,7 @@ from pybpf.platform import SectionInfo, parse_section
 LICENSE_SECTION = "license"
 VERSION_SECTION = "version"
 # Sections whose DATASEC lists extern declarations (libbpf's Kconfig and kernel symbols).
-_EXTERN_SECTIONS = (".kconfig", ".ksyms")
+_EXTERN_SECTIONS = (".ksyms",)
 
 
 def _read_btf(elf: ElfObject) -> tuple[Btf | None, BtfExt | None]:
@@ -73,9 +75,12 @@ def _section_info(section: str, file: str) -> SectionInfo:
         raise LoadError(f"program type not supported: {error}", file=file, section=section) from None
 
 
-def _reject_externs(elf: ElfObject) -> None:
+def _reject_externs(elf: ElfObject, kconfig: Container[str]) -> None:
+    """Kconfig externs are resolved; any other extern (kernel symbols, kfuncs) is refused."""
     for symbol in elf.symbols:
         if symbol.shndx == SHN_UNDEF and symbol.name and symbol.bind in ("STB_GLOBAL", "STB_WEAK"):
+            if symbol.name in kconfig:
+                continue
             raise UnsupportedExternError(
                 "extern symbols (Kconfig values, kernel symbols, kfuncs) are not supported yet",
                 file=elf.file,
@@ -107,11 +112,17 @@ def load_spec(source: str | os.PathLike[str] | bytes, *, name: str | None = None
 
 def _load(data: bytes, file: str, name: str) -> ObjectSpec:
     elf = read_elf(data, file)
-    _reject_externs(elf)
     btf, btf_ext = _read_btf(elf)
+    kconfig_map, kconfig = collect_kconfig(elf, btf)
+    _reject_externs(elf, kconfig)
     license_text = _license(elf)
     kern_version = _kern_version(elf)
     maps = collect_maps(elf, btf)
+    if kconfig_map is not None:
+        if kconfig_map.name in maps.maps:
+            raise LoadError("two maps have the same name", file=file, symbol=kconfig_map.name)
+        maps.maps[kconfig_map.name] = kconfig_map
+        maps.externs.update((name, extern.offset) for name, extern in kconfig.items())
     functions = read_functions(elf, maps)
     linker = Linker(file, functions, btf, btf_ext)
     programs: dict[str, ProgramSpec] = {}
@@ -143,4 +154,4 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
         btf_raw=elf.section_by_name(".BTF").data if btf is not None else None,  # type: ignore[union-attr]
         btf_ext_raw=elf.section_by_name(".BTF.ext").data if btf_ext is not None else None,  # type: ignore[union-attr]
     )
-    return ObjectSpec(name, programs, maps.maps, license_text, kern_version, btf, btf_ext, metadata)
+    return ObjectSpec(name, programs, maps.maps, license_text, kern_version, btf, btf_ext, metadata, kconfig)

@@ -11,7 +11,7 @@ map-in-map, to a function prototype for prog_array) whose slots are filled by ``
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from pybpf.btf import Array, Btf, Datasec, FuncProto, Ptr, Struct, Var
 from pybpf.errors import BtfError, LoadError, MalformedObjectError, MissingMapError
@@ -38,6 +38,8 @@ class MapTable:
     maps: dict[str, MapSpec]
     # (section index, byte offset of the definition) -> map name; data sections use offset -1.
     by_location: dict[tuple[int, int], str]
+    # Kconfig extern name -> byte offset of its slot in the ".kconfig" map's value.
+    externs: dict[str, int] = field(default_factory=dict)
 
 
 def is_data_section(section: ElfSection) -> bool:

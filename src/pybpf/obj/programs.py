@@ -34,7 +34,7 @@ from pybpf.isa.codec import check_jump_targets
 from pybpf.isa.insn import Instruction
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, ElfRelocation, ElfSection, ElfSymbol
 from pybpf.obj.maps import MapTable
-from pybpf.obj.spec import CoreRelocation, FuncInfo, LineInfo, MapReference, SubprogramRange
+from pybpf.obj.spec import KCONFIG_SECTION, CoreRelocation, FuncInfo, LineInfo, MapReference, SubprogramRange
 
 TEXT_SECTION = ".text"
 INSN_SIZE = 8
@@ -172,6 +172,12 @@ class _SectionReader:
             raise self.fail(UnknownRelocationError, f"unknown relocation type {relocation.type} in code")
         if not isinstance(insn, LoadImm64):
             raise self.fail(UnknownRelocationError, "R_BPF_64_64 on an instruction that is not lddw")
+        extern = self.elf.symbol(relocation.symbol, section=self.section.name)
+        if extern.shndx == SHN_UNDEF and extern.name in self.maps.externs:
+            # A Kconfig extern reads its slot of the ".kconfig" map, as .rodata variables do.
+            offset = self.maps.externs[extern.name] + insn.imm
+            function.map_refs.append(MapReference(local, KCONFIG_SECTION, PseudoSrc.MAP_VALUE, offset, extern.name))
+            return LoadImm64(insn.dst, 0, offset, PseudoSrc.MAP_VALUE)
         symbol = self.symbol(relocation)
         if symbol.shndx in self.code_sections:
             byte_offset = symbol.value + insn.imm

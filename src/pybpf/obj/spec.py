@@ -9,13 +9,16 @@ relocation records listed here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 
 from pybpf.btf import Btf
 from pybpf.btf.ext import BtfExt, CoreReloKind
 from pybpf.isa import LabeledInsn, LoadImm64, PseudoSrc, SourceLine
 from pybpf.platform import SectionInfo
 from pybpf.platform.uapi_generated import BpfAttachType, BpfMapType, BpfProgType
+
+# The section (and map) name of libbpf's Kconfig externs.
+KCONFIG_SECTION = ".kconfig"
 
 
 class Pinning(Enum):
@@ -170,6 +173,29 @@ class ProgramSpec:
         return last.pc + (2 if isinstance(last.insn, LoadImm64) else 1)
 
 
+class KconfigKind(IntEnum):
+    """libbpf's enum kcfg_type: how a Kconfig value is stored in an extern of that C type."""
+
+    KCFG_UNKNOWN = 0
+    KCFG_CHAR = 1
+    KCFG_BOOL = 2
+    KCFG_INT = 3
+    KCFG_TRISTATE = 4
+    KCFG_CHAR_ARR = 5
+
+
+@dataclass(frozen=True, slots=True)
+class KconfigExtern:
+    """One ``extern`` in ``.kconfig``: where it lives in the map value and how it is encoded."""
+
+    name: str
+    offset: int
+    size: int
+    kind: KconfigKind
+    signed: bool = False
+    weak: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class ElfMetadata:
     """Raw facts about the ELF file that later stages need (and nothing the OS decides)."""
@@ -192,3 +218,5 @@ class ObjectSpec:
     btf: Btf | None
     btf_ext: BtfExt | None = field(repr=False, default=None)
     elf: ElfMetadata = field(repr=False, default_factory=lambda: ElfMetadata("", ()))
+    # Kconfig externs by name; their values live in the ".kconfig" map (see pybpf.obj.kconfig).
+    kconfig: dict[str, KconfigExtern] = field(repr=False, default_factory=dict)

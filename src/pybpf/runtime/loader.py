@@ -26,6 +26,7 @@ from pybpf.errors import LoadError, MapError, ProgramRejectedError
 from pybpf.isa.insn import Atomic, Call, CallLocal, CallReg, Exit, LabeledInsn, LoadImm64, Reg, Store
 from pybpf.isa.opcodes import AtomicCode, PseudoSrc
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
+from pybpf.obj.kconfig import KconfigValue, resolve_kconfig
 from pybpf.platform.context import Conversion
 from pybpf.platform.helper_types import RetType
 from pybpf.platform.helpers import HELPER_PROTOS
@@ -71,6 +72,7 @@ def load(
     engine: Engine | None = None,
     verify: bool = True,
     jit_bounds_checks: bool = False,
+    kconfig: Mapping[str, KconfigValue] | None = None,
 ) -> Object:
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
@@ -94,10 +96,12 @@ def load(
     proved every access in bounds) unless ``jit_bounds_checks=True`` keeps them as defence in
     depth, or the program does something whose safety the verifier does not prove
     (:func:`unchecked_native_hazard`). Unverified programs under the JIT always keep them.
+    ``kconfig`` overrides Kconfig extern values by name (``{"CONFIG_HZ": 250}``); the others
+    come from the running kernel, as libbpf fills them (:mod:`pybpf.obj.kconfig`).
     """
     if engine is not None:
         check_engine(engine)
-    spec = load_spec(source)
+    spec = resolve_kconfig(load_spec(source), kconfig)
     target = _read_btf(vmlinux_btf)
     memory = AddressSpace()
     services = RuntimeServices(memory, cpus=ncpus, seed=seed)
