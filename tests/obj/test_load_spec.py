@@ -25,7 +25,7 @@ from pybpf.obj import MapKind, ObjectSpec, ProgramSpec, load_spec
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfProgType
 
 PROGS = Path(__file__).resolve().parent.parent / "progs"
-ALL_OBJECTS = sorted(p.name for p in PROGS.glob("*.o") if p.name != "kconfig_extern.o")
+ALL_OBJECTS = sorted(p.name for p in PROGS.glob("*.o"))
 
 
 def load(name: str) -> ObjectSpec:
