@@ -1,0 +1,284 @@
+"""The verifier-verdict differential fuzzer: our verdict against the kernel's, per generated program.
+
+Each program from :mod:`.fuzz_gen` is verified by us (privileged rules) and loaded into the kernel
+(its maps created for real, their fds patched into the ``lddw`` pseudo instructions). The two
+verdicts must agree; when both accept, our processed-instruction count should stay within
+:data:`MAX_PROCESSED_RATIO` times the kernel's. A disagreement is shrunk (lines removed while the
+same disagreement persists) into a small program that can go into the corpus as it is.
+
+Run from the repository root (``tests`` on the path, as pytest has it)::
+
+    PYTHONPATH=src:tests python -m verifier.fuzz_oracle campaign            # PYBPF_VFUZZ_SEEDS seeds
+    PYTHONPATH=src:tests python -m verifier.fuzz_oracle replay SEED         # one seed, shrunk
+
+``PYBPF_VFUZZ_SEEDS`` is a count or ``first:stop`` (default 2000). The campaign prints the
+disagreements grouped by our reason and the kernel's message, soundness ones (we accept, the
+kernel rejects) first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TextIO
+
+from pybpf.asm import Syntax, assemble
+from pybpf.errors import BpfCommandError, PybpfError, VerifierRejectedError
+from pybpf.isa.codec import encode_program
+from pybpf.isa.insn import LabeledInsn, LoadImm64
+from pybpf.isa.opcodes import PseudoSrc
+from pybpf.kernel.logbuf import summarize_log
+from pybpf.kernel.maps import map_create
+from pybpf.kernel.progs import prog_load_with_log
+from pybpf.verifier import verify
+
+from .fuzz_gen import FuzzProgram, generate
+
+MAX_PROCESSED_RATIO = 10.0
+"""Our processed-instruction count may be at most this many times the kernel's."""
+
+_MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
+_PROCESSED = re.compile(r"processed (\d+) insns")
+
+
+class Kind(Enum):
+    """How one program's verdicts compare."""
+
+    AGREE_ACCEPT = "both accept"
+    AGREE_REJECT = "both reject"
+    UNSOUND = "we accept, the kernel rejects"
+    STRICT = "we reject, the kernel accepts"
+    CRASH = "our verifier raised"
+    INVALID = "the program does not assemble"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    accepted: bool
+    message: str  # our reason / the kernel's cause line; "" when accepted
+    processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    program: FuzzProgram
+    kind: Kind
+    ours: Verdict | None
+    kernel: Verdict | None
+
+    @property
+    def ratio(self) -> float | None:
+        """Our processed count over the kernel's, when both accept."""
+        if self.kind is not Kind.AGREE_ACCEPT or self.ours is None or self.kernel is None:
+            return None
+        return self.ours.processed / max(self.kernel.processed, 1)
+
+    @property
+    def messages_differ(self) -> bool:
+        """Both reject, but our reason is not in the kernel's message (informational only)."""
+        return (self.kind is Kind.AGREE_REJECT and self.ours is not None and self.kernel is not None
+                and self.ours.message not in self.kernel.message)
+
+
+def our_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdict:
+    report = verify(insns, prog_type=program.prog_type, maps=list(program.maps))
+    return Verdict(report.accepted, report.reason or "", report.processed_insns)
+
+
+def kernel_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdict:
+    """The kernel's verdict: the cause line of its log when it rejects, the processed count."""
+    with ExitStack() as stack:
+        fds = [int(stack.enter_context(map_create(info.type, info.key_size, info.value_size, info.max_entries,
+                                                  map_flags=info.flags)))
+               for info in program.maps]
+        patched = [
+            replace(labeled, insn=replace(labeled.insn, imm=fds[labeled.insn.imm]))
+            if isinstance(labeled.insn, LoadImm64) and labeled.insn.src in _MAP_SOURCES else labeled
+            for labeled in insns
+        ]
+        try:
+            loaded = prog_load_with_log(program.prog_type, encode_program(patched), "GPL", log_level=1)
+        except VerifierRejectedError as error:
+            log = error.log or str(error)
+            match = _PROCESSED.search(log)
+            return Verdict(False, summarize_log(log).cause, int(match[1]) if match else 0)
+        except BpfCommandError as error:
+            return Verdict(False, f"{type(error).__name__}: {error}", 0)
+        loaded.fd.close()
+        match = _PROCESSED.search(loaded.log)
+        return Verdict(True, "", int(match[1]) if match else 0)
+
+
+def compare(program: FuzzProgram) -> Comparison:
+    try:
+        insns = assemble(program.asm, Syntax.LLVM)
+    except PybpfError:
+        return Comparison(program, Kind.INVALID, None, None)
+    kernel = kernel_verdict(program, insns)
+    try:
+        ours = our_verdict(program, insns)
+    except Exception as error:  # a crash is a finding, reported with the kernel's verdict
+        return Comparison(program, Kind.CRASH, Verdict(False, f"{type(error).__name__}: {error}", 0), kernel)
+    if ours.accepted and kernel.accepted:
+        kind = Kind.AGREE_ACCEPT
+    elif not ours.accepted and not kernel.accepted:
+        kind = Kind.AGREE_REJECT
+    else:
+        kind = Kind.UNSOUND if ours.accepted else Kind.STRICT
+    return Comparison(program, kind, ours, kernel)
+
+
+def is_disagreement(comparison: Comparison) -> bool:
+    return comparison.kind in (Kind.UNSOUND, Kind.STRICT, Kind.CRASH)
+
+
+def shrink(program: FuzzProgram, keep: Callable[[Comparison], bool] | None = None) -> FuzzProgram:
+    """The program with as many lines removed as possible while ``keep`` (by default: the same
+    kind of disagreement) still holds. Labels stay; a line whose removal breaks assembly stays."""
+    want = compare(program).kind
+    predicate = keep or (lambda comparison: comparison.kind is want)
+    lines = program.asm.splitlines()
+    changed = True
+    while changed:
+        changed = False
+        for chunk in (8, 4, 2, 1):
+            index = 0
+            while index < len(lines):
+                window = lines[index:index + chunk]
+                if any(line.endswith(":") for line in window) or lines[index:index + chunk] == ["exit"]:
+                    index += 1
+                    continue
+                candidate = lines[:index] + lines[index + chunk:]
+                trial = replace(program, asm="\n".join(candidate) + "\n")
+                if predicate(compare(trial)):
+                    lines = candidate
+                    changed = True
+                else:
+                    index += 1
+    # Drop labels nothing refers to any more.
+    text = "\n".join(lines)
+    kept = [line for line in lines
+            if not line.endswith(":") or re.search(rf"\b{re.escape(line[:-1])}\b", text.replace(line, ""))]
+    shrunk = replace(program, asm="\n".join(kept) + "\n")
+    return shrunk if predicate(compare(shrunk)) else replace(program, asm="\n".join(lines) + "\n")
+
+
+def normalise(message: str) -> str:
+    """A message with its numbers and register names blurred, to group similar ones."""
+    text = re.sub(r"0x[0-9a-f]+|-?\d+", "N", message)
+    text = re.sub(r"\b[Rr]N\b", "R?", text)
+    return text[:110]
+
+
+def corpus_block(comparison: Comparison, name: str) -> str:
+    """The program as a corpus case (tests/verifier/corpus.py) with the kernel's verdict."""
+    program = comparison.program
+    kernel = comparison.kernel
+    lines = [f"### {name}", f"# fuzz seed {program.seed}: {comparison.kind.value}"]
+    if program.prog_type.name != "SOCKET_FILTER":
+        lines.append(f"type: {program.prog_type.name.lower()}")
+    if program.maps:
+        spec = []
+        for info in program.maps:
+            text = f"{info.type.name.lower()}:{info.key_size}:{info.value_size}:{info.max_entries}"
+            spec.append(text + (":rdonly" if info.readonly else ""))
+        lines.append("maps: " + " ".join(spec))
+    lines.append("expect: accept" if kernel is None or kernel.accepted else f"expect: reject {kernel.message}")
+    lines.append("---")
+    return "\n".join(lines) + "\n" + program.asm
+
+
+@dataclass
+class Campaign:
+    """Every seed's comparison, and the summary of a run."""
+
+    comparisons: list[Comparison]
+    seconds: float
+
+    def counts(self) -> Counter[Kind]:
+        return Counter(comparison.kind for comparison in self.comparisons)
+
+    def agreement(self) -> float:
+        counts = self.counts()
+        judged = len(self.comparisons) - counts[Kind.INVALID]
+        return (counts[Kind.AGREE_ACCEPT] + counts[Kind.AGREE_REJECT]) / max(judged, 1)
+
+    def report(self, out: TextIO) -> None:
+        counts = self.counts()
+        total = len(self.comparisons)
+        out.write(f"{total} programs in {self.seconds:.1f}s; agreement {self.agreement():.2%}\n")
+        for kind in Kind:
+            out.write(f"  {kind.value:32} {counts[kind]}\n")
+        groups: dict[tuple[Kind, str, str], list[int]] = defaultdict(list)
+        for comparison in self.comparisons:
+            if is_disagreement(comparison):
+                ours = normalise(comparison.ours.message) if comparison.ours else ""
+                kernel = normalise(comparison.kernel.message) if comparison.kernel else ""
+                groups[(comparison.kind, ours, kernel)].append(comparison.program.seed)
+        order = {Kind.UNSOUND: 0, Kind.CRASH: 1, Kind.STRICT: 2}
+        for (kind, ours, kernel), seeds in sorted(groups.items(), key=lambda item: (order[item[0][0]],
+                                                                                    -len(item[1]))):
+            out.write(f"\n[{kind.value}] x{len(seeds)}  seeds {seeds[:8]}\n    ours:   {ours or '(accepted)'}\n"
+                      f"    kernel: {kernel or '(accepted)'}\n")
+        ratios = sorted((c.ratio, c.program.seed) for c in self.comparisons if c.ratio is not None)
+        if ratios:
+            worst, seed = ratios[-1]
+            over = sum(1 for ratio, _ in ratios if ratio > MAX_PROCESSED_RATIO)
+            out.write(f"\nprocessed-insns ratio (ours/kernel) over {len(ratios)} accepted: median "
+                      f"{ratios[len(ratios) // 2][0]:.2f}, max {worst:.2f} (seed {seed}), over "
+                      f"{MAX_PROCESSED_RATIO:g}x: {over}\n")
+        differing = sum(1 for c in self.comparisons if c.messages_differ)
+        out.write(f"both reject but our reason is not in the kernel's message: {differing}\n")
+
+
+def run_campaign(seeds: Sequence[int], *, progress: TextIO | None = None) -> Campaign:
+    start = time.monotonic()
+    comparisons = []
+    for index, seed in enumerate(seeds):
+        comparisons.append(compare(generate(seed)))
+        if progress is not None and index % 500 == 499:
+            progress.write(f"... {index + 1} programs\n")
+            progress.flush()
+    return Campaign(comparisons, time.monotonic() - start)
+
+
+def seed_range(spec: str) -> range:
+    """``N`` (seeds 0..N-1) or ``first:stop``."""
+    first, _, stop = spec.rpartition(":")
+    return range(int(first or 0), int(stop))
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    parser = argparse.ArgumentParser(prog="python -m verifier.fuzz_oracle", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("campaign", help="compare many seeds and summarise the disagreements")
+    run.add_argument("--seeds", default=os.environ.get("PYBPF_VFUZZ_SEEDS", "2000"))
+    replay = commands.add_parser("replay", help="one seed: its program, both verdicts, and shrunk when they differ")
+    replay.add_argument("seed", type=int)
+    replay.add_argument("--no-shrink", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "campaign":
+        campaign = run_campaign(seed_range(args.seeds), progress=sys.stderr)
+        campaign.report(out)
+        return 1 if campaign.counts()[Kind.UNSOUND] or campaign.counts()[Kind.CRASH] else 0
+    program = generate(args.seed)
+    comparison = compare(program)
+    out.write(f"seed {program.seed}: {program.prog_type.name} fragments={list(program.fragments)} "
+              f"mutations={list(program.mutations)}\n{program.asm}\n")
+    out.write(f"{comparison.kind.value}\n  ours:   {comparison.ours}\n  kernel: {comparison.kernel}\n")
+    if is_disagreement(comparison) and not args.no_shrink:
+        shrunk = shrink(program)
+        out.write("\nshrunk, as a corpus case:\n\n" + corpus_block(compare(shrunk), f"fuzz-{program.seed}") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
