@@ -66,6 +66,10 @@ class MapTypeSpec:
     lookup_returns_value: bool = True
     is_fd_map: bool = False  # values written from user space are fds (prog, map, socket...)
     max_entries_power_of_two_pages: bool = False  # ringbufs: a power of 2 and a page multiple
+    # Generic operations the verifier lets through although they fail at run time (None: the
+    # program_ops): check_map_func_compatibility has no rule for arrays, so their
+    # bpf_map_delete_elem loads and returns -EINVAL.
+    verifier_ops: MapOp | None = None
 
     @property
     def mmapable(self) -> bool:
@@ -88,7 +92,8 @@ class MapTypeSpec:
             H.FOR_EACH_MAP_ELEM: MapOp.FOR_EACH,
         }
         if helper_id in generic:
-            return self.allows_op(generic[HelperId(helper_id)])
+            op = generic[HelperId(helper_id)]
+            return self.allows_op(op) or bool(self.verifier_ops is not None and self.verifier_ops & op)
         if helper_id == H.MAP_LOOKUP_PERCPU_ELEM:
             return self.per_cpu and self.allows_op(MapOp.LOOKUP)
         return helper_id in self.special_helpers
@@ -103,7 +108,7 @@ _SPECS: tuple[MapTypeSpec, ...] = (
                 allowed_flags=_HASH_FLAGS, max_key_size=MAX_BPF_STACK),
     MapTypeSpec(M.ARRAY, "array", "Array indexed by u32; elements preallocated and zeroed.", 4, None,
                 MapOp.LOOKUP | MapOp.UPDATE | MapOp.FOR_EACH,
-                allowed_flags=_ARRAY_FLAGS & ~MF.PRESERVE_ELEMS),
+                allowed_flags=_ARRAY_FLAGS & ~MF.PRESERVE_ELEMS, verifier_ops=MapOp.DELETE),
     MapTypeSpec(M.PROG_ARRAY, "prog_array", "Program fds for bpf_tail_call.", 4, 4,
                 special_helpers=frozenset({H.TAIL_CALL}), lookup_returns_value=False, is_fd_map=True,
                 allowed_flags=MF.NUMA_NODE | MF.RDONLY | MF.WRONLY),
@@ -115,7 +120,7 @@ _SPECS: tuple[MapTypeSpec, ...] = (
     MapTypeSpec(M.PERCPU_HASH, "percpu_hash", "Hash table with one value per CPU.", None, None,
                 _HASHLIKE_OPS, per_cpu=True, allowed_flags=_HASH_FLAGS, max_key_size=MAX_BPF_STACK),
     MapTypeSpec(M.PERCPU_ARRAY, "percpu_array", "Array with one value per CPU.", 4, None,
-                MapOp.LOOKUP | MapOp.UPDATE | MapOp.FOR_EACH, per_cpu=True),
+                MapOp.LOOKUP | MapOp.UPDATE | MapOp.FOR_EACH, per_cpu=True, verifier_ops=MapOp.DELETE),
     MapTypeSpec(M.STACK_TRACE, "stack_trace", "Stack traces keyed by bpf_get_stackid ids.", 4, None,
                 MapOp.DELETE, special_helpers=frozenset({H.GET_STACKID}),
                 allowed_flags=_COMMON_FLAGS | MF.STACK_BUILD_ID, lookup_returns_value=False),

@@ -119,6 +119,24 @@ def _refine_bit_test(a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Sca
     return sync(Scalar(var_off)), b
 
 
+def _bit_test_outcome(a: Scalar, b: Scalar, is32: bool) -> bool | None:
+    """Whether ``a & b`` is known non-zero (True) or zero (False) from the known bits, against
+    a constant operand (is_scalar_branch_taken's BPF_JSET case); None when either can happen."""
+    if b.const_value() is None:
+        a, b = b, a
+    value = b.const_value()
+    if value is None:
+        return None
+    tnum = a.var_off.subreg() if is32 else a.var_off
+    if is32:
+        value &= 0xFFFF_FFFF
+    if tnum.value & ~tnum.mask & value:
+        return True
+    if not (tnum.value | tnum.mask) & value:
+        return False
+    return None
+
+
 def _write_back(old: Scalar, view: View) -> Scalar | None:
     if view.bits == 64:
         if (view.tnum is old.var_off and view.s_lo == old.smin and view.s_hi == old.smax
@@ -149,6 +167,9 @@ def refine(cond: Cond, a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[S
     if not taken and cond is Cond.JSET:
         effective = None
     if cond is Cond.JSET:
+        known = _bit_test_outcome(a, b, is32)
+        if known is not None and known != taken:
+            return None
         return _refine_bit_test(a, b, is32, taken)
     bits = 32 if is32 else 64
     views = _refine_views(effective, View.of(a, bits), View.of(b, bits))

@@ -30,7 +30,8 @@ from pybpf.verifier.machine import (
     type_name,
 )
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory, invalidate_packet_pointers
-from pybpf.verifier.state import RegState, RegType, StackState
+from pybpf.verifier.scalar import to_s64
+from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, StackState
 from pybpf.verifier.transfer import read_reg
 
 _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_MAP_KEY,
@@ -39,6 +40,12 @@ _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
 _MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
 _MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, buf"
 _TIMER_MAP_TYPES = (BpfMapType.ARRAY, BpfMapType.HASH, BpfMapType.LRU_HASH)
+# Lookups with a known in-range key cannot fail in these (can_elide_value_nullness).
+_ELIDE_NULL = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
+# Helpers that change a map's contents: refused on maps read-only to programs (BPF_F_RDONLY_PROG,
+# which libbpf gives .rodata too).
+_MAP_WRITERS = frozenset({HelperId.MAP_UPDATE_ELEM, HelperId.MAP_DELETE_ELEM, HelperId.MAP_PUSH_ELEM,
+                          HelperId.MAP_POP_ELEM})
 # Helpers this verifier has no prototype for, refused with the reason rather than "unknown".
 _UNSUPPORTED_HELPERS = {
     HelperId.USER_RINGBUF_DRAIN: "bpf_user_ringbuf_drain is not supported by this verifier: its callback receives "
@@ -60,6 +67,7 @@ class _Meta:
     callback: int | None = None
     callback_ctx: RegState | None = None
     lock: tuple[int | None, int] | None = None
+    const_key: int | None = None  # a lookup's key, when the stack holds it as a known constant
 
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
@@ -159,6 +167,9 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     meta = _Meta()
     for index, arg in enumerate(proto.args[:5]):
         _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check
+    if meta.map is not None and meta.map.readonly and insn.helper in _MAP_WRITERS:
+        # record_func_map: a map read-only to programs cannot be changed through helpers either.
+        raise reject("write into map forbidden")
     if meta.map is not None:
         try:
             compatible = map_type_spec(meta.map.type).helper_allowed(insn.helper)
@@ -217,6 +228,49 @@ def _mismatch(regno: int, reg: RegState, expected: str) -> Exception:
     return reject(f"R{regno} type={type_name(reg)} expected={expected}")
 
 
+def constant_map_key(state: State, key: RegState, key_size: int) -> tuple[int | None, tuple[int, int] | None]:
+    """The kernel's ``get_constant_map_key``: the value of a map key on the stack when it is
+    known — zero bytes from the key's first byte on, or a scalar spill of exactly the key's size
+    holding a constant — and the (frame, slot) of that spill, whose value the verdict then
+    relies on (it must be marked precise)."""
+    if key.type is not RegType.PTR_TO_STACK or not key.var_off.is_const():
+        return None, None
+    at = key.off + to_s64(key.var_off.const_value() or 0)
+    if at >= 0:
+        return None, None
+    index, position = (-at - 1) // BPF_REG_SIZE, (-at - 1) % BPF_REG_SIZE
+    slot = state.frames[key.frameno].stack.slot(index)
+    # slot_type[7] is the slot's lowest address: the key's bytes run from ``position`` down.
+    run = 0
+    while position - run >= 0 and slot.slot_type[position - run] is SlotByte.STACK_ZERO:
+        run += 1
+    if run >= key_size:
+        return 0, None
+    if slot.slot_type[BPF_REG_SIZE - 1] is not SlotByte.STACK_SPILL or not slot.spilled_ptr.is_scalar:
+        return None, None
+    run = 0
+    while position - run >= 0 and slot.slot_type[position - run] is SlotByte.STACK_SPILL:
+        run += 1
+    value = slot.spilled_ptr.var_off.const_value()
+    if run != key_size or value is None:
+        return None, None
+    return value, (key.frameno, index)
+
+
+def lookup_key_slot(env: Env, state: State) -> tuple[int, int] | None:
+    """Before a ``bpf_map_lookup_elem``: the (frame, slot) of a spilled constant key whose value
+    decides whether the result may be NULL (None when there is none)."""
+    map_reg, key = state.regs[1], state.regs[2]
+    if not env.options.privileged or map_reg.type is not RegType.CONST_PTR_TO_MAP:
+        return None
+    if map_reg.map_uid is None or not 0 <= map_reg.map_uid < len(env.maps):
+        return None
+    info = env.maps[map_reg.map_uid]
+    if info.type not in _ELIDE_NULL:
+        return None
+    return constant_map_key(state, key, info.key_size)[1]
+
+
 def _is_null(reg: RegState) -> bool:
     return reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0
 
@@ -243,6 +297,8 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
                 raise _mismatch(regno, reg, _KEY_EXPECTED)
             size = meta.map.key_size if arg.type is ArgType.PTR_TO_MAP_KEY else meta.map.value_size
             helper_memory(env, state, regno, reg, size, write=arg.uninit)
+            if arg.type is ArgType.PTR_TO_MAP_KEY and env.options.privileged and meta.map.type in _ELIDE_NULL:
+                meta.const_key = constant_map_key(state, reg, size)[0]
         case ArgType.PTR_TO_MEM:
             if reg.type not in _MEM_TYPES or reg.maybe_null:
                 raise _mismatch(regno, reg, _MEM_EXPECTED)
@@ -381,6 +437,10 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
             # A map-in-map lookup yields the inner map itself (or NULL).
             uid = env.add_map(meta.map.inner)
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
+        if proto.id == HelperId.MAP_LOOKUP_ELEM and meta.const_key is not None and (
+                0 <= meta.const_key < meta.map.max_entries):
+            # An array element at a known index exists: the kernel elides the NULL (6.14+).
+            return RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=meta.map_reg.map_uid)
         return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=True, id=new_id, map_uid=meta.map_reg.map_uid)
     if ret is RetType.PTR_TO_MEM_OR_NULL:
         return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,

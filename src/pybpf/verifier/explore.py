@@ -42,6 +42,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
+from pybpf.platform import HelperId
 from pybpf.verifier import callbacks, calls, global_funcs, kernel_log, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_masks
@@ -328,6 +329,12 @@ class Explorer:
             mask |= 1
         if mask:
             mark_precise(self.table, before, parent, len(state.frames), {len(state.frames) - 1: mask})
+        if isinstance(insn, Call) and insn.helper == HelperId.MAP_LOOKUP_ELEM:
+            key_slot = calls.lookup_key_slot(self.env, state)
+            if key_slot is not None:
+                # Whether the result can be NULL rests on the spilled key's value.
+                mark_precise(self.table, before, parent, len(state.frames), {},
+                             slots={key_slot[0]: 1 << key_slot[1]})
         state.hist = history_entry(pc, insn, state, before)
 
     def _exit_checks_r0(self, state: State) -> bool:

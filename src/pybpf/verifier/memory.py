@@ -19,7 +19,9 @@ from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
+from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
 from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot, StackState
+from pybpf.verifier.tnum import U64, Tnum
 from pybpf.verifier.transfer import read_reg
 
 _CONVERSIONS: dict[Conversion, tuple[RegType, bool]] = {
@@ -66,15 +68,24 @@ def sized_scalar(size: int, sign_extend: bool = False) -> RegState:
 
 
 def truncate(value: RegState, size: int, sign_extend: bool) -> RegState:
-    """A scalar read back narrower than it was stored."""
-    constant = value.var_off.const_value() if value.type is RegType.SCALAR_VALUE else None
-    if constant is None or size >= 8:
-        return value if size >= 8 else sized_scalar(size, sign_extend)
+    """A scalar read back narrower than it was stored: its low ``size`` bytes, with the bounds
+    that survive the cut (the kernel's ``coerce_reg_to_size`` and ``coerce_reg_to_size_sx``)."""
+    if size >= 8:
+        return value
+    if value.type is not RegType.SCALAR_VALUE:
+        return sized_scalar(size, sign_extend)
     bits = size * 8
-    low = constant & ((1 << bits) - 1)
-    if sign_extend and low >> (bits - 1):
-        low -= 1 << bits
-    return RegState.const(low)
+    constant = value.var_off.const_value()
+    if constant is not None:
+        low = constant & ((1 << bits) - 1)
+        if sign_extend and low >> (bits - 1):
+            low -= 1 << bits
+        return RegState.const(low)
+    if sign_extend:
+        return RegState.scalar(sign_extend_to_size(value.var_off, size))
+    coerced = coerce_to_size(value.var_off, size)
+    # A copy keeps its id (so a later branch refines both) only when nothing was cut off.
+    return RegState.scalar(coerced, id=value.id if value.var_off.umax < 1 << bits else 0)
 
 
 # -- the entry points --------------------------------------------------------------------------
@@ -265,9 +276,11 @@ def stack_bounds(regno: int, reg: RegState, off: int, size: int, verb: str) -> t
 def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,
                   write: RegState | None, sign_extend: bool) -> RegState:
     verb = " write to" if write is not None else " read from"
-    if reg.var_off.is_const() and (reg.off + off + reg.var_off.smin) % size:
-        # The kernel checks alignment before bounds (check_ptr_alignment comes first).
-        raise reject(f"misaligned stack access off {reg.var_off.const_value()}+{reg.off}+{off} size {size}")
+    if not reg.var_off.var_off.add(Tnum.const((reg.off + off) & U64)).is_aligned(size):
+        # The kernel checks alignment before bounds (check_ptr_alignment comes first), and for
+        # the stack always strictly: every value the variable offset may take must be aligned.
+        where = reg.var_off.const_value() if reg.var_off.is_const() else tnum_text(reg.var_off)
+        raise reject(f"misaligned stack access off {where}+{reg.off}+{off} size {size}")
     low, high = stack_bounds(regno, reg, off, size, verb)
     frame = state.frames[reg.frameno]
     env.touch_stack(frame, low)
@@ -319,7 +332,7 @@ def _stack_write(frame: Frame, start: int, size: int, value: RegState) -> None:
         tags: list[SlotByte] = [SlotByte.STACK_MISC if t is SlotByte.STACK_SPILL else t for t in slot.slot_type]
         for position in range(BPF_REG_SIZE - size, BPF_REG_SIZE):
             tags[position] = SlotByte.STACK_SPILL
-        stored = replace(truncate(value, size, sign_extend=False), id=0, off=0)
+        stored = replace(truncate(value, size, sign_extend=False), off=0)
         frame.stack = frame.stack.with_slot(_slot_and_byte(start)[0], StackSlot(tuple(tags), stored))
         return
     mark_stack_bytes(frame, start, start + size, SlotByte.STACK_ZERO if zero else SlotByte.STACK_MISC)
@@ -348,8 +361,9 @@ def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool
             return spilled
         if spilled.is_pointer:
             raise reject("invalid size of register fill")
-        # Little-endian: the low bytes of the spilled value sit at the slot's lowest address.
-        if spilled.var_off.is_const() and start % BPF_REG_SIZE == 0:
+        # Little-endian: the low bytes of the spilled value sit at the slot's lowest address
+        # (bpf_stack_narrow_access_ok), and the fill keeps what the cut leaves of its bounds.
+        if start % BPF_REG_SIZE == 0:
             return truncate(spilled, size, sign_extend)
         return sized_scalar(size, sign_extend)
     spill_size = _spill_size(slot)

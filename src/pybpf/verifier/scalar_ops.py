@@ -204,13 +204,30 @@ def _sign_extend(from_bits: int) -> Callable[[View, View], View]:
         n = b.bits
         if from_bits >= n:
             return b
-        if b.u_hi < 1 << (from_bits - 1):
-            return b  # already a small non-negative number: sign extension changes nothing
-        # The kernel (coerce_reg_to_size_sx) keeps only the signed range here, not the tnum.
+        # coerce_reg_to_size_sx / coerce_subreg_to_size_sx: when the signed range does not
+        # straddle a multiple of 2**from_bits, the low bits' range, sign-extended, is the result
+        # if it lies on one side of zero; the tnum is rebuilt from that range. Else only the
+        # sign-extended type's range is known.
+        mask = _mask(n)
+        if (b.s_lo & mask) >> from_bits == (b.s_hi & mask) >> from_bits:
+            ends = (_signed(b.s_lo, from_bits), _signed(b.s_hi, from_bits))
+            low, high = min(ends), max(ends)
+            if (low >= 0) == (high >= 0):
+                return View(n, Tnum.range(low & mask, high & mask), low, high, low & mask, high & mask)
         sign = 1 << (from_bits - 1)
-        return _make(n, Tnum(0, _mask(n)), (-sign, sign - 1), None)
+        return _make(n, Tnum(0, mask), (-sign, sign - 1), None)
 
     return movsx
+
+
+def sign_extend_to_size(value: Scalar, size: int) -> Scalar:
+    """The low ``size`` bytes of ``value``, sign-extended to 64 bits (a sign-extending load)."""
+    if size >= 8:
+        return value
+    constant = value.const_value()
+    if constant is not None:
+        return Scalar.const(_signed(constant, size * 8) & _mask(64))
+    return _from_views(_sign_extend(size * 8)(View.of(value, 64), View.of(value, 64)), None)
 
 
 OPS: dict[BinOp, Callable[[View, View], View]] = {
@@ -250,6 +267,24 @@ def zero_extend(low: View) -> Scalar:
     """The register after a 32-bit operation: the low view, upper half zero."""
     return sync(Scalar(low.tnum.subreg(), low.u_lo, low.u_hi, low.u_lo, low.u_hi,
                        low.s_lo, low.s_hi, low.u_lo, low.u_hi))
+
+
+def coerce_to_size(value: Scalar, size: int) -> Scalar:
+    """The low ``size`` bytes of ``value``, zero-extended (the kernel's ``coerce_reg_to_size``):
+    the tnum is cut, the 64-bit range survives when the cut-off bits are the same at both ends
+    of it, and below 4 bytes the 32-bit range is rebuilt from the 64-bit one."""
+    if size >= 8:
+        return value
+    mask = (1 << (size * 8)) - 1
+    if value.umin & ~mask == value.umax & ~mask:
+        umin, umax = value.umin & mask, value.umax & mask
+    else:
+        umin, umax = 0, mask
+    var_off = value.var_off.cast(size)
+    if size < 4:
+        return sync(Scalar(var_off, umin, umax, umin, umax))
+    return sync(Scalar(var_off, umin, umax, umin, umax, value.s32_min, value.s32_max, value.u32_min,
+                       value.u32_max))
 
 
 SHIFTS = frozenset({BinOp.LSH, BinOp.RSH, BinOp.ARSH})
