@@ -62,6 +62,8 @@ def _write_text(entry: dict[str, Any], report: VerifierReport, total: int, log_l
     for diagnostic in report.diagnostics:
         for line in diagnostic.describe().splitlines():
             out.write(f"  {line}\n")
+    for barrier in report.barriers:  # unprivileged loads only
+        out.write(f"  {barrier.describe()}\n")
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:

@@ -16,6 +16,9 @@ Layers built so far:
   BTF ``global`` linkage) functions verified once from their BTF prototype, calls to them checked
   against it (r0 comes back an unknown scalar); :mod:`.stack_depth` — combined stack
   depth over call chains and the 256-byte limit under a tail-calling subprogram;
+* :mod:`.spectre` — the Spectre mitigations of unprivileged loads: speculative paths, the
+  speculation barriers their errors cost (reported as :class:`Barrier`), pointer-arithmetic
+  sanitation and Spectre-v4 stores;
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
@@ -26,9 +29,13 @@ counter's exact value over more than 8 ``bpf_loop`` iterations is refused; ``bpf
 readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
 dereferenced; a spin lock's or timer's offset is not checked against BTF; the private-stack mode
 of tracing programs is not modelled (the 512-byte combined limit always applies). Unprivileged
-loads get the Spectre-v1 bounds rules that still refuse programs (:mod:`.spectre`); the
-sanitation failures the kernel (6.17+) answers with a speculation barrier are not refused, and
-speculative paths are not explored (their errors, too, only cost a barrier since 6.17).
+loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`), with these
+differences: barriers are recorded, not inserted as instructions (a user-space VM never
+speculates); the kernel's limit of 8192 pending branch states ("The sequence of N jumps is too
+complex") is not modelled; which errors a barrier recovers from follows the kernel's errno classes
+(EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not model (kfuncs,
+``callx``) never is. These verdicts are checked against the kernel's selftest expectations only:
+this machine refuses unprivileged ``bpf()``.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from pybpf.verifier.branch import branch_outcomes, refine
 from pybpf.verifier.cfg import Cfg, Edge, EdgeKind, Subprog, walk
 from pybpf.verifier.checker import maps_of, verify, verify_program
 from pybpf.verifier.machine import MapInfo
-from pybpf.verifier.report import Diagnostic, VerifierReport
+from pybpf.verifier.report import Barrier, Diagnostic, VerifierReport
 from pybpf.verifier.scalar import Scalar, sync
 from pybpf.verifier.scalar_ops import alu, endian, neg
 from pybpf.verifier.state import (
@@ -67,6 +74,7 @@ __all__ = [
     "BPF_MAXINSNS",
     "BPF_REG_SIZE",
     "MAX_BPF_STACK",
+    "Barrier",
     "Cfg",
     "Diagnostic",
     "Edge",

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pybpf.platform import HelperId
-from pybpf.verifier.machine import MAX_CALL_FRAMES, Frame, State, reject
+from pybpf.verifier.machine import MAX_CALL_FRAMES, Frame, State, reject_fatal
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.state import IdMap, RegState, RegType, SlotByte, StackSlot, StackState, regsafe
 
@@ -83,7 +83,7 @@ def enter_sync(state: State, pc: int, start: int, args: dict[int, RegState]) -> 
     The calling frame's registers keep the helper's arguments: the callback's exit returns to
     the call instruction, which checks them again and queues the next iteration."""
     if len(state.frames) >= MAX_CALL_FRAMES:
-        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep")
+        raise reject_fatal(f"the call stack of {len(state.frames) + 1} frames is too deep")  # E2BIG
     forked = state.copy()
     forked.frame.callback_depth += 1
     forked.frames.append(_callee_frame(pc, start, args, len(state.frames), callback=True))

@@ -27,6 +27,7 @@ from pybpf.verifier.machine import (
     MapInfo,
     State,
     reject,
+    reject_fatal,
     type_name,
 )
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory, invalidate_packet_pointers
@@ -72,7 +73,7 @@ class _Meta:
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
     if len(state.frames) >= MAX_CALL_FRAMES:
-        raise reject(f"the call stack of {len(state.frames) + 1} frames is too deep")
+        raise reject_fatal(f"the call stack of {len(state.frames) + 1} frames is too deep")  # E2BIG
     frameno = len(state.frames)
     regs = [RegState.not_init() for _ in range(11)]
     for number, value in args.items():

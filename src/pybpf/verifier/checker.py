@@ -8,7 +8,7 @@ reports the outcome as a :class:`VerifierReport`; it never raises for a rejected
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from pybpf.asm.printer import format_insn
 from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
@@ -18,8 +18,8 @@ from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
-from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection
-from pybpf.verifier.report import Diagnostic, VerifierReport
+from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection, SpecAux
+from pybpf.verifier.report import Barrier, Diagnostic, VerifierReport
 from pybpf.verifier.stack_depth import check_stack_depth
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, StructureConfig, check_structure
 
@@ -80,7 +80,19 @@ def verify(
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,
-                          frozenset(explorer.seen), dict(explorer.env.ptr_types))
+                          frozenset(explorer.seen), dict(explorer.env.ptr_types),
+                          barriers_of(explorer.env.spec, explorer.seen))
+
+
+def barriers_of(spec: SpecAux | None, seen: Collection[int]) -> tuple[Barrier, ...]:
+    """The speculation barriers the kernel's ``convert_ctx_accesses`` would insert: one before
+    each instruction a speculative path failed at (even dead ones, which become ``goto -1``), and
+    one after each reached store Spectre v4 needs it for (a dead store is no store any more)."""
+    if spec is None:
+        return ()
+    before = [Barrier(pc, False, reason) for pc, reason in spec.nospec.items()]
+    after = [Barrier(pc, True, reason) for pc, reason in spec.nospec_result.items() if pc in seen]
+    return tuple(sorted(before + after, key=lambda barrier: (barrier.pc, barrier.after)))
 
 
 def _rejected(error: VerifierError, table: Mapping[int, LabeledInsn], processed: int, states: int,

@@ -55,10 +55,12 @@ from pybpf.verifier.machine import (
     MapResolver,
     PathStep,
     Rejection,
+    SpecAux,
     State,
     compare_states,
     loop_key,
     reject,
+    reject_fatal,
     states_equal,
     states_identical,
 )
@@ -123,6 +125,8 @@ class Explorer:
         self.table = {labeled.pc: labeled for labeled in self.insns}
         self.live, self.live_slots = live_masks(self.insns)
         self.track_precision = self.env.options.privileged
+        if not self.env.options.privileged and self.env.spec is None:
+            self.env.spec = SpecAux()
         for labeled in self.insns:
             target = branch_target(labeled.pc, labeled.insn)
             if target is not None:
@@ -177,12 +181,13 @@ class Explorer:
         options = self.env.options
         level = options.log_level
         track = self.track_precision
-        sanitizing = not options.privileged
+        spec = self.env.spec  # None for a privileged load: no Spectre bookkeeping at all
+        speculative = state.speculative  # a path stays (non-)speculative to its end
         limit = self.insn_limit
         while True:
             step = steps.get(pc)
             if step is None:
-                raise Rejection(pc, f"invalid insn idx {pc}")
+                raise Rejection(pc, f"invalid insn idx {pc}", recoverable=False)
             labeled, handler, prune, plain = step
             insn = labeled.insn
             try:
@@ -193,9 +198,14 @@ class Explorer:
                             self.log.append(f"{pc}: safe")
                         break
                 self.processed += 1
-                seen.add(pc)
+                if not speculative:
+                    seen.add(pc)  # sanitize_mark_insn_seen: reached only speculatively is dead code
                 if self.processed > limit:
-                    raise reject(f"BPF program is too large. Processed {self.processed} insn")
+                    raise reject_fatal(f"BPF program is too large. Processed {self.processed} insn")
+                if spec is not None:
+                    if speculative and pc in spec.nospec:
+                        break  # a barrier stops the misprediction here
+                    spec.pc = pc
                 if level >= 1:
                     next_pc, state = self._step_logged(pc, labeled, handler, state, parent, level=level)
                 else:
@@ -204,20 +214,41 @@ class Explorer:
                             state.hist = HistEntry(pc, state.hist)
                         else:
                             self._record(pc, insn, state, parent)
-                    if sanitizing and spectre.is_pointer_arithmetic(insn, state):
-                        next_pc, state = handler(pc, insn, state, parent)
-                        spectre.check_bounds(insn, state, self.env)
-                    else:
-                        next_pc, state = handler(pc, insn, state, parent)
+                    next_pc, state = handler(pc, insn, state, parent)
             except Rejection as error:
                 if error.pc is not None:
                     raise
+                if speculative and error.recoverable and spec is not None:
+                    self._insert_barrier(pc, error.reason, spec, parent)
+                    break
                 path = tuple(state.path.decisions()) if state.path is not None else ()
-                raise Rejection(pc, error.reason, source_of(labeled), path) from None
+                raise Rejection(pc, error.reason, source_of(labeled), path,
+                                recoverable=error.recoverable) from None
+            if spec is not None:
+                if spec.pushes:
+                    self._push_speculative(spec, parent)
+                if speculative and pc in spec.nospec_result:
+                    break  # a barrier after this store (Spectre v4) stops the misprediction
             if next_pc is None:
                 break
             pc = next_pc
         self._end_path(parent)
+
+    def _insert_barrier(self, pc: int, reason: str, spec: SpecAux, parent: Checkpoint | None) -> None:
+        """A speculative path met an error a barrier prevents: mark a barrier before ``pc``
+        (aux->nospec; the first reason found is the one reported) and end the path."""
+        spec.nospec.setdefault(pc, reason)
+        spec.alu_states.pop(pc, None)  # a barrier replaces the masking of an add/sub
+        if self.env.options.log_level >= 1:
+            self.log.append(reason)  # the kernel logs the error it recovered from
+            self.log.append(f"; speculation barrier inserted before insn {pc}")
+        self._push_speculative(spec, parent)
+
+    def _push_speculative(self, spec: SpecAux, parent: Checkpoint | None) -> None:
+        """Queue the speculative states the step asked for (after pointer arithmetic)."""
+        pushes, spec.pushes = spec.pushes, []
+        for pc, state in pushes:
+            self._fork(pc, state, parent)
 
     def _step_logged(self, pc: int, labeled: LabeledInsn, handler: Handler, state: State,
                      parent: Checkpoint | None, *, level: int) -> tuple[int | None, State]:
@@ -229,10 +260,7 @@ class Explorer:
         touched = kernel_log.before(insn, state, self.env.maps) if level >= 2 else None
         if self.track_precision:
             self._record(pc, insn, state, parent)
-        sanitize = not self.env.options.privileged and spectre.is_pointer_arithmetic(insn, state)
         next_pc, state = handler(pc, insn, state, parent)
-        if sanitize:
-            spectre.check_bounds(insn, state, self.env)
         if touched is not None:
             self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], insn, state,
                                                  maps=self.env.maps, seen=touched)
@@ -241,6 +269,7 @@ class Explorer:
     def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
         stored = self.checkpoints.setdefault(pc, [])
         allow_uninit = self.env.options.privileged
+        exact = self.env.spec is not None and self.env.spec.explore_alu_limits
         live = self.live.get(pc, (1 << 11) - 1)
         live_slots = self.live_slots.get(pc, -1)
         evicted = False
@@ -263,10 +292,11 @@ class Explorer:
                 identical = (checkpoint in looping if looping is not None
                              else states_identical(checkpoint.state, state))
                 if identical:
-                    raise reject(f"infinite loop detected at insn {pc}")
+                    # Found before the instruction runs (is_state_visited): never a barrier's job.
+                    raise reject_fatal(f"infinite loop detected at insn {pc}")
                 continue
             where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
-                                   precision=self.track_precision, first=checkpoint.hint)
+                                   precision=self.track_precision, first=checkpoint.hint, exact=exact)
             if where == NO_DIFFERENCE:
                 checkpoint.hits += 1
                 if self.track_precision:
@@ -495,7 +525,7 @@ class Explorer:
 
     def _step_unsupported_call(self, pc: int, insn: Instruction, state: State,
                                parent: Checkpoint | None) -> tuple[int | None, State]:
-        raise reject("kernel function calls and callx are not supported by this verifier")
+        raise reject_fatal("kernel function calls and callx are not supported by this verifier")
 
     def _step_exit(self, pc: int, insn: Exit, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
         if len(state.frames) > 1:
@@ -514,8 +544,14 @@ class Explorer:
         return pc + 1, state
 
     def _jump(self, pc: int, insn: Jump, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        # Unprivileged: the edge no execution takes is still walked speculatively, from the
+        # state before the jump (refinement below narrows ``state`` in place).
+        unrefined = state.copy() if self.env.spec is not None else None
         taken, fall = transfer.branch_states(state, insn, self.env)
         target = pc + 1 + insn.off
+        if unrefined is not None and (taken is None) != (fall is None):
+            dead = target if taken is None else pc + 1
+            self._fork(dead, spectre.speculative_branch(unrefined, insn, pc, taken=taken is None), parent)
         if self.track_precision and (taken is None or fall is None):
             # The values decided the outcome: a state with other values might go the other way.
             demanded = demanded_by_branch(insn, state)

@@ -405,4 +405,6 @@ def path_start(pc: int, state: State, maps: Sequence[MapInfo] = ()) -> str:
         prefix = f"{pc}:"
     else:
         prefix = f"from {state.path.pc} to {pc}:"
+    if state.speculative:
+        prefix = prefix[:-1] + " (speculative execution):"
     return f"{prefix} {format_kernel_state(state, maps)}"

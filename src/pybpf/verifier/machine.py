@@ -124,6 +124,9 @@ class State:
     # The instructions stepped since the last checkpoint (the kernel's jmp_history), for
     # precision backtracking; shared between copies (immutable).
     hist: HistEntry | None = None
+    # A path the CPU could only take by mispredicting a branch (unprivileged loads; see
+    # pybpf.verifier.spectre): its errors cost a speculation barrier, not the load.
+    speculative: bool = False
 
     @property
     def frame(self) -> Frame:
@@ -136,7 +139,7 @@ class State:
     def copy(self) -> State:
         frames = self.frames
         copied = [frames[0].copy()] if len(frames) == 1 else [f.copy() for f in frames]  # mostly one
-        return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist)
+        return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist, self.speculative)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -183,22 +186,28 @@ OTHER_DIFFERENCE = 11
 
 
 def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
-                   live_slots: int = -1, *, precision: bool = False, first: int = NO_DIFFERENCE) -> int:
+                   live_slots: int = -1, *, precision: bool = False, first: int = NO_DIFFERENCE,
+                   exact: bool = False) -> int:
     """:func:`states_equal`, telling where it failed: -1 when ``old`` covers ``cur``, else the
     innermost register found not covered (0-10), or 11 for any other difference.
 
     ``first`` names an innermost register to compare before the others (where the last
     comparison with ``old`` failed: states stored at one pc tend to differ in the same place).
     The order cannot change the outcome: each register's test only adds pairs to the id
-    renaming, and whether a consistent renaming exists does not depend on their order."""
+    renaming, and whether a consistent renaming exists does not depend on their order.
+    ``exact``: scalars cover only equal scalars (see :class:`SpecAux`)."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
+        return OTHER_DIFFERENCE
+    if old.speculative and not cur.speculative:
+        # What a mispredicted path proved (it stops at the first barrier) says nothing about
+        # the paths the CPU really takes.
         return OTHER_DIFFERENCE
     ids = IdMap()
     innermost = len(old.frames) - 1
     if first >= 0 and live >> first & 1:
         old_reg, cur_reg = old.frames[innermost].regs[first], cur.frames[innermost].regs[first]
         trivially_safe = old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id
-        if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision):
+        if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
             return first
     for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
         if old_frame.callsite != cur_frame.callsite:
@@ -216,12 +225,12 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
             if precision and not old_reg.precise and old_reg.type is _SCALAR and cur_reg.type is _SCALAR:
                 continue  # regsafe's first test, inlined: the most frequent outcome
-            if not regsafe(old_reg, cur_reg, ids, precision=precision):
+            if not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
                 return number if depth == innermost else OTHER_DIFFERENCE
         if old_frame.stack.slots:  # stacksafe walks the old slots: none, nothing to compare
             slots = live_slots if depth == innermost else -1
             if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
-                             live_slots=slots, precision=precision):
+                             live_slots=slots, precision=precision, exact=exact):
                 return OTHER_DIFFERENCE
     if not old.refs or all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
         return NO_DIFFERENCE
@@ -313,17 +322,44 @@ def format_state(state: State) -> str:
 
 
 class Rejection(VerifierError):
-    """A rejection found while exploring, with the path of branch decisions that reached it."""
+    """A rejection found while exploring, with the path of branch decisions that reached it.
+
+    ``recoverable``: the kernel answers this error with EPERM, EACCES or EINVAL, so on a
+    speculative path it costs a speculation barrier instead of the load
+    (``error_recoverable_with_nospec``); resource limits (E2BIG), internal errors and what this
+    verifier does not model are not."""
 
     def __init__(self, pc: int | None, reason: str, source: str | None = None,
-                 path: tuple[tuple[int, bool], ...] = ()) -> None:
+                 path: tuple[tuple[int, bool], ...] = (), *, recoverable: bool = True) -> None:
         super().__init__(pc, reason, source)
         self.path = path
+        self.recoverable = recoverable
 
 
 def reject(reason: str) -> Rejection:
     """An error at the instruction being stepped; the explorer fills in pc, source and path."""
     return Rejection(None, reason)
+
+
+def reject_fatal(reason: str) -> Rejection:
+    """:func:`reject` for an error no speculation barrier can recover from (see :class:`Rejection`)."""
+    return Rejection(None, reason, recoverable=False)
+
+
+@dataclass(slots=True)
+class SpecAux:
+    """The kernel's per-instruction Spectre bookkeeping (``insn_aux_data``) of an unprivileged
+    load, shared by every path (see :mod:`pybpf.verifier.spectre`)."""
+
+    pc: int = 0  # the instruction being stepped
+    nospec: dict[int, str] = field(default_factory=dict)  # pc -> why a barrier goes before it
+    nospec_result: dict[int, str] = field(default_factory=dict)  # pc -> why a barrier follows it
+    alu_states: dict[int, tuple[int, int]] = field(default_factory=dict)  # pc -> (alu_state, alu_limit)
+    pushes: list[tuple[int, State]] = field(default_factory=list)  # speculative states this step queued
+    # Set by the first pointer arithmetic with a variable scalar: from then on scalars prune
+    # only when exactly equal (the kernel's env->explore_alu_limits), so every path's masking
+    # limit at each instruction is seen and compared.
+    explore_alu_limits: bool = False
 
 
 @dataclass(slots=True)
@@ -349,6 +385,8 @@ class Env:
     # those some path called (the kernel's subprog_aux->called), verified after the main program.
     global_funcs: dict[int, GlobalFunc] = field(default_factory=dict)
     called_globals: set[int] = field(default_factory=set)
+    # Unprivileged loads only (None for root, which bypasses the Spectre mitigations).
+    spec: SpecAux | None = None
 
     def new_id(self) -> int:
         self.next_id += 1

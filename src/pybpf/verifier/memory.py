@@ -17,6 +17,7 @@ from types import MappingProxyType
 from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
+from pybpf.verifier import spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
@@ -293,6 +294,14 @@ def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int
         if not env.options.privileged and frame.stack.slot(_slot_and_byte(low)[0]).is_spilled_register() and (
                 frame.stack.slot(_slot_and_byte(low)[0]).spilled_ptr.is_pointer) and size != BPF_REG_SIZE:
             raise reject("attempt to corrupt spilled pointer on stack")
+        if env.spec is not None:
+            spectre.note_stack_write(env, frame.stack.slot(_slot_and_byte(low)[0]), size, write)
+            if write.type is RegType.SCALAR_VALUE:
+                # Only a bpf_capable loader's scalar spills are tracked (check_stack_write_fixed_off):
+                # an unprivileged store leaves unknown data, or known zeros.
+                zero = write.var_off.const_value() == 0
+                mark_stack_bytes(frame, low, low + size, SlotByte.STACK_ZERO if zero else SlotByte.STACK_MISC)
+                return write
         _stack_write(frame, low, size, write)
         return write
     return _stack_read(env, frame, low, size, sign_extend)

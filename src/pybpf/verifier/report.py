@@ -75,6 +75,23 @@ class Diagnostic:
 
 
 @dataclass(frozen=True, slots=True)
+class Barrier:
+    """A speculation barrier (``nospec``) the kernel inserts into an unprivileged program (see
+    :mod:`pybpf.verifier.spectre`): before ``pc`` when a mispredicted path would fail there,
+    after it when the store at ``pc`` needs one (Spectre v4). A no-op for a user-space VM."""
+
+    pc: int
+    after: bool
+    reason: str
+
+    def describe(self) -> str:
+        if self.after:
+            return f"speculation barrier inserted after insn {self.pc} because {self.reason}"
+        return (f"speculation barrier inserted before insn {self.pc} because a mispredicted branch "
+                f"reaches it and there: {self.reason}")
+
+
+@dataclass(frozen=True, slots=True)
 class VerifierReport:
     """The outcome of :func:`pybpf.verifier.verify`."""
 
@@ -89,6 +106,8 @@ class VerifierReport:
     # The pointer type each reached load, store or atomic accessed, by pc (aux->ptr_type): the
     # runtime converts exactly the PTR_TO_CTX ones (pybpf.runtime.context).
     ptr_types: Mapping[int, RegType] = field(default_factory=dict, compare=False)
+    # Unprivileged loads: where the kernel would insert speculation barriers, in pc order.
+    barriers: tuple[Barrier, ...] = ()
 
     @property
     def error(self) -> Diagnostic | None:
@@ -101,5 +120,7 @@ class VerifierReport:
 
     def summary(self) -> str:
         if self.accepted:
-            return f"accepted: processed {self.processed_insns} insns, {self.peak_states} states"
+            lines = [f"accepted: processed {self.processed_insns} insns, {self.peak_states} states"]
+            lines.extend(f"  {barrier.describe()}" for barrier in self.barriers)
+            return "\n".join(lines)
         return "rejected: " + "\n".join(d.describe() for d in self.diagnostics)

@@ -10,6 +10,10 @@ The kernel then rewrites the program (``bpf_check``, after ``check_max_stack_dep
   each deletion;
 * for an unprivileged load, ``sanitize_dead_code`` replaces each unreached slot with
   ``goto -1`` (a trap that can only spin, should speculation ever get there); nothing moves.
+  The kernel then inserts its speculation barriers (``BPF_ST_NOSPEC`` before each ``nospec``
+  instruction, after each ``nospec_result`` store). A barrier does nothing for a user-space VM,
+  and no engine here decodes it: the result *records* them (``barriers``, at the rewritten pcs)
+  and leaves the instruction stream as the engines run it.
 
 :func:`eliminate_dead_code` is the pure function: instructions and the reached pcs in, the
 rewritten instructions and the old-to-new pc map out. :func:`rewrite_program` applies it to a
@@ -27,6 +31,7 @@ from pybpf.isa.insn import CallLocal, Goto, Instruction, Jump, LabeledInsn, Load
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.obj.spec import LineInfo, ProgramSpec, SubprogramRange
 from pybpf.verifier.cfg import call_target, slot_total, subprog_starts, subprogs
+from pybpf.verifier.report import Barrier
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +47,7 @@ class DeadCodeResult:
     hard_wired: int = 0
     _kept: tuple[int, ...] = field(default=(), repr=False)
     _slots: int = field(default=0, repr=False)  # slots of the rewritten program
+    barriers: tuple[Barrier, ...] = ()  # where the kernel's speculation barriers go (new pcs)
 
     @property
     def changed(self) -> bool:
@@ -122,11 +128,20 @@ def _live_functions(insns: Sequence[LabeledInsn], seen: Collection[int]) -> set[
 
 
 def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
-                        privileged: bool = True) -> DeadCodeResult:
+                        privileged: bool = True, barriers: Sequence[Barrier] = ()) -> DeadCodeResult:
     """The kernel's dead-code rewrites for instructions whose reached pcs are ``seen``.
 
     Privileged: hard-wire one-sided branches, delete unreached instructions, delete nops.
-    Unprivileged: each unreached slot becomes ``goto -1``; pcs do not change."""
+    Unprivileged: each unreached slot becomes ``goto -1``; pcs do not change. ``barriers``
+    (from the report) are recorded in the result at their new pcs."""
+    result = _eliminate(insns, seen, privileged=privileged)
+    if not barriers:
+        return result
+    moved = tuple(replace(barrier, pc=new) for barrier in barriers if (new := result.map_pc(barrier.pc)) is not None)
+    return replace(result, barriers=moved)
+
+
+def _eliminate(insns: Sequence[LabeledInsn], seen: Collection[int], *, privileged: bool) -> DeadCodeResult:
     if not privileged:
         out: list[LabeledInsn] = []
         for labeled in insns:

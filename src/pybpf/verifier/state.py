@@ -217,12 +217,13 @@ def regs_exact(old: RegState, cur: RegState, ids: IdMap) -> bool:
     )
 
 
-def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False) -> bool:
+def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False, exact: bool = False) -> bool:
     """Whether ``cur`` is at least as constrained as ``old`` (so old's verdict covers it).
 
     With ``precision``, an imprecise scalar of ``old`` covers any scalar: no explored
     continuation relied on its value (the kernel's ``!rold->precise`` case). Only sound when
-    ``old``'s precision marks are complete, i.e. every path below it has finished."""
+    ``old``'s precision marks are complete, i.e. every path below it has finished.
+    ``exact``: scalars cover only equal scalars (the kernel's ``explore_alu_limits``)."""
     if old.type is RegType.NOT_INIT:
         return True  # the explored path never relied on this register
     if cur.type is not old.type:
@@ -238,6 +239,8 @@ def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False
             # id test always passes and its pairs are never consulted again, so it is skipped.
             if (old.id or cur.id) and not ids.check_scalar(old.id, cur.id):
                 return False
+            if exact:
+                return old.var_off == cur.var_off
             return old.var_off is cur.var_off or old.var_off.includes(cur.var_off)
         case t if t in SIZED_MEMORY_TYPES:
             return (
@@ -325,7 +328,7 @@ _ALL_SPILL = (SlotByte.STACK_SPILL,) * BPF_REG_SIZE
 
 
 def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stack: bool = True,
-              live_slots: int = -1, precision: bool = False) -> bool:
+              live_slots: int = -1, precision: bool = False, exact: bool = False) -> bool:
     """Whether every byte the old stack defines is matched (or covered) by the current stack.
 
     A slot whose bit is clear in ``live_slots`` is never read again and is skipped, unless it
@@ -343,7 +346,8 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
                     return False
         # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
         spilled = SlotByte.STACK_SPILL in old_slot.slot_type
-        if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision):
+        if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision,
+                                   exact=exact):
             return False
         if special:
             # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.

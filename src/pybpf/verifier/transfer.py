@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.isa.insn import Bin, BinOp, Cond, Imm, Jump, Reg
+from pybpf.verifier import spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
@@ -69,6 +70,8 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         return
     dst = read_reg(state, insn.dst)
     if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
+        if env.spec is not None:
+            spectre.sanitize_scalar(env, insn)
         result = RegState.scalar(env.memo_alu(insn.op, dst.var_off, src.var_off, insn.is64))
         constant = src.var_off.const_value()
         if insn.op is BinOp.ADD and insn.is64 and dst.id and constant is not None:
@@ -86,9 +89,9 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
             return
         raise reject(f"R{dst_no} pointer {op_text(insn.op)} pointer prohibited")
     if dst.is_pointer:
-        state.regs[dst_no] = _pointer_math(insn, dst_no, dst, src, env, reversed_operands=False)
+        state.regs[dst_no] = _pointer_math(state, insn, dst_no, dst, src, env=env, reversed_operands=False)
     else:
-        state.regs[dst_no] = _pointer_math(insn, dst_no, src, dst, env, reversed_operands=True)
+        state.regs[dst_no] = _pointer_math(state, insn, dst_no, src, dst, env=env, reversed_operands=True)
 
 
 def _move(insn: Bin, src: RegState, env: Env) -> RegState:
@@ -120,8 +123,8 @@ def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
         raise reject(f"value {value.smin} makes {type_name(ptr)} pointer be out of bounds")
 
 
-def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env,
-                  *, reversed_operands: bool) -> RegState:
+def _pointer_math(state: State, insn: Bin, dst_no: int, ptr: RegState, off: RegState, *, env: Env,
+                  reversed_operands: bool) -> RegState:
     if not insn.is64:
         if insn.op is BinOp.SUB and env.options.privileged:
             return unknown()
@@ -139,6 +142,10 @@ def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env
         return unknown()
     _sane_offset(off, ptr, "offset")
     _sane_offset(ptr, ptr, "pointer")
+    sanitized = env.spec is not None and insn.op in (BinOp.ADD, BinOp.SUB)
+    info = spectre.SanitizeInfo()
+    if sanitized:
+        spectre.sanitize_pointer(env, state, insn, ptr, off, ptr_is_dst=not reversed_operands, info=info)
     if insn.op is BinOp.ADD:
         result = _add_offset(ptr, value, env, negate=False)
     elif insn.op is BinOp.SUB:
@@ -152,6 +159,10 @@ def _pointer_math(insn: Bin, dst_no: int, ptr: RegState, off: RegState, env: Env
     else:
         raise reject(f"R{dst_no} pointer arithmetic with {op_text(insn.op)} operator prohibited")
     _sane_offset(result, ptr, "result")
+    if env.spec is not None:
+        spectre.check_bounds(dst_no, result, env)
+    if sanitized:
+        spectre.commit_pointer(env, state, insn, result, info)
     return result
 
 
