@@ -65,6 +65,7 @@ class Verdict:
     accepted: bool
     message: str  # our reason / the kernel's cause line; "" when accepted
     processed: int
+    context: str = ""  # the kernel's last log lines (its reason may span several)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ class Comparison:
     def messages_differ(self) -> bool:
         """Both reject, but our reason is not in the kernel's message (informational only)."""
         return (self.kind is Kind.AGREE_REJECT and self.ours is not None and self.kernel is not None
-                and self.ours.message not in self.kernel.message)
+                and self.ours.message not in self.kernel.context)
 
 
 def our_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdict:
@@ -109,7 +110,8 @@ def kernel_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdic
         except VerifierRejectedError as error:
             log = error.log or str(error)
             match = _PROCESSED.search(log)
-            return Verdict(False, summarize_log(log).cause, int(match[1]) if match else 0)
+            summary = summarize_log(log, tail_lines=3)
+            return Verdict(False, summary.cause, int(match[1]) if match else 0, "\n".join(summary.tail))
         except BpfCommandError as error:
             return Verdict(False, f"{type(error).__name__}: {error}", 0)
         loaded.fd.close()

@@ -39,7 +39,7 @@ _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET
               RegType.PTR_TO_MAP_VALUE)
 _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
 _MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
-_MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, buf"
+_MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"  # as 6.18 prints it
 _TIMER_MAP_TYPES = (BpfMapType.ARRAY, BpfMapType.HASH, BpfMapType.LRU_HASH)
 # Lookups with a known in-range key cannot fail in these (can_elide_value_nullness).
 _ELIDE_NULL = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})

@@ -130,7 +130,10 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
     base = read_reg(state, insn.dst)
     if insn.op == AtomicCode.CMPXCHG:
         read_reg(state, Reg.R0)
-    if base.type not in _ATOMIC_REGIONS or base.maybe_null:
+    if base.maybe_null or not base.is_pointer:
+        # check_atomic names only the kernel-object pointers; others fail as a plain access.
+        raise reject(f"R{int(insn.dst)} invalid mem access '{type_name(base)}'")
+    if base.type not in _ATOMIC_REGIONS:
         raise reject(f"BPF_ATOMIC stores into R{int(insn.dst)} {type_name(base)} is not allowed")
     access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
     if base.type is RegType.PTR_TO_STACK:
@@ -266,6 +269,8 @@ def stack_bounds(regno: int, reg: RegState, off: int, size: int, verb: str) -> t
     """The lowest and highest start byte of an access, checked inside the 512-byte frame."""
     base = reg.off + off
     low, high = base + reg.var_off.smin, base + reg.var_off.smax
+    if not reg.var_off.is_const() and (reg.var_off.smax >= BPF_MAX_VAR_OFF or reg.var_off.smin <= -BPF_MAX_VAR_OFF):
+        raise reject(f"invalid unbounded variable-offset{verb} stack R{regno}")
     if low < -MAX_BPF_STACK or high + size > 0 or reg.var_off.smin < -BPF_MAX_VAR_OFF or size <= 0:
         if reg.var_off.is_const():
             raise reject(f"invalid{verb} stack R{regno} off={low} size={size}")
@@ -294,6 +299,9 @@ def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int
         if not env.options.privileged and frame.stack.slot(_slot_and_byte(low)[0]).is_spilled_register() and (
                 frame.stack.slot(_slot_and_byte(low)[0]).spilled_ptr.is_pointer) and size != BPF_REG_SIZE:
             raise reject("attempt to corrupt spilled pointer on stack")
+        if write.is_pointer and size != BPF_REG_SIZE:
+            # A pointer is spilled whole or not at all (check_stack_write_fixed_off).
+            raise reject("invalid size of register spill")
         if env.spec is not None:
             spectre.note_stack_write(env, frame.stack.slot(_slot_and_byte(low)[0]), size, write)
             if write.type is RegType.SCALAR_VALUE:

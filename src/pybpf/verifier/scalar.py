@@ -233,6 +233,15 @@ class _Bounds:
         if self.s32_min & U32 <= self.s32_max & U32:
             self.u32_min = max(self.u32_min, self.s32_min & U32)
             self.u32_max = min(self.u32_max, self.s32_max & U32)
+        elif self.u32_max < self.s32_min & U32:
+            # As deduce64's split case, on 32 bits (6.18): the signed range crosses zero and
+            # the unsigned one meets only its non-negative part...
+            self.s32_min = max(self.s32_min, to_s32(self.u32_min))
+            self.u32_max = min(self.u32_max, self.s32_max & U32)
+        elif self.s32_max & U32 < self.u32_min:
+            # ... or only its negative part.
+            self.s32_max = min(self.s32_max, to_s32(self.u32_max))
+            self.u32_min = max(self.u32_min, self.s32_min & U32)
 
     def deduce64(self) -> None:
         """``__reg64_deduce_bounds``: signed from unsigned and back, including split ranges."""
@@ -361,6 +370,12 @@ def sync_full(s: Scalar) -> Scalar:
         if s32_min & U32 <= s32_max & U32:
             u32_min = max(u32_min, s32_min & U32)
             u32_max = min(u32_max, s32_max & U32)
+        elif u32_max < s32_min & U32:
+            s32_min = max(s32_min, _s32(u32_min))
+            u32_max = min(u32_max, s32_max & U32)
+        elif s32_max & U32 < u32_min:
+            s32_max = min(s32_max, _s32(u32_max))
+            u32_min = max(u32_min, s32_min & U32)
         # __reg64_deduce_bounds
         if _s64(umin) <= _s64(umax):
             smin = max(smin, _s64(umin))

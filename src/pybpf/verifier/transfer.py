@@ -119,7 +119,7 @@ def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
         raise reject(f"{type_name(ptr)} pointer offset {reg.off} is not allowed")
     if value.smin == S64_MIN and what == "offset":
         raise reject(f"math between {type_name(ptr)} pointer and register with unbounded min value is not allowed")
-    if value.smin <= -BPF_MAX_VAR_OFF:
+    if value.smin <= -BPF_MAX_VAR_OFF or value.smin >= BPF_MAX_VAR_OFF:
         raise reject(f"value {value.smin} makes {type_name(ptr)} pointer be out of bounds")
 
 
