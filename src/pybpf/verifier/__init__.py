@@ -15,7 +15,8 @@ Layers built so far:
   head), timer callbacks as entry points of their own; :mod:`.global_funcs` — global (non-static,
   BTF ``global`` linkage) functions verified once from their BTF prototype, calls to them checked
   against it (r0 comes back an unknown scalar); :mod:`.stack_depth` — combined stack
-  depth over call chains and the 256-byte limit under a tail-calling subprogram;
+  depth over call chains (frames of tracing programs that get a private stack left out) and the
+  256-byte limit under a tail-calling subprogram;
 * :mod:`.spectre` — the Spectre mitigations of unprivileged loads: speculative paths, the
   speculation barriers their errors cost (reported as :class:`Barrier`), pointer-arithmetic
   sanitation and Spectre-v4 stores;
@@ -27,8 +28,10 @@ callback iterations are widened after two runs (see :mod:`.callbacks`), so a cal
 counter's exact value over more than 8 ``bpf_loop`` iterations is refused; ``bpf_user_ringbuf_drain``
 (dynptrs) and ``bpf_find_vma`` are refused; BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are
 readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
-dereferenced; a spin lock's or timer's offset is not checked against BTF; the private-stack mode
-of tracing programs is not modelled (the 512-byte combined limit always applies). Unprivileged
+dereferenced; a spin lock's or timer's offset is not checked against BTF; private stacks
+(:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever machine verifies (a
+kernel without a private-stack JIT applies the 512-byte combined limit to tracing programs too,
+and struct_ops programs that request one are not modelled). Unprivileged
 loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`), with these
 differences: barriers are recorded, not inserted as instructions (a user-space VM never
 speculates); the kernel's limit of 8192 pending branch states ("The sequence of N jumps is too

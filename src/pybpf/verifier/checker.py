@@ -76,7 +76,8 @@ def verify(
     explorer = Explorer(insns, structure, env, _resolver(maps), insn_limit)
     try:
         explorer.run()
-        depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks)
+        depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks,
+                                   private_stack=spec.uses_private_stack(attach_type))
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,

@@ -36,9 +36,18 @@ class ProgTypeSpec:
     return_codes: type[IntEnum] | None = None
     # Attach types a program of this type may be loaded with (expected_attach_type).
     attach_types: tuple[BpfAttachType, ...] = ()
+    # Whether a JIT that has private stacks (x86-64, Linux 6.14+) may give this type's
+    # functions one (the kernel's bpf_enable_priv_stack), except for these attach types.
+    private_stack: bool = False
+    private_stack_excluded: tuple[BpfAttachType, ...] = ()
 
     def allows_helper(self, helper_id: int) -> bool:
         return helper_id in self.helpers
+
+    def uses_private_stack(self, attach_type: BpfAttachType | int | None) -> bool:
+        """``bpf_enable_priv_stack``: kprobe, tracepoint, perf_event and raw_tracepoint programs
+        always run where recursion is prevented, BTF tracing programs too (iterators excepted)."""
+        return self.private_stack and attach_type not in self.private_stack_excluded
 
     def return_range_for(self, attach_type: BpfAttachType | None) -> tuple[int, int] | None:
         """The r0 range check_return_code() enforces for a program with this attach type."""

@@ -33,6 +33,7 @@ KPROBE = ProgTypeSpec(
     | {H.OVERRIDE_RETURN, H.GET_FUNC_IP, H.GET_ATTACH_COOKIE},
     "kprobe/kretprobe/uprobe: context is the probed task's registers (read-only).",
     attach_types=(A.TRACE_KPROBE_MULTI,),
+    private_stack=True,
 )
 
 TRACEPOINT = ProgTypeSpec(
@@ -41,6 +42,7 @@ TRACEPOINT = ProgTypeSpec(
     contexts.TRACEPOINT_GENERIC,
     TRACING_COMMON_HELPERS | _STACK_HELPERS | {H.GET_ATTACH_COOKIE},
     "Tracepoint: context is the event record (common header, then the event's fields).",
+    private_stack=True,
 )
 
 RAW_TRACEPOINT = ProgTypeSpec(
@@ -49,6 +51,7 @@ RAW_TRACEPOINT = ProgTypeSpec(
     contexts.RAW_TRACEPOINT_ARGS,
     TRACING_COMMON_HELPERS | _STACK_HELPERS,
     "Raw tracepoint: context is the tracepoint's raw u64 arguments.",
+    private_stack=True,
 )
 
 RAW_TRACEPOINT_WRITABLE = ProgTypeSpec(
@@ -68,6 +71,7 @@ PERF_EVENT = ProgTypeSpec(
     | {H.PERF_PROG_READ_VALUE, H.READ_BRANCH_RECORDS, H.GET_ATTACH_COOKIE},
     "perf event sampling: context is bpf_perf_event_data (registers, period, address).",
     attach_types=(A.PERF_EVENT,),
+    private_stack=True,
 )
 
 _BTF_TRACING_HELPERS = (
@@ -91,6 +95,9 @@ TRACING = ProgTypeSpec(
     attach_types=(A.TRACE_FENTRY, A.TRACE_FEXIT, A.MODIFY_RETURN, A.TRACE_RAW_TP, A.TRACE_ITER),
     # check_return_code(): fentry/fexit must return 0, iterators 0 or 1; fmod_ret is unchecked.
     attach_return_ranges=((A.TRACE_FENTRY, (0, 0)), (A.TRACE_FEXIT, (0, 0)), (A.TRACE_ITER, (0, 1))),
+    # bpf_prog_check_recur(): iterators may recurse, so they keep the normal stack.
+    private_stack=True,
+    private_stack_excluded=(A.TRACE_ITER,),
 )
 
 LSM = ProgTypeSpec(
