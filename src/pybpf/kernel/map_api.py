@@ -44,7 +44,7 @@ from pybpf.kernel.maps import (
 )
 from pybpf.kernel.objects import MapInfo, map_info
 from pybpf.kernel.pin import pin
-from pybpf.kernel.ringbuf import RingBufferCallback, RingBufferReader
+from pybpf.kernel.ringbuf import RingBufferCallback, RingBufferReader, UserRingBufferWriter
 from pybpf.kernel.syscall import ENOTSUPP, RawSyscall, errno_name
 from pybpf.kernel.uapi import BpfMapType
 from pybpf.platform.map_api import UserMapApi
@@ -157,6 +157,7 @@ class KernelMap(UserMapApi):
         self._codec = codec
         self._syscall = syscall
         self._ring: RingBufferReader | None = None
+        self._writer: UserRingBufferWriter | None = None
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -181,6 +182,9 @@ class KernelMap(UserMapApi):
         if self._ring is not None:
             self._ring.close()
             self._ring = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.fd.close()
 
     # -- ring buffer ------------------------------------------------------------------------------
@@ -192,6 +196,16 @@ class KernelMap(UserMapApi):
         if self._ring is None:
             self._ring = RingBufferReader(self.fd, self.max_entries)
         return self._ring
+
+    def push(self, data: bytes) -> None:
+        """User ring buffer: publish one sample for ``bpf_user_ringbuf_drain`` (the runtime's
+        ``push``); MapErrnoError ENOSPC when the ring is full."""
+        if self.type is not BpfMapType.USER_RINGBUF:
+            raise MapOperationNotSupportedError(f"{self.label} is not a user ring buffer", errno_codes.EOPNOTSUPP)
+        if self._writer is None:
+            self._writer = UserRingBufferWriter(self.fd, self.max_entries)
+        if not self._writer.push(data):
+            raise MapErrnoError(f"{self.label}: no room for {len(data)} bytes", errno_codes.ENOSPC, "ENOSPC")
 
     def consume(self, callback: RingBufferCallback, limit: int | None = None) -> int:
         """Ring buffer: hand committed records to ``callback`` in order (the runtime's ``consume``)."""

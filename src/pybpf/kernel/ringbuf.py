@@ -122,3 +122,45 @@ class KernelRingBufferConsumer:
 
     def close(self) -> None:
         self._epoll.close()
+
+
+class UserRingBufferWriter:
+    """The producer side of a kernel BPF_MAP_TYPE_USER_RINGBUF, as libbpf's ``user_ring_buffer``.
+
+    The fd maps at offset 0 the read-only consumer position page and at ``PAGE_SIZE`` the
+    writable producer position page followed by the data pages (mapped twice, so a sample that
+    wraps is contiguous). A sample is reserved with its header saying BUSY and the producer
+    position moved past it, then published by clearing BUSY (or setting DISCARD) in one store.
+    One process, one thread: the stores are plain aligned words, as the runtime's ring.
+    """
+
+    def __init__(self, fd: Fd, max_entries: int) -> None:
+        if max_entries <= 0 or max_entries & (max_entries - 1):
+            raise MapInvalidArgumentError(f"ring buffer size {max_entries} is not a power of two")
+        page = mmap.PAGESIZE
+        number = fd.fileno()
+        self._consumer = mmap.mmap(number, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
+        self._producer = mmap.mmap(number, page + 2 * max_entries, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=page)
+        self._data = page
+        self.size = max_entries
+        self.mask = max_entries - 1
+
+    def push(self, data: bytes) -> bool:
+        """Reserve, fill and submit one sample; False when there is no room for it."""
+        total = (len(data) + BPF_RINGBUF_HDR_SZ + 7) & ~7
+        consumer = int(_POSITION.unpack_from(self._consumer, 0)[0])
+        producer = int(_POSITION.unpack_from(self._producer, 0)[0])
+        if total > self.size - (producer - consumer):
+            return False
+        header = self._data + (producer & self.mask)
+        _HEADER.pack_into(self._producer, header, len(data) | BPF_RINGBUF_BUSY_BIT, 0)
+        _POSITION.pack_into(self._producer, 0, producer + total)
+        start = header + BPF_RINGBUF_HDR_SZ
+        self._producer[start : start + len(data)] = data
+        struct.pack_into("<I", self._producer, header, len(data))  # BUSY cleared: published
+        return True
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()

@@ -53,6 +53,8 @@ class ArgFlag(IntFlag):
     WRITE = auto()  # MEM_WRITE: the helper writes the memory
     ALIGNED = auto()  # MEM_ALIGNED: the pointer must be aligned to the access size
     RELEASE = auto()  # OBJ_RELEASE: the helper releases the reference this pointer holds
+    DYNPTR_LOCAL = auto()  # DYNPTR_TYPE_LOCAL: a PTR_TO_DYNPTR of (or to be made of) that kind
+    DYNPTR_RINGBUF = auto()  # DYNPTR_TYPE_RINGBUF
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class RetType(Enum):
     PTR_TO_MEM_OR_BTF_ID = auto()  # per-cpu variable address
     PTR_TO_BTF_ID = auto()  # trusted pointer to kernel struct ``ret_btf_type``
     PTR_TO_BTF_ID_OR_NULL = auto()
+    PTR_TO_DYNPTR_MEM_OR_NULL = auto()  # a slice of the dynptr argument, ``len`` bytes, or NULL
 
     @property
     def maybe_null(self) -> bool:

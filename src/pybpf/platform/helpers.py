@@ -45,6 +45,12 @@ _RINGBUF_RELEASE = HelperArg(ArgType.PTR_TO_RINGBUF_MEM, ArgFlag.RELEASE)
 _SPIN_LOCK = HelperArg(ArgType.PTR_TO_SPIN_LOCK)
 _TIMER = HelperArg(ArgType.PTR_TO_TIMER)
 _SOCK_RELEASE = HelperArg(ArgType.PTR_TO_BTF_ID_SOCK_COMMON, ArgFlag.RELEASE)
+# Dynptrs: UNINIT builds one in 16 bytes of stack, RDONLY reads an initialised one without
+# changing it, RELEASE consumes (and NULLs) it; the DYNPTR_* flag names the kind it must be.
+_DYNPTR_RO = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.RDONLY)
+_DYNPTR_LOCAL_OUT = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.DYNPTR_LOCAL | ArgFlag.UNINIT | ArgFlag.WRITE)
+_DYNPTR_RINGBUF_OUT = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.DYNPTR_RINGBUF | ArgFlag.UNINIT | ArgFlag.WRITE)
+_DYNPTR_RINGBUF_RELEASE = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.DYNPTR_RINGBUF | ArgFlag.RELEASE)
 
 _I = RetType.INTEGER
 _P = HelperProto
@@ -95,6 +101,15 @@ _PROTOS: tuple[HelperProto, ...] = (
        "Parse a signed integer; returns the number of characters consumed."),
     _P(_H.STRTOUL, "strtoul", _I, (_MEM_RO, _SIZE, _ANY, _LONG_OUT),
        "Parse an unsigned integer; returns the number of characters consumed."),
+    # --- dynptrs (kernel/bpf/helpers.c) ---
+    _P(_H.DYNPTR_FROM_MEM, "dynptr_from_mem", _I, (_UNINIT_MEM, _SIZE0, _ANY, _DYNPTR_LOCAL_OUT),
+       "Make a local dynptr over size bytes of a map value (-E2BIG/-EINVAL: a NULL dynptr)."),
+    _P(_H.DYNPTR_READ, "dynptr_read", _I, (_UNINIT_MEM, _SIZE0, _DYNPTR_RO, _ANY, _ANY),
+       "Copy len bytes at offset of a dynptr into a buffer."),
+    _P(_H.DYNPTR_WRITE, "dynptr_write", _I, (_DYNPTR_RO, _ANY, _MEM_RO, _SIZE0, _ANY),
+       "Copy len bytes of a buffer to offset of a dynptr."),
+    _P(_H.DYNPTR_DATA, "dynptr_data", RetType.PTR_TO_DYNPTR_MEM_OR_NULL, (_DYNPTR_RO, _ANY, _ALLOC_SIZE0),
+       "Pointer to len (a constant) bytes at offset of a dynptr, or NULL if out of range or read-only."),
     # --- probing memory ---
     _P(_H.PROBE_READ, "probe_read", _I, (_UNINIT_MEM, _SIZE0, _ANY),
        "Read kernel or user memory (legacy; arch-dependent).", gpl_only=True),
@@ -141,6 +156,15 @@ _PROTOS: tuple[HelperProto, ...] = (
        "Submit a reserved ring buffer sample."),
     _P(_H.RINGBUF_DISCARD, "ringbuf_discard", RetType.VOID, (_RINGBUF_RELEASE, _ANY),
        "Discard a reserved ring buffer sample."),
+    _P(_H.RINGBUF_RESERVE_DYNPTR, "ringbuf_reserve_dynptr", _I, (_MAP, _ANY, _ANY, _DYNPTR_RINGBUF_OUT),
+       "Reserve size bytes of a ring buffer as a dynptr (0, or -errno with a NULL dynptr that must "
+       "still be submitted or discarded)."),
+    _P(_H.RINGBUF_SUBMIT_DYNPTR, "ringbuf_submit_dynptr", RetType.VOID, (_DYNPTR_RINGBUF_RELEASE, _ANY),
+       "Publish the ring buffer record a dynptr holds (nothing for a NULL dynptr)."),
+    _P(_H.RINGBUF_DISCARD_DYNPTR, "ringbuf_discard_dynptr", RetType.VOID, (_DYNPTR_RINGBUF_RELEASE, _ANY),
+       "Drop the ring buffer record a dynptr holds (nothing for a NULL dynptr)."),
+    _P(_H.USER_RINGBUF_DRAIN, "user_ringbuf_drain", _I, (_MAP, _FUNC, _STACK_OR_NULL, _ANY),
+       "Call the callback with a dynptr to each sample user space produced; returns samples drained."),
     _P(_H.RINGBUF_QUERY, "ringbuf_query", _I, (_MAP, _ANY),
        "Query ring buffer state (BPF_RB_AVAIL_DATA, RING_SIZE, CONS_POS, PROD_POS)."),
     # --- stacks and tracing ---

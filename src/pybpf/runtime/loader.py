@@ -244,16 +244,18 @@ def _prepare(
 
 
 # What a helper's result points to when the verifier bounds accesses through it: a map value
-# (value_size) or ringbuf memory (its reserved size). Sockets and BTF objects it does not bound.
+# (value_size), ringbuf memory (its reserved size) or a dynptr slice (its constant length).
+# Sockets and BTF objects it does not bound.
 _BOUNDED_RETURNS = frozenset({
     RetType.INTEGER, RetType.VOID, RetType.PTR_TO_MAP_VALUE_OR_NULL, RetType.PTR_TO_MEM_OR_NULL,
+    RetType.PTR_TO_DYNPTR_MEM_OR_NULL,
 })
 # Context pointer fields whose target the verifier reads and writes without a layout check.
 _UNBOUNDED_FIELDS = frozenset({
     Conversion.SOCKET, Conversion.SOCKET_OR_NULL, Conversion.SOCK_COMMON_OR_NULL, Conversion.FLOW_KEYS,
 })
 # Helpers whose callbacks run later and are not verified (see pybpf.verifier's known differences).
-_UNVERIFIED_CALLBACKS = frozenset({HelperId.TIMER_SET_CALLBACK, HelperId.USER_RINGBUF_DRAIN})
+_UNVERIFIED_CALLBACKS = frozenset({HelperId.TIMER_SET_CALLBACK})
 
 
 def unchecked_native_hazard(
@@ -266,7 +268,7 @@ def unchecked_native_hazard(
     and the code that runs:
 
     * The verifier's known gaps: it reads and writes sockets, flow keys and ``PTR_TO_BTF_ID``
-      objects without a layout check, and does not verify timer or user-ringbuf callbacks. A
+      objects without a layout check, and does not verify timer callbacks. A
       program that can reach such a pointer or callback keeps the checks.
     * Context conversion. The verifier checks the *relocated* instructions against the uapi
       context; runs use the *converted* ones, where a load of a pointer field (``ctx->data``)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import Call
 from pybpf.platform import HELPER_PROTOS, ArgType, BpfMapType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
-from pybpf.verifier import callbacks
+from pybpf.platform.dynptr import DynptrType
+from pybpf.verifier import callbacks, dynptr
 from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_SIZ,
@@ -40,6 +41,7 @@ _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET
 _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
 _MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
 _MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"  # as 6.18 prints it
+_PACKET_TYPES = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META)
 _TIMER_MAP_TYPES = (BpfMapType.ARRAY, BpfMapType.HASH, BpfMapType.LRU_HASH)
 # Lookups with a known in-range key cannot fail in these (can_elide_value_nullness).
 _ELIDE_NULL = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
@@ -49,8 +51,6 @@ _MAP_WRITERS = frozenset({HelperId.MAP_UPDATE_ELEM, HelperId.MAP_DELETE_ELEM, He
                           HelperId.MAP_POP_ELEM})
 # Helpers this verifier has no prototype for, refused with the reason rather than "unknown".
 _UNSUPPORTED_HELPERS = {
-    HelperId.USER_RINGBUF_DRAIN: "bpf_user_ringbuf_drain is not supported by this verifier: its callback receives "
-                                 "a struct bpf_dynptr, and dynptrs are not modelled",
     HelperId.FIND_VMA: "bpf_find_vma is not supported by this verifier: its arguments are BTF-typed kernel "
                        "objects (task_struct, vm_area_struct), which are not modelled",
 }
@@ -69,6 +69,10 @@ class _Meta:
     callback_ctx: RegState | None = None
     lock: tuple[int | None, int] | None = None
     const_key: int | None = None  # a lookup's key, when the stack holds it as a known constant
+    pc: int = 0
+    pkt_access: bool = False  # the helper may be given packet pointers (fn->pkt_access)
+    dynptr: dynptr.DynptrRef | None = None  # the initialised dynptr argument (bpf_dynptr_data's)
+    release_dynptr: RegState | None = None  # the stack dynptr a submit/discard releases
 
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
@@ -165,7 +169,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
         raise reject("cannot call GPL-restricted function from non-GPL compatible program")
     if state.lock is not None and insn.helper != HelperId.SPIN_UNLOCK:
         raise reject("function calls are not allowed while holding a lock")
-    meta = _Meta()
+    meta = _Meta(pc=pc, pkt_access=proto.pkt_access)
     for index, arg in enumerate(proto.args[:5]):
         _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check
     if meta.map is not None and meta.map.readonly and insn.helper in _MAP_WRITERS:
@@ -192,7 +196,11 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
             raise reject("tail_call abusing map_ptr")
     if meta.lock is not None:
         _spin_lock(state, insn.helper, meta.lock)
+    if insn.helper == HelperId.DYNPTR_FROM_MEM and state.regs[1].type is not RegType.PTR_TO_MAP_VALUE:
+        raise reject(f"Unsupported reg type {type_name(state.regs[1])} for bpf_dynptr_from_mem data")
     callback = _callback_entry(env, state, pc, insn.helper, meta)
+    if meta.release_dynptr is not None:
+        dynptr.release_arg(env, state, meta.release_dynptr)
     if meta.release_ref:
         _release(state, meta.release_ref, env.options.privileged)
     regs, unusable = state.regs, RegState.not_init()
@@ -280,6 +288,9 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
     if arg.type is ArgType.DONTCARE:
         return
     reg = read_reg(state, regno)  # type: ignore[arg-type]
+    if reg.type in _PACKET_TYPES and not meta.pkt_access and arg.type is not ArgType.ANYTHING:
+        # may_access_direct_pkt_data(): only helpers declared pkt_access take packet memory.
+        raise reject("helper access to the packet is not allowed")
     if arg.maybe_null and _is_null(reg) and arg.type not in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO):
         return
     match arg.type:
@@ -344,6 +355,13 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
                     raise reject(f"R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant "
                                  "offset")
                 meta.lock = (reg.map_uid, reg.off + (reg.var_off.const_value() or 0))
+        case ArgType.PTR_TO_DYNPTR:
+            if arg.is_release:
+                if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
+                    raise _mismatch(regno, reg, "fp, dynptr_ptr")
+                dynptr.check_release_arg(state, regno, reg)
+                meta.release_dynptr = reg
+            meta.dynptr = dynptr.check_arg(env, state, regno, reg, arg, pc=meta.pc)
         case ArgType.PTR_TO_CONST_STR:
             if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
                 raise _mismatch(regno, reg, "map_value")
@@ -400,6 +418,9 @@ def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
     if helper == HelperId.LOOP:
         # callback_fn(u32 index, void *ctx); the kernel leaves the index unbounded.
         args = {1: RegState.scalar(), 2: context}
+    elif helper == HelperId.USER_RINGBUF_DRAIN:
+        # callback_fn(const struct bpf_dynptr *sample, void *ctx): a local dynptr of the sample.
+        args = {1: dynptr.const_dynptr(env, DynptrType.LOCAL), 2: context}
     elif helper == HelperId.FIND_VMA:
         # callback_fn(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
         args = {1: state.regs[1], 2: RegState.pointer(RegType.PTR_TO_BTF_ID), 3: context}
@@ -424,6 +445,10 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         return RegState.scalar()
     if ret is RetType.VOID:
         return RegState.not_init()
+    if ret is RetType.PTR_TO_DYNPTR_MEM_OR_NULL:
+        if meta.dynptr is None:
+            raise reject("verifier internal error: no dynptr arg found")
+        return dynptr.slice_of(env, meta.dynptr, meta.alloc_size or 0)
     # As the kernel: a nullable result gets an id, then an acquired reference a second one, which
     # replaces it (so reference ids match the kernel's log).
     new_id = env.new_id()

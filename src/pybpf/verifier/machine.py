@@ -239,16 +239,18 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
 
 def loop_key(state: State) -> Hashable:
     """A hashable key equal for two states exactly when :func:`states_identical` holds."""
-    return (tuple((frame.callsite, tuple(frame.regs), frame.stack) for frame in state.frames),
+    return (tuple((frame.callsite, frame.callback_depth, tuple(frame.regs), frame.stack) for frame in state.frames),
             tuple(sorted(state.refs)), state.lock)
 
 
 def states_identical(old: State, cur: State) -> bool:
-    """Exact equality (the infinite-loop test): nothing changed around a loop."""
+    """Exact equality (the infinite-loop test): nothing changed around a loop. Two passes through
+    a synchronous callback at different iteration depths are not a loop (the kernel compares
+    ``callback_unroll_depth``): the helper bounds the number of iterations, not the program."""
     if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys() or old.lock != cur.lock:
         return False
     return all(
-        a.callsite == b.callsite and a.regs == b.regs and a.stack == b.stack
+        a.callsite == b.callsite and a.callback_depth == b.callback_depth and a.regs == b.regs and a.stack == b.stack
         for a, b in zip(old.frames, cur.frames, strict=True)
     )
 

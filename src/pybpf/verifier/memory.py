@@ -17,7 +17,7 @@ from types import MappingProxyType
 from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
-from pybpf.verifier import spectre
+from pybpf.verifier import dynptr, spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
@@ -141,6 +141,7 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
         # unknown data, as the kernel's write with no value register makes them (never a spill
         # of the operand, which would claim *slot == operand afterwards).
         low, high = stack_bounds(int(insn.dst), base, insn.off, size, " write to")
+        dynptr.destroy_overlapping(env, state, state.frames[base.frameno], low, high + size)
         mark_stack_bytes(state.frames[base.frameno], low, high + size, SlotByte.STACK_MISC)
     else:
         access(env, state, int(insn.dst), base, off=insn.off, size=size,
@@ -290,10 +291,13 @@ def _stack_access(env: Env, state: State, regno: int, reg: RegState, *, off: int
     low, high = stack_bounds(regno, reg, off, size, verb)
     frame = state.frames[reg.frameno]
     env.touch_stack(frame, low)
+    if write is not None:
+        dynptr.destroy_overlapping(env, state, frame, low, high + size)
     if not reg.var_off.is_const():
         if write is not None:
             mark_stack_bytes(frame, low, high + size, SlotByte.STACK_MISC)
             return write
+        _refuse_special_read(frame, low, high + size, f"R{regno} var_off {tnum_text(reg.var_off)}", size)
         return sized_scalar(size, sign_extend)
     if write is not None:
         if not env.options.privileged and frame.stack.slot(_slot_and_byte(low)[0]).is_spilled_register() and (
@@ -391,11 +395,22 @@ def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool
             return spilled
         return truncate(spilled, size, sign_extend)
     tags = [_byte_tag(frame, at) for at in range(start, start + size)]
+    _refuse_special_read(frame, start, start + size, f"off {start}", size)
     if all(t is SlotByte.STACK_ZERO for t in tags):
         return RegState.const(0)
     if not env.options.privileged and any(t is SlotByte.STACK_INVALID for t in tags):
         raise reject(f"invalid read from stack off {start}+0 size {size}")
     return sized_scalar(size, sign_extend)
+
+
+# Stack objects (dynptrs, iterators, irq flags) are opaque: no load or helper may read their bytes.
+_OPAQUE_BYTES = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG})
+
+
+def _refuse_special_read(frame: Frame, start: int, end: int, where: str, size: int, *, indirect: str = "") -> None:
+    for at in range(start, end):
+        if _byte_tag(frame, at) in _OPAQUE_BYTES:
+            raise reject(f"invalid {indirect}read from stack {where}+{at - start} size {size}")
 
 
 def _byte_tag(frame: Frame, at: int) -> SlotByte:
@@ -416,8 +431,11 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
             frame = state.frames[reg.frameno]
             env.touch_stack(frame, low)
             if write:
+                dynptr.refuse_helper_write(frame, regno, low, high + size)
                 mark_stack_bytes(frame, low, high + size, SlotByte.STACK_MISC)
-            elif not env.options.privileged:
+                return
+            _refuse_special_read(frame, low, high + size, f"R{regno} off {low}", size, indirect="indirect ")
+            if not env.options.privileged:
                 for at in range(low, high + size):
                     slot_index, position = _slot_and_byte(at)
                     if frame.stack.slot(slot_index).slot_type[position] is SlotByte.STACK_INVALID:

@@ -68,7 +68,11 @@ SIZED_MEMORY_TYPES = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY
 class RegState:
     """One register. ``map_uid`` names the map a map pointer refers to; ``mem_size`` bounds PTR_TO_MEM;
     ``range`` is the number of bytes past a packet pointer already checked against ``data_end``;
-    ``frameno`` is the call frame a stack pointer points into."""
+    ``frameno`` is the call frame a stack pointer points into. A dynptr (``CONST_PTR_TO_DYNPTR``,
+    also the ``spilled_ptr`` of both STACK_DYNPTR slots) has its kind in ``dynptr_type`` (a
+    :class:`~pybpf.platform.dynptr.DynptrType` value) and ``dynptr_first`` set in its first
+    (higher) slot; ``id`` names the dynptr. A slice of one (``bpf_dynptr_data``'s PTR_TO_MEM)
+    carries that id in ``dynptr_id``, to be invalidated with it."""
 
     type: RegType = RegType.NOT_INIT
     var_off: Scalar = field(default_factory=Scalar.unknown)
@@ -80,6 +84,9 @@ class RegState:
     mem_size: int = 0
     range: int = 0
     frameno: int = 0
+    dynptr_type: int = 0
+    dynptr_first: bool = False
+    dynptr_id: int = 0
     # Whether some explored continuation relied on this scalar's exact value (see
     # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
     # left out of equality, as the kernel's memcmp-based comparisons leave it out.
@@ -100,10 +107,11 @@ class RegState:
     @classmethod
     def pointer(
         cls, type: RegType, off: int = 0, *, maybe_null: bool = False, id: int = 0, ref_obj_id: int = 0,
-        map_uid: int | None = None, mem_size: int = 0, range: int = 0, frameno: int = 0,
+        map_uid: int | None = None, mem_size: int = 0, range: int = 0, frameno: int = 0, dynptr_id: int = 0,
     ) -> RegState:
         """A pointer with a constant (zero) variable offset."""
-        return cls(type, Scalar.const(0), off, maybe_null, id, ref_obj_id, map_uid, mem_size, range, frameno)
+        return cls(type, Scalar.const(0), off, maybe_null, id, ref_obj_id, map_uid, mem_size, range, frameno,
+                   dynptr_id=dynptr_id)
 
     @property
     def is_pointer(self) -> bool:
@@ -113,27 +121,33 @@ class RegState:
         """This register with another variable offset (value), fields otherwise kept; a direct
         constructor call, as ``dataclasses.replace`` is too slow for the exploration's hot path."""
         return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
-                        self.mem_size, self.range, self.frameno, self.precise)
+                        self.mem_size, self.range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
 
     def with_off(self, off: int) -> RegState:
         return RegState(self.type, self.var_off, off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
-                        self.mem_size, self.range, self.frameno, self.precise)
+                        self.mem_size, self.range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
 
     def with_id(self, id: int, off: int | None = None) -> RegState:
         return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
-                        self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno, self.precise)
+                        self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
 
     def not_null(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, False, self.id, self.ref_obj_id, self.map_uid,
-                        self.mem_size, self.range, self.frameno, self.precise)
+                        self.mem_size, self.range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
 
     def with_range(self, range: int) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
-                        self.mem_size, range, self.frameno, self.precise)
+                        self.mem_size, range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
 
     def as_precise(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
-                        self.map_uid, self.mem_size, self.range, self.frameno, True)
+                        self.map_uid, self.mem_size, self.range, self.frameno,
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, True)
 
     @property
     def is_scalar(self) -> bool:
@@ -161,7 +175,7 @@ _NOT_INIT = RegState()  # immutable: one shared unusable register
 
 def _identity(reg: RegState) -> tuple[object, ...]:
     """The fields the kernel's memcmp up to ``var_off`` compares for pointers (besides ``off``)."""
-    return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno)
+    return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno, reg.dynptr_type, reg.dynptr_first)
 
 
 class IdMap:
@@ -214,6 +228,7 @@ def regs_exact(old: RegState, cur: RegState, ids: IdMap) -> bool:
         old.type == cur.type and old.off == cur.off and _identity(old) == _identity(cur)
         and old.range == cur.range and old.var_off == cur.var_off
         and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
+        and ids.check(old.dynptr_id, cur.dynptr_id)
     )
 
 
@@ -247,6 +262,7 @@ def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False
                 old.off == cur.off and _identity(old) == _identity(cur)
                 and _offsets_within(old, cur)
                 and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
+                and ids.check(old.dynptr_id, cur.dynptr_id)
             )
         case t if t in PACKET_TYPES:
             # The current pointer must have been checked against data_end for at least as far.
@@ -349,10 +365,24 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
         if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision,
                                    exact=exact):
             return False
-        if special:
-            # Dynptr/iterator/irq-flag slots need their own comparison (not modelled yet): refuse.
+        if special and not _special_slot_safe(old_slot, cur_slot, ids):
             return False
     return True
+
+
+def _special_slot_safe(old: StackSlot, cur: StackSlot, ids: IdMap) -> bool:
+    """``stacksafe``'s comparison of the objects living in stack slots (their tags already match).
+
+    A dynptr slot matches one of the same kind and half whose reference maps to the old one's;
+    we also map the dynptr ids (the kernel does not), so a slice's ``dynptr_id`` names the same
+    dynptr in both states. Iterator and irq-flag slots are not modelled: never equal."""
+    if old.slot_type[0] is not SlotByte.STACK_DYNPTR:
+        return False
+    old_reg, cur_reg = old.spilled_ptr, cur.spilled_ptr
+    return (
+        old_reg.dynptr_type == cur_reg.dynptr_type and old_reg.dynptr_first == cur_reg.dynptr_first
+        and ids.check(old_reg.ref_obj_id, cur_reg.ref_obj_id) and ids.check(old_reg.id, cur_reg.id)
+    )
 
 
 def states_safe(

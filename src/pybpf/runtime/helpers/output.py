@@ -45,7 +45,8 @@ def ringbuf_reserve(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r
     return address & U64
 
 
-def _commit(env: ExecutionContext, sample: int, flags: int, discard: bool) -> int:
+def commit_sample(env: ExecutionContext, sample: int, flags: int, discard: bool) -> int:
+    """Submit or discard the ring buffer record at ``sample`` (whichever ring holds it)."""
     state = run_state(env)
     found = state.reserved.pop(sample, None)
     if found is None:
@@ -63,11 +64,11 @@ def _ring_holding(state: RunState, sample: int) -> object | None:
 
 
 def ringbuf_submit(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    return _commit(env, r1, r2 & U64, False)
+    return commit_sample(env, r1, r2 & U64, False)
 
 
 def ringbuf_discard(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
-    return _commit(env, r1, r2 & U64, True)
+    return commit_sample(env, r1, r2 & U64, True)
 
 
 def ringbuf_output(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:

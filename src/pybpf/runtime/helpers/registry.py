@@ -8,6 +8,7 @@ from pybpf.errors import HelperError
 from pybpf.platform.helpers import HELPER_PROTOS
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers.csum import CSUM_HELPERS
+from pybpf.runtime.helpers.dynptr import DYNPTR_HELPERS
 from pybpf.runtime.helpers.maps import MAP_HELPERS
 from pybpf.runtime.helpers.misc import MISC_HELPERS
 from pybpf.runtime.helpers.output import OUTPUT_HELPERS
@@ -23,6 +24,7 @@ FAMILIES: tuple[Mapping[HelperId, HelperFn], ...] = (
     STRING_HELPERS,
     PROBE_HELPERS,
     OUTPUT_HELPERS,
+    DYNPTR_HELPERS,
     PACKET_HELPERS,
     CSUM_HELPERS,
     MISC_HELPERS,

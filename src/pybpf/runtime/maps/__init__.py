@@ -21,6 +21,7 @@ from pybpf.runtime.maps.perf_event_array import PerfBuffer, PerfEventArrayMap, P
 from pybpf.runtime.maps.queue_stack import QueueMap, StackMap
 from pybpf.runtime.maps.redirect import CpuMap, DevMap, DevMapHash, XskMap
 from pybpf.runtime.maps.ringbuf import RingBufferConsumer, RingBufMap
+from pybpf.runtime.maps.user_ringbuf import UserRingBufMap, UserRingSample
 from pybpf.vm.memory import AddressSpace
 
 MAP_CLASSES: dict[BpfMapType, type[Map]] = {
@@ -37,6 +38,7 @@ MAP_CLASSES: dict[BpfMapType, type[Map]] = {
         StackMap,
         BloomFilterMap,
         RingBufMap,
+        UserRingBufMap,
         PerfEventArrayMap,
         ProgArrayMap,
         ArrayOfMapsMap,
@@ -90,6 +92,8 @@ __all__ = [
     "RingBufMap",
     "RingBufferConsumer",
     "StackMap",
+    "UserRingBufMap",
+    "UserRingSample",
     "XskMap",
     "create_map",
 ]
