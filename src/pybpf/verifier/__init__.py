@@ -20,13 +20,19 @@ Layers built so far:
 * :mod:`.spectre` — the Spectre mitigations of unprivileged loads: speculative paths, the
   speculation barriers their errors cost (reported as :class:`Barrier`), pointer-arithmetic
   sanitation and Spectre-v4 stores;
+* :mod:`.dynptr` — ``struct bpf_dynptr`` objects in two ``STACK_DYNPTR`` stack slots: building,
+  using and releasing them (``process_dynptr_func``), their destruction by stack writes, ring
+  buffer dynptrs as references, ``bpf_dynptr_data`` slices, ``CONST_PTR_TO_DYNPTR`` arguments;
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
 Known differences from the kernel (each errs on the side of rejecting or of exploring more):
 callback iterations are widened after two runs (see :mod:`.callbacks`), so a callback needing a
-counter's exact value over more than 8 ``bpf_loop`` iterations is refused; ``bpf_user_ringbuf_drain``
-(dynptrs) and ``bpf_find_vma`` are refused; BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are
+counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, the other way
+round, a callback whose exact counter the kernel cannot converge on within its complexity limit is
+accepted here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel
+maps only their references), which can only mean exploring more; ``bpf_find_vma`` is refused;
+BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are
 readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
 dereferenced; a spin lock's or timer's offset is not checked against BTF; private stacks
 (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever machine verifies (a

@@ -247,8 +247,8 @@ def _build(env: Env, state: State, regno: int, reg: RegState, kind: DynptrType |
         ref = env.new_id()
         state.refs[ref] = pc
     for index, first in ((spi, True), (spi - 1, False)):
-        half = RegState(RegType.CONST_PTR_TO_DYNPTR, Scalar.const(0), id=dynptr_id, ref_obj_id=ref, dynptr_type=int(kind),
-                        dynptr_first=first)
+        half = RegState(RegType.CONST_PTR_TO_DYNPTR, Scalar.const(0), id=dynptr_id, ref_obj_id=ref,
+                        dynptr_type=int(kind), dynptr_first=first)
         frame.stack = frame.stack.with_slot(index, StackSlot(_DYNPTR_TAGS, half))
 
 
