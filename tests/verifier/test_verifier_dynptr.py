@@ -229,6 +229,40 @@ SEC("xdp") int prog(struct xdp_md *ctx) {
     bpf_dynptr_write(&b, 0, buf, 16, 0);
     return XDP_PASS;
 }""", True),
+    "global-func-reads-dynptr": (r"""
+__attribute__((noinline)) int first_byte(struct bpf_dynptr *ptr) {
+    __u8 b = 0;
+    bpf_dynptr_read(&b, 1, ptr, 0, 0);
+    return b;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    bpf_ringbuf_reserve_dynptr(&events, 16, 0, &ptr);
+    int b = first_byte(&ptr);
+    bpf_ringbuf_discard_dynptr(&ptr, 0);
+    return b ? XDP_DROP : XDP_PASS;
+}""", True),
+    "global-func-uninit-dynptr": (r"""
+__attribute__((noinline)) int first_byte(struct bpf_dynptr *ptr) {
+    __u8 b = 0;
+    bpf_dynptr_read(&b, 1, ptr, 0, 0);
+    return b;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    return first_byte(&ptr) ? XDP_DROP : XDP_PASS;
+}""", False),
+    "global-func-releases-dynptr": (r"""
+__attribute__((noinline)) int drop(struct bpf_dynptr *ptr) {
+    bpf_ringbuf_discard_dynptr(ptr, 0);
+    return 0;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    bpf_ringbuf_reserve_dynptr(&events, 16, 0, &ptr);
+    drop(&ptr);
+    return XDP_PASS;
+}""", False),
     "user-ringbuf-drain": (r"""
 static long handle(const struct bpf_dynptr *sample, void *data) {
     __u64 v = 0;

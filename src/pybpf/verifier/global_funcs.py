@@ -3,8 +3,9 @@
 A non-static C function (BTF ``FUNC`` with ``global`` linkage) is not walked inline at its call
 sites as the kernel walks static ones. The kernel (``btf_prepare_func_args``) derives an argument
 kind per parameter from the prototype: an int or enum is any scalar, a pointer to the program
-type's context struct (or one tagged ``arg:ctx``) is the context, any other pointer is memory of
-the pointee's size, possibly NULL unless tagged ``arg:nonnull``. A call (``check_func_call``'s
+type's context struct (or one tagged ``arg:ctx``) is the context, a ``struct bpf_dynptr *`` an
+initialised dynptr (``ARG_PTR_TO_DYNPTR | MEM_RDONLY``: a ``CONST_PTR_TO_DYNPTR`` in the callee),
+any other pointer is memory of the pointee's size, possibly NULL unless tagged ``arg:nonnull``. A call (``check_func_call``'s
 global branch) checks the caller's r1-r5 against those kinds, clobbers r1-r5 and leaves r0 an
 unknown scalar; nothing of the callee's state flows back. After the main program, each global
 function some path called is verified once (``do_check_subprogs``) from a fresh state built from
@@ -23,7 +24,9 @@ from pybpf.btf import Btf
 from pybpf.btf.types import DeclTag, Enum, Enum64, Func, FuncLinkage, FuncProto, Int, Ptr, Struct, Union, Void
 from pybpf.errors import PybpfError
 from pybpf.isa.insn import Call, LabeledInsn
-from pybpf.platform import HELPER_PROTOS, HelperId
+from pybpf.platform import HELPER_PROTOS, ArgFlag, ArgType, HelperArg, HelperId
+from pybpf.platform.dynptr import DynptrType
+from pybpf.verifier import dynptr
 from pybpf.verifier.cfg import Subprog, call_target
 from pybpf.verifier.machine import CALLER_SAVED, Env, Frame, State, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
@@ -32,6 +35,7 @@ from pybpf.verifier.state import RegState, RegType, StackState
 MAX_BPF_FUNC_REG_ARGS = 5
 _SIZED_MEMORY = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META,
                            RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
+_DYNPTR_ARG = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.RDONLY)
 ENTRY_CALLSITE = -2
 """The call site of a global function's own entry frame: never returned to, it tells the entry
 apart from the main program's and a timer callback's (-1) for the exit checks and for pruning."""
@@ -43,6 +47,7 @@ class GlobalArgKind(IntEnum):
     ARG_ANYTHING = 0  # an int or enum: any scalar
     ARG_PTR_TO_CTX = 1  # the program's context, unmodified
     ARG_PTR_TO_MEM = 2  # mem_size bytes the callee may read and write
+    ARG_PTR_TO_DYNPTR = 3  # ``struct bpf_dynptr *``: an initialised dynptr the callee may not release
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,12 @@ def _prepare(btf: Btf, func_id: int, func: Func, start: int, ctx_name: str) -> G
                 if arg_tags - {"ctx"}:
                     return GlobalFunc(func.name, start, error=f"arg#{index} has invalid combination of tags")
                 args.append(GlobalArg(GlobalArgKind.ARG_PTR_TO_CTX))
+                continue
+            if isinstance(pointee, Struct) and pointee.name == "bpf_dynptr":
+                # ARG_PTR_TO_DYNPTR | MEM_RDONLY: the callee sees a const struct bpf_dynptr *.
+                if arg_tags:
+                    return GlobalFunc(func.name, start, error=f"arg#{index} has invalid combination of tags")
+                args.append(GlobalArg(GlobalArgKind.ARG_PTR_TO_DYNPTR))
                 continue
             try:
                 size = btf.size_of(kind.type_id)
@@ -184,6 +195,10 @@ def call_global(env: Env, state: State, func: GlobalFunc) -> None:
             check_ctx_pointer(regno, reg)
             if reg.type is not RegType.PTR_TO_CTX:
                 raise reject(f"arg#{index} expects pointer to ctx")
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
+            if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
+                raise reject(f"arg#{index} expected pointer to stack or const struct bpf_dynptr")
+            dynptr.check_arg(env, state, regno, reg, _DYNPTR_ARG, pc=-1)
         else:
             _check_memory(env, state, index, reg, arg)
     env.called_globals.add(func.start)
@@ -226,6 +241,9 @@ def entry_state(env: Env, func: GlobalFunc) -> State:
             regs[index + 1] = RegState.scalar()
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_CTX:
             regs[index + 1] = RegState.pointer(RegType.PTR_TO_CTX)
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
+            # Whatever kind the caller passed, the callee sees a local one (as the kernel assumes).
+            regs[index + 1] = dynptr.const_dynptr(env, DynptrType.LOCAL)
         else:
             regs[index + 1] = RegState.pointer(RegType.PTR_TO_MEM, mem_size=arg.mem_size, maybe_null=arg.maybe_null,
                                                id=env.new_id() if arg.maybe_null else 0)
