@@ -329,3 +329,17 @@ def test_dynptr_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
     obj = compile_c(tmp_path, name, HEADER + body)
     accepted, log = kernel_verdict(obj)
     assert accepted == kernel_accepts, log[-400:]
+
+
+@pytest.mark.clang
+@pytest.mark.kernel
+@pytest.mark.skipif(not KERNEL_AVAILABLE, reason=KERNEL_REASON or "bpf() unavailable")
+@pytest.mark.parametrize("name", [name for name, (_, accepted) in PROGRAMS.items() if not accepted])
+def test_dynptr_rejection_reason_is_in_the_kernel_log(tmp_path: Path, name: str) -> None:
+    body, _ = PROGRAMS[name]
+    obj = compile_c(tmp_path, name, HEADER + body)
+    spec = load_spec(obj)
+    report = verify_program(spec.programs["prog"], spec)
+    accepted, log = kernel_verdict(obj)
+    assert not accepted and report.error is not None
+    assert report.error.reason in log, f"ours: {report.error.reason}\nkernel: {log[-600:]}"
