@@ -5,9 +5,9 @@ sites as the kernel walks static ones. The kernel (``btf_prepare_func_args``) de
 kind per parameter from the prototype: an int or enum is any scalar, a pointer to the program
 type's context struct (or one tagged ``arg:ctx``) is the context, a ``struct bpf_dynptr *`` an
 initialised dynptr (``ARG_PTR_TO_DYNPTR | MEM_RDONLY``: a ``CONST_PTR_TO_DYNPTR`` in the callee),
-any other pointer is memory of the pointee's size, possibly NULL unless tagged ``arg:nonnull``. A call (``check_func_call``'s
-global branch) checks the caller's r1-r5 against those kinds, clobbers r1-r5 and leaves r0 an
-unknown scalar; nothing of the callee's state flows back. After the main program, each global
+any other pointer is memory of the pointee's size, possibly NULL unless tagged ``arg:nonnull``. A
+call (``check_func_call``'s global branch) checks the caller's r1-r5 against those kinds, clobbers
+r1-r5 and leaves r0 an unknown scalar; nothing of the callee's state flows back. After the main program, each global
 function some path called is verified once (``do_check_subprogs``) from a fresh state built from
 the same kinds, and must return a scalar.
 

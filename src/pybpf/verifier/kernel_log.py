@@ -47,6 +47,7 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode, PseudoSrc, Size
 from pybpf.platform import HELPER_PROTOS
+from pybpf.verifier.dynptr import type_text
 from pybpf.verifier.machine import CALLER_SAVED, MapInfo, State, type_name
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, StackSlot
@@ -252,6 +253,15 @@ def _slot_text(slot: StackSlot, maps: Sequence[MapInfo], frameno: int) -> str | 
     chars = "".join(_SLOT_CHARS[byte] for byte in slot.slot_type)
     if all(byte is SlotByte.STACK_INVALID for byte in slot.slot_type):
         return None
+    if slot.slot_type[0] is SlotByte.STACK_DYNPTR:
+        # One entry per dynptr, at its first (higher) slot: its kind, id and reference.
+        dynptr = slot.spilled_ptr
+        if not dynptr.dynptr_first:
+            return None
+        fields = [f"id={dynptr.id}"] if dynptr.id else []
+        if dynptr.ref_obj_id:
+            fields.append(f"ref_id={dynptr.ref_obj_id}")
+        return f"dynptr_{type_text(dynptr.dynptr_type)}({','.join(fields)})"
     if slot.slot_type[BPF_REG_SIZE - 1] is SlotByte.STACK_SPILL:
         # The bytes above a narrow spill, then the spilled register.
         upper = chars.split("r", 1)[0]

@@ -263,8 +263,10 @@ def type_name(reg: RegState) -> str:
     if reg.type is RegType.NOT_INIT:
         return "?"
     name = reg.type.value
-    if reg.type is RegType.PTR_TO_MEM and reg.ref_obj_id:
-        name = "ringbuf_mem"  # the only referenced memory we hand out: a ring buffer sample
+    if reg.type is RegType.PTR_TO_MEM and reg.ref_obj_id and not reg.dynptr_id:
+        # The only referenced memory we hand out besides dynptr slices (plain ``mem``, which
+        # hold their dynptr's reference): a ring buffer sample.
+        name = "ringbuf_mem"
     if reg.type is RegType.PTR_TO_BTF_ID:
         name = "ptr_"
     return f"{name}_or_null" if reg.maybe_null else name
