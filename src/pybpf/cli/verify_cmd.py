@@ -73,7 +73,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         if chosen is None:
             raise LoadError("--raw needs --type (xdp, socket_filter, ...)", file=args.file)
         insns = decode_program(Path(args.file).read_bytes(), check_jumps=False)
-        report = verify(insns, prog_type=chosen, log_level=args.log)
+        report = verify(insns, prog_type=chosen, log_level=args.log, privileged=not args.unprivileged)
         results.append((_entry(Path(args.file).name, "", chosen.name, report), report, len(insns)))
     else:
         spec = load_spec(args.file)
@@ -84,7 +84,8 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
                                 file=args.file)
             programs = [spec.programs[args.prog]]
         for program in programs:
-            report = verify_program(program, spec, prog_type=chosen, log_level=args.log)
+            report = verify_program(program, spec, prog_type=chosen, log_level=args.log,
+                                    privileged=not args.unprivileged)
             type_name = chosen.name if chosen is not None else program.section_info.spec.name
             results.append((_entry(program.name, program.section, type_name, report), report,
                             len(program.instructions)))
@@ -104,5 +105,8 @@ def register(subparsers: Any) -> None:
                         help="1: instructions walked; 2: and the registers each one left (kernel format)")
     parser.add_argument("--type", help="program type (xdp, socket_filter...); default: from the section name")
     parser.add_argument("--raw", action="store_true", help="FILE is raw bytecode (needs --type)")
+    parser.add_argument("--unprivileged", action="store_true",
+                        help="the rules for a loader without CAP_BPF (Spectre mitigations: the report "
+                             "lists the speculation barriers the kernel would insert)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_verify)
