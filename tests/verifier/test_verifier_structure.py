@@ -52,6 +52,19 @@ def test_unprivileged_rejects_back_edges_and_large_programs() -> None:
         check_structure(big, StructureConfig.unprivileged())
 
 
+def test_unprivileged_rejects_functions() -> None:
+    # add_subprog_and_kfunc without bpf_capable (selftests verifier/calls.c "calls: basic sanity",
+    # errstr_unpriv; this kernel refuses unprivileged bpf(), so not checked against it).
+    message = "loading/calling other bpf or kernel functions are allowed for CAP_BPF and CAP_SYS_ADMIN"
+    call = label([CallLocal(1), Exit(), mov(R0, 0), Exit()])
+    pointer = label([LoadImm64(R1, 3, 0, PseudoSrc.FUNC), mov(R0, 0), Exit(), mov(R0, 1), Exit()])
+    for program in (call, pointer):
+        check_structure(program)
+        with pytest.raises(VerifierError) as caught:
+            check_structure(program, StructureConfig.unprivileged())
+        assert caught.value.reason == message and caught.value.pc is None
+
+
 def test_infinite_self_loop_is_only_a_back_edge_here() -> None:
     # The kernel rejects this later, during exploration ("infinite loop detected").
     assert check_structure(label([Goto(-1)])).back_edges == ((0, 0),)

@@ -44,7 +44,10 @@ speculates); the kernel's limit of 8192 pending branch states ("The sequence of 
 complex") is not modelled; which errors a barrier recovers from follows the kernel's errno classes
 (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not model (kfuncs,
 ``callx``) never is. These verdicts are checked against the kernel's selftest expectations only:
-this machine refuses unprivileged ``bpf()``.
+this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use functions (bpf-to-bpf
+calls, function pointers, kfuncs), as in the kernel; the helpers ``bpf_base_func_proto`` keeps for
+CAP_BPF/CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_probe_read_*``, ...) are not withheld
+from them, nor are the program types the kernel loads only for root.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from pybpf.isa.insn import (
     Atomic,
     Bin,
     Call,
+    CallKfunc,
     Endian,
     Exit,
     Goto,
@@ -58,17 +59,20 @@ BPF_MAXINSNS = 4096
 
 @dataclass(frozen=True, slots=True)
 class StructureConfig:
-    """What the loader is allowed: privileged loaders get a larger size limit and bounded loops."""
+    """What the loader is allowed: privileged loaders get a larger size limit, bounded loops and
+    functions (bpf-to-bpf calls, function pointers, kfuncs)."""
 
     max_insns: int = BPF_COMPLEXITY_LIMIT_INSNS
     allow_back_edges: bool = True
+    allow_calls: bool = True
     func_info: bool = False  # the load carries BTF func_info (raw instructions do not)
     # First pcs of the functions whose BTF return type is an int or enum (None: not known).
     scalar_returns: frozenset[int] | None = None
 
     @classmethod
     def unprivileged(cls, *, func_info: bool = False, scalar_returns: frozenset[int] | None = None) -> StructureConfig:
-        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False, func_info=func_info, scalar_returns=scalar_returns)
+        return cls(max_insns=BPF_MAXINSNS, allow_back_edges=False, allow_calls=False, func_info=func_info,
+                   scalar_returns=scalar_returns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,10 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
     starts = {0}  # cfg.subprog_starts, gathered by the same pass that checks the targets
     for labeled in insns:
         target = call_target(labeled.pc, labeled.insn)
+        if not config.allow_calls and (target is not None or isinstance(labeled.insn, CallKfunc)):
+            # add_subprog_and_kfunc, before anything else looks at the program (EPERM).
+            raise VerifierError(None, "loading/calling other bpf or kernel functions are allowed for CAP_BPF "
+                                      "and CAP_SYS_ADMIN")
         if target is not None:
             if not 0 <= target < total:
                 raise _fail(table, labeled.pc, "call to invalid destination")
