@@ -2,12 +2,14 @@
 
 The steps, in libbpf's order: create the maps (global data maps filled with their initial
 contents, ``.rodata`` frozen), then for each program apply its CO-RE relocations (against
-``vmlinux_btf`` when given), check that it only calls helpers its type allows, convert its
-context accesses (:mod:`pybpf.runtime.context`), and prepare an interpreter whose map ``lddw``
-instructions resolve through the map registry; finally fill the slots of prog arrays (with
-programs) and of array/hash of maps (with the object's other maps) from their ``values = {...}``
-initialisers, as libbpf's init_prog_array_slots/init_map_in_map_slots do. All programs and maps
-share one address space; every map, prog arrays included, comes from :func:`create_map`.
+``vmlinux_btf`` when given; else against :func:`~pybpf.runtime.kernel_btf.model_btf` for the
+kernel structs pybpf lays out itself, such as ``struct bpf_map``), check that it only calls
+helpers its type allows, convert its context accesses (:mod:`pybpf.runtime.context`), and
+prepare an interpreter whose map ``lddw`` instructions resolve through the map registry;
+finally fill the slots of prog arrays (with programs) and of array/hash of maps (with the
+object's other maps) from their ``values = {...}`` initialisers, as libbpf's
+init_prog_array_slots/init_map_in_map_slots do. All programs and maps share one address
+space; every map, prog arrays included, comes from :func:`create_map`.
 
 Each program also gets its engine here (see :func:`load`): the JIT for verified programs, the
 interpreter otherwise, and whether its native code may drop the runtime bounds checks
@@ -37,6 +39,7 @@ from pybpf.runtime.context.dataflow import MAYBE_CTX
 from pybpf.runtime.context.rewrite import moved_ptr_types
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
+from pybpf.runtime.kernel_btf import model_btf
 from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import Engine, Program, check_engine
@@ -77,7 +80,9 @@ def load(
     """Load a BPF ELF object (path or bytes) into user space: maps created, programs ready to run.
 
     ``vmlinux_btf`` is the target of CO-RE relocations (a :class:`Btf`, or a raw BTF file such
-    as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF.
+    as ``/sys/kernel/btf/vmlinux``); without it they resolve against the object's own BTF,
+    except for the kernel structs pybpf lays out itself (``struct bpf_map``, ``struct
+    vm_area_struct``: :mod:`pybpf.platform.kernel_types`), which resolve against that layout.
     ``ncpus`` is the number of virtual CPUs (per-CPU maps); ``seed`` makes
     bpf_get_prandom_u32 deterministic; ``prog_types`` overrides the type a program's section
     implies (by program name), as ``bpftool prog load ... type`` does.
@@ -171,7 +176,7 @@ def _prepare(
         if program.prog_type == program.section_info.prog_type
         else prog_type_spec(program.prog_type)
     )
-    insns = apply_core(program, program.instructions, spec.btf, target)
+    insns = apply_core(program, program.instructions, spec.btf, target, model_btf())
     relocated = replace(program, instructions=tuple(insns))
     for item in insns:
         insn = item.insn

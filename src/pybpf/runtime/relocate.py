@@ -23,14 +23,18 @@ POISON_HELPER = 0xBAD2310
 
 
 def apply_core(
-    program: ProgramSpec, insns: Sequence[LabeledInsn], local: Btf | None, target: Btf | None
+    program: ProgramSpec, insns: Sequence[LabeledInsn], local: Btf | None, target: Btf | None,
+    model: Btf | None = None,
 ) -> tuple[LabeledInsn, ...]:
-    """``insns`` with every CO-RE relocation of ``program`` applied against ``target`` (or ``local``)."""
+    """``insns`` with every CO-RE relocation of ``program`` applied against ``target``; without
+    one, against ``model`` (the kernel types pybpf lays out itself) for the types it defines,
+    and against ``local`` for the rest."""
     if not program.core_relocations:
         return tuple(insns)
     if local is None:
         raise LoadError("CO-RE relocations without BTF in the object", symbol=program.name)
     resolver = CoreResolver(target if target is not None else local)
+    modelled = CoreResolver(model) if target is None and model is not None else None
     by_pc = {item.pc: index for index, item in enumerate(insns)}
     out = list(insns)
     for record in program.core_relocations:
@@ -38,7 +42,10 @@ def apply_core(
         if index is None:
             raise LoadError(f"CO-RE relocation at pc {record.pc}: no instruction starts there", symbol=program.name)
         relo = CoreRelo(record.pc * 8, record.type_id, record.access, record.kind)
-        result = resolver.resolve(local, relo)
+        chosen = resolver
+        if modelled is not None and modelled.candidates(local, record.type_id):
+            chosen = modelled  # a kernel struct pybpf models: its layout is pybpf's, not the object's
+        result = chosen.resolve(local, relo)
         item = out[index]
         if result.poison:
             out[index] = replace(item, insn=Call(POISON_HELPER))

@@ -23,6 +23,9 @@ Layers built so far:
 * :mod:`.dynptr` — ``struct bpf_dynptr`` objects in two ``STACK_DYNPTR`` stack slots: building,
   using and releasing them (``process_dynptr_func``), their destruction by stack writes, ring
   buffer dynptrs as references, ``bpf_dynptr_data`` slices, ``CONST_PTR_TO_DYNPTR`` arguments;
+* :mod:`.btf_access` — reads of kernel structs through BTF-typed pointers and map pointers,
+  checked against the layouts pybpf models (:mod:`pybpf.platform.kernel_types`) as the kernel's
+  ``btf_struct_access`` checks them against vmlinux BTF;
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
@@ -32,9 +35,11 @@ counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, 
 round, a callback whose exact counter the kernel cannot converge on within its complexity limit is
 accepted here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel
 maps only their references), which can only mean exploring more; ``bpf_find_vma`` is refused;
-BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are
-readable without a layout check; kfuncs and ``callx`` are refused; a map pointer cannot be
-dereferenced; a spin lock's or timer's offset is not checked against BTF; private stacks
+BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf
+models their struct; kfuncs and ``callx`` are refused; a map pointer reads pybpf's own ``struct
+bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's larger
+kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only); a spin lock's or
+timer's offset is not checked against BTF; private stacks
 (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever machine verifies (a
 kernel without a private-stack JIT applies the 512-byte combined limit to tracing programs too,
 and struct_ops programs that request one are not modelled). Unprivileged

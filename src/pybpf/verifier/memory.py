@@ -17,7 +17,9 @@ from types import MappingProxyType
 from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
+from pybpf.platform.kernel_types import map_struct
 from pybpf.verifier import dynptr, spectre
+from pybpf.verifier.btf_access import FieldRead, btf_object_access, map_struct_access
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
@@ -196,11 +198,27 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
             if is_write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
                 raise reject("cannot write into packet")
             packet_access(regno, reg, off, size)
+        case RegType.CONST_PTR_TO_MAP:
+            struct = map_struct(env.map_of(reg).type)
+            return _field_value(map_struct_access(env, regno, reg, struct, off=off, size=size, write=is_write),
+                                size, sign_extend)
         case t if t in _OPAQUE_READABLE:
+            if t is RegType.PTR_TO_BTF_ID:
+                read = btf_object_access(env, regno, reg, off=off, size=size, write=is_write)
+                if read is not None:
+                    return _field_value(read, size, sign_extend)
             if is_write and t not in (RegType.PTR_TO_BTF_ID, RegType.PTR_TO_FLOW_KEYS):
                 raise reject(f"R{regno} cannot write into {type_name(reg)}")
         case _:
             raise reject(f"R{regno} invalid mem access '{type_name(reg)}'")
+    return sized_scalar(size, sign_extend)
+
+
+def _field_value(read: FieldRead, size: int, sign_extend: bool) -> RegState:
+    """The register a checked kernel-struct read loads: a pointer member's BTF pointer, else
+    an unknown number of the load's width (the member's own signedness plays no part)."""
+    if read.pointer_to is not None:
+        return RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type=read.pointer_to)
     return sized_scalar(size, sign_extend)
 
 

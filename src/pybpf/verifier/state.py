@@ -87,6 +87,9 @@ class RegState:
     dynptr_type: int = 0
     dynptr_first: bool = False
     dynptr_id: int = 0
+    # The kernel struct a PTR_TO_BTF_ID points to (its name; "" when unknown): reads through it
+    # are checked against the modelled layout (pybpf.platform.kernel_types) when there is one.
+    btf_type: str = ""
     # Whether some explored continuation relied on this scalar's exact value (see
     # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
     # left out of equality, as the kernel's memcmp-based comparisons leave it out.
@@ -108,10 +111,11 @@ class RegState:
     def pointer(
         cls, type: RegType, off: int = 0, *, maybe_null: bool = False, id: int = 0, ref_obj_id: int = 0,
         map_uid: int | None = None, mem_size: int = 0, range: int = 0, frameno: int = 0, dynptr_id: int = 0,
+        btf_type: str = "",
     ) -> RegState:
         """A pointer with a constant (zero) variable offset."""
         return cls(type, Scalar.const(0), off, maybe_null, id, ref_obj_id, map_uid, mem_size, range, frameno,
-                   dynptr_id=dynptr_id)
+                   dynptr_id=dynptr_id, btf_type=btf_type)
 
     @property
     def is_pointer(self) -> bool:
@@ -122,32 +126,32 @@ class RegState:
         constructor call, as ``dataclasses.replace`` is too slow for the exploration's hot path."""
         return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
 
     def with_off(self, off: int) -> RegState:
         return RegState(self.type, self.var_off, off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
 
     def with_id(self, id: int, off: int | None = None) -> RegState:
         return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
                         self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
 
     def not_null(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, False, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
 
     def with_range(self, range: int) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
 
     def as_precise(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
                         self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, True)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, True)
 
     @property
     def is_scalar(self) -> bool:
@@ -175,7 +179,8 @@ _NOT_INIT = RegState()  # immutable: one shared unusable register
 
 def _identity(reg: RegState) -> tuple[object, ...]:
     """The fields the kernel's memcmp up to ``var_off`` compares for pointers (besides ``off``)."""
-    return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno, reg.dynptr_type, reg.dynptr_first)
+    return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno, reg.dynptr_type, reg.dynptr_first,
+            reg.btf_type)
 
 
 class IdMap:

@@ -7,8 +7,9 @@ find it as ``env.user`` (see :func:`run_state`) and through it the services, the
 caller must see afterwards (redirect target, override_return value).
 
 Map pointers: a program holds a map as a 64-bit value (``lddw r1, map``). A map object that has
-an ``address`` attribute (every :mod:`pybpf.runtime.maps` map: the address of a private,
-unmapped buffer) is known by it; any other object gets a small read-only region of its own in
+an ``address`` attribute (every :mod:`pybpf.runtime.maps` map: the address of the image of its
+modelled kernel struct, ``kernel_image``, which registering maps read-only so that programs may
+read ``map->max_entries``) is known by it; any other object gets a small read-only region of its own in
 the address space and that region's address is its pointer. Either way the value is unique and
 stable for the map's lifetime, and :meth:`MapRegistry.find` turns it back into the map.
 """
@@ -214,8 +215,16 @@ class MapRegistry:
         own = getattr(map_object, "address", None)
         region: Region | None = None
         if isinstance(own, int) and own:
-            # pybpf.runtime.maps objects carry their own identity address (an unmapped private buffer).
+            # pybpf.runtime.maps objects carry their own identity address: the image of their
+            # kernel struct, mapped read-only here so programs may read its fields.
             address = own
+            image = getattr(map_object, "kernel_image", None)
+            if image is not None:
+                label = name or str(getattr(map_object, "name", "")) or type(map_object).__name__
+                region = Region(RegionKind.OTHER, f"struct bpf_map of {label}", image, writable=False)
+                if region.address != address:
+                    raise HelperError(f"map {label!r}: its kernel struct image is not at its pointer {address:#x}")
+                self.memory.add(region)
         else:
             label = name or str(getattr(map_object, "name", "")) or type(map_object).__name__
             region = Region.zeroed(RegionKind.OTHER, f"map handle {label}", MAP_HANDLE_SIZE, writable=False)

@@ -33,6 +33,7 @@ from pybpf.errors import (
     MapOperationNotSupportedError,
     MapPermissionError,
 )
+from pybpf.platform.kernel_types import map_image
 from pybpf.platform.map_api import UserMapApi
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, BpfUpdateFlag
 from pybpf.runtime.maps.definition import ENOTSUPP, MapDef, round_up8
@@ -89,10 +90,13 @@ class Map(UserMapApi, NativeMap):
         self.value_stride = round_up8(definition.value_size)
         # Where CPU n's copy starts, relative to CPU 0's: only per-CPU maps keep one per CPU.
         self.cpu_stride = self.value_stride if self.PERCPU else 0
-        # The map's identity for programs (the kernel's struct bpf_map pointer): a private buffer,
-        # deliberately not mapped in the address space, so programs cannot dereference it.
-        self._identity = (ctypes.c_char * 8)()
-        self.address: int = ctypes.addressof(self._identity)
+        # The map's identity for programs (the kernel's struct bpf_map pointer): the image of its
+        # modelled kernel struct (pybpf.platform.kernel_types), which the registry maps read-only
+        # into the address space when a program gets the pointer (programs may read its fields).
+        image = map_image(definition.type, key_size=definition.key_size, value_size=definition.value_size,
+                          max_entries=definition.max_entries, map_flags=self.map_flags, name=definition.name)
+        self.kernel_image = (ctypes.c_char * len(image)).from_buffer_copy(image)
+        self.address: int = ctypes.addressof(self.kernel_image)
         self.spin_lock_offset = definition.spin_lock_offset()
         self.validate()
 
