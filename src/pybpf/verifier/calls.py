@@ -207,7 +207,9 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     for number in CALLER_SAVED:
         regs[number] = unusable
     regs[0] = _return_value(env, state, pc, proto, meta)
-    if proto.changes_pkt_data:
+    # A write through an skb dynptr may move the packet (bpf_dynptr_write's changes_data).
+    if proto.changes_pkt_data or (insn.helper == HelperId.DYNPTR_WRITE and meta.dynptr is not None
+                                  and meta.dynptr.type is DynptrType.SKB):
         invalidate_packet_pointers(state)
     return callback
 
@@ -312,11 +314,12 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
             if arg.type is ArgType.PTR_TO_MAP_KEY and env.options.privileged and meta.map.type in _ELIDE_NULL:
                 meta.const_key = constant_map_key(state, reg, size)[0]
         case ArgType.PTR_TO_MEM:
-            if reg.type not in _MEM_TYPES or reg.maybe_null:
+            # Read-only memory only where the helper only reads (check_reg_type's MEM_RDONLY fold).
+            if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
                 raise _mismatch(regno, reg, _MEM_EXPECTED)
             meta.mem = (regno, reg, arg.uninit or bool(arg.flags & arg.flags.WRITE))
         case ArgType.PTR_TO_FIXED_SIZE_MEM:
-            if reg.type not in _MEM_TYPES or reg.maybe_null:
+            if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
                 raise _mismatch(regno, reg, _MEM_EXPECTED)
             helper_memory(env, state, regno, reg, arg.size or 0, write=arg.uninit)
         case ArgType.CONST_SIZE | ArgType.CONST_SIZE_OR_ZERO:

@@ -33,6 +33,8 @@ from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, Stac
 
 DYNPTR_NR_SLOTS = 2
 """Stack slots one ``struct bpf_dynptr`` takes (16 bytes)."""
+PACKET_KINDS = frozenset({int(DynptrType.SKB), int(DynptrType.XDP)})
+"""Kinds whose slices point into the packet (invalidated with packet pointers)."""
 _DYNPTR_TAGS = (SlotByte.STACK_DYNPTR,) * BPF_REG_SIZE
 
 
@@ -208,26 +210,49 @@ def check_release_arg(state: State, regno: int, reg: RegState) -> None:
 
 
 def check_arg(env: Env, state: State, regno: int, reg: RegState, arg: HelperArg, *, pc: int) -> DynptrRef | None:
-    """``process_dynptr_func``: check (and, for an uninitialised one, build) the dynptr argument
-    in ``regno``; the dynptr an initialised argument designates."""
+    """A helper's ``ARG_PTR_TO_DYNPTR``: check (and, for an uninitialised one, build) the dynptr
+    argument in ``regno``; the dynptr an initialised argument designates."""
     if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR) or reg.maybe_null:
         raise reject(f"R{regno} type={type_name(reg)} expected=fp, dynptr_ptr")
     _check_reg_off(regno, reg)
-    if arg.uninit:
-        _build(env, state, regno, reg, expected_type(arg), pc=pc)
+    return process(env, state, regno, reg, uninit=arg.uninit, readonly=arg.readonly, kind=expected_type(arg), pc=pc)
+
+
+def check_kfunc_arg(env: Env, state: State, regno: int, reg: RegState, *, uninit: bool, pc: int,
+                    kind: DynptrType | None = None, clone_of: DynptrRef | None = None) -> DynptrRef | None:
+    """A kfunc's ``struct bpf_dynptr *`` parameter (``KF_ARG_PTR_TO_DYNPTR``): ``uninit`` for a
+    ``__uninit`` one, ``kind`` for the kind a constructor makes (``bpf_dynptr_from_skb``: SKB),
+    ``clone_of`` the dynptr ``bpf_dynptr_clone`` copies (the clone gets its kind and reference).
+    A ``CONST_PTR_TO_DYNPTR`` is taken read-only, whatever the kfunc does."""
+    if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
+        raise reject(f"arg#{regno - 1} expected pointer to stack or dynptr_ptr")
+    _check_reg_off(regno, reg)
+    clone_ref = 0
+    if clone_of is not None and uninit:
+        kind, clone_ref = clone_of.type, clone_of.ref_obj_id
+    readonly = reg.type is RegType.CONST_PTR_TO_DYNPTR
+    return process(env, state, regno, reg, uninit=uninit, readonly=readonly, kind=kind, pc=pc, clone_ref=clone_ref)
+
+
+def process(env: Env, state: State, regno: int, reg: RegState, *, uninit: bool, readonly: bool,
+            kind: DynptrType | None, pc: int, clone_ref: int = 0) -> DynptrRef | None:
+    """``process_dynptr_func``: build the dynptr (``uninit``) or check the one there is (of
+    ``kind``, if given); the dynptr an initialised argument designates."""
+    if uninit:
+        _build(env, state, regno, reg, kind, pc=pc, clone_ref=clone_ref)
         return None
-    if reg.type is RegType.CONST_PTR_TO_DYNPTR and not arg.readonly:
+    if reg.type is RegType.CONST_PTR_TO_DYNPTR and not readonly:
         raise reject("cannot pass pointer to const bpf_dynptr, the helper mutates it")
     if not _is_valid_init(state, reg):
         raise reject(f"Expected an initialized dynptr as arg #{regno - 1}")
     found = _dynptr_state(state, reg)
-    wanted = expected_type(arg)
-    if wanted is not None and found.dynptr_type != wanted:
-        raise reject(f"Expected a dynptr of type {type_text(wanted)} as arg #{regno - 1}")
+    if kind is not None and found.dynptr_type != kind:
+        raise reject(f"Expected a dynptr of type {type_text(kind)} as arg #{regno - 1}")
     return DynptrRef(found.id, found.ref_obj_id, DynptrType(found.dynptr_type))
 
 
-def _build(env: Env, state: State, regno: int, reg: RegState, kind: DynptrType | None, *, pc: int) -> None:
+def _build(env: Env, state: State, regno: int, reg: RegState, kind: DynptrType | None, *, pc: int,
+           clone_ref: int = 0) -> None:
     """``mark_stack_slots_dynptr``, after the two 8-byte writes that make room for it."""
     from pybpf.verifier.memory import access  # memory calls back into this module for writes
 
@@ -244,8 +269,11 @@ def _build(env: Env, state: State, regno: int, reg: RegState, kind: DynptrType |
     ref = 0
     if kind.refcounted:
         # acquire_reference: released by submit/discard, whether or not the reservation worked.
-        ref = env.new_id()
-        state.refs[ref] = pc
+        # A clone shares its parent's reference (releasing either releases both).
+        ref = clone_ref
+        if not ref:
+            ref = env.new_id()
+            state.refs[ref] = pc
     for index, first in ((spi, True), (spi - 1, False)):
         half = RegState(RegType.CONST_PTR_TO_DYNPTR, Scalar.const(0), id=dynptr_id, ref_obj_id=ref,
                         dynptr_type=int(kind), dynptr_first=first)
@@ -263,15 +291,28 @@ def slice_of(env: Env, dynptr: DynptrRef, size: int) -> RegState:
                             mem_size=size, dynptr_id=dynptr.id)
 
 
+def kfunc_slice(env: Env, dynptr: DynptrRef, size: int, *, rdonly: bool) -> RegState:
+    """``bpf_dynptr_slice`` (``rdonly``) / ``bpf_dynptr_slice_rdwr``: ``size`` bytes, or NULL.
+
+    As in the kernel, the slice carries the dynptr's id and kind (a packet dynptr's slice dies
+    when the packet may move) but not its reference."""
+    return RegState(RegType.PTR_TO_MEM, Scalar.const(0), maybe_null=True, id=env.new_id(), mem_size=size,
+                    dynptr_type=int(dynptr.type), dynptr_id=dynptr.id, rdonly=rdonly)
+
+
 __all__ = [
     "DYNPTR_NR_SLOTS",
+    "PACKET_KINDS",
     "DynptrRef",
     "check_arg",
+    "check_kfunc_arg",
     "check_release_arg",
     "const_dynptr",
     "destroy_overlapping",
     "expected_type",
     "invalidate_slices",
+    "kfunc_slice",
+    "process",
     "refuse_helper_write",
     "release_arg",
     "slice_of",

@@ -269,6 +269,8 @@ def type_name(reg: RegState) -> str:
         name = "ringbuf_mem"
     if reg.type is RegType.PTR_TO_BTF_ID:
         name = "ptr_"
+    if reg.rdonly:
+        name = f"rdonly_{name}"
     return f"{name}_or_null" if reg.maybe_null else name
 
 

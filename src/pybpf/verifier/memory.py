@@ -193,6 +193,8 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
                 raise reject(f"R{regno} cannot write into map_key")
             region_access(regno, reg, off, size, mem_size=env.map_of(reg).key_size, what="map key")
         case RegType.PTR_TO_MEM:
+            if is_write and reg.rdonly:
+                raise reject(f"R{regno} cannot write into {type_name(reg)}")
             region_access(regno, reg, off, size, mem_size=reg.mem_size, what="memory")
         case RegType.PTR_TO_PACKET | RegType.PTR_TO_PACKET_META:
             if is_write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
@@ -470,6 +472,8 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
         case RegType.PTR_TO_MAP_KEY:
             region_access(regno, reg, 0, size, mem_size=env.map_of(reg).key_size, what="map key")
         case RegType.PTR_TO_MEM:
+            if write and reg.rdonly:
+                raise reject(f"R{regno} cannot write into {type_name(reg)}")
             region_access(regno, reg, 0, size, mem_size=reg.mem_size, what="memory")
         case t if t in _OPAQUE_READABLE or t is RegType.PTR_TO_CTX:
             return
@@ -478,9 +482,16 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
 
 
 def invalidate_packet_pointers(state: State) -> None:
-    """After a helper that may move packet data, every packet pointer is an unknown number."""
+    """After a helper that may move packet data, every packet pointer is an unknown number, and
+    so is every slice of a packet (skb/xdp) dynptr (``clear_all_pkt_pointers``)."""
     kinds = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET_END)
-    state.update_registers(lambda reg: RegState.scalar() if reg.type in kinds else None)
+
+    def gone(reg: RegState) -> RegState | None:
+        if reg.type in kinds or (reg.type is RegType.PTR_TO_MEM and reg.dynptr_type in dynptr.PACKET_KINDS):
+            return RegState.scalar()
+        return None
+
+    state.update_registers(gone)
 
 
 def havoc_scalar_spills(state: State) -> None:

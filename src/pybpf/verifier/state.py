@@ -72,7 +72,8 @@ class RegState:
     also the ``spilled_ptr`` of both STACK_DYNPTR slots) has its kind in ``dynptr_type`` (a
     :class:`~pybpf.platform.dynptr.DynptrType` value) and ``dynptr_first`` set in its first
     (higher) slot; ``id`` names the dynptr. A slice of one (``bpf_dynptr_data``'s PTR_TO_MEM)
-    carries that id in ``dynptr_id``, to be invalidated with it."""
+    carries that id in ``dynptr_id``, to be invalidated with it, and (a packet dynptr's) its kind;
+    ``rdonly`` is the kernel's MEM_RDONLY (``bpf_dynptr_slice``'s result)."""
 
     type: RegType = RegType.NOT_INIT
     var_off: Scalar = field(default_factory=Scalar.unknown)
@@ -90,6 +91,7 @@ class RegState:
     # The kernel struct a PTR_TO_BTF_ID points to (its name; "" when unknown): reads through it
     # are checked against the modelled layout (pybpf.platform.kernel_types) when there is one.
     btf_type: str = ""
+    rdonly: bool = False  # MEM_RDONLY: memory the program may read but not write
     # Whether some explored continuation relied on this scalar's exact value (see
     # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
     # left out of equality, as the kernel's memcmp-based comparisons leave it out.
@@ -126,32 +128,32 @@ class RegState:
         constructor call, as ``dataclasses.replace`` is too slow for the exploration's hot path."""
         return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def with_off(self, off: int) -> RegState:
         return RegState(self.type, self.var_off, off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def with_id(self, id: int, off: int | None = None) -> RegState:
         return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
                         self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def not_null(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, False, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def with_range(self, range: int) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def as_precise(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
                         self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, True)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, True)
 
     @property
     def is_scalar(self) -> bool:
@@ -180,7 +182,7 @@ _NOT_INIT = RegState()  # immutable: one shared unusable register
 def _identity(reg: RegState) -> tuple[object, ...]:
     """The fields the kernel's memcmp up to ``var_off`` compares for pointers (besides ``off``)."""
     return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno, reg.dynptr_type, reg.dynptr_first,
-            reg.btf_type)
+            reg.btf_type, reg.rdonly)
 
 
 class IdMap:

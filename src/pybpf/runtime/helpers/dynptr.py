@@ -21,8 +21,10 @@ import errno as errno_codes
 from pybpf.errors import HelperError
 from pybpf.platform.dynptr import DYNPTR_MAX_SIZE, DYNPTR_SIZE, DynptrType, DynptrValue, decode_dynptr, encode_dynptr
 from pybpf.platform.uapi_generated import BpfRingbufFlag, HelperId
-from pybpf.runtime.helpers._common import E2BIG, EBUSY, EINVAL, U64, find_map, neg, read, write
+from pybpf.runtime.helpers._common import E2BIG, EBUSY, EFAULT, EINVAL, U64, find_map, neg, read, write
 from pybpf.runtime.helpers.output import commit_sample
+from pybpf.runtime.helpers.packet import skb_store_bytes
+from pybpf.runtime.helpers.packet_context import packet_of
 from pybpf.runtime.maps.ringbuf import RingBufMap
 from pybpf.runtime.maps.user_ringbuf import BPF_MAX_USER_RINGBUF_SAMPLES, UserRingBufMap
 from pybpf.vm.execution import ExecutionContext, HelperFn
@@ -31,6 +33,7 @@ from pybpf.vm.memory import Region, RegionKind
 _NULL = bytes(DYNPTR_SIZE)
 _WAKEUP_FLAGS = int(BpfRingbufFlag.NO_WAKEUP | BpfRingbufFlag.FORCE_WAKEUP)
 _MEMORY_KINDS = (DynptrType.LOCAL, DynptrType.RINGBUF)
+_PACKET_KINDS = (DynptrType.SKB, DynptrType.XDP)
 
 
 def _load(env: ExecutionContext, address: int) -> DynptrValue:
@@ -52,10 +55,35 @@ def _out_of_range(value: DynptrValue, offset: int, length: int) -> bool:
     return length > value.size or offset > value.size - length
 
 
-def _memory_of(env: ExecutionContext, value: DynptrValue) -> None:
-    # Helpers build only local and ring buffer dynptrs (skb/xdp ones come from kfuncs).
-    if value.type not in _MEMORY_KINDS:
-        raise HelperError(f"dynptr of type {value.type} is not supported by the dynptr helpers", env.helper_pc)
+def _packet_kind(env: ExecutionContext, value: DynptrValue) -> bool:
+    """Whether the dynptr views the run's packet (skb/xdp, made by a kfunc), not plain memory."""
+    if value.type in _MEMORY_KINDS:
+        return False
+    if value.type in _PACKET_KINDS:
+        return True
+    raise HelperError(f"dynptr of unknown type {value.type}", env.helper_pc)
+
+
+def _packet_read(env: ExecutionContext, value: DynptrValue, offset: int, length: int) -> bytes | int:
+    """``__bpf_skb_load_bytes`` / ``__bpf_xdp_load_bytes``: the bytes, or the -errno."""
+    packet = packet_of(env, value.data)
+    if offset + length > packet.length:
+        return EFAULT if value.type == DynptrType.SKB else EINVAL
+    return packet.read(offset, length)
+
+
+def _packet_write(env: ExecutionContext, value: DynptrValue, offset: int, source: int, length: int,
+                  flags: int) -> int:
+    """``__bpf_skb_store_bytes`` (bpf_skb_store_bytes' body) / ``__bpf_xdp_store_bytes``."""
+    if value.type == DynptrType.SKB:
+        return skb_store_bytes(env, value.data, offset, source, length, flags)
+    if flags:
+        return EINVAL
+    packet = packet_of(env, value.data)
+    if offset + length > packet.length:
+        return EINVAL
+    packet.write(offset, read(env, source, length))
+    return 0
 
 
 def dynptr_from_mem(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
@@ -77,7 +105,12 @@ def dynptr_read(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: i
         return EINVAL
     if _out_of_range(source, offset, length):
         return E2BIG
-    _memory_of(env, source)
+    if _packet_kind(env, source):
+        found = _packet_read(env, source, source.offset + offset, length)
+        if isinstance(found, int):
+            return found
+        write(env, r1, found)
+        return 0
     # memmove: source and destination may overlap (two dynptrs over one map value).
     write(env, r1, read(env, source.data + source.offset + offset, length))
     return 0
@@ -91,7 +124,8 @@ def dynptr_write(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: 
         return EINVAL
     if _out_of_range(target, offset, length):
         return E2BIG
-    _memory_of(env, target)
+    if _packet_kind(env, target):
+        return _packet_write(env, target, target.offset + offset, r3, length, r5 & U64)
     if r5:
         return EINVAL
     write(env, target.data + target.offset + offset, read(env, r3, length))
