@@ -14,13 +14,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pybpf.asm import Syntax, assemble
-from pybpf.isa.insn import Goto
+from pybpf.errors import VmError
+from pybpf.isa.insn import Bin, BinOp, Cond, Exit, Goto, Imm, Instruction, Jump, LabeledInsn, Load, Reg
+from pybpf.isa.opcodes import Size
 from pybpf.platform import BpfMapType
 from pybpf.verifier import MapInfo, VerifierReport, verify
 from pybpf.verifier.rewrite import eliminate_dead_code
-from pybpf.vm import Interpreter
+from pybpf.vm import Interpreter, Region, RegionKind
+
+from .test_verifier_soundness import SPEC, programs
 
 HASH_8B = MapInfo(BpfMapType.HASH, 8, 8, 1)
 ARRAY_48B = MapInfo(BpfMapType.ARRAY, 4, 48, 1)
@@ -371,3 +377,73 @@ def test_fatal_errors_on_speculative_paths_still_reject() -> None:
     report = verify(insns, privileged=False)
     assert not report.accepted
     assert report.error is not None and report.error.pc == 2
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.binary(min_size=SPEC.context.size, max_size=SPEC.context.size))
+def test_unprivileged_acceptance_is_sound(insns: list[LabeledInsn], context: bytes) -> None:
+    # What an unprivileged load accepts, root accepts too (speculative paths only add barriers);
+    # and the rewritten program, whose speculation-only code is now a trap, runs without ever
+    # meeting a trap or a fault.
+    report = verify(insns, prog_type=SPEC, privileged=False)
+    if not report.accepted:
+        return
+    assert verify(insns, prog_type=SPEC).accepted
+    rewritten = eliminate_dead_code(insns, report.seen, privileged=False, barriers=report.barriers)
+    try:
+        Interpreter(rewritten.insns, name="unprivileged", instruction_limit=10_000).run(
+            Region.from_bytes(RegionKind.INPUT, "ctx", context))
+    except VmError as error:  # pragma: no cover - a failure is a soundness bug
+        raise AssertionError(f"accepted but faulted: {error}\n{report.summary()}") from error
+
+
+_SCALARS = st.sampled_from([Reg.R0, Reg.R2, Reg.R3, Reg.R4])
+
+
+@st.composite
+def decided_branches(draw: st.DrawFn) -> list[LabeledInsn]:
+    """Constant scalars, arithmetic on them, branches on them (often decided), and "poison":
+    loads through a scalar, which only a path no execution takes may contain."""
+    insns: list[Instruction] = [Bin(BinOp.MOV, reg, Imm(draw(st.integers(0, 4))), True)
+                                for reg in (Reg.R0, Reg.R2, Reg.R3, Reg.R4)]
+    count = draw(st.integers(1, 10))
+    for index in range(count):
+        kind = draw(st.sampled_from(["alu", "jump", "guard", "guard", "poison"]))
+        if kind == "guard":
+            # Jump over the poison: when the jump is decided "taken", only misprediction reaches it.
+            cond = draw(st.sampled_from([Cond.JEQ, Cond.JNE, Cond.JGE, Cond.JLE, Cond.JSET]))
+            insns.append(Jump(cond, draw(_SCALARS), Imm(draw(st.integers(0, 4))), 1, draw(st.booleans())))
+            insns.append(Load(Size.B, Reg.R5, draw(_SCALARS), 0))
+        elif kind == "alu":
+            op = draw(st.sampled_from([BinOp.ADD, BinOp.SUB, BinOp.AND, BinOp.OR, BinOp.XOR, BinOp.MOV]))
+            insns.append(Bin(op, draw(_SCALARS), Imm(draw(st.integers(0, 4))), draw(st.booleans())))
+        elif kind == "jump":
+            cond = draw(st.sampled_from([Cond.JEQ, Cond.JNE, Cond.JGT, Cond.JLT, Cond.JSET, Cond.JSGE]))
+            insns.append(Jump(cond, draw(_SCALARS), Imm(draw(st.integers(0, 4))), draw(st.integers(0, count - index)),
+                              draw(st.booleans())))
+        else:
+            insns.append(Load(Size.B, Reg.R5, draw(_SCALARS), 0))
+    insns.append(Exit())
+    return [LabeledInsn(pc, insn) for pc, insn in enumerate(insns)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(decided_branches())
+def test_barriers_only_guard_paths_no_execution_takes(insns: list[LabeledInsn]) -> None:
+    # An accepted program whose poison sits behind a barrier: the barrier's instruction either
+    # runs on real paths too (then it must be safe there: root accepts the program) or is dead
+    # and becomes a trap that the run never meets.
+    report = verify(insns, privileged=False)
+    if not report.accepted:
+        return
+    assert verify(insns).accepted
+    rewritten = eliminate_dead_code(insns, report.seen, privileged=False, barriers=report.barriers)
+    Interpreter(rewritten.insns, name="decided", instruction_limit=1_000).run()
+
+
+def test_decided_branches_yield_barriers() -> None:
+    """The property above is only meaningful if its generator produces barriers."""
+    guarded: list[Instruction] = [Bin(BinOp.MOV, Reg.R0, Imm(1), True), Jump(Cond.JEQ, Reg.R0, Imm(1), 1, False),
+                                  Load(Size.B, Reg.R5, Reg.R0, 0), Exit()]
+    program = [LabeledInsn(pc, insn) for pc, insn in enumerate(guarded)]
+    assert [barrier.pc for barrier in verify(program, privileged=False).barriers] == [2]
