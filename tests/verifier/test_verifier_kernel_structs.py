@@ -1,15 +1,21 @@
-"""Kernel structs read through BTF-typed pointers: a map's struct bpf_map behind its pointer.
+"""Kernel structs read through BTF-typed pointers: a map's struct bpf_map behind its pointer,
+the vm_area_struct bpf_find_vma hands its callback.
 
 tests/progs/map_ptr.c reads an array map's struct bpf_array and a hash map's struct bpf_map
 through CO-RE, as the kernel's map_ptr selftests do. In user space the relocations resolve
 against pybpf's modelled layout (pybpf.platform.kernel_types) and the map pointer holds the
 address of a read-only image of that struct; in the kernel against vmlinux. Both must accept the
 program, and a run must read the maps' real attributes, the same ones the kernel's run reads.
+tests/progs/find_vma.c looks up addresses of this process (a raw_tp test run's current task is
+the test itself in both): the area found, or -ENOENT, must be the kernel's.
 """
 
 from __future__ import annotations
 
+import ctypes
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,7 @@ from pybpf.errors import ProgramRejectedError
 from pybpf.obj import load_spec
 from pybpf.platform import BpfMapType
 from pybpf.platform.kernel_types import map_image, map_struct
+from pybpf.runtime.helpers.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE, find_vma_of
 from pybpf.runtime.program import Engine
 
 from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, PROGS, compile_c, kernel_verdict
@@ -92,3 +99,99 @@ def test_writing_the_map_struct_is_refused_as_by_the_kernel(tmp_path: Path) -> N
         accepted, log = kernel_verdict(obj)
         assert not accepted
         assert "only read from bpf_htab is supported" in log  # the kernel's hash map struct
+
+
+# -- bpf_find_vma ---------------------------------------------------------------------------------
+
+FIND_VMA = PROGS / "find_vma.o"
+ENOENT = -2
+_PERMISSIONS = VM_READ | VM_WRITE | VM_EXEC | VM_SHARED
+
+
+def _addresses() -> dict[str, int]:
+    """Addresses of this process: in a file-backed text area (libc's printf) and on the heap."""
+    printf = ctypes.cast(ctypes.CDLL(None).printf, ctypes.c_void_p).value
+    assert printf is not None
+    return {"libc text": printf, "heap": ctypes.addressof(_HEAP_BUFFER), "unmapped": 8}
+
+
+_HEAP_BUFFER = ctypes.create_string_buffer(64)
+
+
+def _vma_row(found: dict[str, Any]) -> tuple[int, ...]:
+    area = found["area"]
+    return (found["ret"], area["calls"], area["start"], area["end"], area["flags"] & _PERMISSIONS, area["pgoff"])
+
+
+def _find_vma_user(address: int, engine: Engine) -> tuple[int, ...]:
+    with pybpf.load(FIND_VMA) as obj:
+        table = obj.maps["vmas"]
+        table.update(0, {"addr": address})
+        obj.programs["find_vma_of"].test_run(engine=engine)
+        return _vma_row(table.lookup(0))
+
+
+def _find_vma_kernel(address: int) -> tuple[int, ...]:
+    with pybpf.load(FIND_VMA, backend="kernel") as obj:
+        table = obj.maps["vmas"]
+        table.update(0, {"addr": address})
+        obj.programs["find_vma_of"].test_run(repeat=0)  # a raw_tp test run takes no repeat count
+        return _vma_row(table.lookup(0))
+
+
+@pytest.mark.parametrize("engine", ["interp", "jit"])
+def test_find_vma_finds_the_area_of_an_address_of_this_process(engine: Engine) -> None:
+    for where, address in _addresses().items():
+        ret, calls, start, end, flags, pgoff = _find_vma_user(address, engine)
+        if where == "unmapped":
+            assert (ret, calls) == (ENOENT, 0)
+            continue
+        area = find_vma_of(address)
+        assert area is not None
+        assert (ret, calls) == (0, 1), where
+        assert start <= address < end, where
+        assert (start, end, flags, pgoff) == (area.start, area.end, area.flags, area.pgoff), where
+        if where == "libc text":
+            assert flags & VM_EXEC
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(not KERNEL_AVAILABLE, reason=KERNEL_REASON or "bpf() unavailable")
+def test_find_vma_agrees_with_the_kernel() -> None:
+    accepted, log = kernel_verdict(FIND_VMA)
+    assert accepted, log
+    for where, address in _addresses().items():
+        assert _find_vma_user(address, "interp") == _find_vma_kernel(address), where
+
+
+_FIND_VMA_C = r"""
+#include "bpf_helpers.h"
+struct task_struct;
+struct vm_area_struct { unsigned long vm_start; } __attribute__((preserve_access_index));
+static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)BPF_FUNC_get_current_task_btf;
+static long (*bpf_find_vma)(struct task_struct *task, __u64 addr, void *callback_fn, void *callback_ctx,
+                            __u64 flags) = (void *)BPF_FUNC_find_vma;
+static long callback(struct task_struct *task, struct vm_area_struct *vma, void *data) { BODY; return 0; }
+SEC("raw_tp/sys_enter") int prog(void *ctx) { __u64 data = 0; return bpf_find_vma(TASK, 4096, callback, &data, 0); }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "body", "reason"),
+    [
+        ("vma-write", "bpf_get_current_task_btf()", "vma->vm_start = 0", "only read is supported"),
+        ("vma-beyond", "bpf_get_current_task_btf()", "*(__u64 *)data = ((__u64 *)vma)[4096]",
+         "access beyond struct vm_area_struct"),
+        ("null-task", "(void *)0", "", "R1 type=scalar expected=ptr_, trusted_ptr_, rcu_ptr_"),
+        ("scalar-task", "(void *)bpf_get_current_task()", "", "R1 type=scalar expected=ptr_, trusted_ptr_, rcu_ptr_"),
+    ],
+)
+def test_find_vma_rejections_match_the_kernel(tmp_path: Path, name: str, task: str, body: str, reason: str) -> None:
+    obj = compile_c(tmp_path, name.replace("-", "_"), _FIND_VMA_C.replace("TASK", task).replace("BODY", body))
+    with pytest.raises(ProgramRejectedError, match=re.escape(reason)):
+        pybpf.load(obj)
+    if KERNEL_AVAILABLE:
+        accepted, log = kernel_verdict(obj)
+        assert not accepted
+        assert reason in log

@@ -34,12 +34,13 @@ callback iterations are widened after two runs (see :mod:`.callbacks`), so a cal
 counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, the other way
 round, a callback whose exact counter the kernel cannot converge on within its complexity limit is
 accepted here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel
-maps only their references), which can only mean exploring more; ``bpf_find_vma`` is refused;
-BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf
+maps only their references), which can only mean exploring more; BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf
 models their struct; kfuncs and ``callx`` are refused; a map pointer reads pybpf's own ``struct
 bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's larger
 kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only); a spin lock's or
-timer's offset is not checked against BTF; private stacks
+timer's offset is not checked against BTF; ``bpf_find_vma`` checks its task argument by struct
+name only (a ``PTR_TO_BTF_ID`` whose struct is unknown passes; trust flags are not tracked);
+private stacks
 (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever machine verifies (a
 kernel without a private-stack JIT applies the 512-byte combined limit to tracing programs too,
 and struct_ops programs that request one are not modelled). Unprivileged

@@ -49,11 +49,6 @@ _ELIDE_NULL = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
 # which libbpf gives .rodata too).
 _MAP_WRITERS = frozenset({HelperId.MAP_UPDATE_ELEM, HelperId.MAP_DELETE_ELEM, HelperId.MAP_PUSH_ELEM,
                           HelperId.MAP_POP_ELEM})
-# Helpers this verifier has no prototype for, refused with the reason rather than "unknown".
-_UNSUPPORTED_HELPERS = {
-    HelperId.FIND_VMA: "bpf_find_vma is not supported by this verifier: its arguments are BTF-typed kernel "
-                       "objects (task_struct, vm_area_struct), which are not modelled",
-}
 
 
 @dataclass(slots=True)
@@ -160,8 +155,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     """Check and apply a helper call; a callback path to explore, if the helper calls one."""
     proto = HELPER_PROTOS.get(insn.helper)
     if proto is None:
-        unsupported = _UNSUPPORTED_HELPERS.get(insn.helper)  # type: ignore[call-overload]
-        raise reject(unsupported or f"invalid func unknown#{insn.helper}")
+        raise reject(f"invalid func unknown#{insn.helper}")
     name = f"bpf_{proto.name}"
     if not env.options.prog_type.allows_helper(insn.helper):
         raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
@@ -370,6 +364,15 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
                 raise _mismatch(regno, reg, "map_value")
             if not env.map_of(reg).readonly:
                 raise reject(f"R{regno} does not point to a readonly map'")
+        case ArgType.PTR_TO_BTF_ID if arg.btf_type is not None:
+            # check_reg_type: a BTF pointer to that struct (an unknown struct passes: its type is
+            # not tracked here), never NULL.
+            if reg.type is not RegType.PTR_TO_BTF_ID or reg.maybe_null:
+                raise _mismatch(regno, reg, "ptr_, trusted_ptr_, rcu_ptr_")
+            if reg.btf_type and reg.btf_type != arg.btf_type:
+                raise reject(f"R{regno} is of type {reg.btf_type} but {arg.btf_type} is expected")
+            if arg.is_release and reg.ref_obj_id:
+                meta.release_ref = reg.ref_obj_id
         case _:
             # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer,
             # one that is known not to be NULL.
@@ -426,7 +429,8 @@ def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
         args = {1: dynptr.const_dynptr(env, DynptrType.LOCAL), 2: context}
     elif helper == HelperId.FIND_VMA:
         # callback_fn(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
-        args = {1: state.regs[1], 2: RegState.pointer(RegType.PTR_TO_BTF_ID), 3: context}
+        args = {1: state.regs[1], 2: RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type="vm_area_struct"),
+                3: context}
     else:
         if meta.map_reg is None:
             raise reject("callback without a map")
@@ -480,5 +484,7 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         RetType.PTR_TO_SOCK_COMMON_OR_NULL: RegType.PTR_TO_SOCK_COMMON,
     }
     kind = kinds.get(ret, RegType.PTR_TO_BTF_ID)
-    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id if ret.maybe_null else 0, ref_obj_id=ref)
+    btf_type = (proto.ret_btf_type or "") if kind is RegType.PTR_TO_BTF_ID else ""
+    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id if ret.maybe_null else 0, ref_obj_id=ref,
+                              btf_type=btf_type)
     return replace(result)

@@ -317,7 +317,10 @@ def format_reg(reg: RegState) -> str:
         parts.append(f"sz={reg.mem_size}")
     if not (reg.var_off.is_const() and reg.var_off.const_value() == 0):
         parts.append(f"var_off={format_scalar(reg.var_off)}")
-    return f"{type_name(reg)}({','.join(parts)})"
+    name = type_name(reg)
+    if reg.type is RegType.PTR_TO_BTF_ID and reg.btf_type:
+        name = f"{name}{reg.btf_type}"  # the kernel prints the struct: ptr_task_struct(...)
+    return f"{name}({','.join(parts)})"
 
 
 def format_state(state: State) -> str:

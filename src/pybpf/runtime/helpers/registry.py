@@ -16,6 +16,7 @@ from pybpf.runtime.helpers.packet import PACKET_HELPERS
 from pybpf.runtime.helpers.probe import PROBE_HELPERS
 from pybpf.runtime.helpers.strings import STRING_HELPERS
 from pybpf.runtime.helpers.system import SYSTEM_HELPERS
+from pybpf.runtime.helpers.vma import VMA_HELPERS
 from pybpf.vm.execution import HelperFn
 
 FAMILIES: tuple[Mapping[HelperId, HelperFn], ...] = (
@@ -28,6 +29,7 @@ FAMILIES: tuple[Mapping[HelperId, HelperFn], ...] = (
     PACKET_HELPERS,
     CSUM_HELPERS,
     MISC_HELPERS,
+    VMA_HELPERS,
 )
 
 

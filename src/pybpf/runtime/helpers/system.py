@@ -90,5 +90,6 @@ SYSTEM_HELPERS: dict[HelperId, HelperFn] = {
     HelperId.GET_CURRENT_UID_GID: get_current_uid_gid,
     HelperId.GET_CURRENT_COMM: get_current_comm,
     HelperId.GET_CURRENT_TASK: get_current_task,
+    HelperId.GET_CURRENT_TASK_BTF: get_current_task,  # the same stand-in, typed task_struct for the verifier
     HelperId.GET_CURRENT_CGROUP_ID: get_current_cgroup_id,
 }
