@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter, defaultdict
@@ -45,6 +46,9 @@ from .fuzz_gen import FuzzProgram, generate
 MAX_PROCESSED_RATIO = 10.0
 """Our processed-instruction count may be at most this many times the kernel's."""
 
+DEFAULT_TIMEOUT = 20.0
+"""Seconds our verifier may take on one program before the comparison says TIMEOUT."""
+
 _MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
 _PROCESSED = re.compile(r"processed (\d+) insns")
 
@@ -57,6 +61,7 @@ class Kind(Enum):
     UNSOUND = "we accept, the kernel rejects"
     STRICT = "we reject, the kernel accepts"
     CRASH = "our verifier raised"
+    TIMEOUT = "our verifier took too long"
     INVALID = "the program does not assemble"
 
 
@@ -119,16 +124,33 @@ def kernel_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdic
         return Verdict(True, "", int(match[1]) if match else 0)
 
 
-def compare(program: FuzzProgram) -> Comparison:
+class _OutOfTime(BaseException):
+    """Raised by the timer inside our verifier (a BaseException: nothing there may catch it)."""
+
+
+def _out_of_time(_signum: int, _frame: object) -> None:
+    raise _OutOfTime
+
+
+def compare(program: FuzzProgram, *, timeout: float = DEFAULT_TIMEOUT) -> Comparison:
+    """Both verdicts for ``program``; our verifier gets ``timeout`` seconds (the kernel's own
+    budget is 1M processed instructions, a few seconds at most)."""
     try:
         insns = assemble(program.asm, Syntax.LLVM)
     except PybpfError:
         return Comparison(program, Kind.INVALID, None, None)
     kernel = kernel_verdict(program, insns)
+    previous = signal.signal(signal.SIGALRM, _out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         ours = our_verdict(program, insns)
+    except _OutOfTime:
+        return Comparison(program, Kind.TIMEOUT, Verdict(False, f"more than {timeout:g}s", 0), kernel)
     except Exception as error:  # a crash is a finding, reported with the kernel's verdict
         return Comparison(program, Kind.CRASH, Verdict(False, f"{type(error).__name__}: {error}", 0), kernel)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     if ours.accepted and kernel.accepted:
         kind = Kind.AGREE_ACCEPT
     elif not ours.accepted and not kernel.accepted:
@@ -139,7 +161,7 @@ def compare(program: FuzzProgram) -> Comparison:
 
 
 def is_disagreement(comparison: Comparison) -> bool:
-    return comparison.kind in (Kind.UNSOUND, Kind.STRICT, Kind.CRASH)
+    return comparison.kind in (Kind.UNSOUND, Kind.STRICT, Kind.CRASH, Kind.TIMEOUT)
 
 
 def shrink(program: FuzzProgram, keep: Callable[[Comparison], bool] | None = None) -> FuzzProgram:
@@ -225,7 +247,7 @@ class Campaign:
                 ours = normalise(comparison.ours.message) if comparison.ours else ""
                 kernel = normalise(comparison.kernel.message) if comparison.kernel else ""
                 groups[(comparison.kind, ours, kernel)].append(comparison.program.seed)
-        order = {Kind.UNSOUND: 0, Kind.CRASH: 1, Kind.STRICT: 2}
+        order = {Kind.UNSOUND: 0, Kind.CRASH: 1, Kind.STRICT: 2, Kind.TIMEOUT: 3}
         for (kind, ours, kernel), seeds in sorted(groups.items(), key=lambda item: (order[item[0][0]],
                                                                                     -len(item[1]))):
             out.write(f"\n[{kind.value}] x{len(seeds)}  seeds {seeds[:8]}\n    ours:   {ours or '(accepted)'}\n"

@@ -68,6 +68,7 @@ class _Meta:
     pkt_access: bool = False  # the helper may be given packet pointers (fn->pkt_access)
     dynptr: dynptr.DynptrRef | None = None  # the initialised dynptr argument (bpf_dynptr_data's)
     release_dynptr: RegState | None = None  # the stack dynptr a submit/discard releases
+    null_mem: int | None = None  # the register of a NULL passed for a maybe-NULL memory argument
 
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
@@ -288,6 +289,8 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
         # may_access_direct_pkt_data(): only helpers declared pkt_access take packet memory.
         raise reject("helper access to the packet is not allowed")
     if arg.maybe_null and _is_null(reg) and arg.type not in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO):
+        if arg.type is ArgType.PTR_TO_MEM:
+            meta.null_mem = regno  # its size, the next argument, must then be zero
         return
     match arg.type:
         case ArgType.ANYTHING:
@@ -396,7 +399,11 @@ def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, 
     if value.umax >= BPF_MAX_VAR_SIZ:
         raise reject(f"R{regno} unbounded memory access, use 'var &= const' or 'if (var < const)'")
     if meta.mem is None:
-        return  # a NULL buffer with a size (allowed for maybe-null memory arguments)
+        if meta.null_mem is not None and not (zero_ok and value.umax == 0):
+            # A maybe-NULL buffer may be NULL only when its size is zero (check_helper_mem_access).
+            raise reject(f"R{meta.null_mem} type=scalar expected=fp")
+        meta.null_mem = None
+        return
     mem_regno, pointer, write = meta.mem
     helper_memory(env, state, mem_regno, pointer, value.umax, write=write, zero_ok=zero_ok and value.umax == 0)
     meta.mem = None
