@@ -406,6 +406,8 @@ def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool
         # (bpf_stack_narrow_access_ok), and the fill keeps what the cut leaves of its bounds.
         if start % BPF_REG_SIZE == 0:
             return truncate(spilled, size, sign_extend)
+        if spilled.var_off.const_value() == 0:
+            return RegState.const(0)  # any bytes of a spilled zero are zero
         return sized_scalar(size, sign_extend)
     spill_size = _spill_size(slot)
     if spill_size and start % BPF_REG_SIZE == 0 and size <= spill_size:

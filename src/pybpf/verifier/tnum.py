@@ -125,18 +125,19 @@ class Tnum:
         return Tnum((self.value ^ other.value) & ~unknown & U64, unknown)
 
     def mul(self, other: Tnum) -> Tnum:
-        """Shift-and-add multiplication: known bits of ``self`` select partial products of ``other``."""
-        exact = (self.value * other.value) & U64
-        partial = Tnum.const(0)
+        """Shift-and-add multiplication as Linux 6.18's ``tnum_mul``: a known 1 bit of ``self``
+        adds the shifted ``other``; an unknown bit joins the sums with and without it (more
+        precise than the older value/mask split, and what the kernel's verdicts follow)."""
+        acc = Tnum.const(0)
         a, b = self, other
         while a.value or a.mask:
             if a.value & 1:
-                partial = partial.add(Tnum(0, b.mask))
+                acc = acc.add(b)
             elif a.mask & 1:
-                partial = partial.add(Tnum(0, b.value | b.mask))
+                acc = acc.union(acc.add(b))
             a = a.rshift(1)
             b = b.lshift(1)
-        return Tnum.const(exact).add(partial)
+        return acc
 
     def lshift(self, shift: int) -> Tnum:
         return Tnum((self.value << shift) & U64, (self.mask << shift) & U64)
