@@ -51,9 +51,9 @@ complex") is not modelled; which errors a barrier recovers from follows the kern
 (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not model (kfuncs,
 ``callx``) never is. These verdicts are checked against the kernel's selftest expectations only:
 this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use functions (bpf-to-bpf
-calls, function pointers, kfuncs), as in the kernel; the helpers ``bpf_base_func_proto`` keeps for
-CAP_BPF/CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_probe_read_*``, ...) are not withheld
-from them, nor are the program types the kernel loads only for root.
+calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto`` keeps for CAP_BPF and
+CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as in the kernel; the
+program types the kernel loads only for root are still verified (as if they could be loaded).
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     if proto is None:
         raise reject(f"invalid func unknown#{insn.helper}")
     name = f"bpf_{proto.name}"
-    if not env.options.prog_type.allows_helper(insn.helper):
+    if not env.options.prog_type.allows_helper(insn.helper, privileged=env.options.privileged):
         raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
     if proto.gpl_only and not env.options.gpl:
         raise reject("cannot call GPL-restricted function from non-GPL compatible program")

@@ -41,8 +41,11 @@ class ProgTypeSpec:
     private_stack: bool = False
     private_stack_excluded: tuple[BpfAttachType, ...] = ()
 
-    def allows_helper(self, helper_id: int) -> bool:
-        return helper_id in self.helpers
+    def allows_helper(self, helper_id: int, *, privileged: bool = True) -> bool:
+        """Whether the type's ``get_func_proto`` hands out ``helper_id``; for a loader without
+        CAP_BPF/CAP_PERFMON, not the helpers ``bpf_base_func_proto`` (and the socket types'
+        ``bpf_sk_base_func_proto``) keep for those capabilities."""
+        return helper_id in self.helpers and (privileged or helper_id not in CAPABLE_BASE_HELPERS)
 
     def uses_private_stack(self, attach_type: BpfAttachType | int | None) -> bool:
         """``bpf_enable_priv_stack``: kprobe, tracepoint, perf_event and raw_tracepoint programs
@@ -56,6 +59,27 @@ class ProgTypeSpec:
                 return value_range
         return self.return_range
 
+
+# What bpf_base_func_proto() (6.18) returns only to a loader with CAP_BPF, then CAP_PERFMON, and
+# bpf_sk_base_func_proto() only with CAP_PERFMON. Only socket filters and cgroup skb programs load
+# without those capabilities, and neither offers any of these through its own proto.
+CAPABLE_BASE_HELPERS = frozenset(
+    {
+        # CAP_BPF
+        H.SPIN_LOCK, H.SPIN_UNLOCK, H.JIFFIES64, H.PER_CPU_PTR, H.THIS_CPU_PTR, H.TIMER_INIT,
+        H.TIMER_SET_CALLBACK, H.TIMER_START, H.TIMER_CANCEL, H.KPTR_XCHG, H.FOR_EACH_MAP_ELEM, H.LOOP,
+        H.USER_RINGBUF_DRAIN, H.RINGBUF_RESERVE_DYNPTR, H.RINGBUF_SUBMIT_DYNPTR, H.RINGBUF_DISCARD_DYNPTR,
+        H.DYNPTR_FROM_MEM, H.DYNPTR_READ, H.DYNPTR_WRITE, H.DYNPTR_DATA, H.GET_CURRENT_CGROUP_ID,
+        H.GET_CURRENT_ANCESTOR_CGROUP_ID,
+        # CAP_PERFMON
+        H.TRACE_PRINTK, H.GET_CURRENT_TASK, H.GET_CURRENT_TASK_BTF, H.PROBE_READ_USER, H.PROBE_READ_KERNEL,
+        H.PROBE_READ_USER_STR, H.PROBE_READ_KERNEL_STR, H.SNPRINTF_BTF, H.SNPRINTF, H.TASK_PT_REGS,
+        H.TRACE_VPRINTK,
+        # CAP_PERFMON, bpf_sk_base_func_proto
+        H.SKC_TO_TCP6_SOCK, H.SKC_TO_TCP_SOCK, H.SKC_TO_TCP_TIMEWAIT_SOCK, H.SKC_TO_TCP_REQUEST_SOCK,
+        H.SKC_TO_UDP6_SOCK, H.SKC_TO_UNIX_SOCK, H.SKC_TO_MPTCP_SOCK,
+    }
+)
 
 # bpf_base_func_proto(): available to every program type (as root: CAP_BPF and CAP_PERFMON).
 BASE_HELPERS = frozenset(
