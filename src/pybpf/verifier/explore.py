@@ -276,6 +276,7 @@ class Explorer:
         callback_helper = self.callback_sites.get(pc)
         looping: list[Checkpoint] | None = None
         looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
+        precision = self.track_precision
         for checkpoint in stored:
             if checkpoint.branches > 0:
                 if callback_helper is not None:
@@ -296,10 +297,10 @@ class Explorer:
                     raise reject_fatal(f"infinite loop detected at insn {pc}")
                 continue
             where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
-                                   precision=self.track_precision, first=checkpoint.hint, exact=exact)
+                                   precision=precision, first=checkpoint.hint, exact=exact)
             if where == NO_DIFFERENCE:
                 checkpoint.hits += 1
-                if self.track_precision:
+                if precision:
                     # This path now relies on what the stored one relied on (propagate_precision).
                     regs, slots = precise_locations(checkpoint.state, live, live_slots)
                     if regs or slots:

@@ -183,6 +183,10 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (
 NO_DIFFERENCE = -1
 _SCALAR = RegType.SCALAR_VALUE
 OTHER_DIFFERENCE = 11
+ALL_REGS = (1 << 11) - 1
+REGISTERS_IN = tuple(tuple(number for number in range(11) if mask >> number & 1) for mask in range(ALL_REGS + 1))
+"""The register numbers in each 11-bit mask, lowest first: walking a mask by its set bits costs
+several operations per register, and the pruning comparison walks one for every stored state."""
 
 
 def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
@@ -202,24 +206,32 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
         # What a mispredicted path proved (it stops at the first barrier) says nothing about
         # the paths the CPU really takes.
         return OTHER_DIFFERENCE
-    ids = IdMap()
     innermost = len(old.frames) - 1
     if first >= 0 and live >> first & 1:
         old_reg, cur_reg = old.frames[innermost].regs[first], cur.frames[innermost].regs[first]
+        # Most comparisons fail here, on two scalars (a loop counter...): regsafe's scalar test,
+        # inlined, before anything is set up. Under a still empty renaming its id test cannot
+        # fail, so it is left out; a pass goes through regsafe below all the same, which
+        # records the ids' pairing.
+        if (old_reg.type is _SCALAR and cur_reg.type is _SCALAR and (old_reg.precise or not precision)
+                and (old_reg.off != cur_reg.off or not (old_reg.var_off is cur_reg.var_off
+                                                       or old_reg.var_off.includes(cur_reg.var_off)))):
+            return first
+    else:
+        first = NO_DIFFERENCE  # dead: nothing to compare first
+    ids = IdMap()
+    if first >= 0:
         trivially_safe = old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id
         if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
             return first
     for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
         if old_frame.callsite != cur_frame.callsite:
             return OTHER_DIFFERENCE
-        mask = live if depth == innermost else (1 << 11) - 1
+        mask = live if depth == innermost else ALL_REGS
         if depth == innermost and first >= 0:
             mask &= ~(1 << first)  # compared above
         old_regs, cur_regs = old_frame.regs, cur_frame.regs
-        while mask:
-            low = mask & -mask  # the live registers only, lowest first (a dead one: nothing reads it)
-            mask ^= low
-            number = low.bit_length() - 1
+        for number in REGISTERS_IN[mask & ALL_REGS]:  # the live registers only (a dead one: nothing reads it)
             old_reg, cur_reg = old_regs[number], cur_regs[number]
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe

@@ -57,14 +57,15 @@ def check_stack_depth(insns: Sequence[LabeledInsn], structure: ProgramStructure,
     calls: dict[int, list[tuple[int, bool]]] = {sub.start: [] for sub in structure.subprogs}
     tail_calls: set[int] = set()
     for labeled in insns:
-        owner = structure.subprog_of(labeled.pc).start
+        # The owning function is looked up only for the few instructions that need it (a
+        # search over the functions, for every instruction of every program verified).
         insn = labeled.insn
         if isinstance(insn, CallLocal):
-            calls[owner].append((labeled.pc + 1 + insn.off, True))
+            calls[structure.subprog_of(labeled.pc).start].append((labeled.pc + 1 + insn.off, True))
         elif isinstance(insn, LoadImm64) and insn.src == PseudoSrc.FUNC:
-            calls[owner].append((labeled.pc + 1 + insn.imm, False))
+            calls[structure.subprog_of(labeled.pc).start].append((labeled.pc + 1 + insn.imm, False))
         elif isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL:
-            tail_calls.add(owner)
+            tail_calls.add(structure.subprog_of(labeled.pc).start)
 
     # Per function: True once it has a private stack, False once it must keep the normal one
     # (the kernel's priv_stack_mode; absent: not decided yet). Decisions stick across roots.
