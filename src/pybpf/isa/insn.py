@@ -87,6 +87,10 @@ class BinOp(Enum):
     MOVSX32 = "=(s32)"
     ARSH = "s>>="
 
+    # Members are singletons compared by identity: the identity hash (C speed) agrees with that
+    # equality, where Enum's own __hash__ is a Python call (the verifier looks ops up in sets).
+    __hash__ = object.__hash__
+
 
 class Cond(Enum):
     """Conditional jump comparisons."""
@@ -102,6 +106,8 @@ class Cond(Enum):
     JLE = "<="
     JSLT = "s<"
     JSLE = "s<="
+
+    __hash__ = object.__hash__  # as BinOp's
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,10 @@ class ArgType(Enum):
     PTR_TO_TIMER = auto()  # pointer to the bpf_timer inside a map value
     PTR_TO_DYNPTR = auto()  # pointer to a struct bpf_dynptr on the stack
 
+    # Identity hash at C speed (Enum's is a Python call): argument kinds are looked up in sets
+    # for every helper call the verifier checks.
+    __hash__ = object.__hash__
+
 
 class ArgFlag(IntFlag):
     """Modifiers of an argument kind (the kernel's ``bpf_type_flag`` bits used on arguments)."""
@@ -57,6 +61,12 @@ class ArgFlag(IntFlag):
     DYNPTR_RINGBUF = auto()  # DYNPTR_TYPE_RINGBUF
 
 
+_MAYBE_NULL = ArgFlag.MAYBE_NULL.value
+_RELEASE = ArgFlag.RELEASE.value
+_RDONLY = ArgFlag.RDONLY.value
+_UNINIT = ArgFlag.UNINIT.value
+
+
 @dataclass(frozen=True, slots=True)
 class HelperArg:
     """One argument slot of a helper prototype."""
@@ -66,21 +76,23 @@ class HelperArg:
     size: int | None = None  # byte size for PTR_TO_FIXED_SIZE_MEM
     btf_type: str | None = None  # kernel struct name for PTR_TO_BTF_ID
 
+    # On the flags' int values: ``IntFlag & IntFlag`` builds a new flag member through the
+    # enum machinery (a Python call), and the verifier asks these for every helper argument.
     @property
     def maybe_null(self) -> bool:
-        return bool(self.flags & ArgFlag.MAYBE_NULL)
+        return bool(self.flags._value_ & _MAYBE_NULL)
 
     @property
     def is_release(self) -> bool:
-        return bool(self.flags & ArgFlag.RELEASE)
+        return bool(self.flags._value_ & _RELEASE)
 
     @property
     def readonly(self) -> bool:
-        return bool(self.flags & ArgFlag.RDONLY)
+        return bool(self.flags._value_ & _RDONLY)
 
     @property
     def uninit(self) -> bool:
-        return bool(self.flags & ArgFlag.UNINIT)
+        return bool(self.flags._value_ & _UNINIT)
 
     @property
     def is_pointer(self) -> bool:

@@ -40,6 +40,17 @@ class MapOp(Flag):
     FOR_EACH = auto()
 
 
+# The generic map helpers and the element operation each performs (built once: the verifier
+# asks for every helper call with a map argument).
+_GENERIC_OPS: Mapping[int, MapOp] = MappingProxyType({
+    H.MAP_LOOKUP_ELEM: MapOp.LOOKUP,
+    H.MAP_UPDATE_ELEM: MapOp.UPDATE,
+    H.MAP_DELETE_ELEM: MapOp.DELETE,
+    H.MAP_PUSH_ELEM: MapOp.PUSH,
+    H.MAP_POP_ELEM: MapOp.POP,
+    H.MAP_PEEK_ELEM: MapOp.PEEK,
+    H.FOR_EACH_MAP_ELEM: MapOp.FOR_EACH,
+})
 _HASHLIKE_OPS = MapOp.LOOKUP | MapOp.UPDATE | MapOp.DELETE | MapOp.FOR_EACH
 _QUEUE_OPS = MapOp.PUSH | MapOp.POP | MapOp.PEEK
 # Flags nearly every map accepts: NUMA placement and access restrictions.
@@ -82,17 +93,8 @@ class MapTypeSpec:
         """Whether a helper taking a map argument accepts this map type (both directions of
         the verifier's compatibility check: generic ops via ``program_ops``, special helpers
         only with their own map types)."""
-        generic = {
-            H.MAP_LOOKUP_ELEM: MapOp.LOOKUP,
-            H.MAP_UPDATE_ELEM: MapOp.UPDATE,
-            H.MAP_DELETE_ELEM: MapOp.DELETE,
-            H.MAP_PUSH_ELEM: MapOp.PUSH,
-            H.MAP_POP_ELEM: MapOp.POP,
-            H.MAP_PEEK_ELEM: MapOp.PEEK,
-            H.FOR_EACH_MAP_ELEM: MapOp.FOR_EACH,
-        }
-        if helper_id in generic:
-            op = generic[HelperId(helper_id)]
+        op = _GENERIC_OPS.get(helper_id)
+        if op is not None:
             return self.allows_op(op) or bool(self.verifier_ops is not None and self.verifier_ops & op)
         if helper_id == H.MAP_LOOKUP_PERCPU_ELEM:
             return self.per_cpu and self.allows_op(MapOp.LOOKUP)
@@ -207,7 +209,10 @@ MAP_TYPES: Mapping[BpfMapType, MapTypeSpec] = _index(_SPECS)
 
 def map_type_spec(map_type: int) -> MapTypeSpec:
     try:
-        return MAP_TYPES[BpfMapType(map_type)]
+        # A member is used as it is: the verifier asks for every helper call with a map
+        # argument, and converting costs more than the lookup.
+        key = map_type if isinstance(map_type, BpfMapType) else BpfMapType(map_type)
+        return MAP_TYPES[key]
     except (ValueError, KeyError):
         raise NotSupportedError(f"map type {map_type} is not supported") from None
 

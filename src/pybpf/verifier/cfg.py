@@ -34,6 +34,11 @@ class EdgeKind(Enum):
     CALL = "call"  # a bpf-to-bpf call, or a callback address taken by lddw FUNC
 
 
+# (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
+_FALLTHROUGH, _BRANCH, _CALL = EdgeKind.FALLTHROUGH, EdgeKind.BRANCH, EdgeKind.CALL
+_FUNC = PseudoSrc.FUNC
+
+
 @value_class  # one per edge walked, several walks per verification
 class Edge:
     source: int
@@ -68,7 +73,7 @@ def call_target(pc: int, insn: Instruction) -> int | None:
     """The first pc of a function that ``insn`` calls or takes the address of, if any."""
     if isinstance(insn, CallLocal):
         return pc + 1 + insn.off
-    if isinstance(insn, LoadImm64) and insn.src == PseudoSrc.FUNC:
+    if isinstance(insn, LoadImm64) and insn.src == _FUNC:
         # lddw FUNC's immediate counts from the slot after the instruction's first slot.
         return pc + 1 + insn.imm
     return None
@@ -91,14 +96,14 @@ def _out_edges(pc: int, insn: Instruction) -> list[tuple[int, EdgeKind]]:
     if isinstance(insn, Exit):
         return []
     if isinstance(insn, Goto):
-        return [(pc + 1 + insn.off, EdgeKind.BRANCH)]
-    edges = [(pc + slot_count(insn), EdgeKind.FALLTHROUGH)]
+        return [(pc + 1 + insn.off, _BRANCH)]
+    edges = [(pc + slot_count(insn), _FALLTHROUGH)]
     target = branch_target(pc, insn)
     if target is not None:
-        edges.append((target, EdgeKind.BRANCH))
+        edges.append((target, _BRANCH))
     callee = call_target(pc, insn)
     if callee is not None:
-        edges.append((callee, EdgeKind.CALL))
+        edges.append((callee, _CALL))
     return edges
 
 
@@ -144,7 +149,7 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
         # A pc without an instruction is the second slot of an lddw; the kernel decodes it as a
         # plain (non-jump) slot and falls through.
         if labeled is None:
-            pending = [(pc + 1, EdgeKind.FALLTHROUGH)]
+            pending = [(pc + 1, _FALLTHROUGH)]
         else:
             pending = _out_edges(pc, labeled.insn)
             pending.reverse()
@@ -162,7 +167,7 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
             if out_of_range is None:
                 out_of_range = Edge(pc, target, kind)
             continue
-        if target in on_stack and kind is not EdgeKind.CALL:
+        if target in on_stack and kind is not _CALL:
             back_edges.append((pc, target))
         elif target not in visited:
             enter(target)

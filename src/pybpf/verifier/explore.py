@@ -79,6 +79,10 @@ from pybpf.verifier.scalar_ops import endian, neg
 from pybpf.verifier.state import RegState, RegType, StackState
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
 
+# (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
+_IMM64, _FUNC, _BTF_ID = PseudoSrc.IMM64, PseudoSrc.FUNC, PseudoSrc.BTF_ID
+_MAP_FDS = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX})
+
 LOOP_INDEX_MIN = 8
 """Stored states at one pc from which the infinite-loop test looks them up by hash."""
 
@@ -573,17 +577,18 @@ class Explorer:
         return pc + 1, fall
 
     def _lddw(self, pc: int, insn: LoadImm64) -> RegState:
-        if insn.src == PseudoSrc.IMM64:
+        src = insn.src
+        if src == _IMM64:
             return RegState.const(insn.value)
-        if insn.src == PseudoSrc.FUNC:
+        if src == _FUNC:
             return RegState.pointer(RegType.PTR_TO_FUNC, pc + 1 + insn.imm)
-        if insn.src == PseudoSrc.BTF_ID:
+        if src == _BTF_ID:
             return RegState.pointer(RegType.PTR_TO_BTF_ID)
         info = self.resolver(pc, insn)
         if info is None:
             raise reject(f"fd {insn.imm} is not pointing to valid bpf_map")
         uid = self.env.add_map(info)
-        if insn.src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX):
+        if src in _MAP_FDS:
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid)
         offset = insn.next_imm
         if not 0 <= offset < info.value_size:

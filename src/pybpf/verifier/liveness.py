@@ -38,6 +38,9 @@ from pybpf.isa.insn import (
 )
 from pybpf.platform import HELPER_PROTOS, ArgType
 
+# (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
+_MOV, _R10, _DONTCARE = BinOp.MOV, Reg.R10, ArgType.DONTCARE
+
 ALL_REGS = (1 << 11) - 1
 FP_MASK = 1 << 10
 CALLER_SAVED_MASK = 0b111111  # r0-r5: clobbered by any call
@@ -52,7 +55,7 @@ def _helper_args(helper: int) -> int:
     proto = HELPER_PROTOS.get(helper)
     if proto is None:
         return 5  # rejected anyway; assume every argument register is read
-    used = [index for index, arg in enumerate(proto.args) if arg.type is not ArgType.DONTCARE]
+    used = [index for index, arg in enumerate(proto.args) if arg.type is not _DONTCARE]
     return min(5, max(used) + 1) if used else 0
 
 
@@ -60,7 +63,7 @@ def use_def(insn: Instruction) -> tuple[int, int]:
     """(registers read, registers certainly written) by one instruction, as bit masks."""
     match insn:
         case Bin(op=op, dst=dst, src=src):
-            if op is BinOp.MOV:
+            if op is _MOV:
                 return _bit(src), _bit(dst)
             return _bit(src) | _bit(dst), _bit(dst)
         case Neg(dst=dst) | Endian(dst=dst):
@@ -112,10 +115,10 @@ def stack_use_def(insn: Instruction) -> tuple[int, int]:
     """
     match insn:
         case Load(src=src, off=off, size=size):
-            touched = _slots(off, size.nbytes) if src == Reg.R10 else None
+            touched = _slots(off, size.nbytes) if src == _R10 else None
             return (ALL_SLOTS if touched is None else touched), 0
         case Store(dst=dst, off=off, size=size):
-            touched = _slots(off, size.nbytes) if dst == Reg.R10 else None
+            touched = _slots(off, size.nbytes) if dst == _R10 else None
             if touched is None:
                 return ALL_SLOTS, 0
             if size.nbytes == 8 and off % 8 == 0:

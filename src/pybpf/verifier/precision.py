@@ -42,9 +42,10 @@ from pybpf.isa.insn import (
 )
 from pybpf.platform import HELPER_PROTOS, ArgType, HelperId
 from pybpf.verifier.machine import State
-from pybpf.verifier.state import BPF_REG_SIZE, RegType, SlotByte, StackSlot
+from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
 
 _SCALAR = RegType.SCALAR_VALUE
+_LOOP = HelperId.LOOP  # (read through the enum class, a member is slow: see pybpf.verifier.state)
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 _ARGS_MASK = 0b111110  # r1-r5
 _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
@@ -107,7 +108,7 @@ class _Demand:
 
 
 def _is_scalar_spill(slot: StackSlot) -> bool:
-    return SlotByte.STACK_SPILL in slot.slot_type and slot.spilled_ptr.is_scalar
+    return STACK_SPILL in slot.slot_type and slot.spilled_ptr.is_scalar
 
 
 def demanded_by_insn(insn: Instruction, state: State) -> int:
@@ -133,7 +134,7 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
         for index, arg in enumerate(proto.args[:5]):
             if arg.type not in _VALUE_FREE_ARGS and regs[index + 1].is_scalar:
                 mask |= 1 << (index + 1)
-        if insn.helper == HelperId.LOOP and regs[1].is_scalar:
+        if insn.helper == _LOOP and regs[1].is_scalar:
             # nr_loops bounds how many callback iterations are explored (pybpf.verifier.callbacks).
             mask |= 1 << 1
         return mask

@@ -287,6 +287,7 @@ def coerce_to_size(value: Scalar, size: int) -> Scalar:
                        value.u32_max))
 
 
+MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 SHIFTS = frozenset({BinOp.LSH, BinOp.RSH, BinOp.ARSH})
 KERNEL_UNTRACKED = frozenset({BinOp.DIV, BinOp.SDIV, BinOp.MOD, BinOp.SMOD})
 """Operations whose result the kernel marks fully unknown (``mark_reg_unknown``), even for constants."""
@@ -309,7 +310,7 @@ def alu(op: BinOp, dst: Scalar, src: Scalar, is64: bool, *, kernel_compatible: b
             return Scalar.unknown()
     table = semantics.ALU64 if is64 else semantics.ALU32
     a, b = dst.const_value(), src.const_value()
-    if b is not None and (a is not None or op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32)):
+    if b is not None and (a is not None or op in MOVES):
         return Scalar.const(table[op](a or 0, b))
     function = OPS.get(op)
     if function is None:

@@ -58,6 +58,18 @@ class RegType(Enum):
     __hash__ = object.__hash__
 
 
+# Enum members read through their class (``RegType.SCALAR_VALUE``) take the slow attribute path on
+# Python 3.11 (EnumType defines __getattr__, so the lookup is never specialised): about ten times
+# a global read. The verifier's hot paths, here and in the modules that import these, read
+# module-level aliases named as the members instead.
+NOT_INIT = RegType.NOT_INIT
+SCALAR_VALUE = RegType.SCALAR_VALUE
+PTR_TO_STACK = RegType.PTR_TO_STACK
+PTR_TO_CTX = RegType.PTR_TO_CTX
+PTR_TO_MAP_VALUE = RegType.PTR_TO_MAP_VALUE
+CONST_PTR_TO_MAP = RegType.CONST_PTR_TO_MAP
+PTR_TO_PACKET = RegType.PTR_TO_PACKET
+
 PACKET_TYPES = frozenset({RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META})
 # Pointers into memory whose bounds come from a size: compared by range inclusion of the offset.
 SIZED_MEMORY_TYPES = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM,
@@ -99,11 +111,11 @@ class RegState:
 
     @classmethod
     def not_init(cls) -> RegState:
-        return _NOT_INIT if cls is RegState else cls()
+        return _UNUSABLE if cls is RegState else cls()
 
     @classmethod
     def scalar(cls, value: Scalar | None = None, *, id: int = 0) -> RegState:
-        return cls(RegType.SCALAR_VALUE, value or Scalar.unknown(), id=id)
+        return cls(SCALAR_VALUE, value or Scalar.unknown(), id=id)
 
     @classmethod
     def const(cls, value: int) -> RegState:
@@ -121,7 +133,8 @@ class RegState:
 
     @property
     def is_pointer(self) -> bool:
-        return self.type not in (RegType.NOT_INIT, RegType.SCALAR_VALUE)
+        kind = self.type
+        return kind is not SCALAR_VALUE and kind is not NOT_INIT
 
     def with_var_off(self, var_off: Scalar) -> RegState:
         """This register with another variable offset (value), fields otherwise kept; a direct
@@ -157,26 +170,26 @@ class RegState:
 
     @property
     def is_scalar(self) -> bool:
-        return self.type is RegType.SCALAR_VALUE
+        return self.type is SCALAR_VALUE
 
     @property
     def is_stack_pointer(self) -> bool:
-        return self.type is RegType.PTR_TO_STACK
+        return self.type is PTR_TO_STACK
 
     def join(self, other: RegState) -> RegState:
         """A register state covering both; NOT_INIT (unusable) when they cannot be merged."""
         if self.type != other.type:
             return RegState.not_init()
-        if self.type is RegType.NOT_INIT:
+        if self.type is NOT_INIT:
             return self
-        if self.type is RegType.SCALAR_VALUE:
+        if self.type is SCALAR_VALUE:
             return RegState.scalar(self.var_off.join(other.var_off), id=self.id if self.id == other.id else 0)
         if _identity(self) != _identity(other) or self.off != other.off:
             return RegState.not_init()
         return replace(self, var_off=self.var_off.join(other.var_off), range=min(self.range, other.range))
 
 
-_NOT_INIT = RegState()  # immutable: one shared unusable register
+_UNUSABLE = RegState()  # immutable: one shared unusable register
 
 
 def _identity(reg: RegState) -> tuple[object, ...]:
@@ -246,41 +259,41 @@ def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False
     continuation relied on its value (the kernel's ``!rold->precise`` case). Only sound when
     ``old``'s precision marks are complete, i.e. every path below it has finished.
     ``exact``: scalars cover only equal scalars (the kernel's ``explore_alu_limits``)."""
-    if old.type is RegType.NOT_INIT:
+    kind = old.type
+    if kind is NOT_INIT:
         return True  # the explored path never relied on this register
-    if cur.type is not old.type:
+    if cur.type is not kind:
         return False
-    match old.type:
-        case RegType.SCALAR_VALUE:
-            if precision and not old.precise:
-                return True
-            # ``off`` of a linked scalar is its constant distance from the copies sharing its id.
-            if old.off != cur.off:
-                return False
-            # Two unlinked scalars would each get a fresh id no other register can name: the
-            # id test always passes and its pairs are never consulted again, so it is skipped.
-            if (old.id or cur.id) and not ids.check_scalar(old.id, cur.id):
-                return False
-            if exact:
-                return old.var_off == cur.var_off
-            return old.var_off is cur.var_off or old.var_off.includes(cur.var_off)
-        case t if t in SIZED_MEMORY_TYPES:
-            return (
-                old.off == cur.off and _identity(old) == _identity(cur)
-                and _offsets_within(old, cur)
-                and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
-                and ids.check(old.dynptr_id, cur.dynptr_id)
-            )
-        case t if t in PACKET_TYPES:
-            # The current pointer must have been checked against data_end for at least as far.
-            if old.range > cur.range or old.off != cur.off:
-                return False
-            return ids.check(old.id, cur.id) and _offsets_within(old, cur)
-        case RegType.PTR_TO_STACK:
-            # fp-8 in one frame is not fp-8 in another.
-            return regs_exact(old, cur, ids) and old.frameno == cur.frameno
-        case _:
-            return regs_exact(old, cur, ids)
+    # An if chain on the aliases, not a match on RegType members (see the aliases after RegType).
+    if kind is SCALAR_VALUE:
+        if precision and not old.precise:
+            return True
+        # ``off`` of a linked scalar is its constant distance from the copies sharing its id.
+        if old.off != cur.off:
+            return False
+        # Two unlinked scalars would each get a fresh id no other register can name: the
+        # id test always passes and its pairs are never consulted again, so it is skipped.
+        if (old.id or cur.id) and not ids.check_scalar(old.id, cur.id):
+            return False
+        if exact:
+            return old.var_off == cur.var_off
+        return old.var_off is cur.var_off or old.var_off.includes(cur.var_off)
+    if kind in SIZED_MEMORY_TYPES:
+        return (
+            old.off == cur.off and _identity(old) == _identity(cur)
+            and _offsets_within(old, cur)
+            and ids.check(old.id, cur.id) and ids.check(old.ref_obj_id, cur.ref_obj_id)
+            and ids.check(old.dynptr_id, cur.dynptr_id)
+        )
+    if kind in PACKET_TYPES:
+        # The current pointer must have been checked against data_end for at least as far.
+        if old.range > cur.range or old.off != cur.off:
+            return False
+        return ids.check(old.id, cur.id) and _offsets_within(old, cur)
+    if kind is PTR_TO_STACK:
+        # fp-8 in one frame is not fp-8 in another.
+        return regs_exact(old, cur, ids) and old.frameno == cur.frameno
+    return regs_exact(old, cur, ids)
 
 
 class SlotByte(Enum):
@@ -297,6 +310,13 @@ class SlotByte(Enum):
     __hash__ = object.__hash__  # as RegType's: identity, at C speed
 
 
+# Aliases for the hot paths, as RegType's.
+STACK_INVALID = SlotByte.STACK_INVALID
+STACK_SPILL = SlotByte.STACK_SPILL
+STACK_MISC = SlotByte.STACK_MISC
+STACK_ZERO = SlotByte.STACK_ZERO
+
+
 @value_class
 class StackSlot:
     """Eight bytes of stack: a tag per byte, and the register spilled there when tags say SPILL."""
@@ -306,7 +326,7 @@ class StackSlot:
 
     @classmethod
     def spill(cls, reg: RegState) -> StackSlot:
-        return cls((SlotByte.STACK_SPILL,) * BPF_REG_SIZE, reg)
+        return cls(_ALL_SPILL, reg)
 
     @classmethod
     def filled(cls, byte: SlotByte) -> StackSlot:
@@ -336,13 +356,11 @@ class StackState:
 
 
 def _byte_covered(old: SlotByte, cur: SlotByte, allow_uninit_stack: bool) -> bool:
-    if old is SlotByte.STACK_INVALID:
+    if old is STACK_INVALID:
         return True  # the old path never read it
-    if old is SlotByte.STACK_MISC:
+    if old is STACK_MISC:
         # An unknown byte covers a known-zero one; privileged loaders may also read uninitialised stack.
-        return cur in (SlotByte.STACK_MISC, SlotByte.STACK_ZERO) or (
-            allow_uninit_stack and cur is SlotByte.STACK_INVALID
-        )
+        return cur is STACK_MISC or cur is STACK_ZERO or (allow_uninit_stack and cur is STACK_INVALID)
     return old is cur
 
 
@@ -368,7 +386,7 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
                 if not _byte_covered(old_byte, cur_byte, allow_uninit_stack):
                     return False
         # A narrow spill (some bytes SPILL) carries a register to compare as much as a full one.
-        spilled = SlotByte.STACK_SPILL in old_slot.slot_type
+        spilled = STACK_SPILL in old_slot.slot_type
         if spilled and not regsafe(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids, precision=precision,
                                    exact=exact):
             return False

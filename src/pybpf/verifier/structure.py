@@ -51,6 +51,9 @@ from pybpf.verifier.cfg import (
     walk,
 )
 
+# (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
+_R10 = Reg.R10
+
 BPF_COMPLEXITY_LIMIT_INSNS = 1_000_000
 """Largest program a privileged (CAP_BPF) loader may submit, in slots."""
 BPF_MAXINSNS = 4096
@@ -168,9 +171,9 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
         insn = labeled.insn
         # written_registers names only dst, src or r0: the pattern match is needed only when
         # one of the operands is r10 (it runs for every instruction of every program).
-        if getattr(insn, "dst", None) != Reg.R10 and getattr(insn, "src", None) != Reg.R10:
+        if getattr(insn, "dst", None) != _R10 and getattr(insn, "src", None) != _R10:
             continue
-        if Reg.R10 in written_registers(insn):
+        if _R10 in written_registers(insn):
             raise _fail(table, labeled.pc, "frame pointer is read only")
     return ProgramStructure(total, functions, cfg.back_edges)
 

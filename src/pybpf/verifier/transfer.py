@@ -17,9 +17,13 @@ from pybpf.verifier import spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import RegState, RegType, StackSlot
+from pybpf.verifier.state import NOT_INIT, SCALAR_VALUE, RegState, RegType, StackSlot
 from pybpf.verifier.tnum import U32
 
+# Enum members as module-level names: read through the class they are slow on Python 3.11
+# (see the aliases in pybpf.verifier.state), and these are read for every instruction.
+_MOV, _ADD, _SUB = BinOp.MOV, BinOp.ADD, BinOp.SUB
+_MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 _OP_TEXT = {op: op.value for op in BinOp}
 _ALU_NAMES = {BinOp.MOVSX8: "=", BinOp.MOVSX16: "=", BinOp.MOVSX32: "=", BinOp.SDIV: "/=", BinOp.SMOD: "%="}
 _ARITH_OK = frozenset({
@@ -40,7 +44,7 @@ def op_text(op: BinOp) -> str:
 
 def read_reg(state: State, reg: Reg) -> RegState:
     value = state.regs[reg]
-    if value.type is RegType.NOT_INIT:
+    if value.type is NOT_INIT:
         raise reject(f"R{int(reg)} !read_ok")
     return value
 
@@ -57,10 +61,11 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         src = env.const_reg(insn.src.value)
     else:
         src = read_reg(state, insn.src)
-    if insn.op in (BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32):
+    op = insn.op
+    if op in _MOVES:
         # A 32-bit move of a value that already fits in 32 bits copies it unchanged (the zero
         # extension is the identity), so the kernel links it as a 64-bit move does.
-        whole_copy = insn.op is BinOp.MOV and not isinstance(insn.src, Imm) and src.type is RegType.SCALAR_VALUE \
+        whole_copy = op is _MOV and not isinstance(insn.src, Imm) and src.type is SCALAR_VALUE \
             and (insn.is64 or (src.var_off.umax <= U32 and not src.off))
         if whole_copy and not src.id and not src.var_off.is_const():
             # Link the copies (the kernel's scalar ids): a later branch on one refines both.
@@ -69,12 +74,12 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         state.regs[dst_no] = src if whole_copy else _move(insn, src, env)
         return
     dst = read_reg(state, insn.dst)
-    if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
+    if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
         if env.spec is not None:
             spectre.sanitize_scalar(env, insn)
-        result = RegState.scalar(env.memo_alu(insn.op, dst.var_off, src.var_off, insn.is64))
+        result = RegState.scalar(env.memo_alu(op, dst.var_off, src.var_off, insn.is64))
         constant = src.var_off.const_value()
-        if insn.op is BinOp.ADD and insn.is64 and dst.id and constant is not None:
+        if op is _ADD and insn.is64 and dst.id and constant is not None:
             # A linked copy plus a constant stays linked, with the distance in ``off``
             # (the kernel's BPF_ADD_CONST), so a check on either one bounds the other.
             delta = dst.off + src.var_off.smin
@@ -83,7 +88,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         state.regs[dst_no] = result
         return
     if dst.is_pointer and src.is_pointer:
-        if insn.op is BinOp.SUB and env.options.privileged:
+        if op is _SUB and env.options.privileged:
             # allow_ptr_leaks: the difference of two pointers is an unknown number.
             state.regs[dst_no] = unknown()
             return
@@ -95,7 +100,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
 
 
 def _move(insn: Bin, src: RegState, env: Env) -> RegState:
-    if insn.op is BinOp.MOV and insn.is64:
+    if insn.op is _MOV and insn.is64:
         return src  # a full copy: pointers keep their id so null checks reach the copy
     if src.is_pointer and not env.options.privileged:
         what = "partial copy of pointer" if insn.op is BinOp.MOV else "sign-extension part of pointer"
@@ -188,7 +193,7 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
     """(taken, fall-through) successor states of a conditional jump; None for a dead edge."""
     dst = read_reg(state, insn.dst)
     src = env.const_reg(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
-    if dst.type is RegType.SCALAR_VALUE and src.type is RegType.SCALAR_VALUE:
+    if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
         taken, fall = env.memo_refine(insn.cond, dst.var_off, src.var_off, insn.is32)
         if taken is None or fall is None:
             # At most one edge lives: it goes on with this very state, narrowed in place.
@@ -252,13 +257,13 @@ def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
     for frame in state.frames:
         regs = frame.regs
         for number, reg in enumerate(regs):
-            if reg.id == target and reg.type is RegType.SCALAR_VALUE:
+            if reg.id == target and reg.type is SCALAR_VALUE:
                 new = shifted(reg)
                 if new is not None:
                     regs[number] = new
         for index, slot in enumerate(frame.stack.slots):
             spilled = slot.spilled_ptr
-            if spilled.id == target and spilled.type is RegType.SCALAR_VALUE and slot.is_spilled_register():
+            if spilled.id == target and spilled.type is SCALAR_VALUE and slot.is_spilled_register():
                 new = shifted(spilled)
                 if new is not None:
                     frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
