@@ -31,29 +31,29 @@ Layers built so far:
 
 Known differences from the kernel (each errs on the side of rejecting or of exploring more):
 callback iterations are widened after two runs (see :mod:`.callbacks`), so a callback needing a
-counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, the other way
-round, a callback whose exact counter the kernel cannot converge on within its complexity limit is
-accepted here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel
-maps only their references), which can only mean exploring more; BTF-typed pointers (sockets, ``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf
-models their struct; kfuncs and ``callx`` are refused; a map pointer reads pybpf's own ``struct
-bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's larger
-kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only); a spin lock's or
-timer's offset is not checked against BTF; ``bpf_find_vma`` checks its task argument by struct
-name only (a ``PTR_TO_BTF_ID`` whose struct is unknown passes; trust flags are not tracked);
-private stacks
-(:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever machine verifies (a
-kernel without a private-stack JIT applies the 512-byte combined limit to tracing programs too,
-and struct_ops programs that request one are not modelled). Unprivileged
-loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`), with these
-differences: barriers are recorded, not inserted as instructions (a user-space VM never
-speculates); the kernel's limit of 8192 pending branch states ("The sequence of N jumps is too
-complex") is not modelled; which errors a barrier recovers from follows the kernel's errno classes
-(EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not model (kfuncs,
-``callx``) never is. These verdicts are checked against the kernel's selftest expectations only:
-this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use functions (bpf-to-bpf
-calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto`` keeps for CAP_BPF and
-CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as in the kernel; the
-program types the kernel loads only for root are still verified (as if they could be loaded).
+counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, the other way round,
+a callback whose exact counter the kernel cannot converge on within its complexity limit is accepted
+here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel maps only
+their references), which can only mean exploring more; BTF-typed pointers (sockets,
+``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct; kfuncs and
+``callx`` are refused; a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array``
+layout (the fields CO-RE relocates to; a non-array map's larger kernel struct, e.g. ``bpf_htab``, is
+modelled as its ``struct bpf_map`` only); a spin lock's or timer's offset is not checked against
+BTF; ``bpf_find_vma`` checks its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct
+is unknown passes; trust flags are not tracked); private stacks (:mod:`.stack_depth`) are modelled
+for an x86-64 JIT as of 6.14+, whatever machine verifies (a kernel without a private-stack JIT
+applies the 512-byte combined limit to tracing programs too, and struct_ops programs that request
+one are not modelled). Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18
+(:mod:`.spectre`), with these differences: barriers are recorded, not inserted as instructions (a
+user-space VM never speculates); the kernel's limit of 8192 pending branch states ("The sequence of
+N jumps is too complex") is not modelled; which errors a barrier recovers from follows the kernel's
+errno classes (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not
+model (kfuncs, ``callx``) never is. These verdicts are checked against the kernel's selftest
+expectations only: this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use
+functions (bpf-to-bpf calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto``
+keeps for CAP_BPF and CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as
+in the kernel; the program types the kernel loads only for root are still verified (as if they could
+be loaded).
 """
 
 from __future__ import annotations
