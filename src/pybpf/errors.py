@@ -264,6 +264,11 @@ class UnsupportedExternError(LoadError, NotSupportedError):
     """The object uses ``extern`` symbols (Kconfig, ksyms), which pybpf does not resolve yet."""
 
 
+class UnknownKfuncError(LoadError):
+    """A program calls a kfunc (``extern ... __ksym`` function) that cannot be resolved: pybpf's
+    kfunc table does not know it (user space), or the kernel's BTF has no such function."""
+
+
 class UnknownSectionError(LoadError):
     """A program section name matches none of libbpf's section conventions (``SEC("...")``)."""
 

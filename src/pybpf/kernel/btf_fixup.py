@@ -249,3 +249,53 @@ def sanitize(raw: RawBtf, missing: Collection[Kind], *, func_global: bool = True
                 raise NotSupportedError("this kernel's BTF has no ENUM64 and pybpf cannot sanitise it")
             case _:
                 pass
+
+
+KSYMS_SECTION = ".ksyms"
+_KSYM_VAR_NAME = "dummy_ksym"
+_BTF_VAR_GLOBAL_ALLOCATED = 1
+
+
+def fix_ksyms(raw: RawBtf) -> RawBtf:
+    """The BTF with its ``.ksyms`` DATASEC made loadable, as libbpf does before BPF_BTF_LOAD.
+
+    The kernel wants every DATASEC entry to be an allocated VAR, but clang lists kfunc externs
+    there as FUNCs with unnamed parameters. libbpf appends one 4-byte ``dummy_ksym`` VAR, points
+    every entry at it (4 bytes apart), names the unnamed parameters after it and makes the
+    extern FUNCs global. Returns a new blob (a type is appended, which moves the strings); the
+    same one when there is no ``.ksyms`` DATASEC."""
+    datasec = next((r for r in raw.records if r.kind == Kind.DATASEC and raw.string(r.name_off) == KSYMS_SECTION),
+                   None)
+    if datasec is None or datasec.vlen == 0:
+        return raw
+    int_id = next((r.type_id for r in raw.records if r.kind == Kind.INT
+                   and _TYPE.unpack_from(raw.data, r.offset)[2] == 4), None)
+    if int_id is None:
+        raise NotSupportedError("the object's BTF has no 4-byte int to type the .ksyms placeholders with")
+    name_off = raw.str_end - raw.str_start
+    var_id = len(raw.records) + 1
+    var = _TYPE.pack(name_off, _info(Kind.VAR, 0), int_id) + _U32.pack(_BTF_VAR_GLOBAL_ALLOCATED)
+    base = datasec.offset + _TYPE.size
+    for index in range(datasec.vlen):
+        where = base + index * _SECINFO.size
+        type_id, _, _ = _SECINFO.unpack_from(raw.data, where)
+        entry = raw.record(type_id) if 0 < type_id <= len(raw.records) else None
+        if entry is not None and entry.kind == Kind.FUNC:
+            _, _, proto_id = _TYPE.unpack_from(raw.data, entry.offset)
+            raw.set_header(entry, Kind.FUNC, VarLinkage.GLOBAL, proto_id)
+            proto = raw.record(proto_id) if 0 < proto_id <= len(raw.records) else None
+            if proto is not None and proto.kind == Kind.FUNC_PROTO:
+                for param in range(proto.vlen):
+                    at = proto.offset + _TYPE.size + param * 8
+                    param_name, param_type = struct.unpack_from("<II", raw.data, at)
+                    if param_type and not param_name:
+                        _U32.pack_into(raw.data, at, name_off)
+        _SECINFO.pack_into(raw.data, where, var_id, index * 4, 4)
+    raw.set_header(datasec, Kind.DATASEC, datasec.vlen, datasec.vlen * 4)
+    data = raw.data
+    _magic, version, flags, hdr_len, *_ = _HEADER.unpack_from(data)
+    strings = bytes(data[raw.str_start:raw.str_end]) + _KSYM_VAR_NAME.encode() + b"\0"
+    types = bytes(data[raw.type_start:raw.type_end]) + var
+    # The new layout: header, types, then strings (as clang and libbpf write BTF).
+    header = _HEADER.pack(BTF_MAGIC, version, flags, hdr_len, 0, len(types), len(types), len(strings))
+    return RawBtf(header + bytes(data[_HEADER.size:hdr_len]) + types + strings)

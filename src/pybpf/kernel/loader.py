@@ -32,7 +32,7 @@ from pathlib import Path
 from pybpf.btf import Btf, BtfKind, CoreResolver
 from pybpf.errors import BpfCommandError, BtfError, LoadError, NotSupportedError, PermissionDeniedError
 from pybpf.isa import encode_program
-from pybpf.kernel.btf_fixup import Kind, RawBtf, VarLinkage, fix_datasecs, sanitize
+from pybpf.kernel.btf_fixup import Kind, RawBtf, VarLinkage, fix_datasecs, fix_ksyms, sanitize
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.features import btf_kind_supported
 from pybpf.kernel.map_api import KernelMap, ValueCodec, possible_cpus
@@ -40,7 +40,7 @@ from pybpf.kernel.maps import map_create, map_freeze, map_update
 from pybpf.kernel.object import KernelObject, KernelProgram
 from pybpf.kernel.objects import btf_load
 from pybpf.kernel.progs import prog_load_with_log
-from pybpf.kernel.relocate import apply_core, apply_map_fds
+from pybpf.kernel.relocate import apply_core, apply_kfuncs, apply_map_fds
 from pybpf.kernel.syscall import RawSyscall
 from pybpf.kernel.uapi import BPF_OBJ_NAME_LEN, BpfAttachType, BpfMapType, BpfProgLoadFlag, BpfProgType
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
@@ -160,6 +160,7 @@ class _Instantiation:
             return None if index is None else symbols.get((index, name))
 
         fix_datasecs(raw, sizes, symbol_offset)
+        raw = fix_ksyms(raw)
         for record in raw.records:
             # The kernel refuses extern VARs; libbpf makes resolved Kconfig externs allocated globals.
             if record.kind == Kind.VAR and raw.string(record.name_off) in kconfig:
@@ -302,6 +303,8 @@ class _Instantiation:
         resolver = self.resolver() if program.core_relocations else None
         insns = apply_core(program, program.instructions, self.spec.btf, resolver)
         insns = apply_map_fds(program, insns, fds)
+        if program.kfunc_references:
+            insns = apply_kfuncs(program, insns, self.target_btf())
         with_btf = self.btf_fd is not None
         name = _NAME_CHARS.sub("_", program.name)[: BPF_OBJ_NAME_LEN - 1]
         flags = int(BpfProgLoadFlag.SLEEPABLE) if program.sleepable else 0

@@ -12,6 +12,7 @@ from pybpf.btf.ext import BtfExt
 from pybpf.errors import BtfError, LoadError, NotSupportedError, UnknownSectionError, UnsupportedExternError
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, read_elf
 from pybpf.obj.kconfig import collect_kconfig
+from pybpf.obj.ksyms import collect_ksyms
 from pybpf.obj.maps import collect_maps
 from pybpf.obj.programs import TEXT_SECTION, Linker, read_functions
 from pybpf.obj.spec import ElfMetadata, ObjectSpec, ProgramSpec
@@ -19,8 +20,6 @@ from pybpf.platform import SectionInfo, parse_section
 
 LICENSE_SECTION = "license"
 VERSION_SECTION = "version"
-# Sections whose DATASEC lists extern declarations (libbpf's Kconfig and kernel symbols).
-_EXTERN_SECTIONS = (".ksyms",)
 
 
 def _read_btf(elf: ElfObject) -> tuple[Btf | None, BtfExt | None]:
@@ -75,20 +74,17 @@ def _section_info(section: str, file: str) -> SectionInfo:
         raise LoadError(f"program type not supported: {error}", file=file, section=section) from None
 
 
-def _reject_externs(elf: ElfObject, kconfig: Container[str]) -> None:
-    """Kconfig externs are resolved; any other extern (kernel symbols, kfuncs) is refused."""
+def _reject_externs(elf: ElfObject, known: Container[str]) -> None:
+    """Kconfig externs and kfuncs are resolved; any other extern is refused, naming it."""
     for symbol in elf.symbols:
         if symbol.shndx == SHN_UNDEF and symbol.name and symbol.bind in ("STB_GLOBAL", "STB_WEAK"):
-            if symbol.name in kconfig:
+            if symbol.name in known:
                 continue
             raise UnsupportedExternError(
-                "extern symbols (Kconfig values, kernel symbols, kfuncs) are not supported yet",
+                "extern symbols other than Kconfig values (.kconfig) and kfuncs (__ksym functions) are not supported",
                 file=elf.file,
                 symbol=symbol.name,
             )
-    for name in _EXTERN_SECTIONS:
-        if elf.section_by_name(name) is not None:
-            raise UnsupportedExternError(f"extern section {name} is not supported yet", file=elf.file, section=name)
 
 
 def load_spec(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> ObjectSpec:
@@ -114,7 +110,8 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
     elf = read_elf(data, file)
     btf, btf_ext = _read_btf(elf)
     kconfig_map, kconfig = collect_kconfig(elf, btf)
-    _reject_externs(elf, kconfig)
+    ksyms = collect_ksyms(elf, btf)
+    _reject_externs(elf, kconfig.keys() | ksyms.keys())
     license_text = _license(elf)
     kern_version = _kern_version(elf)
     maps = collect_maps(elf, btf)
@@ -123,7 +120,7 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
             raise LoadError("two maps have the same name", file=file, symbol=kconfig_map.name)
         maps.maps[kconfig_map.name] = kconfig_map
         maps.externs.update((name, extern.offset) for name, extern in kconfig.items())
-    functions = read_functions(elf, maps)
+    functions = read_functions(elf, maps, ksyms)
     linker = Linker(file, functions, btf, btf_ext)
     programs: dict[str, ProgramSpec] = {}
     for function in functions:
@@ -147,6 +144,7 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
             core_relocations=linked.core_relocations,
             subprograms=linked.subprograms,
             sleepable=info.sleepable,
+            kfunc_references=linked.kfunc_references,
         )
     metadata = ElfMetadata(
         file=file,
@@ -154,4 +152,4 @@ def _load(data: bytes, file: str, name: str) -> ObjectSpec:
         btf_raw=elf.section_by_name(".BTF").data if btf is not None else None,  # type: ignore[union-attr]
         btf_ext_raw=elf.section_by_name(".BTF.ext").data if btf_ext is not None else None,  # type: ignore[union-attr]
     )
-    return ObjectSpec(name, programs, maps.maps, license_text, kern_version, btf, btf_ext, metadata, kconfig)
+    return ObjectSpec(name, programs, maps.maps, license_text, kern_version, btf, btf_ext, metadata, kconfig, ksyms)

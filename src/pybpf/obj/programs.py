@@ -4,7 +4,8 @@ Each code section is decoded once; each FUNC symbol cuts a function out of it. A
 function in a non-``.text`` section; every function it reaches through bpf-to-bpf calls or
 function addresses (``bpf_loop`` callbacks) is appended after it, breadth-first in first-use
 order, as libbpf's ``bpf_object__reloc_code`` does, and the pc-relative offsets are recomputed
-for the new layout. Map and global-data references become :class:`MapReference` records.
+for the new layout. Map and global-data references become :class:`MapReference` records, kfunc
+calls and addresses (:mod:`pybpf.obj.ksyms`) :class:`KfuncReference` records.
 
 Relocation semantics (libbpf ``bpf_program__record_reloc`` and Documentation/bpf/llvm_reloc.rst):
 - ``R_BPF_64_32`` on a call: callee slot = symbol value / 8 + imm + 1 (imm is -1 for a call
@@ -29,12 +30,22 @@ from pybpf.errors import (
     UndefinedSymbolError,
     UnknownRelocationError,
 )
-from pybpf.isa import CallLocal, LabeledInsn, LoadImm64, PseudoSrc, SourceLine, decode_program
+from pybpf.isa import Call, CallKfunc, CallLocal, LabeledInsn, LoadImm64, PseudoSrc, SourceLine, decode_program
 from pybpf.isa.codec import check_jump_targets
 from pybpf.isa.insn import Instruction
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, ElfRelocation, ElfSection, ElfSymbol
+from pybpf.obj.ksyms import POISON_CALL_KFUNC_BASE
 from pybpf.obj.maps import MapTable
-from pybpf.obj.spec import KCONFIG_SECTION, CoreRelocation, FuncInfo, LineInfo, MapReference, SubprogramRange
+from pybpf.obj.spec import (
+    KCONFIG_SECTION,
+    CoreRelocation,
+    FuncInfo,
+    KfuncReference,
+    KsymExtern,
+    LineInfo,
+    MapReference,
+    SubprogramRange,
+)
 
 TEXT_SECTION = ".text"
 INSN_SIZE = 8
@@ -63,6 +74,7 @@ class Function:
     insns: list[LabeledInsn]
     code_refs: list[_CodeRef] = field(default_factory=list)
     map_refs: list[MapReference] = field(default_factory=list)
+    kfunc_refs: list[KfuncReference] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +87,19 @@ class LinkedProgram:
     line_info: tuple[LineInfo, ...]
     core_relocations: tuple[CoreRelocation, ...]
     subprograms: tuple[SubprogramRange, ...]
+    kfunc_references: tuple[KfuncReference, ...] = ()
 
 
 class _SectionReader:
     """Cuts one code section into functions and classifies its relocations."""
 
-    def __init__(self, elf: ElfObject, section: ElfSection, maps: MapTable, code_sections: set[int]) -> None:
+    def __init__(self, elf: ElfObject, section: ElfSection, maps: MapTable, code_sections: set[int],
+                 ksyms: dict[str, KsymExtern]) -> None:
         self.elf = elf
         self.section = section
         self.maps = maps
         self.code_sections = code_sections
+        self.ksyms = ksyms
 
     def fail(self, error_type: type[LoadError], reason: str, symbol: str | None = None) -> LoadError:
         return error_type(reason, file=self.elf.file, section=self.section.name, symbol=symbol)
@@ -162,6 +177,13 @@ class _SectionReader:
         if relocation.type == R_BPF_64_32:
             if not isinstance(insn, CallLocal):
                 raise self.fail(UnknownRelocationError, f"R_BPF_64_32 on instruction {local} of a non-call")
+            extern = self.elf.symbol(relocation.symbol, section=self.section.name)
+            ksym = self.ksyms.get(extern.name) if extern.shndx == SHN_UNDEF else None
+            if ksym is not None:
+                function.kfunc_refs.append(KfuncReference(local, ksym.name, ksym.weak))
+                if ksym.kfunc_id == 0 and ksym.weak:
+                    return Call(POISON_CALL_KFUNC_BASE + ksym.index)  # as libbpf: refused only if reached
+                return CallKfunc(ksym.kfunc_id)
             symbol = self.symbol(relocation)
             if symbol.shndx not in self.code_sections:
                 raise self.fail(UnknownRelocationError, "call to a symbol outside code sections", symbol.name)
@@ -178,6 +200,11 @@ class _SectionReader:
             offset = self.maps.externs[extern.name] + insn.imm
             function.map_refs.append(MapReference(local, KCONFIG_SECTION, PseudoSrc.MAP_VALUE, offset, extern.name))
             return LoadImm64(insn.dst, 0, offset, PseudoSrc.MAP_VALUE)
+        ksym = self.ksyms.get(extern.name) if extern.shndx == SHN_UNDEF else None
+        if ksym is not None:
+            # A kfunc's address only says whether it exists (bpf_ksym_exists): its id, or 0.
+            function.kfunc_refs.append(KfuncReference(local, ksym.name, ksym.weak, address=True))
+            return LoadImm64.constant(insn.dst, ksym.kfunc_id)
         symbol = self.symbol(relocation)
         if symbol.shndx in self.code_sections:
             byte_offset = symbol.value + insn.imm
@@ -205,7 +232,7 @@ def _slots(insn: Instruction) -> int:
     return 2 if isinstance(insn, LoadImm64) else 1
 
 
-def read_functions(elf: ElfObject, maps: MapTable) -> list[Function]:
+def read_functions(elf: ElfObject, maps: MapTable, ksyms: dict[str, KsymExtern] | None = None) -> list[Function]:
     """Every function of every code section, in section then address order."""
     code = [s for s in elf.sections if s.is_code and s.size]
     indices = {s.index for s in code}
@@ -215,7 +242,7 @@ def read_functions(elf: ElfObject, maps: MapTable) -> list[Function]:
             raise MalformedObjectError(
                 f"code size {section.size} is not a multiple of 8", file=elf.file, section=section.name
             )
-        out.extend(_SectionReader(elf, section, maps, indices).functions())
+        out.extend(_SectionReader(elf, section, maps, indices, ksyms or {}).functions())
     return out
 
 
@@ -275,6 +302,7 @@ class Linker:
         base_of = {id(function): base for function, base in placed}
         insns: list[LabeledInsn] = []
         map_refs: list[MapReference] = []
+        kfunc_refs: list[KfuncReference] = []
         for function, base in placed:
             lines = self.btf_ext.line_table(function.section.name) if self.btf_ext else {}
             targets = {ref.pc: ref for ref in function.code_refs}
@@ -292,6 +320,7 @@ class Linker:
                 source = SourceLine(line.file, line.line, line.column, line.text) if line else None
                 insns.append(LabeledInsn(base + item.pc, insn, source))
             map_refs.extend(MapReference(base + r.pc, r.map_name, r.src, r.offset, r.symbol) for r in function.map_refs)
+            kfunc_refs.extend(KfuncReference(base + r.pc, r.name, r.weak, r.address) for r in function.kfunc_refs)
         try:
             check_jump_targets(insns, sum(f.end - f.start for f, _ in placed))
         except InvalidInstructionError as error:
@@ -304,6 +333,7 @@ class Linker:
             line_info=tuple(LineInfo(item.pc, item.line) for item in insns if item.line is not None),
             core_relocations=self.core_relocations(placed),
             subprograms=tuple(SubprogramRange(f.name, b, b + f.end - f.start) for f, b in placed[1:]),
+            kfunc_references=tuple(kfunc_refs),
         )
 
     def func_info(self, placed: list[tuple[Function, int]]) -> tuple[FuncInfo, ...]:

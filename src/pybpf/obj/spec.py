@@ -15,10 +15,13 @@ from pybpf.btf import Btf
 from pybpf.btf.ext import BtfExt, CoreReloKind
 from pybpf.isa import LabeledInsn, LoadImm64, PseudoSrc, SourceLine
 from pybpf.platform import SectionInfo
+from pybpf.platform.kfuncs import kfunc_by_name
 from pybpf.platform.uapi_generated import BpfAttachType, BpfMapType, BpfProgType
 
 # The section (and map) name of libbpf's Kconfig externs.
 KCONFIG_SECTION = ".kconfig"
+# The DATASEC listing kernel-symbol externs (``__ksym``).
+KSYMS_SECTION = ".ksyms"
 
 
 class Pinning(Enum):
@@ -97,6 +100,41 @@ class MapReference:
 
 
 @dataclass(frozen=True, slots=True)
+class KsymExtern:
+    """One ``extern`` kfunc of the object (see :mod:`pybpf.obj.ksyms`).
+
+    ``kfunc_id`` is pybpf's id for the name (:data:`pybpf.platform.KFUNC_PROTOS`), 0 when the
+    table does not know it; ``index`` its position among the object's kfunc externs (libbpf's
+    poison calls carry it); ``btf_type_id`` its FUNC in the object's BTF.
+    """
+
+    name: str
+    index: int
+    weak: bool
+    kfunc_id: int
+    btf_type_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class KfuncReference:
+    """A site at ``pc`` naming kfunc ``name``: a ``call`` (``address`` False), or an ``lddw`` of its address.
+
+    The instruction in ``ProgramSpec.instructions`` holds pybpf's resolution (see
+    :mod:`pybpf.obj.ksyms`); the kernel backend re-resolves the name in the kernel's BTF.
+    """
+
+    pc: int
+    name: str
+    weak: bool = False
+    address: bool = False
+
+    @property
+    def resolved(self) -> bool:
+        """Whether pybpf's kfunc table knows the name."""
+        return kfunc_by_name(self.name) is not None
+
+
+@dataclass(frozen=True, slots=True)
 class FuncInfo:
     """A BTF func_info record: the function starting at ``pc`` has BTF type ``type_id``."""
 
@@ -163,6 +201,11 @@ class ProgramSpec:
     core_relocations: tuple[CoreRelocation, ...] = ()
     subprograms: tuple[SubprogramRange, ...] = ()
     sleepable: bool = False
+    kfunc_references: tuple[KfuncReference, ...] = ()
+
+    def unknown_kfuncs(self) -> tuple[str, ...]:
+        """Names of the non-weak kfuncs this program calls that pybpf's table does not know."""
+        return tuple(dict.fromkeys(ref.name for ref in self.kfunc_references if not ref.weak and not ref.resolved))
 
     @property
     def slot_count(self) -> int:
@@ -220,3 +263,5 @@ class ObjectSpec:
     elf: ElfMetadata = field(repr=False, default_factory=lambda: ElfMetadata("", ()))
     # Kconfig externs by name; their values live in the ".kconfig" map (see pybpf.obj.kconfig).
     kconfig: dict[str, KconfigExtern] = field(repr=False, default_factory=dict)
+    # Kernel-function externs (``__ksym``) by name (see pybpf.obj.ksyms).
+    ksyms: dict[str, KsymExtern] = field(repr=False, default_factory=dict)

@@ -1,0 +1,117 @@
+"""The kfunc-prototype table shared by the object loader, the verifier, the runtime and the kernel backend.
+
+Each entry restates one kernel function as Linux 6.18 registers it (``BTF_ID_FLAGS(func, name,
+flags)`` in kernel/bpf/helpers.c and the kfunc's C prototype): its parameters, with the
+kernel's naming conventions already turned into :class:`KfuncArgKind`, what it returns, its
+``KF_*`` flags and the kfunc set (hence the program types) it belongs to.
+
+How a kfunc is resolved:
+
+* the object loader (:mod:`pybpf.obj`) turns a call of an ``extern ... __ksym`` function into
+  ``call`` ``src_reg = 2`` whose ``imm`` is the entry's :attr:`KfuncProto.id` (0 when the name is
+  not in this table; loading such a program in user space is then refused, naming it);
+* the verifier (:mod:`pybpf.verifier.kfuncs`) checks the call against the entry; the runtime
+  dispatches it to the implementation registered under the same id
+  (:mod:`pybpf.runtime.helpers.kfuncs`);
+* the kernel backend ignores the ids and resolves every call by name in ``/sys/kernel/btf/vmlinux``.
+
+Adding a kfunc:
+
+1. append a :class:`KfuncProto` to ``_PROTOS`` below (``id=0``: ids are assigned in table order
+   when the module loads, so never rely on a number). Name the parameters as the kernel does and
+   give each the kind its suffix or type implies (``__sz`` -> ``MEM_SIZE`` after a ``MEM``,
+   ``__szk`` -> ``CONST_MEM_SIZE``, ``__k`` -> ``CONST_SCALAR``, ``__ign`` -> ``IGNORED``,
+   ``struct bpf_dynptr *`` -> ``DYNPTR``, ``struct bpf_iter_<x> *`` -> ``ITER`` with
+   ``iter_type="<x>"``); copy the ``KF_*`` flags from its ``BTF_ID_FLAGS`` line and the set it is
+   registered in (:class:`KfuncSet`; add a set with its program types when it is a new one);
+2. if the verifier must do more than the generic argument, reference and return checks (a
+   dynptr's state, an iterator's), handle it in :mod:`pybpf.verifier.kfuncs`;
+3. implement it in :mod:`pybpf.runtime.helpers.kfuncs` (``KFUNC_IMPLS`` by name) so user-space
+   runs can call it; declare it in tests/progs/bpf_helpers.h as libbpf's headers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
+
+from pybpf.platform.kfunc_types import (
+    KfuncArg,
+    KfuncArgKind,
+    KfuncFlag,
+    KfuncProto,
+    KfuncRetKind,
+    KfuncSet,
+)
+
+__all__ = ["KFUNC_BY_NAME", "KFUNC_PROTOS", "kfunc_by_name"]
+
+_F = KfuncFlag
+_K = KfuncProto
+_VOID = KfuncRetKind.VOID
+_INT = KfuncRetKind.SCALAR
+_ITER_NUM = KfuncArg("it", KfuncArgKind.ITER, iter_type="num")
+
+
+def _str(name: str) -> KfuncArg:
+    # ``const char *s__ign``: any value; the kfunc reads it byte by byte with fault handling.
+    return KfuncArg(name, KfuncArgKind.IGNORED)
+
+
+def _int(name: str) -> KfuncArg:
+    return KfuncArg(name, KfuncArgKind.SCALAR)
+
+
+_PROTOS: tuple[KfuncProto, ...] = (
+    # --- open-coded numeric iterator (kernel/bpf/bpf_iter.c, common set) ---
+    _K(0, "bpf_iter_num_new", (_ITER_NUM, _int("start"), _int("end")), _INT,
+       "Start an iterator over [start, end); 0, or -EINVAL (range too big) leaving it empty.",
+       _F.ITER_NEW),
+    _K(0, "bpf_iter_num_next", (_ITER_NUM,), KfuncRetKind.MEM,
+       "Pointer to the next number of the range, or NULL once it is drained.",
+       _F.ITER_NEXT | _F.RET_NULL, ret_size=4),
+    _K(0, "bpf_iter_num_destroy", (_ITER_NUM,), _VOID, "Release the iterator.", _F.ITER_DESTROY),
+    # --- RCU and preemption (common set) ---
+    _K(0, "bpf_rcu_read_lock", (), _VOID, "Enter an RCU read-side critical section."),
+    _K(0, "bpf_rcu_read_unlock", (), _VOID, "Leave the RCU read-side critical section."),
+    _K(0, "bpf_preempt_disable", (), _VOID, "Disable preemption (nests)."),
+    _K(0, "bpf_preempt_enable", (), _VOID, "Re-enable preemption."),
+    # --- tasks (generic set: tracing, tc, XDP, struct_ops, syscall, cgroup_skb programs) ---
+    _K(0, "bpf_task_from_pid", (_int("pid"),), KfuncRetKind.BTF_ID,
+       "Acquire the task with this pid (in the root pid namespace), or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="task_struct"),
+    _K(0, "bpf_task_release", (KfuncArg("p", KfuncArgKind.BTF_ID, btf_type="task_struct"),), _VOID,
+       "Release a task reference.", _F.RELEASE, KfuncSet.GENERIC),
+    # --- strings (Linux 6.17+, common set): kernel/bpf/helpers.c; -ERANGE for a user address,
+    # -EFAULT on a fault, -E2BIG past XATTR_SIZE_MAX bytes, -ENOENT when not found ---
+    _K(0, "bpf_strcmp", (_str("s1__ign"), _str("s2__ign")), _INT, "strcmp: -1, 0 or 1."),
+    _K(0, "bpf_strcasecmp", (_str("s1__ign"), _str("s2__ign")), _INT, "strcasecmp: -1, 0 or 1."),
+    _K(0, "bpf_strchr", (_str("s__ign"), _int("c")), _INT, "Index of the first c, or -ENOENT."),
+    _K(0, "bpf_strchrnul", (_str("s__ign"), _int("c")), _INT, "Index of the first c or of the NUL."),
+    _K(0, "bpf_strnchr", (_str("s__ign"), _int("count"), _int("c")), _INT,
+       "Index of the first c among the first count bytes, or -ENOENT."),
+    _K(0, "bpf_strrchr", (_str("s__ign"), _int("c")), _INT, "Index of the last c, or -ENOENT."),
+    _K(0, "bpf_strlen", (_str("s__ign"),), _INT, "Length of the string."),
+    _K(0, "bpf_strnlen", (_str("s__ign"), _int("count")), _INT, "Length of the string, at most count."),
+    _K(0, "bpf_strspn", (_str("s__ign"), _str("accept__ign")), _INT,
+       "Length of the prefix made of bytes in accept."),
+    _K(0, "bpf_strcspn", (_str("s__ign"), _str("reject__ign")), _INT,
+       "Length of the prefix made of bytes not in reject."),
+    _K(0, "bpf_strstr", (_str("s1__ign"), _str("s2__ign")), _INT,
+       "Index of the first occurrence of s2 in s1, or -ENOENT."),
+    _K(0, "bpf_strnstr", (_str("s1__ign"), _str("s2__ign"), _int("len")), _INT,
+       "Index of the first occurrence of s2 in the first len bytes of s1, or -ENOENT."),
+)
+
+KFUNC_PROTOS: Mapping[int, KfuncProto] = MappingProxyType(
+    {index: replace(proto, id=index) for index, proto in enumerate(_PROTOS, start=1)}
+)
+"""Every kfunc pybpf knows, by its pybpf id."""
+
+KFUNC_BY_NAME: Mapping[str, KfuncProto] = MappingProxyType({proto.name: proto for proto in KFUNC_PROTOS.values()})
+"""The same table by kernel symbol name."""
+
+def kfunc_by_name(name: str) -> KfuncProto | None:
+    """The entry for kernel symbol ``name``, or None when pybpf does not know it."""
+    return KFUNC_BY_NAME.get(name)
