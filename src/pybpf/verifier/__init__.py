@@ -26,6 +26,10 @@ Layers built so far:
 * :mod:`.btf_access` — reads of kernel structs through BTF-typed pointers and map pointers,
   checked against the layouts pybpf models (:mod:`pybpf.platform.kernel_types`) as the kernel's
   ``btf_struct_access`` checks them against vmlinux BTF;
+* :mod:`.kfuncs` — kfunc calls checked against :data:`pybpf.platform.KFUNC_PROTOS` (program-type
+  sets, GPL, references, NULL returns, RCU/preemption sections); :mod:`.iters` — open-coded
+  iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
+  imprecise scalars, convergence while the loop is explored);
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
@@ -35,8 +39,12 @@ counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, 
 a callback whose exact counter the kernel cannot converge on within its complexity limit is accepted
 here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel maps only
 their references), which can only mean exploring more; BTF-typed pointers (sockets,
-``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct; kfuncs and
-``callx`` are refused; a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array``
+``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct;
+``callx`` is refused, and kfuncs outside pybpf's table (an object calling one does not load);
+kfunc BTF arguments are checked by kind, not by struct type, and ``KF_TRUSTED_ARGS``/``KF_RCU``
+pointer trust is not modelled; states below an iterator loop still being explored are compared by
+ranges, ignoring precision, for the rest of the verification (the kernel stops once the loop's SCC
+is done); a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array``
 layout (the fields CO-RE relocates to; a non-array map's larger kernel struct, e.g. ``bpf_htab``, is
 modelled as its ``struct bpf_map`` only); a spin lock's or timer's offset is not checked against
 BTF; ``bpf_find_vma`` checks its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct
@@ -48,7 +56,7 @@ one are not modelled). Unprivileged loads follow the kernel's Spectre handling a
 user-space VM never speculates); the kernel's limit of 8192 pending branch states ("The sequence of
 N jumps is too complex") is not modelled; which errors a barrier recovers from follows the kernel's
 errno classes (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not
-model (kfuncs, ``callx``) never is. These verdicts are checked against the kernel's selftest
+model (``callx``) never is. These verdicts are checked against the kernel's selftest
 expectations only: this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use
 functions (bpf-to-bpf calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto``
 keeps for CAP_BPF and CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as

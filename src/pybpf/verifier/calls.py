@@ -117,6 +117,10 @@ def check_return(state: State, value_range: tuple[int, int] | None, *, privilege
     """``check_return_code`` at the main program's exit."""
     if state.lock is not None:
         raise reject("BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region")
+    if state.rcu_lock:
+        raise reject("BPF_EXIT instruction in main prog cannot be used inside bpf_rcu_read_lock-ed region")
+    if state.preempt_count:
+        raise reject("BPF_EXIT instruction in main prog cannot be used inside bpf_preempt_disable-ed region")
     r0 = read_reg(state, 0)  # type: ignore[arg-type]
     for ref_id, alloc_pc in sorted(state.refs.items()):
         raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
@@ -164,6 +168,10 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
         raise reject("cannot call GPL-restricted function from non-GPL compatible program")
     if state.lock is not None and insn.helper != HelperId.SPIN_UNLOCK:
         raise reject("function calls are not allowed while holding a lock")
+    if proto.might_sleep and state.rcu_lock:
+        raise reject(f"sleepable helper {name}#{insn.helper} in rcu_read_lock region")
+    if proto.might_sleep and state.preempt_count:
+        raise reject(f"sleepable helper {name}#{insn.helper} in non-preemptible region")
     meta = _Meta(pc=pc, pkt_access=proto.pkt_access)
     for index, arg in enumerate(proto.args[:5]):
         _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check

@@ -12,12 +12,13 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from pybpf.asm.printer import format_insn
 from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
-from pybpf.errors import PybpfError, VerifierError
+from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
 from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
+from pybpf.verifier.kfuncs import check_program_kfuncs
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection, SpecAux
 from pybpf.verifier.report import Barrier, Diagnostic, VerifierReport
 from pybpf.verifier.stack_depth import check_stack_depth
@@ -55,6 +56,7 @@ def verify(
     func_info: bool = False,
     scalar_returns: frozenset[int] | None = None,
     global_funcs: Mapping[int, GlobalFunc] | None = None,
+    sleepable: bool = False,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
@@ -62,14 +64,16 @@ def verify(
     instructions do not, and the kernel then refuses tail calls and LD_ABS in subprograms.
     ``scalar_returns``: with func_info, the first pcs of the functions BTF says return an int.
     ``global_funcs``: by first pc, the functions BTF says are global (verified on their own
-    from their prototype, see :mod:`pybpf.verifier.global_funcs`); without BTF there are none."""
+    from their prototype, see :mod:`pybpf.verifier.global_funcs`); without BTF there are none.
+    ``sleepable``: loaded with ``BPF_F_SLEEPABLE``."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
-    options = Options(spec, license, privileged, log_level, attach_type)
+    options = Options(spec, license, privileged, log_level, attach_type, sleepable)
     table = {labeled.pc: labeled for labeled in insns}
     try:
         config = (StructureConfig(func_info=func_info, scalar_returns=scalar_returns) if privileged
                   else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
         structure = check_structure(insns, config)
+        check_program_kfuncs(insns, options)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
     env = Env(options, global_funcs=dict(global_funcs or {}))
@@ -140,7 +144,14 @@ def verify_program(
     privileged: bool = True,
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
 ) -> VerifierReport:
-    """Verify a loaded :class:`ProgramSpec`, resolving its map references through ``obj``'s maps."""
+    """Verify a loaded :class:`ProgramSpec`, resolving its map references through ``obj``'s maps.
+
+    Raises :class:`~pybpf.errors.UnknownKfuncError` when the program calls a kfunc pybpf's
+    table does not know (the object loader could not resolve it)."""
+    unknown = program.unknown_kfuncs()
+    if unknown:
+        raise UnknownKfuncError(f"kfunc {unknown[0]!r} is not known to pybpf (see pybpf.platform.kfuncs)",
+                                symbol=unknown[0])
     known = dict(maps_of(obj)) if obj is not None else {}
     known.update(maps or {})
     by_pc = {ref.pc: ref for ref in program.map_references}
@@ -167,7 +178,8 @@ def verify_program(
     attach = int(program.attach_type) if program.attach_type is not None else None
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
                   privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
-                  scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen))
+                  scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen),
+                  sleepable=program.sleepable)
 
 
 def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,

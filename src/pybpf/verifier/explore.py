@@ -43,7 +43,7 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.platform import HelperId
-from pybpf.verifier import callbacks, calls, global_funcs, kernel_log, memory, spectre, transfer
+from pybpf.verifier import callbacks, calls, global_funcs, iters, kernel_log, kfuncs, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
@@ -76,7 +76,7 @@ from pybpf.verifier.precision import (
     records_plainly,
 )
 from pybpf.verifier.scalar_ops import endian, neg
-from pybpf.verifier.state import RegState, RegType, StackState
+from pybpf.verifier.state import IterState, RegState, RegType, StackState
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
@@ -122,6 +122,7 @@ class Explorer:
     # pc -> loop_key -> checkpoints stored there, at pcs with many (see _identical_in_progress).
     loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
     callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
+    iter_next_sites: set[int] = field(default_factory=set)  # pcs of iterator next() calls
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
     global_moves_packet: dict[int, bool] = field(default_factory=dict)  # global function -> changes_pkt_data
 
@@ -139,6 +140,11 @@ class Explorer:
                     self.prune_points.add(labeled.pc + 1)
             if isinstance(labeled.insn, (Call, CallLocal)):
                 self.prune_points.add(labeled.pc)
+            if isinstance(labeled.insn, CallKfunc) and kfuncs.is_iter_next(labeled.insn):
+                # An iterator's next() is a loop head: always a checkpoint (the kernel's
+                # mark_force_checkpoint), where loops converge (see _visit).
+                self.prune_points.add(labeled.pc)
+                self.iter_next_sites.add(labeled.pc)
             if isinstance(labeled.insn, Call) and labeled.insn.helper in callbacks.SYNC_CALLBACK_HELPERS:
                 self.callback_sites[labeled.pc] = labeled.insn.helper
             callee = call_target(labeled.pc, labeled.insn)
@@ -278,11 +284,23 @@ class Explorer:
         live_slots = self.live_slots.get(pc, -1)
         evicted = False
         callback_helper = self.callback_sites.get(pc)
+        iter_next = pc in self.iter_next_sites
         looping: list[Checkpoint] | None = None
         looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
         precision = self.track_precision
         for checkpoint in stored:
             if checkpoint.branches > 0:
+                if iter_next:
+                    # An iterator loop in progress: a state it covers (ranges, not precision)
+                    # with the iterator still ACTIVE adds nothing; no infinite-loop verdict at
+                    # next() (the kernel's is_iter_next_insn case of is_state_visited).
+                    if states_equal(checkpoint.state, state, allow_uninit, live, live_slots) and \
+                            self._iterator_active(state):
+                        # The loop head's precision marks are incomplete: so are those of
+                        # every state above this path.
+                        _flag_loop_imprecise(parent)
+                        return True, parent
+                    continue
                 if callback_helper is not None:
                     # A callback loop in progress (calls_callback): an equal-or-wider state
                     # still being explored covers this one; no infinite-loop verdict here.
@@ -300,11 +318,15 @@ class Explorer:
                     # Found before the instruction runs (is_state_visited): never a barrier's job.
                     raise reject_fatal(f"infinite loop detected at insn {pc}")
                 continue
+            imprecise = checkpoint.loop_imprecise
             where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
-                                   precision=precision, first=checkpoint.hint, exact=exact)
+                                   precision=precision and not imprecise, first=checkpoint.hint,
+                                   exact=exact)
             if where == NO_DIFFERENCE:
                 checkpoint.hits += 1
-                if precision:
+                if imprecise:
+                    _flag_loop_imprecise(parent)
+                elif precision:
                     # This path now relies on what the stored one relied on (propagate_precision).
                     regs, slots = precise_locations(checkpoint.state, live, live_slots)
                     if regs or slots:
@@ -440,7 +462,9 @@ class Explorer:
             return self._step_call
         if isinstance(insn, CallLocal):
             return self._step_call_local
-        if isinstance(insn, (CallKfunc, CallReg)):
+        if isinstance(insn, CallKfunc):
+            return self._step_kfunc
+        if isinstance(insn, CallReg):
             return self._step_unsupported_call
         if isinstance(insn, Exit):
             return self._step_exit
@@ -528,9 +552,42 @@ class Explorer:
         calls.local_call(state, pc, target)
         return target, state
 
+    def _step_kfunc(self, pc: int, insn: CallKfunc, state: State,
+                    parent: Checkpoint | None) -> tuple[int | None, State]:
+        queued = kfuncs.kfunc_call(self.env, state, pc, insn)
+        if queued is not None:
+            # The iterator's next element: explored after the drained path, its changed
+            # imprecise scalars forgotten against the previous visit of this loop head.
+            previous = self._previous_visit(pc, parent)
+            if previous is not None:
+                iters.widen_imprecise_scalars(previous.state, queued)
+            self._fork(pc + 1, queued, parent)
+        return pc + 1, state
+
+    def _previous_visit(self, pc: int, parent: Checkpoint | None) -> Checkpoint | None:
+        """``find_prev_entry``: the nearest ancestor of ``parent`` (the checkpoint stored at this
+        very visit) stored at ``pc`` in the same call chain, still being explored."""
+        stored = {id(checkpoint) for checkpoint in self.checkpoints.get(pc, ())}
+        if parent is None:
+            return None
+        chain = [frame.callsite for frame in parent.state.frames]
+        node = parent.parent
+        while node is not None:
+            if id(node) in stored and node.branches > 0 and \
+                    [frame.callsite for frame in node.state.frames] == chain:
+                return node
+            node = node.parent
+        return None
+
+    @staticmethod
+    def _iterator_active(state: State) -> bool:
+        """Whether the iterator next() is about to advance (r1 points to it) is ACTIVE."""
+        found = iters.iter_slot_of(state, state.regs[1])
+        return found is not None and found.state is IterState.ACTIVE
+
     def _step_unsupported_call(self, pc: int, insn: Instruction, state: State,
                                parent: Checkpoint | None) -> tuple[int | None, State]:
-        raise reject_fatal("kernel function calls and callx are not supported by this verifier")
+        raise reject_fatal("callx is not supported by this verifier")
 
     def _step_exit(self, pc: int, insn: Exit, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
         if len(state.frames) > 1:
@@ -611,3 +668,11 @@ class Explorer:
         for number in CALLER_SAVED:
             state.regs[number] = RegState.not_init()
         state.regs[0] = memory.sized_scalar(insn.size.nbytes)
+
+
+def _flag_loop_imprecise(checkpoint: Checkpoint | None) -> None:
+    """A path below ``checkpoint`` relied on states whose precision marks are incomplete (see
+    ``Checkpoint.loop_imprecise``): so are the marks of it and its ancestors."""
+    while checkpoint is not None and not checkpoint.loop_imprecise:
+        checkpoint.loop_imprecise = True
+        checkpoint = checkpoint.parent

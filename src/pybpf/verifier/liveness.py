@@ -20,6 +20,7 @@ from pybpf.isa.insn import (
     Bin,
     BinOp,
     Call,
+    CallKfunc,
     CallLocal,
     Endian,
     Exit,
@@ -36,7 +37,7 @@ from pybpf.isa.insn import (
     Store,
     slot_count,
 )
-from pybpf.platform import HELPER_PROTOS, ArgType
+from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
 _MOV, _R10, _DONTCARE = BinOp.MOV, Reg.R10, ArgType.DONTCARE
@@ -87,6 +88,9 @@ def use_def(insn: Instruction) -> tuple[int, int]:
             return ARG_MASKS[_helper_args(helper)], CALLER_SAVED_MASK
         case CallLocal():
             return ARG_MASKS[5], CALLER_SAVED_MASK
+        case CallKfunc(btf_id=btf_id):
+            kfunc = KFUNC_PROTOS.get(btf_id)
+            return ARG_MASKS[len(kfunc.args) if kfunc is not None else 5], CALLER_SAVED_MASK
         case Exit():
             return 1, 0
     return ALL_REGS, 0

@@ -71,6 +71,7 @@ class Options:
     privileged: bool = True
     log_level: int = 0
     attach_type: int | None = None
+    sleepable: bool = False  # loaded with BPF_F_SLEEPABLE (may call sleepable helpers and kfuncs)
 
     @property
     def gpl(self) -> bool:
@@ -127,6 +128,9 @@ class State:
     # A path the CPU could only take by mispredicting a branch (unprivileged loads; see
     # pybpf.verifier.spectre): its errors cost a speculation barrier, not the load.
     speculative: bool = False
+    # Inside bpf_rcu_read_lock() (the kernel's active_rcu_lock); bpf_preempt_disable() nesting.
+    rcu_lock: bool = False
+    preempt_count: int = 0
 
     @property
     def frame(self) -> Frame:
@@ -139,7 +143,8 @@ class State:
     def copy(self) -> State:
         frames = self.frames
         copied = [frames[0].copy()] if len(frames) == 1 else [f.copy() for f in frames]  # mostly one
-        return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist, self.speculative)
+        return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist, self.speculative,
+                     self.rcu_lock, self.preempt_count)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -202,6 +207,8 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
     ``exact``: scalars cover only equal scalars (see :class:`SpecAux`)."""
     if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return OTHER_DIFFERENCE
+    if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
+        return OTHER_DIFFERENCE
     if old.speculative and not cur.speculative:
         # What a mispredicted path proved (it stops at the first barrier) says nothing about
         # the paths the CPU really takes.
@@ -252,7 +259,7 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
 def loop_key(state: State) -> Hashable:
     """A hashable key equal for two states exactly when :func:`states_identical` holds."""
     return (tuple((frame.callsite, frame.callback_depth, tuple(frame.regs), frame.stack) for frame in state.frames),
-            tuple(sorted(state.refs)), state.lock)
+            tuple(sorted(state.refs)), state.lock, state.rcu_lock, state.preempt_count)
 
 
 def states_identical(old: State, cur: State) -> bool:
@@ -260,6 +267,8 @@ def states_identical(old: State, cur: State) -> bool:
     a synchronous callback at different iteration depths are not a loop (the kernel compares
     ``callback_unroll_depth``): the helper bounds the number of iterations, not the program."""
     if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys() or old.lock != cur.lock:
+        return False
+    if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
         return False
     return all(
         a.callsite == b.callsite and a.callback_depth == b.callback_depth and a.regs == b.regs and a.stack == b.stack

@@ -29,6 +29,7 @@ from pybpf.isa.insn import (
     Bin,
     BinOp,
     Call,
+    CallKfunc,
     CallLocal,
     Exit,
     Instruction,
@@ -91,6 +92,10 @@ class Checkpoint:
     hist: HistEntry | None = None
     all_precise: bool = False
     hint: int = -1  # the innermost register the last failed comparison stopped at
+    # Some path below ended against an iterator loop still being explored (or against a state
+    # so marked): the precision marks here may be incomplete, so pruning against this state
+    # compares ranges, never relying on imprecision (the kernel's loop_entry / SCC rule).
+    loop_imprecise: bool = False
 
 
 class _Demand:
@@ -283,7 +288,7 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
                     demand.regs[frameno] |= 1 << index
                 else:
                     demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, (Call, PacketLoad, CallLocal)):
+    elif isinstance(insn, (Call, CallKfunc, PacketLoad, CallLocal)):
         # (A CallLocal not crossing frames is a call to a global function: the explorer records
         # it so; it returns an unknown r0 and clobbers r1-r5 as a helper does.)
         regs &= ~1  # r0 is the result; nothing of it flows from before

@@ -317,12 +317,36 @@ STACK_MISC = SlotByte.STACK_MISC
 STACK_ZERO = SlotByte.STACK_ZERO
 
 
+class IterState(Enum):
+    """``enum bpf_iter_state``: an open-coded iterator's state as the verifier tracks it."""
+
+    ACTIVE = "active"  # next() may still return an element
+    DRAINED = "drained"  # next() returned NULL on this path
+
+    __hash__ = object.__hash__
+
+
+@value_class
+class IterSlot:
+    """What a ``STACK_ITER`` slot holds (the kernel keeps it in ``spilled_ptr.iter``): the
+    iterator's type (``num``), its state, its loop depth (how many next() calls returned an
+    element on this path; only the infinite-loop test looks at it), and on its first slot the
+    reference that bpf_iter_<type>_destroy() releases."""
+
+    iter_type: str
+    state: IterState = IterState.ACTIVE
+    depth: int = 0
+    ref_obj_id: int = 0
+
+
 @value_class
 class StackSlot:
-    """Eight bytes of stack: a tag per byte, and the register spilled there when tags say SPILL."""
+    """Eight bytes of stack: a tag per byte, and the register spilled there when tags say SPILL
+    (``iter``: the open-coded iterator living there when the tags say ITER)."""
 
     slot_type: tuple[SlotByte, ...] = (SlotByte.STACK_INVALID,) * BPF_REG_SIZE
     spilled_ptr: RegState = field(default_factory=RegState.not_init)
+    iter: IterSlot | None = None
 
     @classmethod
     def spill(cls, reg: RegState) -> StackSlot:
@@ -400,7 +424,11 @@ def _special_slot_safe(old: StackSlot, cur: StackSlot, ids: IdMap) -> bool:
 
     A dynptr slot matches one of the same kind and half whose reference maps to the old one's;
     we also map the dynptr ids (the kernel does not), so a slice's ``dynptr_id`` names the same
-    dynptr in both states. Iterator and irq-flag slots are not modelled: never equal."""
+    dynptr in both states. An iterator slot matches one of the same type and state whose
+    reference maps to the old one's (the depth is ignored, or a loop could never converge).
+    Irq-flag slots are not modelled: never equal."""
+    if old.iter is not None:
+        return cur.iter is not None and iter_slots_match(old.iter, cur.iter, ids)
     if old.slot_type[0] is not SlotByte.STACK_DYNPTR:
         return False
     old_reg, cur_reg = old.spilled_ptr, cur.spilled_ptr
@@ -408,6 +436,11 @@ def _special_slot_safe(old: StackSlot, cur: StackSlot, ids: IdMap) -> bool:
         old_reg.dynptr_type == cur_reg.dynptr_type and old_reg.dynptr_first == cur_reg.dynptr_first
         and ids.check(old_reg.ref_obj_id, cur_reg.ref_obj_id) and ids.check(old_reg.id, cur_reg.id)
     )
+
+
+def iter_slots_match(old: IterSlot, cur: IterSlot, ids: IdMap) -> bool:
+    """stacksafe's STACK_ITER test (the depth is not compared)."""
+    return old.iter_type == cur.iter_type and old.state is cur.state and ids.check(old.ref_obj_id, cur.ref_obj_id)
 
 
 def states_safe(
