@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pybpf.errors import TestRunError
-from pybpf.isa.insn import Call, CallReg
+from pybpf.isa.insn import Call, CallKfunc, CallReg
 from pybpf.platform.context import ContextLayout, Conversion
 from pybpf.platform.packet_layout import ETH_HLEN, XDP_MAX_LINEAR
 from pybpf.platform.uapi_generated import HelperId
@@ -95,6 +95,8 @@ def native_batch_blocker(program: Program) -> str | None:
         insn = item.insn
         if isinstance(insn, CallReg):
             return f"callx at pc {item.pc} may call any helper"
+        if isinstance(insn, CallKfunc):
+            return f"the kfunc call at pc {item.pc} runs in Python"
         if not isinstance(insn, Call):
             continue
         helper = int(insn.helper)

@@ -24,11 +24,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from pybpf.btf import Btf
-from pybpf.errors import LoadError, MapError, ProgramRejectedError
+from pybpf.errors import LoadError, MapError, ProgramRejectedError, UnknownKfuncError
 from pybpf.isa.insn import Atomic, Call, CallLocal, CallReg, Exit, LabeledInsn, LoadImm64, Reg, Store
 from pybpf.isa.opcodes import AtomicCode, PseudoSrc
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
 from pybpf.obj.kconfig import KconfigValue, resolve_kconfig
+from pybpf.obj.ksyms import POISON_CALL_KFUNC_BASE
 from pybpf.platform.context import Conversion
 from pybpf.platform.helper_types import RetType
 from pybpf.platform.helpers import HELPER_PROTOS
@@ -37,6 +38,7 @@ from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.context import CtxPtr, RewriteResult, convert_ctx_access, track_context
 from pybpf.runtime.context.dataflow import MAYBE_CTX
 from pybpf.runtime.context.rewrite import moved_ptr_types
+from pybpf.runtime.helpers.kfuncs import kfunc_table
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.kernel_btf import model_btf
@@ -148,6 +150,11 @@ def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus
     return created
 
 
+def _poison(helper: int) -> bool:
+    """libbpf's poison calls (a failed CO-RE relocation, a missing __weak kfunc): refused only if reached."""
+    return helper == POISON_HELPER or POISON_CALL_KFUNC_BASE <= helper < POISON_CALL_KFUNC_BASE + (1 << 16)
+
+
 def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec) -> VerifierReport:
     """Refuse a program the verifier rejects, naming the instruction, the reason and the C line."""
     report = verify_program(program, spec, prog_type=type_spec)
@@ -176,11 +183,20 @@ def _prepare(
         if program.prog_type == program.section_info.prog_type
         else prog_type_spec(program.prog_type)
     )
+    unknown = program.unknown_kfuncs()
+    if unknown:
+        # The object loader could not resolve it: pybpf has no prototype or implementation.
+        raise UnknownKfuncError(
+            f"program {program.name!r} calls kfunc {unknown[0]!r}, which pybpf does not implement "
+            "(see pybpf.platform.kfuncs)",
+            file=file,
+            symbol=unknown[0],
+        )
     insns = apply_core(program, program.instructions, spec.btf, target, model_btf())
     relocated = replace(program, instructions=tuple(insns))
     for item in insns:
         insn = item.insn
-        if isinstance(insn, Call) and insn.helper != POISON_HELPER and not type_spec.allows_helper(insn.helper):
+        if isinstance(insn, Call) and not _poison(insn.helper) and not type_spec.allows_helper(insn.helper):
             try:
                 helper_name = f"bpf_{HelperId(insn.helper).name.lower()}"
             except ValueError:
@@ -228,7 +244,7 @@ def _prepare(
 
     interpreter = Interpreter(
         insns,
-        helpers=available.restricted(set(type_spec.helpers)),
+        helpers={**available.restricted(set(type_spec.helpers)), **kfunc_table(type_spec.prog_type)},
         resolver=MapResolver(program.name, program.map_references, pointer, value_address),
         memory=services.memory,
         name=program.name,

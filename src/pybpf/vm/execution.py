@@ -52,6 +52,26 @@ Op = Callable[[list[int], "ExecutionContext"], int]
 """One pre-decoded instruction: mutate registers/memory, return the next pc (or an event)."""
 
 
+KFUNC_KEY_BASE = 1 << 32
+"""Kfunc implementations share the ``helpers`` table with helpers, under ``KFUNC_KEY_BASE + kfunc id``
+(helper ids are 32-bit, so the keys never collide); a ``call`` with ``src_reg = 2`` dispatches there."""
+
+
+def kfunc_key(kfunc_id: int) -> int:
+    """The ``helpers`` table key of the implementation of kfunc ``kfunc_id`` (pybpf's id)."""
+    return KFUNC_KEY_BASE + (kfunc_id & 0xFFFFFFFF)
+
+
+def call_name(key: int) -> str:
+    """How an error names the helper or kfunc stored under ``key``."""
+    return f"kfunc #{key - KFUNC_KEY_BASE}" if key >= KFUNC_KEY_BASE else f"helper {key}"
+
+
+def unknown_call(key: int) -> str:
+    """The error for a ``helpers`` table without ``key``."""
+    return f"unknown kfunc #{key - KFUNC_KEY_BASE}" if key >= KFUNC_KEY_BASE else f"unknown helper id {key}"
+
+
 class HelperFn(Protocol):
     """A helper function: ``env`` is the running program's :class:`ExecutionContext`; returns r0."""
 

@@ -52,7 +52,10 @@ from pybpf.vm.execution import (
     ProgramStop,
     PseudoResolver,
     RunResult,
+    call_name,
     execute,
+    kfunc_key,
+    unknown_call,
 )
 from pybpf.vm.mem_ops import build_atomic, build_load, build_packet_load, build_store
 from pybpf.vm.memory import AddressSpace, Region
@@ -192,7 +195,7 @@ class Interpreter:
             case CallReg(reg):
                 return self._call_reg(int(reg), pc)
             case CallKfunc(btf_id):
-                return _unreachable(pc, f"kfunc call (BTF id {btf_id}): kfuncs are not supported in user space yet")
+                return self._call_helper(kfunc_key(btf_id), pc)
         raise VmError(f"cannot execute {insn!r}", pc)
 
     def _lddw_value(self, insn: LoadImm64, pc: int) -> int:
@@ -214,7 +217,7 @@ class Interpreter:
         def call_helper(regs: list[int], run: ExecutionContext) -> int:
             fn = helpers.get(helper)
             if fn is None:
-                raise HelperError(f"unknown helper id {helper}", pc)
+                raise HelperError(unknown_call(helper), pc)
             regs[0] = _invoke(fn, helper, pc, regs, run)
             return run.after_helper(nxt) if run.events else nxt
 
@@ -249,9 +252,9 @@ def _invoke(fn: HelperFn, helper: int, pc: int, regs: list[int], run: ExecutionC
     except (PybpfError, ProgramStop):
         raise
     except Exception as error:
-        raise HelperError(f"helper {helper} failed: {type(error).__name__}: {error}", pc) from error
+        raise HelperError(f"{call_name(helper)} failed: {type(error).__name__}: {error}", pc) from error
     if not isinstance(result, int):
-        raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
+        raise HelperError(f"{call_name(helper)} returned {type(result).__name__}, not an int", pc)
     return result & U64
 
 

@@ -59,7 +59,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import EndianOrder
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.code_addresses import CODE_BASE
-from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE
+from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE, kfunc_key
 from pybpf.vm.jit import alu_ir, entries, memory_ir
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
@@ -493,10 +493,8 @@ class _FunctionEmitter:
             case PacketLoad():
                 self._packet_load(pc, insn)
             case CallKfunc(btf_id):
-                self.builder.branch(
-                    self._trap(pc, f"kfunc call (BTF id {btf_id}): kfuncs are not supported in user space yet")
-                )
-                return True
+                # Through the helper trampoline, under the kfunc's key in the helpers table.
+                self._call_helper(pc, self._const(kfunc_key(btf_id)))
             case _:
                 raise VmError(f"the JIT cannot translate {insn!r}", pc)
         return False

@@ -75,9 +75,9 @@ class ProgramPlan:
         return len(self.functions) > 1 or any(isinstance(insn, CallLocal | CallReg) for insn in self.insns.values())
 
 
-_SEGMENT_ENDS = (Call, CallLocal, CallReg, PacketLoad)
+_SEGMENT_ENDS = (Call, CallKfunc, CallLocal, CallReg, PacketLoad)
 """Instructions after which a run may end normally (a stop, a tail call) or another frame counted."""
-_BLOCK_ENDS = (Jump, Goto, Exit, MayGoto, CallKfunc)
+_BLOCK_ENDS = (Jump, Goto, Exit, MayGoto)
 """Instructions that end their basic block (code generation emits nothing after them)."""
 
 

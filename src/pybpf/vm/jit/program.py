@@ -38,7 +38,7 @@ from pybpf.errors import (
     VmError,
 )
 from pybpf.isa.codec import check_jump_targets, decode_program
-from pybpf.isa.insn import Call, CallReg, LabeledInsn, LoadImm64, slot_count
+from pybpf.isa.insn import Call, CallKfunc, CallReg, LabeledInsn, LoadImm64, slot_count
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.code_addresses import code_address, function_pc
@@ -52,6 +52,8 @@ from pybpf.vm.execution import (
     ProgramStop,
     PseudoResolver,
     RunResult,
+    call_name,
+    unknown_call,
 )
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.jit.batch import NativeBatch, run_native_batch
@@ -178,7 +180,7 @@ class JitProgram:
         self._runs: dict[int, _Run] = {}  # by run-state block address: runs may nest (a helper runs us again)
         # The helpers' env is an ExecutionContext, which needs an Interpreter of the same program
         # (env.call_function runs callbacks there); only programs that call helpers pay for it.
-        uses_helpers = any(isinstance(item.insn, Call | CallReg) for item in self.insns)
+        uses_helpers = any(isinstance(item.insn, Call | CallKfunc | CallReg) for item in self.insns)
         self._companion = (
             Interpreter(self.insns, helpers=self.helpers, resolver=resolver, memory=self.memory, name=name)
             if uses_helpers
@@ -527,7 +529,7 @@ class JitProgram:
         try:
             fn = self.helpers.get(helper)
             if fn is None:
-                raise HelperError(f"unknown helper id {helper}", pc)
+                raise HelperError(unknown_call(helper), pc)
             env = run.env
             if env is None:
                 raise VmError("a helper was called, but the program was prepared without helper calls", pc)
@@ -539,11 +541,11 @@ class JitProgram:
             except (PybpfError, ProgramStop):
                 raise
             except Exception as error:
-                raise HelperError(f"helper {helper} failed: {type(error).__name__}: {error}", pc) from error
+                raise HelperError(f"{call_name(helper)} failed: {type(error).__name__}: {error}", pc) from error
             finally:  # callbacks the helper ran (in the interpreter) count as the interpreter counts them
                 run.state[_INSTRUCTIONS] += env.executed - before
             if not isinstance(result, int):
-                raise HelperError(f"helper {helper} returned {type(result).__name__}, not an int", pc)
+                raise HelperError(f"{call_name(helper)} returned {type(result).__name__}, not an int", pc)
             if run.state[Slot.PACKET_CTX]:  # the helper may have moved or resized the packet
                 refresh_packet_slots(run.state, env.user)
             if env.pending_tail is not None:
