@@ -57,6 +57,49 @@ static long (*bpf_loop)(__u32 nr_loops, void *callback_fn, void *callback_ctx, _
 	(void *)BPF_FUNC_loop;
 static __u32 (*bpf_get_prandom_u32)(void) = (void *)BPF_FUNC_get_prandom_u32;
 
+/* Kernel symbols (libbpf's conventions): `extern ... __ksym` functions are kfuncs, resolved by
+ * name at load time against the kernel's BTF (or pybpf's kfunc table in user space); a `__weak`
+ * one that is missing resolves to 0, which bpf_ksym_exists() tests. */
+#define __ksym __attribute__((section(".ksyms")))
+#define __weak __attribute__((weak))
+#define bpf_ksym_exists(sym) ({ _Static_assert(!__builtin_constant_p(!!sym), #sym " should be marked as __weak"); !!sym; })
+
+/* The numeric open-coded iterator (include/uapi/linux/bpf.h has it from 6.4 on). */
+struct bpf_iter_num {
+	__u64 __opaque[1];
+} __attribute__((aligned(8)));
+
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __weak __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __weak __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __weak __ksym;
+
+/* bpf_for(i, start, end): i takes start, start + 1, ..., end - 1, with an open-coded iterator the
+ * verifier checks once per loop shape instead of unrolling (libbpf's bpf_for). The iterator is
+ * destroyed when the loop's scope ends (cleanup attribute); the bounds test after the next()
+ * call tells the verifier the range of i. Taking bpf_iter_num_destroy's address makes clang
+ * emit its BTF, which it forgets for cleanup functions. */
+#define bpf_for(i, start, end)                                                                   \
+	for (struct bpf_iter_num ___it __attribute__((aligned(8), cleanup(bpf_iter_num_destroy))), \
+	     *___p __attribute__((unused)) =                                                     \
+		     (bpf_iter_num_new(&___it, (start), (end)), (void)bpf_iter_num_destroy, (void *)0); \
+	     ({                                                                                   \
+		     int *___t = bpf_iter_num_next(&___it);                                        \
+		     (___t && ((i) = *___t, (i) >= (start) && (i) < (end)));                       \
+	     });)
+
+/* bpf_repeat(n): the loop body runs n times, without a counter variable. */
+#define bpf_repeat(N)                                                                            \
+	for (struct bpf_iter_num ___it __attribute__((aligned(8), cleanup(bpf_iter_num_destroy))), \
+	     *___p __attribute__((unused)) =                                                     \
+		     (bpf_iter_num_new(&___it, 0, (N)), (void)bpf_iter_num_destroy, (void *)0);  \
+	     bpf_iter_num_next(&___it);)
+
+/* RCU read-side sections and preemption (kernel/bpf/helpers.c, common kfuncs). */
+extern void bpf_rcu_read_lock(void) __ksym;
+extern void bpf_rcu_read_unlock(void) __ksym;
+extern void bpf_preempt_disable(void) __ksym;
+extern void bpf_preempt_enable(void) __ksym;
+
 #define bpf_htons(x) __builtin_bswap16(x)
 #define bpf_ntohs(x) __builtin_bswap16(x)
 #define bpf_htonl(x) __builtin_bswap32(x)

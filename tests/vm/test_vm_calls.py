@@ -28,6 +28,7 @@ from pybpf.isa import (
     Store,
 )
 from pybpf.vm import CODE_BASE, MAX_LOOPS, ExecutionContext, Interpreter, Region, RegionKind
+from pybpf.vm.execution import kfunc_key
 
 
 def add(dst: Reg, src: Reg | int) -> Bin:
@@ -311,11 +312,23 @@ def test_pseudo_lddw_needs_a_resolver() -> None:
     assert prepare(program, resolver=_Resolver()).run().r0 == 0x1000 + 48
 
 
-def test_kfunc_calls_are_refused_when_reached() -> None:
+def test_kfunc_calls_without_an_implementation_are_refused_when_reached() -> None:
     interpreter = prepare([mov(Reg.R0, 0), Jump(Cond.JEQ, Reg.R0, Imm(0), 1, False), CallKfunc(77), Exit()])
     assert interpreter.run().r0 == 0  # unreachable kfunc calls do not matter
-    with pytest.raises(VmError, match="pc 0: cannot execute kfunc call \\(BTF id 77\\)"):
+    with pytest.raises(HelperError, match="pc 0: unknown kfunc #77"):
         run([CallKfunc(77), Exit()])
+
+
+def test_kfunc_calls_dispatch_to_the_kfunc_key() -> None:
+    seen: list[int] = []
+
+    def kfunc(env: object, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:  # noqa: PLR0917 (the helper ABI)
+        seen.append(r1)
+        return r1 + 1
+
+    interpreter = prepare([mov(Reg.R1, 41), CallKfunc(3), Exit()], helpers={kfunc_key(3): kfunc})
+    assert interpreter.run().r0 == 42
+    assert seen == [41]
 
 
 def test_falling_off_the_end() -> None:
