@@ -48,8 +48,10 @@ def frag_scalar(b: Builder) -> None:
         value = b.const()
         if op in ("<<=", ">>=", "s>>="):
             value = b.rng.randint(0, 31 if width == "w" else 63)
+            if b.mutate("shift-out-of-range") is not None:
+                value = b.rng.choice((32, 46, 64, -1))
         if op in ("/=", "%=") and value == 0:
-            value = 3
+            value = 0 if b.mutate("div-by-zero-imm") is not None else 3
         b.emit(f"{width}7 {op} {value}")
     if b.rng.random() < 0.3:
         b.emit(b.rng.choice(("r7 = -r7", "w7 = -w7", "r7 = (s8)r7", "r7 = (s16)r7", "r7 = (s32)r7",

@@ -175,6 +175,8 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     meta = _Meta(pc=pc, pkt_access=proto.pkt_access)
     for index, arg in enumerate(proto.args[:5]):
         _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check
+    if meta.map is not None and insn.helper == HelperId.TAIL_CALL and meta.map.type != BpfMapType.PROG_ARRAY:
+        raise reject("expected prog array map for tail call")  # record_func_map
     if meta.map is not None and meta.map.readonly and insn.helper in _MAP_WRITERS:
         # record_func_map: a map read-only to programs cannot be changed through helpers either.
         raise reject("write into map forbidden")

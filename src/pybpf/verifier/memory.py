@@ -103,13 +103,12 @@ def load(env: Env, state: State, insn: Load, pc: int | None = None) -> None:
 
 
 def store(env: Env, state: State, insn: Store, pc: int | None = None) -> None:
+    # The kernel reads the stored register before the base (check_store_reg: src, then dst).
+    value = RegState.const(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
     base = read_reg(state, insn.dst)
-    if isinstance(insn.src, Imm):
-        value = RegState.const(insn.src.value)
-    else:
-        value = read_reg(state, insn.src)
-        if value.is_pointer and not env.options.privileged and base.type in _LEAK_TARGETS:
-            raise reject(f"R{int(insn.src)} leaks addr into {_LEAK_TARGETS[base.type]}")
+    if not isinstance(insn.src, Imm) and value.is_pointer and not env.options.privileged \
+            and base.type in _LEAK_TARGETS:
+        raise reject(f"R{int(insn.src)} leaks addr into {_LEAK_TARGETS[base.type]}")
     access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value)
     save_ptr_type(env, pc, base)
 

@@ -53,6 +53,11 @@ def unknown() -> RegState:
     return RegState.scalar()
 
 
+_DIVISIONS = frozenset({BinOp.DIV, BinOp.SDIV, BinOp.MOD, BinOp.SMOD})
+_SHIFTS = frozenset({BinOp.LSH, BinOp.RSH, BinOp.ARSH})
+_CHECKED_IMM = _DIVISIONS | _SHIFTS
+
+
 def apply_bin(state: State, insn: Bin, env: Env) -> None:
     """``dst op= src``: scalar math, pointer arithmetic, or a rejection in the kernel's words."""
     dst_no = int(insn.dst)
@@ -74,6 +79,13 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
         state.regs[dst_no] = src if whole_copy else _move(insn, src, env)
         return
     dst = read_reg(state, insn.dst)
+    if isinstance(insn.src, Imm) and op in _CHECKED_IMM:
+        # check_alu_op refuses these immediates whatever the register holds.
+        imm = insn.src.value
+        if imm == 0 and op in _DIVISIONS:
+            raise reject("div by zero")
+        if op in _SHIFTS and not 0 <= imm < (64 if insn.is64 else 32):
+            raise reject(f"invalid shift {imm}")
     if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
         if env.spec is not None:
             spectre.sanitize_scalar(env, insn)
