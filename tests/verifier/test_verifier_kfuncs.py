@@ -22,6 +22,8 @@ HEADER = r"""
 extern struct task_struct *bpf_task_from_pid(int pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 extern int bpf_strlen(const char *s__ign) __ksym;
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 64); __type(key, __u32); __type(value, __u64); }
+    arr SEC(".maps");
 char LICENSE[] SEC("license") = "GPL";
 """
 
@@ -110,6 +112,66 @@ SEC("socket") int p(struct __sk_buff *s) {
     bpf_iter_num_destroy(&it);
     return 0;
 }""", False, "expected an initialized iter_num as arg #0"),
+    "for-break": (r"""
+SEC("socket") int p(struct __sk_buff *s) {
+    int i, sum = 0;
+    bpf_for(i, 0, 100) { if (sum > s->len) break; sum += i; }
+    return sum;
+}""", True, ""),
+    "for-map-lookups": (r"""
+SEC("xdp") int p(struct xdp_md *ctx) {
+    int i; __u64 total = 0;
+    bpf_for(i, 0, 64) {
+        __u32 k = i; __u64 *v = bpf_map_lookup_elem(&arr, &k);
+        if (!v) continue;
+        total += *v;
+        if (*v > 100) break;
+    }
+    return total & 3;
+}""", True, ""),
+    "for-in-subprogram": (r"""
+static __noinline int sum_to(int n) { int i, s = 0; bpf_for(i, 0, n) s += i; return s; }
+SEC("socket") int p(struct __sk_buff *s) { return sum_to(s->len & 31) + sum_to(5); }""", True, ""),
+    "for-over-packet": (r"""
+SEC("xdp") int p(struct xdp_md *ctx) {
+    void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+    int i; __u32 sum = 0;
+    bpf_for(i, 0, 64) { __u8 *b = data + i; if ((void *)(b + 1) > end) break; sum += *b; }
+    return sum & 3;
+}""", True, ""),
+    "for-in-loop-callback": (r"""
+static long cb(__u32 idx, int *acc) { int j; bpf_for(j, 0, 3) *acc += j; return 0; }
+SEC("socket") int p(struct __sk_buff *s) { int acc = 0; bpf_loop(4, cb, &acc, 0); return acc; }""", True, ""),
+    "for-stack-array": (r"""
+SEC("socket") int p(struct __sk_buff *s) {
+    __u64 a[8] = {}; int i;
+    bpf_for(i, 0, 8) a[i] = i * 2;
+    bpf_for(i, 0, 8) a[0] += a[i];
+    return a[0];
+}""", True, ""),
+    "for-one-past-the-array": (r"""
+SEC("socket") int p(struct __sk_buff *s) { __u64 a[8] = {}; int i; bpf_for(i, 0, 9) a[i] = i; return a[0]; }""",
+                               False, "invalid variable-offset write to stack"),
+    "two-iterators": (r"""
+SEC("socket") int p(struct __sk_buff *s) {
+    struct bpf_iter_num a, b; int *x, *y, n = 0;
+    bpf_iter_num_new(&a, 0, 3); bpf_iter_num_new(&b, 0, 5);
+    while ((x = bpf_iter_num_next(&a)) && (y = bpf_iter_num_next(&b))) n += *x + *y;
+    bpf_iter_num_destroy(&a); bpf_iter_num_destroy(&b);
+    return n;
+}""", True, ""),
+    "destroy-the-other-iterator": (r"""
+SEC("socket") int p(struct __sk_buff *s) {
+    struct bpf_iter_num a, b;
+    bpf_iter_num_new(&a, 0, 3); bpf_iter_num_destroy(&b); bpf_iter_num_destroy(&a);
+    return 0;
+}""", False, "expected an initialized iter_num as arg #0"),
+    "misaligned-iterator": (r"""
+SEC("socket") int p(struct __sk_buff *s) {
+    char buf[24]; struct bpf_iter_num *it = (void *)(buf + 4);
+    bpf_iter_num_new(it, 0, 3); bpf_iter_num_destroy(it);
+    return 0;
+}""", False, "expected uninitialized iter_num as arg #0"),
     "rcu-pair": (r"""
 SEC("socket") int p(struct __sk_buff *s) {
     int r; bpf_rcu_read_lock(); r = bpf_get_prandom_u32(); bpf_rcu_read_unlock(); return r & 1;

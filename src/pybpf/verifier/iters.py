@@ -19,7 +19,7 @@ infinite-loop test, which only looks at identical states.
 from __future__ import annotations
 
 from pybpf.platform.kfunc_types import KfuncArg, KfuncProto
-from pybpf.verifier.machine import Env, Frame, State, reject
+from pybpf.verifier.machine import Env, Frame, Rejection, State, reject
 from pybpf.verifier.memory import helper_memory
 from pybpf.verifier.state import (
     BPF_REG_SIZE,
@@ -68,7 +68,11 @@ def iter_new(env: Env, state: State, pc: int, regno: int, arg: KfuncArg) -> None
     """``bpf_iter_<type>_new()``: the uninitialised slots r<regno> points to become an ACTIVE
     iterator holding a reference."""
     reg = state.regs[regno]
-    spi = _spi(reg, arg.iter_slots)
+    try:
+        spi = _spi(reg, arg.iter_slots)
+    except Rejection:
+        # The kernel logs why (stack_slot_obj_get_spi), then this.
+        raise reject(f"expected uninitialized iter_{arg.iter_type} as arg #{regno - 1}") from None
     frame = _frame(state, reg)
     for index in range(spi, spi - arg.iter_slots, -1):
         if SlotByte.STACK_ITER in frame.stack.slot(index).slot_type:
@@ -84,7 +88,10 @@ def iter_new(env: Env, state: State, pc: int, regno: int, arg: KfuncArg) -> None
 
 def _check_initialised(state: State, regno: int, reg: RegState, arg: KfuncArg) -> tuple[Frame, int]:
     """``is_iter_reg_valid_init``: every slot a live iterator of ``arg``'s type."""
-    spi = _spi(reg, arg.iter_slots)
+    try:
+        spi = _spi(reg, arg.iter_slots)
+    except Rejection:
+        raise reject(f"expected an initialized iter_{arg.iter_type} as arg #{regno - 1}") from None
     frame = _frame(state, reg)
     for position, index in enumerate(range(spi, spi - arg.iter_slots, -1)):
         slot = frame.stack.slot(index)
