@@ -46,7 +46,7 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, EndianOrder, Mode, PseudoSrc, Size
-from pybpf.platform import HELPER_PROTOS
+from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS
 from pybpf.verifier.dynptr import type_text
 from pybpf.verifier.machine import CALLER_SAVED, MapInfo, State, type_name
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
@@ -123,8 +123,9 @@ def _text(insn: Instruction) -> str:
             return f"call {'bpf_' + proto.name if proto else 'unknown'}#{helper}"
         case CallLocal(off=off):
             return f"call pc{off:+d}"
-        case CallKfunc():
-            return "call kernel-function"
+        case CallKfunc(btf_id=btf_id):
+            kfunc = KFUNC_PROTOS.get(btf_id)
+            return f"call {kfunc.name if kfunc else 'kernel-function'}#{btf_id}"
         case CallReg(reg=reg):
             return f"callx r{int(reg)}"
         case Exit():
@@ -253,6 +254,13 @@ def _slot_text(slot: StackSlot, maps: Sequence[MapInfo], frameno: int) -> str | 
     chars = "".join(_SLOT_CHARS[byte] for byte in slot.slot_type)
     if all(byte is SlotByte.STACK_INVALID for byte in slot.slot_type):
         return None
+    if slot.iter is not None:
+        # One entry per iterator, at its first slot (the one holding the reference).
+        found = slot.iter
+        if not found.ref_obj_id:
+            return None
+        return (f"iter_{found.iter_type}(ref_id={found.ref_obj_id},state={found.state.value},"
+                f"depth={found.depth})")
     if slot.slot_type[0] is SlotByte.STACK_DYNPTR:
         # One entry per dynptr, at its first (higher) slot: its kind, id and reference.
         dynptr = slot.spilled_ptr
