@@ -73,6 +73,23 @@ extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __weak 
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __weak __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __weak __ksym;
 
+/* The bit iterator (6.11+): the set bits of nr_words u64 words, copied at new(). */
+struct bpf_iter_bits {
+	__u64 __opaque[2];
+} __attribute__((aligned(8)));
+
+extern int bpf_iter_bits_new(struct bpf_iter_bits *it, const __u64 *unsafe_ptr__ign, __u32 nr_words) __weak __ksym;
+extern int *bpf_iter_bits_next(struct bpf_iter_bits *it) __weak __ksym;
+extern void bpf_iter_bits_destroy(struct bpf_iter_bits *it) __weak __ksym;
+
+/* bpf_for_each(type, cur, args...): cur takes each value bpf_iter_<type>_next() returns, with an
+ * iterator made by bpf_iter_<type>_new(&it, args...) and destroyed when the loop's scope ends. */
+#define bpf_for_each(type, cur, args...)                                                         \
+	for (struct bpf_iter_##type ___it __attribute__((aligned(8), cleanup(bpf_iter_##type##_destroy))), \
+	     *___p __attribute__((unused)) =                                                     \
+		     (bpf_iter_##type##_new(&___it, ##args), (void)bpf_iter_##type##_destroy, (void *)0); \
+	     (((cur) = bpf_iter_##type##_next(&___it)));)
+
 /* bpf_for(i, start, end): i takes start, start + 1, ..., end - 1, with an open-coded iterator the
  * verifier checks once per loop shape instead of unrolling (libbpf's bpf_for). The iterator is
  * destroyed when the loop's scope ends (cleanup attribute); the bounds test after the next()

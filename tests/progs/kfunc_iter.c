@@ -103,6 +103,21 @@ int empty_ranges(struct __sk_buff *skb)
 	return result * 1000 + (err & 0xff);
 }
 
+/* The set bits of one word (copied inline) and of three (a separate copy), summed as indexes. */
+SEC("socket")
+int set_bits(struct __sk_buff *skb)
+{
+	__u64 words[3] = {0x8000000000000005ULL, 0, 0x30};
+	__u64 one = skb->len;
+	int *bit, sum = 0, count = 0;
+
+	bpf_for_each(bits, bit, &one, 1)
+		count++;
+	bpf_for_each(bits, bit, words, 3)
+		sum += *bit;
+	return sum * 256 + count;
+}
+
 SEC("socket")
 int sections(struct __sk_buff *skb)
 {

@@ -52,6 +52,7 @@ _K = KfuncProto
 _VOID = KfuncRetKind.VOID
 _INT = KfuncRetKind.SCALAR
 _ITER_NUM = KfuncArg("it", KfuncArgKind.ITER, iter_type="num")
+_ITER_BITS = KfuncArg("it", KfuncArgKind.ITER, iter_type="bits", iter_slots=2)
 
 
 def _str(name: str) -> KfuncArg:
@@ -72,6 +73,16 @@ _PROTOS: tuple[KfuncProto, ...] = (
        "Pointer to the next number of the range, or NULL once it is drained.",
        _F.ITER_NEXT | _F.RET_NULL, ret_size=4),
     _K(0, "bpf_iter_num_destroy", (_ITER_NUM,), _VOID, "Release the iterator.", _F.ITER_DESTROY),
+    # --- open-coded bit iterator (6.11+, common set): the set bits of nr_words u64 words,
+    # copied from unsafe_ptr at new() (16 bytes of iterator: two stack slots) ---
+    _K(0, "bpf_iter_bits_new", (_ITER_BITS, _str("unsafe_ptr__ign"), _int("nr_words")), _INT,
+       "Copy nr_words u64 words from unsafe_ptr; 0, or -EINVAL/-E2BIG/-EFAULT/-ERANGE leaving it empty.",
+       _F.ITER_NEW),
+    _K(0, "bpf_iter_bits_next", (_ITER_BITS,), KfuncRetKind.MEM,
+       "Pointer to the index of the next set bit, or NULL once there is none.",
+       _F.ITER_NEXT | _F.RET_NULL, ret_size=4),
+    _K(0, "bpf_iter_bits_destroy", (_ITER_BITS,), _VOID, "Release the iterator (and its copy).",
+       _F.ITER_DESTROY),
     # --- RCU and preemption (common set) ---
     _K(0, "bpf_rcu_read_lock", (), _VOID, "Enter an RCU read-side critical section."),
     _K(0, "bpf_rcu_read_unlock", (), _VOID, "Leave the RCU read-side critical section."),

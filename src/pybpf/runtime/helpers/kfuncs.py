@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping
 
 from pybpf.platform.kfuncs import KFUNC_PROTOS
 from pybpf.platform.uapi_generated import BpfProgType
-from pybpf.runtime.helpers._common import E2BIG, EFAULT, EINVAL, ERANGE, U64, read, s32, write
+from pybpf.runtime.helpers._common import E2BIG, EFAULT, EINVAL, ERANGE, U32, U64, read, s32, write
 from pybpf.vm.execution import ExecutionContext, HelperFn, kfunc_key
+from pybpf.vm.memory import Region, RegionKind
 
 BPF_MAX_LOOPS = 8 * 1024 * 1024
 XATTR_SIZE_MAX = 1 << 16
@@ -62,6 +63,67 @@ def iter_num_next(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5:
 
 def iter_num_destroy(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     write(env, r1, _ITER_NUM.pack(0, 0))
+    return 0
+
+
+# -- the bit iterator ----------------------------------------------------------------------------
+
+_ITER_BITS = struct.Struct("<Qii")  # struct bpf_iter_bits_kern { u64 bits_copy or *bits; int nr_bits, bit; }
+_BIT_OFFSET = 12  # &kit->bit, what next() returns
+_BITS_WORDS_MAX = (1 << 31) // 64
+_MEM_ALLOC_MAX = 4096  # bpf_mem_alloc's largest size class
+
+
+def _probe_read(env: ExecutionContext, address: int, size: int) -> bytes | int:
+    """copy_from_kernel_nofault: the bytes, or the negative errno (-ERANGE below the kernel half)."""
+    region = env.memory.find(address, size)
+    if region is not None:
+        return bytes(region.view[address - region.address : address - region.address + size])
+    return ERANGE if address < _USER_SPACE_END else EFAULT
+
+
+def iter_bits_new(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    nr_words = r3 & U32
+    write(env, r1, _ITER_BITS.pack(0, 0, -1))
+    if not r2 or not nr_words:
+        return EINVAL
+    if nr_words > _BITS_WORDS_MAX:
+        return E2BIG
+    nr_bytes = nr_words * 8
+    if nr_bytes == 8:
+        copied = _probe_read(env, r2, 8)
+        if isinstance(copied, int):
+            return EFAULT
+        write(env, r1, _ITER_BITS.pack(int.from_bytes(copied, "little"), 64, -1))
+        return 0
+    if nr_bytes > _MEM_ALLOC_MAX:
+        return E2BIG
+    copied = _probe_read(env, r2, nr_bytes)
+    if isinstance(copied, int):
+        return copied
+    # The kernel's bpf_mem_alloc'ed copy: a region of its own, unmapped again by destroy().
+    region = env.memory.add(Region.from_bytes(RegionKind.HELPER_MEM, "bpf_iter_bits copy", copied))
+    write(env, r1, _ITER_BITS.pack(region.address, nr_bytes * 8, -1))
+    return 0
+
+
+def iter_bits_next(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    bits_or_pointer, nr_bits, bit = _ITER_BITS.unpack(read(env, r1, _ITER_BITS.size))
+    if not nr_bits or bit >= nr_bits:
+        return 0
+    words = bits_or_pointer if nr_bits == 64 else int.from_bytes(read(env, bits_or_pointer, nr_bits // 8), "little")
+    remaining = words >> (bit + 1)
+    bit = bit + 1 + ((remaining & -remaining).bit_length() - 1) if remaining else nr_bits
+    write(env, r1 + _BIT_OFFSET, struct.pack("<i", bit))
+    return 0 if bit >= nr_bits else r1 + _BIT_OFFSET
+
+
+def iter_bits_destroy(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    pointer, nr_bits, _ = _ITER_BITS.unpack(read(env, r1, _ITER_BITS.size))
+    if nr_bits > 64:
+        region = env.memory.find(pointer, 1)
+        if region is not None and region.address == pointer:
+            env.memory.remove(region)
     return 0
 
 
@@ -265,6 +327,9 @@ KFUNC_IMPLS: Mapping[str, HelperFn] = {
     "bpf_iter_num_new": iter_num_new,
     "bpf_iter_num_next": iter_num_next,
     "bpf_iter_num_destroy": iter_num_destroy,
+    "bpf_iter_bits_new": iter_bits_new,
+    "bpf_iter_bits_next": iter_bits_next,
+    "bpf_iter_bits_destroy": iter_bits_destroy,
     "bpf_rcu_read_lock": no_op,
     "bpf_rcu_read_unlock": no_op,
     "bpf_preempt_disable": no_op,
