@@ -4,7 +4,6 @@ differential checks against bpftool's raw dump."""
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
@@ -187,12 +186,9 @@ def test_raw_dump_matches_bpftool_on_object(all_kinds: tuple[CompiledObject, Btf
     assert dump_raw(btf) == expected
 
 
-def test_vmlinux_parses_quickly_and_dumps_like_bpftool(vmlinux_bytes: bytes, bpftool: str) -> None:
-    started = time.perf_counter()
-    btf = Btf.from_bytes(vmlinux_bytes)
-    elapsed = time.perf_counter() - started
-    # About 0.7 s on the development machine; generous headroom for loaded CI machines.
-    assert elapsed < 6.0, f"parsing vmlinux BTF took {elapsed:.2f}s"
+def test_vmlinux_dumps_like_bpftool(vmlinux_btf: Btf, bpftool: str) -> None:
+    # How long the parse takes is measured by benchmarks/bench_runtime_costs.py, not asserted here.
+    btf = vmlinux_btf
     expected = subprocess.run(
         [bpftool, "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "raw"],
         check=True,
