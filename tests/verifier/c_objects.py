@@ -8,6 +8,7 @@ kernel backend and says whether the kernel's verifier accepted it, with its log.
 from __future__ import annotations
 
 import platform
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -56,3 +57,20 @@ def kernel_verdict(obj: Path) -> tuple[bool, str]:
         return False, str(error)
     except PybpfError as error:
         pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+
+
+def kernel_processed(obj: Path) -> tuple[bool, int | None]:
+    """(whether the kernel accepts every program of ``obj``, the instructions it processed for
+    the last program it verified, from its log statistics; None when the log has none)."""
+    from pybpf.kernel.loader import load
+
+    try:
+        with load(obj, log_level=1) as loaded:
+            log = "\n".join(program.log for program in loaded.programs.values())
+            accepted = True
+    except VerifierRejectedError as error:
+        log, accepted = error.log or "", False
+    except PybpfError as error:
+        pytest.skip(f"the kernel loader could not instantiate the object: {error}")
+    counts = re.findall(r"processed (\d+) insns", log)
+    return accepted, int(counts[-1]) if counts else None

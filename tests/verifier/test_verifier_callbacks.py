@@ -18,7 +18,7 @@ from pybpf.obj import load_spec
 from pybpf.platform import BpfMapType, BpfProgType
 from pybpf.verifier import MapInfo, verify, verify_program
 
-from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict
+from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_processed, kernel_verdict
 
 _AVAILABLE, _REASON = KERNEL_AVAILABLE, KERNEL_REASON
 
@@ -34,6 +34,9 @@ static long (*timer_init)(struct bpf_timer *timer, void *map, __u64 flags) = (vo
 static long (*timer_set_callback)(struct bpf_timer *timer, void *cb) = (void *)BPF_FUNC_timer_set_callback;
 static long (*timer_start)(struct bpf_timer *timer, __u64 nsecs, __u64 flags) = (void *)BPF_FUNC_timer_start;
 struct walk { __u64 *row; __u64 i; };
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 4); __type(key, __u32); __type(value, __u64[16]); }
+    wide SEC(".maps");
+struct tally { __u64 *row; __u64 i; __u64 sum; };
 char LICENSE[] SEC("license") = "GPL";
 """
 
@@ -164,6 +167,63 @@ SEC("xdp") int prog(struct xdp_md *ctx) {
 }""", False),
 }
 
+_WIDE = r"""
+    __u32 key = 0;
+    __u64 *row = bpf_map_lookup_elem(&wide, &key);
+    if (!row) return XDP_PASS;
+    struct tally t = { row, 0, 0 };
+"""
+
+
+def _tally_loop(nr_loops: str, body: str) -> str:
+    return (r"static long step(__u32 index, struct tally *t) { " + body + r" return 0; }"
+            + '\nSEC("xdp") int prog(struct xdp_md *ctx) {' + _WIDE
+            + f"    bpf_loop({nr_loops}, step, &t, 0);\n    return XDP_PASS;\n}}")
+
+
+# Callbacks that need a counter's exact value on every iteration: the counter is precise, so it
+# is never widened, and bpf_loop unrolls up to nr_loops iterations (the kernel's precision-driven
+# widen_imprecise_scalars); an imprecise counter beside it is widened and converges.
+EXACT: dict[str, tuple[str, bool]] = {
+    "exact-index-16-runs": (_tally_loop("16", "t->row[t->i] += 1; t->i += 1;"), True),
+    "exact-index-17-runs": (_tally_loop("17", "t->row[t->i] += 1; t->i += 1;"), False),
+    "exact-after-loop-16-runs": (r"""
+static long step(__u32 index, struct tally *t) { t->i += 1; return 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {""" + _WIDE + r"""
+    bpf_loop(16, step, &t, 0);
+    return row[t.i] ? XDP_DROP : XDP_PASS;
+}""", False),
+    "exact-after-loop-15-runs": (r"""
+static long step(__u32 index, struct tally *t) { t->i += 1; return 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {""" + _WIDE + r"""
+    bpf_loop(15, step, &t, 0);
+    return row[t.i] ? XDP_DROP : XDP_PASS;
+}""", True),
+    # Capped at 15: the exact counter converges however many runs; the sum is imprecise.
+    "capped-index-unknown-runs": (_tally_loop("ctx->ingress_ifindex",
+                                              "if (t->i < 15) t->i++; t->row[t->i] = 1; t->sum += 1;"), True),
+    "capped-index-1000-runs": (_tally_loop("1000", "if (t->i < 15) t->i++; t->row[t->i] = 1; t->sum += t->i;"), True),
+    "foreach-capped-index": (r"""
+static long visit(void *map, __u32 *key, __u64 *value, struct tally *t) {
+    if (t->i < 15) t->i++;
+    t->row[t->i] = 1;
+    t->sum += *value;
+    return 0;
+}
+SEC("xdp") int prog(struct xdp_md *ctx) {""" + _WIDE + r"""
+    bpf_for_each_map_elem(&table, visit, &t, 0);
+    return XDP_PASS;
+}""", True),
+    "foreach-index-overruns": (r"""
+static long visit(void *map, __u32 *key, __u64 *value, struct tally *t) { t->i++; t->row[t->i] = 1; return 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) {""" + _WIDE + r"""
+    bpf_for_each_map_elem(&table, visit, &t, 0);
+    return XDP_PASS;
+}""", False),
+    "count-only-100-runs": (_tally_loop("100", "t->sum += index; t->i += 1;"), True),
+}
+PROGRAMS.update(EXACT)
+
 # The rejection we expect for each rejected program (the last line of our reason).
 REASONS = {
     "loop-zero-iterations-matter": "invalid access to map value, value_size=64 off=800 size=8",
@@ -172,6 +232,9 @@ REASONS = {
         "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]",
     "timer-callback-value-overrun": "invalid access to map value, value_size=24 off=24 size=8",
     "loop-callback-stack-adds-up": "combined stack size of 2 calls is 800. Too large",
+    "exact-index-17-runs": "invalid access to map value, value_size=128 off=128 size=8",
+    "exact-after-loop-16-runs": "invalid access to map value, value_size=128 off=128 size=8",
+    "foreach-index-overruns": "invalid access to map value, value_size=128 off=128 size=8",
 }
 
 
@@ -202,6 +265,22 @@ def test_callback_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
     assert accepted == kernel_accepts, log[-2000:]
     if name in REASONS and log:
         assert REASONS[name] in log, log[-2000:]
+
+
+@pytest.mark.clang
+@pytest.mark.kernel
+@pytest.mark.skipif(not _AVAILABLE, reason=_REASON or "bpf() unavailable")
+@pytest.mark.parametrize("name", list(EXACT))
+def test_exact_callback_effort_near_kernel(tmp_path: Path, name: str) -> None:
+    """Iterations are explored as the kernel explores them: our processed-instruction count is
+    within a factor of two of the kernel's (unrolling exact counters, widening the others)."""
+    body, _ = EXACT[name]
+    obj = _compile(tmp_path, name, body)
+    spec = load_spec(obj)
+    ours = verify_program(spec.programs["prog"], spec).processed_insns
+    _, kernel = kernel_processed(obj)
+    assert kernel is not None
+    assert kernel / 2 <= ours <= kernel * 2, (ours, kernel)
 
 
 # -- asm-level checks of the mechanism (ours only: raw instructions carry no BTF) ---------------
@@ -343,9 +422,11 @@ def test_pointer_moved_through_ctx(count: int, safe: bool) -> None:
 
 
 def test_pointer_moved_through_ctx_unknown_count() -> None:
-    """With an unknown count the walk is widened, and a write through the widened pointer is refused."""
+    """With an unknown count the walk goes on: only scalars are widened (the kernel's
+    ``widen_imprecise_scalars``), so the pointer keeps its exact offset and the fourth run's
+    write at fp+0 is refused."""
     program = _POINTER_WALK.format(count=0).replace("r1 = 0\n    r2 = func", "call 7\n    r1 = r0\n    r2 = func")
     assert "call 7" in program
     accepted, reason, _ = _verify(program)
     assert not accepted
-    assert reason == "R1 invalid mem access 'scalar'"
+    assert reason == "invalid write to stack R1 off=0 size=8"

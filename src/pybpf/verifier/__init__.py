@@ -12,11 +12,11 @@ Layers built so far:
   callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
   (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`;
 * :mod:`.callbacks` — synchronous callbacks as loops run 0..n times (the helper call is the loop
-  head), timer callbacks as entry points of their own; :mod:`.global_funcs` — global (non-static,
-  BTF ``global`` linkage) functions verified once from their BTF prototype, calls to them checked
-  against it (r0 comes back an unknown scalar); :mod:`.stack_depth` — combined stack
-  depth over call chains (frames of tracing programs that get a private stack left out) and the
-  256-byte limit under a tail-calling subprogram;
+  head; imprecise scalars widened on each return), timer callbacks as entry points of their own;
+  :mod:`.global_funcs` — global (non-static, BTF ``global`` linkage) functions verified once
+  from their BTF prototype, calls to them checked against it (r0 comes back an unknown scalar);
+  :mod:`.stack_depth` — combined stack depth over call chains (frames of tracing programs that
+  get a private stack left out) and the 256-byte limit under a tail-calling subprogram;
 * :mod:`.spectre` — the Spectre mitigations of unprivileged loads: speculative paths, the
   speculation barriers their errors cost (reported as :class:`Barrier`), pointer-arithmetic
   sanitation and Spectre-v4 stores;
@@ -34,10 +34,11 @@ Layers built so far:
   ``log_level`` 1/2 text in the kernel's format.
 
 Known differences from the kernel (each errs on the side of rejecting or of exploring more):
-callback iterations are widened after two runs (see :mod:`.callbacks`), so a callback needing a
-counter's exact value over more than 8 ``bpf_loop`` iterations is refused (and, the other way round,
-a callback whose exact counter the kernel cannot converge on within its complexity limit is accepted
-here); dynptr slots are compared for pruning with their dynptr ids mapped too (the kernel maps only
+callback iterations converge as the kernel's (imprecise scalars widened, precise ones kept, see
+:mod:`.callbacks`), but a path pruned against an iteration still in progress leaves every state
+above it compared by ranges (ignoring precision) for the rest of the verification, where the
+kernel propagates the marks along the loop's back-edges once it is done; dynptr slots are
+compared for pruning with their dynptr ids mapped too (the kernel maps only
 their references), which can only mean exploring more; BTF-typed pointers (sockets,
 ``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct;
 ``callx`` is refused, and kfuncs outside pybpf's table (an object calling one does not load);

@@ -13,14 +13,16 @@ The kernel (``push_callback_call``) therefore treats the helper call as a loop h
   new one (``calls_callback`` in ``is_state_visited``), so iterating stops once states
   converge, and ``bpf_loop`` stops queueing iterations after ``nr_loops``'s maximum.
 
-The state after the call thus covers every number of iterations. The kernel converges on
-counters kept in the caller's stack because an imprecise scalar matches any scalar; we compare
-scalars exactly, so from the first iteration on :func:`widen` joins what changed since the
-iteration in progress at the call site with its value there (a counter cycling through a few
-values converges), and after :data:`WIDEN_AFTER` iterations forgets it. A ``bpf_loop`` of at
-most :data:`LOOP_UNROLL_LIMIT` iterations is unrolled exactly instead, as the kernel would.
-Widening only loses information: it can reject a program the kernel accepts (a longer
-``bpf_loop`` whose callback needs a counter's exact value on every iteration), never the reverse.
+The state after the call thus covers every number of iterations. Iterating converges the
+kernel's way (``widen_imprecise_scalars`` in ``prepare_func_exit``): when a callback returns, each
+scalar in any frame (register or spilled) that is *imprecise* in the iteration in progress at the
+call site and differs from it there becomes unknown, so a counter nothing relies on converges
+after two iterations. A scalar some continuation needed exactly (precision tracking, see
+:mod:`pybpf.verifier.precision`, which backtracks through callback entries and exits) is kept:
+``bpf_loop`` then unrolls up to ``nr_loops`` iterations, and a callback whose precise values never
+repeat runs into the complexity limit, as in the kernel. A frame's ``callback_depth`` takes part
+in pruning (an old state that queued more iterations does not cover a new one); the state's
+``callback_unroll_depth`` keeps iterations from looking like an infinite loop.
 
 An *asynchronous* callback (``bpf_timer_set_callback``) runs later, on a stack of its own: it
 is verified as a separate entry point (``push_async_cb``) with r1 = the timer's map, r2 = key,
@@ -29,12 +31,11 @@ r3 = value, and must return 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pybpf.platform import HelperId
 from pybpf.verifier.machine import MAX_CALL_FRAMES, Frame, State, reject_fatal
-from pybpf.verifier.scalar import Scalar
-from pybpf.verifier.state import IdMap, RegState, RegType, SlotByte, StackSlot, StackState, regsafe
+from pybpf.verifier.state import IdMap, RegState, RegType, StackSlot, StackState, regs_exact
 
 SYNC_CALLBACK_HELPERS = frozenset({HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM, HelperId.FIND_VMA,
                                    HelperId.USER_RINGBUF_DRAIN})
@@ -44,11 +45,6 @@ CALLBACK_HELPERS = SYNC_CALLBACK_HELPERS | ASYNC_CALLBACK_HELPERS
 
 SYNC_RETURN_RANGE = (0, 1)
 ASYNC_RETURN_RANGE = (0, 0)
-
-WIDEN_AFTER = 2
-"""Iterations of a callback after which changed values are forgotten, not joined (module docstring)."""
-LOOP_UNROLL_LIMIT = 8
-"""A ``bpf_loop`` whose ``nr_loops`` is at most this is unrolled exactly, never widened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +82,7 @@ def enter_sync(state: State, pc: int, start: int, args: dict[int, RegState]) -> 
         raise reject_fatal(f"the call stack of {len(state.frames) + 1} frames is too deep")  # E2BIG
     forked = state.copy()
     forked.frame.callback_depth += 1
+    forked.callback_unroll_depth += 1
     forked.frames.append(_callee_frame(pc, start, args, len(state.frames), callback=True))
     return CallbackEntry(start, forked, is_async=False)
 
@@ -108,70 +105,46 @@ def after_callback(state: State) -> None:
     state.frame.callback_depth = 0
 
 
-def wants_widening(state: State, helper: int) -> bool:
-    """Whether a state returning from a callback to its call site should be widened."""
-    if state.frame.callback_depth == 0:
-        return False
-    if helper == HelperId.LOOP:
-        nr_loops = state.regs[1]
-        return nr_loops.type is not RegType.SCALAR_VALUE or nr_loops.var_off.umax > LOOP_UNROLL_LIMIT
-    return True
+def returning(state: State) -> bool:
+    """Whether a state at a callback call site is one returning from the callback (its frame
+    queued iterations on this path), to be widened against the iteration in progress."""
+    return state.frame.callback_depth > 0
 
 
 # -- widening ------------------------------------------------------------------------------------
 
 
-def _widen_reg(old: RegState, cur: RegState, forget: bool) -> RegState:
-    if regsafe(old, cur, IdMap()):
-        return cur
-    if old.type is not cur.type:
-        return RegState.not_init()
-    if cur.type is RegType.SCALAR_VALUE:
-        return RegState.scalar() if forget else RegState.scalar(old.var_off.join(cur.var_off))
-    if old.off != cur.off or old.map_uid != cur.map_uid or old.frameno != cur.frameno \
-            or old.maybe_null != cur.maybe_null or old.mem_size != cur.mem_size:
-        return RegState.not_init()
-    # Same kind of pointer whose variable offset or checked range moved: keep the kind, lose
-    # the offset (any access through it is then refused) and keep the smaller checked range.
-    if old.var_off.includes(cur.var_off):
-        var_off = cur.var_off
-    else:
-        var_off = Scalar.unknown() if forget else old.var_off.join(cur.var_off)
-    return replace(cur, var_off=var_off, range=min(old.range, cur.range))
-
-
-def _widen_byte(old: SlotByte, cur: SlotByte) -> SlotByte:
-    if old is cur and old is not SlotByte.STACK_SPILL:
-        return cur
-    if SlotByte.STACK_INVALID in (old, cur):
-        return SlotByte.STACK_INVALID  # maybe never written on some iteration
-    return SlotByte.STACK_MISC
-
-
-def _widen_slot(old: StackSlot, cur: StackSlot, forget: bool) -> StackSlot:
-    if old == cur:
-        return cur
-    if old.is_spilled_register() and cur.is_spilled_register():
-        widened = _widen_reg(old.spilled_ptr, cur.spilled_ptr, forget)
-        if widened.type is not RegType.NOT_INIT:
-            return StackSlot.spill(widened)
-        # Two registers with nothing in common: the slot holds some unknown bytes.
-        return StackSlot.filled(SlotByte.STACK_MISC)
-    return StackSlot(tuple(_widen_byte(o, c) for o, c in zip(old.slot_type, cur.slot_type, strict=True)))
-
-
-def _widen_stack(old: StackState, cur: StackState, forget: bool) -> StackState:
-    size = max(len(old.slots), len(cur.slots))
-    return StackState(tuple(_widen_slot(old.slot(index), cur.slot(index), forget) for index in range(size)))
+def _widened(old: RegState, cur: RegState, ids: IdMap) -> RegState | None:
+    """``maybe_widen_reg``: an unknown scalar in place of ``cur`` when both are imprecise
+    scalars and differ; None to keep ``cur``."""
+    if old.type is not RegType.SCALAR_VALUE or cur.type is not RegType.SCALAR_VALUE:
+        return None
+    if old.precise or cur.precise or regs_exact(old, cur, ids):
+        return None
+    return RegState.scalar()
 
 
 def widen(state: State, old: State) -> None:
-    """Widen ``state`` in place against ``old`` (same call chain): whatever differs is joined
-    with ``old``'s value, or forgotten once the callback has run :data:`WIDEN_AFTER` times."""
-    forget = state.frame.callback_depth >= WIDEN_AFTER
-    for old_frame, frame in zip(old.frames, state.frames, strict=True):
-        frame.regs = [_widen_reg(o, c, forget) for o, c in zip(old_frame.regs, frame.regs, strict=True)]
-        frame.stack = _widen_stack(old_frame.stack, frame.stack, forget)
+    """Widen ``state`` in place against ``old``, the state at the call site of the iteration in
+    progress (same call chain): every imprecise scalar that changed becomes unknown."""
+    ids = IdMap()
+    for old_frame, frame in zip(old.frames, state.frames, strict=False):
+        regs = frame.regs
+        for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, regs, strict=True)):
+            if old_reg is cur_reg:
+                continue
+            widened = _widened(old_reg, cur_reg, ids)
+            if widened is not None:
+                regs[number] = widened
+        stack = frame.stack
+        for index in range(min(len(old_frame.stack.slots), len(stack.slots))):
+            old_slot, cur_slot = old_frame.stack.slots[index], stack.slots[index]
+            if old_slot is cur_slot or not old_slot.is_spilled_register() or not cur_slot.is_spilled_register():
+                continue
+            widened = _widened(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids)
+            if widened is not None:
+                stack = stack.with_slot(index, StackSlot.spill(widened))
+        frame.stack = stack
 
 
 def same_chain(old: State, cur: State) -> bool:
@@ -184,17 +157,15 @@ __all__ = [
     "ASYNC_CALLBACK_HELPERS",
     "ASYNC_RETURN_RANGE",
     "CALLBACK_HELPERS",
-    "LOOP_UNROLL_LIMIT",
     "SYNC_CALLBACK_HELPERS",
     "SYNC_RETURN_RANGE",
-    "WIDEN_AFTER",
     "CallbackEntry",
     "after_callback",
     "enter_async",
     "enter_sync",
     "is_async_entry",
+    "returning",
     "same_chain",
     "should_iterate",
-    "wants_widening",
     "widen",
 ]

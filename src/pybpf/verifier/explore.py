@@ -70,7 +70,6 @@ from pybpf.verifier.precision import (
     demanded_by_branch,
     demanded_by_insn,
     history_entry,
-    mark_all_precise,
     mark_precise,
     precise_locations,
     records_plainly,
@@ -85,6 +84,10 @@ _MAP_FDS = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX})
 
 LOOP_INDEX_MIN = 8
 """Stored states at one pc from which the infinite-loop test looks them up by hash."""
+
+CALLBACK_EVICT = 64
+"""At a callback call site, a stored state is dropped after more than this many misses per hit
+(plus one), in progress or not (the kernel's ``is_force_checkpoint`` factor)."""
 
 Handler = Callable[[int, Any, "State", "Checkpoint | None"], tuple[int | None, "State"]]
 """Steps one instruction (of the class it was chosen for): (pc, insn, state, parent checkpoint)
@@ -285,6 +288,12 @@ class Explorer:
         evicted = False
         callback_helper = self.callback_sites.get(pc)
         iter_next = pc in self.iter_next_sites
+        if callback_helper is not None and callbacks.returning(state):
+            # Back from a callback (prepare_func_exit): widen against the iteration in progress
+            # here, before any comparison, as the kernel widens on the callback's exit.
+            loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
+            if loop_heads:
+                callbacks.widen(state, loop_heads[-1])
         looping: list[Checkpoint] | None = None
         looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
         precision = self.track_precision
@@ -305,10 +314,17 @@ class Explorer:
                     # A callback loop in progress (calls_callback): an equal-or-wider state
                     # still being explored covers this one; no infinite-loop verdict here.
                     if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
-                        # The stored state's precision marks are not complete yet: what this
-                        # path relies on is unknown, so every scalar above it becomes precise.
-                        mark_all_precise(parent)
+                        checkpoint.hits += 1
+                        # The stored state's precision marks are not complete yet: neither are
+                        # those of every state above this path (compared by ranges from now on).
+                        # Its scalars' own marks stay as demanded: they decide the widening.
+                        _flag_loop_imprecise(parent)
                         return True, parent
+                    # The call site is a forced checkpoint: an iteration in progress is dropped
+                    # from the comparisons after many misses (kernel: n = 64 there), so a
+                    # callback whose values never repeat costs linear, not quadratic, time.
+                    checkpoint.misses += 1
+                    evicted = evicted or checkpoint.misses > CALLBACK_EVICT * (checkpoint.hits + 1)
                     continue
                 if not looked_up:
                     looping, looked_up = self._identical_in_progress(pc, stored, state), True
@@ -339,11 +355,9 @@ class Explorer:
         if evicted:
             # As the kernel does: a finished state that keeps failing to prune only costs time;
             # forgetting it is safe (it can only mean more exploration).
-            stored[:] = [c for c in stored if c.branches > 0 or c.misses <= 3 * c.hits + 3]
-        if callback_helper is not None and callbacks.wants_widening(state, callback_helper):
-            loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
-            if loop_heads:
-                callbacks.widen(state, loop_heads[-1])
+            # (At a callback call site an iteration in progress is dropped too, see above.)
+            stored[:] = [c for c in stored if c.misses <= 3 * c.hits + 3 or (
+                c.branches > 0 and (callback_helper is None or c.misses <= CALLBACK_EVICT * (c.hits + 1)))]
         checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
         checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
         stored.append(checkpoint)

@@ -131,6 +131,9 @@ class State:
     # Inside bpf_rcu_read_lock() (the kernel's active_rcu_lock); bpf_preempt_disable() nesting.
     rcu_lock: bool = False
     preempt_count: int = 0
+    # The kernel's callback_unroll_depth: callback entries on this path, never reset. Two states
+    # in different iterations of a callback are not an infinite loop, however alike they are.
+    callback_unroll_depth: int = 0
 
     @property
     def frame(self) -> Frame:
@@ -144,7 +147,7 @@ class State:
         frames = self.frames
         copied = [frames[0].copy()] if len(frames) == 1 else [f.copy() for f in frames]  # mostly one
         return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist, self.speculative,
-                     self.rcu_lock, self.preempt_count)
+                     self.rcu_lock, self.preempt_count, self.callback_unroll_depth)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -232,7 +235,8 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
         if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
             return first
     for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
-        if old_frame.callsite != cur_frame.callsite:
+        # A frame that queued more callback iterations would stop bpf_loop earlier than this one.
+        if old_frame.callsite != cur_frame.callsite or old_frame.callback_depth > cur_frame.callback_depth:
             return OTHER_DIFFERENCE
         mask = live if depth == innermost else ALL_REGS
         if depth == innermost and first >= 0:
@@ -259,14 +263,15 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
 def loop_key(state: State) -> Hashable:
     """A hashable key equal for two states exactly when :func:`states_identical` holds."""
     return (tuple((frame.callsite, frame.callback_depth, tuple(frame.regs), frame.stack) for frame in state.frames),
-            tuple(sorted(state.refs)), state.lock, state.rcu_lock, state.preempt_count)
+            tuple(sorted(state.refs)), state.lock, state.rcu_lock, state.preempt_count, state.callback_unroll_depth)
 
 
 def states_identical(old: State, cur: State) -> bool:
     """Exact equality (the infinite-loop test): nothing changed around a loop. Two passes through
     a synchronous callback at different iteration depths are not a loop (the kernel compares
     ``callback_unroll_depth``): the helper bounds the number of iterations, not the program."""
-    if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys() or old.lock != cur.lock:
+    if len(old.frames) != len(cur.frames) or old.refs.keys() != cur.refs.keys() or old.lock != cur.lock \
+            or old.callback_unroll_depth != cur.callback_unroll_depth:
         return False
     if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
         return False

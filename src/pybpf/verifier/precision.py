@@ -52,9 +52,11 @@ _ARGS_MASK = 0b111110  # r1-r5
 _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
 # Helper arguments whose scalar value the checks do not look at (flags, tail-call index...).
 _VALUE_FREE_ARGS = frozenset({ArgType.ANYTHING, ArgType.DONTCARE})
-# Helpers that call a function of the program (their call leaves the caller's frame).
+# Helpers that call a function of the program before they return (their call may enter the
+# callback's frame); a timer callback is a path of its own, with no history before it.
 _CALLS_BACK = frozenset(helper for helper, proto in HELPER_PROTOS.items()
-                        if any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args))
+                        if any(arg.type is ArgType.PTR_TO_FUNC for arg in proto.args)
+                        and helper != HelperId.TIMER_SET_CALLBACK)
 
 
 # Not frozen: one is built per processed instruction, and a frozen dataclass's __init__ costs
@@ -67,7 +69,9 @@ class HistEntry:
     (frame index, slot index) pairs; ``whole`` says a store overwrote its one slot entirely.
     ``linked`` lists, for a jump comparing two scalars, every location holding a scalar linked
     (same id) to an operand: ('r' or 's', frame index, register or slot index). ``crossing``
-    marks an instruction that entered or left a frame."""
+    marks an instruction that entered or left a frame; ``frames``, for the crossings the walk
+    follows (a call to a helper that runs a callback, the exit of a synchronous callback), the
+    number of frames before it (0: the walk cannot follow it)."""
 
     pc: int
     prev: HistEntry | None
@@ -75,6 +79,7 @@ class HistEntry:
     whole: bool = False
     linked: tuple[tuple[str, int, int], ...] = ()
     crossing: bool = False
+    frames: int = 0
 
 
 @dataclass(slots=True, eq=False)  # identity: checkpoints are looked up among others by ``is``
@@ -181,12 +186,16 @@ def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | No
     elif isinstance(insn, Jump):
         return HistEntry(pc, prev, linked=_linked(insn, state))
     elif isinstance(insn, Call):
-        return HistEntry(pc, prev, crossing=insn.helper in _CALLS_BACK)
+        if insn.helper in _CALLS_BACK:
+            return HistEntry(pc, prev, crossing=True, frames=len(state.frames))
+        return HistEntry(pc, prev)
     elif isinstance(insn, CallLocal):
         return HistEntry(pc, prev, crossing=True)  # enters a frame: registers are renumbered
     elif isinstance(insn, Exit):
-        # Leaving a subprogram or callback returns to another frame's registers.
-        return HistEntry(pc, prev, crossing=len(state.frames) > 1)
+        # Leaving a subprogram or callback returns to another frame's registers (the walk
+        # follows a synchronous callback's exit only: nothing of the callee flows back).
+        depth = len(state.frames)
+        return HistEntry(pc, prev, crossing=depth > 1, frames=depth if depth > 1 and state.frame.callback else 0)
     else:
         return HistEntry(pc, prev)
     base = state.regs[base_reg]
@@ -240,7 +249,9 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
 
     False when the instruction is one this walk cannot see through (fall back)."""
     if entry.crossing:
-        return False
+        crossed = _cross(entry, insn, demand)
+        if crossed is not None:
+            return crossed
     frame = len(demand.regs) - 1
     regs = demand.regs[frame]
     if isinstance(insn, Bin):
@@ -295,6 +306,32 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
         if regs & _ARGS_MASK:
             return False  # r1-r5 are clobbered: a demand on them cannot come from after the call
     demand.regs[frame] = regs
+    return True
+
+
+def _cross(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool | None:
+    """Backtrack a frame crossing: False to fall back, True when done, None to go on with
+    ``insn`` as an ordinary helper call (the path stayed in the caller: 0 iterations).
+
+    Backwards, a callback's exit enters the callback's frame (whose r0 does not flow to the
+    caller: the call instruction is stepped again and sets it), and the call that entered the
+    callback leaves it: its r1-r5 were set by the helper, anything else demanded of the callee
+    is one this walk cannot explain (the kernel's ``-ENOTSUPP`` fallback)."""
+    depth = len(demand.regs)
+    if not entry.frames:
+        return False
+    if isinstance(insn, Exit):
+        if depth != entry.frames - 1:
+            return False
+        demand.regs.append(0)
+        demand.slots.append(0)
+        return True
+    if depth == entry.frames:
+        return None
+    if depth != entry.frames + 1 or demand.regs[-1] & ~_ARGS_MASK or demand.slots[-1]:
+        return False
+    demand.regs.pop()
+    demand.slots.pop()
     return True
 
 
