@@ -144,7 +144,9 @@ def _lsh(a: View, b: View) -> View:
         return View.full(n)
     shift = b.const_value()
     t = a.tnum.lshift(shift) if shift is not None else Tnum(0, _mask(n)).lshift(b.u_lo)
-    unsigned = (a.u_lo << b.u_lo, a.u_hi << b.u_hi) if a.u_hi << b.u_hi <= _mask(n) else None
+    # __scalar64/32_min_max_lsh: the kernel keeps the unsigned range only while umax is at most
+    # 2**(n-1-shift), so a value with its top bit possibly set loses it even on a shift by 0.
+    unsigned = (a.u_lo << b.u_lo, a.u_hi << b.u_hi) if a.u_hi <= 1 << (n - 1 - b.u_hi) else None
     return _make(n, t, None, unsigned)
 
 
@@ -318,6 +320,10 @@ def alu(op: BinOp, dst: Scalar, src: Scalar, is64: bool, *, kernel_compatible: b
     if not is64:
         return zero_extend(function(View.of(dst, 32), View.of(src, 32)))
     wide = function(View.of(dst, 64), View.of(src, 64))
+    if op is BinOp.LSH and src.const_value() == 32:
+        # __scalar64_min_max_lsh special-cases <<32 (the sign-extension idiom <<32 s>>32): the
+        # s32 range moves to the top half exactly, whatever its sign (the kernel since 6.18).
+        wide = wide.with_signed(dst.s32_min << 32, dst.s32_max << 32)
     low = function(View.of(dst, 32), View.of(src, 32)) if op in LOW_HALF_ONLY else None
     return _from_views(wide, low)
 
@@ -336,9 +342,11 @@ def endian(dst: Scalar, width: int, order: EndianOrder) -> Scalar:
     """le16/le32/le64 (truncate on this little-endian machine), be16/32/64 and bswap16/32/64."""
     value = dst.const_value()
     if order == EndianOrder.LE:
+        # On a little-endian machine le16/le32 are truncations and le64 a no-op; the kernel
+        # (6.18) tracks them as coerce_reg_to_size does, keeping the ranges that survive the cut.
         if value is not None:
             return Scalar.const(semantics.to_le(value, width))
-        return Scalar.from_tnum(dst.var_off.cast(width // 8))
+        return coerce_to_size(dst, width // 8)
     if value is not None:
         return Scalar.const(semantics.byte_swap(value, width))
     return Scalar.from_tnum(_swap_bytes(dst.var_off.cast(width // 8), width))
