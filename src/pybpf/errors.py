@@ -380,6 +380,16 @@ class VerifierError(PybpfError):
         super().__init__(f"{where}{reason}{origin}")
 
 
+class MissingCapabilityError(VerifierError):
+    """``bpf(2)`` would refuse the load with ``EPERM`` before verifying anything: the program
+    type, or a map the program uses, needs capabilities the loader lacks. ``capabilities``
+    names them (``CAP_BPF``, ...)."""
+
+    def __init__(self, reason: str, capabilities: tuple[str, ...]) -> None:
+        super().__init__(None, reason)
+        self.capabilities = capabilities
+
+
 class ProgramRejectedError(VerifierError):
     """Loading refused a program our verifier rejects (``pybpf.load(..., verify=False)`` skips it).
 

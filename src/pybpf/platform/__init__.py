@@ -6,6 +6,7 @@ section-name conventions, map-type rules and the uapi enums generated from ``lin
 Nothing here touches the OS.
 """
 
+from pybpf.platform.capabilities import Capability
 from pybpf.platform.context import ContextLayout, Conversion, CtxField
 from pybpf.platform.helper_types import ArgFlag, ArgType, HelperArg, HelperProto, RetType
 from pybpf.platform.helpers import HELPER_PROTOS, helper_proto
@@ -39,6 +40,7 @@ __all__ = [
     "BpfMapType",
     "BpfProgType",
     "BpfUpdateFlag",
+    "Capability",
     "ContextLayout",
     "Conversion",
     "CtxField",

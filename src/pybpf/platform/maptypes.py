@@ -15,6 +15,7 @@ from enum import Flag, auto
 from types import MappingProxyType
 
 from pybpf.errors import MapError, NotSupportedError
+from pybpf.platform.capabilities import Capability
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType, HelperId
 
 __all__ = ["MAP_TYPES", "MapOp", "MapTypeSpec", "check_map_spec", "map_type_spec"]
@@ -81,6 +82,17 @@ class MapTypeSpec:
     # program_ops): check_map_func_compatibility has no rule for arrays, so their
     # bpf_map_delete_elem loads and returns -EINVAL.
     verifier_ops: MapOp | None = None
+
+    @property
+    def create_capabilities(self) -> tuple[Capability, ...]:
+        """What ``map_create`` (6.18) requires of the creator for this type (``EPERM``
+        otherwise): nothing for the types in :data:`UNPRIVILEGED_MAP_TYPES`, CAP_NET_ADMIN
+        for the socket and device redirect maps, CAP_BPF for every other type."""
+        if self.map_type in UNPRIVILEGED_MAP_TYPES:
+            return ()
+        if self.map_type in NET_ADMIN_MAP_TYPES:
+            return (Capability.NET_ADMIN,)
+        return (Capability.BPF,)
 
     @property
     def mmapable(self) -> bool:
@@ -193,6 +205,15 @@ _SPECS: tuple[MapTypeSpec, ...] = (
                 special_helpers=frozenset({H.USER_RINGBUF_DRAIN}), allowed_flags=BpfMapFlag(0),
                 lookup_returns_value=False, max_entries_power_of_two_pages=True),
 )
+
+
+UNPRIVILEGED_MAP_TYPES = frozenset({
+    M.ARRAY, M.PERCPU_ARRAY, M.PROG_ARRAY, M.PERF_EVENT_ARRAY, M.CGROUP_ARRAY, M.ARRAY_OF_MAPS, M.HASH,
+    M.PERCPU_HASH, M.HASH_OF_MAPS, M.RINGBUF, M.USER_RINGBUF, M.CGROUP_STORAGE, M.PERCPU_CGROUP_STORAGE,
+})
+"""The map types ``map_create`` creates for a caller without capabilities."""
+NET_ADMIN_MAP_TYPES = frozenset({M.SOCKMAP, M.SOCKHASH, M.DEVMAP, M.DEVMAP_HASH, M.XSKMAP})
+"""The map types ``map_create`` creates only for a caller with CAP_NET_ADMIN (CAP_BPF is not enough)."""
 
 
 def _index(specs: tuple[MapTypeSpec, ...]) -> Mapping[BpfMapType, MapTypeSpec]:

@@ -30,6 +30,8 @@ Layers built so far:
   sets, GPL, references, NULL returns, RCU/preemption sections); :mod:`.iters` — open-coded
   iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
   imprecise scalars, convergence while the loop is explored);
+* :mod:`.capabilities` — the capability checks ``bpf(2)`` makes of an unprivileged loader before
+  verifying (program types, map types);
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
@@ -61,8 +63,9 @@ model (``callx``) never is. These verdicts are checked against the kernel's self
 expectations only: this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use
 functions (bpf-to-bpf calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto``
 keeps for CAP_BPF and CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as
-in the kernel; the program types the kernel loads only for root are still verified (as if they could
-be loaded).
+in the kernel, and :mod:`.capabilities` refuses them, as ``bpf_prog_load`` and ``map_create`` do,
+every program type but socket filters and cgroup skb programs and the maps that need CAP_BPF or
+CAP_NET_ADMIN (the rules of 6.18; a BPF token delegating capabilities is not modelled).
 """
 
 from __future__ import annotations

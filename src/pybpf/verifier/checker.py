@@ -16,6 +16,7 @@ from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
 from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
+from pybpf.verifier.capabilities import check_unprivileged_load
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
 from pybpf.verifier.kfuncs import check_program_kfuncs
@@ -69,7 +70,10 @@ def verify(
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type, sleepable)
     table = {labeled.pc: labeled for labeled in insns}
+    resolver = _resolver(maps)
     try:
+        if not privileged:
+            check_unprivileged_load(insns, spec, resolver)
         config = (StructureConfig(func_info=func_info, scalar_returns=scalar_returns) if privileged
                   else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
         structure = check_structure(insns, config)
@@ -77,7 +81,7 @@ def verify(
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
     env = Env(options, global_funcs=dict(global_funcs or {}))
-    explorer = Explorer(insns, structure, env, _resolver(maps), insn_limit)
+    explorer = Explorer(insns, structure, env, resolver, insn_limit)
     try:
         explorer.run()
         depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, IntEnum, auto
 
+from pybpf.platform.capabilities import Capability
 from pybpf.platform.context import ContextLayout
 from pybpf.platform.uapi_generated import BpfAttachType, BpfProgType, HelperId
 
@@ -47,6 +48,19 @@ class ProgTypeSpec:
         ``bpf_sk_base_func_proto``) keep for those capabilities."""
         return helper_id in self.helpers and (privileged or helper_id not in CAPABLE_BASE_HELPERS)
 
+    @property
+    def load_capabilities(self) -> tuple[Capability, ...]:
+        """What ``bpf_prog_load`` requires of the loader for this type, in the order it checks
+        (``EPERM`` otherwise): CAP_BPF for all but socket filters and cgroup skb programs, then
+        CAP_NET_ADMIN for network types (``is_net_admin_prog_type``) and CAP_PERFMON for tracing
+        types (``is_perfmon_prog_type``); ``ext`` programs, which may extend any, need both."""
+        needed = [] if self.prog_type in UNPRIVILEGED_PROG_TYPES else [Capability.BPF]
+        if self.prog_type in NET_ADMIN_PROG_TYPES:
+            needed.append(Capability.NET_ADMIN)
+        if self.prog_type in PERFMON_PROG_TYPES:
+            needed.append(Capability.PERFMON)
+        return tuple(needed)
+
     def uses_private_stack(self, attach_type: BpfAttachType | int | None) -> bool:
         """``bpf_enable_priv_stack``: kprobe, tracepoint, perf_event and raw_tracepoint programs
         always run where recursion is prevented, BTF tracing programs too (iterators excepted)."""
@@ -59,6 +73,22 @@ class ProgTypeSpec:
                 return value_range
         return self.return_range
 
+
+P = BpfProgType
+UNPRIVILEGED_PROG_TYPES = frozenset({P.SOCKET_FILTER, P.CGROUP_SKB})
+"""The program types ``bpf_prog_load`` (6.18) loads for a loader without CAP_BPF."""
+NET_ADMIN_PROG_TYPES = frozenset({
+    P.SCHED_CLS, P.SCHED_ACT, P.XDP, P.LWT_IN, P.LWT_OUT, P.LWT_XMIT, P.LWT_SEG6LOCAL, P.SK_SKB, P.SK_MSG,
+    P.FLOW_DISSECTOR, P.CGROUP_DEVICE, P.CGROUP_SOCK, P.CGROUP_SOCK_ADDR, P.CGROUP_SOCKOPT, P.CGROUP_SYSCTL,
+    P.SOCK_OPS, P.EXT,
+})
+"""``is_net_admin_prog_type``: CAP_NET_ADMIN too (sk_reuseport, like a socket filter, needs CAP_BPF only;
+netfilter, also listed there, is newer than the uapi header pybpf's enums come from)."""
+PERFMON_PROG_TYPES = frozenset({
+    P.KPROBE, P.TRACEPOINT, P.PERF_EVENT, P.RAW_TRACEPOINT, P.RAW_TRACEPOINT_WRITABLE, P.TRACING, P.LSM,
+    P.STRUCT_OPS, P.EXT,
+})
+"""``is_perfmon_prog_type``: CAP_PERFMON too (these read kernel memory; struct_ops reach struct sock)."""
 
 # What bpf_base_func_proto() (6.18) returns only to a loader with CAP_BPF, then CAP_PERFMON, and
 # bpf_sk_base_func_proto() only with CAP_PERFMON. Only socket filters and cgroup skb programs load
