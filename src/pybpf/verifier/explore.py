@@ -126,6 +126,7 @@ class Explorer:
     loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
     callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
     iter_next_sites: set[int] = field(default_factory=set)  # pcs of iterator next() calls
+    may_goto_sites: set[int] = field(default_factory=set)  # pcs of may_goto instructions
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
     global_moves_packet: dict[int, bool] = field(default_factory=dict)  # global function -> changes_pkt_data
 
@@ -143,6 +144,10 @@ class Explorer:
                     self.prune_points.add(labeled.pc + 1)
             if isinstance(labeled.insn, (Call, CallLocal)):
                 self.prune_points.add(labeled.pc)
+            if isinstance(labeled.insn, MayGoto):
+                # A may_goto is a loop head too (mark_force_checkpoint), converging like next().
+                self.prune_points.add(labeled.pc)
+                self.may_goto_sites.add(labeled.pc)
             if isinstance(labeled.insn, CallKfunc) and kfuncs.is_iter_next(labeled.insn):
                 # An iterator's next() is a loop head: always a checkpoint (the kernel's
                 # mark_force_checkpoint), where loops converge (see _visit).
@@ -310,6 +315,12 @@ class Explorer:
                         _flag_loop_imprecise(parent)
                         return True, parent
                     continue
+                if pc in self.may_goto_sites and checkpoint.state.may_goto_depth != state.may_goto_depth and \
+                        states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
+                    # A may_goto loop whose next iteration adds nothing the one in progress
+                    # covers (is_state_visited's may_goto case).
+                    _flag_loop_imprecise(parent)
+                    return True, parent
                 if callback_helper is not None:
                     # A callback loop in progress (calls_callback): an equal-or-wider state
                     # still being explored covers this one; no infinite-loop verdict here.
@@ -537,11 +548,18 @@ class Explorer:
 
     def _step_may_goto(self, pc: int, insn: MayGoto, state: State,
                        parent: Checkpoint | None) -> tuple[int | None, State]:
-        other = state.copy()
-        other.path = PathStep(pc, True, state.path)
-        self._fork(pc + 1 + insn.off, other, parent)
-        state.path = PathStep(pc, False, state.path)
-        return pc + 1, state
+        # As the kernel: this path leaves the loop (the jump); another iteration is queued one
+        # may_goto level deeper, its changed imprecise scalars forgotten against the previous
+        # visit of this loop head, so the loop's states converge.
+        queued = state.copy()
+        queued.path = PathStep(pc, False, state.path)
+        queued.may_goto_depth += 1
+        previous = self._previous_visit(pc, parent)
+        if previous is not None:
+            iters.widen_imprecise_scalars(previous.state, queued)
+        self._fork(pc + 1, queued, parent)
+        state.path = PathStep(pc, True, state.path)
+        return pc + 1 + insn.off, state
 
     def _step_call(self, pc: int, insn: Call, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
         callback = calls.helper_call(self.env, state, pc, insn)

@@ -134,6 +134,9 @@ class State:
     # The kernel's callback_unroll_depth: callback entries on this path, never reset. Two states
     # in different iterations of a callback are not an infinite loop, however alike they are.
     callback_unroll_depth: int = 0
+    # may_goto iterations queued on this path (the kernel's may_goto_depth): states at a may_goto
+    # at different depths are loop iterations, not an infinite loop.
+    may_goto_depth: int = 0
 
     @property
     def frame(self) -> Frame:
@@ -147,7 +150,8 @@ class State:
         frames = self.frames
         copied = [frames[0].copy()] if len(frames) == 1 else [f.copy() for f in frames]  # mostly one
         return State(copied, dict(self.refs) if self.refs else {}, self.path, self.lock, self.hist, self.speculative,
-                     self.rcu_lock, self.preempt_count, self.callback_unroll_depth)
+                     self.rcu_lock, self.preempt_count, self.callback_unroll_depth,
+                     self.may_goto_depth)
 
     def all_registers(self) -> list[tuple[Frame, int | None, int, RegState]]:
         """Every register and spilled register: (frame, None for a register / slot index, reg number)."""
@@ -263,7 +267,8 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
 def loop_key(state: State) -> Hashable:
     """A hashable key equal for two states exactly when :func:`states_identical` holds."""
     return (tuple((frame.callsite, frame.callback_depth, tuple(frame.regs), frame.stack) for frame in state.frames),
-            tuple(sorted(state.refs)), state.lock, state.rcu_lock, state.preempt_count, state.callback_unroll_depth)
+            tuple(sorted(state.refs)), state.lock, state.rcu_lock, state.preempt_count, state.callback_unroll_depth,
+            state.may_goto_depth)
 
 
 def states_identical(old: State, cur: State) -> bool:
@@ -274,6 +279,8 @@ def states_identical(old: State, cur: State) -> bool:
             or old.callback_unroll_depth != cur.callback_unroll_depth:
         return False
     if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
+        return False
+    if old.may_goto_depth != cur.may_goto_depth:
         return False
     return all(
         a.callsite == b.callsite and a.callback_depth == b.callback_depth and a.regs == b.regs and a.stack == b.stack
