@@ -41,7 +41,7 @@ from pybpf.isa.insn import (
     Reg,
     Store,
 )
-from pybpf.platform import HELPER_PROTOS, ArgType, HelperId
+from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType, HelperId, KfuncArgKind
 from pybpf.verifier.machine import State
 from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
 
@@ -52,6 +52,8 @@ _ARGS_MASK = 0b111110  # r1-r5
 _POINTER_MATH = frozenset({BinOp.ADD, BinOp.SUB})
 # Helper arguments whose scalar value the checks do not look at (flags, tail-call index...).
 _VALUE_FREE_ARGS = frozenset({ArgType.ANYTHING, ArgType.DONTCARE})
+# Kfunc arguments whose value the kfunc's checks rely on (check_kfunc_args marks them precise).
+_VALUE_KFUNC_ARGS = frozenset({KfuncArgKind.CONST_SCALAR, KfuncArgKind.MEM_SIZE, KfuncArgKind.CONST_MEM_SIZE})
 # Helpers that call a function of the program before they return (their call may enter the
 # callback's frame); a timer callback is a path of its own, with no history before it.
 _CALLS_BACK = frozenset(helper for helper, proto in HELPER_PROTOS.items()
@@ -148,6 +150,16 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
             # nr_loops bounds how many callback iterations are explored (pybpf.verifier.callbacks).
             mask |= 1 << 1
         return mask
+    if isinstance(insn, CallKfunc):
+        # Constants (``__k``) and memory sizes (``__sz``/``__szk``): the kernel marks them precise.
+        kfunc = KFUNC_PROTOS.get(insn.btf_id)
+        if kfunc is None:
+            return 0
+        mask = 0
+        for index, kfunc_arg in enumerate(kfunc.args):
+            if kfunc_arg.kind in _VALUE_KFUNC_ARGS and regs[index + 1].is_scalar:
+                mask |= 1 << (index + 1)
+        return mask
     return 0
 
 
@@ -158,7 +170,7 @@ def records_plainly(insn: Instruction) -> bool:
     demand or a history detail there must answer False here."""
     if isinstance(insn, Bin):
         return not (insn.op in _POINTER_MATH and insn.is64 and isinstance(insn.src, Reg))
-    return not isinstance(insn, (Load, Store, Atomic, Jump, Call, CallLocal, Exit))
+    return not isinstance(insn, (Load, Store, Atomic, Jump, Call, CallKfunc, CallLocal, Exit))
 
 
 def demanded_by_branch(insn: Jump, state: State) -> int:
