@@ -263,11 +263,12 @@ class Campaign:
         out.write(f"both reject but our reason is not in the kernel's message: {differing}\n")
 
 
-def run_campaign(seeds: Sequence[int], *, progress: TextIO | None = None) -> Campaign:
+def run_campaign(seeds: Sequence[int], *, progress: TextIO | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> Campaign:
     start = time.monotonic()
     comparisons = []
     for index, seed in enumerate(seeds):
-        comparisons.append(compare(generate(seed)))
+        comparisons.append(compare(generate(seed), timeout=timeout))
         if progress is not None and index % 500 == 499:
             progress.write(f"... {index + 1} programs\n")
             progress.flush()
@@ -285,12 +286,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("campaign", help="compare many seeds and summarise the disagreements")
     run.add_argument("--seeds", default=os.environ.get("PYBPF_VFUZZ_SEEDS", "2000"))
+    run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds our verifier may take per program")
     replay = commands.add_parser("replay", help="one seed: its program, both verdicts, and shrunk when they differ")
     replay.add_argument("seed", type=int)
     replay.add_argument("--no-shrink", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "campaign":
-        campaign = run_campaign(seed_range(args.seeds), progress=sys.stderr)
+        campaign = run_campaign(seed_range(args.seeds), progress=sys.stderr, timeout=args.timeout)
         campaign.report(out)
         return 1 if campaign.counts()[Kind.UNSOUND] or campaign.counts()[Kind.CRASH] else 0
     program = generate(args.seed)
