@@ -14,7 +14,9 @@ Layers built so far:
 * :mod:`.callbacks` — synchronous callbacks as loops run 0..n times (the helper call is the loop
   head; imprecise scalars widened on each return), timer callbacks as entry points of their own;
   :mod:`.global_funcs` — global (non-static, BTF ``global`` linkage) functions verified once
-  from their BTF prototype, calls to them checked against it (r0 comes back an unknown scalar);
+  from their BTF prototype, calls to them checked against it (r0 comes back an unknown scalar),
+  their argument kinds read from the prototype's types and ``arg:<tag>`` decl tags by
+  :mod:`.global_args`;
   :mod:`.stack_depth` — combined stack depth over call chains (frames of tracing programs that
   get a private stack left out) and the 256-byte limit under a tail-calling subprogram;
 * :mod:`.spectre` — the Spectre mitigations of unprivileged loads: speculative paths, the
@@ -51,7 +53,9 @@ is done); a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array`
 layout (the fields CO-RE relocates to; a non-array map's larger kernel struct, e.g. ``bpf_htab``, is
 modelled as its ``struct bpf_map`` only); a spin lock's or timer's offset is not checked against
 BTF; ``bpf_find_vma`` checks its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct
-is unknown passes; trust flags are not tracked); private stacks (:mod:`.stack_depth`) are modelled
+is unknown passes; trust flags are not tracked); a global function's ``arg:trusted``/``arg:untrusted``
+struct is taken by name (the kernel also requires it to match vmlinux's type), and ``arg:arena``
+(and ``arg:untrusted`` on a non-struct) is refused; private stacks (:mod:`.stack_depth`) are modelled
 for an x86-64 JIT as of 6.14+, whatever machine verifies (a kernel without a private-stack JIT
 applies the 512-byte combined limit to tracing programs too, and struct_ops programs that request
 one are not modelled). Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18

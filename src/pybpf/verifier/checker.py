@@ -193,8 +193,8 @@ def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,
         return {}
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     try:
-        return global_funcs_of(obj.btf, tuple((info.pc, info.type_id) for info in program.func_info),
-                               spec.context.name)
+        attach = int(program.attach_type) if program.attach_type is not None else None
+        return global_funcs_of(obj.btf, tuple((info.pc, info.type_id) for info in program.func_info), spec, attach)
     except PybpfError:
         return {}  # BTF we cannot read: the functions are walked inline
 

@@ -2,14 +2,13 @@
 
 A non-static C function (BTF ``FUNC`` with ``global`` linkage) is not walked inline at its call
 sites as the kernel walks static ones. The kernel (``btf_prepare_func_args``) derives an argument
-kind per parameter from the prototype: an int or enum is any scalar, a pointer to the program
-type's context struct (or one tagged ``arg:ctx``) is the context, a ``struct bpf_dynptr *`` an
-initialised dynptr (``ARG_PTR_TO_DYNPTR | MEM_RDONLY``: a ``CONST_PTR_TO_DYNPTR`` in the callee),
-any other pointer is memory of the pointee's size, possibly NULL unless tagged ``arg:nonnull``. A
-call (``check_func_call``'s global branch) checks the caller's r1-r5 against those kinds, clobbers
-r1-r5 and leaves r0 an unknown scalar; nothing of the callee's state flows back. After the main program, each global
-function some path called is verified once (``do_check_subprogs``) from a fresh state built from
-the same kinds, and must return a scalar.
+kind per parameter from the prototype and its ``arg:<tag>`` decl tags (:mod:`.global_args`):
+a scalar, the context, an initialised dynptr, a trusted or untrusted kernel object
+(``PTR_TO_BTF_ID``), or memory of the pointee's size. A call (``check_func_call``'s global
+branch) checks the caller's r1-r5 against those kinds, clobbers r1-r5 and leaves r0 an unknown
+scalar; nothing of the callee's state flows back. After the main program, each global function
+some path called is verified once (``do_check_subprogs``) from a fresh state built from the
+same kinds, and must return a scalar.
 
 Without BTF (raw instructions) every function is static, as in the kernel.
 """
@@ -18,16 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 
 from pybpf.btf import Btf
-from pybpf.btf.types import DeclTag, Enum, Enum64, Func, FuncLinkage, FuncProto, Int, Ptr, Struct, Union, Void
-from pybpf.errors import PybpfError
+from pybpf.btf.types import DeclTag, Enum, Enum64, Func, FuncLinkage, FuncProto, Int
 from pybpf.isa.insn import Call, LabeledInsn
-from pybpf.platform import HELPER_PROTOS, ArgFlag, ArgType, HelperArg, HelperId
+from pybpf.platform import HELPER_PROTOS, ArgFlag, ArgType, HelperArg, HelperId, ProgTypeSpec
 from pybpf.platform.dynptr import DynptrType
 from pybpf.verifier import dynptr
 from pybpf.verifier.cfg import Subprog, call_target
+from pybpf.verifier.global_args import GlobalArg, GlobalArgKind, prepare_arg
 from pybpf.verifier.machine import CALLER_SAVED, Env, Frame, State, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import RegState, RegType, StackState
@@ -39,22 +37,6 @@ _DYNPTR_ARG = HelperArg(ArgType.PTR_TO_DYNPTR, ArgFlag.RDONLY)
 ENTRY_CALLSITE = -2
 """The call site of a global function's own entry frame: never returned to, it tells the entry
 apart from the main program's and a timer callback's (-1) for the exit checks and for pruning."""
-
-
-class GlobalArgKind(IntEnum):
-    """The kernel's ``bpf_subprog_arg_info.arg_type`` kinds we model."""
-
-    ARG_ANYTHING = 0  # an int or enum: any scalar
-    ARG_PTR_TO_CTX = 1  # the program's context, unmodified
-    ARG_PTR_TO_MEM = 2  # mem_size bytes the callee may read and write
-    ARG_PTR_TO_DYNPTR = 3  # ``struct bpf_dynptr *``: an initialised dynptr the callee may not release
-
-
-@dataclass(frozen=True, slots=True)
-class GlobalArg:
-    kind: GlobalArgKind
-    mem_size: int = 0
-    maybe_null: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +59,8 @@ def _arg_tags(btf: Btf, func_id: int) -> dict[int, set[str]]:
     return tags
 
 
-def _prepare(btf: Btf, func_id: int, func: Func, start: int, ctx_name: str) -> GlobalFunc:
+def _prepare(btf: Btf, func_id: int, func: Func, start: int, *, prog: ProgTypeSpec,
+             attach_type: int | None) -> GlobalFunc:
     proto = btf[func.type_id]
     if not isinstance(proto, FuncProto):
         return GlobalFunc(func.name, start, error=f"Global function {func.name}() has no prototype")
@@ -92,58 +75,26 @@ def _prepare(btf: Btf, func_id: int, func: Func, start: int, ctx_name: str) -> G
     tags = _arg_tags(btf, func_id)
     args: list[GlobalArg] = []
     for index, param in enumerate(proto.params):
-        arg_tags = tags.get(index, set())
-        unknown = arg_tags - {"ctx", "nonnull"}
-        if unknown:
-            # trusted/untrusted/arena/nullable pointers are BTF-typed kernel objects: not modelled.
-            return GlobalFunc(func.name, start, error=f"arg#{index} tag arg:{sorted(unknown)[0]} is not supported "
-                                                      "by this verifier")
-        kind = btf.resolved(param.type_id)
-        if isinstance(kind, Ptr):
-            pointee = btf.resolved(kind.type_id)
-            is_ctx = isinstance(pointee, Struct) and pointee.name == ctx_name
-            if "ctx" in arg_tags or is_ctx:
-                if arg_tags - {"ctx"}:
-                    return GlobalFunc(func.name, start, error=f"arg#{index} has invalid combination of tags")
-                args.append(GlobalArg(GlobalArgKind.ARG_PTR_TO_CTX))
-                continue
-            if isinstance(pointee, Struct) and pointee.name == "bpf_dynptr":
-                # ARG_PTR_TO_DYNPTR | MEM_RDONLY: the callee sees a const struct bpf_dynptr *.
-                if arg_tags:
-                    return GlobalFunc(func.name, start, error=f"arg#{index} has invalid combination of tags")
-                args.append(GlobalArg(GlobalArgKind.ARG_PTR_TO_DYNPTR))
-                continue
-            try:
-                size = btf.size_of(kind.type_id)
-            except PybpfError:
-                size = -1
-            if size < 0 or isinstance(pointee, Void | FuncProto) or (isinstance(pointee, Struct | Union)
-                                                                      and pointee.size == 0):
-                kind_name = "UNKNOWN" if isinstance(pointee, Void) else pointee.KIND.name
-                return GlobalFunc(func.name, start, error=f"arg#{index} reference type('{kind_name} "
-                                                          f"{pointee.name}') size cannot be determined: -22")
-            args.append(GlobalArg(GlobalArgKind.ARG_PTR_TO_MEM, size, "nonnull" not in arg_tags))
-            continue
-        if arg_tags:
-            return GlobalFunc(func.name, start, error=f"arg#{index} has pointer tag, but is not a pointer type")
-        if isinstance(kind, Int | Enum | Enum64):
-            args.append(GlobalArg(GlobalArgKind.ARG_ANYTHING))
-            continue
-        return GlobalFunc(func.name, start, error=f"Arg#{index} type {kind.KIND.name} in {func.name}() is not "
-                                                  "supported yet.")
+        arg = prepare_arg(btf, param.type_id, tags.get(index, set()), index=index, prog=prog,
+                          attach_type=attach_type, func_name=func.name)
+        if isinstance(arg, str):
+            return GlobalFunc(func.name, start, error=arg)
+        args.append(arg)
     return GlobalFunc(func.name, start, tuple(args))
 
 
-def global_funcs_of(btf: Btf, func_info: tuple[tuple[int, int], ...], ctx_name: str) -> dict[int, GlobalFunc]:
-    """The program's global functions by first pc, from its ``(pc, BTF FUNC id)`` func_info;
-    the main program (pc 0) is an entry point already and never one of them."""
+def global_funcs_of(btf: Btf, func_info: tuple[tuple[int, int], ...], prog: ProgTypeSpec,
+                    attach_type: int | None = None) -> dict[int, GlobalFunc]:
+    """The program's global functions by first pc, from its ``(pc, BTF FUNC id)`` func_info, for
+    a program of type ``prog`` (its context type and ``attach_type`` decide which arguments are
+    the context); the main program (pc 0) is an entry point already and never one of them."""
     found: dict[int, GlobalFunc] = {}
     for pc, type_id in func_info:
         if pc == 0:
             continue
         func = btf[type_id]
         if isinstance(func, Func) and func.linkage is FuncLinkage.GLOBAL:
-            found[pc] = _prepare(btf, type_id, func, pc, ctx_name)
+            found[pc] = _prepare(btf, type_id, func, pc, prog=prog, attach_type=attach_type)
     return found
 
 
@@ -192,9 +143,14 @@ def call_global(env: Env, state: State, func: GlobalFunc) -> None:
             if reg.type is not RegType.SCALAR_VALUE:
                 raise reject(f"R{regno} is not a scalar")
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_CTX:
-            check_ctx_pointer(regno, reg)
-            if reg.type is not RegType.PTR_TO_CTX:
+            # check_func_arg_reg_off lets pointers with an offset of their own (stack, packet,
+            # map value) through to the type test; a context pointer must be unmodified.
+            if reg.type is RegType.PTR_TO_CTX:
+                check_ctx_pointer(regno, reg)
+            else:
                 raise reject(f"arg#{index} expects pointer to ctx")
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_BTF_ID:
+            _check_kernel_object(regno, reg, arg)
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
             if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
                 raise reject(f"arg#{index} expected pointer to stack or const struct bpf_dynptr")
@@ -215,6 +171,19 @@ def demanded_by_call(func: GlobalFunc, state: State) -> int:
         if arg.kind is not GlobalArgKind.ARG_ANYTHING and state.regs[index + 1].is_scalar:
             mask |= 1 << (index + 1)
     return mask
+
+
+def _check_kernel_object(regno: int, reg: RegState, arg: GlobalArg) -> None:
+    """``check_reg_type`` for an ``arg:trusted``/``arg:untrusted`` struct pointer: NULL only
+    when nullable; else a BTF pointer to that struct (one whose struct is unknown passes)."""
+    if reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0 and arg.maybe_null:
+        return
+    if reg.type is not RegType.PTR_TO_BTF_ID or (reg.maybe_null and not arg.maybe_null):
+        raise reject(f"R{regno} type={type_name(reg)} expected=ptr_, trusted_ptr_, rcu_ptr_")
+    if reg.btf_type and reg.btf_type != arg.btf_type:
+        raise reject(f"R{regno} is of type {reg.btf_type} but {arg.btf_type} is expected")
+    if reg.off or not reg.var_off.is_const() or reg.var_off.const_value():
+        raise reject(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc")
 
 
 def _check_memory(env: Env, state: State, index: int, reg: RegState, arg: GlobalArg) -> None:
@@ -241,6 +210,9 @@ def entry_state(env: Env, func: GlobalFunc) -> State:
             regs[index + 1] = RegState.scalar()
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_CTX:
             regs[index + 1] = RegState.pointer(RegType.PTR_TO_CTX)
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_BTF_ID:
+            regs[index + 1] = RegState.pointer(RegType.PTR_TO_BTF_ID, maybe_null=arg.maybe_null, btf_type=arg.btf_type,
+                                               id=env.new_id() if arg.maybe_null else 0)
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
             # Whatever kind the caller passed, the callee sees a local one (as the kernel assumes).
             regs[index + 1] = dynptr.const_dynptr(env, DynptrType.LOCAL)

@@ -61,6 +61,13 @@ class ProgTypeSpec:
             needed.append(Capability.PERFMON)
         return tuple(needed)
 
+    @property
+    def btf_ctx_struct(self) -> str | None:
+        """The struct the kernel's BTF names as this type's context (``include/linux/bpf_types.h``),
+        by which it recognises a global function's context argument; None when the context is
+        ``void *`` or ``__u64`` there (the argument must then be tagged ``arg:ctx``)."""
+        return None if self.prog_type in _UNNAMED_BTF_CTX else self.context.name
+
     def uses_private_stack(self, attach_type: BpfAttachType | int | None) -> bool:
         """``bpf_enable_priv_stack``: kprobe, tracepoint, perf_event and raw_tracepoint programs
         always run where recursion is prevented, BTF tracing programs too (iterators excepted)."""
@@ -110,6 +117,13 @@ CAPABLE_BASE_HELPERS = frozenset(
         H.SKC_TO_UDP6_SOCK, H.SKC_TO_UNIX_SOCK, H.SKC_TO_MPTCP_SOCK,
     }
 )
+
+# Program types whose context bpf_types.h gives as ``void *`` or ``__u64``: no named struct.
+_UNNAMED_BTF_CTX = frozenset({
+    BpfProgType.TRACEPOINT, BpfProgType.TRACING, BpfProgType.LSM, BpfProgType.STRUCT_OPS, BpfProgType.EXT,
+    BpfProgType.SYSCALL, BpfProgType.LIRC_MODE2,
+})
+
 
 # bpf_base_func_proto(): available to every program type (as root: CAP_BPF and CAP_PERFMON).
 BASE_HELPERS = frozenset(
