@@ -44,7 +44,8 @@ above it compared by ranges (ignoring precision) for the rest of the verificatio
 kernel propagates the marks along the loop's back-edges once it is done; dynptr slots are
 compared for pruning with their dynptr ids mapped too (the kernel maps only
 their references), which can only mean exploring more; BTF-typed pointers (sockets,
-``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct;
+``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct
+(:mod:`.btf_access`);
 ``callx`` is refused, and kfuncs outside pybpf's table (an object calling one does not load);
 kfunc BTF arguments are checked by kind, not by struct type, and ``KF_TRUSTED_ARGS``/``KF_RCU``
 pointer trust is not modelled; states below an iterator loop still being explored are compared by
