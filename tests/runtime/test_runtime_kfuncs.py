@@ -5,6 +5,9 @@ kfuncs against the kernel's BTF)."""
 
 from __future__ import annotations
 
+import platform
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,3 +70,35 @@ def test_a_program_calling_an_unknown_kfunc_does_not_load(tmp_path: Path) -> Non
     with pytest.raises(UnknownKfuncError) as info:
         pybpf.load(data)
     assert info.value.symbol == "bpf_strcasecmq"
+
+
+TASK_PROGRAM = r"""
+#include "bpf_helpers.h"
+extern struct task_struct *bpf_task_from_pid(int pid) __ksym;
+extern void bpf_task_release(struct task_struct *p) __ksym;
+char LICENSE[] SEC("license") = "GPL";
+SEC("tc") int p(struct __sk_buff *s) {
+    struct task_struct *t = bpf_task_from_pid(1);
+    if (!t) return 7;
+    bpf_task_release(t);
+    return 0;
+}
+"""
+
+
+def test_a_kfunc_returning_a_kernel_object_keeps_the_jits_bounds_checks(tmp_path: Path) -> None:
+    clang = shutil.which("clang-19")
+    if clang is None:
+        pytest.skip("clang-19 is not installed")
+    source = tmp_path / "task.c"
+    source.write_text(TASK_PROGRAM)
+    obj = tmp_path / "task.o"
+    multiarch = f"-I/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run([clang, "-g", "-O2", "-target", "bpf", f"-I{PROGS}", multiarch, "-c", str(source), "-o", str(obj)],
+                   check=True, capture_output=True)
+    with pybpf.load(obj) as loaded:
+        program = loaded.program("p")
+        assert program.jit_bounds_checks
+        assert "bpf_task_from_pid returns a kernel object" in program.engine_reason
+        # User space has no tasks to hand out: the lookup fails, as for a pid that does not exist.
+        assert program.test_run(bytes(64)).retval == 7

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pybpf.btf import Btf
 from pybpf.errors import LoadError, MapError, ProgramRejectedError, UnknownKfuncError
-from pybpf.isa.insn import Atomic, Call, CallLocal, CallReg, Exit, LabeledInsn, LoadImm64, Reg, Store
+from pybpf.isa.insn import Atomic, Call, CallKfunc, CallLocal, CallReg, Exit, LabeledInsn, LoadImm64, Reg, Store
 from pybpf.isa.opcodes import AtomicCode, PseudoSrc
 from pybpf.obj import MapKind, MapSpec, ObjectSpec, ProgramSpec, load_spec
 from pybpf.obj.kconfig import KconfigValue, resolve_kconfig
@@ -33,6 +33,8 @@ from pybpf.obj.ksyms import POISON_CALL_KFUNC_BASE
 from pybpf.platform.context import Conversion
 from pybpf.platform.helper_types import RetType
 from pybpf.platform.helpers import HELPER_PROTOS
+from pybpf.platform.kfunc_types import KfuncRetKind
+from pybpf.platform.kfuncs import KFUNC_PROTOS
 from pybpf.platform.progtypes import ProgTypeSpec, prog_type_spec
 from pybpf.platform.uapi_generated import BpfProgType, HelperId
 from pybpf.runtime.context import CtxPtr, RewriteResult, convert_ctx_access, track_context
@@ -320,6 +322,10 @@ def unchecked_native_hazard(
                 return f"pc {item.pc}: bpf_{proto.name} returns a pointer the verifier does not bound"
             if insn.helper in _UNVERIFIED_CALLBACKS:
                 return f"pc {item.pc}: a callback the verifier does not verify"
+        if isinstance(insn, CallKfunc):
+            kfunc = KFUNC_PROTOS.get(insn.btf_id)
+            if kfunc is not None and kfunc.ret is KfuncRetKind.BTF_ID:
+                return f"pc {item.pc}: {kfunc.name} returns a kernel object the verifier does not bound"
     layout = conversion.layout.uapi
     for access in conversion.accesses:
         if layout.field(access.field).conversion in _UNBOUNDED_FIELDS:
