@@ -22,6 +22,7 @@ HEADER = r"""
 extern struct task_struct *bpf_task_from_pid(int pid) __ksym;
 extern void bpf_task_release(struct task_struct *p) __ksym;
 extern int bpf_strlen(const char *s__ign) __ksym;
+extern int bpf_copy_from_user_str(void *dst, __u32 dst__sz, const void *unsafe_ptr__ign, __u64 flags) __ksym;
 struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 64); __type(key, __u32); __type(value, __u64); }
     arr SEC(".maps");
 char LICENSE[] SEC("license") = "GPL";
@@ -172,6 +173,21 @@ SEC("socket") int p(struct __sk_buff *s) {
     bpf_iter_num_new(it, 0, 3); bpf_iter_num_destroy(it);
     return 0;
 }""", False, "expected uninitialized iter_num as arg #0"),
+    "sleepable-kfunc-in-sleepable-program": (r"""
+SEC("syscall") int p(void *ctx) { char buf[16]; return bpf_copy_from_user_str(buf, sizeof(buf), ctx, 0); }""",
+                                             True, ""),
+    "sleepable-kfunc-in-socket-filter": (r"""
+SEC("socket") int p(struct __sk_buff *s) { char buf[16]; return bpf_copy_from_user_str(buf, sizeof(buf), s, 0); }""",
+                                         False, "program must be sleepable to call sleepable kfunc"),
+    "sleepable-kfunc-in-rcu-section": (r"""
+SEC("syscall") int p(void *ctx) {
+    char buf[16]; int r;
+    bpf_rcu_read_lock(); r = bpf_copy_from_user_str(buf, sizeof(buf), ctx, 0); bpf_rcu_read_unlock();
+    return r;
+}""", False, "is sleepable within rcu_read_lock region"),
+    "kfunc-memory-too-small": (r"""
+SEC("syscall") int p(void *ctx) { char buf[16]; return bpf_copy_from_user_str(buf, 17, ctx, 0); }""",
+                               False, "invalid"),
     "rcu-pair": (r"""
 SEC("socket") int p(struct __sk_buff *s) {
     int r; bpf_rcu_read_lock(); r = bpf_get_prandom_u32(); bpf_rcu_read_unlock(); return r & 1;

@@ -94,6 +94,12 @@ _PROTOS: tuple[KfuncProto, ...] = (
        _F.ACQUIRE | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="task_struct"),
     _K(0, "bpf_task_release", (KfuncArg("p", KfuncArgKind.BTF_ID, btf_type="task_struct"),), _VOID,
        "Release a task reference.", _F.RELEASE, KfuncSet.GENERIC),
+    # --- user memory (common set, sleepable programs only) ---
+    _K(0, "bpf_copy_from_user_str",
+       (KfuncArg("dst", KfuncArgKind.MEM), KfuncArg("dst__sz", KfuncArgKind.MEM_SIZE), _str("unsafe_ptr__ign"),
+        _int("flags")), _INT,
+       "Copy a NUL-terminated user string into dst (BPF_F_PAD_ZEROS pads); its size with the NUL, or -errno.",
+       _F.SLEEPABLE),
     # --- strings (Linux 6.17+, common set): kernel/bpf/helpers.c; -ERANGE for a user address,
     # -EFAULT on a fault, -E2BIG past XATTR_SIZE_MAX bytes, -ENOENT when not found ---
     _K(0, "bpf_strcmp", (_str("s1__ign"), _str("s2__ign")), _INT, "strcmp: -1, 0 or 1."),

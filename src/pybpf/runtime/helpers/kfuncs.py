@@ -134,6 +134,24 @@ def no_op(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) ->
     return 0
 
 
+# -- user memory: a user-space run has no user address space apart from pybpf's memory ----------
+
+BPF_F_PAD_ZEROS = 1
+
+
+def copy_from_user_str(env: ExecutionContext, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """Every address a program can name is pybpf's (the kernel's, for the kernel): no user page
+    is mapped at it, so the copy faults as strncpy_from_user does on a kernel address."""
+    size = r2 & U32
+    if r4 & ~BPF_F_PAD_ZEROS:
+        return EINVAL
+    if not size:
+        return 0
+    if r4 & BPF_F_PAD_ZEROS:
+        write(env, r1, bytes(size))
+    return EFAULT
+
+
 # -- tasks: user space has none to hand out ----------------------------------------------------
 
 
@@ -334,6 +352,7 @@ KFUNC_IMPLS: Mapping[str, HelperFn] = {
     "bpf_rcu_read_unlock": no_op,
     "bpf_preempt_disable": no_op,
     "bpf_preempt_enable": no_op,
+    "bpf_copy_from_user_str": copy_from_user_str,
     "bpf_task_from_pid": task_from_pid,
     "bpf_task_release": no_op,
     "bpf_strcmp": strcmp,
