@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 
 import pybpf
-from pybpf.errors import ProgramRejectedError
+from pybpf.errors import ProgramRejectedError, VerifierError
 from pybpf.obj import load_spec
 from pybpf.platform import BpfMapType
-from pybpf.platform.kernel_types import map_image, map_struct
+from pybpf.platform.kernel_types import KernelMember, KernelStruct, MemberKind, map_image, map_struct
 from pybpf.runtime.helpers.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE, find_vma_of
 from pybpf.runtime.program import Engine
+from pybpf.verifier.btf_access import FieldRead, struct_walk
 
 from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, PROGS, compile_c, kernel_verdict
 
@@ -195,3 +196,34 @@ def test_find_vma_rejections_match_the_kernel(tmp_path: Path, name: str, task: s
         accepted, log = kernel_verdict(obj)
         assert not accepted
         assert reason in log
+
+
+# -- the layout check itself (btf_struct_walk's rules) --------------------------------------------
+
+_WITH_POINTER = KernelStruct("holder", 16, (
+    KernelMember("vma", 0, 8, MemberKind.POINTER, target="vm_area_struct"),
+    KernelMember("count", 8, 4),
+))
+
+
+@pytest.mark.parametrize(
+    ("struct", "off", "size", "expected"),
+    [
+        (map_struct(BpfMapType.ARRAY), 12, 4, FieldRead()),  # map.max_entries, through the nested struct
+        (map_struct(BpfMapType.ARRAY), 30, 2, FieldRead()),  # inside map.name (an array of char)
+        (map_struct(BpfMapType.ARRAY), 48, 4, FieldRead()),  # elem_size
+        (map_struct(BpfMapType.ARRAY), 40, 8,
+         "access beyond the end of member name (mend:44) in struct bpf_map with off 40 size 8"),
+        (map_struct(BpfMapType.HASH), 44, 4, "struct bpf_map doesn't have field at offset 44"),
+        (map_struct(BpfMapType.HASH), 46, 4, "access beyond struct bpf_map at off 46 size 4"),
+        (_WITH_POINTER, 0, 8, FieldRead(pointer_to="vm_area_struct")),
+        (_WITH_POINTER, 0, 4, "cannot access ptr member vma with moff 0 in struct holder with off 0 size 4"),
+        (_WITH_POINTER, 12, 4, "struct holder doesn't have field at offset 12"),
+    ],
+)
+def test_struct_walk(struct: KernelStruct, off: int, size: int, expected: FieldRead | str) -> None:
+    if isinstance(expected, FieldRead):
+        assert struct_walk(struct, off, size) == expected
+        return
+    with pytest.raises(VerifierError, match=re.escape(expected)):
+        struct_walk(struct, off, size)
