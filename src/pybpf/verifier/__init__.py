@@ -61,8 +61,9 @@ for an x86-64 JIT as of 6.14+, whatever machine verifies (a kernel without a pri
 applies the 512-byte combined limit to tracing programs too, and struct_ops programs that request
 one are not modelled). Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18
 (:mod:`.spectre`), with these differences: barriers are recorded, not inserted as instructions (a
-user-space VM never speculates); the kernel's limit of 8192 pending branch states ("The sequence of
-N jumps is too complex") is not modelled; which errors a barrier recovers from follows the kernel's
+user-space VM never speculates); speculative states count towards the limit of 8192 pending
+branch states ("The sequence of N jumps is too complex", :mod:`.explore`) as in the kernel, whose
+pushes we make in its order only for the common cases; which errors a barrier recovers from follows the kernel's
 errno classes (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not
 model (``callx``) never is. These verdicts are checked against the kernel's selftest
 expectations only: this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use
@@ -106,6 +107,7 @@ from pybpf.verifier.state import (
 )
 from pybpf.verifier.structure import (
     BPF_COMPLEXITY_LIMIT_INSNS,
+    BPF_COMPLEXITY_LIMIT_JMP_SEQ,
     BPF_MAXINSNS,
     ProgramStructure,
     StructureConfig,
@@ -115,6 +117,7 @@ from pybpf.verifier.tnum import Tnum
 
 __all__ = [
     "BPF_COMPLEXITY_LIMIT_INSNS",
+    "BPF_COMPLEXITY_LIMIT_JMP_SEQ",
     "BPF_MAXINSNS",
     "BPF_REG_SIZE",
     "MAX_BPF_STACK",

@@ -1,7 +1,9 @@
 """Path-sensitive exploration, as the kernel's ``do_check`` walks a program.
 
 One path is stepped at a time; a conditional jump whose two edges are both possible pushes the
-taken edge on a stack and continues with the fall-through. At prune points (jump targets, the
+taken edge on a stack and continues with the fall-through; more than
+``BPF_COMPLEXITY_LIMIT_JMP_SEQ`` (8192) states waiting on that stack at once is the kernel's "The
+sequence of N jumps is too complex." At prune points (jump targets, the
 instruction after a conditional jump, call sites) the current state is compared with the states
 already stored there: when a *finished* stored state covers it (:func:`states_equal`), the path
 stops; when an *unfinished* one (still being explored: a loop around to itself) is exactly equal,
@@ -76,7 +78,12 @@ from pybpf.verifier.precision import (
 )
 from pybpf.verifier.scalar_ops import endian, neg
 from pybpf.verifier.state import IterState, RegState, RegType, StackState
-from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, ProgramStructure, source_of
+from pybpf.verifier.structure import (
+    BPF_COMPLEXITY_LIMIT_INSNS,
+    BPF_COMPLEXITY_LIMIT_JMP_SEQ,
+    ProgramStructure,
+    source_of,
+)
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
 _IMM64, _FUNC, _BTF_ID = PseudoSrc.IMM64, PseudoSrc.FUNC, PseudoSrc.BTF_ID
@@ -441,6 +448,11 @@ class Explorer:
         if parent is not None:
             parent.branches += 1
         self.pending.append(Work(pc, state, parent))
+        # push_stack: the states pushed and not yet popped are the kernel's env->stack_size (the
+        # path being stepped is not among them); past the limit it gives up with E2BIG, which no
+        # speculation barrier recovers from.
+        if len(self.pending) > BPF_COMPLEXITY_LIMIT_JMP_SEQ:
+            raise reject_fatal(f"The sequence of {len(self.pending)} jumps is too complex.")
 
     # -- one instruction -----------------------------------------------------------------------
 

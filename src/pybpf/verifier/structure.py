@@ -56,6 +56,8 @@ _R10 = Reg.R10
 
 BPF_COMPLEXITY_LIMIT_INSNS = 1_000_000
 """Largest program a privileged (CAP_BPF) loader may submit, in slots."""
+BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
+"""Most branch states waiting to be explored at once (the kernel's ``push_stack`` limit)."""
 BPF_MAXINSNS = 4096
 """Largest program an unprivileged loader may submit, in slots."""
 
