@@ -106,6 +106,10 @@ class BtfError(LoadError):
     """BTF or .BTF.ext data that does not parse."""
 
 
+class BtfFieldError(BtfError):
+    """A map value's special fields (spin lock, timer...) the kernel refuses, e.g. one twice."""
+
+
 def _btf_where(type_id: int | None, offset: int | None) -> str:
     parts = []
     if type_id is not None:

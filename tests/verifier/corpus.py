@@ -10,24 +10,126 @@ A file under ``corpus/`` holds blocks like::
     expect: reject R3 !read_ok        (or: expect: accept)
     kernel: <reason>                  (optional: the kernel's verdict differs, and why)
     kernel-message: <reason>          (optional: same verdict, but the kernel words it differently)
+    value-btf: 0: bpf_spin_lock@0; 1:  (optional: these maps' values have BTF, see below)
+    func-info: yes                    (optional: the program comes with BTF func_info, see below)
     ---
     r0 = r3
     exit
 
 The asm is LLVM syntax (``pybpf.asm``). A rejection's expected text is the last line of our
 reason, and (unless ``kernel-message`` says otherwise) must appear in the kernel's log too.
+
+Raw instructions carry no BTF, but some rules need it; a case describes the BTF it needs and
+:func:`case_btf` builds it (encoded with :func:`pybpf.btf.encode.encode_btf`), so the kernel loads
+the same case with real BTF and we read the same types back:
+
+* ``value-btf: N: field@offset ...`` (several maps separated by ``;``): map N is created with BTF,
+  its value a struct of the map's value size holding these kernel objects (``bpf_spin_lock``,
+  ``bpf_timer``, ``bpf_wq``) at these byte offsets (none: a value with BTF but no such field);
+  its key a u32 (or a byte array of the key size);
+* ``func-info: yes``: the program is loaded with BTF func_info, every function (the main program
+  and each callee or callback) a static ``int fN(void)``: what the kernel needs to accept
+  callbacks, and what tells it (and us) that functions have BTF.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pybpf.btf import Btf
+from pybpf.btf.encode import encode_btf
+from pybpf.btf.record import special_fields
+from pybpf.btf.types import Array, BtfType, Func, FuncLinkage, FuncProto, Int, IntEncoding, Member, Struct
 from pybpf.isa.insn import LabeledInsn
 from pybpf.platform import BpfMapFlag, BpfMapType, BpfProgType
-from pybpf.verifier import MapInfo
+from pybpf.verifier import MapInfo, VerifierReport, verify
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
+
+
+# -- BTF a case describes ------------------------------------------------------------------------
+
+_U32, _U64, _U8, _INT, _U64X2, _PROTO = 1, 2, 3, 4, 5, 6
+_SPECIAL_STRUCTS = {"bpf_spin_lock": 7, "bpf_timer": 8, "bpf_wq": 9}
+_BASE_TYPES: tuple[BtfType, ...] = (
+    Int("unsigned int", 4, IntEncoding(0), 0, 32),
+    Int("unsigned long long", 8, IntEncoding(0), 0, 64),
+    Int("unsigned char", 1, IntEncoding(0), 0, 8),
+    Int("int", 4, IntEncoding.SIGNED, 0, 32),
+    Array("", _U64, _U32, 2),
+    FuncProto("", _INT, ()),
+    # The kernel's own layouts (include/uapi/linux/bpf.h): it checks each special struct's size.
+    Struct("bpf_spin_lock", 4, (Member("val", _U32, 0),)),
+    Struct("bpf_timer", 16, (Member("__opaque", _U64X2, 0),)),
+    Struct("bpf_wq", 16, (Member("__opaque", _U64X2, 0),)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseBtf:
+    """The BTF a case's ``value-btf``/``func-info`` lines describe: the blob handed to the kernel,
+    the same types decoded (what our verifier reads, as it reads an object's), the key and value
+    type ids of each described map, and the (pc, FUNC type id) func_info records."""
+
+    blob: bytes
+    btf: Btf
+    map_types: dict[int, tuple[int, int]]
+    funcs: tuple[tuple[int, int], ...]
+
+
+def _parse_value_btf(text: str) -> tuple[tuple[int, tuple[tuple[str, int], ...]], ...]:
+    layouts = []
+    for part in filter(None, (item.strip() for item in text.split(";"))):
+        index, _, fields = part.partition(":")
+        placed = []
+        for field in fields.split():
+            name, _, offset = field.partition("@")
+            if name not in _SPECIAL_STRUCTS:
+                raise ValueError(f"value-btf: unknown field {name!r} (known: {sorted(_SPECIAL_STRUCTS)})")
+            placed.append((name, int(offset)))
+        layouts.append((int(index), tuple(placed)))
+    return tuple(layouts)
+
+
+def _function_starts(asm: str) -> list[int]:
+    from pybpf.asm import Syntax, assemble
+    from pybpf.verifier.cfg import call_target
+
+    starts = {0}
+    for labeled in assemble(asm, Syntax.LLVM):
+        target = call_target(labeled.pc, labeled.insn)
+        if target is not None:
+            starts.add(target)
+    return sorted(starts)
+
+
+def case_btf(maps: Sequence[MapInfo], value_btf: tuple[tuple[int, tuple[tuple[str, int], ...]], ...],
+             func_info: bool, asm: str) -> CaseBtf | None:
+    """Build the BTF a case describes (None when it describes none)."""
+    if not value_btf and not func_info:
+        return None
+    types: list[BtfType] = list(_BASE_TYPES)
+    map_types: dict[int, tuple[int, int]] = {}
+    for index, placed in value_btf:
+        info = maps[index]
+        if info.key_size == 4:
+            key = _U32  # an array map's key must be a 32-bit int
+        else:
+            types.append(Array("", _U8, _U32, info.key_size))
+            key = len(types)
+        members = tuple(Member(name.removeprefix("bpf_"), _SPECIAL_STRUCTS[name], offset * 8)
+                        for name, offset in placed)
+        types.append(Struct(f"value{index}", info.value_size, members))
+        map_types[index] = (key, len(types))
+    funcs: list[tuple[int, int]] = []
+    if func_info:
+        for number, start in enumerate(_function_starts(asm)):
+            types.append(Func(f"f{number}", _PROTO, FuncLinkage.STATIC))
+            funcs.append((start, len(types)))
+    blob = encode_btf(types)
+    return CaseBtf(blob, Btf.from_bytes(blob), map_types, tuple(funcs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +144,7 @@ class CorpusCase:
     kernel_message_differs: str | None
     asm: str
     privileged: bool = True
+    btf: CaseBtf | None = None  # the BTF value-btf/func-info describe
 
 
 def _map(text: str) -> MapInfo:
@@ -67,17 +170,24 @@ def _parse_block(file: str, block: str) -> CorpusCase:
         expected = expect.removeprefix("reject ")
     else:
         raise ValueError(f"{file}: {name}: bad expect line {expect!r}")
+    maps = tuple(_map(item) for item in fields.get("maps", "").split())
+    btf = case_btf(maps, _parse_value_btf(fields.get("value-btf", "")), fields.get("func-info", "no") == "yes", asm)
+    if btf is not None:
+        # What the kernel finds in the value BTF, read back as we read an object's.
+        maps = tuple(replace(info, fields=special_fields(btf.btf, btf.map_types[index][1]))
+                     if index in btf.map_types else info for index, info in enumerate(maps))
     return CorpusCase(
         name=name,
         file=file,
         prog_type=BpfProgType[fields.get("type", "socket_filter").upper()],
-        maps=tuple(_map(item) for item in fields.get("maps", "").split()),
+        maps=maps,
         license=fields.get("license", "GPL"),
         expected=expected,
         kernel_differs=fields.get("kernel"),
         kernel_message_differs=fields.get("kernel-message"),
         asm=asm,
         privileged=fields.get("privileged", "yes") != "no",
+        btf=btf,
     )
 
 
@@ -98,3 +208,10 @@ def assemble_case(case: CorpusCase) -> list[LabeledInsn]:
     from pybpf.asm import Syntax, assemble
 
     return assemble(case.asm, Syntax.LLVM)
+
+
+def verify_case(case: CorpusCase) -> VerifierReport:
+    """Our verdict on a case, with the maps, license, privileges and BTF it describes."""
+    starts = frozenset(pc for pc, _ in case.btf.funcs) if case.btf is not None and case.btf.funcs else None
+    return verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license,
+                  privileged=case.privileged, func_info=starts is not None, scalar_returns=starts)

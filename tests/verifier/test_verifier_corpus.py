@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pybpf.verifier import verify
-
-from .corpus import CorpusCase, assemble_case, load_corpus
+from .corpus import CorpusCase, load_corpus, verify_case
 
 CASES = load_corpus()
 
@@ -20,8 +18,7 @@ def test_corpus_is_large_and_balanced() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_corpus_case(case: CorpusCase) -> None:
-    report = verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license,
-                    privileged=case.privileged)
+    report = verify_case(case)
     if case.expected is None:
         assert report.accepted, report.summary()
         assert report.processed_insns > 0

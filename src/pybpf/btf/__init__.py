@@ -1,14 +1,17 @@
 """BTF: decode ``.BTF`` type information and ``.BTF.ext`` func/line/CO-RE records, and resolve
-CO-RE relocations against a target BTF (the kernel's vmlinux, or another object's).
+CO-RE relocations against a target BTF (the kernel's vmlinux, or another object's); encode types
+back to a blob (:mod:`.encode`); find a map value's spin lock, timer... (:mod:`.record`).
 
 Pure and deterministic: everything here takes bytes or decoded objects and returns data.
 """
 
 from pybpf.btf.btf import MAX_RESOLVE_DEPTH, Btf, FoundMember
 from pybpf.btf.core import CoreAccessor, CoreReloResult, CoreResolver, CoreSpec, resolve_core_relo
+from pybpf.btf.encode import encode_btf
 from pybpf.btf.ext import BtfExt, BtfExtHeader, CoreRelo, CoreReloKind, FuncInfo, LineInfo, LineInfoRecord
 from pybpf.btf.format import dump_raw, format_raw_type, iter_raw_dump
 from pybpf.btf.parse import BtfHeader, StringTable, decode_header
+from pybpf.btf.record import FieldKind, SpecialField, special_fields
 from pybpf.btf.types import (
     AnyEnum,
     Array,
@@ -66,6 +69,7 @@ __all__ = [
     "Enum",
     "Enum64",
     "EnumValue",
+    "FieldKind",
     "Float",
     "FoundMember",
     "Func",
@@ -81,6 +85,7 @@ __all__ = [
     "Param",
     "Ptr",
     "Restrict",
+    "SpecialField",
     "StringTable",
     "Struct",
     "TypeTag",
@@ -93,7 +98,9 @@ __all__ = [
     "Volatile",
     "decode_header",
     "dump_raw",
+    "encode_btf",
     "format_raw_type",
     "iter_raw_dump",
     "resolve_core_relo",
+    "special_fields",
 ]

@@ -52,9 +52,11 @@ pointer trust is not modelled; states below an iterator loop still being explore
 ranges, ignoring precision, for the rest of the verification (the kernel stops once the loop's SCC
 is done); a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array``
 layout (the fields CO-RE relocates to; a non-array map's larger kernel struct, e.g. ``bpf_htab``, is
-modelled as its ``struct bpf_map`` only); a spin lock's or timer's offset is not checked against
-BTF; ``bpf_find_vma`` checks its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct
-is unknown passes; trust flags are not tracked); a global function's ``arg:trusted``/``arg:untrusted``
+modelled as its ``struct bpf_map`` only); a map value's special fields are the spin lock, timer,
+workqueue and refcount structs (kptrs, lists and rb-trees are not modelled), and a lock is
+compared for pruning by its pointer's id exactly (the kernel maps ids); ``bpf_find_vma`` checks
+its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct is unknown passes; trust
+flags are not tracked); a global function's ``arg:trusted``/``arg:untrusted``
 struct is taken by name (the kernel also requires it to match vmlinux's type), and ``arg:arena``
 (and ``arg:untrusted`` on a non-struct) is refused; private stacks (:mod:`.stack_depth`) are modelled
 for an x86-64 JIT as of 6.14+, whatever machine verifies (a kernel without a private-stack JIT

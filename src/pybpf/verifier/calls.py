@@ -13,9 +13,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from pybpf.btf.record import FieldKind
 from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import Call
-from pybpf.platform import HELPER_PROTOS, ArgType, BpfMapType, HelperArg, HelperId, HelperProto, RetType, map_type_spec
+from pybpf.platform import (
+    HELPER_PROTOS,
+    ArgType,
+    BpfMapType,
+    BpfProgType,
+    HelperArg,
+    HelperId,
+    HelperProto,
+    RetType,
+    map_type_spec,
+)
 from pybpf.platform.dynptr import DynptrType
 from pybpf.verifier import callbacks, dynptr
 from pybpf.verifier.callbacks import CallbackEntry
@@ -62,7 +73,8 @@ class _Meta:
     release_ref: int = 0
     callback: int | None = None
     callback_ctx: RegState | None = None
-    lock: tuple[int | None, int] | None = None
+    lock: tuple[int | None, int] | None = None  # the spin lock argument: (map, pointer id)
+    timer_map: int | None = None  # the map a bpf_timer argument lives in
     const_key: int | None = None  # a lookup's key, when the stack holds it as a known constant
     pc: int = 0
     pkt_access: bool = False  # the helper may be given packet pointers (fn->pkt_access)
@@ -309,6 +321,10 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
         case ArgType.CONST_MAP_PTR:
             if reg.type is not RegType.CONST_PTR_TO_MAP:
                 raise _mismatch(regno, reg, "map_ptr")
+            if meta.timer_map is not None and meta.timer_map != reg.map_uid:
+                # bpf_timer_init(timer, map): the timer must live in that very map. (The kernel
+                # prints its own map_uid, which is 0 for any map but an inner one.)
+                raise reject(f"timer pointer in R1 map_uid=0 doesn't match map pointer in R{regno} map_uid=0")
             meta.map, meta.map_reg = env.map_of(reg), reg
         case ArgType.PTR_TO_MAP_KEY | ArgType.PTR_TO_MAP_VALUE:
             if meta.map is None:
@@ -360,11 +376,14 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
         case ArgType.PTR_TO_SPIN_LOCK | ArgType.PTR_TO_TIMER:
             if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
                 raise _mismatch(regno, reg, "map_value")
-            if arg.type is ArgType.PTR_TO_SPIN_LOCK:
-                if not reg.var_off.is_const():
-                    raise reject(f"R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant "
-                                 "offset")
-                meta.lock = (reg.map_uid, reg.off + (reg.var_off.const_value() or 0))
+            kind = FieldKind.SPIN_LOCK if arg.type is ArgType.PTR_TO_SPIN_LOCK else FieldKind.TIMER
+            _special_field_arg(env, regno, reg, kind)
+            if kind is FieldKind.SPIN_LOCK:
+                # A lock is the object the pointer came from (its id) in that map, as the
+                # kernel's lock state records it: two lookups are two locks.
+                meta.lock = (reg.map_uid, reg.id)
+            else:
+                meta.timer_map = reg.map_uid
         case ArgType.PTR_TO_DYNPTR:
             if arg.is_release:
                 if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
@@ -396,6 +415,45 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
                 raise _mismatch(regno, reg, expected)
             if arg.is_release and reg.ref_obj_id:
                 meta.release_ref = reg.ref_obj_id
+
+
+# is_tracing_prog_type: the program types the kernel keeps away from spin locks and timers.
+_TRACING_TYPES = frozenset({BpfProgType.KPROBE, BpfProgType.TRACEPOINT, BpfProgType.PERF_EVENT,
+                            BpfProgType.RAW_TRACEPOINT, BpfProgType.RAW_TRACEPOINT_WRITABLE})
+
+
+def check_map_prog_compatibility(env: Env, info: MapInfo) -> None:
+    """``check_map_prog_compatibility``: a map whose value holds a spin lock (a timer, a
+    workqueue) may not be used by program types that could hold it from any context."""
+    if not info.fields:
+        return
+    prog_type = env.options.prog_type.prog_type
+    tracing = prog_type in _TRACING_TYPES
+    for field in info.fields:
+        if field.kind in (FieldKind.SPIN_LOCK, FieldKind.RES_SPIN_LOCK):
+            if prog_type == BpfProgType.SOCKET_FILTER:
+                raise reject("socket filter progs cannot use bpf_spin_lock yet")
+            if tracing:
+                raise reject("tracing progs cannot use bpf_spin_lock yet")
+        elif field.kind in (FieldKind.TIMER, FieldKind.WORKQUEUE) and tracing:
+            raise reject(f"tracing progs cannot use {field.kind.value} yet")
+
+
+def _special_field_arg(env: Env, regno: int, reg: RegState, kind: FieldKind) -> None:
+    """``process_spin_lock``/``process_timer_func``: the pointer is exactly the map value's
+    ``struct bpf_spin_lock`` (``struct bpf_timer``), as the map's value BTF places it."""
+    word = kind.value
+    if not reg.var_off.is_const():
+        raise reject(f"R{regno} doesn't have constant offset. {word} has to be at the constant offset")
+    info = env.map_of(reg)
+    if info.fields is None:
+        raise reject(f"map '{info.kernel_name}' has to have BTF in order to use {word}")
+    field = info.field(kind)
+    if field is None:
+        raise reject(f"map '{info.kernel_name}' has no valid {word}")
+    offset = reg.off + (reg.var_off.const_value() or 0)
+    if offset != field.offset:
+        raise reject(f"off {offset} doesn't point to 'struct {word}' that is at {field.offset}")
 
 
 def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, *, zero_ok: bool) -> None:
@@ -489,8 +547,11 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
         if proto.id == HelperId.MAP_LOOKUP_ELEM and meta.const_key is not None and (
                 0 <= meta.const_key < meta.map.max_entries):
-            # An array element at a known index exists: the kernel elides the NULL (6.14+).
-            return RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=meta.map_reg.map_uid)
+            # An array element at a known index exists: the kernel elides the NULL (6.14+). It
+            # still gets an id when it holds a spin lock: the lock is known by that id.
+            locking = meta.map.field(FieldKind.SPIN_LOCK) or meta.map.field(FieldKind.RES_SPIN_LOCK)
+            return RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=meta.map_reg.map_uid,
+                                    id=new_id if locking else 0)
         return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=True, id=new_id, map_uid=meta.map_reg.map_uid)
     if ret is RetType.PTR_TO_MEM_OR_NULL:
         return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,

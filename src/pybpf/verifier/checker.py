@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from pybpf.asm.printer import format_insn
+from pybpf.btf.record import special_fields
 from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
 from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
 from pybpf.isa.insn import LabeledInsn, LoadImm64
@@ -118,8 +119,13 @@ def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:
     def info(spec: MapSpec) -> MapInfo:
         frozen = spec.section.startswith(".rodata") or spec.section == ".kconfig"
         inner = info(spec.inner) if spec.inner is not None else None
+        fields = None
+        if obj.btf is not None and spec.btf_value_type_id:
+            # The kernel finds the value's spin lock, timer... in its BTF (btf_parse_fields); a
+            # value holding one twice is an object the kernel refuses to create the map for.
+            fields = special_fields(obj.btf, spec.btf_value_type_id)
         return MapInfo(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags, spec.name, frozen,
-                       inner)
+                       inner, fields)
 
     return {name: info(spec) for name, spec in obj.maps.items()}
 

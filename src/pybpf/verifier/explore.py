@@ -688,6 +688,7 @@ class Explorer:
         info = self.resolver(pc, insn)
         if info is None:
             raise reject(f"fd {insn.imm} is not pointing to valid bpf_map")
+        calls.check_map_prog_compatibility(self.env, info)
         uid = self.env.add_map(info)
         if src in _MAP_FDS:
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid)

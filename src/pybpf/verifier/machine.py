@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pybpf.btf.record import FieldKind, SpecialField
 from pybpf.errors import VerifierError
 from pybpf.isa.insn import BinOp, Cond, LoadImm64
 from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
@@ -52,6 +53,17 @@ class MapInfo:
     name: str = ""
     frozen: bool = False
     inner: MapInfo | None = None  # the template of a map-in-map's inner maps
+    # The kernel-managed objects in the value (spin lock, timer...) found in the map's value BTF;
+    # None when the map has no value BTF (the kernel then refuses spin locks and timers in it).
+    fields: tuple[SpecialField, ...] | None = None
+
+    @property
+    def kernel_name(self) -> str:
+        """The name as the kernel keeps it (and its messages print it): at most 15 bytes."""
+        return self.name[:15]
+
+    def field(self, kind: FieldKind) -> SpecialField | None:
+        return next((found for found in self.fields or () if found.kind is kind), None)
 
     @property
     def readonly(self) -> bool:

@@ -20,7 +20,7 @@ from pybpf.platform import Conversion, PacketAccess
 from pybpf.platform.kernel_types import map_struct
 from pybpf.verifier import dynptr, spectre
 from pybpf.verifier.btf_access import FieldRead, btf_object_access, map_struct_access
-from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, State, reject, tnum_text, type_name
+from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, MapInfo, State, reject, tnum_text, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
 from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot, StackState
@@ -187,6 +187,7 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
             if is_write and info.readonly:
                 raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off + off} size={size}")
             region_access(regno, reg, off, size, mem_size=info.value_size, what="map value")
+            special_fields_untouched(info, reg, off, size)
         case RegType.PTR_TO_MAP_KEY:
             if is_write:
                 raise reject(f"R{regno} cannot write into map_key")
@@ -221,6 +222,18 @@ def _field_value(read: FieldRead, size: int, sign_extend: bool) -> RegState:
     if read.pointer_to is not None:
         return RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type=read.pointer_to)
     return sized_scalar(size, sign_extend)
+
+
+def special_fields_untouched(info: MapInfo, reg: RegState, off: int, size: int) -> None:
+    """``check_map_access``: no load, store or helper access may touch any byte of a spin lock,
+    timer or other kernel-managed field of the value (over the pointer's whole offset range)."""
+    if not info.fields:
+        return
+    low = reg.var_off.smin + reg.off + off
+    high = reg.var_off.umax + reg.off + off + size
+    for field in info.fields:
+        if low < field.offset + field.size and field.offset < high:
+            raise reject(f"{field.kind.value} cannot be accessed directly by load/store")
 
 
 def region_access(regno: int, reg: RegState, off: int, size: int, *, mem_size: int, what: str) -> None:
@@ -470,6 +483,7 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
             if write and info.readonly:
                 raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off} size={size}")
             region_access(regno, reg, 0, size, mem_size=info.value_size, what="map value")
+            special_fields_untouched(info, reg, 0, size)
         case RegType.PTR_TO_MAP_KEY:
             region_access(regno, reg, 0, size, mem_size=env.map_of(reg).key_size, what="map key")
         case RegType.PTR_TO_MEM:
