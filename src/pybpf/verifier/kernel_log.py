@@ -215,6 +215,8 @@ def format_kernel_reg(reg: RegState, maps: Sequence[MapInfo] = (), frameno: int 
         constant = value.const_value() or 0
         return str(constant - (1 << 64) if constant >> 63 else constant)
     name = type_name(reg)
+    if reg.type is RegType.PTR_TO_BTF_ID and reg.btf_type:
+        name += reg.btf_type  # ptr_vm_area_struct(): the kernel names the struct (trust flags are not tracked)
     if reg.type is RegType.PTR_TO_STACK:
         prefix = name if reg.frameno == frameno else f"{name}[{reg.frameno}]"
         if value.is_const():
