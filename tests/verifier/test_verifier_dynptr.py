@@ -305,6 +305,105 @@ SEC("xdp") int prog(struct xdp_md *ctx) {
 }
 
 
+KFUNCS = r"""
+extern int bpf_dynptr_from_xdp(struct xdp_md *x, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym __weak;
+extern int bpf_dynptr_from_skb(struct __sk_buff *s, __u64 flags, struct bpf_dynptr *ptr__uninit) __ksym __weak;
+extern void *bpf_dynptr_slice(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
+                              __u32 buffer__szk) __ksym __weak;
+extern void *bpf_dynptr_slice_rdwr(const struct bpf_dynptr *p, __u32 offset, void *buffer__opt,
+                                   __u32 buffer__szk) __ksym __weak;
+extern int bpf_dynptr_clone(const struct bpf_dynptr *p, struct bpf_dynptr *clone__uninit) __ksym __weak;
+extern __u32 bpf_dynptr_size(const struct bpf_dynptr *p) __ksym __weak;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *xdp, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
+"""
+
+# Dynptr kfuncs (the kfunc table's entries), same rules: name -> (C source, the kernel's verdict).
+KFUNC_PROGRAMS: dict[str, tuple[str, bool]] = {
+    "kfunc-slice-read-only": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr; __u8 buf[4];
+    bpf_dynptr_from_xdp(ctx, 0, &ptr);
+    __u8 *p = bpf_dynptr_slice(&ptr, 0, buf, sizeof(buf));
+    if (!p) return XDP_PASS;
+    p[0] = 1;
+    return XDP_PASS;
+}""", False),
+    "kfunc-slice-rdwr-write": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    bpf_dynptr_from_xdp(ctx, 0, &ptr);
+    __u8 *p = bpf_dynptr_slice_rdwr(&ptr, 0, 0, 4);
+    if (!p) return XDP_PASS;
+    p[3] = p[0];
+    return XDP_PASS;
+}""", True),
+    "kfunc-slice-beyond-size": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    bpf_dynptr_from_xdp(ctx, 0, &ptr);
+    __u8 *p = bpf_dynptr_slice_rdwr(&ptr, 0, 0, 4);
+    if (!p) return XDP_PASS;
+    return p[4];
+}""", False),
+    "kfunc-slice-after-adjust-head": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr; __u8 buf[4];
+    bpf_dynptr_from_xdp(ctx, 0, &ptr);
+    __u8 *p = bpf_dynptr_slice(&ptr, 0, buf, sizeof(buf));
+    if (!p) return XDP_PASS;
+    bpf_xdp_adjust_head(ctx, 0);
+    return p[0];
+}""", False),
+    "kfunc-slice-rdwr-no-packet-writes": (r"""
+SEC("syscall") int prog(void *ctx) {
+    struct bpf_dynptr ptr;
+    __u64 *value = row();
+    if (!value) return 0;
+    bpf_dynptr_from_mem(value, 64, 0, &ptr);
+    __u64 *p = bpf_dynptr_slice_rdwr(&ptr, 0, 0, 8);
+    return p ? *p : 0;
+}""", False),
+    "kfunc-from-skb-in-xdp": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr;
+    bpf_dynptr_from_skb((struct __sk_buff *)ctx, 0, &ptr);
+    return XDP_PASS;
+}""", False),
+    "kfunc-skb-write-then-slice": (r"""
+SEC("tc") int prog(struct __sk_buff *skb) {
+    struct bpf_dynptr ptr; __u8 buf[2], v = 1;
+    bpf_dynptr_from_skb(skb, 0, &ptr);
+    __u8 *p = bpf_dynptr_slice(&ptr, 0, buf, sizeof(buf));
+    if (!p) return 0;
+    bpf_dynptr_write(&ptr, 0, &v, 1, 0);
+    return p[0];
+}""", False),
+    "kfunc-ringbuf-clone-used-after-submit": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr, copy; __u32 v = 1;
+    bpf_ringbuf_reserve_dynptr(&events, 8, 0, &ptr);
+    bpf_dynptr_clone(&ptr, &copy);
+    bpf_ringbuf_submit_dynptr(&ptr, 0);
+    bpf_dynptr_write(&copy, 0, &v, sizeof(v), 0);
+    return XDP_PASS;
+}""", False),
+    "kfunc-ringbuf-clone-released": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr, copy;
+    bpf_ringbuf_reserve_dynptr(&events, 8, 0, &ptr);
+    bpf_dynptr_clone(&ptr, &copy);
+    bpf_ringbuf_discard_dynptr(&copy, 0);
+    return XDP_PASS;
+}""", True),
+    "kfunc-clone-of-uninit": (r"""
+SEC("xdp") int prog(struct xdp_md *ctx) {
+    struct bpf_dynptr ptr, copy;
+    bpf_dynptr_clone(&ptr, &copy);
+    return bpf_dynptr_size(&copy);
+}""", False),
+}
+
+
 def _verdict(tmp_path: Path, name: str) -> tuple[Path, bool, str]:
     body, _ = PROGRAMS[name]
     obj = compile_c(tmp_path, name, HEADER + body)
@@ -334,12 +433,34 @@ def test_dynptr_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
 @pytest.mark.clang
 @pytest.mark.kernel
 @pytest.mark.skipif(not KERNEL_AVAILABLE, reason=KERNEL_REASON or "bpf() unavailable")
-@pytest.mark.parametrize("name", [name for name, (_, accepted) in PROGRAMS.items() if not accepted])
+@pytest.mark.parametrize("name", [name for name, (_, accepted) in {**PROGRAMS, **KFUNC_PROGRAMS}.items()
+                                  if not accepted])
 def test_dynptr_rejection_reason_is_in_the_kernel_log(tmp_path: Path, name: str) -> None:
-    body, _ = PROGRAMS[name]
+    body = PROGRAMS[name][0] if name in PROGRAMS else KFUNCS + KFUNC_PROGRAMS[name][0]
     obj = compile_c(tmp_path, name, HEADER + body)
     spec = load_spec(obj)
     report = verify_program(spec.programs["prog"], spec)
     accepted, log = kernel_verdict(obj)
     assert not accepted and report.error is not None
     assert report.error.reason in log, f"ours: {report.error.reason}\nkernel: {log[-600:]}"
+
+
+@pytest.mark.clang
+@pytest.mark.parametrize("name", list(KFUNC_PROGRAMS))
+def test_dynptr_kfunc_verdict(tmp_path: Path, name: str) -> None:
+    body, kernel_accepts = KFUNC_PROGRAMS[name]
+    obj = compile_c(tmp_path, name, HEADER + KFUNCS + body)
+    spec = load_spec(obj)
+    report = verify_program(spec.programs["prog"], spec)
+    assert report.accepted == kernel_accepts, report.summary()
+
+
+@pytest.mark.clang
+@pytest.mark.kernel
+@pytest.mark.skipif(not KERNEL_AVAILABLE, reason=KERNEL_REASON or "bpf() unavailable")
+@pytest.mark.parametrize("name", list(KFUNC_PROGRAMS))
+def test_dynptr_kfunc_expectation_matches_kernel(tmp_path: Path, name: str) -> None:
+    body, kernel_accepts = KFUNC_PROGRAMS[name]
+    obj = compile_c(tmp_path, name, HEADER + KFUNCS + body)
+    accepted, log = kernel_verdict(obj)
+    assert accepted == kernel_accepts, log[-400:]

@@ -95,6 +95,8 @@ class KfuncSet(Enum):
 
     COMMON = "common"  # common_kfunc_set
     GENERIC = "generic"  # generic_kfunc_set
+    SKB = "skb"  # bpf_kfunc_set_skb (net/core/filter.c)
+    XDP = "xdp"  # bpf_kfunc_set_xdp (net/core/filter.c)
 
     @property
     def prog_types(self) -> frozenset[BpfProgType] | None:
@@ -108,6 +110,13 @@ _SET_PROG_TYPES: dict[KfuncSet, frozenset[BpfProgType] | None] = {
         BpfProgType.TRACING, BpfProgType.SCHED_CLS, BpfProgType.XDP, BpfProgType.STRUCT_OPS,
         BpfProgType.SYSCALL, BpfProgType.CGROUP_SKB, BpfProgType.SCHED_ACT,
     }),
+    # net/core/filter.c bpf_kfunc_init(): the skb set for these, the xdp set for XDP.
+    KfuncSet.SKB: frozenset({
+        BpfProgType.SCHED_CLS, BpfProgType.SCHED_ACT, BpfProgType.SK_SKB, BpfProgType.SOCKET_FILTER,
+        BpfProgType.CGROUP_SKB, BpfProgType.LWT_OUT, BpfProgType.LWT_IN, BpfProgType.LWT_XMIT,
+        BpfProgType.LWT_SEG6LOCAL, BpfProgType.TRACING,  # and BPF_PROG_TYPE_NETFILTER (not in our uapi table)
+    }),
+    KfuncSet.XDP: frozenset({BpfProgType.XDP}),
 }
 
 

@@ -64,6 +64,14 @@ def _int(name: str) -> KfuncArg:
     return KfuncArg(name, KfuncArgKind.SCALAR)
 
 
+# Dynptrs (kernel/bpf/helpers.c, net/core/filter.c): ``const struct bpf_dynptr *p`` is an
+# initialised dynptr, ``*__uninit`` one the kfunc builds; the verifier's dynptr rules apply
+# (pybpf.verifier.dynptr), and the slices' size is their constant ``buffer__szk`` argument.
+_DYNPTR = KfuncArg("p", KfuncArgKind.DYNPTR)
+_SLICE_ARGS = (_DYNPTR, _int("offset"), KfuncArg("buffer__opt", KfuncArgKind.MEM, nullable=True),
+               KfuncArg("buffer__szk", KfuncArgKind.CONST_MEM_SIZE))
+
+
 _PROTOS: tuple[KfuncProto, ...] = (
     # --- open-coded numeric iterator (kernel/bpf/bpf_iter.c, common set) ---
     _K(0, "bpf_iter_num_new", (_ITER_NUM, _int("start"), _int("end")), _INT,
@@ -100,6 +108,28 @@ _PROTOS: tuple[KfuncProto, ...] = (
         _int("flags")), _INT,
        "Copy a NUL-terminated user string into dst (BPF_F_PAD_ZEROS pads); its size with the NUL, or -errno.",
        _F.SLEEPABLE),
+    # --- dynptrs (common set; the constructors in the skb and xdp sets) ---
+    _K(0, "bpf_dynptr_from_skb", (KfuncArg("s", KfuncArgKind.CTX), _int("flags"),
+                                  KfuncArg("ptr__uninit", KfuncArgKind.DYNPTR, uninit=True)), _INT,
+       "Make an skb dynptr over the packet (0, or -EINVAL for flags with a NULL dynptr).",
+       _F.TRUSTED_ARGS, KfuncSet.SKB),
+    _K(0, "bpf_dynptr_from_xdp", (KfuncArg("x", KfuncArgKind.CTX), _int("flags"),
+                                  KfuncArg("ptr__uninit", KfuncArgKind.DYNPTR, uninit=True)), _INT,
+       "Make an xdp dynptr over the packet (0, or -EINVAL for flags with a NULL dynptr).",
+       _F.NONE, KfuncSet.XDP),
+    _K(0, "bpf_dynptr_slice", _SLICE_ARGS, KfuncRetKind.MEM,
+       "Read-only pointer to buffer__szk bytes at offset of a dynptr (maybe copied to the buffer), or NULL.",
+       _F.RET_NULL, ret_readonly=True),
+    _K(0, "bpf_dynptr_slice_rdwr", _SLICE_ARGS, KfuncRetKind.MEM,
+       "Writable pointer to buffer__szk bytes at offset of a dynptr, or NULL (also for a read-only dynptr).",
+       _F.RET_NULL),
+    _K(0, "bpf_dynptr_adjust", (_DYNPTR, _int("start"), _int("end")), _INT,
+       "Narrow the dynptr's view to [start, end) (-EINVAL, -ERANGE)."),
+    _K(0, "bpf_dynptr_is_null", (_DYNPTR,), _INT, "Whether the dynptr is NULL."),
+    _K(0, "bpf_dynptr_is_rdonly", (_DYNPTR,), _INT, "Whether the dynptr is read-only."),
+    _K(0, "bpf_dynptr_size", (_DYNPTR,), _INT, "The size of the dynptr's view (-EINVAL when NULL)."),
+    _K(0, "bpf_dynptr_clone", (_DYNPTR, KfuncArg("clone__uninit", KfuncArgKind.DYNPTR, uninit=True)), _INT,
+       "Copy the dynptr (a ring buffer clone shares the reference); -EINVAL and a NULL clone when NULL."),
     # --- strings (Linux 6.17+, common set): kernel/bpf/helpers.c; -ERANGE for a user address,
     # -EFAULT on a fault, -E2BIG past XATTR_SIZE_MAX bytes, -ENOENT when not found ---
     _K(0, "bpf_strcmp", (_str("s1__ign"), _str("s2__ign")), _INT, "strcmp: -1, 0 or 1."),

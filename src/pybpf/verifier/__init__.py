@@ -24,7 +24,8 @@ Layers built so far:
   sanitation and Spectre-v4 stores;
 * :mod:`.dynptr` — ``struct bpf_dynptr`` objects in two ``STACK_DYNPTR`` stack slots: building,
   using and releasing them (``process_dynptr_func``), their destruction by stack writes, ring
-  buffer dynptrs as references, ``bpf_dynptr_data`` slices, ``CONST_PTR_TO_DYNPTR`` arguments;
+  buffer dynptrs as references, ``bpf_dynptr_data`` and ``bpf_dynptr_slice(_rdwr)`` slices,
+  ``CONST_PTR_TO_DYNPTR`` arguments, the dynptr kfuncs' arguments (:mod:`.kfuncs` calls it);
 * :mod:`.btf_access` — reads of kernel structs through BTF-typed pointers and map pointers,
   checked against the layouts pybpf models (:mod:`pybpf.platform.kernel_types`) as the kernel's
   ``btf_struct_access`` checks them against vmlinux BTF;

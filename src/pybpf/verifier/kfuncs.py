@@ -20,14 +20,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pybpf.isa.insn import CallKfunc, LabeledInsn
+from pybpf.platform import PacketAccess
+from pybpf.platform.dynptr import DynptrType
 from pybpf.platform.kfunc_types import KfuncArgKind, KfuncFlag, KfuncProto, KfuncRetKind
 from pybpf.platform.kfuncs import KFUNC_PROTOS
-from pybpf.verifier import iters
+from pybpf.verifier import dynptr, iters
 from pybpf.verifier.machine import BPF_MAX_VAR_SIZ, CALLER_SAVED, Env, Options, Rejection, State, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import RegState, RegType
 from pybpf.verifier.transfer import read_reg
 
+# Dynptr kfuncs the verifier treats specially (check_kfunc_args' KF_ARG_PTR_TO_DYNPTR and
+# check_kfunc_call's slice returns): constructors fix the kind, a clone copies its parent's.
+_DYNPTR_CONSTRUCTORS = {"bpf_dynptr_from_skb": DynptrType.SKB, "bpf_dynptr_from_xdp": DynptrType.XDP}
+_DYNPTR_CLONE = "bpf_dynptr_clone"
+_DYNPTR_SLICES = frozenset({"bpf_dynptr_slice", "bpf_dynptr_slice_rdwr"})
 _RCU_LOCK = "bpf_rcu_read_lock"
 _RCU_UNLOCK = "bpf_rcu_read_unlock"
 _PREEMPT_DISABLE = "bpf_preempt_disable"
@@ -75,6 +82,8 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
     _sections(state, name, sleepable)
     release_ref = 0
     iter_reg: RegState | None = None
+    found_dynptr: dynptr.DynptrRef | None = None  # the kernel's meta->initialized_dynptr
+    const_size = 0  # a ``__szk`` argument's value
     for index, arg in enumerate(proto.args):
         regno = index + 1
         reg = state.regs[regno]
@@ -87,6 +96,7 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                 if arg.kind is KfuncArgKind.CONST_SCALAR and not reg.var_off.is_const():
                     raise reject(f"R{regno} must be a known constant")
             case KfuncArgKind.MEM_SIZE | KfuncArgKind.CONST_MEM_SIZE:
+                const_size = reg.var_off.const_value() or 0 if reg.type is RegType.SCALAR_VALUE else 0
                 continue  # checked with the memory argument before it
             case KfuncArgKind.ITER:
                 read_reg(state, regno)  # type: ignore[arg-type]
@@ -118,16 +128,33 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                                      "arg to kfunc")
                     release_ref = reg.ref_obj_id
             case KfuncArgKind.DYNPTR:
-                raise reject(f"kfunc {name}: dynptr arguments are not supported by this verifier yet")
+                read_reg(state, regno)  # type: ignore[arg-type]
+                built = dynptr.check_kfunc_arg(
+                    env, state, regno, reg, uninit=arg.uninit, pc=pc, kind=_DYNPTR_CONSTRUCTORS.get(name),
+                    clone_of=found_dynptr if name == _DYNPTR_CLONE else None)
+                found_dynptr = built or found_dynptr
+    if name in _DYNPTR_SLICES:
+        slice_reg = _dynptr_slice(env, name, found_dynptr, const_size)
     if release_ref:
         _release(state, release_ref, options.privileged)
     regs, unusable = state.regs, RegState.not_init()
     for number in CALLER_SAVED:
         regs[number] = unusable
-    regs[0] = _return_value(env, state, pc, proto)
+    regs[0] = slice_reg if name in _DYNPTR_SLICES else _return_value(env, state, pc, proto)
     if iter_reg is not None and proto.has(KfuncFlag.ITER_NEXT):
         return iters.iter_next(state, iter_reg)
     return None
+
+
+def _dynptr_slice(env: Env, name: str, found: dynptr.DynptrRef | None, size: int) -> RegState:
+    """bpf_dynptr_slice(_rdwr)'s result: ``size`` bytes of the dynptr, read-only for the former;
+    the writable one only where the program type may write packets (may_access_direct_pkt_data)."""
+    if found is None:
+        raise reject("verifier internal error: no dynptr arg found")
+    rdonly = name == "bpf_dynptr_slice"
+    if not rdonly and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
+        raise reject("the prog does not allow writes to packet data")
+    return dynptr.kfunc_slice(env, found, size, rdonly=rdonly)
 
 
 def _sections(state: State, name: str, sleepable: bool) -> None:
