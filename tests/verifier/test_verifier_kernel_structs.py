@@ -13,6 +13,7 @@ the test itself in both): the area found, or -ENOENT, must be the kernel's.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import re
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,34 @@ _PERMISSIONS = VM_READ | VM_WRITE | VM_EXEC | VM_SHARED
 
 
 def _addresses() -> dict[str, int]:
-    """Addresses of this process: in a file-backed text area (libc's printf) and on the heap."""
+    """Addresses of this process: in a file-backed text area (libc's printf) and in an anonymous area."""
     printf = ctypes.cast(ctypes.CDLL(None).printf, ctypes.c_void_p).value
     assert printf is not None
-    return {"libc text": printf, "heap": ctypes.addressof(_HEAP_BUFFER), "unmapped": 8}
+    return {"libc text": printf, "anonymous": _FENCED_PAGE, "unmapped": 8}
 
 
-_HEAP_BUFFER = ctypes.create_string_buffer(64)
+def _fenced_anonymous_page() -> int:
+    """An anonymous read-write page between two PROT_NONE pages of its own.
+
+    The heap's areas grow and merge with their neighbours whenever this process allocates, so their
+    bounds can move between our read of /proc/self/maps and the kernel's run. The fences have other
+    flags than the page, so the page's area stays exactly one page.
+    """
+    page = mmap.PAGESIZE
+    area = mmap.mmap(-1, 3 * page)
+    _KEEP_MAPPED.append(area)
+    start = ctypes.addressof(ctypes.c_char.from_buffer(area))
+    mprotect = ctypes.CDLL(None, use_errno=True).mprotect
+    mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for fence in (start, start + 2 * page):
+        if mprotect(fence, page, _PROT_NONE) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
+    return start + page
+
+
+_PROT_NONE = 0  # <sys/mman.h>; the mmap module has PROT_READ and PROT_WRITE only
+_KEEP_MAPPED: list[mmap.mmap] = []
+_FENCED_PAGE = _fenced_anonymous_page()
 
 
 def _vma_row(found: dict[str, Any]) -> tuple[int, ...]:
