@@ -80,9 +80,13 @@ class Scalar:
     @classmethod
     def const(cls, value: int) -> Scalar:
         value &= U64
+        if not value and cls is Scalar:
+            return _ZERO  # as unknown(): immutable, and every pointer's variable offset
         low = value & U32
-        return cls(Tnum.const(value), to_s64(value), to_s64(value), value, value,
-                   to_s32(low), to_s32(low), low, low)
+        # to_s64/to_s32, inlined: constants are built on every path through an immediate.
+        signed = value - (1 << 64) if value >> 63 else value
+        signed_low = low - (1 << 32) if low >> 31 else low
+        return cls(Tnum.const(value), signed, signed, value, value, signed_low, signed_low, low, low)
 
     @classmethod
     def from_tnum(cls, var_off: Tnum) -> Scalar:
@@ -167,6 +171,7 @@ class Scalar:
 
 
 _UNKNOWN = Scalar(Tnum.unknown())
+_ZERO = Scalar(Tnum(0, 0), 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True)
