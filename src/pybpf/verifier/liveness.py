@@ -49,7 +49,7 @@ ARG_MASKS = tuple(((1 << (count + 1)) - 1) & ~1 for count in range(6))  # r1..r<
 
 
 def _bit(reg: object) -> int:
-    return 1 << int(reg) if isinstance(reg, Reg) else 0
+    return 1 << reg if isinstance(reg, Reg) else 0  # (a Reg is an int: no int() call needed)
 
 
 def _helper_args(helper: int) -> int:
@@ -137,6 +137,8 @@ def stack_use_def(insn: Instruction) -> tuple[int, int]:
 
 
 def _successors(pc: int, insn: Instruction) -> list[int]:
+    if not isinstance(insn, _FLOW_CLASSES):
+        return [pc + 1]  # most instructions: one type test (this runs for every instruction)
     if isinstance(insn, Exit):
         return []
     if isinstance(insn, Goto):
@@ -145,6 +147,10 @@ def _successors(pc: int, insn: Instruction) -> list[int]:
     if isinstance(insn, (Jump, MayGoto)):
         following.append(pc + 1 + insn.off)
     return following
+
+
+_FLOW_CLASSES = (Exit, Goto, Jump, MayGoto, LoadImm64)
+"""The classes whose successors are not just the next slot (a call falls through here)."""
 
 
 def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:

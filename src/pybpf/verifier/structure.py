@@ -207,19 +207,20 @@ def _check_int_returns(insns: Sequence[LabeledInsn], functions: Sequence[Subprog
 def _check_subprogs(insns: Sequence[LabeledInsn], table: dict[int, LabeledInsn], functions: Sequence[Subprog]) -> None:
     """Jumps stay inside their function, and no function falls through into the next one."""
     index = 0
+    function = functions[0]
     for labeled in insns:
-        while labeled.pc >= functions[index].end:
+        while labeled.pc >= function.end:
             index += 1
-        function = functions[index]
+            function = functions[index]
         target = branch_target(labeled.pc, labeled.insn)
-        if target is not None and target not in function:
+        if target is not None and not function.start <= target < function.end:
             raise _fail(table, labeled.pc, f"jump out of range from insn {labeled.pc} to {target}")
         # The kernel walks raw slots, so an lddw ending a function fails here too (its last slot
         # is not an exit or jump).
-        last_slot = labeled.pc + slot_count(labeled.insn) - 1
+        slots = slot_count(labeled.insn)
+        last_slot = labeled.pc + slots - 1
         if last_slot == function.end - 1 and not _is_function_end(labeled.insn):
-            raise _fail(table, last_slot if slot_count(labeled.insn) == 1 else labeled.pc,
-                        "last insn is not an exit or jmp")
+            raise _fail(table, last_slot if slots == 1 else labeled.pc, "last insn is not an exit or jmp")
         if last_slot >= function.end:
             # An lddw straddling two functions: its second slot is the next function's entry.
             raise _fail(table, labeled.pc, "last insn is not an exit or jmp")
