@@ -108,6 +108,8 @@ class RegState:
     # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
     # left out of equality, as the kernel's memcmp-based comparisons leave it out.
     precise: bool = field(default=False, compare=False)
+    # This value marked precise, once asked for (see as_precise): bookkeeping, not part of it.
+    _precise_twin: RegState | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def not_init(cls) -> RegState:
@@ -164,9 +166,15 @@ class RegState:
                         self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
 
     def as_precise(self) -> RegState:
-        return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
-                        self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, True)
+        """This register marked precise. Built once per value: stored states share register
+        values, and precision marking visits the same value in checkpoint after checkpoint."""
+        twin = self._precise_twin
+        if twin is None:
+            twin = RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
+                            self.map_uid, self.mem_size, self.range, self.frameno,
+                            self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, True)
+            object.__setattr__(self, "_precise_twin", twin)  # immutable otherwise: caching is safe
+        return twin
 
     @property
     def is_scalar(self) -> bool:
