@@ -428,8 +428,9 @@ class Env:
     stack_depth: dict[int, int] = field(default_factory=dict)
     consts: dict[int, RegState] = field(default_factory=dict)
     # Scalar transfer functions are pure, and paths through the same instructions keep meeting
-    # the same operands: their results are remembered for this verification.
-    alu_memo: dict[tuple[str, Scalar, Scalar, bool], Scalar] = field(default_factory=dict)
+    # the same operands: their results are remembered for this verification (the ALU's as the
+    # register values they become: immutable, so shared, and a register costs a lot to build).
+    alu_memo: dict[tuple[BinOp, Scalar, Scalar, bool], RegState] = field(default_factory=dict)
     refine_memo: dict[tuple[str, Scalar, Scalar, bool], Refinements] = field(default_factory=dict)
     async_callbacks: set[int] = field(default_factory=set)  # first pcs of timer callbacks (own roots)
     # pc -> the pointer type a load/store/atomic there accessed (the kernel's aux->ptr_type).
@@ -446,13 +447,12 @@ class Env:
         self.next_id += 1
         return self.next_id
 
-    def memo_alu(self, op: BinOp, dst: Scalar, src: Scalar, is64: bool) -> Scalar:
-        """:func:`~pybpf.verifier.scalar_ops.alu`, remembered."""
-        # The member's value names it (Enum's own __hash__ is a Python call; a str's is cached).
-        key = (op._value_, dst, src, is64)
+    def memo_alu_reg(self, op: BinOp, dst: Scalar, src: Scalar, is64: bool) -> RegState:
+        """:func:`~pybpf.verifier.scalar_ops.alu`'s result as an unlinked scalar register, remembered."""
+        key = (op, dst, src, is64)  # (BinOp hashes by identity, at C speed)
         result = self.alu_memo.get(key)
         if result is None:
-            result = self.alu_memo[key] = alu(op, dst, src, is64)
+            result = self.alu_memo[key] = RegState.scalar(alu(op, dst, src, is64))
         return result
 
     def memo_refine(self, cond: Cond, dst: Scalar, src: Scalar, is32: bool) -> Refinements:

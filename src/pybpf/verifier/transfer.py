@@ -89,7 +89,7 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
     if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
         if env.spec is not None:
             spectre.sanitize_scalar(env, insn)
-        result = RegState.scalar(env.memo_alu(op, dst.var_off, src.var_off, insn.is64))
+        result = env.memo_alu_reg(op, dst.var_off, src.var_off, insn.is64)
         constant = src.var_off.const_value()
         if op is _ADD and insn.is64 and dst.id and constant is not None:
             # A linked copy plus a constant stays linked, with the distance in ``off``
@@ -120,7 +120,7 @@ def _move(insn: Bin, src: RegState, env: Env) -> RegState:
     if src.is_pointer:
         # allow_ptr_leaks: a truncated or sign-extended pointer is an unknown number.
         return unknown()
-    return RegState.scalar(env.memo_alu(insn.op, Scalar.unknown(), src.var_off, insn.is64))
+    return env.memo_alu_reg(insn.op, Scalar.unknown(), src.var_off, insn.is64)
 
 
 def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
