@@ -89,7 +89,7 @@ from pybpf.verifier.structure import (
 _IMM64, _FUNC, _BTF_ID = PseudoSrc.IMM64, PseudoSrc.FUNC, PseudoSrc.BTF_ID
 _MAP_FDS = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX})
 
-_PRUNE_CLASSES = (Jump, Goto, MayGoto, Call, CallLocal, LoadImm64)
+_PRUNE_CLASSES = (Jump, Goto, MayGoto, Call, CallLocal, CallKfunc, LoadImm64)
 
 LOOP_INDEX_MIN = 8
 """Stored states at one pc from which the infinite-loop test looks them up by hash."""
@@ -146,8 +146,8 @@ class Explorer:
         if not self.env.options.privileged and self.env.spec is None:
             self.env.spec = SpecAux()
         for labeled in self.insns:
-            # Only jumps, calls and lddw (a callback's address) make prune points: one type
-            # test skips the rest (this loop runs for every instruction of every program).
+            # Only jumps, calls (an iterator's next() kfunc too) and lddw (a callback's address)
+            # make prune points: one type test skips the rest (this runs for every instruction).
             if not isinstance(labeled.insn, _PRUNE_CLASSES):
                 continue
             target = branch_target(labeled.pc, labeled.insn)
