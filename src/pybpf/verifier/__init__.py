@@ -38,52 +38,51 @@ Layers built so far:
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
   ``log_level`` 1/2 text in the kernel's format.
 
-Known differences from the kernel (each errs on the side of rejecting or of exploring more):
-callback iterations converge as the kernel's (imprecise scalars widened, precise ones kept, see
-:mod:`.callbacks`), but a path pruned against an iteration still in progress leaves every state
-above it compared by ranges (ignoring precision) for the rest of the verification, where the
-kernel propagates the marks along the loop's back-edges once it is done; dynptr slots are
-compared for pruning with their dynptr ids mapped too (the kernel maps only
-their references), which can only mean exploring more; BTF-typed pointers (sockets,
-``PTR_TO_BTF_ID``) are readable without a layout check unless pybpf models their struct
-(:mod:`.btf_access`);
-``callx`` is refused, and kfuncs outside pybpf's table (an object calling one does not load);
-kfunc BTF arguments are checked by kind, not by struct type, and ``KF_TRUSTED_ARGS``/``KF_RCU``
-pointer trust is not modelled; states below an iterator loop still being explored are compared by
-ranges, ignoring precision, for the rest of the verification (the kernel stops once the loop's SCC
-is done); a map pointer reads pybpf's own ``struct bpf_map``/``struct bpf_array``
-layout (the fields CO-RE relocates to; a non-array map's larger kernel struct, e.g. ``bpf_htab``, is
-modelled as its ``struct bpf_map`` only); a map value's special fields are the spin lock, timer,
-workqueue and refcount structs (kptrs, lists and rb-trees are not modelled), and a lock is
-compared for pruning by its pointer's id exactly (the kernel maps ids); ``bpf_find_vma`` checks
-its task argument by struct name only (a ``PTR_TO_BTF_ID`` whose struct is unknown passes; trust
-flags are not tracked); a global function's ``arg:trusted``/``arg:untrusted``
-struct is taken by name (the kernel also requires it to match vmlinux's type), and ``arg:arena``
-(and ``arg:untrusted`` on a non-struct) is refused; private stacks (:mod:`.stack_depth`) are modelled
-for an x86-64 JIT as of 6.14+, whatever machine verifies (a kernel without a private-stack JIT
-applies the 512-byte combined limit to tracing programs too, and struct_ops programs that request
-one are not modelled). Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18
-(:mod:`.spectre`), with these differences: barriers are recorded, not inserted as instructions (a
-user-space VM never speculates); speculative states count towards the limit of 8192 pending
-branch states ("The sequence of N jumps is too complex", :mod:`.explore`) as in the kernel, whose
-pushes we make in its order only for the common cases; which errors a barrier recovers from follows the kernel's
-errno classes (EPERM/EACCES/EINVAL) as we know them per message, and what this verifier does not
-model (``callx``) never is. These verdicts are checked against the kernel's selftest
-expectations only: this machine refuses unprivileged ``bpf()``. Unprivileged loads may not use
-functions (bpf-to-bpf calls, function pointers, kfuncs) nor the helpers ``bpf_base_func_proto``
-keeps for CAP_BPF and CAP_PERFMON (``bpf_loop``, ``bpf_spin_lock``, ``bpf_trace_printk``, ...), as
-in the kernel, and :mod:`.capabilities` refuses them, as ``bpf_prog_load`` and ``map_create`` do,
-every program type but socket filters and cgroup skb programs and the maps that need CAP_BPF or
-CAP_NET_ADMIN (the rules of 6.18; a BPF token delegating capabilities is not modelled).
+Known differences from the kernel. Unless said otherwise each errs on the side of rejecting or of
+exploring more:
 
-Found by the verdict-differential fuzzer (tests/verifier/fuzz_oracle.py) and kept: tracepoint
-context reads at negative offsets are refused (the kernel's ``tp_prog_is_valid_access`` lets them
-through by comparing the offset with ``sizeof(void *)`` as unsigned); and in rare cases the kernel
-is less precise than these bounds, so we accept a safe program it rejects: a branch our
-bounds and tnum together prove impossible is pruned here while the kernel may still walk it (with
-the register collapsed to a constant), and after an unsigned 64-bit comparison of a value whose
-signed range crosses zero the kernel keeps the unsigned bound but drops the signed one we keep
-(about 1 program in 5,000 of the fuzzer's).
+* Loops: callback iterations, iterator loops and ``may_goto`` loops converge as the kernel's
+  (imprecise scalars widened, precise ones kept; :mod:`.callbacks`, :mod:`.iters`), but a path
+  pruned against an iteration still in progress leaves every state above it compared by ranges,
+  ignoring precision, for the rest of the verification (the kernel propagates the marks once the
+  loop is done).
+* Pruning: dynptr slots are compared with their dynptr ids mapped too, and a spin lock by its
+  pointer's id exactly (the kernel maps only references / maps lock ids).
+* Kernel objects: ``PTR_TO_BTF_ID`` pointers (sockets, tasks) are readable without a layout check
+  unless pybpf models their struct (:mod:`.btf_access`); a map pointer reads pybpf's own
+  ``struct bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's
+  larger kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only);
+  ``bpf_find_vma`` checks its task argument by struct name only, and trust flags are not tracked.
+* Calls: ``callx`` is refused, and so is any kfunc outside pybpf's table (the object does not
+  load); kfunc BTF arguments are checked by kind, not by struct type, and ``KF_TRUSTED_ARGS``/
+  ``KF_RCU`` pointer trust is not modelled. A global function's ``arg:trusted``/``arg:untrusted``
+  struct is taken by name (the kernel also requires it to match vmlinux's type); ``arg:arena`` (and
+  ``arg:untrusted`` on a non-struct) is refused.
+* Map values: the special fields are the spin lock, timer, workqueue and refcount structs; kptrs,
+  lists and rb-trees are not modelled.
+* Stack: private stacks (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever
+  machine verifies; struct_ops programs that request one are not modelled.
+* Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`):
+  barriers are recorded, not inserted as instructions (a user-space VM never speculates); which
+  errors a barrier recovers from follows the kernel's errno classes (EPERM/EACCES/EINVAL) as we
+  know them per message; speculative states count towards the 8192 pending branch states ("The
+  sequence of N jumps is too complex"), pushed in the kernel's order for the common cases. They
+  may not use functions (bpf-to-bpf calls, function pointers, kfuncs) nor the helpers
+  ``bpf_base_func_proto`` keeps for CAP_BPF and CAP_PERFMON, and :mod:`.capabilities` refuses,
+  as ``bpf_prog_load`` and ``map_create`` do, every program type but socket filters and cgroup skb
+  programs and the maps that need CAP_BPF or CAP_NET_ADMIN (a BPF token is not modelled). These
+  verdicts are checked against the kernel's selftest expectations only: this machine refuses
+  unprivileged ``bpf()``.
+
+Found by the verdict-differential fuzzer (tests/verifier/fuzz_oracle.py) and kept:
+
+* tracepoint context reads at negative offsets are refused (the kernel's ``tp_prog_is_valid_access``
+  lets them through by comparing the offset with ``sizeof(void *)`` as unsigned);
+* accepting where the kernel rejects, in rare cases where the kernel is less precise than these
+  bounds (about 1 program in 5,000 of the fuzzer's; both programs are safe): a branch our bounds and
+  tnum together prove impossible is pruned here while the kernel may still walk it, and after an
+  unsigned 64-bit comparison of a value whose signed range crosses zero the kernel keeps the
+  unsigned bound but drops the signed one we keep.
 """
 
 from __future__ import annotations
