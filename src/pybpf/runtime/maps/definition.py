@@ -11,7 +11,7 @@ import errno as errno_codes
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pybpf.btf import Btf, Struct
+from pybpf.btf import Btf, FieldKind, special_fields
 from pybpf.errors import MapInvalidArgumentError
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
 
@@ -72,19 +72,16 @@ class MapDef:
         return BpfMapFlag(self.map_flags)
 
     def spin_lock_offset(self) -> int | None:
-        """Byte offset of a top-level ``struct bpf_spin_lock`` member of the value, if any.
+        """Byte offset of the value's ``struct bpf_spin_lock`` (nested structs included), if any.
 
-        Only such maps accept BPF_F_LOCK, and their user-space copies leave the lock alone.
+        Only such maps accept BPF_F_LOCK, and their user-space copies leave the lock alone. The
+        search is the verifier's (:func:`pybpf.btf.special_fields`), so both agree on where it is.
         """
         if self.btf is None or not self.btf_value_type_id:
             return None
-        value_type = self.btf.resolved(self.btf_value_type_id)
-        if not isinstance(value_type, Struct):
-            return None
-        for member in value_type.members:
-            member_type = self.btf.resolved(member.type_id)
-            if isinstance(member_type, Struct) and member_type.name == "bpf_spin_lock":
-                return member.bit_offset // 8
+        for special in special_fields(self.btf, self.btf_value_type_id):
+            if special.kind is FieldKind.SPIN_LOCK:
+                return special.offset
         return None
 
 
