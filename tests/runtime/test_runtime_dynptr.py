@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from dynptr_maps import plain_value, records_of, results_of
 from kernel_oracle import PACKETS, PROGS
 
 import pybpf
@@ -32,21 +33,6 @@ SAMPLES = [struct.pack("<Q", 1 | 5 << 32), struct.pack("<Q", 7), b"\x01\x02", st
            struct.pack("<Q", 99), struct.pack("<Q", 1000)]
 
 
-def _value(value: bytes | tuple[bytes, ...]) -> bytes:
-    if isinstance(value, tuple):
-        raise TypeError("a per-CPU value where a plain one was expected")
-    return bytes(value)
-
-
-def _results(obj: Object | KernelObject) -> list[int]:
-    return [struct.unpack("<q", _value(entry.value))[0] for entry in obj.map_entries("results")]
-
-
-def _records(obj: Object | KernelObject) -> list[bytes]:
-    found: list[bytes] = []
-    obj.maps["events"].consume(found.append)
-    return found
-
 
 @pytest.fixture
 def kernel() -> Iterator[KernelObject]:
@@ -66,7 +52,7 @@ def _run_all(obj: Object | KernelObject, program: str, engine: Engine | None) ->
             retval = obj.program(program).test_run(packet, engine=engine).retval
         else:
             retval = obj.program(program).test_run(packet).retval
-        outcomes.append((retval, _results(obj)))
+        outcomes.append((retval, results_of(obj)))
     return outcomes
 
 
@@ -75,8 +61,8 @@ def test_local_dynptr_reads_writes_and_slices(engine: Engine) -> None:
     with pybpf.load(OBJECT) as user:
         packet = PACKETS[0]
         result = user.program("dynptr_mem").test_run(packet, engine=engine)
-        results = _results(user)
-        value = _value(next(iter(user.map_entries("scratch"))).value)
+        results = results_of(user)
+        value = plain_value(next(iter(user.map_entries("scratch"))).value)
     einval, e2big = -22, -7
     assert results[:11] == [0, einval, einval, 0, e2big, einval, 0, e2big, 1, 0, 0]
     assert value[4:20] == packet[:16]  # dynptr_write at offset 4
@@ -90,9 +76,9 @@ def test_ringbuf_dynptr_records_and_failed_reservations(engine: Engine) -> None:
     with pybpf.load(OBJECT) as user:
         short, long = PACKETS[0], PACKETS[-1]
         user.program("dynptr_ringbuf").test_run(short, engine=engine)
-        assert _results(user)[:4] == [0, -7, -22, -22]
+        assert results_of(user)[:4] == [0, -7, -22, -22]
         user.program("dynptr_ringbuf").test_run(long, engine=engine)  # > 100 bytes: discarded
-        records = _records(user)
+        records = records_of(user)
     assert len(records) == 1
     length, ifindex = struct.unpack_from("<II", records[0])
     assert (length, ifindex) == (len(short), 1)
@@ -109,11 +95,11 @@ def test_user_ringbuf_drain_hands_each_sample_to_the_callback(engine: Engine) ->
             ring.push(sample)
         user.program("drain").test_run(PACKETS[0], engine=engine)
         # 5 handed over (the callback stopped at 99, the short one could not be read).
-        assert _results(user)[:4] == [5, 1 + 5 + 7 + 3 + 99, 5, 1]
+        assert results_of(user)[:4] == [5, 1 + 5 + 7 + 3 + 99, 5, 1]
         user.program("drain").test_run(PACKETS[0], engine=engine)
-        assert _results(user)[:3] == [1, 1000, 1]
+        assert results_of(user)[:3] == [1, 1000, 1]
         user.program("drain_bad_flags").test_run(PACKETS[0], engine=engine)
-        assert _results(user)[4] == -22
+        assert results_of(user)[4] == -22
 
 
 def test_user_ringbuf_push_refuses_what_cannot_fit() -> None:
@@ -126,7 +112,7 @@ def test_user_ringbuf_push_refuses_what_cannot_fit() -> None:
         ring.discard(sample)
         ring.push(struct.pack("<Q", 2 << 32))
         user.program("drain").test_run(PACKETS[0])
-        assert _results(user)[:3] == [1, 2, 1]  # the discarded sample is skipped, not counted
+        assert results_of(user)[:3] == [1, 2, 1]  # the discarded sample is skipped, not counted
 
 
 @pytest.mark.kernel
@@ -136,9 +122,9 @@ def test_user_ringbuf_push_refuses_what_cannot_fit() -> None:
 def test_same_results_as_the_kernel(kernel: KernelObject, program: str, engine: Engine) -> None:
     with pybpf.load(OBJECT) as user:
         assert _run_all(user, program, engine) == _run_all(kernel, program, None)
-        assert [_value(e.value) for e in user.map_entries("scratch")] == \
-            [_value(e.value) for e in kernel.map_entries("scratch")]
-        assert _records(user) == _records(kernel)
+        assert [plain_value(e.value) for e in user.map_entries("scratch")] == \
+            [plain_value(e.value) for e in kernel.map_entries("scratch")]
+        assert records_of(user) == records_of(kernel)
 
 
 @pytest.mark.kernel

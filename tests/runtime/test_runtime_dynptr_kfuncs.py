@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from dynptr_maps import plain_value, records_of, results_of
 from kernel_oracle import PACKETS, PROGS
 
 import pybpf
@@ -24,21 +25,6 @@ from pybpf.runtime.program import ENGINES, Engine
 OBJECT = PROGS / "dynptr_kfuncs.o"
 _KERNEL, _REASON = available()
 
-
-def _value(value: bytes | tuple[bytes, ...]) -> bytes:
-    if isinstance(value, tuple):
-        raise TypeError("a per-CPU value where a plain one was expected")
-    return bytes(value)
-
-
-def _results(obj: Object | KernelObject) -> list[int]:
-    return [struct.unpack("<q", _value(entry.value))[0] for entry in obj.map_entries("results")]
-
-
-def _records(obj: Object | KernelObject) -> list[bytes]:
-    found: list[bytes] = []
-    obj.maps["events"].consume(found.append)
-    return found
 
 
 def _run(obj: Object | KernelObject, program: str, packet: bytes, engine: Engine | None) -> tuple[int, bytes] | str:
@@ -68,7 +54,7 @@ def test_xdp_dynptr_slices_adjust_and_clone(engine: Engine) -> None:
     packet = PACKETS[0]
     with pybpf.load(OBJECT) as user:
         result = user.program("xdp_dynptr").test_run(packet, engine=engine)
-        results = _results(user)
+        results = results_of(user)
     einval = -22
     assert results[:4] == [0, einval, 1, len(packet)]
     assert results[4] == packet[12] << 8 | packet[13]
@@ -86,7 +72,7 @@ def test_same_results_as_the_kernel(kernel: KernelObject, program: str, engine: 
         for number, packet in enumerate(PACKETS):
             ours, theirs = _run(user, program, packet, engine), _run(kernel, program, packet, None)
             assert ours == theirs, f"packet {number}"
-            assert _results(user) == _results(kernel), f"packet {number}"
-        assert [_value(e.value) for e in user.map_entries("scratch")] == \
-            [_value(e.value) for e in kernel.map_entries("scratch")]
-        assert _records(user) == _records(kernel)
+            assert results_of(user) == results_of(kernel), f"packet {number}"
+        assert [plain_value(e.value) for e in user.map_entries("scratch")] == \
+            [plain_value(e.value) for e in kernel.map_entries("scratch")]
+        assert records_of(user) == records_of(kernel)
