@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from pybpf.platform import HelperId
 from pybpf.verifier.machine import MAX_CALL_FRAMES, Frame, State, reject_fatal
-from pybpf.verifier.state import IdMap, RegState, RegType, StackSlot, StackState, regs_exact
+from pybpf.verifier.state import RegState, RegType, StackState
 
 SYNC_CALLBACK_HELPERS = frozenset({HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM, HelperId.FIND_VMA,
                                    HelperId.USER_RINGBUF_DRAIN})
@@ -111,42 +111,6 @@ def returning(state: State) -> bool:
     return state.frame.callback_depth > 0
 
 
-# -- widening ------------------------------------------------------------------------------------
-
-
-def _widened(old: RegState, cur: RegState, ids: IdMap) -> RegState | None:
-    """``maybe_widen_reg``: an unknown scalar in place of ``cur`` when both are imprecise
-    scalars and differ; None to keep ``cur``."""
-    if old.type is not RegType.SCALAR_VALUE or cur.type is not RegType.SCALAR_VALUE:
-        return None
-    if old.precise or cur.precise or regs_exact(old, cur, ids):
-        return None
-    return RegState.scalar()
-
-
-def widen(state: State, old: State) -> None:
-    """Widen ``state`` in place against ``old``, the state at the call site of the iteration in
-    progress (same call chain): every imprecise scalar that changed becomes unknown."""
-    ids = IdMap()
-    for old_frame, frame in zip(old.frames, state.frames, strict=False):
-        regs = frame.regs
-        for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, regs, strict=True)):
-            if old_reg is cur_reg:
-                continue
-            widened = _widened(old_reg, cur_reg, ids)
-            if widened is not None:
-                regs[number] = widened
-        stack = frame.stack
-        for index in range(min(len(old_frame.stack.slots), len(stack.slots))):
-            old_slot, cur_slot = old_frame.stack.slots[index], stack.slots[index]
-            if old_slot is cur_slot or not old_slot.is_spilled_register() or not cur_slot.is_spilled_register():
-                continue
-            widened = _widened(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids)
-            if widened is not None:
-                stack = stack.with_slot(index, StackSlot.spill(widened))
-        frame.stack = stack
-
-
 def same_chain(old: State, cur: State) -> bool:
     """Whether two states are in the same call chain (so one can be widened against the other)."""
     return len(old.frames) == len(cur.frames) and all(
@@ -167,5 +131,4 @@ __all__ = [
     "returning",
     "same_chain",
     "should_iterate",
-    "widen",
 ]

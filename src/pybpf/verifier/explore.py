@@ -65,6 +65,7 @@ from pybpf.verifier.machine import (
     reject_fatal,
     states_equal,
     states_identical,
+    widen_imprecise_scalars,
 )
 from pybpf.verifier.precision import (
     Checkpoint,
@@ -311,7 +312,7 @@ class Explorer:
             # here, before any comparison, as the kernel widens on the callback's exit.
             loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
             if loop_heads:
-                callbacks.widen(state, loop_heads[-1])
+                widen_imprecise_scalars(loop_heads[-1], state)
         looping: list[Checkpoint] | None = None
         looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
         precision = self.track_precision
@@ -574,7 +575,7 @@ class Explorer:
         queued.may_goto_depth += 1
         previous = self._previous_visit(pc, parent)
         if previous is not None:
-            iters.widen_imprecise_scalars(previous.state, queued)
+            widen_imprecise_scalars(previous.state, queued)
         self._fork(pc + 1, queued, parent)
         state.path = PathStep(pc, True, state.path)
         return pc + 1 + insn.off, state
@@ -610,7 +611,7 @@ class Explorer:
             # imprecise scalars forgotten against the previous visit of this loop head.
             previous = self._previous_visit(pc, parent)
             if previous is not None:
-                iters.widen_imprecise_scalars(previous.state, queued)
+                widen_imprecise_scalars(previous.state, queued)
             self._fork(pc + 1, queued, parent)
         return pc + 1, state
 

@@ -23,14 +23,12 @@ from pybpf.verifier.machine import Env, Frame, Rejection, State, reject
 from pybpf.verifier.memory import helper_memory
 from pybpf.verifier.state import (
     BPF_REG_SIZE,
-    IdMap,
     IterSlot,
     IterState,
     RegState,
     RegType,
     SlotByte,
     StackSlot,
-    regs_exact,
 )
 
 _ITER_SLOT_TYPE = (SlotByte.STACK_ITER,) * BPF_REG_SIZE
@@ -152,27 +150,3 @@ def iter_next(state: State, iter_reg: RegState) -> State | None:
     return queued
 
 
-def _widened(old: RegState, cur: RegState, ids: IdMap) -> RegState | None:
-    """``maybe_widen_reg``: an unknown scalar in place of ``cur`` when it changed and nothing needed it."""
-    if old.type is not RegType.SCALAR_VALUE or cur.type is not RegType.SCALAR_VALUE:
-        return None
-    if old.precise or cur.precise or regs_exact(old, cur, ids):
-        return None
-    return RegState.scalar()
-
-
-def widen_imprecise_scalars(old: State, cur: State) -> None:
-    """Forget, in ``cur``, every imprecise scalar (register or spilled) that differs from ``old``'s."""
-    ids = IdMap()
-    for old_frame, frame in zip(old.frames, cur.frames, strict=False):
-        for number, (old_reg, reg) in enumerate(zip(old_frame.regs, frame.regs, strict=True)):
-            widened = _widened(old_reg, reg, ids)
-            if widened is not None:
-                frame.regs[number] = widened
-        for index, old_slot in enumerate(old_frame.stack.slots):
-            slot = frame.stack.slot(index)
-            if not (old_slot.is_spilled_register() and slot.is_spilled_register()):
-                continue
-            widened = _widened(old_slot.spilled_ptr, slot.spilled_ptr, ids)
-            if widened is not None:
-                frame.stack = frame.stack.with_slot(index, StackSlot.spill(widened))

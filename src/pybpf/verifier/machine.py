@@ -22,7 +22,7 @@ from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
 from pybpf.verifier.branch import branch_outcomes
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import IdMap, RegState, RegType, StackState, regsafe, stacksafe
+from pybpf.verifier.state import IdMap, RegState, RegType, StackSlot, StackState, regs_exact, regsafe, stacksafe
 from pybpf.verifier.tnum import U64
 from pybpf.verifier.values import value_class
 
@@ -178,8 +178,6 @@ class State:
 
     def update_registers(self, change: Callable[[RegState], RegState | None]) -> None:
         """Apply ``change`` to every register and spilled register (None: leave it)."""
-        from pybpf.verifier.state import StackSlot
-
         for frame in self.frames:
             for number, reg in enumerate(frame.regs):
                 new = change(reg)
@@ -190,6 +188,41 @@ class State:
                     new = change(slot.spilled_ptr)
                     if new is not None:
                         frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
+
+
+def _widened(old: RegState, cur: RegState, ids: IdMap) -> RegState | None:
+    """``maybe_widen_reg``: an unknown scalar in place of ``cur`` when both are imprecise scalars
+    and differ; None to keep ``cur``."""
+    if old.type is not RegType.SCALAR_VALUE or cur.type is not RegType.SCALAR_VALUE:
+        return None
+    if old.precise or cur.precise or regs_exact(old, cur, ids):
+        return None
+    return RegState.scalar()
+
+
+def widen_imprecise_scalars(old: State, cur: State) -> None:
+    """The kernel's ``widen_imprecise_scalars``: forget, in ``cur``, every imprecise scalar (register
+    or spilled) that differs from ``old``'s. ``old`` is the same call chain's state one loop
+    iteration earlier (a callback's call site, an iterator's ``next()``, a ``may_goto``), so the
+    loop's states converge."""
+    ids = IdMap()
+    for old_frame, frame in zip(old.frames, cur.frames, strict=False):
+        regs = frame.regs
+        for number, (old_reg, cur_reg) in enumerate(zip(old_frame.regs, regs, strict=True)):
+            if old_reg is cur_reg:
+                continue
+            widened = _widened(old_reg, cur_reg, ids)
+            if widened is not None:
+                regs[number] = widened
+        stack = frame.stack
+        for index in range(min(len(old_frame.stack.slots), len(stack.slots))):
+            old_slot, cur_slot = old_frame.stack.slots[index], stack.slots[index]
+            if old_slot is cur_slot or not old_slot.is_spilled_register() or not cur_slot.is_spilled_register():
+                continue
+            widened = _widened(old_slot.spilled_ptr, cur_slot.spilled_ptr, ids)
+            if widened is not None:
+                stack = stack.with_slot(index, StackSlot.spill(widened))
+        frame.stack = stack
 
 
 def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (1 << 11) - 1,
