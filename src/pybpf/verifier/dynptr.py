@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from pybpf.platform import ArgFlag, HelperArg
 from pybpf.platform.dynptr import DynptrType
-from pybpf.verifier.machine import Env, Frame, Rejection, State, reject, tnum_text, type_name
+from pybpf.verifier.machine import Env, Frame, Rejection, State, check_ptr_off_reg, reject, type_name
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, StackSlot
 
@@ -186,15 +186,8 @@ def _release(env: Env, state: State, reg: RegState) -> None:
 
 def _check_reg_off(regno: int, reg: RegState) -> None:
     """``check_func_arg_reg_off``: a ``CONST_PTR_TO_DYNPTR`` must be the object itself."""
-    if reg.type is not RegType.CONST_PTR_TO_DYNPTR:
-        return
-    name = type_name(reg)
-    if reg.off < 0:
-        raise reject(f"negative offset {name} ptr R{regno} off={reg.off} disallowed")
-    if reg.off:
-        raise reject(f"dereference of modified {name} ptr R{regno} off={reg.off} disallowed")
-    if not reg.var_off.is_const() or reg.var_off.const_value():
-        raise reject(f"variable {name} access var_off={tnum_text(reg.var_off)} disallowed")
+    if reg.type is RegType.CONST_PTR_TO_DYNPTR:
+        check_ptr_off_reg(regno, reg, type_name(reg))
 
 
 def check_release_arg(state: State, regno: int, reg: RegState) -> None:

@@ -357,6 +357,17 @@ def tnum_text(value: Scalar) -> str:
     return f"({value.var_off.value:#x}; {value.var_off.mask:#x})"
 
 
+
+def check_ptr_off_reg(regno: int, reg: RegState, name: str) -> None:
+    """The kernel's ``__check_ptr_off_reg`` with no fixed offset allowed: a pointer (``name`` as the
+    messages call it, e.g. ``ctx``) passed or dereferenced where only the object itself may be."""
+    if reg.off < 0:
+        raise reject(f"negative offset {name} ptr R{regno} off={reg.off} disallowed")
+    if reg.off:
+        raise reject(f"dereference of modified {name} ptr R{regno} off={reg.off} disallowed")
+    if not reg.var_off.is_const() or reg.var_off.const_value():
+        raise reject(f"variable {name} access var_off={tnum_text(reg.var_off)} disallowed")
+
 def format_scalar(value: Scalar) -> str:
     constant = value.const_value()
     if constant is not None:

@@ -20,7 +20,17 @@ from pybpf.platform import Conversion, PacketAccess
 from pybpf.platform.kernel_types import map_struct
 from pybpf.verifier import dynptr, spectre
 from pybpf.verifier.btf_access import FieldRead, btf_object_access, map_struct_access
-from pybpf.verifier.machine import BPF_MAX_VAR_OFF, Env, Frame, MapInfo, State, reject, tnum_text, type_name
+from pybpf.verifier.machine import (
+    BPF_MAX_VAR_OFF,
+    Env,
+    Frame,
+    MapInfo,
+    State,
+    check_ptr_off_reg,
+    reject,
+    tnum_text,
+    type_name,
+)
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
 from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot, StackState
@@ -271,12 +281,7 @@ def packet_access(regno: int, reg: RegState, off: int, size: int, zero_ok: bool 
 
 def check_ctx_pointer(regno: int, reg: RegState) -> None:
     """``check_ptr_off_reg`` with no offset allowed (the kernel rewrites ctx accesses by offset)."""
-    if reg.off < 0:
-        raise reject(f"negative offset ctx ptr R{regno} off={reg.off} disallowed")
-    if reg.off:
-        raise reject(f"dereference of modified ctx ptr R{regno} off={reg.off} disallowed")
-    if not reg.var_off.is_const() or reg.var_off.const_value():
-        raise reject(f"variable ctx access var_off={tnum_text(reg.var_off)} disallowed")
+    check_ptr_off_reg(regno, reg, "ctx")
 
 
 def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, write: bool) -> RegState:
