@@ -14,6 +14,7 @@ from pybpf.isa.insn import (
     BinOp,
     Call,
     CallLocal,
+    CallReg,
     Cond,
     Exit,
     Goto,
@@ -77,4 +78,9 @@ CASES: tuple[Case, ...] = (
     Case("gotol-ends-function", (mov(R0, 0), Jump(Cond.JEQ, R1, Imm(0), 1, False), Goto(0, long=True), Exit()), None),
     Case("helper-call", (Call(7), mov(R0, 0), Exit()), None),
     Case("unreachable-function", (mov(R0, 0), Exit(), mov(R0, 1), Exit()), "unreachable insn 2"),
+    Case("callx", (mov(R1, 0), CallReg(R1), mov(R0, 0), Exit()), "unknown opcode 8d"),
+    # The opcode check comes before the walk: a callx no path reaches is refused too.
+    Case("unreachable-callx", (mov(R0, 0), Exit(), CallReg(R1), Exit()), "unknown opcode 8d"),
+    # ...but after check_subprogs: a jump out of range is reported first.
+    Case("callx-after-bad-jump", (Goto(7), CallReg(R1), Exit()), "jump out of range from insn 0 to 8"),
 )

@@ -365,9 +365,9 @@ def test_speculative_states_count_as_processed() -> None:
     assert report.seen == {0, 1, 2, 3, 5}
 
 
-def test_fatal_errors_on_speculative_paths_still_reject() -> None:
-    # Only EPERM/EACCES/EINVAL errors are recoverable with a barrier: a call to something this
-    # verifier does not model is not, even when only a mispredicted branch reaches it.
+def test_callx_is_refused_even_where_only_speculation_reaches_it() -> None:
+    # The kernel refuses a callx before exploring ("unknown opcode 8d"), whatever reaches it:
+    # a barrier cannot recover from it.
     insns = assemble("""
         r0 = 0
         if r0 == 0 goto +1
@@ -377,6 +377,7 @@ def test_fatal_errors_on_speculative_paths_still_reject() -> None:
     report = verify(insns, privileged=False)
     assert not report.accepted
     assert report.error is not None and report.error.pc == 2
+    assert report.error.reason == "unknown opcode 8d"
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -53,11 +53,11 @@ exploring more:
   ``struct bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's
   larger kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only);
   ``bpf_find_vma`` checks its task argument by struct name only, and trust flags are not tracked.
-* Calls: ``callx`` is refused, and so is any kfunc outside pybpf's table (the object does not
-  load); kfunc BTF arguments are checked by kind, not by struct type, and ``KF_TRUSTED_ARGS``/
-  ``KF_RCU`` pointer trust is not modelled. A global function's ``arg:trusted``/``arg:untrusted``
-  struct is taken by name (the kernel also requires it to match vmlinux's type); ``arg:arena`` (and
-  ``arg:untrusted`` on a non-struct) is refused.
+* Calls: any kfunc outside pybpf's table is refused (the object does not load; ``callx`` is
+  refused too, as by the kernel: "unknown opcode 8d"); kfunc BTF arguments are checked by kind,
+  not by struct type, and ``KF_TRUSTED_ARGS``/``KF_RCU`` pointer trust is not modelled. A global
+  function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the kernel also requires
+  it to match vmlinux's type); ``arg:arena`` (and ``arg:untrusted`` on a non-struct) is refused.
 * Map values: the special fields are the spin lock, timer, workqueue and refcount structs; kptrs,
   lists and rb-trees are not modelled.
 * Stack: private stacks (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever

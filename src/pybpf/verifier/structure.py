@@ -9,6 +9,8 @@ in the kernel's order, so the first error reported is the one the kernel's log w
 3. per-function jump ranges and the last instruction (``check_subprogs``), then, for a program
    loaded without BTF func_info, no tail call or LD_ABS in a subprogram
    (``check_abnormal_return``: the kernel needs BTF to know such a function returns an int);
+   then opcodes the kernel has no rules for: ``callx`` ("unknown opcode 8d", from
+   ``resolve_pseudo_ldimm64``, so even where no path reaches it);
 4. the depth-first walk (``check_cfg``): back-edges when loops are not allowed, then
    "unreachable insn N" and "jump into the middle of ldimm64 insn N";
 5. writes to the frame pointer ("frame pointer is read only"). The kernel finds these while
@@ -27,6 +29,7 @@ from pybpf.isa.insn import (
     Bin,
     Call,
     CallKfunc,
+    CallReg,
     Endian,
     Exit,
     Goto,
@@ -58,6 +61,8 @@ BPF_COMPLEXITY_LIMIT_INSNS = 1_000_000
 """Largest program a privileged (CAP_BPF) loader may submit, in slots."""
 BPF_COMPLEXITY_LIMIT_JMP_SEQ = 8192
 """Most branch states waiting to be explored at once (the kernel's ``push_stack`` limit)."""
+CALLX_OPCODE = 0x8D
+"""BPF_JMP | BPF_CALL | BPF_X, the only encoding of ``callx``."""
 BPF_MAXINSNS = 4096
 """Largest program an unprivileged loader may submit, in slots."""
 
@@ -154,6 +159,10 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
     _check_subprogs(insns, table, functions)
     if not config.func_info:
         _check_abnormal_return(insns, functions)
+    for labeled in insns:
+        if isinstance(labeled.insn, CallReg):
+            # Call by register is in the ISA (RFC 9669) but no kernel verifier accepts it.
+            raise _fail(table, labeled.pc, f"unknown opcode {CALLX_OPCODE:02x}")
     cfg = walk(insns)
     if cfg.first_out_of_range is not None:
         edge = cfg.first_out_of_range
