@@ -132,6 +132,17 @@ def case_btf(maps: Sequence[MapInfo], value_btf: tuple[tuple[int, tuple[tuple[st
     return CaseBtf(blob, Btf.from_bytes(blob), map_types, tuple(funcs))
 
 
+def with_btf(maps: tuple[MapInfo, ...], value_btf: str, func_info: bool,
+             asm: str) -> tuple[tuple[MapInfo, ...], CaseBtf | None]:
+    """The maps with the special fields their ``value-btf`` text gives them (read back from the
+    encoded BTF as we read an object's), and the case's BTF (None when it describes none)."""
+    btf = case_btf(maps, _parse_value_btf(value_btf), func_info, asm)
+    if btf is None:
+        return maps, None
+    return tuple(replace(info, fields=special_fields(btf.btf, btf.map_types[index][1]))
+                 if index in btf.map_types else info for index, info in enumerate(maps)), btf
+
+
 @dataclass(frozen=True, slots=True)
 class CorpusCase:
     name: str
@@ -170,12 +181,8 @@ def _parse_block(file: str, block: str) -> CorpusCase:
         expected = expect.removeprefix("reject ")
     else:
         raise ValueError(f"{file}: {name}: bad expect line {expect!r}")
-    maps = tuple(_map(item) for item in fields.get("maps", "").split())
-    btf = case_btf(maps, _parse_value_btf(fields.get("value-btf", "")), fields.get("func-info", "no") == "yes", asm)
-    if btf is not None:
-        # What the kernel finds in the value BTF, read back as we read an object's.
-        maps = tuple(replace(info, fields=special_fields(btf.btf, btf.map_types[index][1]))
-                     if index in btf.map_types else info for index, info in enumerate(maps))
+    maps, btf = with_btf(tuple(_map(item) for item in fields.get("maps", "").split()), fields.get("value-btf", ""),
+                         fields.get("func-info", "no") == "yes", asm)
     return CorpusCase(
         name=name,
         file=file,

@@ -25,7 +25,11 @@ MAP_SHAPES: dict[str, MapInfo] = {
     "ringbuf": MapInfo(BpfMapType.RINGBUF, 0, 0, 4096),
     "prog_array": MapInfo(BpfMapType.PROG_ARRAY, 4, 4, 4),
     "perf": MapInfo(BpfMapType.PERF_EVENT_ARRAY, 4, 4, 2),
+    "locked": MapInfo(BpfMapType.ARRAY, 4, 16, 2),
+    "locked_hash": MapInfo(BpfMapType.HASH, 4, 24, 8),
 }
+# The special fields (corpus ``value-btf:`` syntax) of the shapes whose values carry BTF.
+MAP_VALUE_BTF: dict[str, str] = {"locked": "bpf_spin_lock@0", "locked_hash": "bpf_spin_lock@8"}
 
 # Helper ids used (include/uapi/linux/bpf.h).
 MAP_LOOKUP, MAP_UPDATE, MAP_DELETE = 1, 2, 3
@@ -85,6 +89,8 @@ class FuzzProgram:
     asm: str
     fragments: tuple[str, ...]
     mutations: tuple[str, ...]
+    value_btf: str = ""  # the corpus' ``value-btf:`` text for maps whose values hold special fields
+    func_info: bool = False  # loaded with BTF func_info (callbacks need it)
 
 
 class Builder:
@@ -101,6 +107,7 @@ class Builder:
         self.stack_top = 0  # bytes handed out below r10
         self.mutations: list[str] = []
         self.pending_end: list[str] = []  # end labels of pointers made by :meth:`pointer`
+        self.func_info = False  # set by fragments that need BTF func_info (callbacks)
 
     # -- plumbing --------------------------------------------------------------------------
     def emit(self, *lines: str) -> None:

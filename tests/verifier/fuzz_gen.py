@@ -26,7 +26,7 @@ import random
 
 from pybpf.platform import BpfProgType
 
-from .fuzz_builder import MAP_SHAPES, PROFILES, PROG_TYPES, Builder, FuzzProgram
+from .fuzz_builder import MAP_SHAPES, MAP_VALUE_BTF, PROFILES, PROG_TYPES, Builder, FuzzProgram
 from .fuzz_fragments import FRAGMENTS as BASIC
 from .fuzz_fragments import WEIGHTS as BASIC_WEIGHTS
 from .fuzz_fragments import Fragment
@@ -38,6 +38,16 @@ from .fuzz_idioms import (
     frag_nested_calls,
     frag_ptr_compare,
     frag_st_imm,
+)
+from .fuzz_memops import frag_atomic, frag_jmp32_mixed, frag_packet_varoff, frag_sign_extend
+from .fuzz_objects import (
+    frag_dynptr_local,
+    frag_dynptr_ringbuf,
+    frag_dynptr_slice,
+    frag_iter,
+    frag_loop_callback,
+    frag_spin_lock,
+    frag_tail_call,
 )
 
 __all__ = ["FRAGMENTS", "PROG_TYPES", "FuzzProgram", "generate"]
@@ -51,9 +61,22 @@ FRAGMENTS: dict[str, Fragment] = {
     "ptr_compare": frag_ptr_compare,
     "chaos": frag_chaos,
     "may_goto": frag_may_goto,
+    "iter": frag_iter,
+    "dynptr_local": frag_dynptr_local,
+    "dynptr_ringbuf": frag_dynptr_ringbuf,
+    "dynptr_slice": frag_dynptr_slice,
+    "loop_callback": frag_loop_callback,
+    "spin_lock": frag_spin_lock,
+    "tail_call": frag_tail_call,
+    "atomic": frag_atomic,
+    "sign_extend": frag_sign_extend,
+    "jmp32_mixed": frag_jmp32_mixed,
+    "packet_varoff": frag_packet_varoff,
 }
 WEIGHTS = {**BASIC_WEIGHTS, "linked": 3, "ld_abs": 1, "st_imm": 2, "nested_calls": 1,
-           "ptr_compare": 2, "chaos": 3, "may_goto": 1}
+           "ptr_compare": 2, "chaos": 3, "may_goto": 1, "iter": 2, "dynptr_local": 2, "dynptr_ringbuf": 2,
+           "dynptr_slice": 2, "loop_callback": 2, "spin_lock": 2, "tail_call": 1, "atomic": 3, "sign_extend": 2,
+           "jmp32_mixed": 2, "packet_varoff": 2}
 # Most programs get the default rate of mistakes; some get few (mostly accepted, long) or many.
 MUTATION_RATES = (0.05, 0.12, 0.12, 0.25)
 
@@ -79,5 +102,7 @@ def generate(seed: int, *, mutation_rate: float | None = None, prog_type: BpfPro
     for body in b.subprogs:
         b.lines.extend(body)
     asm = "\n".join(b.lines) + "\n"
+    value_btf = "; ".join(f"{index}: {MAP_VALUE_BTF[name]}" for index, name in enumerate(b.maps)
+                          if name in MAP_VALUE_BTF)
     return FuzzProgram(seed, chosen, tuple(MAP_SHAPES[name] for name in b.maps), tuple(b.maps), asm,
-                       tuple(picked), tuple(b.mutations))
+                       tuple(picked), tuple(b.mutations), value_btf, b.func_info)

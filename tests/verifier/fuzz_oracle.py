@@ -26,22 +26,18 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TextIO
 
 from pybpf.asm import Syntax, assemble
-from pybpf.errors import BpfCommandError, PybpfError, VerifierRejectedError
-from pybpf.isa.codec import encode_program
-from pybpf.isa.insn import LabeledInsn, LoadImm64
-from pybpf.isa.opcodes import PseudoSrc
+from pybpf.errors import PybpfError
+from pybpf.isa.insn import LabeledInsn
 from pybpf.kernel.logbuf import summarize_log
-from pybpf.kernel.maps import map_create
-from pybpf.kernel.progs import prog_load_with_log
-from pybpf.verifier import verify
 
+from .corpus import CorpusCase, verify_case, with_btf
 from .fuzz_gen import FuzzProgram, generate
+from .kernel_load import kernel_load
 
 MAX_PROCESSED_RATIO = 10.0
 """Our processed-instruction count may be at most this many times the kernel's."""
@@ -49,8 +45,6 @@ MAX_PROCESSED_RATIO = 10.0
 DEFAULT_TIMEOUT = 20.0
 """Seconds our verifier may take on one program before the comparison says TIMEOUT."""
 
-_MAP_SOURCES = (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE)
-_PROCESSED = re.compile(r"processed (\d+) insns")
 
 
 class Kind(Enum):
@@ -94,34 +88,26 @@ class Comparison:
                 and self.ours.message not in self.kernel.context)
 
 
-def our_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdict:
-    report = verify(insns, prog_type=program.prog_type, maps=list(program.maps))
+def as_case(program: FuzzProgram) -> CorpusCase:
+    """The program as the corpus would read it: maps with their value BTF, func_info when asked."""
+    maps, btf = with_btf(program.maps, program.value_btf, program.func_info, program.asm)
+    return CorpusCase(name=f"fuzz-{program.seed}", file="fuzz.txt", prog_type=program.prog_type, maps=maps,
+                      license="GPL", expected=None, kernel_differs=None, kernel_message_differs=None,
+                      asm=program.asm, btf=btf)
+
+
+def our_verdict(case: CorpusCase) -> Verdict:
+    report = verify_case(case)
     return Verdict(report.accepted, report.reason or "", report.processed_insns)
 
 
-def kernel_verdict(program: FuzzProgram, insns: Sequence[LabeledInsn]) -> Verdict:
+def kernel_verdict(case: CorpusCase, insns: Sequence[LabeledInsn]) -> Verdict:
     """The kernel's verdict: the cause line of its log when it rejects, the processed count."""
-    with ExitStack() as stack:
-        fds = [int(stack.enter_context(map_create(info.type, info.key_size, info.value_size, info.max_entries,
-                                                  map_flags=info.flags)))
-               for info in program.maps]
-        patched = [
-            replace(labeled, insn=replace(labeled.insn, imm=fds[labeled.insn.imm]))
-            if isinstance(labeled.insn, LoadImm64) and labeled.insn.src in _MAP_SOURCES else labeled
-            for labeled in insns
-        ]
-        try:
-            loaded = prog_load_with_log(program.prog_type, encode_program(patched), "GPL", log_level=1)
-        except VerifierRejectedError as error:
-            log = error.log or str(error)
-            match = _PROCESSED.search(log)
-            summary = summarize_log(log, tail_lines=3)
-            return Verdict(False, summary.cause, int(match[1]) if match else 0, "\n".join(summary.tail))
-        except BpfCommandError as error:
-            return Verdict(False, f"{type(error).__name__}: {error}", 0)
-        loaded.fd.close()
-        match = _PROCESSED.search(loaded.log)
-        return Verdict(True, "", int(match[1]) if match else 0)
+    loaded = kernel_load(case.prog_type, insns, case.maps, btf=case.btf)
+    if loaded.accepted or not loaded.verifier:
+        return Verdict(loaded.accepted, "" if loaded.accepted else loaded.log, loaded.processed)
+    summary = summarize_log(loaded.log, tail_lines=3)
+    return Verdict(False, summary.cause, loaded.processed, "\n".join(summary.tail))
 
 
 class _OutOfTime(BaseException):
@@ -139,11 +125,12 @@ def compare(program: FuzzProgram, *, timeout: float = DEFAULT_TIMEOUT) -> Compar
         insns = assemble(program.asm, Syntax.LLVM)
     except PybpfError:
         return Comparison(program, Kind.INVALID, None, None)
-    kernel = kernel_verdict(program, insns)
+    case = as_case(program)
+    kernel = kernel_verdict(case, insns)
     previous = signal.signal(signal.SIGALRM, _out_of_time)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        ours = our_verdict(program, insns)
+        ours = our_verdict(case)
     except _OutOfTime:
         return Comparison(program, Kind.TIMEOUT, Verdict(False, f"more than {timeout:g}s", 0), kernel)
     except Exception as error:  # a crash is a finding, reported with the kernel's verdict
@@ -215,6 +202,10 @@ def corpus_block(comparison: Comparison, name: str) -> str:
             text = f"{info.type.name.lower()}:{info.key_size}:{info.value_size}:{info.max_entries}"
             spec.append(text + (":rdonly" if info.readonly else ""))
         lines.append("maps: " + " ".join(spec))
+    if program.value_btf:
+        lines.append(f"value-btf: {program.value_btf}")
+    if program.func_info:
+        lines.append("func-info: yes")
     lines.append("expect: accept" if kernel is None or kernel.accepted else f"expect: reject {kernel.message}")
     lines.append("---")
     return "\n".join(lines) + "\n" + program.asm
