@@ -57,6 +57,27 @@ _LEAK_TARGETS = {RegType.PTR_TO_MAP_VALUE: "map", RegType.PTR_TO_CTX: "ctx", Reg
 _SIZED = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
 _ATOMIC_REGIONS = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MEM,
                              RegType.PTR_TO_BTF_ID})
+# How check_ptr_alignment names a region in its "misaligned ... access" message.
+_ALIGNMENT_NAMES: Mapping[RegType, str] = MappingProxyType({
+    RegType.PTR_TO_MAP_VALUE: "value ", RegType.PTR_TO_MAP_KEY: "key ", RegType.PTR_TO_CTX: "context ",
+    RegType.PTR_TO_FLOW_KEYS: "flow keys ", RegType.PTR_TO_SOCKET: "sock ", RegType.PTR_TO_SOCK_COMMON: "sock_common ",
+    RegType.PTR_TO_TCP_SOCK: "tcp_sock ", RegType.PTR_TO_XDP_SOCK: "xdp_sock ",
+})
+
+
+def check_strict_alignment(regno: int, reg: RegState, off: int, size: int) -> None:
+    """``check_ptr_alignment`` with ``strict_alignment_once``: atomics (and load-acquire/
+    store-release) must be naturally aligned in every region, whatever the machine tolerates
+    for plain loads. The stack is checked strictly on every access (:func:`_stack_access`)."""
+    if size == 1 or reg.type is RegType.PTR_TO_STACK:
+        return
+    if reg.var_off.var_off.add(Tnum.const((reg.off + off) & U64)).is_aligned(size):
+        return
+    where = reg.var_off.const_value() if reg.var_off.is_const() else tnum_text(reg.var_off)
+    if reg.type in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
+        # NET_IP_ALIGN is 0 on the machines the JIT targets here (x86-64, arm64).
+        raise reject(f"misaligned packet access off 0+{where}+{reg.off}+{off} size {size}")
+    raise reject(f"misaligned {_ALIGNMENT_NAMES.get(reg.type, '')}access off {where}+{reg.off}+{off} size {size}")
 
 
 def _build_sized_scalar(size: int, sign_extend: bool) -> RegState:
@@ -127,11 +148,15 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
     size = insn.size.nbytes
     if insn.op == AtomicCode.LOAD_ACQ:
         base = read_reg(state, insn.src)
+        if base.is_pointer and not base.maybe_null:
+            check_strict_alignment(int(insn.src), base, insn.off, size)
         state.regs[int(insn.dst)] = access(env, state, int(insn.src), base, off=insn.off, size=size, write=None)
         save_ptr_type(env, pc, base)
         return
     if insn.op == AtomicCode.STORE_REL:
         base = read_reg(state, insn.dst)
+        if base.is_pointer and not base.maybe_null:
+            check_strict_alignment(int(insn.dst), base, insn.off, size)
         access(env, state, int(insn.dst), base, off=insn.off, size=size, write=read_reg(state, insn.src))
         save_ptr_type(env, pc, base)
         return
@@ -146,7 +171,10 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
         raise reject(f"R{int(insn.dst)} invalid mem access '{type_name(base)}'")
     if base.type not in _ATOMIC_REGIONS:
         raise reject(f"BPF_ATOMIC stores into R{int(insn.dst)} {type_name(base)} is not allowed")
-    access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
+    check_strict_alignment(int(insn.dst), base, insn.off, size)
+    # check_atomic_rmw reads the old value as a load would (a spilled constant stays known):
+    # that is what a fetch, an xchg or a cmpxchg hands back.
+    old = access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
     if base.type is RegType.PTR_TO_STACK:
         # The memory now holds old (op) operand, nothing the verifier tracks: the bytes become
         # unknown data, as the kernel's write with no value register makes them (never a spill
@@ -159,9 +187,9 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
                write=RegState.scalar() if operand.is_pointer else operand)
     save_ptr_type(env, pc, base)
     if insn.op == AtomicCode.CMPXCHG:
-        state.regs[0] = sized_scalar(size)
+        state.regs[0] = old
     elif insn.op & ATOMIC_FETCH:
-        state.regs[int(insn.src)] = sized_scalar(size)
+        state.regs[int(insn.src)] = old
 
 
 # Pointer kinds whose accesses are rewritten per instruction after verification, so one
@@ -191,7 +219,7 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
         case RegType.PTR_TO_STACK:
             return _stack_access(env, state, regno, reg, off=off, size=size, write=write, sign_extend=sign_extend)
         case RegType.PTR_TO_CTX:
-            return _ctx_access(env, regno, reg, off=off, size=size, write=is_write)
+            return _ctx_access(env, regno, reg, off=off, size=size, write=is_write, sign_extend=sign_extend)
         case RegType.PTR_TO_MAP_VALUE:
             info = env.map_of(reg)
             if is_write and info.readonly:
@@ -284,13 +312,15 @@ def check_ctx_pointer(regno: int, reg: RegState) -> None:
     check_ptr_off_reg(regno, reg, "ctx")
 
 
-def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, write: bool) -> RegState:
+def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, write: bool,
+                sign_extend: bool = False) -> RegState:
     check_ctx_pointer(regno, reg)
     field = env.options.prog_type.context.check_access(off, size, write)
     if field is None:
         raise reject(f"invalid bpf_context access off={off} size={size}")
     if write or field.conversion is Conversion.PLAIN:
-        return sized_scalar(size)
+        # A sign-extending load (BPF_MEMSX) of a field is sign-extended like any other load.
+        return sized_scalar(size, sign_extend and not write)
     kind, maybe_null = _CONVERSIONS[field.conversion]
     return RegState.pointer(kind, maybe_null=maybe_null, id=env.new_id() if maybe_null else 0)
 
