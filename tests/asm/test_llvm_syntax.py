@@ -21,6 +21,7 @@ from pybpf.asm import assemble, assemble_bytes, format_insn, format_program, par
 from pybpf.errors import AssemblerError
 from pybpf.isa.codec import decode_program, encode, encode_program
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -61,6 +62,8 @@ TABLE: list[tuple[str, Instruction]] = [
     ("r1 = (s8)r2", Bin(BinOp.MOVSX8, R1, R2, True)),
     ("w1 = (s16)w2", Bin(BinOp.MOVSX16, R1, R2, False)),
     ("r1 = (s32)r2", Bin(BinOp.MOVSX32, R1, R2, True)),
+    ("r1 = addr_space_cast(r0, 0x0, 0x1)", AddrSpaceCast(R1, R0, 0, 1)),
+    ("r2 = addr_space_cast(r2, 0x1, 0x0)", AddrSpaceCast(R2, R2, 1, 0)),
     ("r1 = -r1", Neg(R1, True)),
     ("w1 = -w1", Neg(R1, False)),
     ("r0 = bswap16 r0", Endian(R0, 16, EndianOrder.SWAP)),
@@ -252,6 +255,7 @@ def _every_form() -> list[Instruction]:
                 continue
             out += [Bin(op, Reg.R3, Reg.R4, is64), Bin(op, Reg.R3, Imm(-7), is64), Bin(op, Reg.R9, Imm(0x7FF), is64)]
     out += [Neg(Reg.R5, True), Neg(Reg.R5, False)]
+    out += [AddrSpaceCast(Reg.R1, Reg.R6, 0, 1), AddrSpaceCast(Reg.R3, Reg.R3, 1, 0)]
     out += [Endian(Reg.R6, width, order) for width in (16, 32, 64) for order in EndianOrder]
     out += [LoadImm64.constant(Reg.R7, value) for value in (0, 1, -1, 0x1122334455667788, 1 << 63)]
     for size in Size:

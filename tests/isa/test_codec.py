@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pybpf.errors import InvalidInstructionError
 from pybpf.isa import (
+    AddrSpaceCast,
     Atomic,
     AtomicCode,
     Bin,
@@ -68,6 +69,8 @@ TABLE = [
     (Bin(BinOp.MOVSX16, R0, R1, False), (0xBC, 0, 1, 16, 0)),
     (Bin(BinOp.MOVSX32, R0, R1, True), (0xBF, 0, 1, 32, 0)),
     (Bin(BinOp.ARSH, R1, Imm(4), True), (0xC7, 1, 0, 0, 4)),
+    (AddrSpaceCast(R1, R0, 0, 1), (0xBF, 1, 0, 1, 1)),
+    (AddrSpaceCast(R2, R1, 1, 0), (0xBF, 2, 1, 1, 1 << 16)),
     (Neg(R1, True), (0x87, 1, 0, 0, 0)),
     (Neg(R1, False), (0x84, 1, 0, 0, 0)),
     (Endian(R0, 16, EndianOrder.LE), (0xD4, 0, 0, 0, 16)),
@@ -161,6 +164,9 @@ EXIT = raw(0x95)
         (raw(0x85, src=1, imm=10) + EXIT, 0, "call out of range"),
         (raw(0x3F, dst=1, src=2, off=2) + EXIT, 0, "offset must be 0 (unsigned) or 1 (signed)"),
         (raw(0xBC, src=1, off=32) + EXIT, 0, "sign-extension width"),
+        (raw(0xBF, src=1, off=1) + EXIT, 0, "can only convert between address space 1 and 0"),
+        (raw(0xBF, src=1, off=1, imm=0x10001) + EXIT, 0, "can only convert between address space 1 and 0"),
+        (raw(0xBC, src=1, off=1, imm=1) + EXIT, 0, "sign-extension width"),
         (raw(0xD4, imm=8) + EXIT, 0, "width must be 16, 32 or 64"),
         (raw(0xDF, imm=16) + EXIT, 0, "unknown opcode 0xdf"),
         (raw(0x99) + EXIT, 0, "no 8-byte sign-extending load"),

@@ -27,6 +27,7 @@ from pybpf.asm.printer import BIN_OPERATORS, COND_OPERATORS, FETCH_NAMES, LOCK_O
 from pybpf.errors import AssemblerError, InvalidInstructionError
 from pybpf.isa.codec import decode
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -438,7 +439,29 @@ def _named_rhs(c: Cursor, dst: _Register, name: str, column: int) -> Parsed:
         return Atomic(AtomicCode.LOAD_ACQ, size, dst.reg, off, src), None
     if name in ("map", "btf", "func"):
         return _pseudo(c, dst, name, column)
+    if name == "addr_space_cast":
+        return _addr_space_cast(c, dst)
     raise c.error(f"unknown operand '{name}'", column)
+
+
+def _addr_space_cast(c: Cursor, dst: _Register) -> Parsed:
+    """``rX = addr_space_cast(rY, DST_AS, SRC_AS)``, as llvm-objdump 19 prints it."""
+    if not dst.wide:
+        raise c.error(f"addr_space_cast writes an r register, found {dst}", dst.column)
+    c.expect("(", "after addr_space_cast")
+    src = _register(c)
+    if not src.wide:
+        raise c.error(f"addr_space_cast reads an r register, found {src}", src.column)
+    spaces = []
+    for what in ("destination", "source"):
+        c.expect(",", f"before the {what} address space")
+        number = c.number(f"the {what} address space")
+        if not 0 <= number.value <= 0xFFFF:
+            text = number.text.strip()
+            raise c.error(f"{what} address space {text} is out of range (allowed: 0..0xffff)", number.column)
+        spaces.append(number.value)
+    c.expect(")", "to close addr_space_cast(...)")
+    return AddrSpaceCast(dst.reg, src.reg, spaces[0], spaces[1]), None
 
 
 def _packet(c: Cursor, dst: _Register, size: Size, signed: bool, column: int) -> Parsed:

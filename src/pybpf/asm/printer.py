@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 from pybpf.isa.codec import encode
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -75,6 +76,8 @@ BIN_OPERATORS = {
     BinOp.MOV: "=",
     BinOp.ARSH: "s>>=",
 }
+ARENA_MARK = " ; arena"
+"""Appended to a load or store the verifier turned into an arena access (kernel-internal, never parsed)."""
 MOVSX_CASTS = {BinOp.MOVSX8: "s8", BinOp.MOVSX16: "s16", BinOp.MOVSX32: "s32"}
 COND_OPERATORS = {
     Cond.JEQ: "==",
@@ -181,16 +184,20 @@ def format_insn(insn: Instruction, pc: int | None = None) -> str:
             return f"{_reg(dst, is64)} = ({MOVSX_CASTS[op]}){_operand(src, is64)}"
         case Bin(op, dst, src, is64):
             return f"{_reg(dst, is64)} {BIN_OPERATORS[op]} {_operand(src, is64)}"
+        case AddrSpaceCast(dst, src, dst_as, src_as):
+            return f"{_reg(dst, True)} = addr_space_cast({_reg(src, True)}, {dst_as:#x}, {src_as:#x})"
         case Neg(dst, is64):
             return f"{_reg(dst, is64)} = -{_reg(dst, is64)}"
         case Endian(dst, width, order):
             return f"{_reg(dst, True)} = {ENDIAN_NAMES[order]}{width} {_reg(dst, True)}"
         case LoadImm64():
             return _load_imm64(insn)
-        case Load(size, dst, src, off, sign_extend):
-            return f"{_reg(dst, True)} = *({_size(size, sign_extend)} *)({_address(src, off)})"
-        case Store(size, dst, off, src):
-            return f"*({_size(size)} *)({_address(dst, off)}) = {_operand(src, True)}"
+        case Load(size, dst, src, off, sign_extend, arena):
+            text = f"{_reg(dst, True)} = *({_size(size, sign_extend)} *)({_address(src, off)})"
+            return text + ARENA_MARK if arena else text
+        case Store(size, dst, off, src, arena):
+            text = f"*({_size(size)} *)({_address(dst, off)}) = {_operand(src, True)}"
+            return text + ARENA_MARK if arena else text
         case PacketLoad(size, mode, src, imm):
             if mode is Mode.ABS or src is None:
                 return f"r0 = *({_size(size)} *)skb[{hex_signed(imm)}]"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pybpf.isa.codec import decode, decode_program, decode_raw_program, encode, encode_program
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -32,6 +33,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import AtomicCode, CallSrc, Class, EndianOrder, Mode, PseudoSrc, Size
 
 __all__ = [
+    "AddrSpaceCast",
     "Atomic",
     "AtomicCode",
     "Bin",

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from pybpf.errors import InvalidInstructionError
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -38,6 +39,7 @@ from pybpf.isa.insn import (
     jump_target,
 )
 from pybpf.isa.opcodes import (
+    ADDR_SPACE_CAST_OFF,
     CLASS_MASK,
     CODE_MASK,
     MAX_REGISTER,
@@ -82,6 +84,7 @@ _BINOP_ENCODING.update(
         BinOp.MOVSX32: (AluCode.MOV, 32),
     }
 )
+_ADDR_SPACE_CASTS = frozenset({1, 1 << 16})  # imm of 1 -> 0 (to the program's view) and 0 -> 1
 _MOVSX_BY_OFF = {8: BinOp.MOVSX8, 16: BinOp.MOVSX16, 32: BinOp.MOVSX32}
 
 _JMP_TO_COND = {
@@ -157,6 +160,13 @@ def _decode_alu(raw: RawInsn, is64: bool) -> Instruction:
         else:
             op = BinOp.SMOD if raw.off else BinOp.MOD
     elif code is AluCode.MOV:
+        if is64 and source == Source.X and raw.off == ADDR_SPACE_CAST_OFF:
+            # The kernel knows two casts (check_alu_op); any other imm is reserved, with its message.
+            _require(
+                raw.imm in _ADDR_SPACE_CASTS,
+                f"{what}: addr_space_cast insn can only convert between address space 1 and 0",
+            )
+            return AddrSpaceCast(dst, _reg(raw.src, "source"), raw.imm >> 16, raw.imm & 0xFFFF)
         if raw.off == 0 or source == Source.K:
             _zero(raw, what, "off")  # sign-extending moves exist only in the register form
             op = BinOp.MOV
@@ -308,6 +318,9 @@ def encode(insn: Instruction) -> list[RawInsn]:
             source, src_reg, imm = _operand_fields(src)
             cls = Class.ALU64 if is64 else Class.ALU
             return [RawInsn(cls | source | code, dst, src_reg, off, imm)]
+        case AddrSpaceCast(dst, src):
+            opcode = Class.ALU64 | Source.X | AluCode.MOV
+            return [RawInsn(opcode, dst, src, ADDR_SPACE_CAST_OFF, insn.imm)]
         case Neg(dst, is64):
             return [RawInsn((Class.ALU64 if is64 else Class.ALU) | AluCode.NEG, dst, 0, 0, 0)]
         case Endian(dst, width, order):
@@ -318,13 +331,16 @@ def encode(insn: Instruction) -> list[RawInsn]:
             return [RawInsn(opcode, dst, 0, 0, width)]
         case LoadImm64(dst, imm, next_imm, src):
             return [RawInsn(Class.LD | Mode.IMM | Size.DW, dst, src, 0, imm), RawInsn(0, 0, 0, 0, next_imm)]
-        case Load(size, dst, src, off, sign_extend):
-            mode = Mode.MEMSX if sign_extend else Mode.MEM
+        case Load(size, dst, src, off, sign_extend, arena):
+            # An arena load is the kernel's own rewrite (BPF_PROBE_MEM32, as bpftool's xlated
+            # dump shows it); decode refuses that mode, as the kernel refuses it from user space.
+            mode = Mode.PROBE_MEM32 if arena else Mode.MEMSX if sign_extend else Mode.MEM
             return [RawInsn(Class.LDX | mode | size, dst, src, off, 0)]
-        case Store(size, dst, off, src):
+        case Store(size, dst, off, src, arena):
+            mode = Mode.PROBE_MEM32 if arena else Mode.MEM
             if isinstance(src, Imm):
-                return [RawInsn(Class.ST | Mode.MEM | size, dst, 0, off, src.value)]
-            return [RawInsn(Class.STX | Mode.MEM | size, dst, src, off, 0)]
+                return [RawInsn(Class.ST | mode | size, dst, 0, off, src.value)]
+            return [RawInsn(Class.STX | mode | size, dst, src, off, 0)]
         case PacketLoad(size, mode, src, imm):
             return [RawInsn(Class.LD | mode | size, 0, 0 if src is None else src, 0, imm)]
         case Atomic(op, size, dst, off, src):

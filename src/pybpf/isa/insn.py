@@ -121,6 +121,29 @@ class Bin:
 
 
 @dataclass(frozen=True, slots=True)
+class AddrSpaceCast:
+    """``dst = addr_space_cast(src, dst_as, src_as)``: a kernel extension for BPF arenas.
+
+    Encoded as a 64-bit register ``mov`` with ``off=1`` and ``imm = dst_as << 16 | src_as``.
+    Address space 1 is the arena as user space maps it (the pointers C code stores), 0 the
+    program's view: casting 1 -> 0 keeps the low 32 bits (the offset the kernel adds to its own
+    mapping), 0 -> 1 puts the arena's user-space upper half back on a non-zero offset. The
+    kernel accepts only those two casts; the codec keeps any pair, losslessly.
+    """
+
+    dst: Reg
+    src: Reg
+    dst_as: int  # 0..0xFFFF
+    src_as: int  # 0..0xFFFF
+
+    @property
+    def imm(self) -> int:
+        """The encoded ``imm`` field (signed 32-bit)."""
+        value = (self.dst_as << 16) | self.src_as
+        return value - (1 << 32) if value >= 1 << 31 else value
+
+
+@dataclass(frozen=True, slots=True)
 class Neg:
     """``dst = -dst``."""
 
@@ -172,6 +195,9 @@ class Load:
     src: Reg
     off: int
     sign_extend: bool = False
+    # Kernel-internal (BPF_PROBE_MEM32), never decoded from a program: the verifier found an arena
+    # pointer here, so the address is the arena's base + src + off and a fault reads 0.
+    arena: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +208,7 @@ class Store:
     dst: Reg
     off: int
     src: Operand
+    arena: bool = False  # as Load.arena: a store through an arena pointer, dropped on a fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +298,7 @@ class Exit:
 
 Instruction = (
     Bin
+    | AddrSpaceCast
     | Neg
     | Endian
     | LoadImm64

@@ -106,7 +106,12 @@ class Mode(IntEnum):
     IND = 0x40
     MEM = 0x60
     MEMSX = 0x80
+    PROBE_MEM32 = 0xA0  # kernel-internal: an arena access after verification; never decoded
     ATOMIC = 0xC0
+
+
+ADDR_SPACE_CAST_OFF = 1
+"""The ``off`` of a 64-bit register ``mov`` that makes it ``addr_space_cast`` (kernel 6.9+)."""
 
 
 class AtomicCode(IntEnum):
