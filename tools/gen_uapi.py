@@ -359,10 +359,23 @@ def _member_name(full: str, prefix: str) -> str:
     return name
 
 
+# Members of kernels newer than the header (Debian's is 6.1), added when the header lacks them:
+# BPF arenas (6.9: the map type and its two creation flags).
+NEWER_MEMBERS: dict[str, tuple[tuple[str, int], ...]] = {
+    "BpfMapType": (("BPF_MAP_TYPE_ARENA", 33),),
+    "BpfMapFlag": (("BPF_F_SEGV_ON_FAULT", 1 << 17), ("BPF_F_NO_USER_CONV", 1 << 18)),
+}
+
+
 def render_enum(spec: OutputEnum, members: list[tuple[str, int]]) -> list[str]:
     lines = ["", "", f"class {spec.class_name}({spec.base}):", f'    """{spec.doc}"""', ""]
     for full, value in members:
         lines.append(f"    {_member_name(full, spec.prefix)} = {value}")
+    known = {full for full, _ in members}
+    newer = [(full, value) for full, value in NEWER_MEMBERS.get(spec.class_name, ()) if full not in known]
+    if newer:
+        lines.append("    # newer kernels than the header (tools/gen_uapi.py NEWER_MEMBERS)")
+        lines += [f"    {_member_name(full, spec.prefix)} = {value}" for full, value in newer]
     return lines
 
 

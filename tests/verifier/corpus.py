@@ -4,7 +4,8 @@ A file under ``corpus/`` holds blocks like::
 
     ### uninit-register
     type: xdp                         (optional; socket_filter by default)
-    maps: hash:4:8:16 array:4:8:1:rdonly   (optional; map[fd:N] in the asm names the Nth map)
+    maps: hash:4:8:16 array:4:8:1:rdonly   (optional; map[fd:N] in the asm names the Nth map;
+                                      arena:0:0:PAGES:mmapable for an arena, mapped for the kernel)
     license: Dual BSD/GPL            (optional; GPL by default)
     privileged: no                    (optional: verify with the unprivileged rules)
     expect: reject R3 !read_ok        (or: expect: accept)
@@ -160,7 +161,8 @@ class CorpusCase:
 
 def _map(text: str) -> MapInfo:
     parts = text.split(":")
-    flags = BpfMapFlag.RDONLY_PROG if "rdonly" in parts[4:] else 0
+    flags = (BpfMapFlag.RDONLY_PROG if "rdonly" in parts[4:] else 0) | (
+        BpfMapFlag.MMAPABLE if "mmapable" in parts[4:] else 0)
     return MapInfo(BpfMapType[parts[0].upper()], int(parts[1]), int(parts[2]), int(parts[3]), int(flags))
 
 

@@ -23,10 +23,11 @@ from pybpf.isa.codec import encode_program
 from pybpf.isa.insn import CallKfunc, LabeledInsn, LoadImm64
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.kernel import btf_load
+from pybpf.kernel.arena import KernelArena
 from pybpf.kernel.loader import VMLINUX_BTF
 from pybpf.kernel.maps import map_create
 from pybpf.kernel.progs import prog_load_with_log
-from pybpf.platform import KFUNC_PROTOS, BpfProgType
+from pybpf.platform import KFUNC_PROTOS, BpfMapType, BpfProgType
 from pybpf.verifier import MapInfo
 
 from .corpus import CaseBtf
@@ -72,6 +73,9 @@ def kernel_load(prog_type: BpfProgType, insns: Sequence[LabeledInsn], maps: Sequ
                                                 map_flags=info.flags, btf_fd=btf_fd if value_type else None,
                                                 btf_key_type_id=key_type, btf_value_type_id=value_type))
             fds.append(int(fd))
+            if info.type == BpfMapType.ARENA:
+                # The kernel loads no program using an arena before user space mapped it.
+                stack.callback(KernelArena(fd, info.max_entries).close)
         patched = []
         for labeled in insns:
             insn = labeled.insn

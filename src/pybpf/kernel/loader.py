@@ -32,6 +32,7 @@ from pathlib import Path
 from pybpf.btf import Btf, BtfKind, CoreResolver
 from pybpf.errors import BpfCommandError, BtfError, LoadError, NotSupportedError, PermissionDeniedError
 from pybpf.isa import encode_program
+from pybpf.kernel.arena import KernelArena
 from pybpf.kernel.btf_fixup import Kind, RawBtf, VarLinkage, fix_datasecs, fix_ksyms, sanitize
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.features import btf_kind_supported
@@ -250,7 +251,14 @@ class _Instantiation:
                 syscall=self.syscall,
             )
             self.maps[spec.name] = created
-            if spec.kind is MapKind.DATA and spec.contents is not None:
+            if spec.type == BpfMapType.ARENA:
+                # As libbpf: map it now (the kernel needs its user address before any program
+                # using it loads), then copy the global __arena variables to its first page(s).
+                created.arena = KernelArena(fd, spec.max_entries, map_flags=spec.map_flags)
+                self.stack.callback(created.arena.close)
+                if spec.contents:
+                    created.arena.write(created.arena.user_vm_start, spec.contents)
+            elif spec.kind is MapKind.DATA and spec.contents is not None:
                 try:
                     map_update(fd, DATA_KEY, spec.contents, syscall=self.syscall)
                     if spec.frozen:

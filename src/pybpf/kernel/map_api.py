@@ -31,6 +31,7 @@ from pybpf.errors import (
     MapOperationNotSupportedError,
     MapPermissionError,
 )
+from pybpf.kernel.arena import KernelArena
 from pybpf.kernel.fd import Fd
 from pybpf.kernel.maps import (
     map_delete,
@@ -151,6 +152,8 @@ class KernelMap(UserMapApi):
         self.btf_key_type_id = btf_key_type_id
         self.btf_value_type_id = btf_value_type_id
         self.PERCPU = map_type in PERCPU_TYPES
+        # An arena's user-space mapping (the loader maps every arena it creates).
+        self.arena: KernelArena | None = None
         self.ncpus = (possible_cpus() if ncpus is None else ncpus) if self.PERCPU else 1
         self.value_stride = round_up8(value_size)
         self.frozen = False
@@ -185,6 +188,9 @@ class KernelMap(UserMapApi):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.arena is not None:
+            self.arena.close()
+            self.arena = None
         self.fd.close()
 
     # -- ring buffer ------------------------------------------------------------------------------

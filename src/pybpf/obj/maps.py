@@ -309,7 +309,47 @@ def collect_maps(elf: ElfObject, btf: Btf | None) -> MapTable:
         except BtfError as error:
             raise LoadError(f"map definitions: {error}", file=elf.file, section=section.name) from error
     _check_inner_names(maps, elf.file)
+    for section in elf.sections:
+        if section.name == ARENA_SECTION and section.size:
+            name = _place_arena_globals(elf.file, section, maps)
+            by_location[(section.index, -1)] = name
     return MapTable(maps, by_location)
+
+
+ARENA_SECTION = ".addr_space.1"
+"""Where clang puts global ``__arena`` variables (address space 1)."""
+ARENA_PAGE_SIZE = 4096
+
+
+def arena_size(spec: MapSpec) -> int:
+    """The bytes an arena map spans (max_entries pages)."""
+    return spec.max_entries * ARENA_PAGE_SIZE
+
+
+def _place_arena_globals(file: str, section: ElfSection, maps: dict[str, MapSpec]) -> str:
+    """Global ``__arena`` variables live in the object's arena map, from its first page on (as
+    libbpf of Linux 6.18 places them: ``init_arena_map_data``); they become its ``contents``."""
+    arenas = [spec for spec in maps.values() if spec.type == BpfMapType.ARENA]
+    if not arenas:
+        raise LoadError(
+            "to use global __arena variables the ARENA map should be explicitly declared in SEC(\".maps\")",
+            file=file,
+            section=section.name,
+        )
+    if len(arenas) > 1:
+        raise LoadError("global __arena variables need exactly one ARENA map", file=file, section=section.name)
+    arena = arenas[0]
+    pages = -(-section.size // ARENA_PAGE_SIZE)
+    if pages * ARENA_PAGE_SIZE > arena_size(arena):
+        raise LoadError(
+            f"declared ARENA map size ({arena_size(arena)}) is too small to hold global __arena variables "
+            f"of size {section.size}",
+            file=file,
+            section=section.name,
+        )
+    data = bytes(section.size) if section.type == SHT_NOBITS else section.data
+    maps[arena.name] = replace(arena, contents=data)
+    return arena.name
 
 
 def _check_inner_names(maps: dict[str, MapSpec], file: str) -> None:

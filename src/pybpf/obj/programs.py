@@ -35,7 +35,7 @@ from pybpf.isa.codec import check_jump_targets
 from pybpf.isa.insn import Instruction
 from pybpf.obj.elf import SHN_UNDEF, ElfObject, ElfRelocation, ElfSection, ElfSymbol
 from pybpf.obj.ksyms import POISON_CALL_KFUNC_BASE
-from pybpf.obj.maps import MapTable
+from pybpf.obj.maps import MapTable, arena_size
 from pybpf.obj.spec import (
     KCONFIG_SECTION,
     CoreRelocation,
@@ -46,6 +46,7 @@ from pybpf.obj.spec import (
     MapReference,
     SubprogramRange,
 )
+from pybpf.platform.uapi_generated import BpfMapType
 
 TEXT_SECTION = ".text"
 INSN_SIZE = 8
@@ -219,7 +220,9 @@ class _SectionReader:
         data_name = self.maps.by_location.get((symbol.shndx, -1))
         if data_name is not None:
             offset = symbol.value + insn.imm
-            if not 0 <= offset <= self.maps.maps[data_name].value_size:
+            data_map = self.maps.maps[data_name]
+            limit = arena_size(data_map) if data_map.type == BpfMapType.ARENA else data_map.value_size
+            if not 0 <= offset <= limit:
                 raise self.fail(MalformedObjectError, f"offset {offset} is outside {data_name}", symbol.name)
             function.map_refs.append(MapReference(local, data_name, PseudoSrc.MAP_VALUE, offset, symbol.name))
             return LoadImm64(insn.dst, 0, offset, PseudoSrc.MAP_VALUE)

@@ -37,6 +37,9 @@ class KfuncFlag(IntFlag):
     ITER_DESTROY = 1 << 10  # destructor of an open-coded iterator
     RCU_PROTECTED = 1 << 11  # only inside an RCU read-side section
     FASTCALL = 1 << 12  # preserves r1-r5 (an optimisation; the verifier still clobbers them)
+    ARENA_RET = 1 << 13  # returns an arena pointer (address space 1; BTF and tooling only)
+    ARENA_ARG1 = 1 << 14  # first argument is an arena pointer (likewise)
+    ARENA_ARG2 = 1 << 15  # second argument is an arena pointer (likewise)
 
 
 class KfuncArgKind(Enum):
@@ -52,6 +55,7 @@ class KfuncArgKind(Enum):
     ITER = auto()  # pointer to a ``struct bpf_iter_<iter_type>`` on the stack
     DYNPTR = auto()  # pointer to a ``struct bpf_dynptr`` on the stack
     BTF_ID = auto()  # pointer to a kernel object of struct ``btf_type``
+    MAP = auto()  # ``__map``: a map pointer (``CONST_PTR_TO_MAP``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,9 @@ def _int(name: str) -> KfuncArg:
 # initialised dynptr, ``*__uninit`` one the kfunc builds; the verifier's dynptr rules apply
 # (pybpf.verifier.dynptr), and the slices' size is their constant ``buffer__szk`` argument.
 _DYNPTR = KfuncArg("p", KfuncArgKind.DYNPTR)
+# ``void *p__map`` and the flags every arena kfunc has (KF_TRUSTED_ARGS | KF_SLEEPABLE | KF_ARENA_ARG2).
+_ARENA_MAP = KfuncArg("p__map", KfuncArgKind.MAP)
+_ARENA_FLAGS = _F.TRUSTED_ARGS | _F.SLEEPABLE | _F.ARENA_ARG2
 _SLICE_ARGS = (_DYNPTR, _int("offset"), KfuncArg("buffer__opt", KfuncArgKind.MEM, nullable=True),
                KfuncArg("buffer__szk", KfuncArgKind.CONST_MEM_SIZE))
 
@@ -130,6 +133,17 @@ _PROTOS: tuple[KfuncProto, ...] = (
     _K(0, "bpf_dynptr_size", (_DYNPTR,), _INT, "The size of the dynptr's view (-EINVAL when NULL)."),
     _K(0, "bpf_dynptr_clone", (_DYNPTR, KfuncArg("clone__uninit", KfuncArgKind.DYNPTR, uninit=True)), _INT,
        "Copy the dynptr (a ring buffer clone shares the reference); -EINVAL and a NULL clone when NULL."),
+    # --- arenas (kernel/bpf/arena.c, common set; sleepable in 6.18): pages of a BPF_MAP_TYPE_ARENA
+    # map; addresses are user-space (address space 1) pointers, 'void __arena *' in C ---
+    _K(0, "bpf_arena_alloc_pages",
+       (_ARENA_MAP, _str("addr__ign"), _int("page_cnt"), _int("node_id"), _int("flags")), _INT,
+       "Allocate page_cnt zeroed pages (at addr when non-NULL); their user address, or NULL.",
+       _ARENA_FLAGS | _F.ARENA_RET),
+    _K(0, "bpf_arena_free_pages", (_ARENA_MAP, _str("ptr__ign"), _int("page_cnt")), _VOID,
+       "Free page_cnt pages from ptr (user space then faults on them, programs read 0).", _ARENA_FLAGS),
+    _K(0, "bpf_arena_reserve_pages", (_ARENA_MAP, _str("ptr__ign"), _int("page_cnt")), _INT,
+       "Keep page_cnt free pages at ptr from being allocated: 0, -EINVAL, or -EBUSY if one is in use.",
+       _ARENA_FLAGS),
     # --- strings (Linux 6.17+, common set): kernel/bpf/helpers.c; -ERANGE for a user address,
     # -EFAULT on a fault, -E2BIG past XATTR_SIZE_MAX bytes, -ENOENT when not found ---
     _K(0, "bpf_strcmp", (_str("s1__ign"), _str("s2__ign")), _INT, "strcmp: -1, 0 or 1."),

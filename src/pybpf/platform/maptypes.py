@@ -201,6 +201,10 @@ _SPECS: tuple[MapTypeSpec, ...] = (
                 allowed_flags=MF.NO_PREALLOC, lookup_returns_value=False, required_flags=MF.NO_PREALLOC),
     MapTypeSpec(M.BLOOM_FILTER, "bloom_filter", "Bloom filter: push adds, peek tests membership.",
                 0, None, MapOp.PUSH | MapOp.PEEK, allowed_flags=_COMMON_FLAGS | MF.ZERO_SEED),
+    # No keys, no values: max_entries pages of memory shared by programs and user space (mmap).
+    MapTypeSpec(M.ARENA, "arena", "Pages shared by programs (bpf_arena_alloc_pages) and user space (mmap).",
+                0, 0, allowed_flags=MF.MMAPABLE | MF.SEGV_ON_FAULT | MF.NO_USER_CONV,
+                required_flags=MF.MMAPABLE, lookup_returns_value=False),
     MapTypeSpec(M.USER_RINGBUF, "user_ringbuf", "Ring buffer produced by user space.", 0, 0,
                 special_helpers=frozenset({H.USER_RINGBUF_DRAIN}), allowed_flags=BpfMapFlag(0),
                 lookup_returns_value=False, max_entries_power_of_two_pages=True),

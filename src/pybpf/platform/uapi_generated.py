@@ -304,6 +304,8 @@ class BpfMapType(IntEnum):
     TASK_STORAGE = 29
     BLOOM_FILTER = 30
     USER_RINGBUF = 31
+    # newer kernels than the header (tools/gen_uapi.py NEWER_MEMBERS)
+    ARENA = 33
 
 
 class BpfProgType(IntEnum):
@@ -423,6 +425,9 @@ class BpfMapFlag(IntFlag):
     MMAPABLE = 1024
     PRESERVE_ELEMS = 2048
     INNER_MAP = 4096
+    # newer kernels than the header (tools/gen_uapi.py NEWER_MEMBERS)
+    SEGV_ON_FAULT = 131072
+    NO_USER_CONV = 262144
 
 
 class BpfUpdateFlag(IntEnum):

@@ -17,6 +17,7 @@ from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
 from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
+from pybpf.verifier.arena import find_arena
 from pybpf.verifier.capabilities import check_unprivileged_load
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
@@ -77,11 +78,12 @@ def verify(
             check_unprivileged_load(insns, spec, resolver)
         config = (StructureConfig(func_info=func_info, scalar_returns=scalar_returns) if privileged
                   else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
+        arena = find_arena(insns, resolver, privileged=privileged)
         structure = check_structure(insns, config)
         check_program_kfuncs(insns, options)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
-    env = Env(options, global_funcs=dict(global_funcs or {}))
+    env = Env(options, global_funcs=dict(global_funcs or {}), arena=arena)
     explorer = Explorer(insns, structure, env, resolver, insn_limit)
     try:
         explorer.run()
@@ -91,7 +93,7 @@ def verify(
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,
                           frozenset(explorer.seen), dict(explorer.env.ptr_types),
-                          barriers_of(explorer.env.spec, explorer.seen))
+                          barriers_of(explorer.env.spec, explorer.seen), frozenset(explorer.env.arena_alu32))
 
 
 def barriers_of(spec: SpecAux | None, seen: Collection[int]) -> tuple[Barrier, ...]:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
+    BinOp,
     Call,
     CallKfunc,
     CallLocal,
@@ -44,8 +46,8 @@ from pybpf.isa.insn import (
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
-from pybpf.platform import HelperId
-from pybpf.verifier import callbacks, calls, global_funcs, iters, kernel_log, kfuncs, memory, spectre, transfer
+from pybpf.platform import BpfMapType, HelperId
+from pybpf.verifier import arena, callbacks, calls, global_funcs, iters, kernel_log, kfuncs, memory, spectre, transfer
 from pybpf.verifier.cfg import branch_target, call_target
 from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
@@ -89,6 +91,7 @@ from pybpf.verifier.structure import (
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
 _IMM64, _FUNC, _BTF_ID = PseudoSrc.IMM64, PseudoSrc.FUNC, PseudoSrc.BTF_ID
 _MAP_FDS = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX})
+_MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 
 _PRUNE_CLASSES = (Jump, Goto, MayGoto, Call, CallLocal, CallKfunc, LoadImm64)
 
@@ -481,7 +484,10 @@ class Explorer:
     def _handler_for(self, insn: Instruction) -> Handler:
         """The step function for ``insn``'s class, in the order of the classes' precedence."""
         if isinstance(insn, Bin):
-            return self._step_bin
+            # Only a program with an arena can have arena pointers to record ALU on.
+            return self._step_bin if self.env.arena is None else self._step_bin_arena
+        if isinstance(insn, AddrSpaceCast):
+            return self._step_cast
         if isinstance(insn, Neg):
             return self._step_neg
         if isinstance(insn, Endian):
@@ -518,6 +524,20 @@ class Explorer:
 
     def _step_bin(self, pc: int, insn: Bin, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
         transfer.apply_bin(state, insn, self.env)
+        return pc + 1, state
+
+    def _step_bin_arena(self, pc: int, insn: Bin, state: State,
+                        parent: Checkpoint | None) -> tuple[int | None, State]:
+        if insn.is64 and insn.op not in _MOVES and (
+                state.regs[insn.dst].type is RegType.PTR_TO_ARENA
+                or (isinstance(insn.src, Reg) and state.regs[insn.src].type is RegType.PTR_TO_ARENA)):
+            self.env.arena_alu32.add(pc)  # the kernel's needs_zext: run on 32 bits
+        transfer.apply_bin(state, insn, self.env)
+        return pc + 1, state
+
+    def _step_cast(self, pc: int, insn: AddrSpaceCast, state: State,
+                   parent: Checkpoint | None) -> tuple[int | None, State]:
+        arena.apply_cast(self.env, state, insn)
         return pc + 1, state
 
     def _step_neg(self, pc: int, insn: Neg, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
@@ -700,6 +720,8 @@ class Explorer:
         uid = self.env.add_map(info)
         if src in _MAP_FDS:
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid)
+        if info.type == BpfMapType.ARENA:
+            return RegState.scalar()  # a global __arena variable: its user-space address
         offset = insn.next_imm
         if not 0 <= offset < info.value_size:
             raise reject(f"invalid access to map value pointer, value_size={info.value_size} off={offset}")

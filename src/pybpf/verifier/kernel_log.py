@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from pybpf.isa.codec import encode
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -90,6 +91,8 @@ def _text(insn: Instruction) -> str:
             return f"{_reg(dst, is64)} {text} {_MOVSX.get(op, '')}{_reg(src, is64)}"
         case Neg(dst=dst, is64=is64):
             return f"{_reg(dst, is64)} = -{_reg(dst, is64)}"
+        case AddrSpaceCast(dst=dst, src=src, dst_as=dst_as, src_as=src_as):
+            return f"r{int(dst)} = addr_space_cast(r{int(src)}, {dst_as}, {src_as})"
         case Endian(dst=dst, width=width, order=order):
             name = {EndianOrder.BE: "be", EndianOrder.LE: "le"}.get(order, "bswap")
             return f"r{int(dst)} = {name}{width} r{int(dst)}"
@@ -337,6 +340,8 @@ def scratched(insn: Instruction, state: State) -> tuple[set[int], set[int]]:
                 regs.add(src)
         case Neg(dst=dst) | Endian(dst=dst) | LoadImm64(dst=dst):
             regs.add(dst)
+        case AddrSpaceCast(dst=dst, src=src):
+            regs |= {dst, src}
         case Load(dst=dst, src=src, off=off, size=size):
             regs |= {dst, src}
             slots = _stack_slots(state, src, off, size.nbytes)

@@ -106,6 +106,9 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                 else:
                     iters.iter_use(state, regno, reg, proto)
                     iter_reg = reg
+            case KfuncArgKind.MAP:
+                if reg.type is not RegType.CONST_PTR_TO_MAP:
+                    raise reject(f"arg#{index} is {type_name(reg)} expected map_ptr or socket")
             case KfuncArgKind.CTX:
                 if reg.type is not RegType.PTR_TO_CTX:
                     raise reject(f"arg#{index} expected pointer to ctx, but got {type_name(reg)}")

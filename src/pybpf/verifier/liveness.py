@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -69,6 +70,8 @@ def use_def(insn: Instruction) -> tuple[int, int]:
             return _bit(src) | _bit(dst), _bit(dst)
         case Neg(dst=dst) | Endian(dst=dst):
             return _bit(dst), _bit(dst)
+        case AddrSpaceCast(dst=dst, src=src):
+            return _bit(src), _bit(dst)
         case LoadImm64(dst=dst):
             return 0, _bit(dst)
         case Load(dst=dst, src=src):
@@ -130,7 +133,8 @@ def stack_use_def(insn: Instruction) -> tuple[int, int]:
             return touched, 0
         case Atomic() | Call() | CallLocal():
             return ALL_SLOTS, 0
-        case Bin() | Neg() | Endian() | LoadImm64() | PacketLoad() | Jump() | Goto() | MayGoto() | Exit():
+        case (Bin() | AddrSpaceCast() | Neg() | Endian() | LoadImm64() | PacketLoad() | Jump() | Goto() | MayGoto()
+              | Exit()):
             # Exit: the innermost frame's stack dies with it (callers' stacks are compared whole).
             return 0, 0
     return ALL_SLOTS, 0

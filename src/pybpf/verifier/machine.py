@@ -486,6 +486,10 @@ class Env:
     called_globals: set[int] = field(default_factory=set)
     # Unprivileged loads only (None for root, which bypasses the Spectre mitigations).
     spec: SpecAux | None = None
+    # The program's arena map (pybpf.verifier.arena), and the pcs of 64-bit ALU instructions
+    # some path applied to an arena pointer: the kernel runs them on 32 bits (aux->needs_zext).
+    arena: MapInfo | None = None
+    arena_alu32: set[int] = field(default_factory=set)
 
     def new_id(self) -> int:
         self.next_id += 1

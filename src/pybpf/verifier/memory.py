@@ -56,7 +56,7 @@ _LEAK_TARGETS = {RegType.PTR_TO_MAP_VALUE: "map", RegType.PTR_TO_CTX: "ctx", Reg
                  RegType.PTR_TO_MEM: "mem"}
 _SIZED = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM})
 _ATOMIC_REGIONS = frozenset({RegType.PTR_TO_STACK, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MEM,
-                             RegType.PTR_TO_BTF_ID})
+                             RegType.PTR_TO_BTF_ID, RegType.PTR_TO_ARENA})
 # How check_ptr_alignment names a region in its "misaligned ... access" message.
 _ALIGNMENT_NAMES: Mapping[RegType, str] = MappingProxyType({
     RegType.PTR_TO_MAP_VALUE: "value ", RegType.PTR_TO_MAP_KEY: "key ", RegType.PTR_TO_CTX: "context ",
@@ -69,8 +69,8 @@ def check_strict_alignment(regno: int, reg: RegState, off: int, size: int) -> No
     """``check_ptr_alignment`` with ``strict_alignment_once``: atomics (and load-acquire/
     store-release) must be naturally aligned in every region, whatever the machine tolerates
     for plain loads. The stack is checked strictly on every access (:func:`_stack_access`)."""
-    if size == 1 or reg.type is RegType.PTR_TO_STACK:
-        return
+    if size == 1 or reg.type is RegType.PTR_TO_STACK or reg.type is RegType.PTR_TO_ARENA:
+        return  # (arena accesses are never checked: check_ptr_alignment returns 0 for them)
     if reg.var_off.var_off.add(Tnum.const((reg.off + off) & U64)).is_aligned(size):
         return
     where = reg.var_off.const_value() if reg.var_off.is_const() else tnum_text(reg.var_off)
@@ -195,7 +195,8 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
 # Pointer kinds whose accesses are rewritten per instruction after verification, so one
 # instruction may not go through them and through anything else (``reg_type_mismatch_ok``).
 _UNMIXABLE = frozenset({RegType.PTR_TO_CTX, RegType.PTR_TO_SOCKET, RegType.PTR_TO_SOCK_COMMON,
-                        RegType.PTR_TO_TCP_SOCK, RegType.PTR_TO_XDP_SOCK, RegType.PTR_TO_BTF_ID})
+                        RegType.PTR_TO_TCP_SOCK, RegType.PTR_TO_XDP_SOCK, RegType.PTR_TO_BTF_ID,
+                        RegType.PTR_TO_ARENA})
 
 
 def save_ptr_type(env: Env, pc: int | None, base: RegState) -> None:
@@ -238,6 +239,10 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
             if is_write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
                 raise reject("cannot write into packet")
             packet_access(regno, reg, off, size)
+        case RegType.PTR_TO_ARENA:
+            # Anywhere: the access becomes BPF_PROBE_MEM32 (kernel base + 32-bit offset), and an
+            # address without a page behind it reads 0 / drops the write instead of faulting.
+            pass
         case RegType.CONST_PTR_TO_MAP:
             struct = map_struct(env.map_of(reg).type)
             return _field_value(map_struct_access(env, regno, reg, struct, off=off, size=size, write=is_write),

@@ -108,6 +108,8 @@ class VerifierReport:
     ptr_types: Mapping[int, RegType] = field(default_factory=dict, compare=False)
     # Unprivileged loads: where the kernel would insert speculation barriers, in pc order.
     barriers: tuple[Barrier, ...] = ()
+    # 64-bit ALU instructions on arena pointers, which run on 32 bits (pybpf.verifier.arena).
+    arena_alu32: frozenset[int] = frozenset()
 
     @property
     def error(self) -> Diagnostic | None:

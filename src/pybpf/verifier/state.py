@@ -52,6 +52,7 @@ class RegType(Enum):
     PTR_TO_BUF = "buf"
     PTR_TO_FUNC = "func"
     CONST_PTR_TO_DYNPTR = "dynptr_ptr"
+    PTR_TO_ARENA = "arena"  # a 32-bit offset into the program's arena (addr_space_cast 1 -> 0)
 
     # Members are singletons compared by identity: the identity hash (C speed) agrees with that
     # equality, and Enum's own __hash__ is a Python call (types are looked up in sets per step).
@@ -69,6 +70,7 @@ PTR_TO_CTX = RegType.PTR_TO_CTX
 PTR_TO_MAP_VALUE = RegType.PTR_TO_MAP_VALUE
 CONST_PTR_TO_MAP = RegType.CONST_PTR_TO_MAP
 PTR_TO_PACKET = RegType.PTR_TO_PACKET
+PTR_TO_ARENA = RegType.PTR_TO_ARENA
 
 PACKET_TYPES = frozenset({RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META})
 # Pointers into memory whose bounds come from a size: compared by range inclusion of the offset.
@@ -301,6 +303,8 @@ def regsafe(old: RegState, cur: RegState, ids: IdMap, *, precision: bool = False
     if kind is PTR_TO_STACK:
         # fp-8 in one frame is not fp-8 in another.
         return regs_exact(old, cur, ids) and old.frameno == cur.frameno
+    if kind is PTR_TO_ARENA:
+        return True  # any arena address is as safe as any other: accesses fault to 0
     return regs_exact(old, cur, ids)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from pybpf.errors import VerifierError
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     Call,
@@ -111,7 +112,8 @@ def source_of(labeled: LabeledInsn | None) -> str | None:
 def written_registers(insn: Instruction) -> tuple[Reg, ...]:
     """Registers an instruction writes (helper calls clobber r0-r5; never r10, so left out)."""
     match insn:
-        case Bin(dst=dst) | Neg(dst=dst) | Endian(dst=dst) | LoadImm64(dst=dst) | Load(dst=dst):
+        case (Bin(dst=dst) | AddrSpaceCast(dst=dst) | Neg(dst=dst) | Endian(dst=dst) | LoadImm64(dst=dst)
+              | Load(dst=dst)):
             return (dst,)
         case PacketLoad():
             return (Reg.R0,)

@@ -17,7 +17,7 @@ from pybpf.verifier import spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import NOT_INIT, SCALAR_VALUE, RegState, RegType, StackSlot
+from pybpf.verifier.state import NOT_INIT, PTR_TO_ARENA, SCALAR_VALUE, RegState, RegType, StackSlot
 from pybpf.verifier.tnum import U32
 
 # Enum members as module-level names: read through the class they are slow on Python 3.11
@@ -30,6 +30,7 @@ _ARITH_OK = frozenset({
     RegType.PTR_TO_CTX, RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_STACK,
     RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET, RegType.PTR_TO_TP_BUFFER, RegType.PTR_TO_BTF_ID,
     RegType.PTR_TO_MEM, RegType.PTR_TO_BUF, RegType.PTR_TO_FUNC, RegType.CONST_PTR_TO_DYNPTR,
+    RegType.PTR_TO_ARENA,  # as the scalar operand of `scalar += arena pointer`
 })
 # Pointers the kernel knows cannot be NULL, so comparing them with 0 has a known outcome.
 _NOT_NULL = frozenset({
@@ -98,6 +99,11 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
             if -(1 << 31) <= delta < 1 << 31:
                 result = result.with_id(dst.id, off=delta)
         state.regs[dst_no] = result
+        return
+    if dst.type is PTR_TO_ARENA or (src.type is PTR_TO_ARENA and dst.type is SCALAR_VALUE):
+        # Any arithmetic is allowed on an arena pointer, and makes one (adjust_reg_min_max_vals;
+        # the explorer records a 64-bit one, run on 32 bits: pybpf.verifier.arena).
+        state.regs[dst_no] = src if dst.type is not PTR_TO_ARENA else dst
         return
     if dst.is_pointer and src.is_pointer:
         if op is _SUB and env.options.privileged:
