@@ -239,6 +239,7 @@ def states_equal(old: State, cur: State, allow_uninit_stack: bool, live: int = (
 
 NO_DIFFERENCE = -1
 _SCALAR = RegType.SCALAR_VALUE
+_NOT_INIT = RegType.NOT_INIT
 OTHER_DIFFERENCE = 11
 ALL_REGS = (1 << 11) - 1
 REGISTERS_IN = tuple(tuple(number for number in range(11) if mask >> number & 1) for mask in range(ALL_REGS + 1))
@@ -257,7 +258,8 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
     The order cannot change the outcome: each register's test only adds pairs to the id
     renaming, and whether a consistent renaming exists does not depend on their order.
     ``exact``: scalars cover only equal scalars (see :class:`SpecAux`)."""
-    if len(old.frames) != len(cur.frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
+    old_frames, cur_frames = old.frames, cur.frames
+    if len(old_frames) != len(cur_frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
         return OTHER_DIFFERENCE
     if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
         return OTHER_DIFFERENCE
@@ -265,9 +267,12 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
         # What a mispredicted path proved (it stops at the first barrier) says nothing about
         # the paths the CPU really takes.
         return OTHER_DIFFERENCE
-    innermost = len(old.frames) - 1
+    innermost = len(old_frames) - 1
+    # The id renaming is built on first need: most comparisons end, or pass, without any
+    # register that carries an id.
+    ids: IdMap | None = None
     if first >= 0 and live >> first & 1:
-        old_reg, cur_reg = old.frames[innermost].regs[first], cur.frames[innermost].regs[first]
+        old_reg, cur_reg = old_frames[innermost].regs[first], cur_frames[innermost].regs[first]
         # Most comparisons fail here, on two scalars (a loop counter...): regsafe's scalar test,
         # inlined, before anything is set up. Under a still empty renaming its id test cannot
         # fail, so it is left out; a pass goes through regsafe below all the same, which
@@ -276,14 +281,14 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
                 and (old_reg.off != cur_reg.off or not (old_reg.var_off is cur_reg.var_off
                                                        or old_reg.var_off.includes(cur_reg.var_off)))):
             return first
+        trivially_safe = old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id
+        if not trivially_safe:
+            ids = IdMap()
+            if not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
+                return first
     else:
         first = NO_DIFFERENCE  # dead: nothing to compare first
-    ids = IdMap()
-    if first >= 0:
-        trivially_safe = old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id
-        if not trivially_safe and not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
-            return first
-    for depth, (old_frame, cur_frame) in enumerate(zip(old.frames, cur.frames, strict=True)):
+    for depth, (old_frame, cur_frame) in enumerate(zip(old_frames, cur_frames, strict=True)):
         # A frame that queued more callback iterations would stop bpf_loop earlier than this one.
         if old_frame.callsite != cur_frame.callsite or old_frame.callback_depth > cur_frame.callback_depth:
             return OTHER_DIFFERENCE
@@ -295,16 +300,34 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
             old_reg, cur_reg = old_regs[number], cur_regs[number]
             if old_reg is cur_reg and not old_reg.id and not old_reg.ref_obj_id:
                 continue  # the same (immutable) value, with no id to keep consistent: trivially safe
-            if precision and not old_reg.precise and old_reg.type is _SCALAR and cur_reg.type is _SCALAR:
-                continue  # regsafe's first test, inlined: the most frequent outcome
+            kind = old_reg.type
+            if kind is _NOT_INIT:
+                continue  # regsafe's first test, inlined: the explored path never read it
+            if kind is _SCALAR and cur_reg.type is _SCALAR:
+                if precision and not old_reg.precise:
+                    continue  # regsafe's imprecise-scalar test, inlined: the most frequent outcome
+                if not old_reg.id and not cur_reg.id and not exact:
+                    # regsafe's test of two unlinked scalars, inlined (it needs no renaming).
+                    if old_reg.off == cur_reg.off and (old_reg.var_off is cur_reg.var_off
+                                                       or old_reg.var_off.includes(cur_reg.var_off)):
+                        continue
+                    return number if depth == innermost else OTHER_DIFFERENCE
+            if ids is None:
+                ids = IdMap()
             if not regsafe(old_reg, cur_reg, ids, precision=precision, exact=exact):
                 return number if depth == innermost else OTHER_DIFFERENCE
         if old_frame.stack.slots:  # stacksafe walks the old slots: none, nothing to compare
+            if ids is None:
+                ids = IdMap()
             slots = live_slots if depth == innermost else -1
             if not stacksafe(old_frame.stack, cur_frame.stack, ids, allow_uninit_stack=allow_uninit_stack,
                              live_slots=slots, precision=precision, exact=exact):
                 return OTHER_DIFFERENCE
-    if not old.refs or all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
+    if not old.refs:
+        return NO_DIFFERENCE
+    if ids is None:
+        ids = IdMap()
+    if all(ids.check(a, b) for a, b in zip(sorted(old.refs), sorted(cur.refs), strict=True)):
         return NO_DIFFERENCE
     return OTHER_DIFFERENCE
 

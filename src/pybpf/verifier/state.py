@@ -400,6 +400,7 @@ def _byte_covered(old: SlotByte, cur: SlotByte, allow_uninit_stack: bool) -> boo
     return old is cur
 
 
+_EMPTY_SLOT = StackSlot()  # immutable: what StackState.slot answers past the allocated slots
 _SPECIAL = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG})
 _ALL_SPILL = (SlotByte.STACK_SPILL,) * BPF_REG_SIZE
 
@@ -410,11 +411,19 @@ def stacksafe(old: StackState, cur: StackState, ids: IdMap, *, allow_uninit_stac
 
     A slot whose bit is clear in ``live_slots`` is never read again and is skipped, unless it
     holds a dynptr/iterator/irq flag (objects with a lifetime of their own, never skipped)."""
+    cur_slots = cur.slots
+    cur_count = len(cur_slots)
     for index, old_slot in enumerate(old.slots):
         special = not _SPECIAL.isdisjoint(old_slot.slot_type)
         if not live_slots >> index & 1 and not special:
             continue
-        cur_slot = cur.slot(index)
+        cur_slot = cur_slots[index] if index < cur_count else _EMPTY_SLOT
+        if cur_slot is old_slot and not special:
+            # The same (immutable) slot: its tags match and its register is regsafe against
+            # itself; only ids would need recording in the renaming.
+            reg = old_slot.spilled_ptr
+            if not reg.id and not reg.ref_obj_id and not reg.dynptr_id:
+                continue
         # Equal tags cover each other byte by byte (every tag covers itself): only unequal
         # ones need the per-byte test.
         if old_slot.slot_type != cur_slot.slot_type:
