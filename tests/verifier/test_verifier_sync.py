@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pybpf.verifier.scalar import Scalar, sync_full, sync_reference
+from pybpf.verifier.scalar import Scalar, sync_full
+from pybpf.verifier.scalar_reference import sync_reference
 from pybpf.verifier.tnum import Tnum
 
 from .strategies import scalar_and_members, tnums

@@ -3,7 +3,8 @@
 Layers built so far:
 
 * :mod:`.tnum` and :mod:`.scalar` — the kernel's scalar domain (tnum + 64/32-bit signed and
-  unsigned bounds, ``reg_bounds_sync``); :mod:`.scalar_ops` its ALU transfer functions and
+  unsigned bounds, ``reg_bounds_sync``, whose step-by-step specification is
+  :mod:`.scalar_reference`); :mod:`.scalar_ops` its ALU transfer functions and
   :mod:`.branch` the refinement of both operands of a conditional jump;
 * :mod:`.cfg` and :mod:`.structure` — the structural pass the kernel runs before exploring paths;
 * :mod:`.state` — register and stack-slot state with the pruning tests ``regsafe``/``stacksafe``;

@@ -10,9 +10,12 @@ Signed bounds are held as Python signed ints, unsigned ones as non-negative ints
 :meth:`Scalar.is_bottom` (used for infeasible branches).
 """
 
+# sync_full spells ``x = max(x, y)`` as ``if y > x: x = y`` on purpose (see its docstring).
+# ruff: noqa: PLR1730
+
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from pybpf.verifier.tnum import U32, U64, Tnum
 from pybpf.verifier.values import value_class
@@ -174,121 +177,6 @@ _UNKNOWN = Scalar(Tnum.unknown())
 _ZERO = Scalar(Tnum(0, 0), 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-@dataclass(slots=True)
-class _Bounds:
-    """Mutable scratch copy of a Scalar's fields, so the sync steps read like the kernel's."""
-
-    var_off: Tnum
-    smin: int
-    smax: int
-    umin: int
-    umax: int
-    s32_min: int
-    s32_max: int
-    u32_min: int
-    u32_max: int
-
-    @classmethod
-    def of(cls, s: Scalar) -> _Bounds:
-        return cls(s.var_off, s.smin, s.smax, s.umin, s.umax, s.s32_min, s.s32_max, s.u32_min, s.u32_max)
-
-    def freeze(self) -> Scalar:
-        return Scalar(self.var_off, self.smin, self.smax, self.umin, self.umax,
-                      self.s32_min, self.s32_max, self.u32_min, self.u32_max)
-
-    def update_bounds(self) -> None:
-        """``__update_reg_bounds``: bounds implied by the tnum."""
-        low = self.var_off.subreg()
-        # Smallest signed member: unknown sign bit set, other unknown bits clear.
-        self.s32_min = max(self.s32_min, to_s32(low.value | (low.mask & (1 << 31))))
-        self.s32_max = min(self.s32_max, to_s32(low.value | (low.mask & S32_MAX)))
-        self.u32_min = max(self.u32_min, low.value)
-        self.u32_max = min(self.u32_max, low.value | low.mask)
-        t = self.var_off
-        self.smin = max(self.smin, to_s64(t.value | (t.mask & (1 << 63))))
-        self.smax = min(self.smax, to_s64(t.value | (t.mask & S64_MAX)))
-        self.umin = max(self.umin, t.value)
-        self.umax = min(self.umax, t.value | t.mask)
-
-    def deduce32(self) -> None:
-        """``__reg32_deduce_bounds``: 32-bit bounds from 64-bit ones and across signedness."""
-        if self.umin >> 32 == self.umax >> 32:
-            # Same upper half: the low halves of umin/umax bound the low 32 bits.
-            self.u32_min = max(self.u32_min, self.umin & U32)
-            self.u32_max = min(self.u32_max, self.umax & U32)
-            if to_s32(self.umin) <= to_s32(self.umax):
-                self.s32_min = max(self.s32_min, to_s32(self.umin))
-                self.s32_max = min(self.s32_max, to_s32(self.umax))
-        if self.smin >> 32 == self.smax >> 32:
-            self.u32_min = max(self.u32_min, self.smin & U32)
-            self.u32_max = min(self.u32_max, self.smax & U32)
-            if to_s32(self.smin) <= to_s32(self.smax):
-                self.s32_min = max(self.s32_min, to_s32(self.smin))
-                self.s32_max = min(self.s32_max, to_s32(self.smax))
-        # Upper halves differ by one and the low halves wrap from negative to non-negative:
-        # the low 32 bits run through [low(min), U32] then [0, low(max)], i.e. a signed range.
-        # (Python's >> on the signed pair is arithmetic, as the kernel's (s64) >> 32 is.)
-        for lo, hi in ((self.umin, self.umax), (self.smin, self.smax)):
-            if (lo >> 32) + 1 == hi >> 32 and to_s32(lo) < 0 <= to_s32(hi):
-                self.s32_min = max(self.s32_min, to_s32(lo))
-                self.s32_max = min(self.s32_max, to_s32(hi))
-        if to_s32(self.u32_min) <= to_s32(self.u32_max):
-            self.s32_min = max(self.s32_min, to_s32(self.u32_min))
-            self.s32_max = min(self.s32_max, to_s32(self.u32_max))
-        if self.s32_min & U32 <= self.s32_max & U32:
-            self.u32_min = max(self.u32_min, self.s32_min & U32)
-            self.u32_max = min(self.u32_max, self.s32_max & U32)
-        elif self.u32_max < self.s32_min & U32:
-            # As deduce64's split case, on 32 bits (6.18): the signed range crosses zero and
-            # the unsigned one meets only its non-negative part...
-            self.s32_min = max(self.s32_min, to_s32(self.u32_min))
-            self.u32_max = min(self.u32_max, self.s32_max & U32)
-        elif self.s32_max & U32 < self.u32_min:
-            # ... or only its negative part.
-            self.s32_max = min(self.s32_max, to_s32(self.u32_max))
-            self.u32_min = max(self.u32_min, self.s32_min & U32)
-
-    def deduce64(self) -> None:
-        """``__reg64_deduce_bounds``: signed from unsigned and back, including split ranges."""
-        if to_s64(self.umin) <= to_s64(self.umax):
-            self.smin = max(self.smin, to_s64(self.umin))
-            self.smax = min(self.smax, to_s64(self.umax))
-        if self.smin & U64 <= self.smax & U64:
-            self.umin = max(self.umin, self.smin & U64)
-            self.umax = min(self.umax, self.smax & U64)
-        elif self.umax < self.smin & U64:
-            # The signed range crosses zero but the unsigned range ends below its negative part:
-            # only [0, smax] remains. (An umin above S64_MAX then leaves smin > smax: empty.)
-            self.smin = max(self.smin, self.umin)
-            self.umax = min(self.umax, self.smax)
-        elif self.smax & U64 < self.umin:
-            # ... or starts above its non-negative part: only [smin, -1] remains.
-            self.smax = min(self.smax, self.umax - (1 << 64))
-            self.umin = max(self.umin, self.smin & U64)
-
-    def deduce_mixed(self) -> None:
-        """``__reg_deduce_mixed_bounds``: the 32-bit bounds sharpen the 64-bit ones."""
-        high = ~U32 & U64
-        self.umin = max(self.umin, (self.umin & high) | self.u32_min)
-        self.umax = min(self.umax, (self.umax & high) | self.u32_max)
-        self.smin = max(self.smin, to_s64((self.smin & high) | self.u32_min))
-        self.smax = min(self.smax, to_s64((self.smax & high) | self.u32_max))
-        if self.s32_min >= 0 and self.smin >= S32_MIN and self.smax <= S32_MAX:
-            # The value is a non-negative 32-bit number sign-extended: 32-bit bounds are exact.
-            self.smin = max(self.smin, self.s32_min)
-            self.smax = min(self.smax, self.s32_max)
-            self.umin = max(self.umin, self.s32_min)
-            self.umax = min(self.umax, self.s32_max)
-
-    def bound_offset(self) -> None:
-        """``__reg_bound_offset``: the tnum learns from the unsigned ranges."""
-        if self.umin > self.umax or self.u32_min > self.u32_max:
-            return  # empty: leave it to is_bottom
-        wide = self.var_off.intersect(Tnum.range(self.umin, self.umax))
-        low = wide.subreg().intersect(Tnum.range(self.u32_min, self.u32_max))
-        self.var_off = wide.clear_subreg().or_(low)
-
-
 def sync(s: Scalar) -> Scalar:
     """``reg_bounds_sync``: bring all nine pieces of knowledge into agreement."""
     if s.var_off.mask == 0:
@@ -301,129 +189,263 @@ def sync(s: Scalar) -> Scalar:
     return sync_full(s)
 
 
-def sync_reference(s: Scalar) -> Scalar:
-    """:func:`sync_full` written step by step as the kernel's functions (the specification the
-    flat version is property-tested against)."""
-    b = _Bounds.of(s)
-    b.update_bounds()
-    for _ in range(2):
-        b.deduce32()
-        b.deduce64()
-        b.deduce_mixed()
-    b.bound_offset()
-    b.update_bounds()
-    return b.freeze()
-
-
-def _s32(x: int) -> int:
-    x &= U32
-    return x - (1 << 32) if x >> 31 else x
-
-
-def _s64(x: int) -> int:
-    x &= U64
-    return x - (1 << 64) if x >> 63 else x
+_SIGN32 = 1 << 31
+_SIGN64 = 1 << 63
+_WRAP32 = 1 << 32
+_WRAP64 = 1 << 64
+_HIGH = ~U32 & U64
 
 
 def sync_full(s: Scalar) -> Scalar:
     """:func:`sync` without the constant shortcut (every deduction step, as the kernel runs them).
 
-    The steps of :class:`_Bounds` (see :func:`sync_reference`) inlined on local variables: the
-    verifier's hottest function, where attribute access and calls dominated. Steps that cannot
-    change anything are skipped: a second deduction round after one that changed nothing, and
-    the final bounds update when ``bound_offset`` left the tnum as it was (the first update
-    already applied the same limits, and bounds only ever tighten)."""
+    The steps of :func:`pybpf.verifier.scalar_reference.sync_reference` inlined on local variables: the
+    verifier's hottest function, where attribute access and calls dominated. Every
+    ``x = max(x, y)`` is written ``if y > x: x = y`` (and min alike), and every signed
+    reinterpretation (``to_s32``/``to_s64``) spelt out, because a builtin or function call costs
+    several times the comparison. Steps that cannot change anything are skipped: a second
+    deduction round after one that changed nothing, and the final bounds update when
+    ``bound_offset`` left the tnum as it was (the first update already applied the same limits,
+    and bounds only ever tighten)."""
     t = s.var_off
     tv, tm = t.value, t.mask
     smin, smax, umin, umax = s.smin, s.smax, s.umin, s.umax
     s32_min, s32_max, u32_min, u32_max = s.s32_min, s.s32_max, s.u32_min, s.u32_max
-    high = ~U32 & U64
     # __update_reg_bounds
     lv, lm = tv & U32, tm & U32
-    s32_min = max(s32_min, _s32(lv | (lm & (1 << 31))))
-    s32_max = min(s32_max, _s32(lv | (lm & S32_MAX)))
-    u32_min = max(u32_min, lv)
-    u32_max = min(u32_max, lv | lm)
-    smin = max(smin, _s64(tv | (tm & (1 << 63))))
-    smax = min(smax, _s64(tv | (tm & S64_MAX)))
-    umin = max(umin, tv)
-    umax = min(umax, tv | tm)
+    x = lv | (lm & _SIGN32)
+    if x & _SIGN32:
+        x -= _WRAP32
+    if x > s32_min:
+        s32_min = x
+    x = lv | (lm & S32_MAX)
+    if x & _SIGN32:
+        x -= _WRAP32
+    if x < s32_max:
+        s32_max = x
+    if lv > u32_min:
+        u32_min = lv
+    x = lv | lm
+    if x < u32_max:
+        u32_max = x
+    x = tv | (tm & _SIGN64)
+    if x & _SIGN64:
+        x -= _WRAP64
+    if x > smin:
+        smin = x
+    x = tv | (tm & S64_MAX)
+    if x & _SIGN64:
+        x -= _WRAP64
+    if x < smax:
+        smax = x
+    if tv > umin:
+        umin = tv
+    x = tv | tm
+    if x < umax:
+        umax = x
     for _ in range(2):
         before = (smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max)
         # __reg32_deduce_bounds
         if umin >> 32 == umax >> 32:
-            u32_min = max(u32_min, umin & U32)
-            u32_max = min(u32_max, umax & U32)
-            if _s32(umin) <= _s32(umax):
-                s32_min = max(s32_min, _s32(umin))
-                s32_max = min(s32_max, _s32(umax))
+            x = umin & U32
+            if x > u32_min:
+                u32_min = x
+            y = umax & U32
+            if y < u32_max:
+                u32_max = y
+            if x & _SIGN32:
+                x -= _WRAP32
+            if y & _SIGN32:
+                y -= _WRAP32
+            if x <= y:
+                if x > s32_min:
+                    s32_min = x
+                if y < s32_max:
+                    s32_max = y
         if smin >> 32 == smax >> 32:
-            u32_min = max(u32_min, smin & U32)
-            u32_max = min(u32_max, smax & U32)
-            if _s32(smin) <= _s32(smax):
-                s32_min = max(s32_min, _s32(smin))
-                s32_max = min(s32_max, _s32(smax))
-        if (umin >> 32) + 1 == umax >> 32 and _s32(umin) < 0 <= _s32(umax):
-            s32_min = max(s32_min, _s32(umin))
-            s32_max = min(s32_max, _s32(umax))
-        if (smin >> 32) + 1 == smax >> 32 and _s32(smin) < 0 <= _s32(smax):
-            s32_min = max(s32_min, _s32(smin))
-            s32_max = min(s32_max, _s32(smax))
-        if _s32(u32_min) <= _s32(u32_max):
-            s32_min = max(s32_min, _s32(u32_min))
-            s32_max = min(s32_max, _s32(u32_max))
-        if s32_min & U32 <= s32_max & U32:
-            u32_min = max(u32_min, s32_min & U32)
-            u32_max = min(u32_max, s32_max & U32)
-        elif u32_max < s32_min & U32:
-            s32_min = max(s32_min, _s32(u32_min))
-            u32_max = min(u32_max, s32_max & U32)
-        elif s32_max & U32 < u32_min:
-            s32_max = min(s32_max, _s32(u32_max))
-            u32_min = max(u32_min, s32_min & U32)
+            x = smin & U32
+            if x > u32_min:
+                u32_min = x
+            y = smax & U32
+            if y < u32_max:
+                u32_max = y
+            if x & _SIGN32:
+                x -= _WRAP32
+            if y & _SIGN32:
+                y -= _WRAP32
+            if x <= y:
+                if x > s32_min:
+                    s32_min = x
+                if y < s32_max:
+                    s32_max = y
+        if (umin >> 32) + 1 == umax >> 32:
+            x, y = umin & U32, umax & U32
+            if x & _SIGN32:
+                x -= _WRAP32
+            if y & _SIGN32:
+                y -= _WRAP32
+            if x < 0 <= y:
+                if x > s32_min:
+                    s32_min = x
+                if y < s32_max:
+                    s32_max = y
+        if (smin >> 32) + 1 == smax >> 32:
+            x, y = smin & U32, smax & U32
+            if x & _SIGN32:
+                x -= _WRAP32
+            if y & _SIGN32:
+                y -= _WRAP32
+            if x < 0 <= y:
+                if x > s32_min:
+                    s32_min = x
+                if y < s32_max:
+                    s32_max = y
+        x, y = u32_min & U32, u32_max & U32
+        if x & _SIGN32:
+            x -= _WRAP32
+        if y & _SIGN32:
+            y -= _WRAP32
+        if x <= y:
+            if x > s32_min:
+                s32_min = x
+            if y < s32_max:
+                s32_max = y
+        x, y = s32_min & U32, s32_max & U32
+        if x <= y:
+            if x > u32_min:
+                u32_min = x
+            if y < u32_max:
+                u32_max = y
+        elif u32_max < x:
+            z = u32_min & U32
+            if z & _SIGN32:
+                z -= _WRAP32
+            if z > s32_min:
+                s32_min = z
+            if y < u32_max:
+                u32_max = y
+        elif y < u32_min:
+            z = u32_max & U32
+            if z & _SIGN32:
+                z -= _WRAP32
+            if z < s32_max:
+                s32_max = z
+            if x > u32_min:
+                u32_min = x
         # __reg64_deduce_bounds
-        if _s64(umin) <= _s64(umax):
-            smin = max(smin, _s64(umin))
-            smax = min(smax, _s64(umax))
-        if smin & U64 <= smax & U64:
-            umin = max(umin, smin & U64)
-            umax = min(umax, smax & U64)
-        elif umax < smin & U64:
-            smin = max(smin, umin)
-            umax = min(umax, smax)
-        elif smax & U64 < umin:
-            smax = min(smax, umax - (1 << 64))
-            umin = max(umin, smin & U64)
+        x, y = umin & U64, umax & U64
+        if x & _SIGN64:
+            x -= _WRAP64
+        if y & _SIGN64:
+            y -= _WRAP64
+        if x <= y:
+            if x > smin:
+                smin = x
+            if y < smax:
+                smax = y
+        x, y = smin & U64, smax & U64
+        if x <= y:
+            if x > umin:
+                umin = x
+            if y < umax:
+                umax = y
+        elif umax < x:
+            if umin > smin:
+                smin = umin
+            if smax < umax:
+                umax = smax
+        elif y < umin:
+            z = umax - _WRAP64
+            if z < smax:
+                smax = z
+            if x > umin:
+                umin = x
         # __reg_deduce_mixed_bounds
-        umin = max(umin, (umin & high) | u32_min)
-        umax = min(umax, (umax & high) | u32_max)
-        smin = max(smin, _s64((smin & high) | u32_min))
-        smax = min(smax, _s64((smax & high) | u32_max))
+        x = (umin & _HIGH) | u32_min
+        if x > umin:
+            umin = x
+        x = (umax & _HIGH) | u32_max
+        if x < umax:
+            umax = x
+        x = ((smin & _HIGH) | u32_min) & U64
+        if x & _SIGN64:
+            x -= _WRAP64
+        if x > smin:
+            smin = x
+        x = ((smax & _HIGH) | u32_max) & U64
+        if x & _SIGN64:
+            x -= _WRAP64
+        if x < smax:
+            smax = x
         if s32_min >= 0 and smin >= S32_MIN and smax <= S32_MAX:
-            smin = max(smin, s32_min)
-            smax = min(smax, s32_max)
-            umin = max(umin, s32_min)
-            umax = min(umax, s32_max)
+            if s32_min > smin:
+                smin = s32_min
+            if s32_max < smax:
+                smax = s32_max
+            if s32_min > umin:
+                umin = s32_min
+            if s32_max < umax:
+                umax = s32_max
         if before == (smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max):
             break  # a fixed point: the second round would compute the same
-    # __reg_bound_offset (skipped when empty: left to is_bottom)
+    # __reg_bound_offset (skipped when empty: left to is_bottom), Tnum.range, intersect,
+    # subreg, clear_subreg and or_ spelt out on the value/mask pairs.
     if umin <= umax and u32_min <= u32_max:
-        wide = t.intersect(Tnum.range(umin, umax))
-        low = wide.subreg().intersect(Tnum.range(u32_min, u32_max))
-        bounded = wide.clear_subreg().or_(low)
-        if bounded.value != tv or bounded.mask != tm:
-            t = bounded
-            tv, tm = t.value, t.mask
+        low_end, high_end = umin & U64, umax & U64
+        bits = (low_end ^ high_end).bit_length()
+        if bits > 63:
+            range_value, range_mask = 0, U64
+        else:
+            range_mask = (1 << bits) - 1
+            range_value = low_end & ~range_mask & U64
+        wide_mask = tm & range_mask
+        wide_value = (tv | range_value) & ~wide_mask & U64
+        low_end, high_end = u32_min & U64, u32_max & U64
+        bits = (low_end ^ high_end).bit_length()
+        if bits > 63:
+            range_value, range_mask = 0, U64
+        else:
+            range_mask = (1 << bits) - 1
+            range_value = low_end & ~range_mask & U64
+        low_mask = wide_mask & U32 & range_mask
+        low_value = ((wide_value & U32) | range_value) & ~low_mask & U64
+        known = (wide_value & _HIGH) | low_value
+        bounded_mask = ((wide_mask & _HIGH) | low_mask) & ~known & U64
+        if known != tv or bounded_mask != tm:
+            t = Tnum(known, bounded_mask)
+            tv, tm = known, bounded_mask
             # __update_reg_bounds again, from the sharper tnum
             lv, lm = tv & U32, tm & U32
-            s32_min = max(s32_min, _s32(lv | (lm & (1 << 31))))
-            s32_max = min(s32_max, _s32(lv | (lm & S32_MAX)))
-            u32_min = max(u32_min, lv)
-            u32_max = min(u32_max, lv | lm)
-            smin = max(smin, _s64(tv | (tm & (1 << 63))))
-            smax = min(smax, _s64(tv | (tm & S64_MAX)))
-            umin = max(umin, tv)
-            umax = min(umax, tv | tm)
+            x = lv | (lm & _SIGN32)
+            if x & _SIGN32:
+                x -= _WRAP32
+            if x > s32_min:
+                s32_min = x
+            x = lv | (lm & S32_MAX)
+            if x & _SIGN32:
+                x -= _WRAP32
+            if x < s32_max:
+                s32_max = x
+            if lv > u32_min:
+                u32_min = lv
+            x = lv | lm
+            if x < u32_max:
+                u32_max = x
+            x = tv | (tm & _SIGN64)
+            if x & _SIGN64:
+                x -= _WRAP64
+            if x > smin:
+                smin = x
+            x = tv | (tm & S64_MAX)
+            if x & _SIGN64:
+                x -= _WRAP64
+            if x < smax:
+                smax = x
+            if tv > umin:
+                umin = tv
+            x = tv | tm
+            if x < umax:
+                umax = x
     return Scalar(t, smin, smax, umin, umax, s32_min, s32_max, u32_min, u32_max)
 
 
