@@ -54,6 +54,29 @@ PROGRAMS = {
         r0 = 0
         exit
     """,
+    # Bounds and constants print in decimal only within the 16-bit ranges; a 32-bit signed
+    # bound in hex is its 32-bit pattern (smin32=0xfffe7960), never sign-extended.
+    "number-formats": """
+        r6 = r1
+        r0 = 0
+        r7 = *(s16 *)(r6 + 48)
+        r8 = *(s8 *)(r6 + 48)
+        r8 += -500
+        w9 = *(u32 *)(r6 + 48)
+        if w9 s< -600 goto Lout
+        if w9 s> 70000 goto Lout
+        r2 = *(u32 *)(r6 + 48)
+        w2 = (s16)w2
+        w2 += -100000
+        r3 = *(u32 *)(r6 + 48)
+        r3 = (s32)r3
+        if r3 s< -100000 goto Lout
+        r4 = 0x80000000 ll
+        r5 = 65535
+        r5 += 1
+        Lout:
+        exit
+    """,
 }
 
 

@@ -38,6 +38,7 @@ from pybpf.verifier.machine import (
     Frame,
     MapInfo,
     State,
+    leaked_references,
     reject,
     reject_fatal,
     type_name,
@@ -134,8 +135,8 @@ def check_return(state: State, value_range: tuple[int, int] | None, *, privilege
     if state.preempt_count:
         raise reject("BPF_EXIT instruction in main prog cannot be used inside bpf_preempt_disable-ed region")
     r0 = read_reg(state, 0)  # type: ignore[arg-type]
-    for ref_id, alloc_pc in sorted(state.refs.items()):
-        raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
+    if state.refs:
+        raise reject(leaked_references(state))
     if callbacks.is_async_entry(state):
         # A timer callback is its own entry point; whatever the program type, it returns 0.
         _check_range(r0, callbacks.ASYNC_RETURN_RANGE, "At async callback return")
@@ -531,9 +532,22 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         if meta.dynptr is None:
             raise reject("verifier internal error: no dynptr arg found")
         return dynptr.slice_of(env, meta.dynptr, meta.alloc_size or 0)
-    # As the kernel: a nullable result gets an id, then an acquired reference a second one, which
-    # replaces it (so reference ids match the kernel's log).
-    new_id = env.new_id()
+    # Ids in the kernel's order (so reference ids match its log): a non-null array element
+    # holding a spin lock gets one (the lock is known by it), a nullable result one, then an
+    # acquired reference one more, which replaces it. A result that cannot be NULL takes none.
+    elided = False
+    if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL:
+        if meta.map_reg is None or meta.map is None:
+            raise reject("map lookup without a map")
+        # An array element at a known index exists: the kernel elides the NULL (6.14+).
+        elided = (meta.map.inner is None and proto.id == HelperId.MAP_LOOKUP_ELEM and meta.const_key is not None
+                  and 0 <= meta.const_key < meta.map.max_entries)
+    maybe_null = not elided if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL else ret.maybe_null
+    lock_id = 0
+    if elided and meta.map is not None and (meta.map.field(FieldKind.SPIN_LOCK)
+                                            or meta.map.field(FieldKind.RES_SPIN_LOCK)):
+        lock_id = env.new_id()
+    new_id = env.new_id() if maybe_null else lock_id
     ref = 0
     if proto.acquires_ref:
         ref = new_id = env.new_id()
@@ -545,14 +559,8 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
             # A map-in-map lookup yields the inner map itself (or NULL).
             uid = env.add_map(meta.map.inner)
             return RegState.pointer(RegType.CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
-        if proto.id == HelperId.MAP_LOOKUP_ELEM and meta.const_key is not None and (
-                0 <= meta.const_key < meta.map.max_entries):
-            # An array element at a known index exists: the kernel elides the NULL (6.14+). It
-            # still gets an id when it holds a spin lock: the lock is known by that id.
-            locking = meta.map.field(FieldKind.SPIN_LOCK) or meta.map.field(FieldKind.RES_SPIN_LOCK)
-            return RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=meta.map_reg.map_uid,
-                                    id=new_id if locking else 0)
-        return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=True, id=new_id, map_uid=meta.map_reg.map_uid)
+        return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=maybe_null, id=new_id,
+                                map_uid=meta.map_reg.map_uid)
     if ret is RetType.PTR_TO_MEM_OR_NULL:
         return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,
                                 mem_size=meta.alloc_size or 0)
@@ -563,6 +571,5 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
     }
     kind = kinds.get(ret, RegType.PTR_TO_BTF_ID)
     btf_type = (proto.ret_btf_type or "") if kind is RegType.PTR_TO_BTF_ID else ""
-    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id if ret.maybe_null else 0, ref_obj_id=ref,
-                              btf_type=btf_type)
+    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id, ref_obj_id=ref, btf_type=btf_type)
     return replace(result)

@@ -24,6 +24,7 @@ from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
 from pybpf.verifier.kfuncs import check_program_kfuncs
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Options, Rejection, SpecAux
 from pybpf.verifier.report import Barrier, Diagnostic, VerifierReport
+from pybpf.verifier.rewrite import dangling_function_pointer
 from pybpf.verifier.stack_depth import check_stack_depth
 from pybpf.verifier.structure import BPF_COMPLEXITY_LIMIT_INSNS, StructureConfig, check_structure
 
@@ -89,6 +90,8 @@ def verify(
         explorer.run()
         depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks,
                                    private_stack=spec.uses_private_stack(attach_type))
+        if privileged and (dangling := dangling_function_pointer(insns, explorer.seen)) is not None:
+            raise VerifierError(None, dangling)
     except VerifierError as error:
         return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
     return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,

@@ -26,7 +26,7 @@ from pybpf.platform.dynptr import DynptrType
 from pybpf.verifier import dynptr
 from pybpf.verifier.cfg import Subprog, call_target
 from pybpf.verifier.global_args import GlobalArg, GlobalArgKind, prepare_arg
-from pybpf.verifier.machine import CALLER_SAVED, Env, Frame, State, reject, type_name
+from pybpf.verifier.machine import CALLER_SAVED, Env, Frame, State, leaked_references, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import RegState, RegType, StackState
 
@@ -235,8 +235,8 @@ def check_global_return(state: State) -> None:
     r0 = state.regs[0]
     if r0.type is RegType.NOT_INIT:
         raise reject("R0 !read_ok")
-    for ref_id, alloc_pc in sorted(state.refs.items()):
-        raise reject(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}")
+    if state.refs:
+        raise reject(leaked_references(state))
     if r0.type is not RegType.SCALAR_VALUE:
         raise reject(f"At subprogram exit the register R0 is not a scalar value ({type_name(r0)})")
 

@@ -10,7 +10,7 @@ instruction ran, the registers and stack slots it touched (the kernel's *scratch
 
 and prints the whole state where a path starts (``0: R1=ctx() R10=fp0``, ``from 3 to 6: ...``).
 Registers and scalars use ``print_reg_state``/``print_scalar_ranges``' notation: equal bounds
-are merged (``smax=umax=10``), bounds beyond +-512 are hexadecimal, known values decimal.
+are merged (``smax=umax=10``), numbers outside the 16-bit ranges hexadecimal (``log.c``).
 
 Known differences: ``lddw`` of a map prints the map's name, not a kernel address; ids are ours
 (they are allocated in the kernel's order for the common cases); precision marks (``P``) and
@@ -163,13 +163,18 @@ def format_kernel_insn(pc: int, insn: Instruction) -> str:
 # -- registers -----------------------------------------------------------------------------------
 
 
+# log.c's is_snum_decimal / is_unum_decimal: numbers within the 16-bit ranges print in decimal.
+_SNUM_MIN_DECIMAL, _SNUM_MAX_DECIMAL, _UNUM_MAX_DECIMAL = -(1 << 15), (1 << 15) - 1, (1 << 16) - 1
+
+
 def _snum(value: int) -> str:
-    """``verbose_snum``: decimal within +-512, else hexadecimal of the 64-bit pattern."""
-    return str(value) if -512 <= value <= 512 else f"{value & U64:#x}"
+    """``verbose_snum``: decimal within the s16 range, else hexadecimal of the 64-bit pattern."""
+    return str(value) if _SNUM_MIN_DECIMAL <= value <= _SNUM_MAX_DECIMAL else f"{value & U64:#x}"
 
 
 def _unum(value: int) -> str:
-    return str(value) if value <= 512 else f"{value:#x}"
+    """``verbose_unum``: decimal up to U16_MAX, else hexadecimal."""
+    return str(value) if value <= _UNUM_MAX_DECIMAL else f"{value:#x}"
 
 
 def _scalar_ranges(value: Scalar) -> list[str]:
@@ -177,7 +182,8 @@ def _scalar_ranges(value: Scalar) -> list[str]:
     its kind (mins with mins, maxes with maxes), never mixing negative and positive."""
 
     def signed32(bound: int) -> int:
-        return bound if -512 <= bound <= 512 else bound & U32
+        # A 32-bit bound printed in hex is not sign-extended (smin32=0xfffe7960, not 0xffff...).
+        return bound if _SNUM_MIN_DECIMAL <= bound <= _SNUM_MAX_DECIMAL else bound & U32
 
     bounds: list[tuple[str, int, bool]] = [
         ("smin", value.smin, value.smin == S64_MIN),
@@ -214,9 +220,9 @@ def format_kernel_reg(reg: RegState, maps: Sequence[MapInfo] = (), frameno: int 
     """One register as ``print_reg_state`` writes it: ``ctx()``, ``fp-8``, ``pkt(r=14)``, ``7``."""
     value = reg.var_off
     if reg.type is RegType.SCALAR_VALUE and value.is_const():
-        # A known scalar prints as a signed decimal, however large (unlike bounds).
+        # A known scalar prints as verbose_snum of its 64 bits: -1, 7, 0x80000000.
         constant = value.const_value() or 0
-        return str(constant - (1 << 64) if constant >> 63 else constant)
+        return _snum(constant - (1 << 64) if constant >> 63 else constant)
     name = type_name(reg)
     if reg.type is RegType.PTR_TO_BTF_ID and reg.btf_type:
         name += reg.btf_type  # ptr_vm_area_struct(): the kernel names the struct (trust flags are not tracked)

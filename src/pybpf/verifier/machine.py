@@ -375,6 +375,12 @@ def type_name(reg: RegState) -> str:
     return f"{name}_or_null" if reg.maybe_null else name
 
 
+def leaked_references(state: State) -> str:
+    """``check_reference_leak``: a line per reference still held, in the order they were taken."""
+    return "\n".join(f"Unreleased reference id={ref_id} alloc_insn={alloc_pc}"
+                     for ref_id, alloc_pc in sorted(state.refs.items()))
+
+
 def tnum_text(value: Scalar) -> str:
     """A variable offset's tnum as the kernel prints it: ``(0x0; 0xf)``."""
     return f"({value.var_off.value:#x}; {value.var_off.mask:#x})"

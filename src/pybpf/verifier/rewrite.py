@@ -127,6 +127,46 @@ def _live_functions(insns: Sequence[LabeledInsn], seen: Collection[int]) -> set[
     return keep
 
 
+def dangling_function_pointer(insns: Sequence[LabeledInsn], seen: Collection[int]) -> str | None:
+    """What the kernel's ``jit_subprogs`` says when dead-code removal took a whole function some
+    reached ``lddw rX, func`` still points to (a ``bpf_loop(0, cb)`` callback: the kernel never
+    enters it), else None. Only privileged loads remove code, and ``jit_subprogs`` looks only when
+    more than one function survives. The insn it names is the ``lddw``'s pc after the removal
+    plus its offset as ``bpf_adj_branches`` left it: shortened by each removed run lying wholly
+    between the two and each removed nop, but not by the run that swallowed the target. (The
+    kernel's number also counts its later patches in between, e.g. an inlined ``bpf_loop``.)"""
+    functions = subprogs(subprog_starts(insns), slot_total(insns))
+    reached = {function.start for function in functions if any(pc in function for pc in seen)}
+    if len(reached) == len(functions) or len(reached) <= 1:
+        return None
+    for labeled in insns:
+        insn = labeled.insn
+        if labeled.pc not in seen or not isinstance(insn, LoadImm64) or insn.src != PseudoSrc.FUNC:
+            continue
+        target = labeled.pc + 1 + insn.imm
+        if any(function.start == target for function in functions) and target not in reached:
+            result = _eliminate(insns, seen, privileged=True)
+            # Slots removed between the two: dead runs wholly before the target, and nops.
+            between = sum(slot_count(other.insn) for other in insns if labeled.pc < other.pc < target and (
+                (other.pc in seen and result.map_pc(other.pc) is None)
+                or (other.pc not in seen and _run_end(insns, seen, other.pc) <= target)))
+            new_pc = result.map_pc(labeled.pc)
+            return f"verifier bug: No program to jit at insn {(new_pc or 0) + 1 + insn.imm - between} (subprog < 0)"
+    return None
+
+
+def _run_end(insns: Sequence[LabeledInsn], seen: Collection[int], pc: int) -> int:
+    """The end (exclusive) of the run of unreached slots containing ``pc``."""
+    end = pc
+    for labeled in insns:
+        if labeled.pc < pc:
+            continue
+        if labeled.pc in seen:
+            break
+        end = labeled.pc + slot_count(labeled.insn)
+    return end
+
+
 def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
                         privileged: bool = True, barriers: Sequence[Barrier] = ()) -> DeadCodeResult:
     """The kernel's dead-code rewrites for instructions whose reached pcs are ``seen``.
