@@ -41,6 +41,7 @@ from pybpf.isa.insn import (
     Reg,
     Store,
 )
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType, HelperId, KfuncArgKind
 from pybpf.verifier.machine import State
 from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
@@ -289,12 +290,28 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
                 if isinstance(insn.src, Reg):
                     regs |= 1 << int(insn.src)
     elif isinstance(insn, Atomic):
-        # Conservative: whatever the memory operand and the registers involved, keep them all.
-        involved = (1 << int(insn.dst)) | (1 << int(insn.src)) | 1
-        if regs & involved or any(demand.slots[f] >> i & 1 for f, i in entry.slots):
-            regs |= involved
-            for frameno, index in entry.slots:
-                demand.slots[frameno] |= 1 << index
+        if insn.op == AtomicCode.LOAD_ACQ:
+            dst = 1 << int(insn.dst)  # a load: its register comes from the slot
+            if regs & dst:
+                regs &= ~dst
+                for frameno, index in entry.slots:
+                    demand.slots[frameno] |= 1 << index
+        else:
+            # A read-modify-write: the slot after it comes from the slot and the operand (and
+            # r0, which cmpxchg compares) before it; a fetched register (src, or r0 for
+            # cmpxchg) holds the slot's old value. (The kernel's backtrack_insn sees only the
+            # BPF_STX this is encoded as, and lets a fetched register's demand run on.)
+            fetched = 1 if insn.op == AtomicCode.CMPXCHG else (1 << int(insn.src)) if insn.op & ATOMIC_FETCH else 0
+            slot_demanded = any(demand.slots[f] >> i & 1 for f, i in entry.slots)
+            if regs & fetched:
+                regs &= ~fetched
+                slot_demanded = True
+            if slot_demanded and entry.slots:  # (an old value from elsewhere is unknown anyway)
+                regs |= 1 << int(insn.src)
+                if insn.op == AtomicCode.CMPXCHG:
+                    regs |= 1
+                for frameno, index in entry.slots:
+                    demand.slots[frameno] |= 1 << index
     elif isinstance(insn, Jump):
         operands = 1 << int(insn.dst)
         if isinstance(insn.src, Reg):
