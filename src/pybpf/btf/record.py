@@ -4,8 +4,18 @@ A map value may embed kernel-managed objects: a ``struct bpf_spin_lock``, a ``st
 bpf_timer``, a ``struct bpf_wq``... The kernel locates them by the struct's name among the
 value's members (looking into nested structs too) and keeps their offsets in the map's
 ``btf_record``: the lock and timer helpers must be handed exactly these offsets, and a program
-may not touch their bytes with loads and stores. Each kind may appear at most once in a value
-(more, and the kernel refuses to create the map with E2BIG).
+may not touch their bytes with loads and stores. Each of these kinds may appear at most once in
+a value (more, and the kernel refuses to create the map with E2BIG).
+
+A member may also be a **kptr**: a pointer to a struct whose pointee carries a BTF type tag
+(``btf_find_kptr``): ``struct task_struct __kptr *t`` (tag ``kptr``, a referenced kptr the map
+owns), ``__kptr_untrusted`` (tag ``kptr_untrusted``, an unreferenced one) or ``__percpu_kptr``
+(tag ``percpu_kptr``, a program-allocated per-CPU object). A kptr is 8 bytes at an 8-aligned
+offset (a misaligned one is an ordinary pointer, as the kernel ignores it), any number of them
+may appear, arrays of them (and of structs holding them) repeat them per element; an unknown
+tag, two tags or a pointee that is not a struct make the kernel refuse the value. Whether the
+pointee is a kernel type (found by name in vmlinux) or a program-local one is the loader's
+question, not this module's: :attr:`SpecialField.target` names it.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from pybpf.btf.btf import Btf
-from pybpf.btf.types import Datasec, Struct, Var
+from pybpf.btf.types import Array, Datasec, Ptr, Struct, TypeTag, Var, Volatile
 from pybpf.errors import BtfFieldError
 
 _MAX_DEPTH = 8  # nesting the search follows (the kernel's is bounded too)
@@ -29,37 +39,112 @@ class FieldKind(Enum):
     TIMER = "bpf_timer"
     WORKQUEUE = "bpf_wq"
     REFCOUNT = "bpf_refcount"
+    # kptrs: the value is the type tag that makes the pointer one.
+    KPTR_UNREF = "kptr_untrusted"
+    KPTR_REF = "kptr"
+    KPTR_PERCPU = "percpu_kptr"
+
+    @property
+    def is_kptr(self) -> bool:
+        return self in _KPTR_KINDS
+
+    @property
+    def label(self) -> str:
+        """How the kernel's messages name the field (``btf_field_type_name``)."""
+        return "kptr" if self is FieldKind.KPTR_UNREF else self.value
 
 
-_BY_NAME = {kind.value: kind for kind in FieldKind}
+_KPTR_KINDS = frozenset({FieldKind.KPTR_UNREF, FieldKind.KPTR_REF, FieldKind.KPTR_PERCPU})
+_BY_NAME = {kind.value: kind for kind in FieldKind if kind not in _KPTR_KINDS}
+_BY_TAG = {kind.value: kind for kind in _KPTR_KINDS}
+KPTR_SIZE = 8  # a kptr is a u64, 8-aligned (btf_field_type_size/align)
 
 
 @dataclass(frozen=True, slots=True)
 class SpecialField:
-    """One kernel-managed object inside a map value: its kind, byte offset and size."""
+    """One kernel-managed object inside a map value: its kind, byte offset and size; for a
+    kptr, the struct it points to (its name, and its type id in the value's BTF)."""
 
     kind: FieldKind
     offset: int
     size: int
+    target: str = ""
+    target_id: int = 0
+
+
+def _kptr(btf: Btf, type_id: int, offset: int) -> SpecialField | None:
+    """``btf_find_kptr``: the kptr a member of type ``type_id`` at ``offset`` is, if it is one."""
+    member_type = btf[type_id]
+    if isinstance(member_type, Volatile):  # a modifier on the pointer itself is allowed
+        member_type = btf[member_type.type_id]
+    if not isinstance(member_type, Ptr):
+        return None
+    tag = btf[member_type.type_id]
+    if not isinstance(tag, TypeTag):
+        return None
+    if isinstance(btf[tag.type_id], TypeTag):
+        raise BtfFieldError(f"the kptr at offset {offset} carries more than one type tag")
+    kind = _BY_TAG.get(tag.name)
+    if kind is None:
+        raise BtfFieldError(f"unknown type tag {tag.name!r} on the pointer at offset {offset}")
+    target_id = btf.resolve(tag.type_id)
+    target = btf[target_id]
+    if not isinstance(target, Struct):
+        raise BtfFieldError(f"the kptr at offset {offset} does not point to a struct")
+    if offset % KPTR_SIZE:
+        return None  # the kernel ignores a misaligned one (an ordinary pointer)
+    return SpecialField(kind, offset, KPTR_SIZE, target.name, target_id)
+
+
+def _element(btf: Btf, type_id: int) -> tuple[int, int]:
+    """The element type of a (possibly nested) array member, and how many elements it has."""
+    count = 1
+    for _ in range(_MAX_DEPTH):
+        array = btf[type_id]
+        if not isinstance(array, Array):
+            break
+        count *= array.nelems
+        type_id = array.type_id
+    return type_id, count
+
+
+def _repeat(fields: list[SpecialField], count: int, stride: int) -> list[SpecialField]:
+    """``btf_repeat_fields``: an array's fields once per element; only kptrs may repeat."""
+    if count <= 1 or not fields:
+        return fields
+    if not all(field.kind.is_kptr for field in fields):
+        raise BtfFieldError(f"an array holds {fields[0].kind.label} fields")
+    return [SpecialField(field.kind, field.offset + index * stride, field.size, field.target, field.target_id)
+            for index in range(count) for field in fields]
 
 
 def _collect(btf: Btf, struct: Struct, base: int, depth: int, found: list[SpecialField]) -> None:
     for member in struct.members:
-        member_type = btf.resolved(member.type_id)
+        offset = base + member.bit_offset // 8
+        element_id, count = _element(btf, member.type_id)
+        if count == 0:
+            continue
+        kptr = _kptr(btf, element_id, offset)
+        if kptr is not None:
+            found.extend(_repeat([kptr], count, KPTR_SIZE))
+            continue
+        member_type = btf.resolved(element_id)
         if not isinstance(member_type, Struct):
             continue
-        offset = base + member.bit_offset // 8
         kind = _BY_NAME.get(member_type.name)
         if kind is not None:
-            found.append(SpecialField(kind, offset, member_type.size))
+            found.extend(_repeat([SpecialField(kind, offset, member_type.size)], count, member_type.size))
         elif depth < _MAX_DEPTH:
-            _collect(btf, member_type, offset, depth + 1, found)
+            nested: list[SpecialField] = []
+            _collect(btf, member_type, offset, depth + 1, nested)
+            found.extend(_repeat(nested, count, member_type.size))
 
 
 def special_fields(btf: Btf, type_id: int) -> tuple[SpecialField, ...]:
     """The special fields of a map value of BTF type ``type_id``, by offset.
 
-    Raises :class:`BtfFieldError` when a kind appears twice."""
+    Raises :class:`BtfFieldError` when a kind other than a kptr appears twice, or for a kptr
+    the kernel refuses (unknown or repeated tag, not pointing to a struct)."""
     value = btf.resolved(type_id)
     found: list[SpecialField] = []
     if isinstance(value, Struct):
@@ -68,7 +153,14 @@ def special_fields(btf: Btf, type_id: int) -> tuple[SpecialField, ...]:
         # Global data (btf_find_datasec_var): each variable of the section is a member.
         for placed in value.vars:
             var = btf[placed.type_id]
-            var_type = btf.resolved(var.type_id) if isinstance(var, Var) else None
+            if not isinstance(var, Var):
+                continue
+            element_id, count = _element(btf, var.type_id)
+            kptr = _kptr(btf, element_id, placed.offset) if count else None
+            if kptr is not None:
+                found.extend(_repeat([kptr], count, KPTR_SIZE))
+                continue
+            var_type = btf.resolved(var.type_id)
             if not isinstance(var_type, Struct):
                 continue
             kind = _BY_NAME.get(var_type.name)
@@ -78,10 +170,12 @@ def special_fields(btf: Btf, type_id: int) -> tuple[SpecialField, ...]:
                 _collect(btf, var_type, placed.offset, 1, found)
     seen: set[FieldKind] = set()
     for field in found:
+        if field.kind.is_kptr:
+            continue
         if field.kind in seen:
             raise BtfFieldError(f"the map value holds more than one {field.kind.value}")
         seen.add(field.kind)
     return tuple(sorted(found, key=lambda field: field.offset))
 
 
-__all__ = ["FieldKind", "SpecialField", "special_fields"]
+__all__ = ["KPTR_SIZE", "FieldKind", "SpecialField", "special_fields"]

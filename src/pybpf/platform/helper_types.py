@@ -41,6 +41,7 @@ class ArgType(Enum):
     PTR_TO_CONST_STR = auto()  # NUL-terminated string in a read-only (frozen) map value
     PTR_TO_TIMER = auto()  # pointer to the bpf_timer inside a map value
     PTR_TO_DYNPTR = auto()  # pointer to a struct bpf_dynptr on the stack
+    KPTR_XCHG_DEST = auto()  # pointer to a referenced kptr slot of a map value (bpf_kptr_xchg)
 
     # Identity hash at C speed (Enum's is a Python call): argument kinds are looked up in sets
     # for every helper call the verifier checks.

@@ -136,6 +136,10 @@ _PROTOS: tuple[HelperProto, ...] = (
        gpl_only=True),
     _P(_H.GET_CURRENT_TASK_BTF, "get_current_task_btf", RetType.PTR_TO_BTF_ID, (),
        "Trusted BTF pointer to current's task_struct.", gpl_only=True, ret_btf_type="task_struct"),
+    _P(_H.KPTR_XCHG, "kptr_xchg", RetType.PTR_TO_BTF_ID_OR_NULL,
+       (HelperArg(ArgType.KPTR_XCHG_DEST), HelperArg(ArgType.PTR_TO_BTF_ID, ArgFlag.MAYBE_NULL | ArgFlag.RELEASE)),
+       "Atomically store the referenced pointer (or NULL) in the map value's kptr; the old one, "
+       "a reference to release or store back, or NULL.", acquires_ref=True),
     _P(_H.FIND_VMA, "find_vma", _I,
        (HelperArg(ArgType.PTR_TO_BTF_ID, btf_type="task_struct"), _ANY, _FUNC, _STACK_OR_NULL, _ANY),
        "Call callback(task, vma, ctx) with the vma of task's memory holding addr; 0, or -ENOENT."),

@@ -101,6 +101,7 @@ class KfuncSet(Enum):
     GENERIC = "generic"  # generic_kfunc_set
     SKB = "skb"  # bpf_kfunc_set_skb (net/core/filter.c)
     XDP = "xdp"  # bpf_kfunc_set_xdp (net/core/filter.c)
+    CPUMASK = "cpumask"  # cpumask_kfunc_set (kernel/bpf/cpumask.c)
 
     @property
     def prog_types(self) -> frozenset[BpfProgType] | None:
@@ -121,6 +122,8 @@ _SET_PROG_TYPES: dict[KfuncSet, frozenset[BpfProgType] | None] = {
         BpfProgType.LWT_SEG6LOCAL, BpfProgType.TRACING,  # and BPF_PROG_TYPE_NETFILTER (not in our uapi table)
     }),
     KfuncSet.XDP: frozenset({BpfProgType.XDP}),
+    # kernel/bpf/cpumask.c cpumask_kfunc_init().
+    KfuncSet.CPUMASK: frozenset({BpfProgType.TRACING, BpfProgType.STRUCT_OPS, BpfProgType.SYSCALL}),
 }
 
 

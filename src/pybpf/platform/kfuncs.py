@@ -45,13 +45,18 @@ from pybpf.platform.kfunc_types import (
     KfuncSet,
 )
 
-__all__ = ["KFUNC_BY_NAME", "KFUNC_PROTOS", "kfunc_by_name"]
+__all__ = ["FIRST_MEMBER_STRUCTS", "KFUNC_BY_NAME", "KFUNC_PROTOS", "kfunc_by_name"]
 
 _F = KfuncFlag
 _K = KfuncProto
 _VOID = KfuncRetKind.VOID
 _INT = KfuncRetKind.SCALAR
+_BTF = KfuncRetKind.BTF_ID
 _ITER_NUM = KfuncArg("it", KfuncArgKind.ITER, iter_type="num")
+_TASK = KfuncArg("p", KfuncArgKind.BTF_ID, btf_type="task_struct")
+_CGROUP = KfuncArg("cgrp", KfuncArgKind.BTF_ID, btf_type="cgroup")
+_BPF_CPUMASK = KfuncArg("cpumask", KfuncArgKind.BTF_ID, btf_type="bpf_cpumask")
+_CPUMASK = KfuncArg("cpumask", KfuncArgKind.BTF_ID, btf_type="cpumask")  # const struct cpumask *
 _ITER_BITS = KfuncArg("it", KfuncArgKind.ITER, iter_type="bits", iter_slots=2)
 
 
@@ -103,8 +108,37 @@ _PROTOS: tuple[KfuncProto, ...] = (
     _K(0, "bpf_task_from_pid", (_int("pid"),), KfuncRetKind.BTF_ID,
        "Acquire the task with this pid (in the root pid namespace), or NULL.",
        _F.ACQUIRE | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="task_struct"),
-    _K(0, "bpf_task_release", (KfuncArg("p", KfuncArgKind.BTF_ID, btf_type="task_struct"),), _VOID,
-       "Release a task reference.", _F.RELEASE, KfuncSet.GENERIC),
+    _K(0, "bpf_task_release", (_TASK,), _VOID, "Release a task reference.", _F.RELEASE, KfuncSet.GENERIC),
+    _K(0, "bpf_task_acquire", (_TASK,), _BTF, "Acquire a reference to a trusted or RCU task, or NULL.",
+       _F.ACQUIRE | _F.RCU | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="task_struct"),
+    _K(0, "bpf_task_from_vpid", (_int("vpid"),), _BTF,
+       "Acquire the task with this pid in the caller's pid namespace, or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="task_struct"),
+    # --- cgroups (generic set) ---
+    _K(0, "bpf_cgroup_acquire", (_CGROUP,), _BTF, "Acquire a reference to a trusted or RCU cgroup, or NULL.",
+       _F.ACQUIRE | _F.RCU | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="cgroup"),
+    _K(0, "bpf_cgroup_release", (_CGROUP,), _VOID, "Release a cgroup reference.", _F.RELEASE, KfuncSet.GENERIC),
+    _K(0, "bpf_cgroup_ancestor", (_CGROUP, _int("level")), _BTF,
+       "Acquire the cgroup's ancestor at this level, or NULL.",
+       _F.ACQUIRE | _F.RCU | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="cgroup"),
+    _K(0, "bpf_cgroup_from_id", (_int("cgid"),), _BTF, "Acquire the cgroup with this id, or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, KfuncSet.GENERIC, ret_btf_type="cgroup"),
+    # --- cpumasks (kernel/bpf/cpumask.c: tracing, struct_ops and syscall programs) ---
+    _K(0, "bpf_cpumask_create", (), _BTF, "Allocate an empty cpumask (a reference), or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, KfuncSet.CPUMASK, ret_btf_type="bpf_cpumask"),
+    _K(0, "bpf_cpumask_release", (_BPF_CPUMASK,), _VOID, "Release a cpumask reference (freed at the last).",
+       _F.RELEASE, KfuncSet.CPUMASK),
+    _K(0, "bpf_cpumask_acquire", (_BPF_CPUMASK,), _BTF, "Another reference to a trusted cpumask.",
+       _F.ACQUIRE | _F.TRUSTED_ARGS, KfuncSet.CPUMASK, ret_btf_type="bpf_cpumask"),
+    _K(0, "bpf_cpumask_first", (_CPUMASK,), _INT, "The first set CPU, or nr_cpu_ids when none is.",
+       _F.RCU, KfuncSet.CPUMASK),
+    _K(0, "bpf_cpumask_weight", (_CPUMASK,), _INT, "How many CPUs are set.", _F.RCU, KfuncSet.CPUMASK),
+    _K(0, "bpf_cpumask_test_cpu", (_int("cpu"), _CPUMASK), _INT, "Whether the CPU is set (0 for cpu >= nr_cpu_ids).",
+       _F.RCU, KfuncSet.CPUMASK),
+    _K(0, "bpf_cpumask_set_cpu", (_int("cpu"), _BPF_CPUMASK), _VOID, "Set the CPU (ignored past nr_cpu_ids).",
+       _F.RCU, KfuncSet.CPUMASK),
+    _K(0, "bpf_cpumask_clear_cpu", (_int("cpu"), _BPF_CPUMASK), _VOID, "Clear the CPU (ignored past nr_cpu_ids).",
+       _F.RCU, KfuncSet.CPUMASK),
     # --- user memory (common set, sleepable programs only) ---
     _K(0, "bpf_copy_from_user_str",
        (KfuncArg("dst", KfuncArgKind.MEM), KfuncArg("dst__sz", KfuncArgKind.MEM_SIZE), _str("unsafe_ptr__ign"),
@@ -172,6 +206,12 @@ KFUNC_PROTOS: Mapping[int, KfuncProto] = MappingProxyType(
 
 KFUNC_BY_NAME: Mapping[str, KfuncProto] = MappingProxyType({proto.name: proto for proto in KFUNC_PROTOS.values()})
 """The same table by kernel symbol name."""
+
+FIRST_MEMBER_STRUCTS: Mapping[str, str] = MappingProxyType({"bpf_cpumask": "cpumask"})
+"""Kernel structs whose first member is another struct, by name: a pointer to the outer one is
+also one to the inner (``btf_struct_ids_match``'s walk), e.g. a ``struct bpf_cpumask *`` passed
+where a kfunc takes a ``const struct cpumask *``."""
+
 
 def kfunc_by_name(name: str) -> KfuncProto | None:
     """The entry for kernel symbol ``name``, or None when pybpf does not know it."""

@@ -31,7 +31,9 @@ Layers built so far:
   checked against the layouts pybpf models (:mod:`pybpf.platform.kernel_types`) as the kernel's
   ``btf_struct_access`` checks them against vmlinux BTF;
 * :mod:`.kfuncs` — kfunc calls checked against :data:`pybpf.platform.KFUNC_PROTOS` (program-type
-  sets, GPL, references, NULL returns, RCU/preemption sections); :mod:`.iters` — open-coded
+  sets, GPL, references, NULL returns, RCU/preemption sections, ``KF_TRUSTED_ARGS``/``KF_RCU``
+  pointer trust); :mod:`.kptrs` — kptrs in map values (loads, stores, ``bpf_kptr_xchg``) and the
+  trust modifiers of ``PTR_TO_BTF_ID`` (``PTR_TRUSTED``, ``PTR_UNTRUSTED``, ``MEM_RCU``...); :mod:`.iters` — open-coded
   iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
   imprecise scalars, convergence while the loop is explored);
 * :mod:`.capabilities` — the capability checks ``bpf(2)`` makes of an unprivileged loader before
@@ -53,14 +55,22 @@ exploring more:
   unless pybpf models their struct (:mod:`.btf_access`); a map pointer reads pybpf's own
   ``struct bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's
   larger kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only);
-  ``bpf_find_vma`` checks its task argument by struct name only, and trust flags are not tracked.
+  ``bpf_find_vma`` checks its task argument by struct name only. Trust modifiers are tracked
+  (:mod:`.kptrs`) for ``bpf_get_current_task_btf``, acquired references and kptr loads, but a
+  BTF tracing program's context arguments are plain numbers (their types come from vmlinux BTF,
+  which the verifier does not read), and a pointer member read through an unmodelled struct is a
+  number too, so the ``BTF_TYPE_SAFE_*`` allow-lists of trusted walks are not modelled.
 * Calls: any kfunc outside pybpf's table is refused (the object does not load; ``callx`` is
-  refused too, as by the kernel: "unknown opcode 8d"); kfunc BTF arguments are checked by kind,
-  not by struct type, and ``KF_TRUSTED_ARGS``/``KF_RCU`` pointer trust is not modelled. A global
-  function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the kernel also requires
-  it to match vmlinux's type); ``arg:arena`` (and ``arg:untrusted`` on a non-struct) is refused.
-* Map values: the special fields are the spin lock, timer, workqueue and refcount structs; kptrs,
-  lists and rb-trees are not modelled.
+  refused too, as by the kernel: "unknown opcode 8d"); kfunc BTF arguments are matched by struct
+  name (a first-member walk only for the structs :data:`pybpf.platform.kfuncs.FIRST_MEMBER_STRUCTS`
+  lists). A global function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the
+  kernel also requires it to match vmlinux's type); ``arg:arena`` (and ``arg:untrusted`` on a
+  non-struct) is refused.
+* Map values: the special fields are the spin lock, timer, workqueue and refcount structs and
+  kptrs (referenced, untrusted, per-CPU); lists and rb-trees are not modelled. A kptr's pointee
+  is a kernel struct when :mod:`pybpf.platform.kptr_types` names it, else program-local (the
+  kernel looks the name up in vmlinux), and a program-local type's ``bpf_refcount`` does not make
+  its loads RCU pointers.
 * Stack: private stacks (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever
   machine verifies; struct_ops programs that request one are not modelled.
 * Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`):

@@ -11,9 +11,9 @@ a timer callback is an entry point of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from pybpf.btf.record import FieldKind
+from pybpf.btf.record import FieldKind, SpecialField
 from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import Call
 from pybpf.platform import (
@@ -28,7 +28,7 @@ from pybpf.platform import (
     map_type_spec,
 )
 from pybpf.platform.dynptr import DynptrType
-from pybpf.verifier import callbacks, dynptr
+from pybpf.verifier import callbacks, dynptr, kptrs
 from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_SIZ,
@@ -45,7 +45,7 @@ from pybpf.verifier.machine import (
 )
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory, invalidate_packet_pointers
 from pybpf.verifier.scalar import to_s64
-from pybpf.verifier.state import BPF_REG_SIZE, RegState, RegType, SlotByte, StackState
+from pybpf.verifier.state import BPF_REG_SIZE, PTR_TRUSTED, RegState, RegType, SlotByte, StackState
 from pybpf.verifier.transfer import read_reg
 
 _KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_MAP_KEY,
@@ -82,6 +82,7 @@ class _Meta:
     dynptr: dynptr.DynptrRef | None = None  # the initialised dynptr argument (bpf_dynptr_data's)
     release_dynptr: RegState | None = None  # the stack dynptr a submit/discard releases
     null_mem: int | None = None  # the register of a NULL passed for a maybe-NULL memory argument
+    kptr_field: SpecialField | None = None  # bpf_kptr_xchg's destination slot
 
 
 def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState], *, callback: bool) -> Frame:
@@ -311,6 +312,10 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
     if reg.type in _PACKET_TYPES and not meta.pkt_access and arg.type is not ArgType.ANYTHING:
         # may_access_direct_pkt_data(): only helpers declared pkt_access take packet memory.
         raise reject("helper access to the packet is not allowed")
+    if meta.kptr_field is not None and arg.type is ArgType.PTR_TO_BTF_ID:
+        # bpf_kptr_xchg's new pointer: the slot's type, released into the map (NULL: nothing).
+        meta.release_ref = kptrs.xchg_source(regno, reg, meta.kptr_field)
+        return
     if arg.maybe_null and _is_null(reg) and arg.type not in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO):
         if arg.type is ArgType.PTR_TO_MEM:
             meta.null_mem = regno  # its size, the next argument, must then be zero
@@ -392,6 +397,8 @@ def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) 
                 dynptr.check_release_arg(state, regno, reg)
                 meta.release_dynptr = reg
             meta.dynptr = dynptr.check_arg(env, state, regno, reg, arg, pc=meta.pc)
+        case ArgType.KPTR_XCHG_DEST:
+            meta.kptr_field = kptrs.xchg_destination(env, regno, reg)
         case ArgType.PTR_TO_CONST_STR:
             if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
                 raise _mismatch(regno, reg, "map_value")
@@ -571,5 +578,11 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
     }
     kind = kinds.get(ret, RegType.PTR_TO_BTF_ID)
     btf_type = (proto.ret_btf_type or "") if kind is RegType.PTR_TO_BTF_ID else ""
-    result = RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id, ref_obj_id=ref, btf_type=btf_type)
-    return replace(result)
+    flags = 0
+    if meta.kptr_field is not None:
+        # bpf_kptr_xchg: the slot's old object, of the slot's type.
+        btf_type, flags = meta.kptr_field.target, kptrs.xchg_result_flags(meta.kptr_field)
+    elif ret is RetType.PTR_TO_BTF_ID:
+        flags = PTR_TRUSTED  # RET_PTR_TO_BTF_ID_TRUSTED (bpf_get_current_task_btf)
+    return RegState.pointer(kind, maybe_null=ret.maybe_null, id=new_id, ref_obj_id=ref,
+                            btf_type=btf_type, type_flags=flags)

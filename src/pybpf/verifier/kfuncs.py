@@ -23,11 +23,11 @@ from pybpf.isa.insn import CallKfunc, LabeledInsn
 from pybpf.platform import PacketAccess
 from pybpf.platform.dynptr import DynptrType
 from pybpf.platform.kfunc_types import KfuncArgKind, KfuncFlag, KfuncProto, KfuncRetKind
-from pybpf.platform.kfuncs import KFUNC_PROTOS
-from pybpf.verifier import dynptr, iters
+from pybpf.platform.kfuncs import FIRST_MEMBER_STRUCTS, KFUNC_PROTOS
+from pybpf.verifier import dynptr, iters, kptrs
 from pybpf.verifier.machine import BPF_MAX_VAR_SIZ, CALLER_SAVED, Env, Options, Rejection, State, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
-from pybpf.verifier.state import RegState, RegType
+from pybpf.verifier.state import MEM_RCU, TRUSTED_MODIFIERS, RegState, RegType
 from pybpf.verifier.transfer import read_reg
 
 # Dynptr kfuncs the verifier treats specially (check_kfunc_args' KF_ARG_PTR_TO_DYNPTR and
@@ -116,20 +116,7 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
             case KfuncArgKind.MEM:
                 _memory_arg(env, state, proto, index, reg)
             case KfuncArgKind.BTF_ID:
-                if arg.nullable and reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0:
-                    continue
-                if reg.type is not RegType.PTR_TO_BTF_ID:
-                    raise reject(f"arg#{index} expected pointer to btf or socket ({arg.btf_type}), "
-                                 f"not {type_name(reg)}")
-                if reg.maybe_null:
-                    raise reject(f"Possibly NULL pointer passed to trusted arg{index}")
-                if proto.has(KfuncFlag.RELEASE):
-                    if not reg.ref_obj_id:
-                        raise reject(f"release kernel function {name} expects refcounted PTR_TO_BTF_ID")
-                    if reg.off or not reg.var_off.is_const() or reg.var_off.const_value():
-                        raise reject(f"R{regno} must have zero offset when passed to release func or trusted "
-                                     "arg to kfunc")
-                    release_ref = reg.ref_obj_id
+                release_ref = _btf_id_arg(proto, index, reg) or release_ref
             case KfuncArgKind.DYNPTR:
                 read_reg(state, regno)  # type: ignore[arg-type]
                 built = dynptr.check_kfunc_arg(
@@ -147,6 +134,55 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
     if iter_reg is not None and proto.has(KfuncFlag.ITER_NEXT):
         return iters.iter_next(state, iter_reg)
     return None
+
+
+def _btf_id_arg(proto: KfuncProto, index: int, reg: RegState) -> int:
+    """A kernel-object argument (``check_kfunc_args``' KF_ARG_PTR_TO_BTF_ID): NULL, trust,
+    offset and struct type as the kfunc's flags require; the reference it releases (or 0)."""
+    regno, arg, name = index + 1, proto.args[index], proto.name
+    release = proto.has(KfuncFlag.RELEASE)
+    trusted_args = release or proto.has(KfuncFlag.TRUSTED_ARGS)
+    rcu = proto.has(KfuncFlag.RCU)
+    null = reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0
+    if (trusted_args or rcu) and (null or reg.maybe_null) and not arg.nullable:
+        raise reject(f"Possibly NULL pointer passed to trusted arg{index}")
+    if null and arg.nullable:
+        return 0
+    if reg.type is not RegType.PTR_TO_BTF_ID:
+        raise reject(f"arg#{index} expected pointer to btf or socket ({arg.btf_type}), not {type_name(reg)}")
+    if (trusted_args or rcu) and not kptrs.is_trusted(reg):
+        if not rcu:
+            raise reject(f"R{regno} must be referenced or trusted")
+        if not kptrs.is_rcu(reg):
+            raise reject(f"R{regno} must be a rcu pointer")
+    if release and reg.ref_obj_id and (reg.off or not reg.var_off.is_const() or reg.var_off.const_value()):
+        raise reject(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc")
+    unsafe = reg.maybe_null or reg.type_flags & ~TRUSTED_MODIFIERS
+    if unsafe and not kptrs.is_rcu(reg):
+        expected = RegState.pointer(RegType.PTR_TO_BTF_ID, type_flags=reg.type_flags & TRUSTED_MODIFIERS)
+        raise reject(f"arg#{index} is {type_name(reg)} expected {type_name(expected)} or socket")
+    strict = release and bool(reg.ref_obj_id)
+    if reg.btf_type and arg.btf_type and not _struct_matches(reg.btf_type, arg.btf_type, strict=strict):
+        raise reject(f"kernel function {name} args#{index} expected pointer to STRUCT {arg.btf_type} but R{regno} "
+                     f"has a pointer to STRUCT {reg.btf_type}")
+    if release:
+        if not reg.ref_obj_id:
+            raise reject(f"release kernel function {name} expects refcounted PTR_TO_BTF_ID")
+        return reg.ref_obj_id
+    return 0
+
+
+def _struct_matches(have: str, want: str, *, strict: bool) -> bool:
+    """``btf_struct_ids_match`` at offset 0: the same struct, or (not strict) one whose first
+    member is it (``struct bpf_cpumask`` begins with its ``struct cpumask``)."""
+    while have != want:
+        if strict:
+            return False
+        first = FIRST_MEMBER_STRUCTS.get(have)
+        if first is None:
+            return False
+        have = first
+    return True
 
 
 def _dynptr_slice(env: Env, name: str, found: dynptr.DynptrRef | None, size: int) -> RegState:
@@ -167,6 +203,7 @@ def _sections(state: State, name: str, sleepable: bool) -> None:
             raise reject(f"nested rcu read lock (kernel function {name})")
         if name == _RCU_UNLOCK:
             state.rcu_lock = False
+            kptrs.rcu_unlock(state)
         elif sleepable:
             raise reject(f"kernel func {name} is sleepable within rcu_read_lock region")
     elif name == _RCU_LOCK:
@@ -233,4 +270,6 @@ def _return_value(env: Env, state: State, pc: int, proto: KfuncProto) -> RegStat
     if proto.has(KfuncFlag.ACQUIRE):
         ref = new_id = env.new_id()
         state.refs[ref] = pc
-    return RegState.pointer(kind, maybe_null=maybe_null, id=new_id, ref_obj_id=ref, mem_size=proto.ret_size)
+    flags = MEM_RCU if proto.has(KfuncFlag.RCU_PROTECTED) and kind is RegType.PTR_TO_BTF_ID else 0
+    return RegState.pointer(kind, maybe_null=maybe_null, id=new_id, ref_obj_id=ref, mem_size=proto.ret_size,
+                            btf_type=proto.ret_btf_type, type_flags=flags)

@@ -22,7 +22,20 @@ from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
 from pybpf.verifier.branch import branch_outcomes
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import IdMap, RegState, RegType, StackSlot, StackState, regs_exact, regsafe, stacksafe
+from pybpf.verifier.state import (
+    MEM_PERCPU,
+    MEM_RCU,
+    PTR_TRUSTED,
+    PTR_UNTRUSTED,
+    IdMap,
+    RegState,
+    RegType,
+    StackSlot,
+    StackState,
+    regs_exact,
+    regsafe,
+    stacksafe,
+)
 from pybpf.verifier.tnum import U64
 from pybpf.verifier.values import value_class
 
@@ -369,10 +382,20 @@ def type_name(reg: RegState) -> str:
         # hold their dynptr's reference): a ring buffer sample.
         name = "ringbuf_mem"
     if reg.type is RegType.PTR_TO_BTF_ID:
-        name = "ptr_"
+        # prefix + "ptr_" + "or_null_": the struct's name follows where the log prints one.
+        flags = reg.type_flags
+        prefix = "rdonly_" if reg.rdonly else ""
+        if flags:
+            prefix += "".join(text for bit, text in _FLAG_PREFIXES if flags & bit)
+        return f"{prefix}ptr_or_null_" if reg.maybe_null else f"{prefix}ptr_"
     if reg.rdonly:
         name = f"rdonly_{name}"
     return f"{name}_or_null" if reg.maybe_null else name
+
+
+# reg_type_str's prefixes, in its order (MEM_ALLOC and NON_OWN_REF print nothing).
+_FLAG_PREFIXES = ((MEM_PERCPU, "percpu_"), (MEM_RCU, "rcu_"), (PTR_UNTRUSTED, "untrusted_"),
+                  (PTR_TRUSTED, "trusted_"))
 
 
 def leaked_references(state: State) -> str:

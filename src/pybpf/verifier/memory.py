@@ -18,13 +18,12 @@ from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
 from pybpf.platform.kernel_types import map_struct
-from pybpf.verifier import dynptr, spectre
+from pybpf.verifier import dynptr, kptrs, spectre
 from pybpf.verifier.btf_access import FieldRead, btf_object_access, map_struct_access
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_OFF,
     Env,
     Frame,
-    MapInfo,
     State,
     check_ptr_off_reg,
     reject,
@@ -140,7 +139,9 @@ def store(env: Env, state: State, insn: Store, pc: int | None = None) -> None:
     if not isinstance(insn.src, Imm) and value.is_pointer and not env.options.privileged \
             and base.type in _LEAK_TARGETS:
         raise reject(f"R{int(insn.src)} leaks addr into {_LEAK_TARGETS[base.type]}")
-    access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value)
+    access(env, state, int(insn.dst), base, off=insn.off, size=insn.size.nbytes, write=value,
+           via=kptrs.VIA_ST_IMM if isinstance(insn.src, Imm) else kptrs.VIA_MEM,
+           value_regno=0 if isinstance(insn.src, Imm) else int(insn.src))
     save_ptr_type(env, pc, base)
 
 
@@ -150,14 +151,16 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
         base = read_reg(state, insn.src)
         if base.is_pointer and not base.maybe_null:
             check_strict_alignment(int(insn.src), base, insn.off, size)
-        state.regs[int(insn.dst)] = access(env, state, int(insn.src), base, off=insn.off, size=size, write=None)
+        state.regs[int(insn.dst)] = access(env, state, int(insn.src), base, off=insn.off, size=size, write=None,
+                                           via=kptrs.VIA_ATOMIC)
         save_ptr_type(env, pc, base)
         return
     if insn.op == AtomicCode.STORE_REL:
         base = read_reg(state, insn.dst)
         if base.is_pointer and not base.maybe_null:
             check_strict_alignment(int(insn.dst), base, insn.off, size)
-        access(env, state, int(insn.dst), base, off=insn.off, size=size, write=read_reg(state, insn.src))
+        access(env, state, int(insn.dst), base, off=insn.off, size=size, write=read_reg(state, insn.src),
+               via=kptrs.VIA_ATOMIC)
         save_ptr_type(env, pc, base)
         return
     if size not in (4, 8):
@@ -174,7 +177,7 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
     check_strict_alignment(int(insn.dst), base, insn.off, size)
     # check_atomic_rmw reads the old value as a load would (a spilled constant stays known):
     # that is what a fetch, an xchg or a cmpxchg hands back.
-    old = access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None)
+    old = access(env, state, int(insn.dst), base, off=insn.off, size=size, write=None, via=kptrs.VIA_ATOMIC)
     if base.type is RegType.PTR_TO_STACK:
         # The memory now holds old (op) operand, nothing the verifier tracks: the bytes become
         # unknown data, as the kernel's write with no value register makes them (never a spill
@@ -184,7 +187,7 @@ def atomic(env: Env, state: State, insn: Atomic, pc: int | None = None) -> None:
         mark_stack_bytes(state.frames[base.frameno], low, high + size, SlotByte.STACK_MISC)
     else:
         access(env, state, int(insn.dst), base, off=insn.off, size=size,
-               write=RegState.scalar() if operand.is_pointer else operand)
+               write=RegState.scalar() if operand.is_pointer else operand, via=kptrs.VIA_ATOMIC)
     save_ptr_type(env, pc, base)
     if insn.op == AtomicCode.CMPXCHG:
         state.regs[0] = old
@@ -211,8 +214,11 @@ def save_ptr_type(env: Env, pc: int | None, base: RegState) -> None:
 
 
 def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size: int,
-           write: RegState | None, sign_extend: bool = False) -> RegState:
-    """Check one access of ``size`` bytes at ``reg + off``; the value a load produces."""
+           write: RegState | None, sign_extend: bool = False, via: int = kptrs.VIA_MEM,
+           value_regno: int = 0) -> RegState:
+    """Check one access of ``size`` bytes at ``reg + off``; the value a load produces. ``via``
+    says how the instruction reaches memory and ``value_regno`` which register a store stores
+    (both matter to kptrs only)."""
     is_write = write is not None
     if reg.maybe_null or not reg.is_pointer:
         raise reject(f"R{regno} invalid mem access '{type_name(reg)}'")
@@ -226,7 +232,11 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
             if is_write and info.readonly:
                 raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off + off} size={size}")
             region_access(regno, reg, off, size, mem_size=info.value_size, what="map value")
-            special_fields_untouched(info, reg, off, size)
+            if info.fields:
+                kptr = kptrs.special_field_access(env, state, reg, info, off=off, size=size, write=write, via=via,
+                                                  value_regno=value_regno)
+                if kptr is not None and not is_write:
+                    return kptr
         case RegType.PTR_TO_MAP_KEY:
             if is_write:
                 raise reject(f"R{regno} cannot write into map_key")
@@ -265,18 +275,6 @@ def _field_value(read: FieldRead, size: int, sign_extend: bool) -> RegState:
     if read.pointer_to is not None:
         return RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type=read.pointer_to)
     return sized_scalar(size, sign_extend)
-
-
-def special_fields_untouched(info: MapInfo, reg: RegState, off: int, size: int) -> None:
-    """``check_map_access``: no load, store or helper access may touch any byte of a spin lock,
-    timer or other kernel-managed field of the value (over the pointer's whole offset range)."""
-    if not info.fields:
-        return
-    low = reg.var_off.smin + reg.off + off
-    high = reg.var_off.umax + reg.off + off + size
-    for field in info.fields:
-        if low < field.offset + field.size and field.offset < high:
-            raise reject(f"{field.kind.value} cannot be accessed directly by load/store")
 
 
 def region_access(regno: int, reg: RegState, off: int, size: int, *, mem_size: int, what: str) -> None:
@@ -523,7 +521,8 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
             if write and info.readonly:
                 raise reject(f"write into map forbidden, value_size={info.value_size} off={reg.off} size={size}")
             region_access(regno, reg, 0, size, mem_size=info.value_size, what="map value")
-            special_fields_untouched(info, reg, 0, size)
+            if info.fields:
+                kptrs.special_field_access(env, state, reg, info, off=0, size=size, write=None, via=kptrs.VIA_HELPER)
         case RegType.PTR_TO_MAP_KEY:
             region_access(regno, reg, 0, size, mem_size=env.map_of(reg).key_size, what="map key")
         case RegType.PTR_TO_MEM:

@@ -72,6 +72,23 @@ CONST_PTR_TO_MAP = RegType.CONST_PTR_TO_MAP
 PTR_TO_PACKET = RegType.PTR_TO_PACKET
 PTR_TO_ARENA = RegType.PTR_TO_ARENA
 
+# The kernel's ``bpf_type_flag`` modifiers a PTR_TO_BTF_ID carries besides PTR_MAYBE_NULL
+# (:attr:`RegState.type_flags`; plain ints: tested on the hot paths). A pointer the program got
+# from a trusted source (a tracing program's arguments, bpf_get_current_task_btf, an acquired
+# reference) is PTR_TRUSTED; one loaded from an unreferenced kptr or walked from an untrusted
+# pointer PTR_UNTRUSTED; one valid only inside an RCU read-side section MEM_RCU; a
+# program-allocated object (bpf_obj_new) MEM_ALLOC, per-CPU MEM_PERCPU; an object a collection
+# owns that the program may still touch under its lock NON_OWN_REF. None of them: the old,
+# "legacy" PTR_TO_BTF_ID (readable, never trusted).
+PTR_TRUSTED = 1 << 0
+PTR_UNTRUSTED = 1 << 1
+MEM_RCU = 1 << 2
+MEM_ALLOC = 1 << 3
+MEM_PERCPU = 1 << 4
+NON_OWN_REF = 1 << 5
+# is_trusted_reg: with a reference or one of these and nothing else, a BTF pointer is trusted.
+TRUSTED_MODIFIERS = MEM_ALLOC | PTR_TRUSTED | NON_OWN_REF
+
 PACKET_TYPES = frozenset({RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META})
 # Pointers into memory whose bounds come from a size: compared by range inclusion of the offset.
 SIZED_MEMORY_TYPES = frozenset({RegType.PTR_TO_MAP_VALUE, RegType.PTR_TO_MAP_KEY, RegType.PTR_TO_MEM,
@@ -106,6 +123,7 @@ class RegState:
     # are checked against the modelled layout (pybpf.platform.kernel_types) when there is one.
     btf_type: str = ""
     rdonly: bool = False  # MEM_RDONLY: memory the program may read but not write
+    type_flags: int = 0  # PTR_TRUSTED, PTR_UNTRUSTED, MEM_RCU... (see the constants above)
     # Whether some explored continuation relied on this scalar's exact value (see
     # pybpf.verifier.precision). Bookkeeping about the exploration, not part of the value:
     # left out of equality, as the kernel's memcmp-based comparisons leave it out.
@@ -129,11 +147,11 @@ class RegState:
     def pointer(
         cls, type: RegType, off: int = 0, *, maybe_null: bool = False, id: int = 0, ref_obj_id: int = 0,
         map_uid: int | None = None, mem_size: int = 0, range: int = 0, frameno: int = 0, dynptr_id: int = 0,
-        btf_type: str = "",
+        btf_type: str = "", type_flags: int = 0,
     ) -> RegState:
         """A pointer with a constant (zero) variable offset."""
         return cls(type, Scalar.const(0), off, maybe_null, id, ref_obj_id, map_uid, mem_size, range, frameno,
-                   dynptr_id=dynptr_id, btf_type=btf_type)
+                   dynptr_id=dynptr_id, btf_type=btf_type, type_flags=type_flags)
 
     @property
     def is_pointer(self) -> bool:
@@ -145,27 +163,32 @@ class RegState:
         constructor call, as ``dataclasses.replace`` is too slow for the exploration's hot path."""
         return RegState(self.type, var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                        self.type_flags, self.precise)
 
     def with_off(self, off: int) -> RegState:
         return RegState(self.type, self.var_off, off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                        self.type_flags, self.precise)
 
     def with_id(self, id: int, off: int | None = None) -> RegState:
         return RegState(self.type, self.var_off, self.off if off is None else off, self.maybe_null, id,
                         self.ref_obj_id, self.map_uid, self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                        self.type_flags, self.precise)
 
     def not_null(self) -> RegState:
         return RegState(self.type, self.var_off, self.off, False, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, self.range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                        self.type_flags, self.precise)
 
     def with_range(self, range: int) -> RegState:
         return RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id, self.map_uid,
                         self.mem_size, range, self.frameno,
-                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, self.precise)
+                        self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                        self.type_flags, self.precise)
 
     def as_precise(self) -> RegState:
         """This register marked precise. Built once per value: stored states share register
@@ -174,7 +197,8 @@ class RegState:
         if twin is None:
             twin = RegState(self.type, self.var_off, self.off, self.maybe_null, self.id, self.ref_obj_id,
                             self.map_uid, self.mem_size, self.range, self.frameno,
-                            self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly, True)
+                            self.dynptr_type, self.dynptr_first, self.dynptr_id, self.btf_type, self.rdonly,
+                            self.type_flags, True)
             object.__setattr__(self, "_precise_twin", twin)  # immutable otherwise: caching is safe
         return twin
 
@@ -205,7 +229,7 @@ _UNUSABLE = RegState()  # immutable: one shared unusable register
 def _identity(reg: RegState) -> tuple[object, ...]:
     """The fields the kernel's memcmp up to ``var_off`` compares for pointers (besides ``off``)."""
     return (reg.type, reg.maybe_null, reg.map_uid, reg.mem_size, reg.frameno, reg.dynptr_type, reg.dynptr_first,
-            reg.btf_type, reg.rdonly)
+            reg.btf_type, reg.rdonly, reg.type_flags)
 
 
 class IdMap:
