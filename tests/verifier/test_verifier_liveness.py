@@ -59,8 +59,10 @@ def test_dead_register_difference_prunes() -> None:
     # r3 is read, and at the end its value decides a jump (so it is precise at the join; see
     # test_verifier_precision: a value nothing relies on would not stop pruning).
     live = _diamond([Bin(BinOp.MOV, Reg.R0, Reg.R3, True), mov(Reg.R3, 0), *_decided_tail()])
-    dead_report = verify(label(dead))
-    live_report = verify(label(live))
+    # A state at every prune point (the kernel's selftests load these with BPF_F_TEST_STATE_FREQ):
+    # a path this short would store none under the checkpoint spacing of pybpf.verifier.states.
+    dead_report = verify(label(dead), test_state_freq=True)
+    live_report = verify(label(live), test_state_freq=True)
     assert dead_report.accepted and live_report.accepted
     # With r3 dead at the join, the second path is pruned there; with r3 relied on it must walk the tail.
     assert dead_report.processed_insns + TAIL <= live_report.processed_insns
@@ -118,7 +120,7 @@ def _stack_diamond(at_join: list[Instruction]) -> list[Instruction]:
 def test_dead_stack_slot_difference_prunes() -> None:
     dead = _stack_diamond([Store(Size.DW, Reg.R10, -8, Imm(0)), mov(Reg.R0, 0), *_tail()])
     live = _stack_diamond([Load(Size.DW, Reg.R0, Reg.R10, -8), *_decided_tail()])
-    dead_report, live_report = verify(label(dead)), verify(label(live))
+    dead_report, live_report = verify(label(dead), test_state_freq=True), verify(label(live), test_state_freq=True)
     assert dead_report.accepted and live_report.accepted
     assert dead_report.processed_insns + TAIL <= live_report.processed_insns
 

@@ -55,7 +55,7 @@ def without_precision() -> Iterator[None]:
 
     def exact(self: explore.Explorer) -> None:
         original(self)
-        self.track_precision = False
+        self.track_precision = self.states.track_precision = False
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(explore.Explorer, "__post_init__", exact)
@@ -97,9 +97,10 @@ def test_pruning_improves_with_precision() -> None:
     # r3 flows into r0, which is returned: a socket filter may return anything, so nothing
     # relies on its value and the second path is pruned at the join.
     program = label(_diamond([Bin(BinOp.MOV, Reg.R0, Reg.R3, True), *_tail()]))
-    tracked = verify(program)
+    # (A state at every prune point: the path to the join is too short for a checkpoint.)
+    tracked = verify(program, test_state_freq=True)
     with without_precision():
-        exact = verify(program)
+        exact = verify(program, test_state_freq=True)
     assert tracked.accepted and exact.accepted
     # Without precision the second path walks the tail again; with it, it stops at the join.
     assert tracked.processed_insns + TAIL <= exact.processed_insns
@@ -123,19 +124,21 @@ def test_value_through_a_stack_slot_stays_precise() -> None:
 def test_linked_registers_are_backtracked_through_a_jump() -> None:
     case = next(c for c in load_corpus() if c.name == "linked-copy-refined-after-the-join")
     insns = assemble_case(case)
-    assert not verify(insns).accepted
+    # (A state at every prune point, so that one is stored at the join.)
+    assert not verify(insns, test_state_freq=True).accepted
     # Without following the link at the jump, r2 would stay imprecise at the join and the
     # second path would be pruned there: the program would pass.
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(precision, "_linked", lambda _insn, _state: ())
-        assert verify(insns).accepted
+        assert verify(insns, test_state_freq=True).accepted
 
 
 def test_unprivileged_loads_compare_every_scalar() -> None:
     # The kernel tracks precision for privileged loaders only: an unprivileged one walks the
     # tail twice (and the program is otherwise fine for it).
     program = label(_diamond([mov(Reg.R0, 0), Bin(BinOp.ADD, Reg.R0, Reg.R3, True), *_tail()]))
-    privileged, unprivileged = verify(program), verify(program, privileged=False)
+    privileged = verify(program, test_state_freq=True)
+    unprivileged = verify(program, privileged=False, test_state_freq=True)
     assert privileged.accepted and unprivileged.accepted
     assert privileged.processed_insns + TAIL <= unprivileged.processed_insns
 

@@ -19,7 +19,11 @@ from pybpf.verifier import verify_program
 PROGS = Path(__file__).parent.parent / "progs"
 OBJECTS = sorted(PROGS.glob("*.o"))
 _AVAILABLE, _REASON = available()
-MAX_RATIO = 1.5  # measured worst case 1.3 (bpf2bpf.v4/count_scaled); before liveness up to 1.7
+# Measured worst case 1.6 (kfunc_iter/set_bits: after its first iterator loop converged, every
+# state above it is compared by ranges, see the package doc's "Loops"); most programs match the
+# kernel's count exactly since the kernel's prune points and checkpoint spacing
+# (pybpf.verifier.states).
+MAX_RATIO = 2.0
 
 
 @pytest.mark.kernel

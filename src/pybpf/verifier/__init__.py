@@ -10,8 +10,10 @@ Layers built so far:
 * :mod:`.state` — register and stack-slot state with the pruning tests ``regsafe``/``stacksafe``;
 * :mod:`.machine` (frames, references, options), :mod:`.transfer` (ALU, pointer arithmetic,
   branches), :mod:`.memory` (loads/stores per region), :mod:`.calls` (helpers, bpf-to-bpf calls,
-  callbacks), :mod:`.explore` (path-sensitive exploration with pruning) and :mod:`.checker`
-  (:func:`verify`, :func:`verify_program`) producing a :class:`VerifierReport`;
+  callbacks), :mod:`.explore` (path-sensitive exploration), :mod:`.states` (the explored-state
+  lists at the kernel's prune points: checkpoint spacing, miss/hit eviction, infinite-loop
+  detection, peak states) and :mod:`.checker` (:func:`verify`, :func:`verify_program`) producing a
+  :class:`VerifierReport`;
 * :mod:`.callbacks` — synchronous callbacks as loops run 0..n times (the helper call is the loop
   head; imprecise scalars widened on each return), timer callbacks as entry points of their own;
   :mod:`.global_funcs` — global (non-static, BTF ``global`` linkage) functions verified once
@@ -50,7 +52,14 @@ exploring more:
   ignoring precision, for the rest of the verification (the kernel propagates the marks once the
   loop is done).
 * Pruning: dynptr slots are compared with their dynptr ids mapped too, and a spin lock by its
-  pointer's id exactly (the kernel maps only references / maps lock ids).
+  pointer's id exactly (the kernel maps only references / maps lock ids). States are kept where
+  and as long as 6.18 keeps them (:mod:`.states`: its prune points, a checkpoint only every 2
+  jumps and 8 instructions -- 20 jumps or 100 instructions next to a loop in progress --, eviction
+  after ``n * hits + n`` misses), so processed counts and ``peak_states`` mostly equal the
+  kernel's, and so do the verdicts of programs that only pass or fail by those heuristics (a
+  chain of 8192 jumps, a callback whose counter never repeats: both "BPF program is too large");
+  a visit counts as processed even when it is pruned, as in the kernel. Not modelled:
+  ``jmp_history_cnt > 40`` forcing a checkpoint (our history is kept per instruction).
 * Kernel objects: ``PTR_TO_BTF_ID`` pointers (sockets, tasks) are readable without a layout check
   unless pybpf models their struct (:mod:`.btf_access`); a map pointer reads pybpf's own
   ``struct bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's

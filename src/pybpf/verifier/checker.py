@@ -61,6 +61,7 @@ def verify(
     scalar_returns: frozenset[int] | None = None,
     global_funcs: Mapping[int, GlobalFunc] | None = None,
     sleepable: bool = False,
+    test_state_freq: bool = False,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
@@ -69,9 +70,11 @@ def verify(
     ``scalar_returns``: with func_info, the first pcs of the functions BTF says return an int.
     ``global_funcs``: by first pc, the functions BTF says are global (verified on their own
     from their prototype, see :mod:`pybpf.verifier.global_funcs`); without BTF there are none.
-    ``sleepable``: loaded with ``BPF_F_SLEEPABLE``."""
+    ``sleepable``: loaded with ``BPF_F_SLEEPABLE``. ``test_state_freq``: loaded with
+    ``BPF_F_TEST_STATE_FREQ``, a state stored at every prune point (the kernel's selftests use it
+    to test pruning without :mod:`~pybpf.verifier.states`' checkpoint spacing)."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
-    options = Options(spec, license, privileged, log_level, attach_type, sleepable)
+    options = Options(spec, license, privileged, log_level, attach_type, sleepable, test_state_freq)
     table = {labeled.pc: labeled for labeled in insns}
     resolver = _resolver(maps)
     try:
@@ -93,8 +96,8 @@ def verify(
         if privileged and (dangling := dangling_function_pointer(insns, explorer.seen)) is not None:
             raise VerifierError(None, dangling)
     except VerifierError as error:
-        return _rejected(error, table, explorer.processed, explorer.states_stored, tuple(explorer.log))
-    return VerifierReport(True, explorer.processed, explorer.states_stored, (), tuple(explorer.log), depths,
+        return _rejected(error, table, explorer.processed, explorer.states.peak, tuple(explorer.log))
+    return VerifierReport(True, explorer.processed, explorer.states.peak, (), tuple(explorer.log), depths,
                           frozenset(explorer.seen), dict(explorer.env.ptr_types),
                           barriers_of(explorer.env.spec, explorer.seen), frozenset(explorer.env.arena_alu32))
 
@@ -158,6 +161,7 @@ def verify_program(
     log_level: int = 0,
     privileged: bool = True,
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
+    test_state_freq: bool = False,
 ) -> VerifierReport:
     """Verify a loaded :class:`ProgramSpec`, resolving its map references through ``obj``'s maps.
 
@@ -194,7 +198,7 @@ def verify_program(
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
                   privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
                   scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen),
-                  sleepable=program.sleepable)
+                  sleepable=program.sleepable, test_state_freq=test_state_freq)
 
 
 def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,

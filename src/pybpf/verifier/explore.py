@@ -18,7 +18,7 @@ against a stored state inherits that state's precise scalars.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +47,10 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.platform import BpfMapType, HelperId
-from pybpf.verifier import arena, callbacks, calls, global_funcs, iters, kernel_log, kfuncs, memory, spectre, transfer
-from pybpf.verifier.cfg import branch_target, call_target
+from pybpf.verifier import arena, calls, global_funcs, kernel_log, kfuncs, memory, spectre, transfer
 from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
     CALLER_SAVED,
-    NO_DIFFERENCE,
-    OTHER_DIFFERENCE,
     Env,
     Frame,
     MapResolver,
@@ -61,12 +58,8 @@ from pybpf.verifier.machine import (
     Rejection,
     SpecAux,
     State,
-    compare_states,
-    loop_key,
     reject,
     reject_fatal,
-    states_equal,
-    states_identical,
     widen_imprecise_scalars,
 )
 from pybpf.verifier.precision import (
@@ -76,11 +69,11 @@ from pybpf.verifier.precision import (
     demanded_by_insn,
     history_entry,
     mark_precise,
-    precise_locations,
     records_plainly,
 )
 from pybpf.verifier.scalar_ops import endian, neg
-from pybpf.verifier.state import IterState, RegState, RegType, StackState
+from pybpf.verifier.state import RegState, RegType, StackState
+from pybpf.verifier.states import StateLists, prune_points
 from pybpf.verifier.structure import (
     BPF_COMPLEXITY_LIMIT_INSNS,
     BPF_COMPLEXITY_LIMIT_JMP_SEQ,
@@ -92,15 +85,6 @@ from pybpf.verifier.structure import (
 _IMM64, _FUNC, _BTF_ID = PseudoSrc.IMM64, PseudoSrc.FUNC, PseudoSrc.BTF_ID
 _MAP_FDS = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX})
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
-
-_PRUNE_CLASSES = (Jump, Goto, MayGoto, Call, CallLocal, CallKfunc, LoadImm64)
-
-LOOP_INDEX_MIN = 8
-"""Stored states at one pc from which the infinite-loop test looks them up by hash."""
-
-CALLBACK_EVICT = 64
-"""At a callback call site, a stored state is dropped after more than this many misses per hit
-(plus one), in progress or not (the kernel's ``is_force_checkpoint`` factor)."""
 
 Handler = Callable[[int, Any, "State", "Checkpoint | None"], tuple[int | None, "State"]]
 """Steps one instruction (of the class it was chosen for): (pc, insn, state, parent checkpoint)
@@ -125,23 +109,18 @@ class Explorer:
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS
     processed: int = 0
     seen: set[int] = field(default_factory=set)  # pcs some path reached (the kernel's aux->seen)
-    states_stored: int = 0
+    jmps: int = 0  # jump-class instructions stepped (the kernel's jmps_processed)
     log: list[str] = field(default_factory=list)
     table: dict[int, LabeledInsn] = field(default_factory=dict)
-    prune_points: set[int] = field(default_factory=set)
-    checkpoints: dict[int, list[Checkpoint]] = field(default_factory=dict)
+    prune_points: frozenset[int] = frozenset()
     pending: list[Work] = field(default_factory=list)
     live: dict[int, int] = field(default_factory=dict)
     live_slots: dict[int, int] = field(default_factory=dict)
     # The kernel tracks precision for privileged loaders only (unprivileged: every scalar precise).
     track_precision: bool = False
-    # pc -> loop_key -> checkpoints stored there, at pcs with many (see _identical_in_progress).
-    loop_index: dict[int, dict[Hashable, list[Checkpoint]]] = field(default_factory=dict)
-    callback_sites: dict[int, int] = field(default_factory=dict)  # pc -> helper (kernel: calls_callback)
-    iter_next_sites: set[int] = field(default_factory=set)  # pcs of iterator next() calls
-    may_goto_sites: set[int] = field(default_factory=set)  # pcs of may_goto instructions
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
     global_moves_packet: dict[int, bool] = field(default_factory=dict)  # global function -> changes_pkt_data
+    states: StateLists = field(init=False)  # the explored states at prune points
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -149,33 +128,10 @@ class Explorer:
         self.track_precision = self.env.options.privileged
         if not self.env.options.privileged and self.env.spec is None:
             self.env.spec = SpecAux()
-        for labeled in self.insns:
-            # Only jumps, calls (an iterator's next() kfunc too) and lddw (a callback's address)
-            # make prune points: one type test skips the rest (this runs for every instruction).
-            if not isinstance(labeled.insn, _PRUNE_CLASSES):
-                continue
-            target = branch_target(labeled.pc, labeled.insn)
-            if target is not None:
-                self.prune_points.add(target)
-                if isinstance(labeled.insn, (Jump, MayGoto)):
-                    self.prune_points.add(labeled.pc + 1)
-            if isinstance(labeled.insn, (Call, CallLocal)):
-                self.prune_points.add(labeled.pc)
-            if isinstance(labeled.insn, MayGoto):
-                # A may_goto is a loop head too (mark_force_checkpoint), converging like next().
-                self.prune_points.add(labeled.pc)
-                self.may_goto_sites.add(labeled.pc)
-            if isinstance(labeled.insn, CallKfunc) and kfuncs.is_iter_next(labeled.insn):
-                # An iterator's next() is a loop head: always a checkpoint (the kernel's
-                # mark_force_checkpoint), where loops converge (see _visit).
-                self.prune_points.add(labeled.pc)
-                self.iter_next_sites.add(labeled.pc)
-            if isinstance(labeled.insn, Call) and labeled.insn.helper in callbacks.SYNC_CALLBACK_HELPERS:
-                self.callback_sites[labeled.pc] = labeled.insn.helper
-            callee = call_target(labeled.pc, labeled.insn)
-            if callee is not None:
-                self.prune_points.add(callee)
+        marks = prune_points(self.insns)
+        self.prune_points = marks.prune  # where states.StateLists.visit runs
         self.steps = self._decode()
+        self.states = StateLists(self.env, self.table, self.live, self.live_slots, marks, self.track_precision)
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -226,17 +182,19 @@ class Explorer:
             labeled, handler, prune, plain = step
             insn = labeled.insn
             try:
+                # As the kernel's do_check: a visit is processed (and counted) before the
+                # pruning test, pruned or not.
+                self.processed += 1
+                if self.processed > limit:
+                    raise reject_fatal(f"BPF program is too large. Processed {self.processed} insn")
                 if prune:
-                    pruned, parent = self._visit(pc, state, parent)
+                    pruned, parent = self.states.visit(pc, state, parent, self.processed, self.jmps)
                     if pruned:
                         if level >= 1:
                             self.log.append(f"{pc}: safe")
                         break
-                self.processed += 1
                 if not speculative:
                     seen.add(pc)  # sanitize_mark_insn_seen: reached only speculatively is dead code
-                if self.processed > limit:
-                    raise reject_fatal(f"BPF program is too large. Processed {self.processed} insn")
                 if spec is not None:
                     if speculative and pc in spec.nospec:
                         break  # a barrier stops the misprediction here
@@ -267,7 +225,7 @@ class Explorer:
             if next_pc is None:
                 break
             pc = next_pc
-        self._end_path(parent)
+        self.states.finish(parent)
 
     def _insert_barrier(self, pc: int, reason: str, spec: SpecAux, parent: Checkpoint | None) -> None:
         """A speculative path met an error a barrier prevents: mark a barrier before ``pc``
@@ -300,115 +258,6 @@ class Explorer:
             self.log[logged:] = kernel_log.after(pc, next_pc, self.log[logged], insn, state,
                                                  maps=self.env.maps, seen=touched)
         return next_pc, state
-
-    def _visit(self, pc: int, state: State, parent: Checkpoint | None) -> tuple[bool, Checkpoint | None]:
-        stored = self.checkpoints.setdefault(pc, [])
-        allow_uninit = self.env.options.privileged
-        exact = self.env.spec is not None and self.env.spec.explore_alu_limits
-        live = self.live.get(pc, (1 << 11) - 1)
-        live_slots = self.live_slots.get(pc, -1)
-        evicted = False
-        callback_helper = self.callback_sites.get(pc)
-        iter_next = pc in self.iter_next_sites
-        if callback_helper is not None and callbacks.returning(state):
-            # Back from a callback (prepare_func_exit): widen against the iteration in progress
-            # here, before any comparison, as the kernel widens on the callback's exit.
-            loop_heads = [c.state for c in stored if c.branches > 0 and callbacks.same_chain(c.state, state)]
-            if loop_heads:
-                widen_imprecise_scalars(loop_heads[-1], state)
-        looping: list[Checkpoint] | None = None
-        looked_up = False  # the infinite-loop lookup is made once, when an in-progress state is met
-        precision = self.track_precision
-        for checkpoint in stored:
-            if checkpoint.branches > 0:
-                if iter_next:
-                    # An iterator loop in progress: a state it covers (ranges, not precision)
-                    # with the iterator still ACTIVE adds nothing; no infinite-loop verdict at
-                    # next() (the kernel's is_iter_next_insn case of is_state_visited).
-                    if states_equal(checkpoint.state, state, allow_uninit, live, live_slots) and \
-                            self._iterator_active(state):
-                        # The loop head's precision marks are incomplete: so are those of
-                        # every state above this path.
-                        _flag_loop_imprecise(parent)
-                        return True, parent
-                    continue
-                if pc in self.may_goto_sites and checkpoint.state.may_goto_depth != state.may_goto_depth and \
-                        states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
-                    # A may_goto loop whose next iteration adds nothing the one in progress
-                    # covers (is_state_visited's may_goto case).
-                    _flag_loop_imprecise(parent)
-                    return True, parent
-                if callback_helper is not None:
-                    # A callback loop in progress (calls_callback): an equal-or-wider state
-                    # still being explored covers this one; no infinite-loop verdict here.
-                    if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
-                        checkpoint.hits += 1
-                        # The stored state's precision marks are not complete yet: neither are
-                        # those of every state above this path (compared by ranges from now on).
-                        # Its scalars' own marks stay as demanded: they decide the widening.
-                        _flag_loop_imprecise(parent)
-                        return True, parent
-                    # The call site is a forced checkpoint: an iteration in progress is dropped
-                    # from the comparisons after many misses (kernel: n = 64 there), so a
-                    # callback whose values never repeat costs linear, not quadratic, time.
-                    checkpoint.misses += 1
-                    evicted = evicted or checkpoint.misses > CALLBACK_EVICT * (checkpoint.hits + 1)
-                    continue
-                if not looked_up:
-                    looping, looked_up = self._identical_in_progress(pc, stored, state), True
-                identical = (checkpoint in looping if looping is not None
-                             else states_identical(checkpoint.state, state))
-                if identical:
-                    # Found before the instruction runs (is_state_visited): never a barrier's job.
-                    raise reject_fatal(f"infinite loop detected at insn {pc}")
-                continue
-            imprecise = checkpoint.loop_imprecise
-            where = compare_states(checkpoint.state, state, allow_uninit, live, live_slots,
-                                   precision=precision and not imprecise, first=checkpoint.hint,
-                                   exact=exact)
-            if where == NO_DIFFERENCE:
-                checkpoint.hits += 1
-                if imprecise:
-                    _flag_loop_imprecise(parent)
-                elif precision:
-                    # This path now relies on what the stored one relied on (propagate_precision).
-                    regs, slots = precise_locations(checkpoint.state, live, live_slots)
-                    if regs or slots:
-                        mark_precise(self.table, state.hist, parent, len(state.frames), regs, slots=slots)
-                return True, parent
-            checkpoint.misses += 1
-            if where != OTHER_DIFFERENCE:
-                checkpoint.hint = where
-            evicted = evicted or checkpoint.misses > 3 * checkpoint.hits + 3
-        if evicted:
-            # As the kernel does: a finished state that keeps failing to prune only costs time;
-            # forgetting it is safe (it can only mean more exploration).
-            # (At a callback call site an iteration in progress is dropped too, see above.)
-            stored[:] = [c for c in stored if c.misses <= 3 * c.hits + 3 or (
-                c.branches > 0 and (callback_helper is None or c.misses <= CALLBACK_EVICT * (c.hits + 1)))]
-        checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
-        checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
-        stored.append(checkpoint)
-        index = self.loop_index.get(pc)
-        if index is not None:
-            index.setdefault(loop_key(checkpoint.state), []).append(checkpoint)
-        self.states_stored += 1
-        return False, checkpoint
-
-    def _identical_in_progress(self, pc: int, stored: list[Checkpoint], state: State) -> list[Checkpoint] | None:
-        """The in-progress checkpoints at ``pc`` identical to ``state`` (the infinite-loop test),
-        found by hashing once many states are stored there; None: compare one by one.
-
-        Every iteration of a loop stores a state at its prune points, all still in progress: one
-        by one, the test would cost the square of the iteration count."""
-        index = self.loop_index.get(pc)
-        if index is None:
-            if len(stored) < LOOP_INDEX_MIN:
-                return None
-            index = self.loop_index[pc] = {}
-            for checkpoint in stored:
-                index.setdefault(loop_key(checkpoint.state), []).append(checkpoint)
-        return [c for c in index.get(loop_key(state), ()) if c.branches > 0]
 
     def _record(self, pc: int, insn: Instruction, state: State, parent: Checkpoint | None) -> None:
         """Before stepping ``insn``: demand precision for the values it relies on, and add it to
@@ -445,14 +294,6 @@ class Explorer:
         spec = self.env.options.prog_type
         restricted = spec.return_range_for(self.env.options.attach_type)  # type: ignore[arg-type]
         return restricted is not None or state.frames[0].subprog != 0
-
-    @staticmethod
-    def _end_path(parent: Checkpoint | None) -> None:
-        while parent is not None:
-            parent.branches -= 1
-            if parent.branches > 0:
-                return
-            parent = parent.parent
 
     def _fork(self, pc: int, state: State, parent: Checkpoint | None) -> None:
         if parent is not None:
@@ -583,17 +424,19 @@ class Explorer:
         return pc + 1, state
 
     def _step_goto(self, pc: int, insn: Goto, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         return pc + 1 + insn.off, state
 
     def _step_may_goto(self, pc: int, insn: MayGoto, state: State,
                        parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         # As the kernel: this path leaves the loop (the jump); another iteration is queued one
         # may_goto level deeper, its changed imprecise scalars forgotten against the previous
         # visit of this loop head, so the loop's states converge.
         queued = state.copy()
         queued.path = PathStep(pc, False, state.path)
         queued.may_goto_depth += 1
-        previous = self._previous_visit(pc, parent)
+        previous = self.states.previous_visit(pc, parent)
         if previous is not None:
             widen_imprecise_scalars(previous.state, queued)
         self._fork(pc + 1, queued, parent)
@@ -601,6 +444,7 @@ class Explorer:
         return pc + 1 + insn.off, state
 
     def _step_call(self, pc: int, insn: Call, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         callback = calls.helper_call(self.env, state, pc, insn)
         if callback is not None:
             # The callback is explored later; this path continues as if it never ran.
@@ -609,6 +453,7 @@ class Explorer:
 
     def _step_call_local(self, pc: int, insn: CallLocal, state: State,
                          parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         target = pc + 1 + insn.off
         func = self.env.global_funcs.get(target)
         if func is not None:
@@ -625,36 +470,16 @@ class Explorer:
 
     def _step_kfunc(self, pc: int, insn: CallKfunc, state: State,
                     parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         queued = kfuncs.kfunc_call(self.env, state, pc, insn)
         if queued is not None:
             # The iterator's next element: explored after the drained path, its changed
             # imprecise scalars forgotten against the previous visit of this loop head.
-            previous = self._previous_visit(pc, parent)
+            previous = self.states.previous_visit(pc, parent)
             if previous is not None:
                 widen_imprecise_scalars(previous.state, queued)
             self._fork(pc + 1, queued, parent)
         return pc + 1, state
-
-    def _previous_visit(self, pc: int, parent: Checkpoint | None) -> Checkpoint | None:
-        """``find_prev_entry``: the nearest ancestor of ``parent`` (the checkpoint stored at this
-        very visit) stored at ``pc`` in the same call chain, still being explored."""
-        stored = {id(checkpoint) for checkpoint in self.checkpoints.get(pc, ())}
-        if parent is None:
-            return None
-        chain = [frame.callsite for frame in parent.state.frames]
-        node = parent.parent
-        while node is not None:
-            if id(node) in stored and node.branches > 0 and \
-                    [frame.callsite for frame in node.state.frames] == chain:
-                return node
-            node = node.parent
-        return None
-
-    @staticmethod
-    def _iterator_active(state: State) -> bool:
-        """Whether the iterator next() is about to advance (r1 points to it) is ACTIVE."""
-        found = iters.iter_slot_of(state, state.regs[1])
-        return found is not None and found.state is IterState.ACTIVE
 
     def _step_unsupported_call(self, pc: int, insn: Instruction, state: State,
                                parent: Checkpoint | None) -> tuple[int | None, State]:
@@ -662,6 +487,7 @@ class Explorer:
         raise reject_fatal("unknown opcode 8d")
 
     def _step_exit(self, pc: int, insn: Exit, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1
         if len(state.frames) > 1:
             return calls.return_from_callee(state), state
         env = self.env
@@ -678,6 +504,7 @@ class Explorer:
         return pc + 1, state
 
     def _jump(self, pc: int, insn: Jump, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
+        self.jmps += 1  # (every jump-class instruction: the kernel's jmps_processed)
         # Unprivileged: the edge no execution takes is still walked speculatively, from the
         # state before the jump (refinement below narrows ``state`` in place).
         unrefined = state.copy() if self.env.spec is not None else None
@@ -744,10 +571,3 @@ class Explorer:
             state.regs[number] = RegState.not_init()
         state.regs[0] = memory.sized_scalar(insn.size.nbytes)
 
-
-def _flag_loop_imprecise(checkpoint: Checkpoint | None) -> None:
-    """A path below ``checkpoint`` relied on states whose precision marks are incomplete (see
-    ``Checkpoint.loop_imprecise``): so are the marks of it and its ancestors."""
-    while checkpoint is not None and not checkpoint.loop_imprecise:
-        checkpoint.loop_imprecise = True
-        checkpoint = checkpoint.parent

@@ -97,6 +97,8 @@ class Options:
     log_level: int = 0
     attach_type: int | None = None
     sleepable: bool = False  # loaded with BPF_F_SLEEPABLE (may call sleepable helpers and kfuncs)
+    # BPF_F_TEST_STATE_FREQ: a state stored at every prune point (see pybpf.verifier.states).
+    test_state_freq: bool = False
 
     @property
     def gpl(self) -> bool:

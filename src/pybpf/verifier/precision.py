@@ -104,6 +104,9 @@ class Checkpoint:
     # so marked): the precision marks here may be incomplete, so pruning against this state
     # compares ranges, never relying on imprecision (the kernel's loop_entry / SCC rule).
     loop_imprecise: bool = False
+    # Dropped from its state list after too many misses (pybpf.verifier.states), while some
+    # path below may still hold it as a parent.
+    evicted: bool = False
 
 
 class _Demand:
