@@ -61,28 +61,40 @@ _CHECKED_IMM = _DIVISIONS | _SHIFTS
 
 def apply_bin(state: State, insn: Bin, env: Env) -> None:
     """``dst op= src``: scalar math, pointer arithmetic, or a rejection in the kernel's words."""
-    dst_no = int(insn.dst)
-    if isinstance(insn.src, Imm):
+    # Run for every ALU instruction: read_reg, Env.const_reg and Env.memo_alu_reg are inlined,
+    # and the registers and the operand's kind are read once.
+    regs = state.frames[-1].regs
+    operand = insn.src
+    from_imm = type(operand) is Imm
+    if from_imm:
         # The immediate is sign-extended to 64 bits; a 32-bit operation only looks at the low half.
-        src = env.const_reg(insn.src.value)
+        value = operand.value
+        src = env.consts.get(value)
+        if src is None:
+            src = env.const_reg(value)
     else:
-        src = read_reg(state, insn.src)
+        src = regs[operand]  # type: ignore[index]
+        if src.type is NOT_INIT:
+            raise reject(f"R{int(operand)} !read_ok")  # type: ignore[arg-type]
     op = insn.op
+    dst_reg = insn.dst
     if op in _MOVES:
         # A 32-bit move of a value that already fits in 32 bits copies it unchanged (the zero
         # extension is the identity), so the kernel links it as a 64-bit move does.
-        whole_copy = op is _MOV and not isinstance(insn.src, Imm) and src.type is SCALAR_VALUE \
+        whole_copy = op is _MOV and not from_imm and src.type is SCALAR_VALUE \
             and (insn.is64 or (src.var_off.umax <= U32 and not src.off))
-        if whole_copy and not src.id and not src.var_off.is_const():
+        if whole_copy and not src.id and src.var_off.var_off.mask:
             # Link the copies (the kernel's scalar ids): a later branch on one refines both.
             src = src.with_id(env.new_id())
-            state.regs[int(insn.src)] = src  # type: ignore[arg-type]
-        state.regs[dst_no] = src if whole_copy else _move(insn, src, env)
+            regs[operand] = src  # type: ignore[index]
+        regs[dst_reg] = src if whole_copy else _move(insn, src, env)
         return
-    dst = read_reg(state, insn.dst)
-    if isinstance(insn.src, Imm) and op in _CHECKED_IMM:
+    dst = regs[dst_reg]
+    if dst.type is NOT_INIT:
+        raise reject(f"R{int(dst_reg)} !read_ok")
+    if from_imm and op in _CHECKED_IMM:
         # check_alu_op refuses these immediates whatever the register holds.
-        imm = insn.src.value
+        imm = operand.value
         if imm == 0 and op in _DIVISIONS:
             raise reject("div by zero")
         if op in _SHIFTS and not 0 <= imm < (64 if insn.is64 else 32):
@@ -90,16 +102,20 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
     if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
         if env.spec is not None:
             spectre.sanitize_scalar(env, insn)
-        result = env.memo_alu_reg(op, dst.var_off, src.var_off, insn.is64)
-        constant = src.var_off.const_value()
-        if op is _ADD and insn.is64 and dst.id and constant is not None:
+        is64 = insn.is64
+        key = (op, dst.var_off, src.var_off, is64)  # (BinOp hashes by identity, at C speed)
+        result = env.alu_memo.get(key)
+        if result is None:
+            result = env.memo_alu_reg(op, dst.var_off, src.var_off, is64)
+        if op is _ADD and is64 and dst.id and not src.var_off.var_off.mask:
             # A linked copy plus a constant stays linked, with the distance in ``off``
             # (the kernel's BPF_ADD_CONST), so a check on either one bounds the other.
             delta = dst.off + src.var_off.smin
             if -(1 << 31) <= delta < 1 << 31:
                 result = result.with_id(dst.id, off=delta)
-        state.regs[dst_no] = result
+        regs[dst_reg] = result
         return
+    dst_no = int(dst_reg)
     if dst.type is PTR_TO_ARENA or (src.type is PTR_TO_ARENA and dst.type is SCALAR_VALUE):
         # Any arithmetic is allowed on an arena pointer, and makes one (adjust_reg_min_max_vals;
         # the explorer records a 64-bit one, run on 32 bits: pybpf.verifier.arena).
