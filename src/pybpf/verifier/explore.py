@@ -263,6 +263,11 @@ class Explorer:
         """Before stepping ``insn``: demand precision for the values it relies on, and add it to
         the path's history."""
         before = state.hist
+        kind = type(insn)
+        if kind is Load or kind is Store or kind is Jump:
+            # The most frequent: nothing demanded before they run (see demanded_by_insn).
+            state.hist = history_entry(pc, insn, state, before)
+            return
         func = self.env.global_funcs.get(pc + 1 + insn.off) if isinstance(insn, CallLocal) else None
         if func is not None:
             # A global call stays in this frame, like a helper: r0 is its result, r1-r5 are

@@ -41,12 +41,14 @@ from pybpf.isa.insn import (
     Reg,
     Store,
 )
-from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, Size
 from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType, HelperId, KfuncArgKind
 from pybpf.verifier.machine import State
 from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
 
 _SCALAR = RegType.SCALAR_VALUE
+_STACK = RegType.PTR_TO_STACK
+_SIZE_BYTES = {size: size.nbytes for size in Size}
 _LOOP = HelperId.LOOP  # (read through the enum class, a member is slow: see pybpf.verifier.state)
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 _ARGS_MASK = 0b111110  # r1-r5
@@ -189,60 +191,69 @@ def demanded_by_branch(insn: Jump, state: State) -> int:
 
 def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | None) -> HistEntry:
     """The history record for stepping ``insn`` at ``pc`` from ``state`` (before it executes)."""
-    kind = type(insn)
-    if kind is Bin or kind is LoadImm64:
-        return HistEntry(pc, prev)  # the common case first: nothing to record beyond the pc
-    base_reg: Reg | None = None
-    if isinstance(insn, Load):
-        base_reg = insn.src
-    elif isinstance(insn, (Store, Atomic)):
-        base_reg = insn.dst
-        if isinstance(insn, Atomic) and state.regs[insn.src].is_pointer:
-            base_reg = insn.src  # LOAD_ACQ encodes its address in src
-    elif isinstance(insn, Jump):
-        return HistEntry(pc, prev, linked=_linked(insn, state))
-    elif isinstance(insn, Call):
+    # Dispatched on the exact class (instruction classes have no subclasses), most frequent
+    # first: this runs for every load, store and jump stepped.
+    regs = state.frames[-1].regs
+    if type(insn) is Load:
+        base = regs[insn.src]
+    elif type(insn) is Jump:
+        linked = _linked(insn, state)
+        return HistEntry(pc, prev, (), False, linked) if linked else HistEntry(pc, prev)
+    elif type(insn) is Store:
+        base = regs[insn.dst]
+    elif type(insn) is Bin or type(insn) is LoadImm64:
+        return HistEntry(pc, prev)
+    elif type(insn) is Atomic:
+        base = regs[insn.dst]
+        if regs[insn.src].is_pointer:
+            base = regs[insn.src]  # LOAD_ACQ encodes its address in src
+    elif type(insn) is Call:
         if insn.helper in _CALLS_BACK:
             return HistEntry(pc, prev, crossing=True, frames=len(state.frames))
         return HistEntry(pc, prev)
-    elif isinstance(insn, CallLocal):
+    elif type(insn) is CallLocal:
         return HistEntry(pc, prev, crossing=True)  # enters a frame: registers are renumbered
-    elif isinstance(insn, Exit):
+    elif type(insn) is Exit:
         # Leaving a subprogram or callback returns to another frame's registers (the walk
         # follows a synchronous callback's exit only: nothing of the callee flows back).
         depth = len(state.frames)
         return HistEntry(pc, prev, crossing=depth > 1, frames=depth if depth > 1 and state.frame.callback else 0)
     else:
         return HistEntry(pc, prev)
-    base = state.regs[base_reg]
-    constant = base.var_off.const_value() if base.is_stack_pointer else None
-    if constant is None:
+    if base.type is not _STACK:
         return HistEntry(pc, prev)
-    size = insn.size.nbytes
+    var_off = base.var_off.var_off
+    if var_off.mask:
+        return HistEntry(pc, prev)
+    constant = var_off.value
+    size = _SIZE_BYTES[insn.size]
     start = base.off + insn.off + (constant - (1 << 64) if constant >> 63 else constant)
     if start >= 0 or start < -(1 << 16):
         return HistEntry(pc, prev)  # out of the frame: the access itself is rejected
     first, last = (-start - 1) // BPF_REG_SIZE, (-(start + size - 1) - 1) // BPF_REG_SIZE
-    touched = tuple((base.frameno, index) for index in range(min(first, last), max(first, last) + 1))
-    whole = isinstance(insn, Store) and size == BPF_REG_SIZE and start % BPF_REG_SIZE == 0
-    return HistEntry(pc, prev, slots=touched, whole=whole)
+    if first == last:
+        touched: tuple[tuple[int, int], ...] = ((base.frameno, first),)  # the usual, aligned access
+    else:
+        touched = tuple((base.frameno, index) for index in range(min(first, last), max(first, last) + 1))
+    whole = type(insn) is Store and size == BPF_REG_SIZE and start % BPF_REG_SIZE == 0
+    return HistEntry(pc, prev, touched, whole)
 
 
 def _linked(insn: Jump, state: State) -> tuple[tuple[str, int, int], ...]:
-    ids = set()
-    dst = state.regs[insn.dst]
-    if not dst.is_scalar:
+    regs = state.frames[-1].regs
+    dst = regs[insn.dst]
+    if dst.type is not _SCALAR:
         return ()
-    if dst.id:
-        ids.add(dst.id)
-    if isinstance(insn.src, Reg):
-        src = state.regs[insn.src]
-        if not src.is_scalar:
+    dst_id = dst.id
+    src_id = 0
+    if type(insn.src) is Reg:
+        src = regs[insn.src]
+        if src.type is not _SCALAR:
             return ()
-        if src.id:
-            ids.add(src.id)
-    if not ids:
-        return ()
+        src_id = src.id
+    if not dst_id and not src_id:
+        return ()  # the usual case: no operand is linked to anything
+    ids = {dst_id, src_id} - {0}
     found: list[tuple[str, int, int]] = []
     for frameno, frame in enumerate(state.frames):
         for number, reg in enumerate(frame.regs):
