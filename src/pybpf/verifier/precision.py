@@ -48,6 +48,7 @@ from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
 
 _SCALAR = RegType.SCALAR_VALUE
 _STACK = RegType.PTR_TO_STACK
+_CALL_LIKE = frozenset({Call, CallKfunc, PacketLoad, CallLocal})
 _SIZE_BYTES = {size: size.nbytes for size in Size}
 _LOOP = HelperId.LOOP  # (read through the enum class, a member is slow: see pybpf.verifier.state)
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
@@ -281,29 +282,48 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
             return crossed
     frame = len(demand.regs) - 1
     regs = demand.regs[frame]
-    if isinstance(insn, Bin):
-        dst = 1 << int(insn.dst)
+    # Dispatched on the exact class (instruction classes have no subclasses), most frequent
+    # first; a register shifts as the int it is (Reg is an IntEnum).
+    if type(insn) is Bin:
+        dst = 1 << insn.dst
         if regs & dst:
             if insn.op in _MOVES:
                 regs &= ~dst
-            if isinstance(insn.src, Reg):
-                regs |= 1 << int(insn.src)
-    elif isinstance(insn, LoadImm64):
-        regs &= ~(1 << int(insn.dst))
-    elif isinstance(insn, Load):
-        dst = 1 << int(insn.dst)
+            if type(insn.src) is Reg:
+                regs |= 1 << insn.src
+    elif type(insn) is Load:
+        dst = 1 << insn.dst
         if regs & dst:
             regs &= ~dst
             for frameno, index in entry.slots:
                 demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, Store):
+    elif type(insn) is Jump:
+        operands = 1 << insn.dst
+        if type(insn.src) is Reg:
+            operands |= 1 << insn.src
+        demand.regs[frame] = regs
+        linked = entry.linked
+        if regs & operands or (linked and any(_demanded(demand, location) for location in linked)):
+            # The outcome refined the operands and every scalar linked to them: the values
+            # they had before it and the other operand decide what they hold after it.
+            regs |= operands
+            for where, frameno, index in linked:
+                if where == "r" and frameno == frame:
+                    regs |= 1 << index
+                elif where == "r":
+                    demand.regs[frameno] |= 1 << index
+                else:
+                    demand.slots[frameno] |= 1 << index
+    elif type(insn) is Store:
         for frameno, index in entry.slots:
             if demand.slots[frameno] >> index & 1:
                 if entry.whole:
                     demand.slots[frameno] &= ~(1 << index)
-                if isinstance(insn.src, Reg):
-                    regs |= 1 << int(insn.src)
-    elif isinstance(insn, Atomic):
+                if type(insn.src) is Reg:
+                    regs |= 1 << insn.src
+    elif type(insn) is LoadImm64:
+        regs &= ~(1 << insn.dst)
+    elif type(insn) is Atomic:
         if insn.op == AtomicCode.LOAD_ACQ:
             dst = 1 << int(insn.dst)  # a load: its register comes from the slot
             if regs & dst:
@@ -326,23 +346,7 @@ def _backtrack(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool:
                     regs |= 1
                 for frameno, index in entry.slots:
                     demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, Jump):
-        operands = 1 << int(insn.dst)
-        if isinstance(insn.src, Reg):
-            operands |= 1 << int(insn.src)
-        demand.regs[frame] = regs
-        if regs & operands or any(_demanded(demand, location) for location in entry.linked):
-            # The outcome refined the operands and every scalar linked to them: the values
-            # they had before it and the other operand decide what they hold after it.
-            regs |= operands
-            for kind, frameno, index in entry.linked:
-                if kind == "r" and frameno == frame:
-                    regs |= 1 << index
-                elif kind == "r":
-                    demand.regs[frameno] |= 1 << index
-                else:
-                    demand.slots[frameno] |= 1 << index
-    elif isinstance(insn, (Call, CallKfunc, PacketLoad, CallLocal)):
+    elif type(insn) in _CALL_LIKE:
         # (A CallLocal not crossing frames is a call to a global function: the explorer records
         # it so; it returns an unknown r0 and clobbers r1-r5 as a helper does.)
         regs &= ~1  # r0 is the result; nothing of it flows from before
