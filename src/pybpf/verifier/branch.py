@@ -9,11 +9,13 @@ satisfy it; the property tests check this against :data:`pybpf.isa.semantics.JMP
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pybpf.isa.insn import Cond
 from pybpf.isa.semantics import JMP32, JMP64
 from pybpf.verifier.scalar import Scalar, sync, tnums_compatible
 from pybpf.verifier.scalar_ops import View
-from pybpf.verifier.tnum import Tnum
+from pybpf.verifier.tnum import U32, Tnum
 
 NEGATION: dict[Cond, Cond | None] = {
     Cond.JEQ: Cond.JNE,
@@ -29,8 +31,10 @@ NEGATION: dict[Cond, Cond | None] = {
     Cond.JSET: None,  # "a & b == 0" has no jump of its own
 }
 
-# a < b is b > a: conditions handled by swapping the operands.
-_SWAPPED = {Cond.JLT: Cond.JGT, Cond.JLE: Cond.JGE, Cond.JSLT: Cond.JSGT, Cond.JSLE: Cond.JSGE}
+_JSET = Cond.JSET  # (read through the enum class, a member is slow: see pybpf.verifier.state)
+
+_ViewRefiner = Callable[[View, View], "tuple[View, View] | None"]
+"""Both views narrowed under one condition; None when no pair of values satisfies it."""
 
 
 def _u(v: View, lo: int, hi: int) -> View:
@@ -66,33 +70,63 @@ def _not_equal(a: View, b: View) -> View:
     return View(a.bits, a.tnum, s_lo, s_hi, u_lo, u_hi)
 
 
+def _refine_eq(a: View, b: View) -> tuple[View, View] | None:
+    if not tnums_compatible(a.tnum, b.tnum):
+        return None
+    t = a.tnum.intersect(b.tnum)
+    meet = View(a.bits, t, max(a.s_lo, b.s_lo), min(a.s_hi, b.s_hi), max(a.u_lo, b.u_lo), min(a.u_hi, b.u_hi))
+    return meet, meet
+
+
+def _refine_ne(a: View, b: View) -> tuple[View, View] | None:
+    return _not_equal(a, b), _not_equal(b, a)
+
+
+def _refine_gt(a: View, b: View) -> tuple[View, View] | None:
+    return _u(a, b.u_lo + 1, a.u_hi), _u(b, b.u_lo, a.u_hi - 1)
+
+
+def _refine_ge(a: View, b: View) -> tuple[View, View] | None:
+    return _u(a, b.u_lo, a.u_hi), _u(b, b.u_lo, a.u_hi)
+
+
+def _refine_sgt(a: View, b: View) -> tuple[View, View] | None:
+    return _s(a, b.s_lo + 1, a.s_hi), _s(b, b.s_lo, a.s_hi - 1)
+
+
+def _refine_sge(a: View, b: View) -> tuple[View, View] | None:
+    return _s(a, b.s_lo, a.s_hi), _s(b, b.s_lo, a.s_hi)
+
+
+def _swapped(refine: _ViewRefiner) -> _ViewRefiner:
+    """a < b is b > a: the refinement of the swapped condition, its results swapped back."""
+    def swapped(a: View, b: View) -> tuple[View, View] | None:
+        result = refine(b, a)
+        return None if result is None else (result[1], result[0])
+    return swapped
+
+
+# One function per condition (a dict lookup: a match on Cond members reads each through the
+# enum class, slow on Python 3.11). JSET (and its negation, None) narrow whole scalars in
+# _refine_bit_test instead (the kernel forgets the ranges there): not in this table.
+_REFINE_VIEWS: dict[Cond, _ViewRefiner] = {
+    Cond.JEQ: _refine_eq,
+    Cond.JNE: _refine_ne,
+    Cond.JGT: _refine_gt,
+    Cond.JGE: _refine_ge,
+    Cond.JSGT: _refine_sgt,
+    Cond.JSGE: _refine_sge,
+    Cond.JLT: _swapped(_refine_gt),
+    Cond.JLE: _swapped(_refine_ge),
+    Cond.JSLT: _swapped(_refine_sgt),
+    Cond.JSLE: _swapped(_refine_sge),
+}
+
+
 def _refine_views(cond: Cond | None, a: View, b: View) -> tuple[View, View] | None:
     """Narrow both views assuming ``a cond b`` (``cond`` None: assuming ``a & b == 0``)."""
-    if cond in _SWAPPED:
-        swapped = _refine_views(_SWAPPED[cond], b, a)
-        return None if swapped is None else (swapped[1], swapped[0])
-    match cond:
-        case Cond.JEQ:
-            if not tnums_compatible(a.tnum, b.tnum):
-                return None
-            t = a.tnum.intersect(b.tnum)
-            meet = View(a.bits, t, max(a.s_lo, b.s_lo), min(a.s_hi, b.s_hi),
-                        max(a.u_lo, b.u_lo), min(a.u_hi, b.u_hi))
-            return meet, meet
-        case Cond.JNE:
-            return _not_equal(a, b), _not_equal(b, a)
-        case Cond.JGT:
-            return _u(a, b.u_lo + 1, a.u_hi), _u(b, b.u_lo, a.u_hi - 1)
-        case Cond.JGE:
-            return _u(a, b.u_lo, a.u_hi), _u(b, b.u_lo, a.u_hi)
-        case Cond.JSGT:
-            return _s(a, b.s_lo + 1, a.s_hi), _s(b, b.s_lo, a.s_hi - 1)
-        case Cond.JSGE:
-            return _s(a, b.s_lo, a.s_hi), _s(b, b.s_lo, a.s_hi)
-        case Cond.JSET | None:
-            # Handled on whole scalars by _refine_bit_test (the kernel forgets the ranges there).
-            return a, b
-    return a, b
+    refine = _REFINE_VIEWS.get(cond) if cond is not None else None
+    return (a, b) if refine is None else refine(a, b)
 
 
 def _refine_bit_test(a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[Scalar, Scalar]:
@@ -143,7 +177,8 @@ def _write_back(old: Scalar, view: View) -> Scalar | None:
                 and view.u_lo == old.umin and view.u_hi == old.umax):
             return old  # nothing learnt (typically the constant operand): already in sync
     elif (view.s_lo == old.s32_min and view.s_hi == old.s32_max and view.u_lo == old.u32_min
-          and view.u_hi == old.u32_max and view.tnum == old.var_off.subreg()):
+          and view.u_hi == old.u32_max and view.tnum.value == old.var_off.value & U32
+          and view.tnum.mask == old.var_off.mask & U32):
         return old
     if view.bits == 64:
         new = Scalar(view.tnum, view.s_lo, view.s_hi, view.u_lo, view.u_hi,
@@ -163,14 +198,12 @@ def refine(cond: Cond, a: Scalar, b: Scalar, is32: bool, taken: bool) -> tuple[S
         # Two constants (loop counters, flags): the outcome is known and nothing narrows.
         holds = (JMP32 if is32 else JMP64)[cond](a.var_off.value, b.var_off.value)
         return (a, b) if holds == taken else None
-    effective: Cond | None = cond if taken else NEGATION[cond]
-    if not taken and cond is Cond.JSET:
-        effective = None
-    if cond is Cond.JSET:
+    if cond is _JSET:
         known = _bit_test_outcome(a, b, is32)
         if known is not None and known != taken:
             return None
         return _refine_bit_test(a, b, is32, taken)
+    effective = cond if taken else NEGATION[cond]
     bits = 32 if is32 else 64
     views = _refine_views(effective, View.of(a, bits), View.of(b, bits))
     if views is None:

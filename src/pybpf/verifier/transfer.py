@@ -225,10 +225,25 @@ def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegS
 
 def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, State | None]:
     """(taken, fall-through) successor states of a conditional jump; None for a dead edge."""
-    dst = read_reg(state, insn.dst)
-    src = env.const_reg(insn.src.value) if isinstance(insn.src, Imm) else read_reg(state, insn.src)
+    # Run for every conditional jump: read_reg, Env.const_reg and Env.memo_refine inlined (their
+    # dicts read first, the methods called only on a miss), as in apply_bin.
+    regs = state.frames[-1].regs
+    dst = regs[insn.dst]
+    if dst.type is NOT_INIT:
+        raise reject(f"R{int(insn.dst)} !read_ok")
+    operand = insn.src
+    if type(operand) is Imm:
+        src = env.consts.get(operand.value) or env.const_reg(operand.value)
+    else:
+        src = regs[operand]  # type: ignore[index]
+        if src.type is NOT_INIT:
+            raise reject(f"R{int(operand)} !read_ok")  # type: ignore[arg-type]
     if dst.type is SCALAR_VALUE and src.type is SCALAR_VALUE:
-        taken, fall = env.memo_refine(insn.cond, dst.var_off, src.var_off, insn.is32)
+        cond, is32 = insn.cond, insn.is32
+        refined = env.refine_memo.get((cond._value_, dst.var_off, src.var_off, is32))
+        if refined is None:
+            refined = env.memo_refine(cond, dst.var_off, src.var_off, is32)
+        taken, fall = refined
         if taken is None or fall is None:
             # At most one edge lives: it goes on with this very state, narrowed in place.
             live = fall if taken is None else taken
@@ -267,12 +282,14 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
 def _apply_refined(state: State, insn: Jump, dst: RegState, src: RegState, refined: tuple[Scalar, Scalar]) -> None:
     """Write a jump's narrowed operands (and their linked copies) into ``state``."""
     new_dst, new_src = refined
-    if not isinstance(insn.src, Imm) and new_src is not src.var_off:
-        state.regs[int(insn.src)] = src.with_var_off(new_src)
-        _refine_linked(state, src, new_src)
+    if new_src is not src.var_off and type(insn.src) is not Imm:
+        state.frames[-1].regs[insn.src] = src.with_var_off(new_src)  # type: ignore[index]
+        if src.id:
+            _refine_linked(state, src, new_src)
     if new_dst is not dst.var_off:
-        state.regs[int(insn.dst)] = dst.with_var_off(new_dst)
-        _refine_linked(state, dst, new_dst)
+        state.frames[-1].regs[insn.dst] = dst.with_var_off(new_dst)
+        if dst.id:
+            _refine_linked(state, dst, new_dst)
 
 
 def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
