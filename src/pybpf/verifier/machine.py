@@ -274,13 +274,7 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
     renaming, and whether a consistent renaming exists does not depend on their order.
     ``exact``: scalars cover only equal scalars (see :class:`SpecAux`)."""
     old_frames, cur_frames = old.frames, cur.frames
-    if len(old_frames) != len(cur_frames) or len(old.refs) != len(cur.refs) or old.lock != cur.lock:
-        return OTHER_DIFFERENCE
-    if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
-        return OTHER_DIFFERENCE
-    if old.speculative and not cur.speculative:
-        # What a mispredicted path proved (it stops at the first barrier) says nothing about
-        # the paths the CPU really takes.
+    if len(old_frames) != len(cur_frames):
         return OTHER_DIFFERENCE
     innermost = len(old_frames) - 1
     # The id renaming is built on first need: most comparisons end, or pass, without any
@@ -303,6 +297,16 @@ def compare_states(old: State, cur: State, allow_uninit_stack: bool, live: int =
                 return first
     else:
         first = NO_DIFFERENCE  # dead: nothing to compare first
+    # (After the hinted register: when both differ, either answer is a difference, and the
+    # hint it would set is the one already there.)
+    if len(old.refs) != len(cur.refs) or old.lock != cur.lock:
+        return OTHER_DIFFERENCE
+    if old.rcu_lock != cur.rcu_lock or old.preempt_count != cur.preempt_count:
+        return OTHER_DIFFERENCE
+    if old.speculative and not cur.speculative:
+        # What a mispredicted path proved (it stops at the first barrier) says nothing about
+        # the paths the CPU really takes.
+        return OTHER_DIFFERENCE
     for depth, (old_frame, cur_frame) in enumerate(zip(old_frames, cur_frames, strict=True)):
         # A frame that queued more callback iterations would stop bpf_loop earlier than this one.
         if old_frame.callsite != cur_frame.callsite or old_frame.callback_depth > cur_frame.callback_depth:
