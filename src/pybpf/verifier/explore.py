@@ -121,6 +121,9 @@ class Explorer:
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)
     global_moves_packet: dict[int, bool] = field(default_factory=dict)  # global function -> changes_pkt_data
     states: StateLists = field(init=False)  # the explored states at prune points
+    # pc -> the value its lddw loads, once a path loaded it: the same on every path (the map
+    # resolved, its checks passed) and immutable, so shared (a failing lddw is not kept).
+    lddw_values: dict[int, RegState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -407,7 +410,10 @@ class Explorer:
 
     def _step_lddw(self, pc: int, insn: LoadImm64, state: State,
                    parent: Checkpoint | None) -> tuple[int | None, State]:
-        state.regs[insn.dst] = self._lddw(pc, insn)
+        value = self.lddw_values.get(pc)
+        if value is None:
+            value = self.lddw_values[pc] = self._lddw(pc, insn)
+        state.frames[-1].regs[insn.dst] = value
         return pc + 2, state
 
     def _step_load(self, pc: int, insn: Load, state: State, parent: Checkpoint | None) -> tuple[int | None, State]:
