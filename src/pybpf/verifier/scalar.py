@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import field
 
-from pybpf.verifier.tnum import U32, U64, Tnum
+from pybpf.verifier.tnum import U32, U64, Tnum, unchecked
 from pybpf.verifier.values import value_class
 
 S64_MIN = -(1 << 63)
@@ -412,7 +412,7 @@ def sync_full(s: Scalar) -> Scalar:
         known = (wide_value & _HIGH) | low_value
         bounded_mask = ((wide_mask & _HIGH) | low_mask) & ~known & U64
         if known != tv or bounded_mask != tm:
-            t = Tnum(known, bounded_mask)
+            t = unchecked(known, bounded_mask)  # (disjoint: the mask excludes the known bits)
             tv, tm = known, bounded_mask
             # __update_reg_bounds again, from the sharper tnum
             lv, lm = tv & U32, tm & U32

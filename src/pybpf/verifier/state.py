@@ -137,11 +137,12 @@ class RegState:
 
     @classmethod
     def scalar(cls, value: Scalar | None = None, *, id: int = 0) -> RegState:
-        return cls(SCALAR_VALUE, value or Scalar.unknown(), id=id)
+        # Positional arguments: keyword ones cost noticeably more in this many-field __init__.
+        return cls(SCALAR_VALUE, value or Scalar.unknown(), 0, False, id)
 
     @classmethod
     def const(cls, value: int) -> RegState:
-        return cls.scalar(Scalar.const(value))
+        return cls(SCALAR_VALUE, Scalar.const(value))
 
     @classmethod
     def pointer(

@@ -42,11 +42,11 @@ class Tnum:
 
     @classmethod
     def const(cls, value: int) -> Tnum:
-        return cls(value & U64, 0)
+        return unchecked(value & U64, 0) if cls is Tnum else cls(value & U64, 0)
 
     @classmethod
     def unknown(cls) -> Tnum:
-        return cls(0, U64)
+        return _UNKNOWN if cls is Tnum else cls(0, U64)
 
     @classmethod
     def range(cls, umin: int, umax: int) -> Tnum:
@@ -59,7 +59,7 @@ class Tnum:
             # The kernel gives up when the top bit differs (a 64-bit shift is undefined in C).
             return cls.unknown()
         delta = (1 << bits) - 1
-        return cls(umin & ~delta & U64, delta)
+        return unchecked(umin & ~delta & U64, delta) if cls is Tnum else cls(umin & ~delta & U64, delta)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -98,14 +98,14 @@ class Tnum:
         # Bits where carrying through the unknown bits may change the result become unknown.
         carries = ((sum_mask + sum_value) & U64) ^ sum_value
         unknown = carries | self.mask | other.mask
-        return Tnum(sum_value & ~unknown & U64, unknown)
+        return unchecked(sum_value & ~unknown & U64, unknown)
 
     def sub(self, other: Tnum) -> Tnum:
         diff = (self.value - other.value) & U64
         high = (diff + self.mask) & U64
         low = (diff - other.mask) & U64
         unknown = (high ^ low) | self.mask | other.mask
-        return Tnum(diff & ~unknown & U64, unknown)
+        return unchecked(diff & ~unknown & U64, unknown)
 
     def neg(self) -> Tnum:
         return Tnum.const(0).sub(self)
@@ -114,15 +114,15 @@ class Tnum:
         maybe_a = self.value | self.mask
         maybe_b = other.value | other.mask
         known_ones = self.value & other.value
-        return Tnum(known_ones, maybe_a & maybe_b & ~known_ones & U64)
+        return unchecked(known_ones, maybe_a & maybe_b & ~known_ones & U64)
 
     def or_(self, other: Tnum) -> Tnum:
         known_ones = self.value | other.value
-        return Tnum(known_ones, (self.mask | other.mask) & ~known_ones & U64)
+        return unchecked(known_ones, (self.mask | other.mask) & ~known_ones & U64)
 
     def xor(self, other: Tnum) -> Tnum:
         unknown = self.mask | other.mask
-        return Tnum((self.value ^ other.value) & ~unknown & U64, unknown)
+        return unchecked((self.value ^ other.value) & ~unknown & U64, unknown)
 
     def mul(self, other: Tnum) -> Tnum:
         """Shift-and-add multiplication as Linux 6.18's ``tnum_mul``: a known 1 bit of ``self``
@@ -140,10 +140,10 @@ class Tnum:
         return acc
 
     def lshift(self, shift: int) -> Tnum:
-        return Tnum((self.value << shift) & U64, (self.mask << shift) & U64)
+        return unchecked((self.value << shift) & U64, (self.mask << shift) & U64)
 
     def rshift(self, shift: int) -> Tnum:
-        return Tnum(self.value >> shift, self.mask >> shift)
+        return unchecked(self.value >> shift, self.mask >> shift)
 
     def arshift(self, shift: int, bits: int = 64) -> Tnum:
         """Arithmetic right shift of the low ``bits`` (32 or 64) bits; the result is zero-extended."""
@@ -155,7 +155,7 @@ class Tnum:
             return x - (1 << bits) if x & sign else x
 
         # An unknown sign bit spreads into every vacated bit as unknown, a known one as itself.
-        return Tnum((signed(self.value) >> shift) & width_mask, (signed(self.mask) >> shift) & width_mask)
+        return unchecked((signed(self.value) >> shift) & width_mask, (signed(self.mask) >> shift) & width_mask)
 
     # -- lattice ------------------------------------------------------------------------------
 
@@ -163,17 +163,17 @@ class Tnum:
         """Meet: the values described by both (assumes they are compatible, as the kernel does)."""
         known_ones = self.value | other.value
         unknown = self.mask & other.mask
-        return Tnum(known_ones & ~unknown & U64, unknown)
+        return unchecked(known_ones & ~unknown & U64, unknown)
 
     def union(self, other: Tnum) -> Tnum:
         """Join: describes every value of either."""
         unknown = (self.value ^ other.value) | self.mask | other.mask
-        return Tnum(self.value & other.value & ~unknown & U64, unknown)
+        return unchecked(self.value & other.value & ~unknown & U64, unknown)
 
     def cast(self, size: int) -> Tnum:
         """Truncate to the low ``size`` bytes (1, 2, 4 or 8)."""
         width_mask = (1 << (size * 8)) - 1
-        return Tnum(self.value & width_mask, self.mask & width_mask)
+        return unchecked(self.value & width_mask, self.mask & width_mask)
 
     # -- 32-bit sub-register helpers (tnum_subreg & co) -------------------------------------------
 
@@ -193,3 +193,21 @@ class Tnum:
         if self.is_const():
             return f"{self.value:#x}"
         return f"(value={self.value:#x}, mask={self.mask:#x})"
+
+
+_new = object.__new__
+
+
+def unchecked(value: int, mask: int) -> Tnum:
+    """A tnum whose value and mask are already known valid (disjoint, both within 64 bits), as
+    the results of this module's operations are by construction: built without the check of
+    ``__post_init__``, which every other construction still runs. (The operations build
+    several tnums per scalar operation; the check doubled their cost.) Only for callers that
+    have just computed such a pair."""
+    made = _new(Tnum)
+    made.value = value  # type: ignore[misc]  # (frozen to type checkers; this is its construction)
+    made.mask = mask  # type: ignore[misc]
+    return made
+
+
+_UNKNOWN = Tnum(0, U64)  # immutable: one shared unknown tnum
