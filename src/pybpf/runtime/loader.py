@@ -19,7 +19,7 @@ interpreter otherwise, and whether its native code may drop the runtime bounds c
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,12 +44,13 @@ from pybpf.runtime.helpers.kfuncs import kfunc_table
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.kernel_btf import model_btf
-from pybpf.runtime.maps import ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
+from pybpf.runtime.maps import ArenaMap, ArrayOfMapsMap, HashOfMapsMap, Map, MapDef, ProgArrayMap, create_map
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import Engine, Program, check_engine
 from pybpf.runtime.progtypes import NO_CONTEXT_CONVERSION
 from pybpf.runtime.relocate import POISON_HELPER, MapResolver, apply_core
 from pybpf.verifier import RegType, VerifierReport, verify_program
+from pybpf.verifier.arena import rewrite_arena_accesses
 from pybpf.verifier.rewrite import eliminate_dead_code, rewrite_program
 from pybpf.vm.interpreter import Interpreter
 from pybpf.vm.memory import AddressSpace
@@ -143,13 +144,24 @@ def _create_map(spec: ObjectSpec, map_spec: MapSpec, memory: AddressSpace, ncpus
     file = spec.elf.file
     try:
         created = create_map(MapDef.from_spec(map_spec, spec.btf), memory, ncpus)
-        if map_spec.kind is MapKind.DATA and map_spec.contents is not None:
+        if isinstance(created, ArenaMap):
+            created.write_globals(map_spec.contents or b"")  # libbpf copies them to its start
+        elif map_spec.kind is MapKind.DATA and map_spec.contents is not None:
             created.update_raw(DATA_KEY, map_spec.contents)
             if map_spec.frozen:
                 created.freeze()
     except MapError as error:
         raise ObjectLoadError(f"map {map_spec.name!r}: {error}", file=file, symbol=map_spec.name) from error
     return created
+
+
+def _program_arena(program: ProgramSpec, maps: Mapping[str, Map]) -> ArenaMap | None:
+    """The arena map the program refers to (the verifier refuses a second one)."""
+    for ref in program.map_references:
+        found = maps.get(ref.map_name)
+        if isinstance(found, ArenaMap):
+            return found
+    return None
 
 
 def _poison(helper: int) -> bool:
@@ -194,6 +206,7 @@ def _prepare(
             file=file,
             symbol=unknown[0],
         )
+    arena = _program_arena(program, maps)
     insns = apply_core(program, program.instructions, spec.btf, target, model_btf())
     relocated = replace(program, instructions=tuple(insns))
     for item in insns:
@@ -218,10 +231,14 @@ def _prepare(
         dead = eliminate_dead_code(relocated.instructions, report.seen)
         reduced = rewrite_program(relocated, dead)
         ptr_types: Mapping[int, RegType] = report.ptr_types
+        arena_alu32: Collection[int] = report.arena_alu32
         if reduced is not relocated:
             program = relocated = reduced
             ptr_types = moved_ptr_types(ptr_types, dead.pc_map)
+            arena_alu32 = {dead.pc_map[pc] for pc in arena_alu32 if pc in dead.pc_map}
         insns = relocated.instructions
+        if arena is not None:
+            insns = rewrite_arena_accesses(insns, ptr_types, arena_alu32, no_user_conv=arena.no_user_conv)
         if convertible:
             conversion = convert_ctx_access(insns, type_spec.context, ptr_types=ptr_types)
             insns = conversion.insns
@@ -239,6 +256,8 @@ def _prepare(
 
     def value_address(name: str) -> int:
         found = maps.get(name)
+        if isinstance(found, ArenaMap):
+            return found.user_vm_start  # a global __arena variable's user-space address
         address = found.lookup_address(DATA_KEY) if found is not None else 0
         if not address:
             raise ObjectLoadError(f"map {name!r} has no value at index 0 to point into", file=file, symbol=program.name)
@@ -250,6 +269,7 @@ def _prepare(
         resolver=MapResolver(program.name, program.map_references, pointer, value_address),
         memory=services.memory,
         name=program.name,
+        arena=arena.memory if arena is not None else None,
     )
     hazard = unchecked_native_hazard(relocated.instructions, conversion, program.prog_type) if verify else None
     return Program(

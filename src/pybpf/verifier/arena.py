@@ -22,16 +22,18 @@ before each access. The kernel's rules, restated here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
-from pybpf.isa.insn import AddrSpaceCast, LabeledInsn, LoadImm64
+from pybpf.errors import NotSupportedError
+from pybpf.isa.insn import AddrSpaceCast, Atomic, Bin, BinOp, LabeledInsn, Load, LoadImm64, Store
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform.uapi_generated import BpfMapType
 from pybpf.verifier.machine import Env, MapInfo, MapResolver, Rejection, State, reject
 from pybpf.verifier.state import RegState, RegType
 from pybpf.verifier.transfer import read_reg
 
-__all__ = ["apply_cast", "find_arena"]
+__all__ = ["apply_cast", "find_arena", "rewrite_arena_accesses"]
 
 _MAP_SOURCES = frozenset({PseudoSrc.MAP_FD, PseudoSrc.MAP_IDX, PseudoSrc.MAP_VALUE, PseudoSrc.MAP_IDX_VALUE})
 _ARENA = BpfMapType.ARENA
@@ -71,3 +73,28 @@ def apply_cast(env: Env, state: State, insn: AddrSpaceCast) -> None:
 
 
 _ARENA_POINTER = RegState(RegType.PTR_TO_ARENA)  # immutable: one shared value (its var_off is unknown)
+
+
+def rewrite_arena_accesses(
+    insns: Sequence[LabeledInsn], ptr_types: Mapping[int, RegType], alu32: Collection[int], *,
+    no_user_conv: bool = False,
+) -> tuple[LabeledInsn, ...]:
+    """The kernel's post-verification arena rewrites (``convert_ctx_accesses``, ``do_misc_fixups``),
+    for the interpreter and the JIT: a load or store the verifier saw go through an arena pointer
+    becomes an arena access (``BPF_PROBE_MEM32``: ``Load.arena``/``Store.arena``), a cast to the
+    program's view a 32-bit move (``wX = wY``; the cast to user space too with
+    ``BPF_F_NO_USER_CONV``), and a 64-bit ALU instruction on an arena pointer a 32-bit one."""
+    out: list[LabeledInsn] = []
+    for labeled in insns:
+        insn, pc = labeled.insn, labeled.pc
+        arena_access = ptr_types.get(pc) is RegType.PTR_TO_ARENA
+        if arena_access and isinstance(insn, Load | Store):
+            insn = replace(insn, arena=True)
+        elif arena_access and isinstance(insn, Atomic):
+            raise NotSupportedError(f"pc {pc}: atomic operations on arena memory are not supported in user space")
+        elif isinstance(insn, AddrSpaceCast) and (insn.imm == _TO_PROGRAM or no_user_conv):
+            insn = Bin(BinOp.MOV, insn.dst, insn.src, False)
+        elif pc in alu32 and isinstance(insn, Bin):
+            insn = replace(insn, is64=False)
+        out.append(labeled if insn is labeled.insn else replace(labeled, insn=insn))
+    return tuple(out)

@@ -224,6 +224,8 @@ def format_kernel_reg(reg: RegState, maps: Sequence[MapInfo] = (), frameno: int 
         constant = value.const_value() or 0
         return _snum(constant - (1 << 64) if constant >> 63 else constant)
     name = type_name(reg)
+    if reg.type is RegType.PTR_TO_ARENA:
+        return name  # print_reg_state prints nothing more for an arena pointer
     if reg.type is RegType.PTR_TO_BTF_ID and reg.btf_type:
         name += reg.btf_type  # ptr_vm_area_struct(): the kernel names the struct (trust flags are not tracked)
     if reg.type is RegType.PTR_TO_STACK:

@@ -44,7 +44,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, Size
 from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType, HelperId, KfuncArgKind
 from pybpf.verifier.machine import State
-from pybpf.verifier.state import BPF_REG_SIZE, STACK_SPILL, RegType, StackSlot
+from pybpf.verifier.state import BPF_REG_SIZE, PTR_TO_ARENA, STACK_SPILL, RegType, StackSlot
 
 _SCALAR = RegType.SCALAR_VALUE
 _STACK = RegType.PTR_TO_STACK
@@ -140,6 +140,8 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
     if isinstance(insn, Bin):
         if insn.op in _POINTER_MATH and insn.is64 and isinstance(insn.src, Reg):
             dst, src = regs[insn.dst], regs[insn.src]
+            if dst.type is PTR_TO_ARENA or src.type is PTR_TO_ARENA:
+                return 0  # arena arithmetic is not pointer arithmetic: any value is as good
             if dst.is_pointer and src.is_scalar:
                 return 1 << int(insn.src)
             if src.is_pointer and dst.is_scalar:

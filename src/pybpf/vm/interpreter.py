@@ -19,6 +19,7 @@ from typing import Any
 from pybpf.errors import HelperError, PybpfError, VmError
 from pybpf.isa.codec import check_jump_targets, decode_program
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     Call,
@@ -41,6 +42,7 @@ from pybpf.isa.insn import (
 )
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.vm.alu_ops import build_bin, build_endian, build_jump, build_neg
+from pybpf.vm.arena import ArenaMemory
 from pybpf.vm.code_addresses import CODE_BASE, code_address, function_pc
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
@@ -57,7 +59,15 @@ from pybpf.vm.execution import (
     kfunc_key,
     unknown_call,
 )
-from pybpf.vm.mem_ops import build_atomic, build_load, build_packet_load, build_store
+from pybpf.vm.mem_ops import (
+    build_arena_load,
+    build_arena_store,
+    build_atomic,
+    build_cast_to_user,
+    build_load,
+    build_packet_load,
+    build_store,
+)
 from pybpf.vm.memory import AddressSpace, Region
 
 """Code address of pc 0 (see the module docstring)."""
@@ -81,6 +91,7 @@ class Interpreter:
         memory: AddressSpace | None = None,
         instruction_limit: int = DEFAULT_INSTRUCTION_LIMIT,
         name: str = "program",
+        arena: ArenaMemory | None = None,
     ) -> None:
         if not insns:
             raise VmError(f"program {name!r} has no instructions")
@@ -90,6 +101,7 @@ class Interpreter:
         self.resolver = resolver
         self.memory = memory if memory is not None else AddressSpace()
         self.instruction_limit = instruction_limit
+        self.arena = arena  # the program's arena (BPF_PROBE_MEM32 accesses, addr_space_cast)
         last = self.insns[-1]
         self.slot_total = last.pc + slot_count(last.insn)
         self._starts = frozenset(item.pc for item in self.insns)
@@ -168,10 +180,16 @@ class Interpreter:
                 return build_bin(insn, pc)
             case Jump():
                 return build_jump(insn, pc)
+            case Load(arena=True):
+                return build_arena_load(insn, pc, self.arena)
+            case Store(arena=True):
+                return build_arena_store(insn, pc, self.arena)
             case Load():
                 return build_load(insn, pc, self.memory)
             case Store():
                 return build_store(insn, pc, self.memory)
+            case AddrSpaceCast():
+                return build_cast_to_user(insn, pc, self.arena)
             case LoadImm64():
                 return _constant(int(insn.dst), self._lddw_value(insn, pc), pc + 2)
             case Goto(off):

@@ -12,9 +12,10 @@ import operator
 from collections.abc import Callable
 
 from pybpf.errors import VmError
-from pybpf.isa.insn import Atomic, Imm, Load, PacketLoad, Store
+from pybpf.isa.insn import AddrSpaceCast, Atomic, Imm, Load, PacketLoad, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode, Mode
 from pybpf.isa.semantics import sign_extend
+from pybpf.vm.arena import ArenaMemory
 from pybpf.vm.execution import ExecutionContext, Op, ProgramStop
 from pybpf.vm.memory import PACK, SIZE_MASKS, UNPACK, AddressSpace
 
@@ -184,3 +185,67 @@ def build_packet_load(insn: PacketLoad, pc: int) -> Op:
         return nxt
 
     return packet_load
+
+
+# -- arena accesses (BPF_PROBE_MEM32) -----------------------------------------------------------
+
+
+def build_arena_load(insn: Load, pc: int, arena: ArenaMemory | None) -> Op:
+    """``dst = *(size *)(arena + src + off)``: 0 where the arena has no page (the kernel's
+    exception table), zero- or sign-extended."""
+    if arena is None:
+        raise VmError("an arena load in a program without an arena", pc)
+    d, s, off, size, nxt = int(insn.dst), int(insn.src), insn.off, insn.size.nbytes, pc + 1
+    load = arena.load
+    bits = size * 8 if insn.sign_extend else 0
+
+    def arena_load(regs: list[int], run: ExecutionContext) -> int:
+        value = load(regs[s] + off, size)
+        regs[d] = sign_extend(value, bits) if bits else value
+        return nxt
+
+    return arena_load
+
+
+def build_arena_store(insn: Store, pc: int, arena: ArenaMemory | None) -> Op:
+    """``*(size *)(arena + dst + off) = src``, dropped where the arena has no page."""
+    if arena is None:
+        raise VmError("an arena store in a program without an arena", pc)
+    d, off, size, nxt = int(insn.dst), insn.off, insn.size.nbytes, pc + 1
+    store = arena.store
+    if isinstance(insn.src, Imm):
+        value = insn.src.value
+
+        def arena_store_imm(regs: list[int], run: ExecutionContext) -> int:
+            store(regs[d] + off, size, value)
+            return nxt
+
+        return arena_store_imm
+    s = int(insn.src)
+
+    def arena_store(regs: list[int], run: ExecutionContext) -> int:
+        store(regs[d] + off, size, regs[s])
+        return nxt
+
+    return arena_store
+
+
+def build_cast_to_user(insn: AddrSpaceCast, pc: int, arena: ArenaMemory | None) -> Op:
+    """``dst = addr_space_cast(src, 1, 0)``: the arena's user-space upper half on a non-zero
+    low half (what the kernel's JIT emits; the other cast is rewritten to ``wX = wY``)."""
+    if arena is None:
+        raise VmError("addr_space_cast in a program without an arena", pc)
+    if insn.imm != ADDR_SPACE_CAST_TO_USER:
+        raise VmError(f"addr_space_cast({insn.dst_as}, {insn.src_as}) should have been rewritten to a move", pc)
+    d, s, nxt = int(insn.dst), int(insn.src), pc + 1
+    to_user = arena.to_user
+
+    def cast_to_user(regs: list[int], run: ExecutionContext) -> int:
+        regs[d] = to_user(regs[s])
+        return nxt
+
+    return cast_to_user
+
+
+ADDR_SPACE_CAST_TO_USER = 1 << 16
+"""The ``imm`` of ``addr_space_cast(src, 1, 0)``."""

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pybpf.platform.kfuncs import KFUNC_PROTOS
 from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.runtime.helpers._common import E2BIG, EFAULT, EINVAL, ERANGE, U32, U64, read, s32, write
+from pybpf.runtime.helpers.arena_kfuncs import ARENA_KFUNC_IMPLS
 from pybpf.runtime.helpers.dynptr_kfuncs import DYNPTR_KFUNC_IMPLS
 from pybpf.vm.execution import ExecutionContext, HelperFn, kfunc_key
 from pybpf.vm.memory import Region, RegionKind
@@ -369,6 +370,7 @@ KFUNC_IMPLS: Mapping[str, HelperFn] = {
     "bpf_strstr": strstr,
     "bpf_strnstr": strnstr,
     **DYNPTR_KFUNC_IMPLS,
+    **ARENA_KFUNC_IMPLS,
 }
 """Every kfunc pybpf runs in user space, by kernel name (each has an entry in KFUNC_PROTOS)."""
 

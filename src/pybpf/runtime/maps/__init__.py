@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pybpf.errors import MapInvalidArgumentError
 from pybpf.platform.uapi_generated import BpfMapType
+from pybpf.runtime.maps.arena import ArenaMap
 from pybpf.runtime.maps.array import ArrayMap, PercpuArrayMap
 from pybpf.runtime.maps.base import ForEachCallback, Map
 from pybpf.runtime.maps.bloom_filter import BloomFilterMap
@@ -47,6 +48,7 @@ MAP_CLASSES: dict[BpfMapType, type[Map]] = {
         DevMapHash,
         CpuMap,
         XskMap,
+        ArenaMap,
     )
     for map_type in cls.MAP_TYPES
 }
@@ -67,6 +69,7 @@ def create_map(definition: MapDef, address_space: AddressSpace, ncpus: int = 1) 
 
 __all__ = [
     "MAP_CLASSES",
+    "ArenaMap",
     "ArrayMap",
     "ArrayOfMapsMap",
     "BloomFilterMap",

@@ -34,6 +34,7 @@ from typing import Any
 
 from pybpf.errors import VmError
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     Call,
@@ -60,7 +61,7 @@ from pybpf.isa.opcodes import EndianOrder
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.vm.code_addresses import CODE_BASE
 from pybpf.vm.execution import MAX_CALL_FRAMES, STACK_SIZE, kfunc_key
-from pybpf.vm.jit import alu_ir, entries, memory_ir
+from pybpf.vm.jit import alu_ir, arena_ir, entries, memory_ir
 from pybpf.vm.jit.alu_ir import Value, constant
 from pybpf.vm.jit.llvm import require_llvmlite
 from pybpf.vm.jit.native_helpers import (
@@ -459,6 +460,12 @@ class _FunctionEmitter:
             case Exit():
                 self._exit()
                 return True
+            case Load(arena=True):
+                arena_ir.emit_arena_load(self, pc, insn)
+            case Store(arena=True):
+                arena_ir.emit_arena_store(self, pc, insn)
+            case AddrSpaceCast():
+                arena_ir.emit_cast_to_user(self, insn)
             case Load():
                 self._load(pc, insn)
             case Store():

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pybpf.errors import InvalidInstructionError
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -339,6 +340,8 @@ def _transfer(state: _State, insn: Instruction) -> _State:
         case Neg() | Endian():
             written = int(insn.dst)
             value = state.regs[written] | _SCALAR
+        case AddrSpaceCast():
+            written = int(insn.dst)  # a number (an arena's user address), whatever the source
         case Load():
             written, value = int(insn.dst), _loaded(state, insn)
         case Store():

@@ -41,6 +41,7 @@ from pybpf.isa.codec import check_jump_targets, decode_program
 from pybpf.isa.insn import Call, CallKfunc, CallReg, LabeledInsn, LoadImm64, slot_count
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.vm.arena import ArenaMemory
 from pybpf.vm.code_addresses import code_address, function_pc
 from pybpf.vm.execution import (
     DEFAULT_INSTRUCTION_LIMIT,
@@ -108,6 +109,8 @@ _PACKET_NATIVE = int(Slot.PACKET_NATIVE)
 _PACKET_CTX = int(Slot.PACKET_CTX)
 _TAIL_CALL = int(Status.TAIL_CALL)
 _INSTRUCTIONS = int(Slot.INSTRUCTIONS)
+_ARENA_ADDRESS = int(Slot.ARENA_ADDRESS)
+_ARENA_END = int(Slot.ARENA_USER_HIGH) + 1
 _HEAD = struct.Struct(f"<{int(Slot.HOT_WRITABLE) - int(Slot.BUDGET) + 1}Q")
 """Slots BUDGET to HOT_WRITABLE, which every run fills."""
 _REGISTERS = struct.Struct("<11Q")
@@ -153,6 +156,7 @@ class JitProgram:
         cache: CompileCache | None = PROCESS_CACHE,
         bounds_checks: bool = True,
         count_instructions: bool = False,
+        arena: ArenaMemory | None = None,
     ) -> None:
         if not insns:
             raise VmError(f"program {name!r} has no instructions")
@@ -162,6 +166,11 @@ class JitProgram:
         self.resolver = resolver
         self.memory = memory if memory is not None else AddressSpace()
         self.instruction_limit = instruction_limit
+        self.arena = arena
+        # Slots ARENA_ADDRESS to ARENA_USER_HIGH, which native arena accesses read (see arena_ir).
+        self._arena_slots = (
+            [arena.address, arena.present_address, arena.base32, arena.size, arena.user_high] if arena else []
+        )
         last = self.insns[-1]
         self.slot_total = last.pc + slot_count(last.insn)
         check_jump_targets(self.insns, self.slot_total)
@@ -182,7 +191,8 @@ class JitProgram:
         # (env.call_function runs callbacks there); only programs that call helpers pay for it.
         uses_helpers = any(isinstance(item.insn, Call | CallKfunc | CallReg) for item in self.insns)
         self._companion = (
-            Interpreter(self.insns, helpers=self.helpers, resolver=resolver, memory=self.memory, name=name)
+            Interpreter(self.insns, helpers=self.helpers, resolver=resolver, memory=self.memory, name=name,
+                        arena=arena)
             if uses_helpers
             else None
         )
@@ -264,6 +274,7 @@ class JitProgram:
             memory=interpreter.memory,
             instruction_limit=interpreter.instruction_limit,
             name=interpreter.name,
+            arena=interpreter.arena,
             **options,
         )
         compiled.source = interpreter
@@ -457,6 +468,8 @@ class JitProgram:
                     program._fill_maps(run, user)
                 if program._packet_helpers:  # else the slots stay zero: no native packet helper
                     program._fill_packet(run, user)
+                if program._arena_slots:
+                    state[_ARENA_ADDRESS:_ARENA_END] = program._arena_slots
                 program._runs[key] = run
                 try:
                     started = time.perf_counter_ns()

@@ -106,6 +106,16 @@ class Slot(IntEnum):
     Native code adds each straight-line segment's length on entering it; the helper trampoline
     adds what callbacks ran in the interpreter. A repeat resets it before every run.
     """
+    ARENA_ADDRESS = 70
+    """Native address of the program's arena buffer (see :mod:`pybpf.vm.jit.arena_ir`; 0: no arena)."""
+    ARENA_PRESENT = 71
+    """Native address of the arena's page table: one byte per page, non-zero when allocated."""
+    ARENA_BASE32 = 72
+    """The low 32 bits of the arena's user address: what a program's arena offsets count from."""
+    ARENA_SIZE = 73
+    """The arena's size in bytes."""
+    ARENA_USER_HIGH = 74
+    """The upper 32 bits of the arena's user address (in place): what a cast to user space ORs in."""
 
 
 STATE_SLOTS = max(Slot) + 1
