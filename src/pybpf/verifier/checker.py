@@ -9,6 +9,7 @@ reports the outcome as a :class:`VerifierReport`; it never raises for a rejected
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 
 from pybpf.asm.printer import format_insn
 from pybpf.btf.record import special_fields
@@ -96,10 +97,13 @@ def verify(
         if privileged and (dangling := dangling_function_pointer(insns, explorer.seen)) is not None:
             raise VerifierError(None, dangling)
     except VerifierError as error:
-        return _rejected(error, table, explorer.processed, explorer.states.peak, tuple(explorer.log))
+        rejected = _rejected(error, table, explorer.processed, explorer.states.peak, tuple(explorer.log))
+        return replace(rejected, total_states=explorer.states.total,
+                       max_states_per_insn=explorer.states.max_per_insn)
     return VerifierReport(True, explorer.processed, explorer.states.peak, (), tuple(explorer.log), depths,
                           frozenset(explorer.seen), dict(explorer.env.ptr_types),
-                          barriers_of(explorer.env.spec, explorer.seen), frozenset(explorer.env.arena_alu32))
+                          barriers_of(explorer.env.spec, explorer.seen), frozenset(explorer.env.arena_alu32),
+                          total_states=explorer.states.total, max_states_per_insn=explorer.states.max_per_insn)
 
 
 def barriers_of(spec: SpecAux | None, seen: Collection[int]) -> tuple[Barrier, ...]:

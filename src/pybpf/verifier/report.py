@@ -110,6 +110,10 @@ class VerifierReport:
     barriers: tuple[Barrier, ...] = ()
     # 64-bit ALU instructions on arena pointers, which run on 32 bits (pybpf.verifier.arena).
     arena_alu32: frozenset[int] = frozenset()
+    # The rest of the kernel's statistics line (pybpf.verifier.states): states stored in all,
+    # and the most listed at one prune point.
+    total_states: int = 0
+    max_states_per_insn: int = 0
 
     @property
     def error(self) -> Diagnostic | None:
