@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pybpf.isa.insn import Bin, BinOp, Cond, Imm, Jump, Reg
-from pybpf.verifier import spectre
+from pybpf.verifier import kptrs, spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
@@ -266,7 +266,8 @@ def branch_states(state: State, insn: Jump, env: Env) -> tuple[State | None, Sta
         if not pointer.maybe_null:
             if not privileged:
                 raise reject(f"R{int(insn.dst)} pointer comparison prohibited")
-            if pointer.type in _NOT_NULL:
+            if pointer.type in _NOT_NULL or (pointer.type is RegType.PTR_TO_BTF_ID and kptrs.is_trusted(pointer)):
+                # reg_not_null: a BTF pointer only when trusted (a walked one may be NULL).
                 # A non-null pointer is never equal to zero: one edge is dead.
                 return (None, fall_state) if ptr_is_null_when_taken else (taken_state, None)
             return taken_state, fall_state

@@ -25,6 +25,7 @@ from pybpf.platform.uapi_generated import BpfProgType
 from pybpf.runtime.helpers._common import E2BIG, EFAULT, EINVAL, ERANGE, U32, U64, read, s32, write
 from pybpf.runtime.helpers.arena_kfuncs import ARENA_KFUNC_IMPLS
 from pybpf.runtime.helpers.dynptr_kfuncs import DYNPTR_KFUNC_IMPLS
+from pybpf.runtime.helpers.kernel_objects import OBJECT_KFUNC_IMPLS
 from pybpf.vm.execution import ExecutionContext, HelperFn, kfunc_key
 from pybpf.vm.memory import Region, RegionKind
 
@@ -356,7 +357,6 @@ KFUNC_IMPLS: Mapping[str, HelperFn] = {
     "bpf_preempt_enable": no_op,
     "bpf_copy_from_user_str": copy_from_user_str,
     "bpf_task_from_pid": task_from_pid,
-    "bpf_task_release": no_op,
     "bpf_strcmp": strcmp,
     "bpf_strcasecmp": strcasecmp,
     "bpf_strchr": strchr,
@@ -371,6 +371,7 @@ KFUNC_IMPLS: Mapping[str, HelperFn] = {
     "bpf_strnstr": strnstr,
     **DYNPTR_KFUNC_IMPLS,
     **ARENA_KFUNC_IMPLS,
+    **OBJECT_KFUNC_IMPLS,
 }
 """Every kfunc pybpf runs in user space, by kernel name (each has an entry in KFUNC_PROTOS)."""
 

@@ -9,6 +9,7 @@ from pybpf.platform.helpers import HELPER_PROTOS
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers.csum import CSUM_HELPERS
 from pybpf.runtime.helpers.dynptr import DYNPTR_HELPERS
+from pybpf.runtime.helpers.kernel_objects import KPTR_HELPERS
 from pybpf.runtime.helpers.maps import MAP_HELPERS
 from pybpf.runtime.helpers.misc import MISC_HELPERS
 from pybpf.runtime.helpers.output import OUTPUT_HELPERS
@@ -30,6 +31,7 @@ FAMILIES: tuple[Mapping[HelperId, HelperFn], ...] = (
     CSUM_HELPERS,
     MISC_HELPERS,
     VMA_HELPERS,
+    KPTR_HELPERS,
 )
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pybpf.errors import HelperError
 from pybpf.platform.uapi_generated import HelperId
+from pybpf.runtime.helpers.objects import KernelObjects
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
@@ -196,8 +197,11 @@ class TracePipe:
 class MapRegistry:
     """Maps found by the pointer value a program holds (the address of a per-map handle region)."""
 
-    def __init__(self, memory: AddressSpace) -> None:
+    def __init__(self, memory: AddressSpace, objects: KernelObjects | None = None) -> None:
         self.memory = memory
+        # Where a registered map's kptrs release the objects they still hold (a map that
+        # takes part in runs is registered before any of its kptrs can hold one).
+        self.objects = objects
         self._by_address: dict[int, object] = {}
         # id(map) -> (map, pointer, handle region or None); the map is kept to pin its id.
         self._by_id: dict[int, tuple[object, int, Region | None]] = {}
@@ -234,6 +238,8 @@ class MapRegistry:
             raise HelperError(f"map pointer {address:#x} is already taken by another map")
         self._by_address[address] = map_object
         self._by_id[id(map_object)] = (map_object, address, region)
+        if self.objects is not None and getattr(map_object, "kptr_offsets", None):
+            map_object.kptr_release = self.objects.release  # type: ignore[attr-defined]
         if isinstance(map_object, NativeRingMap):
             self._rebuild_ring_table()
         return address
@@ -348,7 +354,9 @@ class RuntimeServices:
         trace_pipe: TracePipe | None = None,
     ) -> None:
         self.memory = memory
-        self.maps = MapRegistry(memory)
+        # Referenced kernel objects programs create (cpumasks...), which maps' kptrs may hold.
+        self.objects = KernelObjects(memory)
+        self.maps = MapRegistry(memory, self.objects)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
         if not 0 <= cpu < self.cpus:
@@ -393,6 +401,7 @@ class RuntimeServices:
     def close(self) -> None:
         """Unmap the regions the services own (map handles, the task_struct stand-in)."""
         self.maps.clear()
+        self.objects.close()
         if self.task_struct in self.memory:
             self.memory.remove(self.task_struct)
 

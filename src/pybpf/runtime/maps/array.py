@@ -108,6 +108,8 @@ class ArrayMap(Map):
             raise MapFullError(f"{self.label}: value_size {definition.value_size} is too big (max {limit})")
 
     def close(self) -> None:
+        if self.kptr_offsets and self.slab.regions:  # (a second close finds no storage)
+            self.free_kptrs(self._view, 0, self.max_entries * self.slot_size)
         self.slab.release()
         if self._key_region in self.address_space:
             self.address_space.remove(self._key_region)
@@ -146,7 +148,7 @@ class ArrayMap(Map):
             raise MapKeyNotFoundError(f"{self.label}: index {index} is out of range")
         start = index * self.slot_size
         size = self.slot_size if self.PERCPU else self.value_size
-        return bytes(self._view[start : start + size])
+        return self.without_kptrs(bytes(self._view[start : start + size]))
 
     def _check_update_flags(self, flags: int) -> None:
         if (flags & ~F_LOCK) > EXIST:
@@ -166,6 +168,10 @@ class ArrayMap(Map):
     def _store(self, start: int, value: bytes) -> None:
         view = self._view
         lock = self.spin_lock_offset
+        if self.kptr_offsets:
+            # copy_map_value leaves the kptrs alone, then bpf_obj_free_fields frees them: NULL.
+            self.free_kptrs(view, start, len(value))
+            value = self.without_kptrs(value)
         if lock is None:
             view[start : start + len(value)] = value
             return

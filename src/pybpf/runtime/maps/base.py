@@ -27,6 +27,7 @@ import errno as errno_codes
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+from pybpf.btf.record import FieldKind
 from pybpf.errors import (
     MapErrnoError,
     MapInvalidArgumentError,
@@ -97,6 +98,14 @@ class Map(UserMapApi, NativeMap):
                           max_entries=definition.max_entries, map_flags=self.map_flags, name=definition.name)
         self.kernel_image = (ctypes.c_char * len(image)).from_buffer_copy(image)
         self.address: int = ctypes.addressof(self.kernel_image)
+        kptrs = definition.kptr_fields()
+        # The value's kptr slots: user-space copies never carry them (they read as NULL), and an
+        # update or delete frees what they hold (bpf_obj_free_fields). The referenced ones own
+        # their object: it is released through kptr_release, which the runtime's services set
+        # when the map is registered for runs.
+        self.kptr_offsets: tuple[int, ...] = tuple(field.offset for field in kptrs)
+        self._owned_kptrs = frozenset(field.offset for field in kptrs if field.kind is not FieldKind.KPTR_UNREF)
+        self.kptr_release: Callable[[int], None] | None = None
         self.spin_lock_offset = definition.spin_lock_offset()
         self.validate()
 
@@ -130,10 +139,35 @@ class Map(UserMapApi, NativeMap):
     @property
     def native_update_flags(self) -> NativeMapFlag:
         """UPDATABLE unless an update must do more than copy the value: a read-only map for
-        programs (EPERM), a bpf_spin_lock in the value (kept across updates)."""
-        if self.prog_readonly or self.spin_lock_offset is not None:
+        programs (EPERM), a bpf_spin_lock in the value (kept across updates), kptrs (freed)."""
+        if self.prog_readonly or self.spin_lock_offset is not None or self.kptr_offsets:
             return NativeMapFlag(0)
         return NativeMapFlag.UPDATABLE
+
+    def free_kptrs(self, view: memoryview, start: int, size: int) -> None:
+        """``bpf_obj_free_fields`` for the value copies in ``view[start:start + size]``: every kptr
+        slot becomes NULL, and the object a referenced one held is released."""
+        stride = self.value_stride
+        release = self.kptr_release
+        for copy in range(start, start + size, stride):
+            for offset in self.kptr_offsets:
+                at = copy + offset
+                address = int.from_bytes(view[at : at + 8], "little")
+                if not address:
+                    continue
+                view[at : at + 8] = bytes(8)
+                if release is not None and offset in self._owned_kptrs:
+                    release(address)
+
+    def without_kptrs(self, value: bytes) -> bytes:
+        """A value as user space reads it: kptr slots NULL (``check_and_init_map_value``)."""
+        if not self.kptr_offsets:
+            return value
+        copy = bytearray(value)
+        for start in range(0, len(copy), self.value_stride):
+            for offset in self.kptr_offsets:
+                copy[start + offset : start + offset + 8] = bytes(8)
+        return bytes(copy)
 
     def lookup_address(self, key: bytes, cpu: int = 0) -> int:
         """bpf_map_lookup_elem: the native address of the value (this CPU's copy), 0 when absent."""

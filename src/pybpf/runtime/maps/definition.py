@@ -11,8 +11,9 @@ import errno as errno_codes
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pybpf.btf import Btf, FieldKind, special_fields
-from pybpf.errors import MapInvalidArgumentError
+from pybpf.btf import Btf, FieldKind, SpecialField, special_fields
+from pybpf.errors import BtfFieldError, MapErrnoError, MapInvalidArgumentError, MapOperationNotSupportedError
+from pybpf.platform.kptr_types import kptr_kernel_type
 from pybpf.platform.uapi_generated import BpfMapFlag, BpfMapType
 
 if TYPE_CHECKING:
@@ -71,6 +72,27 @@ class MapDef:
     def flags(self) -> BpfMapFlag:
         return BpfMapFlag(self.map_flags)
 
+    def kptr_fields(self) -> tuple[SpecialField, ...]:
+        """The value's kptrs, checked as ``btf_parse_fields``/``map_check_btf`` check them: a
+        value the kernel's BTF parser refuses, a map type that cannot hold kptrs, or a
+        referenced kptr of a kernel struct without a destructor fail the map's creation."""
+        if self.btf is None or not self.btf_value_type_id:
+            return ()
+        try:
+            fields = special_fields(self.btf, self.btf_value_type_id)
+        except BtfFieldError as error:
+            raise invalid(self, str(error)) from error
+        kptrs = tuple(field for field in fields if field.kind.is_kptr)
+        if kptrs and self.type not in KPTR_MAP_TYPES:
+            raise MapOperationNotSupportedError(f"map {self.name!r}: a {self.type.name} map cannot hold kptrs",
+                                                errno_codes.EOPNOTSUPP, "EOPNOTSUPP")
+        for field in kptrs:
+            kernel = kptr_kernel_type(field.target)
+            if field.kind is FieldKind.KPTR_REF and kernel is not None and not kernel.dtor:
+                raise MapErrnoError(f"map {self.name!r}: the kernel has no destructor for a referenced "
+                                    f"struct {field.target} kptr", errno_codes.ENOENT, "ENOENT")
+        return kptrs
+
     def spin_lock_offset(self) -> int | None:
         """Byte offset of the value's ``struct bpf_spin_lock`` (nested structs included), if any.
 
@@ -83,6 +105,13 @@ class MapDef:
             if special.kind is FieldKind.SPIN_LOCK:
                 return special.offset
         return None
+
+
+KPTR_MAP_TYPES = frozenset({
+    BpfMapType.HASH, BpfMapType.PERCPU_HASH, BpfMapType.LRU_HASH, BpfMapType.LRU_PERCPU_HASH, BpfMapType.ARRAY,
+    BpfMapType.PERCPU_ARRAY, BpfMapType.SK_STORAGE, BpfMapType.INODE_STORAGE, BpfMapType.TASK_STORAGE,
+})  # and BPF_MAP_TYPE_CGRP_STORAGE (32), not in our uapi table
+"""The map types whose values may hold kptrs (``map_check_btf``; others: EOPNOTSUPP)."""
 
 
 def invalid(definition: MapDef, reason: str) -> MapInvalidArgumentError:
