@@ -23,7 +23,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import Size
 from pybpf.platform import HelperId
 from pybpf.verifier import explore, verify
-from pybpf.verifier.liveness import ALL_SLOTS, live_registers, stack_use_def, use_def
+from pybpf.verifier.liveness import ALL_REGS, ALL_SLOTS, live_registers, stack_use_def, use_def
 
 from .programs import label, mov
 from .test_verifier_soundness import SPEC, programs
@@ -153,7 +153,8 @@ def test_liveness_never_changes_a_verdict(insns: list[LabeledInsn]) -> None:
     """Differential: pruning with liveness reaches the same verdict as comparing everything."""
     with_liveness = verify(insns, prog_type=SPEC)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(explore, "live_masks", lambda _insns: ({}, {}))
+        everything = len(insns) * 2 + 1  # a list entry for every slot
+        patch.setattr(explore, "live_masks", lambda _insns: ([ALL_REGS] * everything, [ALL_SLOTS] * everything))
         without = verify(insns, prog_type=SPEC)
     assert with_liveness.accepted == without.accepted, with_liveness.summary()
     assert with_liveness.processed_insns <= without.processed_insns

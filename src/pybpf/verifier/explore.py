@@ -114,8 +114,8 @@ class Explorer:
     table: dict[int, LabeledInsn] = field(default_factory=dict)
     prune_points: frozenset[int] = frozenset()
     pending: list[Work] = field(default_factory=list)
-    live: dict[int, int] = field(default_factory=dict)
-    live_slots: dict[int, int] = field(default_factory=dict)
+    live: list[int] = field(default_factory=list)  # by pc (see liveness.live_masks)
+    live_slots: list[int] = field(default_factory=list)
     # The kernel tracks precision for privileged loaders only (unprivileged: every scalar precise).
     track_precision: bool = False
     steps: dict[int, Step] = field(default_factory=dict)  # decoded once (see _decode)

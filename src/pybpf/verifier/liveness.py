@@ -13,7 +13,9 @@ five for a bpf-to-bpf call); an ``exit`` reads r0. r10 is always live.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
 
 from pybpf.isa.insn import (
     AddrSpaceCast,
@@ -36,8 +38,8 @@ from pybpf.isa.insn import (
     PacketLoad,
     Reg,
     Store,
-    slot_count,
 )
+from pybpf.isa.opcodes import Size
 from pybpf.platform import HELPER_PROTOS, KFUNC_PROTOS, ArgType
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
@@ -47,6 +49,7 @@ ALL_REGS = (1 << 11) - 1
 FP_MASK = 1 << 10
 CALLER_SAVED_MASK = 0b111111  # r0-r5: clobbered by any call
 ARG_MASKS = tuple(((1 << (count + 1)) - 1) & ~1 for count in range(6))  # r1..r<count>
+_BYTES = {size: size.nbytes for size in Size}
 
 
 def _bit(reg: object) -> int:
@@ -61,46 +64,14 @@ def _helper_args(helper: int) -> int:
     return min(5, max(used) + 1) if used else 0
 
 
-def use_def(insn: Instruction) -> tuple[int, int]:
-    """(registers read, registers certainly written) by one instruction, as bit masks."""
-    match insn:
-        case Bin(op=op, dst=dst, src=src):
-            if op is _MOV:
-                return _bit(src), _bit(dst)
-            return _bit(src) | _bit(dst), _bit(dst)
-        case Neg(dst=dst) | Endian(dst=dst):
-            return _bit(dst), _bit(dst)
-        case AddrSpaceCast(dst=dst, src=src):
-            return _bit(src), _bit(dst)
-        case LoadImm64(dst=dst):
-            return 0, _bit(dst)
-        case Load(dst=dst, src=src):
-            return _bit(src), _bit(dst)
-        case Store(dst=dst, src=src):
-            return _bit(dst) | _bit(src), 0
-        case Atomic(dst=dst, src=src):
-            # Fetching forms write src (cmpxchg r0); writing nothing keeps them live: safe.
-            return _bit(dst) | _bit(src) | 1, 0
-        case PacketLoad(src=src):
-            return (1 << 6) | _bit(src), CALLER_SAVED_MASK
-        case Jump(dst=dst, src=src):
-            return _bit(dst) | _bit(src), 0
-        case Goto() | MayGoto():
-            return 0, 0
-        case Call(helper=helper):
-            return ARG_MASKS[_helper_args(helper)], CALLER_SAVED_MASK
-        case CallLocal():
-            return ARG_MASKS[5], CALLER_SAVED_MASK
-        case CallKfunc(btf_id=btf_id):
-            kfunc = KFUNC_PROTOS.get(btf_id)
-            return ARG_MASKS[len(kfunc.args) if kfunc is not None else 5], CALLER_SAVED_MASK
-        case Exit():
-            return 1, 0
-    return ALL_REGS, 0
-
-
 ALL_SLOTS = (1 << 64) - 1
 STACK_SLOTS = 64  # MAX_BPF_STACK / BPF_REG_SIZE
+
+Facts = tuple[int, int, int, int]
+"""(registers read, registers certainly written, stack slots possibly read, slots certainly
+overwritten whole), as bit masks: :func:`use_def` and :func:`stack_use_def` together."""
+
+_UNKNOWN: Facts = (ALL_REGS, 0, ALL_SLOTS, 0)  # an unknown instruction reads everything
 
 
 def _slots(off: int, size: int) -> int | None:
@@ -109,6 +80,102 @@ def _slots(off: int, size: int) -> int | None:
         return None
     first, last = (-(off + size)) // 8, (-off - 1) // 8
     return ((1 << (last + 1)) - 1) & ~((1 << first) - 1)
+
+
+# One function per instruction class, chosen by type: the verifier computes these facts for
+# every instruction of every program it checks, and a dispatch on the class is one dict lookup
+# where a ``match`` tests the classes one after the other.
+
+def _bin(insn: Bin) -> Facts:
+    dst = 1 << insn.dst
+    if insn.op is _MOV:
+        return _bit(insn.src), dst, 0, 0
+    return _bit(insn.src) | dst, dst, 0, 0
+
+
+def _unary(insn: Neg | Endian) -> Facts:
+    return 1 << insn.dst, 1 << insn.dst, 0, 0
+
+
+def _cast(insn: AddrSpaceCast) -> Facts:
+    return _bit(insn.src), _bit(insn.dst), 0, 0
+
+
+def _lddw(insn: LoadImm64) -> Facts:
+    return 0, 1 << insn.dst, 0, 0
+
+
+def _load(insn: Load) -> Facts:
+    touched = _slots(insn.off, _BYTES[insn.size]) if insn.src == _R10 else None
+    return 1 << insn.src, 1 << insn.dst, ALL_SLOTS if touched is None else touched, 0
+
+
+def _store(insn: Store) -> Facts:
+    use = 1 << insn.dst | _bit(insn.src)
+    nbytes = _BYTES[insn.size]
+    touched = _slots(insn.off, nbytes) if insn.dst == _R10 else None
+    if touched is None:
+        return use, 0, ALL_SLOTS, 0
+    if nbytes == 8 and insn.off % 8 == 0:
+        return use, 0, 0, touched
+    # A store that does not cover a whole aligned slot reads it: the old bytes stay, and an
+    # unprivileged store checks what it partially overwrites.
+    return use, 0, touched, 0
+
+
+def _atomic(insn: Atomic) -> Facts:
+    # Fetching forms write src (cmpxchg r0); writing nothing keeps them live: safe.
+    return 1 << insn.dst | 1 << insn.src | 1, 0, ALL_SLOTS, 0
+
+
+def _packet_load(insn: PacketLoad) -> Facts:
+    return (1 << 6) | _bit(insn.src), CALLER_SAVED_MASK, 0, 0
+
+
+def _jump(insn: Jump) -> Facts:
+    return 1 << insn.dst | _bit(insn.src), 0, 0, 0
+
+
+def _nothing(_insn: object) -> Facts:
+    return 0, 0, 0, 0
+
+
+def _call(insn: Call) -> Facts:
+    # A helper or bpf-to-bpf call may be handed a stack pointer: it may read every slot.
+    return ARG_MASKS[_helper_args(insn.helper)], CALLER_SAVED_MASK, ALL_SLOTS, 0
+
+
+def _call_local(_insn: CallLocal) -> Facts:
+    return ARG_MASKS[5], CALLER_SAVED_MASK, ALL_SLOTS, 0
+
+
+def _call_kfunc(insn: CallKfunc) -> Facts:
+    kfunc = KFUNC_PROTOS.get(insn.btf_id)
+    return ARG_MASKS[len(kfunc.args) if kfunc is not None else 5], CALLER_SAVED_MASK, ALL_SLOTS, 0
+
+
+def _exit(_insn: Exit) -> Facts:
+    # The innermost frame's stack dies with it (callers' stacks are compared whole).
+    return 1, 0, 0, 0
+
+
+_FACTS: Mapping[type, Callable[[Any], Facts]] = MappingProxyType({
+    Bin: _bin, AddrSpaceCast: _cast, Neg: _unary, Endian: _unary, LoadImm64: _lddw, Load: _load, Store: _store,
+    Atomic: _atomic, PacketLoad: _packet_load, Jump: _jump, Goto: _nothing, MayGoto: _nothing, Call: _call,
+    CallLocal: _call_local, CallKfunc: _call_kfunc, Exit: _exit,
+})
+
+
+def facts_of(insn: Instruction) -> Facts:
+    """:func:`use_def` and :func:`stack_use_def` of ``insn`` at once."""
+    handler = _FACTS.get(type(insn))
+    return _UNKNOWN if handler is None else handler(insn)
+
+
+def use_def(insn: Instruction) -> tuple[int, int]:
+    """(registers read, registers certainly written) by one instruction, as bit masks."""
+    use, define, _, _ = facts_of(insn)
+    return use, define
 
 
 def stack_use_def(insn: Instruction) -> tuple[int, int]:
@@ -120,84 +187,93 @@ def stack_use_def(insn: Instruction) -> tuple[int, int]:
     cover a whole aligned slot counts as a read of it: the old bytes stay, and an unprivileged
     store checks what it partially overwrites.
     """
-    match insn:
-        case Load(src=src, off=off, size=size):
-            touched = _slots(off, size.nbytes) if src == _R10 else None
-            return (ALL_SLOTS if touched is None else touched), 0
-        case Store(dst=dst, off=off, size=size):
-            touched = _slots(off, size.nbytes) if dst == _R10 else None
-            if touched is None:
-                return ALL_SLOTS, 0
-            if size.nbytes == 8 and off % 8 == 0:
-                return 0, touched
-            return touched, 0
-        case Atomic() | Call() | CallLocal():
-            return ALL_SLOTS, 0
-        case (Bin() | AddrSpaceCast() | Neg() | Endian() | LoadImm64() | PacketLoad() | Jump() | Goto() | MayGoto()
-              | Exit()):
-            # Exit: the innermost frame's stack dies with it (callers' stacks are compared whole).
-            return 0, 0
-    return ALL_SLOTS, 0
-
-
-def _successors(pc: int, insn: Instruction) -> list[int]:
-    if not isinstance(insn, _FLOW_CLASSES):
-        return [pc + 1]  # most instructions: one type test (this runs for every instruction)
-    if isinstance(insn, Exit):
-        return []
-    if isinstance(insn, Goto):
-        return [pc + 1 + insn.off]
-    following = [pc + slot_count(insn)]
-    if isinstance(insn, (Jump, MayGoto)):
-        following.append(pc + 1 + insn.off)
-    return following
-
-
-_FLOW_CLASSES = (Exit, Goto, Jump, MayGoto, LoadImm64)
-"""The classes whose successors are not just the next slot (a call falls through here)."""
+    _, _, slot_use, slot_define = facts_of(insn)
+    return slot_use, slot_define
 
 
 def live_registers(insns: Sequence[LabeledInsn]) -> dict[int, int]:
     """pc -> mask of registers live on entry to the instruction at pc (bit n for rn)."""
-    return live_masks(insns)[0]
+    regs = live_masks(insns)[0]
+    return {labeled.pc: regs[labeled.pc] for labeled in insns}
 
 
 def live_stack(insns: Sequence[LabeledInsn]) -> dict[int, int]:
     """pc -> mask of stack slots live on entry (bit i for the slot at fp-8*(i+1))."""
-    return live_masks(insns)[1]
+    slots = live_masks(insns)[1]
+    return {labeled.pc: slots[labeled.pc] for labeled in insns}
 
 
-def live_masks(insns: Sequence[LabeledInsn]) -> tuple[dict[int, int], dict[int, int]]:
-    """(:func:`live_registers`, :func:`live_stack`), from one fixed-point iteration over a
-    shared table of successors (the verifier needs both for every program it checks).
+def live_masks(insns: Sequence[LabeledInsn]) -> tuple[list[int], list[int]]:
+    """(:func:`live_registers`, :func:`live_stack`) as lists indexed by pc, from one fixed-point
+    iteration over a shared table of successors (the verifier needs both for every program it
+    checks). ``insns`` are in pc order, as decoded.
 
     Edges stay within a function (a call falls through to its return site), so the fixed point
     over the whole program is the per-function one. A successor outside the program (rejected
-    elsewhere) counts as reading everything.
+    elsewhere), or the second slot of an ``lddw``, counts as reading everything: both lists hold
+    that at those indices, and one more index past the end stands for every target outside.
     """
-    table = {labeled.pc: labeled.insn for labeled in insns}
-    order = sorted(table, reverse=True)
-    # pc -> (successors, registers read, registers written, slots read, slots written)
-    facts = {pc: (_successors(pc, insn), *use_def(insn), *stack_use_def(insn)) for pc, insn in table.items()}
+    total = insns[-1].pc + (2 if type(insns[-1].insn) is LoadImm64 else 1) if insns else 0
+    regs = [0] * (total + 1)
+    slots = [0] * (total + 1)
+    regs[total], slots[total] = ALL_REGS, ALL_SLOTS
+    # (pc, successor, other successor or -1, registers read, written, slots read, written), last
+    # pc first; a successor of -1 is none (exit), ``total`` is outside the program.
+    facts: list[tuple[int, int, int, int, int, int, int]] = []
+    backward = False  # some edge goes to its own pc or an earlier one: iterate to the fixed point
+    get = _FACTS.get
     # Visited last to first, a program whose edges all go forward has every successor's value
-    # final before it is read: one pass is the fixed point (no confirming pass needed).
-    forward_only = all(successor > pc for pc, fact in facts.items() for successor in fact[0])
-    regs = dict.fromkeys(table, 0)
-    slots = dict.fromkeys(table, 0)
-    changed = True
+    # final before it is read: this first pass is then the fixed point.
+    for labeled in reversed(insns):
+        pc, insn = labeled.pc, labeled.insn
+        kind = type(insn)
+        handler = get(kind)
+        use, define, slot_use, slot_define = _UNKNOWN if handler is None else handler(insn)
+        first, second = pc + 1, -1
+        if kind in _FLOW_CLASSES:
+            if isinstance(insn, LoadImm64):
+                first = pc + 2
+                regs[pc + 1], slots[pc + 1] = ALL_REGS, ALL_SLOTS  # (a jump there reads all)
+            elif isinstance(insn, Jump | Goto | MayGoto):
+                target = pc + 1 + insn.off
+                if target <= pc:
+                    backward = True
+                if not 0 <= target < total:
+                    target = total
+                if kind is Goto:
+                    first = target
+                else:
+                    second = target
+            else:  # exit
+                first = -1
+        if first >= 0:
+            regs_out, slots_out = regs[first], slots[first]
+            if second >= 0:
+                regs_out |= regs[second]
+                slots_out |= slots[second]
+        else:
+            regs_out = slots_out = 0
+        regs[pc] = use | (regs_out & ~define) | FP_MASK
+        slots[pc] = slot_use | (slots_out & ~slot_define)
+        facts.append((pc, first, second, use, define, slot_use, slot_define))
+    changed = backward
     while changed:
         changed = False
-        for pc in order:
-            successors, use, define, slot_use, slot_define = facts[pc]
-            regs_out = slots_out = 0
-            for successor in successors:
-                regs_out |= regs.get(successor, ALL_REGS)
-                slots_out |= slots.get(successor, ALL_SLOTS)
+        for pc, first, second, use, define, slot_use, slot_define in facts:
+            if first >= 0:
+                regs_out, slots_out = regs[first], slots[first]
+                if second >= 0:
+                    regs_out |= regs[second]
+                    slots_out |= slots[second]
+            else:
+                regs_out = slots_out = 0
             new_regs = use | (regs_out & ~define) | FP_MASK
             new_slots = slot_use | (slots_out & ~slot_define)
             if new_regs != regs[pc] or new_slots != slots[pc]:
                 regs[pc], slots[pc] = new_regs, new_slots
                 changed = True
-        if forward_only:
-            break
     return regs, slots
+
+
+_FLOW_CLASSES = frozenset({Exit, Goto, Jump, MayGoto, LoadImm64})
+"""The classes whose successors are not just the next slot (a call falls through here)."""

@@ -146,8 +146,8 @@ class StateLists:
 
     env: Env
     table: Mapping[int, LabeledInsn]
-    live: Mapping[int, int]
-    live_slots: Mapping[int, int]
+    live: Sequence[int]  # by pc (see liveness.live_masks)
+    live_slots: Sequence[int]
     marks: PrunePoints
     track_precision: bool
     forced: frozenset[int] = field(init=False)  # the kernel's force_checkpoint pcs
@@ -180,8 +180,8 @@ class StateLists:
         add = force or (jmps_since >= CHECKPOINT_MIN_JMPS and insns_since >= CHECKPOINT_MIN_INSNS)
         allow_uninit = env.options.privileged
         exact = env.spec is not None and env.spec.explore_alu_limits
-        live = self.live.get(pc, (1 << 11) - 1)
-        live_slots = self.live_slots.get(pc, -1)
+        live = self.live[pc]
+        live_slots = self.live_slots[pc]
         marks = self.marks
         callback_helper = marks.callback_sites.get(pc)
         iter_next = pc in marks.iter_next
