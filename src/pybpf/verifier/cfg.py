@@ -113,6 +113,7 @@ def _out_edges(pc: int, insn: Instruction) -> list[tuple[int, EdgeKind]]:
 
 _FLOW_CLASSES = (Jump, MayGoto, Exit, Goto, CallLocal, LoadImm64)
 """The instruction classes that do anything but fall through to the next slot."""
+_FLOW_TYPES = frozenset(_FLOW_CLASSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,50 +137,74 @@ def walk(insns: Sequence[LabeledInsn]) -> Cfg:
     A target already on the DFS stack is a back-edge (a loop); call edges are followed but never
     counted as loops, since recursion is diagnosed elsewhere, by stack-depth analysis.
     """
-    table = by_pc(insns)
     total = slot_total(insns)
+    at: list[Instruction | None] = [None] * total
+    for labeled in insns:
+        at[labeled.pc] = labeled.insn
+    return walk_slots(at)
+
+
+def walk_slots(at: Sequence[Instruction | None]) -> Cfg:
+    """:func:`walk` over the program's slots (None: the second slot of an ``lddw``)."""
+    total = len(at)
     if total == 0:
         return Cfg(frozenset(), ())
-    on_stack: set[int] = set()
-    visited: set[int] = set()
+    visited = bytearray(total)
+    on_stack = bytearray(total)
     order: list[int] = []
     back_edges: list[tuple[int, int]] = []
     out_of_range: Edge | None = None
-    # Each frame: (pc, the edges still to visit, last first). Edges are built once per
-    # instruction, as (target, kind) pairs: this walk runs for every program verified.
-    stack: list[tuple[int, list[tuple[int, EdgeKind]]]] = []
-
-    def enter(pc: int) -> None:
-        visited.add(pc)
-        on_stack.add(pc)
-        order.append(pc)
-        labeled = table.get(pc)
-        # A pc without an instruction is the second slot of an lddw; the kernel decodes it as a
-        # plain (non-jump) slot and falls through.
-        if labeled is None:
-            pending = [(pc + 1, _FALLTHROUGH)]
+    # The DFS stack holds runs: slots ``first..last`` entered one after the other by falling
+    # through (each had that one edge), then the edges of ``last`` still to visit, last first.
+    # Most instructions only fall through, so a run costs one frame, not one per instruction
+    # (this walk runs for every program verified).
+    runs: list[tuple[int, int, list[tuple[int, EdgeKind]]]] = []
+    pc = 0
+    while True:
+        # Enter pc, then follow fall-through-only slots while they lead somewhere new.
+        first = pc
+        while True:
+            visited[pc] = on_stack[pc] = 1
+            order.append(pc)
+            # A pc without an instruction is the second slot of an lddw; the kernel decodes it
+            # as a plain (non-jump) slot and falls through.
+            insn = at[pc]
+            if insn is not None and type(insn) in _FLOW_TYPES:
+                pending = _out_edges(pc, insn)
+                pending.reverse()
+                break
+            pending = []
+            target = pc + 1
+            if target >= total:
+                if out_of_range is None:
+                    out_of_range = Edge(pc, target, _FALLTHROUGH)
+                break
+            if on_stack[target]:
+                back_edges.append((pc, target))
+                break
+            if visited[target]:
+                break
+            pc = target
+        runs.append((first, pc, pending))
+        # Visit the next edge of the innermost run that has one, leaving the finished runs.
+        while runs:
+            first, last, pending = runs[-1]
+            if not pending:
+                runs.pop()
+                on_stack[first:last + 1] = bytes(last + 1 - first)
+                continue
+            target, kind = pending.pop()
+            if not 0 <= target < total:
+                if out_of_range is None:
+                    out_of_range = Edge(last, target, kind)
+                continue
+            if on_stack[target] and kind is not _CALL:
+                back_edges.append((last, target))
+            elif not visited[target]:
+                break
         else:
-            pending = _out_edges(pc, labeled.insn)
-            pending.reverse()
-        stack.append((pc, pending))
-
-    enter(0)
-    while stack:
-        pc, pending = stack[-1]
-        if not pending:
-            stack.pop()
-            on_stack.discard(pc)
-            continue
-        target, kind = pending.pop()
-        if not 0 <= target < total:
-            if out_of_range is None:
-                out_of_range = Edge(pc, target, kind)
-            continue
-        if target in on_stack and kind is not _CALL:
-            back_edges.append((pc, target))
-        elif target not in visited:
-            enter(target)
-    return Cfg(frozenset(visited), tuple(back_edges), out_of_range, tuple(order))
+            return Cfg(frozenset(order), tuple(back_edges), out_of_range, tuple(order))
+        pc = target
 
 
 def subprog_starts(insns: Sequence[LabeledInsn]) -> list[int]:

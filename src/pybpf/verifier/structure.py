@@ -20,8 +20,10 @@ in the kernel's order, so the first error reported is the one the kernel's log w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 from pybpf.errors import VerifierError
 from pybpf.isa.insn import (
@@ -30,30 +32,24 @@ from pybpf.isa.insn import (
     Bin,
     Call,
     CallKfunc,
+    CallLocal,
     CallReg,
     Endian,
     Exit,
     Goto,
     Instruction,
+    Jump,
     LabeledInsn,
     Load,
     LoadImm64,
+    MayGoto,
     Neg,
     PacketLoad,
     Reg,
-    slot_count,
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import HelperId
-from pybpf.verifier.cfg import (
-    Subprog,
-    branch_target,
-    by_pc,
-    call_target,
-    slot_total,
-    subprogs,
-    walk,
-)
+from pybpf.verifier.cfg import Subprog, call_target, slot_total, subprogs, walk_slots
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
 _R10 = Reg.R10
@@ -127,8 +123,10 @@ def written_registers(insn: Instruction) -> tuple[Reg, ...]:
             return ()
 
 
-def _fail(table: dict[int, LabeledInsn], pc: int | None, reason: str) -> VerifierError:
-    return VerifierError(pc, reason, source_of(table.get(pc)) if pc is not None else None)
+def _fail(insns: Sequence[LabeledInsn], pc: int | None, reason: str) -> VerifierError:
+    # The instruction's line is looked up only here, when there is a verdict to explain.
+    labeled = next((labeled for labeled in insns if labeled.pc == pc), None) if pc is not None else None
+    return VerifierError(pc, reason, source_of(labeled))
 
 
 def _is_function_end(insn: Instruction) -> bool:
@@ -136,102 +134,150 @@ def _is_function_end(insn: Instruction) -> bool:
 
 
 def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None = None) -> ProgramStructure:
-    """Run the pre-exploration checks on a decoded program; raise VerifierError on the first failure."""
-    config = config or StructureConfig()
-    table = by_pc(insns)
+    """Run the pre-exploration checks on a decoded program; raise VerifierError on the first failure.
+
+    ``insns`` are in pc order, as decoded. This runs for every program verified: it makes one
+    pass to find the functions, one per-function pass that checks jumps and function ends and
+    notes what the later checks need, and the depth-first walk; the verdicts come in the
+    kernel's order all the same."""
+    config = config or _DEFAULT_CONFIG
     total = slot_total(insns)
     if total == 0:
         raise VerifierError(None, "program has no instructions")
     if total > config.max_insns:
         raise VerifierError(None, f"program too large: {total} insns (limit {config.max_insns})")
 
+    at: list[Instruction | None] = [None] * total  # by slot (None: an lddw's second slot)
     starts = {0}  # cfg.subprog_starts, gathered by the same pass that checks the targets
+    lddws: list[int] = []
+    allow_calls = config.allow_calls
     for labeled in insns:
-        target = call_target(labeled.pc, labeled.insn)
-        if not config.allow_calls and (target is not None or isinstance(labeled.insn, CallKfunc)):
+        pc, insn = labeled.pc, labeled.insn
+        at[pc] = insn
+        kind = type(insn)
+        if kind is LoadImm64:
+            lddws.append(pc)
+        if kind not in _CALLING:
+            continue
+        target = call_target(pc, insn)
+        if not allow_calls and (target is not None or kind is CallKfunc):
             # add_subprog_and_kfunc, before anything else looks at the program (EPERM).
             raise VerifierError(None, "loading/calling other bpf or kernel functions are allowed for CAP_BPF "
                                       "and CAP_SYS_ADMIN")
         if target is not None:
             if not 0 <= target < total:
-                raise _fail(table, labeled.pc, "call to invalid destination")
+                raise _fail(insns, pc, "call to invalid destination")
             starts.add(target)
     functions = subprogs(sorted(starts), total)
 
-    _check_subprogs(insns, table, functions)
-    if not config.func_info:
-        _check_abnormal_return(insns, functions)
-    for labeled in insns:
-        if isinstance(labeled.insn, CallReg):
-            # Call by register is in the ISA (RFC 9669) but no kernel verifier accepts it.
-            raise _fail(table, labeled.pc, f"unknown opcode {CALLX_OPCODE:02x}")
-    cfg = walk(insns)
+    abnormal, fp_write, callx = _check_subprogs(insns, functions)
+    if not config.func_info and abnormal:
+        # Without BTF, a subprogram may neither tail call nor use LD_ABS/LD_IND (both can
+        # leave it abnormally, and only BTF says the function returns an int). No pc named.
+        raise VerifierError(None, _ABNORMAL_WITHOUT_BTF[abnormal[0][1]])
+    if callx is not None:
+        # Call by register is in the ISA (RFC 9669) but no kernel verifier accepts it.
+        raise _fail(insns, callx, f"unknown opcode {CALLX_OPCODE:02x}")
+    cfg = walk_slots(at)
     if cfg.first_out_of_range is not None:
         edge = cfg.first_out_of_range
-        raise _fail(table, edge.source, f"jump out of range from insn {edge.source} to {edge.target}")
+        raise _fail(insns, edge.source, f"jump out of range from insn {edge.source} to {edge.target}")
     if cfg.back_edges and not config.allow_back_edges:
         source, target = cfg.back_edges[0]
-        raise _fail(table, source, f"back-edge from insn {source} to {target}")
-    for labeled in insns:
-        if labeled.pc not in cfg.visited:
-            raise _fail(table, labeled.pc, f"unreachable insn {labeled.pc}")
-        if isinstance(labeled.insn, LoadImm64) and labeled.pc + 1 in cfg.visited:
-            raise _fail(table, labeled.pc, f"jump into the middle of ldimm64 insn {labeled.pc}")
+        raise _fail(insns, source, f"back-edge from insn {source} to {target}")
+    visited = cfg.visited
+    # The walk enters only instructions and lddws' second slots: when it entered as many
+    # slots as there are instructions and none of those second slots, it reached them all.
+    if len(cfg.order) != len(insns) or any(pc + 1 in visited for pc in lddws):
+        for labeled in insns:
+            if labeled.pc not in visited:
+                raise _fail(insns, labeled.pc, f"unreachable insn {labeled.pc}")
+            if isinstance(labeled.insn, LoadImm64) and labeled.pc + 1 in visited:
+                raise _fail(insns, labeled.pc, f"jump into the middle of ldimm64 insn {labeled.pc}")
 
     if config.func_info and config.scalar_returns is not None:
-        _check_int_returns(insns, functions, config.scalar_returns)
-    for labeled in insns:
-        insn = labeled.insn
-        # written_registers names only dst, src or r0: the pattern match is needed only when
-        # one of the operands is r10 (it runs for every instruction of every program).
-        if getattr(insn, "dst", None) != _R10 and getattr(insn, "src", None) != _R10:
-            continue
-        if _R10 in written_registers(insn):
-            raise _fail(table, labeled.pc, "frame pointer is read only")
+        # check_btf_func: a subprogram that tail calls or uses LD_ABS may leave with that
+        # instruction's result in r0, so BTF must declare it returning an int (or enum).
+        for start, reason in abnormal:
+            if start not in config.scalar_returns:
+                raise VerifierError(None, _ABNORMAL_NOT_INT[reason])
+    if fp_write is not None:
+        raise _fail(insns, fp_write, "frame pointer is read only")
     return ProgramStructure(total, functions, cfg.back_edges)
 
 
-def _check_abnormal_return(insns: Sequence[LabeledInsn], functions: Sequence[Subprog]) -> None:
-    """Without BTF, a subprogram may neither tail call nor use LD_ABS/LD_IND (both can leave it
-    abnormally, and only BTF says the function returns an int). The kernel names no pc."""
-    for function in functions[1:]:
-        members = [labeled.insn for labeled in insns if labeled.pc in function]
-        if any(isinstance(insn, PacketLoad) for insn in members):
-            raise VerifierError(None, "LD_ABS is not allowed in subprogs without BTF")
-        if any(isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL for insn in members):
-            raise VerifierError(None, "tail_call is not allowed in subprogs without BTF")
+_DEFAULT_CONFIG = StructureConfig()
+_CALLING = frozenset({CallLocal, CallKfunc, LoadImm64})  # the classes call_target may name a function for
+_LD_ABS, _TAIL_CALL = 0, 1  # why a subprogram may return abnormally (index into the messages)
+_ABNORMAL_WITHOUT_BTF = ("LD_ABS is not allowed in subprogs without BTF",
+                         "tail_call is not allowed in subprogs without BTF")
+_ABNORMAL_NOT_INT = ("LD_ABS is only allowed in functions that return 'int'.",
+                     "tail_call is only allowed in functions that return 'int'.")
+_TAIL_CALL_HELPER = HelperId.TAIL_CALL
 
 
-def _check_int_returns(insns: Sequence[LabeledInsn], functions: Sequence[Subprog], scalar: frozenset[int]) -> None:
-    """``check_btf_func``: a subprogram that tail calls or uses LD_ABS may leave with that
-    instruction's result in r0, so BTF must declare it returning an int (or enum)."""
-    for function in functions[1:]:
-        if function.start in scalar:
-            continue
-        members = [labeled.insn for labeled in insns if labeled.pc in function]
-        if any(isinstance(insn, PacketLoad) for insn in members):
-            raise VerifierError(None, "LD_ABS is only allowed in functions that return 'int'.")
-        if any(isinstance(insn, Call) and insn.helper == HelperId.TAIL_CALL for insn in members):
-            raise VerifierError(None, "tail_call is only allowed in functions that return 'int'.")
+def _check_subprogs(insns: Sequence[LabeledInsn],
+                    functions: Sequence[Subprog]) -> tuple[list[tuple[int, int]], int | None, int | None]:
+    """Jumps stay inside their function, and no function falls through into the next one.
 
-
-def _check_subprogs(insns: Sequence[LabeledInsn], table: dict[int, LabeledInsn], functions: Sequence[Subprog]) -> None:
-    """Jumps stay inside their function, and no function falls through into the next one."""
+    Returns what the later checks need from the same pass: per subprogram after the first (by
+    first pc, in pc order) that may return abnormally, why (LD_ABS before a tail call, as the
+    kernel looks); the first pc writing the frame pointer, if any; and the first ``callx``."""
+    abnormal: list[tuple[int, int]] = []
+    fp_write: int | None = None
+    callx: int | None = None
     index = 0
     function = functions[0]
+    start, end = function.start, function.end
+    packet_load = tail_call = False  # in the current function
+    roles = _ROLES
     for labeled in insns:
-        while labeled.pc >= function.end:
+        pc = labeled.pc
+        # (Any: the class is tested through the role table below, which mypy cannot follow.)
+        insn: Any = labeled.insn
+        while pc >= end:
+            if packet_load or tail_call:
+                abnormal.append((start, _LD_ABS if packet_load else _TAIL_CALL))
+            packet_load = tail_call = False
             index += 1
             function = functions[index]
-        target = branch_target(labeled.pc, labeled.insn)
-        if target is not None and not function.start <= target < function.end:
-            raise _fail(table, labeled.pc, f"jump out of range from insn {labeled.pc} to {target}")
+            start, end = function.start, function.end
+        role = roles.get(type(insn), _OTHER)
+        if role == _BRANCH:
+            target = pc + 1 + insn.off
+            if not start <= target < end:
+                raise _fail(insns, pc, f"jump out of range from insn {pc} to {target}")
+        elif role == _WRITES_DST:
+            # written_registers is (dst,) for these: r10 as dst is the only frame pointer write.
+            if insn.dst == _R10 and fp_write is None:
+                fp_write = pc
+        elif role == _PACKET_LOAD:
+            packet_load = packet_load or index > 0
+        elif role == _CALL:
+            tail_call = tail_call or (index > 0 and insn.helper == _TAIL_CALL_HELPER)
+        elif role == _LDDW:
+            if insn.dst == _R10 and fp_write is None:
+                fp_write = pc
+        elif role == _ATOMIC:
+            if fp_write is None and _R10 in written_registers(insn):
+                fp_write = pc
+        elif role == _CALL_REG and callx is None:
+            callx = pc
         # The kernel walks raw slots, so an lddw ending a function fails here too (its last slot
-        # is not an exit or jump).
-        slots = slot_count(labeled.insn)
-        last_slot = labeled.pc + slots - 1
-        if last_slot == function.end - 1 and not _is_function_end(labeled.insn):
-            raise _fail(table, last_slot if slots == 1 else labeled.pc, "last insn is not an exit or jmp")
-        if last_slot >= function.end:
-            # An lddw straddling two functions: its second slot is the next function's entry.
-            raise _fail(table, labeled.pc, "last insn is not an exit or jmp")
+        # is not an exit or jmp); an lddw straddling two functions (its second slot the next
+        # one's entry) fails too.
+        last_slot = pc + 1 if role == _LDDW else pc
+        if last_slot >= end - 1 and (last_slot >= end or not _is_function_end(insn)):
+            raise _fail(insns, pc, "last insn is not an exit or jmp")
+    if packet_load or tail_call:
+        abnormal.append((start, _LD_ABS if packet_load else _TAIL_CALL))
+    return abnormal, fp_write, callx
+
+
+_OTHER, _BRANCH, _WRITES_DST, _LDDW, _PACKET_LOAD, _CALL, _ATOMIC, _CALL_REG = range(8)
+_ROLES: Mapping[type, int] = MappingProxyType({
+    Jump: _BRANCH, Goto: _BRANCH, MayGoto: _BRANCH, Bin: _WRITES_DST, AddrSpaceCast: _WRITES_DST, Neg: _WRITES_DST,
+    Endian: _WRITES_DST, Load: _WRITES_DST, LoadImm64: _LDDW, PacketLoad: _PACKET_LOAD, Call: _CALL, Atomic: _ATOMIC,
+    CallReg: _CALL_REG,
+})
+"""What :func:`_check_subprogs` looks at in an instruction, by class."""
