@@ -5,7 +5,7 @@ verdict must be ours, and a rejection reason we name must appear in the kernel's
 cover the context recognised by type per program type (``btf_is_prog_ctx_type``: projections such
 as ``struct sk_buff``, ``bpf_user_pt_regs_t`` for kprobes, none for tracepoints), ``arg:ctx`` and
 its validation, ``arg:nonnull``/``arg:nullable``, ``arg:trusted``/``arg:untrusted`` kernel
-objects, and the tags we refuse.
+objects, ``arg:arena``, and the tags we refuse.
 """
 
 from __future__ import annotations
@@ -156,11 +156,18 @@ SEC("raw_tp/sys_enter") int prog(void *ctx) { return f(bpf_get_current_task_btf(
 __noinline int f(struct task_struct *task __arg_untrusted __arg_nullable) { return task != 0; }
 SEC("raw_tp/sys_enter") int prog(void *ctx) { return f(bpf_get_current_task_btf()); }""", False,
                                      "arg#0 untrusted cannot be combined with any other tags"),
-    "arena-refused": Case(r"""
+    # arg:arena: the callee gets an arena pointer; a caller may pass one or any scalar.
+    "arena-scalar": Case(r"""
 __noinline int f(void *p __arg_arena) { return p != 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) { return f((void *)(long)ctx->ingress_ifindex); }""", True),
+    "arena-stack-pointer": Case(r"""
+__noinline int f(void *p __arg_arena) { return p != 0; }
+SEC("xdp") int prog(struct xdp_md *ctx) { int x = 0; return f(&x); }""", False,
+                                "R1 is not a pointer to arena or scalar."),
+    "arena-with-other-tag": Case(r"""
+__noinline int f(void *p __arg_arena __arg_nonnull) { return p != 0; }
 SEC("xdp") int prog(struct xdp_md *ctx) { return f((void *)(long)ctx->ingress_ifindex); }""", False,
-                          "arg#0 tag arg:arena is not supported by this verifier: arena maps are not modelled",
-                          kernel_differs="the kernel takes arena pointers (scalars); pybpf does not model arenas"),
+                                 "arg#0 arena cannot be combined with any other tags"),
 }
 
 

@@ -38,6 +38,9 @@ Layers built so far:
   trust modifiers of ``PTR_TO_BTF_ID`` (``PTR_TRUSTED``, ``PTR_UNTRUSTED``, ``MEM_RCU``...); :mod:`.iters` — open-coded
   iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
   imprecise scalars, convergence while the loop is explored);
+* :mod:`.arena` — BPF arenas: the program's one arena map (found before exploring),
+  ``addr_space_cast``, ``PTR_TO_ARENA`` pointers (any arithmetic, any access: a page that is not
+  allocated reads 0), and the kernel's post-verification arena rewrites the runtime applies;
 * :mod:`.capabilities` — the capability checks ``bpf(2)`` makes of an unprivileged loader before
   verifying (program types, map types);
 * :mod:`.rewrite` — the kernel's post-verification dead-code rewrites; :mod:`.kernel_log` —
@@ -73,13 +76,17 @@ exploring more:
   refused too, as by the kernel: "unknown opcode 8d"); kfunc BTF arguments are matched by struct
   name (a first-member walk only for the structs :data:`pybpf.platform.kfuncs.FIRST_MEMBER_STRUCTS`
   lists). A global function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the
-  kernel also requires it to match vmlinux's type); ``arg:arena`` (and ``arg:untrusted`` on a
-  non-struct) is refused.
+  kernel also requires it to match vmlinux's type); ``arg:untrusted`` on a non-struct is refused.
 * Map values: the special fields are the spin lock, timer, workqueue and refcount structs and
   kptrs (referenced, untrusted, per-CPU); lists and rb-trees are not modelled. A kptr's pointee
   is a kernel struct when :mod:`pybpf.platform.kptr_types` names it, else program-local (the
   kernel looks the name up in vmlinux), and a program-local type's ``bpf_refcount`` does not make
   its loads RCU pointers.
+* Arenas (:mod:`.arena`): ``scalar op= arena pointer`` makes an arena pointer for every ALU
+  operation, 32- and 64-bit (what 6.18 does with the cases tried; its exact rule is inferred);
+  "JIT is required to use arena" and "arena's user address must be set via map_extra or mmap()"
+  are not checked (user space always has both); atomic operations on arena memory verify but the
+  user-space runtime refuses to run them (``NotSupportedError``).
 * Stack: private stacks (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever
   machine verifies; struct_ops programs that request one are not modelled.
 * Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`):

@@ -13,10 +13,12 @@ Each parameter gets a kind from its type and its ``arg:<tag>`` decl tags (libbpf
 * ``struct bpf_dynptr *`` is an initialised dynptr;
 * ``arg:trusted`` makes a named struct pointer a trusted kernel object (``PTR_TO_BTF_ID``, NULL
   allowed with ``arg:nullable``), ``arg:untrusted`` an untrusted one (for a struct);
+* ``arg:arena`` (alone) makes it an arena pointer: the callee gets a ``PTR_TO_ARENA``, a caller
+  may pass one or any scalar (:mod:`pybpf.verifier.arena`);
 * any other pointer is memory of the pointee's size, possibly NULL unless ``arg:nonnull``.
 
-Not supported here, refused with the reason: ``arg:arena`` (arena maps are not modelled) and
-``arg:untrusted`` on a ``void``/scalar pointee (untrusted memory read through probe loads).
+Not supported here, refused with the reason: ``arg:untrusted`` on a ``void``/scalar pointee
+(untrusted memory read through probe loads).
 Kernel struct names are not checked against vmlinux (there is none in user space): a trusted
 pointer to a struct pybpf does not model is read without a layout check (see
 :mod:`pybpf.verifier.btf_access`).
@@ -63,6 +65,7 @@ class GlobalArgKind(IntEnum):
     ARG_PTR_TO_MEM = 2  # mem_size bytes the callee may read and write
     ARG_PTR_TO_DYNPTR = 3  # ``struct bpf_dynptr *``: an initialised dynptr the callee may not release
     ARG_PTR_TO_BTF_ID = 4  # a kernel object of struct ``btf_type`` (arg:trusted / arg:untrusted)
+    ARG_PTR_TO_ARENA = 5  # ``arg:arena``: an arena pointer (or any scalar: a user address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,7 @@ def prepare_arg(btf: Btf, type_id: int, tags: set[str], *, index: int, prog: Pro
     if "arena" in tags:
         if tags - {"arena"}:
             return f"arg#{index} arena cannot be combined with any other tags"
-        return f"arg#{index} tag arg:arena is not supported by this verifier: arena maps are not modelled"
+        return GlobalArg(GlobalArgKind.ARG_PTR_TO_ARENA)
     if "nullable" in tags:
         return f"arg#{index} has invalid combination of tags"
     try:

@@ -151,6 +151,10 @@ def call_global(env: Env, state: State, func: GlobalFunc) -> None:
                 raise reject(f"arg#{index} expects pointer to ctx")
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_BTF_ID:
             _check_kernel_object(regno, reg, arg)
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_ARENA:
+            # Any value is safe (arena accesses fault to 0), but only these make sense.
+            if reg.type is not RegType.PTR_TO_ARENA and reg.type is not RegType.SCALAR_VALUE:
+                raise reject(f"R{regno} is not a pointer to arena or scalar.")
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
             if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
                 raise reject(f"arg#{index} expected pointer to stack or const struct bpf_dynptr")
@@ -168,9 +172,12 @@ def demanded_by_call(func: GlobalFunc, state: State) -> int:
     passed for a pointer argument (accepted only when NULL)."""
     mask = 0
     for index, arg in enumerate(func.args):
-        if arg.kind is not GlobalArgKind.ARG_ANYTHING and state.regs[index + 1].is_scalar:
+        if arg.kind not in _VALUE_FREE and state.regs[index + 1].is_scalar:
             mask |= 1 << (index + 1)
     return mask
+
+
+_VALUE_FREE = frozenset({GlobalArgKind.ARG_ANYTHING, GlobalArgKind.ARG_PTR_TO_ARENA})
 
 
 def _check_kernel_object(regno: int, reg: RegState, arg: GlobalArg) -> None:
@@ -213,6 +220,8 @@ def entry_state(env: Env, func: GlobalFunc) -> State:
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_BTF_ID:
             regs[index + 1] = RegState.pointer(RegType.PTR_TO_BTF_ID, maybe_null=arg.maybe_null, btf_type=arg.btf_type,
                                                id=env.new_id() if arg.maybe_null else 0)
+        elif arg.kind is GlobalArgKind.ARG_PTR_TO_ARENA:
+            regs[index + 1] = RegState(RegType.PTR_TO_ARENA)
         elif arg.kind is GlobalArgKind.ARG_PTR_TO_DYNPTR:
             # Whatever kind the caller passed, the callee sees a local one (as the kernel assumes).
             regs[index + 1] = dynptr.const_dynptr(env, DynptrType.LOCAL)

@@ -108,7 +108,7 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                     iter_reg = reg
             case KfuncArgKind.MAP:
                 if reg.type is not RegType.CONST_PTR_TO_MAP:
-                    raise reject(f"arg#{index} is {type_name(reg)} expected map_ptr or socket")
+                    raise reject(f"pointer in R{regno} isn't map pointer")
             case KfuncArgKind.CTX:
                 if reg.type is not RegType.PTR_TO_CTX:
                     raise reject(f"arg#{index} expected pointer to ctx, but got {type_name(reg)}")
