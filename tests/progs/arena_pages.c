@@ -11,7 +11,7 @@ struct {
 	__uint(max_entries, 32);
 } arena SEC(".maps");
 
-__u64 __arena results[24];
+__u64 __arena results[28];
 char __arena *__arena first; /* where the pages went, for user space */
 
 #define PAGE ARENA_PAGE_SIZE
@@ -71,6 +71,22 @@ int pages(void *ctx)
 		asm volatile("%[at] = addr_space_cast(%[at], 0, 1); %[at] += %[big]; %[got] = *(u8 *)(%[at] + 0)"
 			     : [at] "+r"(at), [got] "=r"(got) : [big] "r"(big));
 		results[20] = got;
+	}
+	{
+		/* Atomics: on allocated memory as anywhere; on a page that is not allocated the
+		 * write is dropped and a fetched value is 0. */
+		__u64 __arena *here = (__u64 __arena *)(p + 64), *gone = (__u64 __arena *)(p + 20 * PAGE);
+
+		*here = 40;
+		results[21] = __sync_fetch_and_add(here, 2);
+		__sync_fetch_and_or(here, 0x100);
+		results[22] = __sync_val_compare_and_swap(here, 0x12a, 7);
+		results[23] = *here;
+		results[24] = __sync_fetch_and_add(gone, 5);
+		results[25] = __sync_val_compare_and_swap(gone, 0, 9);
+		results[26] = __sync_lock_test_and_set(gone, 3);
+		__sync_fetch_and_add(gone, 1);
+		results[27] = *(volatile __u64 __arena *)gone;
 	}
 	return 0;
 }

@@ -20,7 +20,8 @@ from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdic
 HEADER = r"""
 #include "bpf_helpers.h"
 #include "bpf_arena.h"
-struct { __uint(type, BPF_MAP_TYPE_ARENA); __uint(map_flags, BPF_F_MMAPABLE); __uint(max_entries, 8); } arena SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARENA); __uint(map_flags, BPF_F_MMAPABLE); __uint(max_entries, 8); }
+    arena SEC(".maps");
 char LICENSE[] SEC("license") = "GPL";
 """
 
@@ -76,7 +77,7 @@ SEC("syscall") int prog(void *ctx) {
 
 def _compile(tmp_path: Path, name: str) -> Path:
     source = CASES[name].source
-    header = HEADER if "cast-without-arena" not in name else HEADER.replace("} arena SEC", "} unused SEC")
+    header = HEADER if "cast-without-arena" not in name else HEADER.replace("arena SEC(", "unused SEC(")
     return compile_c(tmp_path, name.replace("-", "_"), header + source)
 
 

@@ -204,7 +204,7 @@ def format_insn(insn: Instruction, pc: int | None = None) -> str:
             sign = "-" if imm < 0 else "+"
             return f"r0 = *({_size(size)} *)skb[{_reg(src, True)} {sign} {abs(imm):#x}]"
         case Atomic():
-            return _atomic(insn)
+            return _atomic(insn) + ARENA_MARK if insn.arena else _atomic(insn)
         case Jump(cond, dst, src, off, is32):
             wide = not is32
             return f"if {_reg(dst, wide)} {COND_OPERATORS[cond]} {_operand(src, wide)} goto {hex_offset(off)}"

@@ -343,8 +343,8 @@ def encode(insn: Instruction) -> list[RawInsn]:
             return [RawInsn(Class.STX | mode | size, dst, src, off, 0)]
         case PacketLoad(size, mode, src, imm):
             return [RawInsn(Class.LD | mode | size, 0, 0 if src is None else src, 0, imm)]
-        case Atomic(op, size, dst, off, src):
-            return [RawInsn(Class.STX | Mode.ATOMIC | size, dst, src, off, op)]
+        case Atomic(op, size, dst, off, src, arena):
+            return [RawInsn(Class.STX | (Mode.PROBE_ATOMIC if arena else Mode.ATOMIC) | size, dst, src, off, op)]
         case Jump(cond, dst, src, off, is32):
             source, src_reg, imm = _operand_fields(src)
             cls = Class.JMP32 if is32 else Class.JMP

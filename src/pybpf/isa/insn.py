@@ -234,6 +234,7 @@ class Atomic:
     dst: Reg
     off: int
     src: Reg
+    arena: bool = False  # kernel-internal (BPF_PROBE_ATOMIC): on arena memory, a fault does nothing
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,7 @@ class Mode(IntEnum):
     MEMSX = 0x80
     PROBE_MEM32 = 0xA0  # kernel-internal: an arena access after verification; never decoded
     ATOMIC = 0xC0
+    PROBE_ATOMIC = 0xE0  # kernel-internal: an atomic on arena memory after verification; never decoded
 
 
 ADDR_SPACE_CAST_OFF = 1

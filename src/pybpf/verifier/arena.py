@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 
-from pybpf.errors import NotSupportedError
 from pybpf.isa.insn import AddrSpaceCast, Atomic, Bin, BinOp, LabeledInsn, Load, LoadImm64, Store
 from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform.uapi_generated import BpfMapType
@@ -81,17 +80,16 @@ def rewrite_arena_accesses(
 ) -> tuple[LabeledInsn, ...]:
     """The kernel's post-verification arena rewrites (``convert_ctx_accesses``, ``do_misc_fixups``),
     for the interpreter and the JIT: a load or store the verifier saw go through an arena pointer
-    becomes an arena access (``BPF_PROBE_MEM32``: ``Load.arena``/``Store.arena``), a cast to the
+    becomes an arena access (``BPF_PROBE_MEM32``/``BPF_PROBE_ATOMIC``: ``Load.arena``,
+    ``Store.arena``, ``Atomic.arena``), a cast to the
     program's view a 32-bit move (``wX = wY``; the cast to user space too with
     ``BPF_F_NO_USER_CONV``), and a 64-bit ALU instruction on an arena pointer a 32-bit one."""
     out: list[LabeledInsn] = []
     for labeled in insns:
         insn, pc = labeled.insn, labeled.pc
         arena_access = ptr_types.get(pc) is RegType.PTR_TO_ARENA
-        if arena_access and isinstance(insn, Load | Store):
+        if arena_access and isinstance(insn, Load | Store | Atomic):
             insn = replace(insn, arena=True)
-        elif arena_access and isinstance(insn, Atomic):
-            raise NotSupportedError(f"pc {pc}: atomic operations on arena memory are not supported in user space")
         elif isinstance(insn, AddrSpaceCast) and (insn.imm == _TO_PROGRAM or no_user_conv):
             insn = Bin(BinOp.MOV, insn.dst, insn.src, False)
         elif pc in alu32 and isinstance(insn, Bin):

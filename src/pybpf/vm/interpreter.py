@@ -60,6 +60,7 @@ from pybpf.vm.execution import (
     unknown_call,
 )
 from pybpf.vm.mem_ops import (
+    build_arena_atomic,
     build_arena_load,
     build_arena_store,
     build_atomic,
@@ -180,6 +181,8 @@ class Interpreter:
                 return build_bin(insn, pc)
             case Jump():
                 return build_jump(insn, pc)
+            case Atomic(arena=True):
+                return build_arena_atomic(insn, pc, self.arena, self.memory.atomic_lock)
             case Load(arena=True):
                 return build_arena_load(insn, pc, self.arena)
             case Store(arena=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from typing import Any
 
 from pybpf.errors import VmError
 from pybpf.isa.insn import AddrSpaceCast, Atomic, Imm, Load, PacketLoad, Store
@@ -249,3 +250,57 @@ def build_cast_to_user(insn: AddrSpaceCast, pc: int, arena: ArenaMemory | None) 
 
 ADDR_SPACE_CAST_TO_USER = 1 << 16
 """The ``imm`` of ``addr_space_cast(src, 1, 0)``."""
+
+
+def build_arena_atomic(insn: Atomic, pc: int, arena: ArenaMemory | None, lock: Any) -> Op:
+    """An atomic on arena memory (``BPF_PROBE_ATOMIC``): as :func:`build_atomic` where the page is
+    allocated; elsewhere the kernel's fault handling leaves memory and registers as they were (a
+    load-acquire, a load, gives 0)."""
+    if arena is None:
+        raise VmError("an arena atomic in a program without an arena", pc)
+    code, size, off, nxt = insn.op, insn.size.nbytes, insn.off, pc + 1
+    d, s = int(insn.dst), int(insn.src)
+    mask = SIZE_MASKS[size]
+    unpack, pack = UNPACK[size], PACK[size]
+    if unpack is None or pack is None:
+        raise VmError(f"invalid access size {size}", pc)
+    index, view = arena.index, arena.view
+    base = s if code is AtomicCode.LOAD_ACQ else d  # load-acquire: the address in src
+    combine = _COMBINE.get(AtomicCode(code & ~ATOMIC_FETCH)) if code not in _SPECIAL_ATOMICS else None
+    fetch = bool(code & ATOMIC_FETCH)
+
+    def arena_atomic(regs: list[int], run: ExecutionContext) -> int:
+        at = index(regs[base] + off, size)
+        if at is None:
+            if code is AtomicCode.LOAD_ACQ:
+                regs[d] = 0
+            return nxt
+        with lock:
+            old = unpack(view, at)[0]
+            if code is AtomicCode.LOAD_ACQ:
+                regs[d] = old
+            elif code is AtomicCode.STORE_REL:
+                pack(view, at, regs[s] & mask)
+            elif code is AtomicCode.CMPXCHG:
+                if old == regs[0] & mask:
+                    pack(view, at, regs[s] & mask)
+                regs[0] = old
+            elif code is AtomicCode.XCHG:
+                pack(view, at, regs[s] & mask)
+                regs[s] = old
+            elif combine is not None:
+                pack(view, at, combine(old, regs[s]) & mask)
+                if fetch:
+                    regs[s] = old
+        return nxt
+
+    return arena_atomic
+
+
+_COMBINE: dict[AtomicCode, Callable[[int, int], int]] = {
+    AtomicCode.ADD: operator.add,
+    AtomicCode.OR: operator.or_,
+    AtomicCode.AND: operator.and_,
+    AtomicCode.XOR: operator.xor,
+}
+_SPECIAL_ATOMICS = frozenset({AtomicCode.LOAD_ACQ, AtomicCode.STORE_REL, AtomicCode.CMPXCHG, AtomicCode.XCHG})

@@ -1,4 +1,4 @@
-"""LLVM IR for arena accesses (BPF_PROBE_MEM32) and the cast to user space.
+"""LLVM IR for arena accesses (BPF_PROBE_MEM32, BPF_PROBE_ATOMIC) and the cast to user space.
 
 An arena access adds the register and the offset, subtracts the arena's 32-bit user base
 (``Slot.ARENA_BASE32``) and, when the result lies in the arena and both pages it touches are
@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pybpf.isa.insn import AddrSpaceCast, Load, Reg, Store
+from pybpf.isa.insn import AddrSpaceCast, Atomic, Load, Reg, Store
+from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.vm.jit.alu_ir import Value
 from pybpf.vm.jit.state import Slot
 
@@ -88,3 +89,55 @@ def emit_cast_to_user(fb: _FunctionEmitter, insn: AddrSpaceCast) -> None:
     tagged = builder.or_(low, fb._load_slot(Slot.ARENA_USER_HIGH))
     is_null = builder.icmp_unsigned("==", low, fb._const(0))
     fb._set(insn.dst, builder.select(is_null, low, tagged))
+
+
+def emit_arena_atomic(fb: _FunctionEmitter, pc: int, insn: Atomic) -> None:
+    """An atomic on arena memory (``BPF_PROBE_ATOMIC``): where the page is not allocated nothing
+    happens, the registers keep their values (a load-acquire gives 0), as the kernel's fault
+    handling leaves them."""
+    ir, builder = fb.ir, fb.builder
+    size, code = insn.size.nbytes, insn.op
+    width = ir.IntType(size * 8)
+
+    def narrow(value: Value) -> Value:
+        return value if size == 8 else builder.trunc(value, width)
+
+    def widen(value: Value) -> Value:
+        return value if size == 8 else builder.zext(value, fb.i64)
+
+    base = insn.src if code is AtomicCode.LOAD_ACQ else insn.dst
+    target: Reg | int | None = None
+    if code is AtomicCode.LOAD_ACQ:
+        target, fallback = insn.dst, fb._const(0)
+    elif code is AtomicCode.CMPXCHG:
+        target, fallback = 0, fb._get(0)
+    elif code is AtomicCode.XCHG or (code is not AtomicCode.STORE_REL and code & ATOMIC_FETCH):
+        target, fallback = insn.src, fb._get(insn.src)
+    operand = fb._get(insn.src)
+    expected = fb._get(0)
+
+    def action(pointer: Value) -> Value | None:
+        if code is AtomicCode.LOAD_ACQ:
+            return widen(builder.load_atomic(pointer, "acquire", size))
+        if code is AtomicCode.STORE_REL:
+            builder.store_atomic(narrow(operand), pointer, "release", size)
+            return None
+        if code is AtomicCode.CMPXCHG:
+            pair = builder.cmpxchg(pointer, narrow(expected), narrow(operand), "seq_cst", "seq_cst")
+            return widen(builder.extract_value(pair, 0))
+        if code is AtomicCode.XCHG:
+            return widen(builder.atomic_rmw("xchg", pointer, narrow(operand), "seq_cst"))
+        name = _RMW_NAMES[AtomicCode(code & ~ATOMIC_FETCH)]
+        return widen(builder.atomic_rmw(name, pointer, narrow(operand), "seq_cst"))
+
+    old, (start, check_pages, backed) = _guarded(fb, pc, base, insn.off, size, action=action)
+    if target is None:
+        return
+    merged = builder.phi(fb.i64)
+    merged.add_incoming(fallback, start)
+    merged.add_incoming(fallback, check_pages)
+    merged.add_incoming(old, backed)
+    fb._set(target, merged)
+
+
+_RMW_NAMES = {AtomicCode.ADD: "add", AtomicCode.OR: "or", AtomicCode.AND: "and", AtomicCode.XOR: "xor"}

@@ -460,6 +460,8 @@ class _FunctionEmitter:
             case Exit():
                 self._exit()
                 return True
+            case Atomic(arena=True):
+                arena_ir.emit_arena_atomic(self, pc, insn)
             case Load(arena=True):
                 arena_ir.emit_arena_load(self, pc, insn)
             case Store(arena=True):
