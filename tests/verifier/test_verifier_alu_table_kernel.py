@@ -137,3 +137,15 @@ def test_unary_operations_match_kernel(insn: Instruction) -> None:
         if kernel != ours:
             mismatches.append(f"r0={dst}: kernel {kernel}\n    ours {ours}")
     assert not mismatches, "\n".join(mismatches)
+
+
+# Sign-extending moves the encoding allows but check_alu_op refuses ("BPF_MOV uses reserved
+# fields"): a 32-bit move from 32 bits (off 32 in the ALU class) and any with an immediate.
+RESERVED_MOVES = [Bin(BinOp.MOVSX32, R0, R2, False), Bin(BinOp.MOVSX8, R0, Imm(3), True),
+                  Bin(BinOp.MOVSX16, R0, Imm(3), False)]
+
+
+@pytest.mark.parametrize("insn", RESERVED_MOVES, ids=["movsx32-alu32", "movsx8-imm", "movsx16-imm32"])
+def test_reserved_move_encodings_match_kernel(insn: Instruction) -> None:
+    kernel, ours = _verdicts(insn, "five", "nibble")
+    assert kernel == ours == "reject: BPF_MOV uses reserved fields"

@@ -136,6 +136,10 @@ def apply_bin(state: State, insn: Bin, env: Env) -> None:
 def _move(insn: Bin, src: RegState, env: Env) -> RegState:
     if insn.op is _MOV and insn.is64:
         return src  # a full copy: pointers keep their id so null checks reach the copy
+    if insn.op is not _MOV and (isinstance(insn.src, Imm) or (insn.op is BinOp.MOVSX32 and not insn.is64)):
+        # check_alu_op: a sign-extending move takes a register, and a 32-bit one extends
+        # only from 8 or 16 bits (``off`` 32 is reserved in the ALU class).
+        raise reject("BPF_MOV uses reserved fields")
     if src.is_pointer and not env.options.privileged:
         what = "partial copy of pointer" if insn.op is BinOp.MOV else "sign-extension part of pointer"
         raise reject(f"R{int(insn.src) if isinstance(insn.src, Reg) else 0} {what}")
