@@ -42,6 +42,9 @@ from .kernel_load import kernel_load
 MAX_PROCESSED_RATIO = 10.0
 """Our processed-instruction count may be at most this many times the kernel's."""
 
+MESSAGE_GROUPS = 12
+"""How many groups of differently worded rejections the campaign report lists."""
+
 DEFAULT_TIMEOUT = 20.0
 """Seconds our verifier may take on one program before the comparison says TIMEOUT."""
 
@@ -250,8 +253,12 @@ class Campaign:
             out.write(f"\nprocessed-insns ratio (ours/kernel) over {len(ratios)} accepted: median "
                       f"{ratios[len(ratios) // 2][0]:.2f}, max {worst:.2f} (seed {seed}), over "
                       f"{MAX_PROCESSED_RATIO:g}x: {over}\n")
-        differing = sum(1 for c in self.comparisons if c.messages_differ)
-        out.write(f"both reject but our reason is not in the kernel's message: {differing}\n")
+        differing: Counter[tuple[str, str]] = Counter(
+            (normalise(c.ours.message), normalise(c.kernel.message))
+            for c in self.comparisons if c.messages_differ and c.ours is not None and c.kernel is not None)
+        out.write(f"both reject but our reason is not in the kernel's message: {sum(differing.values())}\n")
+        for (ours, kernel), count in differing.most_common(MESSAGE_GROUPS):
+            out.write(f"  x{count}\n    ours:   {ours}\n    kernel: {kernel}\n")
 
 
 def run_campaign(seeds: Sequence[int], *, progress: TextIO | None = None,

@@ -41,10 +41,17 @@ def _spi(reg: RegState, nr_slots: int) -> int:
     offset = _stack_offset(reg)
     if offset % BPF_REG_SIZE:
         raise reject(f"cannot pass in iter at an offset={offset}")
-    spi = (-offset - 1) // BPF_REG_SIZE
+    spi = _get_spi(offset)
     if spi + 1 < nr_slots:
         raise reject(f"cannot pass in iter at an offset={offset}")
     return spi
+
+
+def _get_spi(offset: int) -> int:
+    """``__get_spi``: ``(-off - 1) / BPF_REG_SIZE`` in C, whose division truncates toward zero,
+    so that fp+0 names slot 0 (fp-8) too: an iterator passed as r10 itself is the one at fp-8."""
+    spi = (-offset - 1) // BPF_REG_SIZE
+    return 0 if offset == 0 else spi
 
 
 def _stack_offset(reg: RegState) -> int:
@@ -119,15 +126,15 @@ def iter_slot_of(state: State, reg: RegState) -> IterSlot | None:
     if reg.type is not RegType.PTR_TO_STACK or not reg.var_off.is_const():
         return None
     offset = _stack_offset(reg)
-    if offset >= 0 or offset % BPF_REG_SIZE:
+    if offset > 0 or offset % BPF_REG_SIZE:
         return None
-    return _frame(state, reg).stack.slot((-offset - 1) // BPF_REG_SIZE).iter
+    return _frame(state, reg).stack.slot(_get_spi(offset)).iter
 
 
 def _set_iter(state: State, reg: RegState, slot: IterSlot) -> None:
     offset = _stack_offset(reg)
     frame = _frame(state, reg)
-    index = (-offset - 1) // BPF_REG_SIZE
+    index = _get_spi(offset)
     old = frame.stack.slot(index)
     frame.stack = frame.stack.with_slot(index, StackSlot(old.slot_type, old.spilled_ptr, slot))
 

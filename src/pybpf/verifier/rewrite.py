@@ -144,14 +144,18 @@ def dangling_function_pointer(insns: Sequence[LabeledInsn], seen: Collection[int
         if labeled.pc not in seen or not isinstance(insn, LoadImm64) or insn.src != PseudoSrc.FUNC:
             continue
         target = labeled.pc + 1 + insn.imm
-        if any(function.start == target for function in functions) and target not in reached:
-            result = _eliminate(insns, seen, privileged=True)
-            # Slots removed between the two: dead runs wholly before the target, and nops.
-            between = sum(slot_count(other.insn) for other in insns if labeled.pc < other.pc < target and (
-                (other.pc in seen and result.map_pc(other.pc) is None)
-                or (other.pc not in seen and _run_end(insns, seen, other.pc) <= target)))
-            new_pc = result.map_pc(labeled.pc)
-            return f"verifier bug: No program to jit at insn {(new_pc or 0) + 1 + insn.imm - between} (subprog < 0)"
+        if not any(function.start == target for function in functions) or target in reached:
+            continue
+        result = _eliminate(insns, seen, privileged=True, keep_referenced=False)
+        # Slots removed between the two: dead runs wholly before the target, and nops.
+        between = sum(slot_count(other.insn) for other in insns if labeled.pc < other.pc < target and (
+            (other.pc in seen and result.map_pc(other.pc) is None)
+            or (other.pc not in seen and _run_end(insns, seen, other.pc) <= target)))
+        landing = (result.map_pc(labeled.pc) or 0) + 1 + insn.imm - between
+        # Where a later function slid into the removed one's place, the pointer now names that
+        # function and the kernel goes on (it never calls through it: no path reached a call).
+        if landing not in {result.map_pc(start) for start in reached}:
+            return f"verifier bug: No program to jit at insn {landing} (subprog < 0)"
     return None
 
 
@@ -181,7 +185,10 @@ def eliminate_dead_code(insns: Sequence[LabeledInsn], seen: Collection[int], *,
     return replace(result, barriers=moved)
 
 
-def _eliminate(insns: Sequence[LabeledInsn], seen: Collection[int], *, privileged: bool) -> DeadCodeResult:
+def _eliminate(insns: Sequence[LabeledInsn], seen: Collection[int], *, privileged: bool,
+               keep_referenced: bool = True) -> DeadCodeResult:
+    """``keep_referenced``: keep whole the unentered functions reached code points to (what we
+    run); the kernel deletes them (what :func:`dangling_function_pointer` needs)."""
     if not privileged:
         out: list[LabeledInsn] = []
         for labeled in insns:
@@ -202,7 +209,7 @@ def _eliminate(insns: Sequence[LabeledInsn], seen: Collection[int], *, privilege
             hard_wired += 1
             labeled = LabeledInsn(labeled.pc, replacement, labeled.line)
         wired.append(labeled)
-    without_dead = _delete(wired, _live_functions(wired, seen), hard_wired)
+    without_dead = _delete(wired, _live_functions(wired, seen) if keep_referenced else seen, hard_wired)
     without_nops = _delete(without_dead.insns, {labeled.pc for labeled in without_dead.insns
                                                 if not _is_nop(labeled.insn)}, 0)
     # Compose the two maps: old pc -> pc after deleting dead code -> pc after deleting nops.
