@@ -13,6 +13,7 @@ A file under ``corpus/`` holds blocks like::
     kernel-message: <reason>          (optional: same verdict, but the kernel words it differently)
     value-btf: 0: bpf_spin_lock@0; 1:  (optional: these maps' values have BTF, see below)
     func-info: yes                    (optional: the program comes with BTF func_info, see below)
+    global-funcs: 1: ctx nonnull:u64  (optional: these functions are global, with these arguments)
     ---
     r0 = r3
     exit
@@ -30,7 +31,13 @@ the same case with real BTF and we read the same types back:
   its key a u32 (or a byte array of the key size);
 * ``func-info: yes``: the program is loaded with BTF func_info, every function (the main program
   and each callee or callback) a static ``int fN(void)``: what the kernel needs to accept
-  callbacks, and what tells it (and us) that functions have BTF.
+  callbacks, and what tells it (and us) that functions have BTF;
+* ``global-funcs: N: arg ...`` (several functions separated by ``;``, implies ``func-info``):
+  function N (in pc order, 0 being the main program) is a global ``int fN(...)`` whose
+  parameters are, in order: ``int``; ``u8``/``u32``/``u64``, a pointer to one; ``ctx``, a
+  pointer to the program type's context struct; ``void``, a ``void *``; ``dynptr``, a
+  ``struct bpf_dynptr *``; each optionally prefixed by decl tags (``nonnull:u64`` is
+  ``u64 *p __arg_nonnull``, ``ctx:void`` is ``void *ctx __arg_ctx``).
 """
 
 from __future__ import annotations
@@ -42,10 +49,24 @@ from pathlib import Path
 from pybpf.btf import Btf
 from pybpf.btf.encode import encode_btf
 from pybpf.btf.record import special_fields
-from pybpf.btf.types import Array, BtfType, Func, FuncLinkage, FuncProto, Int, IntEncoding, Member, Struct
+from pybpf.btf.types import (
+    Array,
+    BtfType,
+    DeclTag,
+    Func,
+    FuncLinkage,
+    FuncProto,
+    Int,
+    IntEncoding,
+    Member,
+    Param,
+    Ptr,
+    Struct,
+)
 from pybpf.isa.insn import LabeledInsn
-from pybpf.platform import BpfMapFlag, BpfMapType, BpfProgType
+from pybpf.platform import BpfMapFlag, BpfMapType, BpfProgType, prog_type_spec
 from pybpf.verifier import MapInfo, VerifierReport, verify
+from pybpf.verifier.global_funcs import global_funcs_of
 
 CORPUS_DIR = Path(__file__).parent / "corpus"
 
@@ -94,6 +115,39 @@ def _parse_value_btf(text: str) -> tuple[tuple[int, tuple[tuple[str, int], ...]]
     return tuple(layouts)
 
 
+def _parse_global_funcs(text: str) -> dict[int, tuple[str, ...]]:
+    found: dict[int, tuple[str, ...]] = {}
+    for part in filter(None, (item.strip() for item in text.split(";"))):
+        index, _, args = part.partition(":")
+        found[int(index)] = tuple(args.split())
+    return found
+
+
+# The context struct each program type's global functions name (btf_is_prog_ctx_type).
+_CTX_STRUCTS = {BpfProgType.SOCKET_FILTER: "__sk_buff", BpfProgType.SCHED_CLS: "__sk_buff",
+                BpfProgType.XDP: "xdp_md", BpfProgType.KPROBE: "pt_regs"}
+_POINTEES = {"u8": _U8, "u32": _U32, "u64": _U64}
+
+
+def _param_type(types: list[BtfType], kind: str, prog_type: BpfProgType) -> int:
+    """The type id of one ``global-funcs`` parameter, appending the types it needs."""
+    if kind == "int":
+        return _INT
+    if kind in _POINTEES:
+        types.append(Ptr("", _POINTEES[kind]))
+    elif kind == "void":
+        types.append(Ptr("", 0))
+    elif kind == "ctx" and prog_type in _CTX_STRUCTS:
+        types.append(Struct(_CTX_STRUCTS[prog_type], 0, ()))
+        types.append(Ptr("", len(types)))
+    elif kind == "dynptr":
+        types.append(Struct("bpf_dynptr", 16, (Member("__opaque", _U64X2, 0),)))
+        types.append(Ptr("", len(types)))
+    else:
+        raise ValueError(f"global-funcs: unknown argument {kind!r}")
+    return len(types)
+
+
 def _function_starts(asm: str) -> list[int]:
     from pybpf.asm import Syntax, assemble
     from pybpf.verifier.cfg import call_target
@@ -107,8 +161,11 @@ def _function_starts(asm: str) -> list[int]:
 
 
 def case_btf(maps: Sequence[MapInfo], value_btf: tuple[tuple[int, tuple[tuple[str, int], ...]], ...],
-             func_info: bool, asm: str) -> CaseBtf | None:
+             func_info: bool, asm: str, *, global_funcs: dict[int, tuple[str, ...]] | None = None,
+             prog_type: BpfProgType = BpfProgType.SOCKET_FILTER) -> CaseBtf | None:
     """Build the BTF a case describes (None when it describes none)."""
+    global_funcs = global_funcs or {}
+    func_info = func_info or bool(global_funcs)
     if not value_btf and not func_info:
         return None
     types: list[BtfType] = list(_BASE_TYPES)
@@ -127,17 +184,32 @@ def case_btf(maps: Sequence[MapInfo], value_btf: tuple[tuple[int, tuple[tuple[st
     funcs: list[tuple[int, int]] = []
     if func_info:
         for number, start in enumerate(_function_starts(asm)):
-            types.append(Func(f"f{number}", _PROTO, FuncLinkage.STATIC))
-            funcs.append((start, len(types)))
+            args = global_funcs.get(number)
+            if args is None:
+                types.append(Func(f"f{number}", _PROTO, FuncLinkage.STATIC))
+                funcs.append((start, len(types)))
+                continue
+            params: list[Param] = []
+            tags: list[tuple[str, int]] = []
+            for index, token in enumerate(args):
+                *names, kind = token.split(":")
+                params.append(Param(f"a{index}", _param_type(types, kind, prog_type)))
+                tags.extend((name, index) for name in names)
+            types.append(FuncProto("", _INT, tuple(params)))
+            types.append(Func(f"f{number}", len(types), FuncLinkage.GLOBAL))
+            func_id = len(types)
+            types.extend(DeclTag(f"arg:{name}", func_id, index) for name, index in tags)
+            funcs.append((start, func_id))
     blob = encode_btf(types)
     return CaseBtf(blob, Btf.from_bytes(blob), map_types, tuple(funcs))
 
 
-def with_btf(maps: tuple[MapInfo, ...], value_btf: str, func_info: bool,
-             asm: str) -> tuple[tuple[MapInfo, ...], CaseBtf | None]:
+def with_btf(maps: tuple[MapInfo, ...], value_btf: str, func_info: bool, asm: str, *, global_funcs: str = "",
+             prog_type: BpfProgType = BpfProgType.SOCKET_FILTER) -> tuple[tuple[MapInfo, ...], CaseBtf | None]:
     """The maps with the special fields their ``value-btf`` text gives them (read back from the
     encoded BTF as we read an object's), and the case's BTF (None when it describes none)."""
-    btf = case_btf(maps, _parse_value_btf(value_btf), func_info, asm)
+    btf = case_btf(maps, _parse_value_btf(value_btf), func_info, asm, global_funcs=_parse_global_funcs(global_funcs),
+                   prog_type=prog_type)
     if btf is None:
         return maps, None
     return tuple(replace(info, fields=special_fields(btf.btf, btf.map_types[index][1]))
@@ -183,12 +255,14 @@ def _parse_block(file: str, block: str) -> CorpusCase:
         expected = expect.removeprefix("reject ")
     else:
         raise ValueError(f"{file}: {name}: bad expect line {expect!r}")
+    prog_type = BpfProgType[fields.get("type", "socket_filter").upper()]
     maps, btf = with_btf(tuple(_map(item) for item in fields.get("maps", "").split()), fields.get("value-btf", ""),
-                         fields.get("func-info", "no") == "yes", asm)
+                         fields.get("func-info", "no") == "yes", asm, global_funcs=fields.get("global-funcs", ""),
+                         prog_type=prog_type)
     return CorpusCase(
         name=name,
         file=file,
-        prog_type=BpfProgType[fields.get("type", "socket_filter").upper()],
+        prog_type=prog_type,
         maps=maps,
         license=fields.get("license", "GPL"),
         expected=expected,
@@ -222,5 +296,8 @@ def assemble_case(case: CorpusCase) -> list[LabeledInsn]:
 def verify_case(case: CorpusCase) -> VerifierReport:
     """Our verdict on a case, with the maps, license, privileges and BTF it describes."""
     starts = frozenset(pc for pc, _ in case.btf.funcs) if case.btf is not None and case.btf.funcs else None
+    globals_ = (global_funcs_of(case.btf.btf, case.btf.funcs, prog_type_spec(case.prog_type))
+                if case.btf is not None and case.btf.funcs else None)
     return verify(assemble_case(case), prog_type=case.prog_type, maps=list(case.maps), license=case.license,
-                  privileged=case.privileged, func_info=starts is not None, scalar_returns=starts)
+                  privileged=case.privileged, func_info=starts is not None, scalar_returns=starts,
+                  global_funcs=globals_)

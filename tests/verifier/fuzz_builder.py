@@ -91,6 +91,7 @@ class FuzzProgram:
     mutations: tuple[str, ...]
     value_btf: str = ""  # the corpus' ``value-btf:`` text for maps whose values hold special fields
     func_info: bool = False  # loaded with BTF func_info (callbacks need it)
+    global_funcs: str = ""  # the corpus' ``global-funcs:`` text: global functions and their arguments
 
 
 class Builder:
@@ -108,6 +109,7 @@ class Builder:
         self.mutations: list[str] = []
         self.pending_end: list[str] = []  # end labels of pointers made by :meth:`pointer`
         self.func_info = False  # set by fragments that need BTF func_info (callbacks)
+        self.global_funcs: list[str] = []  # ``N: args`` of the global functions (corpus syntax)
 
     # -- plumbing --------------------------------------------------------------------------
     def emit(self, *lines: str) -> None:

@@ -44,6 +44,7 @@ from .fuzz_objects import (
     frag_dynptr_local,
     frag_dynptr_ringbuf,
     frag_dynptr_slice,
+    frag_global_func,
     frag_iter,
     frag_loop_callback,
     frag_spin_lock,
@@ -72,11 +73,12 @@ FRAGMENTS: dict[str, Fragment] = {
     "sign_extend": frag_sign_extend,
     "jmp32_mixed": frag_jmp32_mixed,
     "packet_varoff": frag_packet_varoff,
+    "global_func": frag_global_func,
 }
 WEIGHTS = {**BASIC_WEIGHTS, "linked": 3, "ld_abs": 1, "st_imm": 2, "nested_calls": 1,
            "ptr_compare": 2, "chaos": 3, "may_goto": 1, "iter": 2, "dynptr_local": 2, "dynptr_ringbuf": 2,
            "dynptr_slice": 2, "loop_callback": 2, "spin_lock": 2, "tail_call": 1, "atomic": 3, "sign_extend": 2,
-           "jmp32_mixed": 2, "packet_varoff": 2}
+           "jmp32_mixed": 2, "packet_varoff": 2, "global_func": 2}
 # Most programs get the default rate of mistakes; some get few (mostly accepted, long) or many.
 MUTATION_RATES = (0.05, 0.12, 0.12, 0.25)
 
@@ -105,4 +107,4 @@ def generate(seed: int, *, mutation_rate: float | None = None, prog_type: BpfPro
     value_btf = "; ".join(f"{index}: {MAP_VALUE_BTF[name]}" for index, name in enumerate(b.maps)
                           if name in MAP_VALUE_BTF)
     return FuzzProgram(seed, chosen, tuple(MAP_SHAPES[name] for name in b.maps), tuple(b.maps), asm,
-                       tuple(picked), tuple(b.mutations), value_btf, b.func_info)
+                       tuple(picked), tuple(b.mutations), value_btf, b.func_info, "; ".join(b.global_funcs))

@@ -378,3 +378,64 @@ def frag_tail_call(b: Builder) -> None:
     depth = 300 if mutation == "tc-deep-stack" else b.rng.choice((8, 64))
     b.emit(f"*(u64 *)(r10 -{depth}) = 0", "r1 = r6", f"call {name}")
     b.subprogs.append([f"{name}:", "r6 = r1", "*(u64 *)(r10 -8) = 0", *call, "r0 = 0", "exit"])
+
+
+_GLOBAL_ARGS = ("ctx", "u64", "u32", "u8", "int")
+
+
+def frag_global_func(b: Builder) -> None:
+    """A call to a global function (verified once, from its BTF prototype) with context, memory
+    and scalar arguments, some tagged ``__arg_nonnull``; the callee NULL-checks the others."""
+    name = b.label("gfn")
+    count = b.rng.randint(1, 3)
+    kinds = [b.rng.choice(_GLOBAL_ARGS) for _ in range(count)]
+    nonnull = [kind in ("u64", "u32", "u8") and b.rng.random() < 0.4 for kind in kinds]
+    mutation = b.mutate("gf-null-to-nonnull", "gf-small-mem", "gf-uninit-mem", "gf-no-null-check", "gf-oob",
+                        "gf-reads-r6", "gf-ret-ptr", "gf-ctx-offset", "gf-scalar-for-ptr", "gf-void-arg",
+                        "gf-ptr-for-int")
+    sizes = {"u64": 8, "u32": 4, "u8": 1}
+    tokens = []
+    for kind, strict in zip(kinds, nonnull, strict=True):
+        if kind == "ctx" and b.profile.prog_type not in (BpfProgType.SOCKET_FILTER, BpfProgType.SCHED_CLS,
+                                                        BpfProgType.XDP, BpfProgType.KPROBE):
+            tokens.append("ctx:void")
+        else:
+            tokens.append(("nonnull:" if strict else "") + kind)
+    if mutation == "gf-void-arg":
+        tokens[-1] = "void"
+    for index, kind in enumerate(kinds):
+        reg = f"r{index + 1}"
+        if kind == "ctx":
+            b.emit(f"{reg} = r6", *((f"{reg} += 8",) if mutation == "gf-ctx-offset" and index == 0 else ()))
+        elif kind == "int":
+            b.emit(f"{reg} = r10" if mutation == "gf-ptr-for-int" else f"{reg} = {b.rng.choice((0, 5, -1))}")
+        elif mutation == "gf-null-to-nonnull" and nonnull[index]:
+            b.emit(f"{reg} = 0")
+        elif mutation == "gf-scalar-for-ptr" and index == len(kinds) - 1:
+            b.emit(f"{reg} = 8")
+        else:
+            area = b.stack(8)
+            if mutation != "gf-uninit-mem":
+                b.emit(f"*(u64 *)(r10 {area:+d}) = 1")
+            at = area + 8 - sizes[kind] // 2 if mutation == "gf-small-mem" else area
+            _fp(b, reg, at)
+    b.emit(f"call {name}")
+    b.global_funcs.append(f"{len(b.subprogs) + 1}: {' '.join(tokens)}")
+    body = [f"{name}:"]
+    for index, kind in enumerate(kinds):
+        reg = f"r{index + 1}"
+        if kind == "ctx":
+            offset, size = b.profile.scalar_fields[0]
+            body.append(f"r0 = *({'u64' if size == 8 else 'u32'} *)({reg} + {offset})")
+        elif kind in sizes:
+            skip = b.label("Lgn")
+            if not nonnull[index] and mutation != "gf-no-null-check":
+                body.append(f"if {reg} == 0 goto {skip}")
+            width = {"u64": "u64", "u32": "u32", "u8": "u8"}[kind]
+            at = sizes[kind] if mutation == "gf-oob" else 0
+            body += [f"r0 = *({width} *)({reg} + {at})", f"*({width} *)({reg} + 0) = 3", f"{skip}:"]
+    if mutation == "gf-reads-r6":
+        body.append("r0 = r6")
+    body.append("r0 = r10" if mutation == "gf-ret-ptr" else "r0 = 0")
+    body.append("exit")
+    b.subprogs.append(body)

@@ -93,7 +93,8 @@ class Comparison:
 
 def as_case(program: FuzzProgram) -> CorpusCase:
     """The program as the corpus would read it: maps with their value BTF, func_info when asked."""
-    maps, btf = with_btf(program.maps, program.value_btf, program.func_info, program.asm)
+    maps, btf = with_btf(program.maps, program.value_btf, program.func_info, program.asm,
+                         global_funcs=program.global_funcs, prog_type=program.prog_type)
     return CorpusCase(name=f"fuzz-{program.seed}", file="fuzz.txt", prog_type=program.prog_type, maps=maps,
                       license="GPL", expected=None, kernel_differs=None, kernel_message_differs=None,
                       asm=program.asm, btf=btf)
@@ -209,6 +210,8 @@ def corpus_block(comparison: Comparison, name: str) -> str:
         lines.append(f"value-btf: {program.value_btf}")
     if program.func_info:
         lines.append("func-info: yes")
+    if program.global_funcs:
+        lines.append(f"global-funcs: {program.global_funcs}")
     lines.append("expect: accept" if kernel is None or kernel.accepted else f"expect: reject {kernel.message}")
     lines.append("---")
     return "\n".join(lines) + "\n" + program.asm

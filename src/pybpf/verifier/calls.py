@@ -11,11 +11,13 @@ a timer callback is an entry point of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pybpf.btf.record import FieldKind, SpecialField
 from pybpf.errors import NotSupportedError
-from pybpf.isa.insn import Call
+from pybpf.isa.insn import Call, LabeledInsn, LoadImm64
+from pybpf.isa.opcodes import PseudoSrc
 from pybpf.platform import (
     HELPER_PROTOS,
     ArgType,
@@ -37,6 +39,7 @@ from pybpf.verifier.machine import (
     Env,
     Frame,
     MapInfo,
+    Rejection,
     State,
     leaked_references,
     reject,
@@ -433,9 +436,27 @@ _TRACING_TYPES = frozenset({BpfProgType.KPROBE, BpfProgType.TRACEPOINT, BpfProgT
 def check_map_prog_compatibility(env: Env, info: MapInfo) -> None:
     """``check_map_prog_compatibility``: a map whose value holds a spin lock (a timer, a
     workqueue) may not be used by program types that could hold it from any context."""
+    check_map_for_prog_type(env.options.prog_type.prog_type, info)
+
+
+def check_program_maps(insns: Sequence[LabeledInsn], resolve: Callable[[int, LoadImm64], MapInfo | None],
+                       prog_type: BpfProgType) -> None:
+    """``resolve_pseudo_ldimm64``, before any path is explored: every map ``lddw`` names a map
+    the program type may use, reached or not."""
+    for labeled in insns:
+        insn = labeled.insn
+        if isinstance(insn, LoadImm64) and insn.src in (PseudoSrc.MAP_FD, PseudoSrc.MAP_VALUE):
+            info = resolve(labeled.pc, insn)
+            if info is not None:
+                try:
+                    check_map_for_prog_type(prog_type, info)
+                except Rejection as error:
+                    raise Rejection(labeled.pc, error.reason) from None
+
+
+def check_map_for_prog_type(prog_type: BpfProgType, info: MapInfo) -> None:
     if not info.fields:
         return
-    prog_type = env.options.prog_type.prog_type
     tracing = prog_type in _TRACING_TYPES
     for field in info.fields:
         if field.kind in (FieldKind.SPIN_LOCK, FieldKind.RES_SPIN_LOCK):

@@ -19,6 +19,7 @@ from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.arena import find_arena
+from pybpf.verifier.calls import check_program_maps
 from pybpf.verifier.capabilities import check_unprivileged_load
 from pybpf.verifier.explore import Explorer
 from pybpf.verifier.global_funcs import GlobalFunc, global_funcs_of
@@ -84,6 +85,7 @@ def verify(
         config = (StructureConfig(func_info=func_info, scalar_returns=scalar_returns) if privileged
                   else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
         arena = find_arena(insns, resolver, privileged=privileged)
+        check_program_maps(insns, resolver, spec.prog_type)
         structure = check_structure(insns, config)
         check_program_kfuncs(insns, options)
     except VerifierError as error:
