@@ -9,6 +9,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARENA);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 32);
+	__ulong(map_extra, 0x100000000000ULL); /* user space maps it there, programs see these addresses */
 } arena SEC(".maps");
 
 __u64 __arena results[28];

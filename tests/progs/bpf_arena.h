@@ -19,6 +19,10 @@
 #error "arena programs need clang's address space casts (clang 19, -target bpf)"
 #endif
 #define __arena __attribute__((address_space(1)))
+/* libbpf's 64-bit map attribute: map_extra is an arena's user address (0: chosen at mmap). */
+#define __arena_concat(a, b) a##b
+#define __arena_unique(a, b) __arena_concat(a, b)
+#define __ulong(name, val) enum { __arena_unique(__unique_value, __COUNTER__) = val } name
 #define __arg_arena __attribute__((btf_decl_tag("arg:arena")))
 
 extern void __arena *bpf_arena_alloc_pages(void *map, void __arena *addr__ign, __u32 page_cnt, int node_id,

@@ -202,6 +202,7 @@ class _Instantiation:
                 btf_fd=btf_fd,
                 btf_key_type_id=key_type_id,
                 btf_value_type_id=value_type_id,
+                map_extra=spec.map_extra,
                 syscall=self.syscall,
             )
 
@@ -254,7 +255,7 @@ class _Instantiation:
             if spec.type == BpfMapType.ARENA:
                 # As libbpf: map it now (the kernel needs its user address before any program
                 # using it loads), then copy the global __arena variables to its first page(s).
-                created.arena = KernelArena(fd, spec.max_entries, map_flags=spec.map_flags)
+                created.arena = KernelArena(fd, spec.max_entries, map_extra=spec.map_extra, map_flags=spec.map_flags)
                 self.stack.callback(created.arena.close)
                 if spec.contents:
                     created.arena.write(created.arena.user_vm_start, spec.contents)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from pybpf.btf import Array, Btf, Datasec, FuncProto, Ptr, Struct, Var
+from pybpf.btf import Array, Btf, Datasec, Enum, Enum64, FuncProto, Ptr, Struct, Var
 from pybpf.errors import BtfError, LoadError, MalformedObjectError, MissingMapError
 from pybpf.obj.elf import SHF_ALLOC, SHF_EXECINSTR, SHT_NOBITS, SHT_PROGBITS, ElfObject, ElfSection
 from pybpf.obj.spec import MapKind, MapSlotInit, MapSpec, Pinning
@@ -166,6 +166,8 @@ class _BtfMapReader:
                     key_type = pointer.type_id
                 else:
                     value_type = pointer.type_id
+            elif member.name == "map_extra":
+                attrs["map_extra"] = self.enum_attribute(name, member.type_id)
             elif member.name == "values":
                 if inner:
                     raise self.error(name, "an inner map definition cannot itself have 'values'")
@@ -175,6 +177,13 @@ class _BtfMapReader:
                 raise self.error(name, f"unknown map attribute '{member.name}'")
         spec = self.build(name, attrs, key_type, value_type, inner_spec, has_values=values_offset is not None)
         return spec, values_offset
+
+    def enum_attribute(self, name: str, type_id: int) -> int:
+        """libbpf's ``__ulong(name, value)``: an anonymous enum (64-bit when it must) of one value."""
+        record = self.btf.resolved(type_id)
+        if not isinstance(record, Enum | Enum64) or len(record.values) != 1:
+            raise self.error(name, "'map_extra' must be an enum of one value (__ulong)")
+        return record.values[0].value & ((1 << 64) - 1)
 
     def values_inner(self, name: str, type_id: int) -> MapSpec | None:
         array = self.btf.resolved(type_id)
@@ -232,6 +241,7 @@ class _BtfMapReader:
             pinning=Pinning(pinning),
             numa_node=attrs.get("numa_node", 0),
             inner=inner,
+            map_extra=attrs.get("map_extra", 0),
         )
 
 

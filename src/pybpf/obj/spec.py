@@ -80,6 +80,8 @@ class MapSpec:
     slot_inits: tuple[MapSlotInit, ...] = ()
     # .rodata and .rodata.*: the loader freezes the map after filling it (BPF_MAP_FREEZE).
     frozen: bool = False
+    # BTF-defined ``map_extra`` (libbpf's __ulong): a bloom filter's hash count, an arena's user address.
+    map_extra: int = 0
 
 
 @dataclass(frozen=True, slots=True)

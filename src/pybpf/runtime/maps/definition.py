@@ -2,7 +2,7 @@
 
 The ELF loader's :class:`~pybpf.obj.spec.MapSpec` describes the same thing for an object file;
 :meth:`MapDef.from_spec` converts one (it needs the object's BTF, which the spec only names by
-type id). ``MapDef`` adds what a spec cannot know: the BTF itself and ``map_extra``.
+type id). ``MapDef`` adds what a spec cannot know: the BTF itself.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class MapDef:
     """A map to create: the fields of BPF_MAP_CREATE, plus the BTF its type ids refer to.
 
     ``inner`` is the template of a map-in-map's inner maps (the kernel's ``inner_map_fd``);
-    ``map_extra`` is the bloom filter's number of hash functions (low 4 bits).
+    ``map_extra`` is the bloom filter's number of hash functions (low 4 bits), an arena's user
+    address (0: the runtime's choice).
     """
 
     type: BpfMapType
@@ -66,6 +67,7 @@ class MapDef:
             btf=btf,
             btf_key_type_id=(spec.btf_key_type_id or 0) if btf is not None else 0,
             btf_value_type_id=(spec.btf_value_type_id or 0) if btf is not None else 0,
+            map_extra=spec.map_extra,
         )
 
     @property
