@@ -12,6 +12,7 @@ from pybpf.asm.conformance import parse_conformance
 from pybpf.errors import InvalidInstructionError
 from pybpf.isa.codec import decode, encode, encode_program
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -91,6 +92,7 @@ instructions: st.SearchStrategy[Instruction] = st.one_of(
     st.builds(Bin, st.sampled_from(PLAIN_OPS), regs, operands, st.booleans()),
     movsx(),
     st.builds(Neg, regs, st.booleans()),
+    st.builds(lambda dst, src, spaces: AddrSpaceCast(dst, src, *spaces), regs, regs, st.sampled_from([(0, 1), (1, 0)])),
     st.builds(Endian, regs, st.sampled_from([16, 32, 64]), st.sampled_from(list(EndianOrder))),
     load_imm64(),
     loads(),
@@ -123,7 +125,7 @@ raw_slots = st.builds(
     st.integers(0, 255),
     st.integers(0, 255),
     st.one_of(int16, st.sampled_from([0, 1, 8, 16, 32])),
-    st.one_of(int32, st.sampled_from([0, 1, 16, 32, 64, 0xE1, 0xF1, 0x100, 0x110])),
+    st.one_of(int32, st.sampled_from([0, 1, 16, 32, 64, 0xE1, 0xF1, 0x100, 0x110, 0x10000])),
     st.one_of(st.just(bytes(8)), st.binary(min_size=8, max_size=8)),
 )
 

@@ -34,6 +34,7 @@ from pybpf.asm._scan import (
     check_uint32,
 )
 from pybpf.isa.insn import (
+    AddrSpaceCast,
     Atomic,
     Bin,
     BinOp,
@@ -254,6 +255,19 @@ def _movsx(op: BinOp, is64: bool, s: _Stmt) -> None:
     s.out.add(Bin(op, _only_register(s.ops[0]), _only_register(s.ops[1]), is64))
 
 
+def _addr_space_cast(s: _Stmt) -> None:
+    """``addr_space_cast %dst, %src, DST_AS, SRC_AS`` (our spelling: the suite has no arena form)."""
+    s.count(("%dst", "%src", "destination address space", "source address space"))
+    spaces = []
+    for cursor, what in zip(s.ops[2:], ("destination", "source"), strict=True):
+        number = cursor.number(f"the {what} address space")
+        if not 0 <= number.value <= 0xFFFF:
+            raise cursor.error(f"{what} address space {number.text.strip()} is out of range (0..0xffff)",
+                               number.column)
+        spaces.append(number.value)
+    s.out.add(AddrSpaceCast(_only_register(s.ops[0]), _only_register(s.ops[1]), spaces[0], spaces[1]))
+
+
 def _neg(is64: bool, s: _Stmt) -> None:
     s.count(("%dst",))
     s.out.add(Neg(_only_register(s.ops[0]), is64))
@@ -402,6 +416,7 @@ def _build_table() -> dict[str, Handler]:
         table[name + "32"] = partial(_alu, op, False)
     for name, (op, is64) in _MOVSX.items():
         table[name] = partial(_movsx, op, is64)
+    table["addr_space_cast"] = _addr_space_cast
     table["neg"] = table["neg64"] = partial(_neg, True)
     table["neg32"] = partial(_neg, False)
     for name, order in _ENDIAN.items():
@@ -526,6 +541,8 @@ def format_conformance_insn(insn: Instruction) -> str:
             return f"{_ALU_NAMES[op]}{'' if is64 else '32'} {_reg_text(dst)}, {_operand_text(src)}"
         case Bin(op, dst, src, is64):
             return f"{_MOVSX_NAMES[(op, is64)]} {_reg_text(dst)}, {_operand_text(src)}"
+        case AddrSpaceCast(dst, src, dst_as, src_as):
+            return f"addr_space_cast {_reg_text(dst)}, {_reg_text(src)}, {dst_as}, {src_as}"
         case Neg(dst, is64):
             return f"neg{'' if is64 else '32'} {_reg_text(dst)}"
         case Endian(dst, width, order):
