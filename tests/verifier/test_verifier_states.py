@@ -96,6 +96,20 @@ def unrolled(iterations: int) -> list[LabeledInsn]:
     return assemble(text + "r0 = 0\nexit\n", Syntax.LLVM)
 
 
+def zero_store_join() -> list[LabeledInsn]:
+    """Two paths meet at a 4-byte store of r1 (0 on the first, 1 on the second): a zero written
+    other than as a whole spill leaves STACK_ZERO bytes, so the kernel marks r1 precise there
+    and the second path is not pruned at the store (with a state stored there)."""
+    return assemble("""r2 = *(u32 *)(r1 + 0)
+r1 = 1
+if r2 > 5 goto +1
+r1 = 0
+*(u32 *)(r10 - 4) = r1
+r0 = 0
+exit
+""", Syntax.LLVM)
+
+
 CALLBACK = r"""
 #include "bpf_helpers.h"
 struct counter { __u64 n; __u64 sum; };
@@ -156,6 +170,7 @@ SHAPES: dict[str, Callable[[], list[LabeledInsn]]] = {
     "unrolled-200": lambda: unrolled(200),
     # Each iteration pushes its exit edge: "The sequence of 8193 jumps is too complex."
     "unbounded-counter": unbounded_counter,
+    "zero-store-join": zero_store_join,
 }
 
 SLOW_SHAPES: dict[str, Callable[[], list[LabeledInsn]]] = {

@@ -267,8 +267,16 @@ class Explorer:
         the path's history."""
         before = state.hist
         kind = type(insn)
-        if kind is Load or kind is Store or kind is Jump:
+        if kind is Load or kind is Jump:
             # The most frequent: nothing demanded before they run (see demanded_by_insn).
+            state.hist = history_entry(pc, insn, state, before)
+            return
+        if kind is Store:
+            # Only a register store can demand (a zero leaving STACK_ZERO bytes).
+            if isinstance(insn, Store) and type(insn.src) is Reg:
+                mask = demanded_by_insn(insn, state)
+                if mask:
+                    mark_precise(self.table, before, parent, len(state.frames), {len(state.frames) - 1: mask})
             state.hist = history_entry(pc, insn, state, before)
             return
         func = self.env.global_funcs.get(pc + 1 + insn.off) if isinstance(insn, CallLocal) else None

@@ -159,6 +159,19 @@ def demanded_by_insn(insn: Instruction, state: State) -> int:
             # nr_loops bounds how many callback iterations are explored (pybpf.verifier.callbacks).
             mask |= 1 << 1
         return mask
+    if isinstance(insn, Store) and isinstance(insn.src, Reg):
+        # A zero register written to the stack other than as a whole aligned spill leaves
+        # STACK_ZERO bytes, which hold no register to carry the mark: the kernel's
+        # check_stack_write_fixed_off marks the register precise there, so a state with a
+        # different value (STACK_MISC) is not pruned against it.
+        dst, src = regs[insn.dst], regs[insn.src]
+        if dst.type is _STACK and src.type is _SCALAR and src.var_off.const_value() == 0:
+            start = dst.var_off.const_value()
+            if start is not None:
+                start += dst.off + insn.off
+                if not (insn.size.nbytes == BPF_REG_SIZE and start % BPF_REG_SIZE == 0):
+                    return 1 << int(insn.src)
+        return 0
     if isinstance(insn, CallKfunc):
         # Constants (``__k``) and memory sizes (``__sz``/``__szk``): the kernel marks them precise.
         kfunc = KFUNC_PROTOS.get(insn.btf_id)
