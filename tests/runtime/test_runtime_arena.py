@@ -2,7 +2,8 @@
 through each one's user-space view of the arena (the kernel's: our mmap of the map).
 
 tests/progs/arena_list.c builds a linked list in the arena (nodes on pages the program
-allocates, the head a global ``__arena`` variable) that Python walks; arena_pages.c records what
+allocates, the head a global ``__arena`` variable) that Python walks; arena_htab.c a hash table
+whose buckets Python reads; arena_pages.c records what
 allocation, freeing, reserving, accesses to pages that are not allocated and the casts do. Each
 object runs with BPF_PROG_TEST_RUN (SEC("syscall")) in user space and, where bpf() works, in
 the kernel; pointers are compared as offsets into the arena (each arena has its own address).
@@ -166,3 +167,53 @@ def test_pages_faults_and_casts(engine: str) -> None:
     assert r0 == 0
     assert first == MAP_EXTRA + PAGE  # a user address, after the globals' page
     assert results == tuple(_expected_pages())
+
+
+# -- the hash table ------------------------------------------------------------------------------
+
+BUCKETS = 32
+KEYS = [7, 39, 71, 1000, 7, 2**31 + 5, 12345, 99, 39]  # repeats replace, some keys collide
+
+
+HtabOutcome = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int, int], ...], int]
+
+
+def htab_outcome(engine: str) -> HtabOutcome:
+    obj = PROGS / "arena_htab.o"
+    where = arena_globals(obj)
+    with backend(obj, engine) as bpf:
+        start = bpf.arena.user_vm_start
+        distances = tuple(
+            bpf.run("htab_update", struct.pack("<IIQ", key, 0, key * 10 + index)) & 0xFFFFFFFF
+            for index, key in enumerate(KEYS)
+        )
+        lookups: list[int] = []
+        for key in (*KEYS, 4, 5):
+            hit = bpf.run("htab_lookup", struct.pack("<IIQ", key, 0, 0))
+            lookups.append(u64(bpf.arena, start + where["found"]) if hit else -1)
+        table = u64(bpf.arena, start + where["table"])
+        buckets = tuple(struct.iter_unpack("<IIQ", bpf.arena.read(table, BUCKETS * 16)))
+        entries = struct.unpack("<I", bpf.arena.read(start + where["entries"], 4))[0]
+        offset = table - start
+    used = tuple((key, used, value) for key, used, value in buckets)
+    return distances, tuple(lookups), used, entries * 1_000_000 + offset
+
+
+@pytest.fixture(scope="module")
+def interp_htab() -> HtabOutcome:
+    return htab_outcome("interp")
+
+
+def test_hash_table_updates_and_lookups(interp_htab: HtabOutcome) -> None:
+    distances, lookups, buckets, summary = interp_htab
+    latest = {key: key * 10 + index for index, key in enumerate(KEYS)}
+    assert lookups[: len(KEYS)] == tuple(latest[key] for key in KEYS)
+    assert lookups[len(KEYS):] == (-1, -1)
+    assert sorted((key, value) for key, used, value in buckets if used) == sorted(latest.items())
+    assert summary == len(latest) * 1_000_000 + PAGE  # the table's page follows the globals'
+    assert all(distance < BUCKETS for distance in distances)
+
+
+@pytest.mark.parametrize("engine", ["jit", "kernel"])
+def test_hash_table_same_under_every_engine(engine: str, interp_htab: HtabOutcome) -> None:
+    assert htab_outcome(engine) == interp_htab
