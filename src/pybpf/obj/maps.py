@@ -52,7 +52,7 @@ def is_data_section(section: ElfSection) -> bool:
     return name in (".data", ".rodata", ".bss") or name.startswith((".data.", ".rodata.", ".bss."))
 
 
-def _data_map(file: str, section: ElfSection, btf: Btf | None) -> MapSpec:
+def _data_map(file: str, section: ElfSection, btf: Btf | None, elf: ElfObject | None = None) -> MapSpec:
     if section.type == SHT_NOBITS and section.size > MAX_BSS_SIZE:
         raise MalformedObjectError(
             f"zero-filled section of {section.size} bytes is larger than any map value ({MAX_BSS_SIZE})",
@@ -74,6 +74,10 @@ def _data_map(file: str, section: ElfSection, btf: Btf | None) -> MapSpec:
         btf_value_type_id=value_type_id,
         contents=bytes(section.size) if section.type == SHT_NOBITS else section.data,
         frozen=rodata,
+        var_offsets=tuple(
+            (symbol.name, symbol.value) for symbol in (elf.symbols if elf is not None else ())
+            if symbol.shndx == section.index and symbol.type == "STT_OBJECT" and symbol.name
+        ),
     )
 
 
@@ -315,7 +319,7 @@ def collect_maps(elf: ElfObject, btf: Btf | None) -> MapTable:
                 for offset, spec in _legacy_maps(elf, section):
                     add(section, offset, spec)
             elif is_data_section(section) and section.size:
-                add(section, -1, _data_map(elf.file, section, btf))
+                add(section, -1, _data_map(elf.file, section, btf, elf))
         except BtfError as error:
             raise LoadError(f"map definitions: {error}", file=elf.file, section=section.name) from error
     _check_inner_names(maps, elf.file)

@@ -82,6 +82,9 @@ class MapSpec:
     frozen: bool = False
     # BTF-defined ``map_extra`` (libbpf's __ulong): a bloom filter's hash count, an arena's user address.
     map_extra: int = 0
+    # Global data: each variable's offset in the section, from the ELF symbols (clang leaves the
+    # DATASEC's offsets to the loader, as libbpf fixes them up).
+    var_offsets: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

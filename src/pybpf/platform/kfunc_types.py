@@ -56,6 +56,14 @@ class KfuncArgKind(Enum):
     DYNPTR = auto()  # pointer to a ``struct bpf_dynptr`` on the stack
     BTF_ID = auto()  # pointer to a kernel object of struct ``btf_type``
     MAP = auto()  # ``__map``: a map pointer (``CONST_PTR_TO_MAP``)
+    # Program-allocated objects and the graphs they form (``KF_ARG_PTR_TO_ALLOC_BTF_ID``...):
+    ALLOC_OBJ = auto()  # ``p__alloc``: an owning reference to a bpf_obj_new object
+    REFCOUNTED_KPTR = auto()  # ``p__refcounted_kptr``: an owning or non-owning ref to a refcounted one
+    LIST_HEAD = auto()  # ``struct bpf_list_head *`` in a map value or an allocated object
+    LIST_NODE = auto()  # ``struct bpf_list_node *`` in an allocated object
+    RB_ROOT = auto()  # ``struct bpf_rb_root *`` in a map value or an allocated object
+    RB_NODE = auto()  # ``struct bpf_rb_node *`` in an allocated object
+    CALLBACK = auto()  # a pointer to one of the program's functions (``bpf_rbtree_add``'s ``less``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,10 @@ class KfuncRetKind(Enum):
     SCALAR = auto()  # an integer
     MEM = auto()  # a pointer to ``KfuncProto.ret_size`` bytes (a pointer to a scalar type)
     BTF_ID = auto()  # a pointer to kernel struct ``KfuncProto.ret_btf_type``
+    # A pointer to a program-allocated object (``PTR_TO_BTF_ID | MEM_ALLOC``) whose type the
+    # verifier finds from the arguments: bpf_obj_new's type id, the object bpf_refcount_acquire
+    # was given, or the node type a list head / rb-tree root contains (pointing at the node).
+    ALLOC_OBJ = auto()
 
 
 class KfuncSet(Enum):

@@ -80,6 +80,18 @@ _SLICE_ARGS = (_DYNPTR, _int("offset"), KfuncArg("buffer__opt", KfuncArgKind.MEM
                KfuncArg("buffer__szk", KfuncArgKind.CONST_MEM_SIZE))
 
 
+# Program-allocated objects and their graphs (kernel/bpf/helpers.c, generic set). ``meta__ign``
+# and ``off`` are what the kernel's verifier fills in (the type's record, the node's offset):
+# programs pass NULL and 0 (bpf_experimental.h's macros).
+_META = KfuncArg("meta__ign", KfuncArgKind.IGNORED)
+_OFF = KfuncArg("off", KfuncArgKind.SCALAR)
+_LIST_HEAD = KfuncArg("head", KfuncArgKind.LIST_HEAD)
+_RB_ROOT = KfuncArg("root", KfuncArgKind.RB_ROOT)
+_RB_NODE = KfuncArg("node", KfuncArgKind.RB_NODE)
+_GENERIC = KfuncSet.GENERIC
+_OBJ = KfuncRetKind.ALLOC_OBJ
+
+
 _PROTOS: tuple[KfuncProto, ...] = (
     # --- open-coded numeric iterator (kernel/bpf/bpf_iter.c, common set) ---
     _K(0, "bpf_iter_num_new", (_ITER_NUM, _int("start"), _int("end")), _INT,
@@ -139,6 +151,47 @@ _PROTOS: tuple[KfuncProto, ...] = (
        _F.RCU, KfuncSet.CPUMASK),
     _K(0, "bpf_cpumask_clear_cpu", (_int("cpu"), _BPF_CPUMASK), _VOID, "Clear the CPU (ignored past nr_cpu_ids).",
        _F.RCU, KfuncSet.CPUMASK),
+    _K(0, "bpf_task_release", (KfuncArg("p", KfuncArgKind.BTF_ID, btf_type="task_struct"),), _VOID,
+       "Release a task reference.", _F.RELEASE, KfuncSet.GENERIC),
+    # --- program-allocated objects, linked lists and rb-trees (generic set) ---
+    _K(0, "bpf_obj_new_impl", (KfuncArg("local_type_id__k", KfuncArgKind.CONST_SCALAR), _META), _OBJ,
+       "Allocate a zeroed object of the program's BTF type local_type_id__k (an owning reference), or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_obj_drop_impl", (KfuncArg("p__alloc", KfuncArgKind.ALLOC_OBJ), _META), _VOID,
+       "Drop an owning reference: free the object (and what its lists and trees hold) at the last one.",
+       _F.RELEASE, _GENERIC),
+    _K(0, "bpf_refcount_acquire_impl", (KfuncArg("p__refcounted_kptr", KfuncArgKind.REFCOUNTED_KPTR), _META),
+       _OBJ, "A new owning reference to a refcounted object, or NULL when its count already reached 0.",
+       _F.ACQUIRE | _F.RET_NULL | _F.RCU, _GENERIC),
+    _K(0, "bpf_list_push_front_impl", (_LIST_HEAD, KfuncArg("node", KfuncArgKind.LIST_NODE), _META, _OFF), _INT,
+       "Insert the node first (its owning reference becomes non-owning); 0, or -EINVAL when already in a list.",
+       _F.NONE, _GENERIC),
+    _K(0, "bpf_list_push_back_impl", (_LIST_HEAD, KfuncArg("node", KfuncArgKind.LIST_NODE), _META, _OFF), _INT,
+       "Insert the node last (its owning reference becomes non-owning); 0, or -EINVAL when already in a list.",
+       _F.NONE, _GENERIC),
+    _K(0, "bpf_list_pop_front", (_LIST_HEAD,), _OBJ, "Remove the first node (an owning reference), or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_list_pop_back", (_LIST_HEAD,), _OBJ, "Remove the last node (an owning reference), or NULL.",
+       _F.ACQUIRE | _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_list_front", (_LIST_HEAD,), _OBJ, "The first node (a non-owning reference), or NULL.",
+       _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_list_back", (_LIST_HEAD,), _OBJ, "The last node (a non-owning reference), or NULL.",
+       _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_rbtree_remove", (_RB_ROOT, _RB_NODE), _OBJ,
+       "Remove the node from the tree (an owning reference), or NULL when it is not in this tree.",
+       _F.ACQUIRE | _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_rbtree_add_impl",
+       (_RB_ROOT, _RB_NODE, KfuncArg("less", KfuncArgKind.CALLBACK), _META, _OFF), _INT,
+       "Insert the node, ordered by the program's less(a, b) (non-owning afterwards); 0, or -EINVAL.",
+       _F.NONE, _GENERIC),
+    _K(0, "bpf_rbtree_first", (_RB_ROOT,), _OBJ, "The leftmost node (a non-owning reference), or NULL.",
+       _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_rbtree_root", (_RB_ROOT,), _OBJ, "The tree's root node (a non-owning reference), or NULL.",
+       _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_rbtree_left", (_RB_ROOT, _RB_NODE), _OBJ,
+       "The node's left child (a non-owning reference), or NULL.", _F.RET_NULL, _GENERIC),
+    _K(0, "bpf_rbtree_right", (_RB_ROOT, _RB_NODE), _OBJ,
+       "The node's right child (a non-owning reference), or NULL.", _F.RET_NULL, _GENERIC),
     # --- user memory (common set, sleepable programs only) ---
     _K(0, "bpf_copy_from_user_str",
        (KfuncArg("dst", KfuncArgKind.MEM), KfuncArg("dst__sz", KfuncArgKind.MEM_SIZE), _str("unsafe_ptr__ign"),

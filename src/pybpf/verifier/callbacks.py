@@ -43,6 +43,9 @@ SYNC_CALLBACK_HELPERS = frozenset({HelperId.LOOP, HelperId.FOR_EACH_MAP_ELEM, He
 ASYNC_CALLBACK_HELPERS = frozenset({HelperId.TIMER_SET_CALLBACK})
 CALLBACK_HELPERS = SYNC_CALLBACK_HELPERS | ASYNC_CALLBACK_HELPERS
 
+KFUNC_CALLBACK = -1
+"""The callback-site marker of a kfunc that calls back synchronously (``bpf_rbtree_add``'s less())."""
+
 SYNC_RETURN_RANGE = (0, 1)
 ASYNC_RETURN_RANGE = (0, 0)
 
@@ -121,6 +124,7 @@ __all__ = [
     "ASYNC_CALLBACK_HELPERS",
     "ASYNC_RETURN_RANGE",
     "CALLBACK_HELPERS",
+    "KFUNC_CALLBACK",
     "SYNC_CALLBACK_HELPERS",
     "SYNC_RETURN_RANGE",
     "CallbackEntry",

@@ -30,7 +30,7 @@ from pybpf.platform import (
     map_type_spec,
 )
 from pybpf.platform.dynptr import DynptrType
-from pybpf.verifier import callbacks, dynptr, kptrs
+from pybpf.verifier import callbacks, dynptr, graphs, kptrs
 from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_SIZ,
@@ -217,7 +217,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
         if first != meta.map_reg.map_uid:
             raise reject("tail_call abusing map_ptr")
     if meta.lock is not None:
-        _spin_lock(state, insn.helper, meta.lock)
+        _spin_lock(state, insn.helper, meta.lock, env.options.privileged)
     if insn.helper == HelperId.DYNPTR_FROM_MEM and state.regs[1].type is not RegType.PTR_TO_MAP_VALUE:
         raise reject(f"Unsupported reg type {type_name(state.regs[1])} for bpf_dynptr_from_mem data")
     callback = _callback_entry(env, state, pc, insn.helper, meta)
@@ -236,8 +236,9 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     return callback
 
 
-def _spin_lock(state: State, helper: int, lock: tuple[int | None, int]) -> None:
-    """``process_spin_lock``: one lock at a time, unlocked by the same lock."""
+def _spin_lock(state: State, helper: int, lock: tuple[int | None, int], privileged: bool) -> None:
+    """``process_spin_lock``: one lock at a time, unlocked by the same lock (which ends the
+    non-owning references to objects in the graphs it protected)."""
     if helper == HelperId.SPIN_LOCK:
         if state.lock is not None:
             raise reject("Locking two bpf_spin_locks are not allowed")
@@ -248,6 +249,7 @@ def _spin_lock(state: State, helper: int, lock: tuple[int | None, int]) -> None:
     if state.lock != lock:
         raise reject("bpf_spin_unlock of different lock")
     state.lock = None
+    graphs.invalidate_non_owning(state, privileged)
 
 
 def _release(state: State, ref_id: int, privileged: bool) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 
 from pybpf.asm.printer import format_insn
+from pybpf.btf.btf import Btf
 from pybpf.btf.record import special_fields
 from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
 from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
@@ -64,6 +65,7 @@ def verify(
     global_funcs: Mapping[int, GlobalFunc] | None = None,
     sleepable: bool = False,
     test_state_freq: bool = False,
+    btf: Btf | None = None,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
@@ -74,7 +76,8 @@ def verify(
     from their prototype, see :mod:`pybpf.verifier.global_funcs`); without BTF there are none.
     ``sleepable``: loaded with ``BPF_F_SLEEPABLE``. ``test_state_freq``: loaded with
     ``BPF_F_TEST_STATE_FREQ``, a state stored at every prune point (the kernel's selftests use it
-    to test pruning without :mod:`~pybpf.verifier.states`' checkpoint spacing)."""
+    to test pruning without :mod:`~pybpf.verifier.states`' checkpoint spacing). ``btf``: the
+    program's BTF (the struct types ``bpf_obj_new`` allocates)."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type, sleepable, test_state_freq)
     table = {labeled.pc: labeled for labeled in insns}
@@ -90,7 +93,7 @@ def verify(
         check_program_kfuncs(insns, options)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
-    env = Env(options, global_funcs=dict(global_funcs or {}), arena=arena)
+    env = Env(options, global_funcs=dict(global_funcs or {}), arena=arena, btf=btf)
     explorer = Explorer(insns, structure, env, resolver, insn_limit)
     try:
         explorer.run()
@@ -137,7 +140,7 @@ def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:
         if obj.btf is not None and spec.btf_value_type_id:
             # The kernel finds the value's spin lock, timer... in its BTF (btf_parse_fields); a
             # value holding one twice is an object the kernel refuses to create the map for.
-            fields = special_fields(obj.btf, spec.btf_value_type_id)
+            fields = special_fields(obj.btf, spec.btf_value_type_id, dict(spec.var_offsets) or None)
         return MapInfo(spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags, spec.name, frozen,
                        inner, fields)
 
@@ -204,7 +207,8 @@ def verify_program(
     return verify(patched(), prog_type=chosen, maps=resolver, license=program.license, log_level=log_level,
                   privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
                   scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen),
-                  sleepable=program.sleepable, test_state_freq=test_state_freq)
+                  sleepable=program.sleepable, test_state_freq=test_state_freq,
+                  btf=obj.btf if obj is not None else None)
 
 
 def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,

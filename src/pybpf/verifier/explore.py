@@ -48,6 +48,7 @@ from pybpf.isa.insn import (
 from pybpf.isa.opcodes import Mode, PseudoSrc
 from pybpf.platform import BpfMapType, HelperId
 from pybpf.verifier import arena, calls, global_funcs, kernel_log, kfuncs, memory, spectre, transfer
+from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.liveness import live_masks
 from pybpf.verifier.machine import (
     CALLER_SAVED,
@@ -491,7 +492,10 @@ class Explorer:
                     parent: Checkpoint | None) -> tuple[int | None, State]:
         self.jmps += 1
         queued = kfuncs.kfunc_call(self.env, state, pc, insn)
-        if queued is not None:
+        if isinstance(queued, CallbackEntry):
+            # bpf_rbtree_add's less(): explored later; this path continues as if it never ran.
+            self._fork(queued.pc, queued.state, parent)
+        elif queued is not None:
             # The iterator's next element: explored after the drained path, its changed
             # imprecise scalars forgotten against the previous visit of this loop head.
             previous = self.states.previous_visit(pc, parent)

@@ -24,7 +24,8 @@ from pybpf.platform import PacketAccess
 from pybpf.platform.dynptr import DynptrType
 from pybpf.platform.kfunc_types import KfuncArgKind, KfuncFlag, KfuncProto, KfuncRetKind
 from pybpf.platform.kfuncs import FIRST_MEMBER_STRUCTS, KFUNC_PROTOS
-from pybpf.verifier import dynptr, iters, kptrs
+from pybpf.verifier import dynptr, graphs, iters, kptrs
+from pybpf.verifier.callbacks import CallbackEntry
 from pybpf.verifier.machine import BPF_MAX_VAR_SIZ, CALLER_SAVED, Env, Options, Rejection, State, reject, type_name
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import MEM_RCU, TRUSTED_MODIFIERS, RegState, RegType
@@ -64,9 +65,15 @@ def is_iter_next(insn: CallKfunc) -> bool:
     return proto is not None and proto.has(KfuncFlag.ITER_NEXT)
 
 
-def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None:
+def calls_callback(insn: CallKfunc) -> bool:
+    """Whether the kfunc calls one of the program's functions before returning (``bpf_rbtree_add``)."""
+    proto = proto_of(insn)
+    return proto is not None and proto.name == graphs.RBTREE_ADD
+
+
+def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | CallbackEntry | None:
     """Check and apply a kfunc call; for an iterator's ``_next()``, the ACTIVE copy to queue at
-    ``pc + 1`` (None otherwise)."""
+    ``pc + 1``; for ``bpf_rbtree_add``, the path entering its ``less`` callback (None otherwise)."""
     proto = proto_of(insn)
     if proto is None:
         raise reject(f"kernel btf_id {insn.btf_id} is not a function")
@@ -78,12 +85,13 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
     if sleepable and not options.sleepable:
         raise reject(f"program must be sleepable to call sleepable kfunc {name}")
     if state.lock is not None:
-        raise reject("function calls are not allowed while holding a lock")
+        graphs.check_lock_allowed(name)
     _sections(state, name, sleepable)
     release_ref = 0
     iter_reg: RegState | None = None
     found_dynptr: dynptr.DynptrRef | None = None  # the kernel's meta->initialized_dynptr
     const_size = 0  # a ``__szk`` argument's value
+    graph: graphs.GraphCall | None = None  # an object or graph kfunc's arguments
     for index, arg in enumerate(proto.args):
         regno = index + 1
         reg = state.regs[regno]
@@ -95,6 +103,9 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                     raise reject(f"R{regno} is not a scalar")
                 if arg.kind is KfuncArgKind.CONST_SCALAR and not reg.var_off.is_const():
                     raise reject(f"R{regno} must be a known constant")
+                if arg.kind is KfuncArgKind.CONST_SCALAR and proto.ret is KfuncRetKind.ALLOC_OBJ:
+                    graph = graph or graphs.GraphCall(proto)
+                    graph.extras["type_id"] = reg.var_off.const_value() or 0
             case KfuncArgKind.MEM_SIZE | KfuncArgKind.CONST_MEM_SIZE:
                 const_size = reg.var_off.const_value() or 0 if reg.type is RegType.SCALAR_VALUE else 0
                 continue  # checked with the memory argument before it
@@ -117,6 +128,12 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                 _memory_arg(env, state, proto, index, reg)
             case KfuncArgKind.BTF_ID:
                 release_ref = _btf_id_arg(proto, index, reg) or release_ref
+            case kind if kind in graphs.GRAPH_ARG_KINDS:
+                read_reg(state, regno)  # type: ignore[arg-type]
+                graph = graph or graphs.GraphCall(proto)
+                graphs.check_arg(env, state, graph, index, reg)
+                if proto.has(KfuncFlag.RELEASE) and reg.ref_obj_id:
+                    release_ref = reg.ref_obj_id
             case KfuncArgKind.DYNPTR:
                 read_reg(state, regno)  # type: ignore[arg-type]
                 built = dynptr.check_kfunc_arg(
@@ -125,15 +142,21 @@ def kfunc_call(env: Env, state: State, pc: int, insn: CallKfunc) -> State | None
                 found_dynptr = built or found_dynptr
     if name in _DYNPTR_SLICES:
         slice_reg = _dynptr_slice(env, name, found_dynptr, const_size)
+    callback = None
+    if graph is not None and name == graphs.RBTREE_ADD:
+        # push_callback_call: less() is explored from the state before the call's clobbers.
+        callback = graphs.rbtree_callback(state, pc, graph)
     if release_ref:
         _release(state, release_ref, options.privileged)
+    if graph is not None:
+        graphs.after_args(env, state, graph)
     regs, unusable = state.regs, RegState.not_init()
     for number in CALLER_SAVED:
         regs[number] = unusable
-    regs[0] = slice_reg if name in _DYNPTR_SLICES else _return_value(env, state, pc, proto)
+    regs[0] = slice_reg if name in _DYNPTR_SLICES else _return_value(env, state, pc, proto, graph)
     if iter_reg is not None and proto.has(KfuncFlag.ITER_NEXT):
         return iters.iter_next(state, iter_reg)
-    return None
+    return callback
 
 
 def _btf_id_arg(proto: KfuncProto, index: int, reg: RegState) -> int:
@@ -254,7 +277,7 @@ def _release(state: State, ref_id: int, privileged: bool) -> None:
     state.update_registers(lambda reg: gone if reg.ref_obj_id == ref_id else None)
 
 
-def _return_value(env: Env, state: State, pc: int, proto: KfuncProto) -> RegState:
+def _return_value(env: Env, state: State, pc: int, proto: KfuncProto, graph: graphs.GraphCall | None) -> RegState:
     match proto.ret:
         case KfuncRetKind.VOID:
             return RegState.not_init()
@@ -262,7 +285,7 @@ def _return_value(env: Env, state: State, pc: int, proto: KfuncProto) -> RegStat
             return RegState.scalar()
         case KfuncRetKind.MEM:
             kind = RegType.PTR_TO_MEM
-        case KfuncRetKind.BTF_ID:
+        case KfuncRetKind.BTF_ID | KfuncRetKind.ALLOC_OBJ:
             kind = RegType.PTR_TO_BTF_ID
     maybe_null = proto.has(KfuncFlag.RET_NULL)
     new_id = env.new_id() if maybe_null else 0
@@ -270,6 +293,10 @@ def _return_value(env: Env, state: State, pc: int, proto: KfuncProto) -> RegStat
     if proto.has(KfuncFlag.ACQUIRE):
         ref = new_id = env.new_id()
         state.refs[ref] = pc
+    if proto.ret is KfuncRetKind.ALLOC_OBJ:
+        if graph is None:
+            raise reject(f"verifier internal error: {proto.name} without its arguments")
+        return graphs.result_register(env, graph, maybe_null=maybe_null, id=new_id, ref=ref)
     flags = MEM_RCU if proto.has(KfuncFlag.RCU_PROTECTED) and kind is RegType.PTR_TO_BTF_ID else 0
     return RegState.pointer(kind, maybe_null=maybe_null, id=new_id, ref_obj_id=ref, mem_size=proto.ret_size,
                             btf_type=proto.ret_btf_type, type_flags=flags)

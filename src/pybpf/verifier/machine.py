@@ -40,7 +40,9 @@ from pybpf.verifier.tnum import U64
 from pybpf.verifier.values import value_class
 
 if TYPE_CHECKING:
+    from pybpf.btf.btf import Btf
     from pybpf.verifier.global_funcs import GlobalFunc
+    from pybpf.verifier.graphs import LocalType
     from pybpf.verifier.precision import HistEntry
 
 Refinements = tuple[tuple[Scalar, Scalar] | None, tuple[Scalar, Scalar] | None]
@@ -548,6 +550,10 @@ class Env:
     # some path applied to an arena pointer: the kernel runs them on 32 bits (aux->needs_zext).
     arena: MapInfo | None = None
     arena_alu32: set[int] = field(default_factory=set)
+    # The program's own BTF (the types bpf_obj_new allocates), and those types' layouts by
+    # name once looked up (see pybpf.verifier.graphs).
+    btf: Btf | None = None
+    local_types: dict[str, LocalType] = field(default_factory=dict)
 
     def new_id(self) -> int:
         self.next_id += 1

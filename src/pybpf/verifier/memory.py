@@ -18,7 +18,7 @@ from pybpf.isa.insn import Atomic, Imm, Load, Reg, Store
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import Conversion, PacketAccess
 from pybpf.platform.kernel_types import map_struct
-from pybpf.verifier import dynptr, kptrs, spectre
+from pybpf.verifier import dynptr, graphs, kptrs, spectre
 from pybpf.verifier.btf_access import FieldRead, btf_object_access, map_struct_access
 from pybpf.verifier.machine import (
     BPF_MAX_VAR_OFF,
@@ -32,7 +32,16 @@ from pybpf.verifier.machine import (
 )
 from pybpf.verifier.scalar import Scalar
 from pybpf.verifier.scalar_ops import coerce_to_size, sign_extend_to_size
-from pybpf.verifier.state import BPF_REG_SIZE, MAX_BPF_STACK, RegState, RegType, SlotByte, StackSlot, StackState
+from pybpf.verifier.state import (
+    BPF_REG_SIZE,
+    MAX_BPF_STACK,
+    MEM_ALLOC,
+    RegState,
+    RegType,
+    SlotByte,
+    StackSlot,
+    StackState,
+)
 from pybpf.verifier.tnum import U64, Tnum
 from pybpf.verifier.transfer import read_reg
 
@@ -258,6 +267,10 @@ def access(env: Env, state: State, regno: int, reg: RegState, *, off: int, size:
             return _field_value(map_struct_access(env, regno, reg, struct, off=off, size=size, write=is_write),
                                 size, sign_extend)
         case t if t in _OPAQUE_READABLE:
+            if t is RegType.PTR_TO_BTF_ID and reg.type_flags & MEM_ALLOC:
+                # A program-allocated object: its own struct, readable and writable.
+                graphs.object_access(env, regno, reg, off=off, size=size)
+                return sized_scalar(size, sign_extend)
             if t is RegType.PTR_TO_BTF_ID:
                 read = btf_object_access(env, regno, reg, off=off, size=size, write=is_write)
                 if read is not None:

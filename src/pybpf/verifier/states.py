@@ -126,6 +126,10 @@ def prune_points(insns: Sequence[LabeledInsn]) -> PrunePoints:
             if kfuncs.is_iter_next(insn):
                 prune.add(pc)
                 iter_next.add(pc)
+            elif kfuncs.calls_callback(insn):
+                # bpf_rbtree_add: its less() callback loops like a helper's (calls_callback).
+                callback_sites[pc] = callbacks.KFUNC_CALLBACK
+                prune.add(pc)
         elif isinstance(insn, CallLocal):
             prune.update((pc, pc + 1, pc + 1 + insn.off))
         elif isinstance(insn, CallReg):
