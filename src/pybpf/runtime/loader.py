@@ -41,6 +41,7 @@ from pybpf.runtime.context import CtxPtr, RewriteResult, convert_ctx_access, tra
 from pybpf.runtime.context.dataflow import MAYBE_CTX
 from pybpf.runtime.context.rewrite import moved_ptr_types
 from pybpf.runtime.helpers.kfuncs import kfunc_table
+from pybpf.runtime.helpers.object_kfuncs import object_kfuncs
 from pybpf.runtime.helpers.registry import HelperTable, default_helpers
 from pybpf.runtime.helpers.services import RuntimeServices
 from pybpf.runtime.kernel_btf import model_btf
@@ -265,7 +266,8 @@ def _prepare(
 
     interpreter = Interpreter(
         insns,
-        helpers={**available.restricted(set(type_spec.helpers)), **kfunc_table(type_spec.prog_type)},
+        helpers={**available.restricted(set(type_spec.helpers)), **kfunc_table(type_spec.prog_type),
+                 **object_kfuncs(spec.btf, type_spec.prog_type)},
         resolver=MapResolver(program.name, program.map_references, pointer, value_address),
         memory=services.memory,
         name=program.name,

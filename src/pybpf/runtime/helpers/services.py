@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 from pybpf.errors import HelperError
 from pybpf.platform.uapi_generated import HelperId
 from pybpf.runtime.helpers.objects import KernelObjects
+from pybpf.runtime.objects import ObjectHeap
 from pybpf.vm.execution import ExecutionContext, HelperFn
 from pybpf.vm.memory import AddressSpace, Region, RegionKind
 from pybpf.vm.native_maps import NativeMap, NativeMapDescriptor, NativeRunSupport
@@ -197,8 +198,11 @@ class TracePipe:
 class MapRegistry:
     """Maps found by the pointer value a program holds (the address of a per-map handle region)."""
 
-    def __init__(self, memory: AddressSpace, objects: KernelObjects | None = None) -> None:
+    def __init__(self, memory: AddressSpace, objects: KernelObjects | None = None,
+                 heap: ObjectHeap | None = None) -> None:
         self.memory = memory
+        # A kptr holding a program-allocated object (a local kptr) drops it into this heap.
+        self.heap = heap
         # Where a registered map's kptrs release the objects they still hold (a map that
         # takes part in runs is registered before any of its kptrs can hold one).
         self.objects = objects
@@ -239,10 +243,17 @@ class MapRegistry:
         self._by_address[address] = map_object
         self._by_id[id(map_object)] = (map_object, address, region)
         if self.objects is not None and getattr(map_object, "kptr_offsets", None):
-            map_object.kptr_release = self.objects.release  # type: ignore[attr-defined]
+            map_object.kptr_release = self._release_kptr  # type: ignore[attr-defined]
         if isinstance(map_object, NativeRingMap):
             self._rebuild_ring_table()
         return address
+
+    def _release_kptr(self, address: int) -> None:
+        """What a map's kptr held goes: a bpf_obj_new object is dropped, a kernel object released."""
+        if self.heap is not None and self.heap.owns(address):
+            self.heap.drop(address)
+        elif self.objects is not None:
+            self.objects.release(address)
 
     def unregister(self, map_object: object) -> None:
         known = self._by_id.pop(id(map_object), None)
@@ -356,7 +367,9 @@ class RuntimeServices:
         self.memory = memory
         # Referenced kernel objects programs create (cpumasks...), which maps' kptrs may hold.
         self.objects = KernelObjects(memory)
-        self.maps = MapRegistry(memory, self.objects)
+        # bpf_obj_new's objects and the lists and rb-trees holding them (pybpf.runtime.objects).
+        self.heap = ObjectHeap(memory)
+        self.maps = MapRegistry(memory, self.objects, self.heap)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.cpus = cpus if cpus is not None else (os.cpu_count() or 1)
         if not 0 <= cpu < self.cpus:
@@ -402,6 +415,7 @@ class RuntimeServices:
         """Unmap the regions the services own (map handles, the task_struct stand-in)."""
         self.maps.clear()
         self.objects.close()
+        self.heap.close()
         if self.task_struct in self.memory:
             self.memory.remove(self.task_struct)
 
