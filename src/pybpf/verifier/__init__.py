@@ -38,6 +38,13 @@ Layers built so far:
   trust modifiers of ``PTR_TO_BTF_ID`` (``PTR_TRUSTED``, ``PTR_UNTRUSTED``, ``MEM_RCU``...); :mod:`.iters` — open-coded
   iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
   imprecise scalars, convergence while the loop is explored);
+* :mod:`.graphs` — program-allocated objects (``bpf_obj_new``/``bpf_obj_drop``,
+  ``bpf_refcount_acquire``: ``PTR_TO_BTF_ID | MEM_ALLOC`` of the program's BTF, owning references
+  to drop or give away) and the linked lists and rb-trees holding them: roots in map values and
+  global data with their ``contains:`` tags, the lock of the same allocation held for every
+  operation, owning references turned non-owning by an insertion and invalidated at unlock,
+  ``bpf_rbtree_add``'s ``less`` verified as a synchronous callback, field accesses checked
+  against the object's struct;
 * :mod:`.arena` — BPF arenas: the program's one arena map (found before exploring),
   ``addr_space_cast``, ``PTR_TO_ARENA`` pointers (any arithmetic, any access: a page that is not
   allocated reads 0), and the kernel's post-verification arena rewrites the runtime applies;
@@ -77,8 +84,14 @@ exploring more:
   name (a first-member walk only for the structs :data:`pybpf.platform.kfuncs.FIRST_MEMBER_STRUCTS`
   lists). A global function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the
   kernel also requires it to match vmlinux's type); ``arg:untrusted`` on a non-struct is refused.
-* Map values: the special fields are the spin lock, timer, workqueue and refcount structs and
-  kptrs (referenced, untrusted, per-CPU); lists and rb-trees are not modelled. A kptr's pointee
+* Map values: the special fields are the spin lock, timer, workqueue and refcount structs,
+  kptrs (referenced, untrusted, per-CPU) and list heads / rb-tree roots (:mod:`.graphs`). A
+  root inside an allocated object (a nested graph, under a lock in that object), per-CPU
+  objects (``bpf_percpu_obj_new``) and ``bpf_res_spin_lock`` around graphs are not modelled (a
+  graph kfunc given such a root is refused); a pointer member read from an allocated object
+  yields a scalar (the kernel gives an untrusted pointer); a BTF whose ``contains:`` names a
+  missing struct fails the load (libbpf retries the map without BTF, and the program is refused
+  later). A kptr's pointee
   is a kernel struct when :mod:`pybpf.platform.kptr_types` names it, else program-local (the
   kernel looks the name up in vmlinux), and a program-local type's ``bpf_refcount`` does not make
   its loads RCU pointers.
