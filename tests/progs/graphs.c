@@ -18,6 +18,21 @@ private(R) struct bpf_spin_lock rlock;
 private(R) struct bpf_list_head rlist __contains(rc, l);
 private(R) struct bpf_rb_root rtree __contains(rc, r);
 
+#define __kptr __attribute__((btf_type_tag("kptr")))
+static void *(*bpf_kptr_xchg)(void *dst, void *ptr) = (void *)BPF_FUNC_kptr_xchg;
+
+/* A program-allocated object stashed in a map value's kptr (a local kptr). */
+struct slot {
+	struct item __kptr *it;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct slot);
+} stash SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16);
@@ -231,4 +246,38 @@ int shared(struct __sk_buff *skb)
 	bpf_spin_unlock(&rlock);
 	put(3, n ? 1 : 0);
 	return 0;
+}
+
+/* Stash a new item (key: the previous one's + 5) in the map, dropping the one it replaces. */
+SEC("tc")
+int stash_item(struct __sk_buff *skb)
+{
+	struct item *it = bpf_obj_new(typeof(*it)), *old;
+	struct slot *s;
+	__u32 zero = 0;
+	long seen = -1;
+
+	if (!it)
+		return 1;
+	s = bpf_map_lookup_elem(&stash, &zero);
+	if (!s) {
+		bpf_obj_drop(it);
+		return 2;
+	}
+	it->key = 0;
+	old = bpf_kptr_xchg(&s->it, it);
+	if (old) {
+		seen = old->key;
+		bpf_obj_drop(old);
+	}
+	/* the stashed object is the map's now: set its key through a second exchange */
+	it = bpf_kptr_xchg(&s->it, (void *)0);
+	if (!it)
+		return 3;
+	it->key = seen + 5;
+	old = bpf_kptr_xchg(&s->it, it);
+	if (old)
+		bpf_obj_drop(old);
+	put(0, seen);
+	return seen + 5;
 }

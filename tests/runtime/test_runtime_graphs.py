@@ -2,7 +2,8 @@
 
 tests/progs/graphs.c pushes and pops list items (front and back), keeps items in a global list
 across runs, adds scrambled keys to an rb-tree (reporting the root and its children, the tree's
-shape, then draining it in order) and moves a refcounted object between a list and a tree. The
+shape, then draining it in order), moves a refcounted object between a list and a tree, and
+stashes objects in a map value's kptr. The
 same sequence of BPF_PROG_TEST_RUNs must give the same return values and ``results`` on every
 engine and in the kernel; the user-space heap must hold exactly what the graphs still own.
 """
@@ -26,7 +27,7 @@ from pybpf.runtime.program import ENGINES, Engine
 
 OBJECT = PROGS / "graphs.o"
 _KERNEL, _REASON = available()
-SEQUENCE = ("list_order", "keep", "keep", "keep", "tree_order", "shared")
+SEQUENCE = ("list_order", "keep", "keep", "keep", "tree_order", "shared", "stash_item", "stash_item", "stash_item")
 
 Outcome = list[tuple[str, int, list[int]]]
 
@@ -59,7 +60,7 @@ def test_lists_and_trees_run(engine: Engine) -> None:
     with pybpf.load(OBJECT) as user:
         outcome = _sequence(user, engine)
         heap = user.services.heap
-        assert len(heap) == 3  # the items `keep` left in its global list
+        assert len(heap) == 4  # the items `keep` left in its global list, the one stashed in a kptr
     by_run = dict(zip(range(len(outcome)), outcome, strict=True))
     # list_order: keys (i * 7) % 11 for i < 8, odd i pushed at the front; popped front, front,
     # back, back, front, front, back, back, then an empty list (-1).
@@ -67,6 +68,7 @@ def test_lists_and_trees_run(engine: Engine) -> None:
     assert [by_run[i][1] for i in (1, 2, 3)] == [1, 3, 5]  # each keep saw the previous one's key
     assert by_run[4][2][1:12] == [*range(10), -1]  # drained in key order
     assert by_run[5][1] == 0 and by_run[5][2][:4] == [0, 42, 42, 0]
+    assert [by_run[i][1] for i in (6, 7, 8)] == [4, 9, 14]  # each stash saw (and dropped) the last
 
 
 @pytest.mark.kernel
@@ -89,6 +91,16 @@ def test_heap_memory_goes_with_the_runtime() -> None:
         assert heap.owner(node) == head
         heap.free_fields(head, 16)  # as a map element's teardown frees its roots
         assert len(heap) == 0 and objects(user) == 0
+
+
+def test_a_stashed_object_goes_with_its_map() -> None:
+    with pybpf.load(OBJECT) as user:
+        heap = user.services.heap
+        user.program("stash_item").test_run(bytes(64))
+        user.program("stash_item").test_run(bytes(64))
+        assert len(heap) == 1  # the second stash dropped the first object
+        user.maps["stash"].close()  # bpf_obj_free_fields: the kptr's object is dropped
+        assert len(heap) == 0
 
 
 def _check_red_black(tree: RbTree) -> list[int]:

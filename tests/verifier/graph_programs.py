@@ -59,6 +59,13 @@ static int rc_less(struct bpf_rb_node *a, const struct bpf_rb_node *b)
     return x->key < y->key;
 }
 """
+STASH = r"""
+#define __kptr __attribute__((btf_type_tag("kptr")))
+static void *(*bpf_kptr_xchg)(void *dst, void *ptr) = (void *)BPF_FUNC_kptr_xchg;
+struct sval { struct foo __kptr *f; };
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32);
+    __type(value, struct sval); } stash SEC(".maps");
+"""
 MAP = r"""
 struct mval { struct bpf_spin_lock lock; struct bpf_list_head head __contains(foo, node); };
 struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 4); __type(key, __u32);
@@ -205,4 +212,16 @@ static int bad_less(struct bpf_rb_node *a, const struct bpf_rb_node *b) { return
     struct tnode *t = bpf_obj_new(typeof(*t)); if (!t) return 0;
     bpf_spin_lock(&tlock); bpf_rbtree_add(&troot, &t->rb, less); bpf_spin_unlock(&tlock);
     t->value = 1; return 0;""", TREE),
+    "stash-local-kptr": tc(NEW + r"""
+    __u32 key = 0; struct sval *v = bpf_map_lookup_elem(&stash, &key);
+    if (!v) { bpf_obj_drop(f); return 0; }
+    f->key = 11;
+    struct foo *old = bpf_kptr_xchg(&v->f, f);
+    if (old) bpf_obj_drop(old);
+    return 0;""", LIST + STASH),
+    "stash-local-kptr-leak": tc(NEW + r"""
+    __u32 key = 0; struct sval *v = bpf_map_lookup_elem(&stash, &key);
+    if (!v) { bpf_obj_drop(f); return 0; }
+    bpf_kptr_xchg(&v->f, f);
+    return 0;""", LIST + STASH),
 }

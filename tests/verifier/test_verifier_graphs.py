@@ -56,6 +56,8 @@ EXPECTED: dict[str, str | None] = {
     'helper-under-lock': 'function calls are not allowed while holding a lock',
     'rbtree-root-left-right': None,
     'write-after-drop-in-tree-unlock': "R6 invalid mem access 'scalar'",
+    'stash-local-kptr': None,
+    'stash-local-kptr-leak': 'Unreleased reference id=4 alloc_insn=20',
 }
 
 
