@@ -30,6 +30,7 @@ from pybpf.vm.memory import PACK, SIZE_MASKS, UNPACK
 __all__ = ["ARENA_PAGE_SIZE", "ArenaMemory"]
 
 ARENA_PAGE_SIZE = 4096
+_MAP_NORESERVE = 0x4000  # Linux's value; Python's mmap module names it only from 3.13
 _LOW32 = 0xFFFFFFFF
 _HIGH32 = ~_LOW32 & 0xFFFFFFFFFFFFFFFF
 
@@ -50,7 +51,9 @@ class ArenaMemory:
         # Room to align the start on the arena's size rounded up to a power of two: an aligned
         # range of at most 4 GiB never crosses a 4 GiB boundary.
         align = 1 << (self.size - 1).bit_length()
-        self._buffer = mmap.mmap(-1, self.size + align)
+        # Reserved lazily (MAP_NORESERVE): a 4 GiB arena costs only the pages programs touch.
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE
+        self._buffer = mmap.mmap(-1, self.size + align, flags=flags)
         whole = (ctypes.c_char * (self.size + align)).from_buffer(self._buffer)
         start = ctypes.addressof(whole)
         skip = -start % align

@@ -83,3 +83,13 @@ def test_map_extra_is_the_user_address_programs_see() -> None:
     a.memory.store(0, 8, 77)  # a program's 32-bit view of the first page
     assert a.read(page, 8) == (77).to_bytes(8, "little")
     assert a.memory.to_user(16) == 0x7F0000000010 and a.memory.to_user(0) == 0
+
+
+def test_a_4_gib_arena_costs_only_the_pages_used() -> None:
+    a = arena(pages=1 << 20)
+    assert a.size == 1 << 32 and a.user_vm_start % (1 << 32) == 0
+    last = a.alloc_pages(a.user_vm_start + (1 << 32) - PAGE, 1)
+    assert last == a.user_vm_start + (1 << 32) - PAGE
+    a.memory.store((last & 0xFFFFFFFF) + PAGE - 8, 8, 5)
+    assert a.read(last + PAGE - 8, 8) == (5).to_bytes(8, "little")
+    a.close()
