@@ -98,7 +98,8 @@ exploring more:
 * Arenas (:mod:`.arena`): ``scalar op= arena pointer`` makes an arena pointer for every ALU
   operation, 32- and 64-bit (what 6.18 does with the cases tried; its exact rule is inferred);
   "JIT is required to use arena" and "arena's user address must be set via map_extra or mmap()"
-  are not checked (user space always has both).
+  are not checked (user space always has both); the log prints an arena ``lddw`` as
+  ``map[fd:N][0]+off`` where the kernel prints the user address it resolved it to.
 * Stack: private stacks (:mod:`.stack_depth`) are modelled for an x86-64 JIT as of 6.14+, whatever
   machine verifies; struct_ops programs that request one are not modelled.
 * Unprivileged loads follow the kernel's Spectre handling as of 6.17/6.18 (:mod:`.spectre`):
