@@ -33,6 +33,19 @@ struct {
 	__type(value, struct slot);
 } stash SEC(".maps");
 
+/* A list in a hash map's value, beside its lock. */
+struct hval {
+	struct bpf_spin_lock lock;
+	struct bpf_list_head head __contains(item, node);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct hval);
+} lists SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16);
@@ -280,4 +293,41 @@ int stash_item(struct __sk_buff *skb)
 		bpf_obj_drop(old);
 	put(0, seen);
 	return seen + 5;
+}
+
+/* Replace the item in the list of lists[7] (made on first use) by one whose key is one more. */
+SEC("tc")
+int map_list(struct __sk_buff *skb)
+{
+	struct hval zero = {}, *v;
+	struct bpf_list_node *n;
+	struct item *it;
+	__u32 key = 7;
+	long prev = -1;
+
+	v = bpf_map_lookup_elem(&lists, &key);
+	if (!v) {
+		bpf_map_update_elem(&lists, &key, &zero, 0);
+		v = bpf_map_lookup_elem(&lists, &key);
+		if (!v)
+			return 1;
+	}
+	it = bpf_obj_new(typeof(*it));
+	if (!it)
+		return 2;
+	bpf_spin_lock(&v->lock);
+	n = bpf_list_pop_front(&v->head);
+	bpf_spin_unlock(&v->lock);
+	if (n) {
+		struct item *old = container_of(n, struct item, node);
+
+		prev = old->key;
+		bpf_obj_drop(old);
+	}
+	it->key = prev + 1;
+	bpf_spin_lock(&v->lock);
+	bpf_list_push_back(&v->head, &it->node);
+	bpf_spin_unlock(&v->lock);
+	put(0, prev);
+	return prev + 1;
 }

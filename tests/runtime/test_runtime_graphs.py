@@ -27,7 +27,8 @@ from pybpf.runtime.program import ENGINES, Engine
 
 OBJECT = PROGS / "graphs.o"
 _KERNEL, _REASON = available()
-SEQUENCE = ("list_order", "keep", "keep", "keep", "tree_order", "shared", "stash_item", "stash_item", "stash_item")
+SEQUENCE = ("list_order", "keep", "keep", "keep", "tree_order", "shared", "stash_item", "stash_item", "stash_item",
+            "map_list", "map_list", "map_list")
 
 Outcome = list[tuple[str, int, list[int]]]
 
@@ -60,7 +61,8 @@ def test_lists_and_trees_run(engine: Engine) -> None:
     with pybpf.load(OBJECT) as user:
         outcome = _sequence(user, engine)
         heap = user.services.heap
-        assert len(heap) == 4  # the items `keep` left in its global list, the one stashed in a kptr
+        # The items `keep` left in its global list, the one stashed in a kptr, the one in lists[7].
+        assert len(heap) == 5
     by_run = dict(zip(range(len(outcome)), outcome, strict=True))
     # list_order: keys (i * 7) % 11 for i < 8, odd i pushed at the front; popped front, front,
     # back, back, front, front, back, back, then an empty list (-1).
@@ -69,6 +71,7 @@ def test_lists_and_trees_run(engine: Engine) -> None:
     assert by_run[4][2][1:12] == [*range(10), -1]  # drained in key order
     assert by_run[5][1] == 0 and by_run[5][2][:4] == [0, 42, 42, 0]
     assert [by_run[i][1] for i in (6, 7, 8)] == [4, 9, 14]  # each stash saw (and dropped) the last
+    assert [by_run[i][1] for i in (9, 10, 11)] == [0, 1, 2]
 
 
 @pytest.mark.kernel
@@ -100,6 +103,24 @@ def test_a_stashed_object_goes_with_its_map() -> None:
         user.program("stash_item").test_run(bytes(64))
         assert len(heap) == 1  # the second stash dropped the first object
         user.maps["stash"].close()  # bpf_obj_free_fields: the kptr's object is dropped
+        assert len(heap) == 0
+
+
+@pytest.mark.parametrize("teardown", ["delete", "update", "close"])
+def test_a_map_element_frees_what_its_list_holds(teardown: str) -> None:
+    key = (7).to_bytes(4, "little")
+    with pybpf.load(OBJECT) as user:
+        heap = user.services.heap
+        for _ in range(3):
+            user.program("map_list").test_run(bytes(64))
+        assert len(heap) == 1  # each run replaced the item
+        lists = user.maps["lists"]
+        if teardown == "delete":
+            lists.delete_raw(key)
+        elif teardown == "update":
+            lists.update_raw(key, bytes(24))  # bpf_obj_free_fields on the old value
+        else:
+            lists.close()
         assert len(heap) == 0
 
 

@@ -244,6 +244,8 @@ class MapRegistry:
         self._by_id[id(map_object)] = (map_object, address, region)
         if self.objects is not None and getattr(map_object, "kptr_offsets", None):
             map_object.kptr_release = self._release_kptr  # type: ignore[attr-defined]
+        if self.heap is not None and getattr(map_object, "has_graphs", False):
+            map_object.graph_release = self.heap.free_fields  # type: ignore[attr-defined]
         if isinstance(map_object, NativeRingMap):
             self._rebuild_ring_table()
         return address

@@ -108,8 +108,8 @@ class ArrayMap(Map):
             raise MapFullError(f"{self.label}: value_size {definition.value_size} is too big (max {limit})")
 
     def close(self) -> None:
-        if self.kptr_offsets and self.slab.regions:  # (a second close finds no storage)
-            self.free_kptrs(self._view, 0, self.max_entries * self.slot_size)
+        if (self.kptr_offsets or self.has_graphs) and self.slab.regions:  # (a second close finds no storage)
+            self.free_fields(self._view, 0, self.max_entries * self.slot_size)
         self.slab.release()
         if self._key_region in self.address_space:
             self.address_space.remove(self._key_region)
@@ -168,9 +168,9 @@ class ArrayMap(Map):
     def _store(self, start: int, value: bytes) -> None:
         view = self._view
         lock = self.spin_lock_offset
-        if self.kptr_offsets:
+        if self.kptr_offsets or self.has_graphs:
             # copy_map_value leaves the kptrs alone, then bpf_obj_free_fields frees them: NULL.
-            self.free_kptrs(view, start, len(value))
+            self.free_fields(view, start, len(value))
             value = self.without_kptrs(value)
         if lock is None:
             view[start : start + len(value)] = value

@@ -106,6 +106,10 @@ class Map(UserMapApi, NativeMap):
         self.kptr_offsets: tuple[int, ...] = tuple(field.offset for field in kptrs)
         self._owned_kptrs = frozenset(field.offset for field in kptrs if field.kind is not FieldKind.KPTR_UNREF)
         self.kptr_release: Callable[[int], None] | None = None
+        # List heads and rb-tree roots in the value: what they hold is dropped by graph_release
+        # (the runtime's object heap, set when the map is registered for runs) on the same events.
+        self.has_graphs = definition.has_graph_roots()
+        self.graph_release: Callable[[int, int], None] | None = None
         self.spin_lock_offset = definition.spin_lock_offset()
         self.validate()
 
@@ -140,9 +144,18 @@ class Map(UserMapApi, NativeMap):
     def native_update_flags(self) -> NativeMapFlag:
         """UPDATABLE unless an update must do more than copy the value: a read-only map for
         programs (EPERM), a bpf_spin_lock in the value (kept across updates), kptrs (freed)."""
-        if self.prog_readonly or self.spin_lock_offset is not None or self.kptr_offsets:
+        if self.prog_readonly or self.spin_lock_offset is not None or self.kptr_offsets or self.has_graphs:
             return NativeMapFlag(0)
         return NativeMapFlag.UPDATABLE
+
+    def free_fields(self, view: memoryview, start: int, size: int) -> None:
+        """``bpf_obj_free_fields`` for ``view[start:start + size]``: its kptrs (:meth:`free_kptrs`)
+        and the objects its list heads and rb-tree roots still hold."""
+        if self.kptr_offsets:
+            self.free_kptrs(view, start, size)
+        release = self.graph_release
+        if self.has_graphs and release is not None and size > 0:
+            release(ctypes.addressof(ctypes.c_char.from_buffer(view, start)), size)
 
     def free_kptrs(self, view: memoryview, start: int, size: int) -> None:
         """``bpf_obj_free_fields`` for the value copies in ``view[start:start + size]``: every kptr

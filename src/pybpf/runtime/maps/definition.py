@@ -74,6 +74,17 @@ class MapDef:
     def flags(self) -> BpfMapFlag:
         return BpfMapFlag(self.map_flags)
 
+    def has_graph_roots(self) -> bool:
+        """Whether the value holds a ``bpf_list_head`` or ``bpf_rb_root`` (whose objects an
+        update, a delete or the map's destruction frees)."""
+        if self.btf is None or not self.btf_value_type_id:
+            return False
+        try:
+            fields = special_fields(self.btf, self.btf_value_type_id)
+        except BtfFieldError:
+            return False  # kptr_fields refuses such a value
+        return any(field.kind in (FieldKind.LIST_HEAD, FieldKind.RB_ROOT) for field in fields)
+
     def kptr_fields(self) -> tuple[SpecialField, ...]:
         """The value's kptrs, checked as ``btf_parse_fields``/``map_check_btf`` check them: a
         value the kernel's BTF parser refuses, a map type that cannot hold kptrs, or a

@@ -107,9 +107,9 @@ class HashMap(Map):
             )
 
     def close(self) -> None:
-        if self.kptr_offsets and self.slab.regions:  # (a second close finds no storage)
+        if (self.kptr_offsets or self.has_graphs) and self.slab.regions:  # (a second close finds no storage)
             for slot, _ in self._index.values():
-                self.free_kptrs(self.slab.view(slot), self.key_stride, self.slot_size - self.key_stride)
+                self.free_fields(self.slab.view(slot), self.key_stride, self.slot_size - self.key_stride)
         if self._native_index is not None:
             self._native_index.close()
         self.slab.release()
@@ -197,8 +197,8 @@ class HashMap(Map):
         if self._native_index is not None:
             self._native_index.remove(key)  # before the slot can be reused
         slot, _ = self._index.pop(key)
-        if self.kptr_offsets:
-            self.free_kptrs(self.slab.view(slot), self.key_stride, self.slot_size - self.key_stride)
+        if self.kptr_offsets or self.has_graphs:
+            self.free_fields(self.slab.view(slot), self.key_stride, self.slot_size - self.key_stride)
         self._unlink(key)
         if self.LRU:
             del self._recency[key]
@@ -249,9 +249,9 @@ class HashMap(Map):
             start += cpu * self.value_stride
             value = value[: self.value_size]
         lock = self.spin_lock_offset
-        if self.kptr_offsets:
+        if self.kptr_offsets or self.has_graphs:
             # The kernel's update makes a new element with NULL kptrs and frees the old one.
-            self.free_kptrs(self.slab.view(slot), start, len(value))
+            self.free_fields(self.slab.view(slot), start, len(value))
             value = self.without_kptrs(value)
         if lock is None:
             self.slab.write(slot, start, value)
