@@ -159,7 +159,9 @@ class KfuncProto:
     ret_readonly: bool = False  # MEM returns: MEM_RDONLY
 
     def has(self, flag: KfuncFlag) -> bool:
-        return bool(self.flags & flag)
+        # On the members' int values: IntFlag's own ``&`` runs Python code and builds a member
+        # (the verifier asks this several times per kfunc call it steps).
+        return bool(self.flags._value_ & flag._value_)
 
     def allowed_for(self, prog_type: BpfProgType | int) -> bool:
         """Whether a program of ``prog_type`` may call it (its kfunc set is registered there)."""

@@ -99,7 +99,8 @@ class MapTypeSpec:
         return bool(self.allowed_flags & MF.MMAPABLE)
 
     def allows_op(self, op: MapOp) -> bool:
-        return bool(self.program_ops & op) and op is not MapOp.NONE
+        # On the members' values: Flag's own ``&`` runs Python code and builds a member.
+        return bool(self.program_ops._value_ & op._value_) and op is not MapOp.NONE
 
     def helper_allowed(self, helper_id: int) -> bool:
         """Whether a helper taking a map argument accepts this map type (both directions of

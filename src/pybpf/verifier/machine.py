@@ -49,6 +49,7 @@ Refinements = tuple[tuple[Scalar, Scalar] | None, tuple[Scalar, Scalar] | None]
 """A jump's (taken, not taken) narrowed operands; None for an edge no execution can follow."""
 
 MAX_CALL_FRAMES = 8
+_RDONLY_PROG = int(BpfMapFlag.RDONLY_PROG)
 BPF_MAX_VAR_OFF = 1 << 29
 BPF_MAX_VAR_SIZ = 1 << 29
 MAX_PACKET_OFF = 0xFFFF
@@ -82,7 +83,8 @@ class MapInfo:
 
     @property
     def readonly(self) -> bool:
-        return self.frozen or bool(self.flags & BpfMapFlag.RDONLY_PROG)
+        # On plain ints: IntFlag's own ``&`` runs Python code (asked on every map value access).
+        return self.frozen or bool(int(self.flags) & _RDONLY_PROG)
 
 
 MapResolver = Callable[[int, LoadImm64], MapInfo | None]
