@@ -114,10 +114,11 @@ class Scalar:
     # -- queries ------------------------------------------------------------------------------
 
     def is_const(self) -> bool:
-        return self.var_off.is_const()
+        return not self.var_off.mask
 
     def const_value(self) -> int | None:
-        return self.var_off.value if self.var_off.is_const() else None
+        var_off = self.var_off
+        return None if var_off.mask else var_off.value
 
     def is_subreg_const(self) -> bool:
         return self.var_off.subreg().is_const()

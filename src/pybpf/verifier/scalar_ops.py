@@ -21,7 +21,7 @@ from pybpf.isa import semantics
 from pybpf.isa.insn import BinOp
 from pybpf.isa.opcodes import EndianOrder
 from pybpf.verifier.scalar import Scalar, sync
-from pybpf.verifier.tnum import Tnum
+from pybpf.verifier.tnum import U32, Tnum, unchecked
 from pybpf.verifier.values import value_class
 
 
@@ -47,14 +47,17 @@ class View:
 
     @classmethod
     def full(cls, bits: int, tnum: Tnum | None = None) -> View:
+        if tnum is None and cls is View:
+            return _FULL[bits]  # immutable: one per width
         half = 1 << (bits - 1)
-        return cls(bits, tnum or Tnum(0, _mask(bits)), -half, half - 1, 0, _mask(bits))
+        return cls(bits, tnum or _UNKNOWN_TNUM[bits], -half, half - 1, 0, _mask(bits))
 
     @classmethod
     def of(cls, s: Scalar, bits: int) -> View:
         if bits == 64:
             return cls(64, s.var_off, s.smin, s.smax, s.umin, s.umax)
-        return cls(32, s.var_off.subreg(), s.s32_min, s.s32_max, s.u32_min, s.u32_max)
+        t = s.var_off
+        return cls(32, unchecked(t.value & U32, t.mask & U32), s.s32_min, s.s32_max, s.u32_min, s.u32_max)
 
     def const_value(self) -> int | None:
         return self.tnum.value if self.tnum.is_const() else None
@@ -63,12 +66,20 @@ class View:
         return View(self.bits, self.tnum, lo, hi, self.u_lo, self.u_hi)
 
 
+_UNKNOWN_TNUM = {64: Tnum(0, _mask(64)), 32: Tnum(0, _mask(32))}
+"""Per width, the tnum of a fully unknown value (immutable, shared)."""
+_FULL = {bits: View(bits, _UNKNOWN_TNUM[bits], -(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0, _mask(bits))
+         for bits in (32, 64)}
+"""Per width, the view of a fully unknown value (immutable, shared)."""
+
+
 def _make(bits: int, tnum: Tnum, signed: tuple[int, int] | None, unsigned: tuple[int, int] | None) -> View:
     """A view from optional bounds (None: unbounded, left for sync to deduce from the tnum)."""
-    full = View.full(bits)
+    full = _FULL[bits]
     s_lo, s_hi = signed if signed is not None else (full.s_lo, full.s_hi)
     u_lo, u_hi = unsigned if unsigned is not None else (full.u_lo, full.u_hi)
-    return View(bits, tnum.cast(bits // 8), s_lo, s_hi, u_lo, u_hi)
+    # (A 64-bit tnum is already cut to 64 bits: only the 32-bit one is cast.)
+    return View(bits, tnum if bits == 64 else unchecked(tnum.value & U32, tnum.mask & U32), s_lo, s_hi, u_lo, u_hi)
 
 
 def _wrap_once(lo: int, hi: int, low_limit: int, high_limit: int, modulus: int) -> tuple[int, int] | None:
@@ -143,7 +154,7 @@ def _lsh(a: View, b: View) -> View:
     if not _shift_range_ok(a, b):
         return View.full(n)
     shift = b.const_value()
-    t = a.tnum.lshift(shift) if shift is not None else Tnum(0, _mask(n)).lshift(b.u_lo)
+    t = a.tnum.lshift(shift) if shift is not None else _UNKNOWN_TNUM[n].lshift(b.u_lo)
     # __scalar64/32_min_max_lsh: the kernel keeps the unsigned range only while umax is at most
     # 2**(n-1-shift), so a value with its top bit possibly set loses it even on a shift by 0.
     unsigned = (a.u_lo << b.u_lo, a.u_hi << b.u_hi) if a.u_hi <= 1 << (n - 1 - b.u_hi) else None
@@ -155,7 +166,7 @@ def _rsh(a: View, b: View) -> View:
     if not _shift_range_ok(a, b):
         return View.full(n)
     shift = b.const_value()
-    t = a.tnum.rshift(shift) if shift is not None else Tnum(0, _mask(n)).rshift(b.u_lo)
+    t = a.tnum.rshift(shift) if shift is not None else _UNKNOWN_TNUM[n].rshift(b.u_lo)
     return _make(n, t, None, (a.u_lo >> b.u_hi, a.u_hi >> b.u_lo))
 
 
@@ -164,7 +175,7 @@ def _arsh(a: View, b: View) -> View:
     if not _shift_range_ok(a, b):
         return View.full(n)
     shift = b.const_value()
-    t = a.tnum.arshift(shift, n) if shift is not None else Tnum(0, _mask(n))
+    t = a.tnum.arshift(shift, n) if shift is not None else _UNKNOWN_TNUM[n]
     lows = (a.s_lo >> b.u_lo, a.s_lo >> b.u_hi)
     highs = (a.s_hi >> b.u_lo, a.s_hi >> b.u_hi)
     return _make(n, t, (min(lows), max(highs)), None)
@@ -174,7 +185,7 @@ def _div(a: View, b: View) -> View:
     if b.u_hi == 0:
         return _make(a.bits, Tnum.const(0), (0, 0), (0, 0))  # division by zero gives 0
     low = 0 if b.u_lo == 0 else a.u_lo // b.u_hi
-    return _make(a.bits, Tnum(0, _mask(a.bits)), None, (low, a.u_hi // max(b.u_lo, 1)))
+    return _make(a.bits, _UNKNOWN_TNUM[a.bits], None, (low, a.u_hi // max(b.u_lo, 1)))
 
 
 def _mod(a: View, b: View) -> View:
@@ -189,12 +200,12 @@ def _sdiv(a: View, b: View) -> View:
     n = a.bits
     half = 1 << (n - 1)
     magnitude = max(abs(a.s_lo), abs(a.s_hi))
-    return _make(n, Tnum(0, _mask(n)), (max(-magnitude, -half), min(magnitude, half - 1)), None)
+    return _make(n, _UNKNOWN_TNUM[n], (max(-magnitude, -half), min(magnitude, half - 1)), None)
 
 
 def _smod(a: View, b: View) -> View:
     # The remainder has the dividend's sign and is no larger in magnitude (b == 0 leaves a).
-    return _make(a.bits, Tnum(0, _mask(a.bits)), (min(a.s_lo, 0), max(a.s_hi, 0)), None)
+    return _make(a.bits, _UNKNOWN_TNUM[a.bits], (min(a.s_lo, 0), max(a.s_hi, 0)), None)
 
 
 def _mov(_a: View, b: View) -> View:

@@ -178,7 +178,7 @@ class Tnum:
     # -- 32-bit sub-register helpers (tnum_subreg & co) -------------------------------------------
 
     def subreg(self) -> Tnum:
-        return self.cast(4)
+        return unchecked(self.value & U32, self.mask & U32)  # cast(4), spelt out
 
     def clear_subreg(self) -> Tnum:
         return self.rshift(32).lshift(32)
