@@ -17,12 +17,24 @@ from pybpf.verifier import kptrs, spectre
 from pybpf.verifier.machine import BPF_MAX_VAR_OFF, MAX_PACKET_OFF, Env, State, reject, type_name
 from pybpf.verifier.scalar import S64_MIN, Scalar, sync
 from pybpf.verifier.scalar_ops import alu
-from pybpf.verifier.state import NOT_INIT, PTR_TO_ARENA, SCALAR_VALUE, RegState, RegType, StackSlot
+from pybpf.verifier.state import (
+    CONST_PTR_TO_MAP,
+    NOT_INIT,
+    PACKET_TYPES,
+    PTR_TO_ARENA,
+    PTR_TO_STACK,
+    SCALAR_VALUE,
+    RegState,
+    RegType,
+    StackSlot,
+)
 from pybpf.verifier.tnum import U32
 
 # Enum members as module-level names: read through the class they are slow on Python 3.11
 # (see the aliases in pybpf.verifier.state), and these are read for every instruction.
 _MOV, _ADD, _SUB = BinOp.MOV, BinOp.ADD, BinOp.SUB
+_FLOW_KEYS = RegType.PTR_TO_FLOW_KEYS
+_UNKNOWN = Scalar.unknown()  # (immutable, shared)
 _MOVES = frozenset({BinOp.MOV, BinOp.MOVSX8, BinOp.MOVSX16, BinOp.MOVSX32})
 _OP_TEXT = {op: op.value for op in BinOp}
 _ALU_NAMES = {BinOp.MOVSX8: "=", BinOp.MOVSX16: "=", BinOp.MOVSX32: "=", BinOp.SDIV: "/=", BinOp.SMOD: "%="}
@@ -146,15 +158,15 @@ def _move(insn: Bin, src: RegState, env: Env) -> RegState:
     if src.is_pointer:
         # allow_ptr_leaks: a truncated or sign-extended pointer is an unknown number.
         return unknown()
-    return env.memo_alu_reg(insn.op, Scalar.unknown(), src.var_off, insn.is64)
+    found = env.alu_memo.get((insn.op, _UNKNOWN, src.var_off, insn.is64))  # (Env.memo_alu_reg's key)
+    return found if found is not None else env.memo_alu_reg(insn.op, _UNKNOWN, src.var_off, insn.is64)
 
 
 def _sane_offset(reg: RegState, ptr: RegState, what: str) -> None:
     """``check_reg_sane_offset`` on one operand."""
     value = reg.var_off
-    constant = value.const_value()
     # type_name(ptr) is only worked out for a message: this runs on every pointer move.
-    if constant is not None:
+    if not value.var_off.mask:
         signed = value.smin
         if abs(signed) >= BPF_MAX_VAR_OFF:
             raise reject(f"math between {type_name(ptr)} pointer and {signed} is not allowed")
@@ -175,26 +187,27 @@ def _pointer_math(state: State, insn: Bin, dst_no: int, ptr: RegState, off: RegS
     if ptr.maybe_null:
         raise reject(f"R{dst_no} pointer arithmetic on {type_name(ptr)} prohibited, null-check it first")
     value = off.var_off
-    known = value.is_const()
+    op = insn.op
+    known = not value.var_off.mask
     allowed = ptr.type in _ARITH_OK or (
-        ptr.type is RegType.CONST_PTR_TO_MAP and known and value.smin == 0 and insn.op is BinOp.ADD
-    ) or (ptr.type is RegType.PTR_TO_FLOW_KEYS and known)
+        ptr.type is CONST_PTR_TO_MAP and known and value.smin == 0 and op is _ADD
+    ) or (ptr.type is _FLOW_KEYS and known)
     if not allowed:
         raise reject(f"R{dst_no} pointer arithmetic on {type_name(ptr)} prohibited")
     if value.smin > value.smax or value.umin > value.umax:
         return unknown()
     _sane_offset(off, ptr, "offset")
     _sane_offset(ptr, ptr, "pointer")
-    sanitized = env.spec is not None and insn.op in (BinOp.ADD, BinOp.SUB)
-    info = spectre.SanitizeInfo()
-    if sanitized:
+    sanitized = env.spec is not None and (op is _ADD or op is _SUB)
+    info = spectre.SanitizeInfo() if sanitized else None
+    if info is not None:
         spectre.sanitize_pointer(env, state, insn, ptr, off, ptr_is_dst=not reversed_operands, info=info)
-    if insn.op is BinOp.ADD:
+    if op is _ADD:
         result = _add_offset(ptr, value, env, negate=False)
-    elif insn.op is BinOp.SUB:
+    elif op is _SUB:
         if reversed_operands:
             raise reject(f"R{dst_no} tried to subtract pointer from scalar")
-        if ptr.type is RegType.PTR_TO_STACK:
+        if ptr.type is PTR_TO_STACK:
             raise reject(f"R{dst_no} subtraction from stack pointer prohibited")
         result = _add_offset(ptr, value, env, negate=True)
     elif insn.op in (BinOp.AND, BinOp.OR, BinOp.XOR):
@@ -204,21 +217,20 @@ def _pointer_math(state: State, insn: Bin, dst_no: int, ptr: RegState, off: RegS
     _sane_offset(result, ptr, "result")
     if env.spec is not None:
         spectre.check_bounds(dst_no, result, env)
-    if sanitized:
+    if info is not None:
         spectre.commit_pointer(env, state, insn, result, info)
     return result
 
 
 def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegState:
-    constant = value.const_value()
-    if constant is not None:
+    if not value.var_off.mask:
         delta = -value.smin if negate else value.smin
         new_off = ptr.off + delta
         if -(1 << 31) <= new_off < 1 << 31:
             return ptr.with_off(new_off)
     moved = sync(alu(BinOp.SUB if negate else BinOp.ADD, ptr.var_off, value, True))
     result = ptr.with_var_off(moved)
-    if ptr.type in (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META):
+    if ptr.type in PACKET_TYPES:
         # Something variable was added: the range proven for the old pointer says nothing here.
         result = replace(result, id=env.new_id(), range=0)
     return result
