@@ -228,7 +228,7 @@ def _add_offset(ptr: RegState, value: Scalar, env: Env, *, negate: bool) -> RegS
         new_off = ptr.off + delta
         if -(1 << 31) <= new_off < 1 << 31:
             return ptr.with_off(new_off)
-    moved = sync(alu(BinOp.SUB if negate else BinOp.ADD, ptr.var_off, value, True))
+    moved = sync(alu(_SUB if negate else _ADD, ptr.var_off, value, True))
     result = ptr.with_var_off(moved)
     if ptr.type in PACKET_TYPES:
         # Something variable was added: the range proven for the old pointer says nothing here.
@@ -317,7 +317,7 @@ def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
         return
 
     def shifted(reg: RegState) -> RegState | None:
-        moved = value if reg.off == known.off else alu(BinOp.ADD, value, Scalar.const(reg.off - known.off), True)
+        moved = value if reg.off == known.off else alu(_ADD, value, Scalar.const(reg.off - known.off), True)
         return reg.with_var_off(moved) if reg.var_off != moved else None
 
     # Written out rather than through State.update_registers: this runs on every branch on a
@@ -339,11 +339,12 @@ def _refine_linked(state: State, known: RegState, value: Scalar) -> None:
 
 def _null_check(insn: Jump, dst: RegState, src: RegState) -> tuple[RegState, bool] | None:
     """(the pointer, whether it is NULL on the taken edge) for ``ptr ==/!= 0``."""
-    if insn.cond not in (Cond.JEQ, Cond.JNE) or insn.is32:
+    cond = insn.cond
+    if (cond is not _JEQ and cond is not _JNE) or insn.is32:
         return None
     for pointer, other in ((dst, src), (src, dst)):
-        if pointer.is_pointer and other.type is RegType.SCALAR_VALUE and other.var_off.const_value() == 0:
-            return pointer, insn.cond is Cond.JEQ
+        if pointer.is_pointer and other.type is SCALAR_VALUE and other.var_off.const_value() == 0:
+            return pointer, cond is _JEQ
     return None
 
 
@@ -352,20 +353,28 @@ def _mark_null(state: State, pointer: RegState, *, is_null: bool) -> None:
     target = pointer.id
     if target == 0:
         return
-
-    def change(reg: RegState) -> RegState | None:
-        if reg.id != target or not reg.maybe_null:
-            return None
-        if is_null:
-            return RegState.const(0)
-        return reg.not_null()
-
-    state.update_registers(change)
+    null = RegState.const(0) if is_null else None
+    # State.update_registers written out: a test per register before any call (this runs on
+    # both edges of every null check).
+    for frame in state.frames:
+        regs = frame.regs
+        for number, reg in enumerate(regs):
+            if reg.id == target and reg.maybe_null:
+                regs[number] = null if null is not None else reg.not_null()
+        for index, slot in enumerate(frame.stack.slots):
+            spilled = slot.spilled_ptr
+            if spilled.id == target and spilled.maybe_null and slot.is_spilled_register():
+                new = null if null is not None else spilled.not_null()
+                frame.stack = frame.stack.with_slot(index, StackSlot.spill(new))
     if is_null and pointer.ref_obj_id:
         # A NULL result holds no reference: nothing to release on this path.
         state.refs.pop(pointer.ref_obj_id, None)
 
 
+_JEQ, _JNE = Cond.JEQ, Cond.JNE
+# (a pointer below, the pointer above it): comparisons that prove packet bytes.
+_PACKET_PAIRS = ((RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_END),
+                 (RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET))
 # (cond, pointer-is-dst) -> (which edge learns the range, range_right_open)
 _PACKET_RULES: dict[tuple[Cond, bool], tuple[bool, bool]] = {
     (Cond.JGT, True): (False, False), (Cond.JGT, False): (True, True),
@@ -379,8 +388,7 @@ def _packet_compare(insn: Jump, dst: RegState, src: RegState, taken: State, fall
     """``try_match_pkt_pointers``: ``pkt + N`` compared with ``data_end`` proves N bytes."""
     if insn.is32:
         return False
-    pairs = ((RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_END), (RegType.PTR_TO_PACKET_META, RegType.PTR_TO_PACKET))
-    for low, high in pairs:
+    for low, high in _PACKET_PAIRS:
         if dst.type is low and src.type is high:
             pointer, pointer_is_dst = dst, True
         elif dst.type is high and src.type is low:
