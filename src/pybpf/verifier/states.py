@@ -72,6 +72,7 @@ BPF_COMPLEXITY_LIMIT_STATES = 64
 
 _BUCKET_STRIDE = 1 << 32  # bucket key: (innermost call site + 1) * stride + pc
 _FUNC = PseudoSrc.FUNC
+_PLAIN, _CALLBACK, _ITER_NEXT, _MAY_GOTO = range(4)  # what a prune point is (StateLists.sites)
 _PRUNE_CLASSES = (Jump, Goto, MayGoto, Call, CallLocal, CallKfunc, CallReg, LoadImm64)
 
 
@@ -155,6 +156,9 @@ class StateLists:
     marks: PrunePoints
     track_precision: bool
     forced: frozenset[int] = field(init=False)  # the kernel's force_checkpoint pcs
+    sites: dict[int, int] = field(init=False)  # forced checkpoint pc -> its kind (_CALLBACK...)
+    freq: bool = field(init=False)  # BPF_F_TEST_STATE_FREQ
+    allow_uninit: bool = field(init=False)  # privileged: uninitialised stack compares as anything
     buckets: dict[int, list[Checkpoint]] = field(default_factory=dict)  # oldest first
     jmps_at_store: int = 0  # prev_jmps_processed
     insns_at_store: int = 0  # prev_insn_processed
@@ -165,32 +169,41 @@ class StateLists:
     max_per_insn: int = 0  # max_states_per_insn
 
     def __post_init__(self) -> None:
-        self.forced = self.marks.forced
+        marks = self.marks
+        self.forced = marks.forced
+        self.sites = dict.fromkeys(marks.callback_sites, _CALLBACK)
+        self.sites.update(dict.fromkeys(marks.iter_next, _ITER_NEXT))
+        self.sites.update(dict.fromkeys(marks.may_goto, _MAY_GOTO))
+        options = self.env.options
+        self.freq, self.allow_uninit = options.test_state_freq, options.privileged
 
     def visit(self, pc: int, state: State, parent: Checkpoint | None,
               processed: int, jmps: int) -> tuple[bool, Checkpoint | None]:
         """``is_state_visited`` at prune point ``pc``: (whether a listed state covers ``state``,
         the checkpoint the path continues under: a new one when ``state`` was stored)."""
-        env = self.env
-        callsite = state.frames[-1].callsite
-        key = (callsite + 1) * _BUCKET_STRIDE + pc
+        # (Runs at every prune point: what depends only on the pc was decided in __post_init__.)
+        key = (state.frames[-1].callsite + 1) * _BUCKET_STRIDE + pc
         stored = self.buckets.get(key)
         if stored is None:
             stored = self.buckets[key] = []
-        forced = pc in self.forced
-        force = forced or env.options.test_state_freq
+        site = self.sites.get(pc, _PLAIN)
+        forced = site != _PLAIN
+        force = forced or self.freq
         jmps_since = jmps - self.jmps_at_store
         insns_since = processed - self.insns_at_store
         add = force or (jmps_since >= CHECKPOINT_MIN_JMPS and insns_since >= CHECKPOINT_MIN_INSNS)
-        allow_uninit = env.options.privileged
-        exact = env.spec is not None and env.spec.explore_alu_limits
+        count = len(stored)
+        if not count:  # nothing listed here yet (the common case on a first visit)
+            return self._store(stored, state, parent, processed, jmps) if add else (False, parent)
+        allow_uninit = self.allow_uninit
+        spec = self.env.spec
+        exact = spec is not None and spec.explore_alu_limits
         live = self.live[pc]
         live_slots = self.live_slots[pc]
-        marks = self.marks
-        callback_helper = marks.callback_sites.get(pc)
-        iter_next = pc in marks.iter_next
-        may_goto = pc in marks.may_goto
-        if callback_helper is not None and callbacks.returning(state):
+        iter_next = site == _ITER_NEXT
+        may_goto = site == _MAY_GOTO
+        callback = site == _CALLBACK
+        if callback and callbacks.returning(state):
             # Back from a callback (prepare_func_exit): widen against the iteration in progress
             # here, before any comparison, as the kernel widens on the callback's exit.
             for checkpoint in reversed(stored):
@@ -198,7 +211,6 @@ class StateLists:
                     widen_imprecise_scalars(checkpoint.state, state)
                     break
         precision = self.track_precision
-        count = len(stored)
         evicted = False
         for checkpoint in reversed(stored):
             if checkpoint.branches > 0:
@@ -214,7 +226,7 @@ class StateLists:
                     # A may_goto loop whose next iteration adds nothing the one in progress
                     # covers (is_state_visited's may_goto case).
                     return self._loop_hit(checkpoint, parent)
-                elif callback_helper is not None:
+                elif callback:
                     # A callback loop in progress (calls_callback): an equal-or-wider state
                     # still being explored covers this one; no infinite-loop verdict here.
                     if states_equal(checkpoint.state, state, allow_uninit, live, live_slots):
@@ -232,7 +244,7 @@ class StateLists:
                                        exact=exact)
                 if where == NO_DIFFERENCE:
                     checkpoint.hits += 1
-                    self._note_count(count)
+                    self.max_per_insn = max(self.max_per_insn, count)
                     if imprecise:
                         _flag_loop_imprecise(parent)
                     elif precision:
@@ -250,11 +262,16 @@ class StateLists:
             factor = FORCED_EVICT_FACTOR if forced and checkpoint.branches > 0 else EVICT_FACTOR
             if checkpoint.misses > factor * (checkpoint.hits + 1):
                 checkpoint.evicted = evicted = True
-        self._note_count(count)
+        self.max_per_insn = max(self.max_per_insn, count)
         if evicted:
             self._evict(stored)
         if not add or (not allow_uninit and count > BPF_COMPLEXITY_LIMIT_STATES):
             return False, parent
+        return self._store(stored, state, parent, processed, jmps)
+
+    def _store(self, stored: list[Checkpoint], state: State, parent: Checkpoint | None, processed: int,
+               jmps: int) -> tuple[bool, Checkpoint | None]:
+        """Keep ``state`` at the head of ``stored``: the path goes on below a new checkpoint."""
         checkpoint = Checkpoint(state.copy(), 1, parent, hist=state.hist)
         checkpoint.state.hist = state.hist = None  # the path below starts a history of its own
         stored.append(checkpoint)
@@ -271,9 +288,6 @@ class StateLists:
         checkpoint.hits += 1
         _flag_loop_imprecise(parent)
         return True, parent
-
-    def _note_count(self, count: int) -> None:
-        self.max_per_insn = max(self.max_per_insn, count)
 
     def _evict(self, stored: list[Checkpoint]) -> None:
         """Drop the states flagged evicted from ``stored``: forgetting a state is always safe (it
