@@ -372,3 +372,100 @@ def test_a_kptr_to_a_non_struct_is_refused() -> None:
     value = Struct("v", 8, (Member("p", 3, 0),))
     with pytest.raises(BtfFieldError):
         special_fields(_btf(_U64, TypeTag("kptr", 1), Ptr("", 2), value), 4)
+
+
+# -- trusted context arguments of BTF tracing programs --------------------------------------------
+
+VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+# name -> (C source after the header, the kernel's verdict, a fragment of our reason when rejected).
+# tp_btf arguments are trusted, fentry ones are not (the old PTR_TO_BTF_ID): neither kind is a
+# reference. The verifier types them from vmlinux BTF, handed in as target_btf.
+TRACING: dict[str, tuple[str, bool, str]] = {
+    "tp-btf-arg-acquire": (r"""
+SEC("tp_btf/task_newtask") int p(__u64 *ctx) {
+    struct task_struct *a = bpf_task_acquire((struct task_struct *)ctx[0]);
+    if (a) bpf_task_release(a);
+    return 0;
+}""", True, ""),
+    "tp-btf-second-arg-acquire": (r"""
+SEC("tp_btf/sched_switch") int p(__u64 *ctx) {
+    struct task_struct *a = bpf_task_acquire((struct task_struct *)ctx[2]);
+    if (a) bpf_task_release(a);
+    return 0;
+}""", True, ""),
+    "tp-btf-arg-released": (r"""
+SEC("tp_btf/task_newtask") int p(__u64 *ctx) {
+    bpf_task_release((struct task_struct *)ctx[0]);
+    return 0;
+}""", False, "release kernel function bpf_task_release expects refcounted PTR_TO_BTF_ID"),
+    "tp-btf-arg-into-referenced-kptr": (r"""
+SEC("tp_btf/task_newtask") int p(__u64 *ctx) {
+    struct map_value *v = value_at(0); struct task_struct *t;
+    if (!v) return 0;
+    t = bpf_kptr_xchg(&v->ref, (struct task_struct *)ctx[0]);
+    if (t) bpf_task_release(t);
+    return 0;
+}""", False, "R2 must be referenced when passed to release function"),
+    "tp-btf-arg-into-untrusted-kptr": (r"""
+SEC("tp_btf/task_newtask") int p(__u64 *ctx) {
+    struct map_value *v = value_at(0);
+    if (!v) return 0;
+    v->unref = (struct task_struct *)ctx[0];
+    return 0;
+}""", True, ""),
+    "fentry-arg-acquire": (r"""
+SEC("fentry/wake_up_new_task") int p(__u64 *ctx) {
+    struct task_struct *a = bpf_task_acquire((struct task_struct *)ctx[0]);
+    if (a) bpf_task_release(a);
+    return 0;
+}""", False, "R1 must be a rcu pointer"),
+    "fentry-arg-into-untrusted-kptr": (r"""
+SEC("fentry/wake_up_new_task") int p(__u64 *ctx) {
+    struct map_value *v = value_at(0);
+    if (!v) return 0;
+    v->unref = (struct task_struct *)ctx[0];
+    return 0;
+}""", True, ""),
+    "lsm-arg-acquire": (r"""
+SEC("lsm/task_alloc") int p(__u64 *ctx) {
+    struct task_struct *a = bpf_task_acquire((struct task_struct *)ctx[0]);
+    if (a) bpf_task_release(a);
+    return 0;
+}""", True, ""),
+}
+
+
+@pytest.fixture(scope="module")
+def vmlinux() -> Btf:
+    if not VMLINUX.exists():
+        pytest.skip("no /sys/kernel/btf/vmlinux to type the tracing programs' arguments from")
+    return Btf.from_bytes(VMLINUX.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def tracing_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kptr_tracing")
+    return {name: compile_c(root, name.replace("-", "_"), HEADER + source) for name, (source, _, _) in TRACING.items()}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", TRACING)
+def test_tracing_table_holds_the_kernels_verdict(name: str, tracing_objects: dict[str, Path]) -> None:
+    if not KERNEL_AVAILABLE:
+        pytest.skip(f"bpf() unavailable: {KERNEL_REASON}")
+    accepted, log = kernel_verdict(tracing_objects[name])
+    assert accepted == TRACING[name][1], log[-2000:]
+    if not accepted:
+        assert TRACING[name][2] in log, log[-2000:]
+
+
+@pytest.mark.parametrize("name", TRACING)
+def test_tracing_arguments_trusted_as_the_kernel_trusts_them(name: str, tracing_objects: dict[str, Path],
+                                                            vmlinux: Btf) -> None:
+    _, expected, fragment = TRACING[name]
+    spec = load_spec(tracing_objects[name])
+    report = verify_program(spec.programs["p"], spec, target_btf=vmlinux)
+    reason = report.diagnostics[0].reason if report.diagnostics else ""
+    assert report.accepted == expected, reason
+    assert fragment in reason

@@ -166,6 +166,9 @@ class KfuncProto:
     def allowed_for(self, prog_type: BpfProgType | int) -> bool:
         """Whether a program of ``prog_type`` may call it (its kfunc set is registered there)."""
         allowed = self.kfunc_set.prog_types
+        if prog_type == BpfProgType.LSM:
+            # bpf_prog_type_to_kfunc_hook: LSM programs use the sets registered for tracing.
+            prog_type = BpfProgType.TRACING
         return allowed is None or prog_type in allowed
 
     @property

@@ -170,9 +170,10 @@ def _poison(helper: int) -> bool:
     return helper == POISON_HELPER or POISON_CALL_KFUNC_BASE <= helper < POISON_CALL_KFUNC_BASE + (1 << 16)
 
 
-def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec) -> VerifierReport:
-    """Refuse a program the verifier rejects, naming the instruction, the reason and the C line."""
-    report = verify_program(program, spec, prog_type=type_spec)
+def _verify(spec: ObjectSpec, program: ProgramSpec, type_spec: ProgTypeSpec, target: Btf | None) -> VerifierReport:
+    """Refuse a program the verifier rejects, naming the instruction, the reason and the C line.
+    ``target`` (vmlinux, when given) types a BTF tracing program's arguments."""
+    report = verify_program(program, spec, prog_type=type_spec, target_btf=target)
     error = report.error
     if not report.accepted and error is not None:
         raise ProgramRejectedError(program.name, error.pc, error.reason.splitlines()[-1], error.source, report)
@@ -228,7 +229,7 @@ def _prepare(
         # The kernel's order: verify, apply the dead-code rewrites, then convert the context
         # accesses the verifier saw (its per-instruction PTR_TO_CTX record, insn_aux_data's
         # ptr_type), so the conversion is exact on every path the verifier proved safe.
-        report = _verify(spec, relocated, type_spec)
+        report = _verify(spec, relocated, type_spec, target)
         dead = eliminate_dead_code(relocated.instructions, report.seen)
         reduced = rewrite_program(relocated, dead)
         ptr_types: Mapping[int, RegType] = report.ptr_types

@@ -35,7 +35,8 @@ Layers built so far:
 * :mod:`.kfuncs` — kfunc calls checked against :data:`pybpf.platform.KFUNC_PROTOS` (program-type
   sets, GPL, references, NULL returns, RCU/preemption sections, ``KF_TRUSTED_ARGS``/``KF_RCU``
   pointer trust); :mod:`.kptrs` — kptrs in map values (loads, stores, ``bpf_kptr_xchg``) and the
-  trust modifiers of ``PTR_TO_BTF_ID`` (``PTR_TRUSTED``, ``PTR_UNTRUSTED``, ``MEM_RCU``...); :mod:`.iters` — open-coded
+  trust modifiers of ``PTR_TO_BTF_ID`` (``PTR_TRUSTED``, ``PTR_UNTRUSTED``, ``MEM_RCU``...);
+  :mod:`.btf_ctx` — a BTF tracing program's arguments typed from its target's prototype; :mod:`.iters` — open-coded
   iterators in ``STACK_ITER`` slots, ``next()`` as a loop head (drained/active fork, widening of
   imprecise scalars, convergence while the loop is explored);
 * :mod:`.graphs` — program-allocated objects (``bpf_obj_new``/``bpf_obj_drop``,
@@ -75,10 +76,12 @@ exploring more:
   ``struct bpf_map``/``struct bpf_array`` layout (the fields CO-RE relocates to; a non-array map's
   larger kernel struct, e.g. ``bpf_htab``, is modelled as its ``struct bpf_map`` only);
   ``bpf_find_vma`` checks its task argument by struct name only. Trust modifiers are tracked
-  (:mod:`.kptrs`) for ``bpf_get_current_task_btf``, acquired references and kptr loads, but a
-  BTF tracing program's context arguments are plain numbers (their types come from vmlinux BTF,
-  which the verifier does not read), and a pointer member read through an unmodelled struct is a
-  number too, so the ``BTF_TYPE_SAFE_*`` allow-lists of trusted walks are not modelled.
+  (:mod:`.kptrs`) for ``bpf_get_current_task_btf``, acquired references, kptr loads and a BTF
+  tracing program's arguments (:mod:`.btf_ctx`) — the latter only when the caller hands in
+  vmlinux BTF (``verify_program(target_btf=...)``, ``pybpf.load(vmlinux_btf=...)``), else they
+  are numbers, and the kernel's list of raw tracepoint arguments that may be NULL is not
+  modelled; a pointer member read through an unmodelled struct is a number, so the
+  ``BTF_TYPE_SAFE_*`` allow-lists of trusted walks are not modelled either.
 * Calls: any kfunc outside pybpf's table is refused (the object does not load; ``callx`` is
   refused too, as by the kernel: "unknown opcode 8d"); kfunc BTF arguments are matched by struct
   name (a first-member walk only for the structs :data:`pybpf.platform.kfuncs.FIRST_MEMBER_STRUCTS`

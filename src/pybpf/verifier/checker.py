@@ -20,6 +20,7 @@ from pybpf.isa.insn import LabeledInsn, LoadImm64
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.arena import find_arena
+from pybpf.verifier.btf_ctx import TracingArgs, tracing_ctx_args
 from pybpf.verifier.calls import check_program_maps
 from pybpf.verifier.capabilities import check_unprivileged_load
 from pybpf.verifier.explore import Explorer
@@ -66,6 +67,7 @@ def verify(
     sleepable: bool = False,
     test_state_freq: bool = False,
     btf: Btf | None = None,
+    ctx_args: TracingArgs | None = None,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
@@ -77,9 +79,10 @@ def verify(
     ``sleepable``: loaded with ``BPF_F_SLEEPABLE``. ``test_state_freq``: loaded with
     ``BPF_F_TEST_STATE_FREQ``, a state stored at every prune point (the kernel's selftests use it
     to test pruning without :mod:`~pybpf.verifier.states`' checkpoint spacing). ``btf``: the
-    program's BTF (the struct types ``bpf_obj_new`` allocates)."""
+    program's BTF (the struct types ``bpf_obj_new`` allocates). ``ctx_args``: a BTF tracing
+    program's context typed from its target (see :mod:`pybpf.verifier.btf_ctx`)."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
-    options = Options(spec, license, privileged, log_level, attach_type, sleepable, test_state_freq)
+    options = Options(spec, license, privileged, log_level, attach_type, sleepable, test_state_freq, ctx_args)
     table = {labeled.pc: labeled for labeled in insns}
     resolver = _resolver(maps)
     try:
@@ -171,8 +174,13 @@ def verify_program(
     privileged: bool = True,
     insn_limit: int = BPF_COMPLEXITY_LIMIT_INSNS,
     test_state_freq: bool = False,
+    target_btf: Btf | None = None,
 ) -> VerifierReport:
     """Verify a loaded :class:`ProgramSpec`, resolving its map references through ``obj``'s maps.
+
+    ``target_btf`` (vmlinux) types a BTF tracing program's context from its attach target's
+    prototype, as the kernel does (:mod:`pybpf.verifier.btf_ctx`); without it those context
+    slots are numbers.
 
     Raises :class:`~pybpf.errors.UnknownKfuncError` when the program calls a kfunc pybpf's
     table does not know (the object loader could not resolve it)."""
@@ -208,7 +216,8 @@ def verify_program(
                   privileged=privileged, attach_type=attach, insn_limit=insn_limit, func_info=bool(program.func_info),
                   scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen),
                   sleepable=program.sleepable, test_state_freq=test_state_freq,
-                  btf=obj.btf if obj is not None else None)
+                  btf=obj.btf if obj is not None else None,
+                  ctx_args=tracing_ctx_args(target_btf, attach, program.attach_to) if target_btf is not None else None)
 
 
 def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,

@@ -20,6 +20,7 @@ from pybpf.errors import VerifierError
 from pybpf.isa.insn import BinOp, Cond, LoadImm64
 from pybpf.platform import BpfMapFlag, BpfMapType, ProgTypeSpec
 from pybpf.verifier.branch import branch_outcomes
+from pybpf.verifier.btf_ctx import TracingArgs
 from pybpf.verifier.scalar import S64_MAX, S64_MIN, Scalar
 from pybpf.verifier.scalar_ops import alu
 from pybpf.verifier.state import (
@@ -103,6 +104,8 @@ class Options:
     sleepable: bool = False  # loaded with BPF_F_SLEEPABLE (may call sleepable helpers and kfuncs)
     # BPF_F_TEST_STATE_FREQ: a state stored at every prune point (see pybpf.verifier.states).
     test_state_freq: bool = False
+    # A BTF tracing program's context slots typed from its target's prototype (None: numbers).
+    ctx_args: TracingArgs | None = None
 
     @property
     def gpl(self) -> bool:

@@ -36,6 +36,7 @@ from pybpf.verifier.state import (
     BPF_REG_SIZE,
     MAX_BPF_STACK,
     MEM_ALLOC,
+    PTR_TRUSTED,
     RegState,
     RegType,
     SlotByte,
@@ -335,6 +336,12 @@ def _ctx_access(env: Env, regno: int, reg: RegState, *, off: int, size: int, wri
     if field is None:
         raise reject(f"invalid bpf_context access off={off} size={size}")
     if write or field.conversion is Conversion.PLAIN:
+        traced = env.options.ctx_args
+        if traced is not None and not write and size == BPF_REG_SIZE and not off % BPF_REG_SIZE \
+                and off // BPF_REG_SIZE < len(traced.structs) and traced.structs[off // BPF_REG_SIZE]:
+            # btf_ctx_access: a pointer argument of the target is a BTF pointer to its struct.
+            return RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type=traced.structs[off // BPF_REG_SIZE],
+                                    type_flags=PTR_TRUSTED if traced.trusted else 0)
         # A sign-extending load (BPF_MEMSX) of a field is sign-extended like any other load.
         return sized_scalar(size, sign_extend and not write)
     kind, maybe_null = _CONVERSIONS[field.conversion]
