@@ -469,3 +469,100 @@ def test_tracing_arguments_trusted_as_the_kernel_trusts_them(name: str, tracing_
     reason = report.diagnostics[0].reason if report.diagnostics else ""
     assert report.accepted == expected, reason
     assert fragment in reason
+
+
+# -- program-allocated objects in kptrs (bpf_obj_new; the pointee is a type of the program) ------
+
+# The struct's name must not be a vmlinux struct's: the kernel looks it up there first (a
+# "struct node" would be the kernel's, which has no destructor, and the BTF would not load).
+LOCAL_HEADER = r"""
+#include "bpf_kptr.h"
+#include "bpf_graphs.h"
+struct pybpf_node { __u64 data; };
+struct map_value {
+    struct pybpf_node __kptr *local;
+    struct task_struct __kptr *ref;
+    struct task_struct btf_task[0];
+    struct pybpf_node btf_node[0];
+};
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, int); __type(value, struct map_value); }
+    values SEC(".maps");
+char LICENSE[] SEC("license") = "GPL";
+static __always_inline struct map_value *value_at(int key) { return bpf_map_lookup_elem(&values, &key); }
+"""
+
+# name -> (C source after LOCAL_HEADER, the kernel's verdict, a fragment of our reason when rejected)
+LOCAL: dict[str, tuple[str, bool, str]] = {
+    "local-stash": (r"""
+SEC("tc") int p(struct __sk_buff *s) {
+    struct map_value *v = value_at(0); struct pybpf_node *n;
+    if (!v) return 0;
+    n = bpf_obj_new(struct pybpf_node);
+    if (!n) return 0;
+    n->data = 5;
+    n = bpf_kptr_xchg(&v->local, n);
+    if (n) bpf_obj_drop(n);
+    return 0;
+}""", True, ""),
+    "local-out-leaked": (r"""
+SEC("tc") int p(struct __sk_buff *s) {
+    struct map_value *v = value_at(0); struct pybpf_node *n;
+    if (!v) return 0;
+    n = bpf_kptr_xchg(&v->local, NULL);
+    return n ? n->data : 0;
+}""", False, "Unreleased reference"),
+    "local-load-read": (r"""
+SEC("tc") int p(struct __sk_buff *s) {
+    struct map_value *v = value_at(0); struct pybpf_node *n;
+    if (!v) return 0;
+    n = v->local;
+    return n ? n->data : 0;
+}""", True, ""),
+    "local-into-task-kptr": (r"""
+SEC("tc") int p(struct __sk_buff *s) {
+    struct map_value *v = value_at(0); struct task_struct *t; struct pybpf_node *n;
+    if (!v) return 0;
+    n = bpf_obj_new(struct pybpf_node);
+    if (!n) return 0;
+    t = bpf_kptr_xchg(&v->ref, n);
+    if (t) bpf_task_release(t);
+    return 0;
+}""", False, "invalid kptr access, R2 type=ptr_pybpf_node expected=ptr_task_struct"),
+    "local-drop-after-xchg": (r"""
+SEC("tc") int p(struct __sk_buff *s) {
+    struct map_value *v = value_at(0); struct pybpf_node *n, *old;
+    if (!v) return 0;
+    n = bpf_obj_new(struct pybpf_node);
+    if (!n) return 0;
+    old = bpf_kptr_xchg(&v->local, n);
+    if (old) bpf_obj_drop(old);
+    bpf_obj_drop(n);
+    return 0;
+}""", False, "R1 must be referenced or trusted"),
+}
+
+
+@pytest.fixture(scope="module")
+def local_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("kptr_local")
+    return {name: compile_c(root, name.replace("-", "_"), LOCAL_HEADER + source)
+            for name, (source, _, _) in LOCAL.items()}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", LOCAL)
+def test_local_table_holds_the_kernels_verdict(name: str, local_objects: dict[str, Path]) -> None:
+    if not KERNEL_AVAILABLE:
+        pytest.skip(f"bpf() unavailable: {KERNEL_REASON}")
+    accepted, log = kernel_verdict(local_objects[name])
+    assert accepted == LOCAL[name][1], log[-2000:]
+    if not accepted:
+        assert LOCAL[name][2] in log, log[-2000:]
+
+
+@pytest.mark.parametrize("name", LOCAL)
+def test_local_kptrs_as_the_kernel_checks_them(name: str, local_objects: dict[str, Path]) -> None:
+    _, expected, fragment = LOCAL[name]
+    accepted, reason = _ours(local_objects[name])
+    assert accepted == expected, reason
+    assert fragment in reason

@@ -143,7 +143,8 @@ def match_type(reg: RegState, field: SpecialField, regno: int) -> None:
     else:
         allowed = MEM_ALLOC | (MEM_PERCPU if field.kind is FieldKind.KPTR_PERCPU else 0)
     if reg.type is not RegType.PTR_TO_BTF_ID or reg.type_flags & ~allowed:
-        raise _bad_type(reg, regno, field, named=False)
+        # The message names the struct of any BTF pointer (the kernel reads it before the flags).
+        raise _bad_type(reg, regno, field, named=reg.type is RegType.PTR_TO_BTF_ID)
     if reg.off < 0:
         raise reject(f"negative offset {type_name(reg)} ptr R{regno} off={reg.off} disallowed")
     if not reg.var_off.is_const() or reg.var_off.const_value():
