@@ -121,9 +121,15 @@ Found by the verdict-differential fuzzer (tests/verifier/fuzz_oracle.py) and kep
 
 * tracepoint context reads at negative offsets are refused (the kernel's ``tp_prog_is_valid_access``
   lets them through by comparing the offset with ``sizeof(void *)`` as unsigned);
+* a write to r10 is refused wherever it is (:mod:`.structure`), also in code the kernel's
+  exploration proves dead (it finds these writes only on the paths it walks, e.g. in a
+  ``bpf_loop(0, cb)`` callback it never enters);
 * accepting where the kernel rejects, in rare cases where the kernel is less precise than these
-  bounds (about 1 program in 5,000 of the fuzzer's; both programs are safe): a branch our bounds and
-  tnum together prove impossible is pruned here while the kernel may still walk it, and after an
+  bounds (about 1 program in 10,000 of the fuzzer's; both programs are safe): a branch our bounds
+  and tnum together prove impossible is pruned here while the kernel may still walk it (its
+  ``is_branch_taken`` compares ranges only; refining the dead edge then yields contradictory
+  bounds, which it logs as a "REG INVARIANTS VIOLATION", forgets — the tnum stays — and walks
+  on), and after an
   unsigned 64-bit comparison of a value whose signed range crosses zero the kernel keeps the
   unsigned bound but drops the signed one we keep.
 """
