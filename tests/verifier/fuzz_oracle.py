@@ -256,12 +256,14 @@ class Campaign:
             out.write(f"\nprocessed-insns ratio (ours/kernel) over {len(ratios)} accepted: median "
                       f"{ratios[len(ratios) // 2][0]:.2f}, max {worst:.2f} (seed {seed}), over "
                       f"{MAX_PROCESSED_RATIO:g}x: {over}\n")
-        differing: Counter[tuple[str, str]] = Counter(
-            (normalise(c.ours.message), normalise(c.kernel.message))
-            for c in self.comparisons if c.messages_differ and c.ours is not None and c.kernel is not None)
-        out.write(f"both reject but our reason is not in the kernel's message: {sum(differing.values())}\n")
-        for (ours, kernel), count in differing.most_common(MESSAGE_GROUPS):
-            out.write(f"  x{count}\n    ours:   {ours}\n    kernel: {kernel}\n")
+        differing: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for c in self.comparisons:
+            if c.messages_differ and c.ours is not None and c.kernel is not None:
+                differing[(normalise(c.ours.message), normalise(c.kernel.message))].append(c.program.seed)
+        out.write(f"both reject but our reason is not in the kernel's message: "
+                  f"{sum(map(len, differing.values()))}\n")
+        for (ours, kernel), seeds in sorted(differing.items(), key=lambda item: -len(item[1]))[:MESSAGE_GROUPS]:
+            out.write(f"  x{len(seeds)}  seeds {seeds[:4]}\n    ours:   {ours}\n    kernel: {kernel}\n")
 
 
 def run_campaign(seeds: Sequence[int], *, progress: TextIO | None = None,
