@@ -86,6 +86,7 @@ class HistEntry:
     linked: tuple[tuple[str, int, int], ...] = ()
     crossing: bool = False
     frames: int = 0
+    subprog: bool = False  # a crossing into or out of a static subprogram (not a callback)
 
 
 @dataclass(slots=True, eq=False)  # identity: checkpoints are looked up among others by ``is``
@@ -228,12 +229,15 @@ def history_entry(pc: int, insn: Instruction, state: State, prev: HistEntry | No
             return HistEntry(pc, prev, crossing=True, frames=len(state.frames))
         return HistEntry(pc, prev)
     elif type(insn) is CallLocal:
-        return HistEntry(pc, prev, crossing=True)  # enters a frame: registers are renumbered
+        # Enters a static subprogram's frame: its r1-r5 are the caller's.
+        return HistEntry(pc, prev, crossing=True, frames=len(state.frames), subprog=True)
     elif type(insn) is Exit:
-        # Leaving a subprogram or callback returns to another frame's registers (the walk
-        # follows a synchronous callback's exit only: nothing of the callee flows back).
+        # Leaving a subprogram or callback returns to another frame's registers: a static
+        # subprogram's r0 becomes the caller's, a synchronous callback's does not flow back.
         depth = len(state.frames)
-        return HistEntry(pc, prev, crossing=depth > 1, frames=depth if depth > 1 and state.frame.callback else 0)
+        if depth == 1:
+            return HistEntry(pc, prev)
+        return HistEntry(pc, prev, crossing=True, frames=depth, subprog=not state.frame.callback)
     else:
         return HistEntry(pc, prev)
     if base.type is not _STACK:
@@ -385,15 +389,25 @@ def _cross(entry: HistEntry, insn: Instruction, demand: _Demand) -> bool | None:
     if isinstance(insn, Exit):
         if depth != entry.frames - 1:
             return False
-        demand.regs.append(0)
+        r0 = 0
+        if entry.subprog:
+            # backtrack_insn's BPF_EXIT: the caller's r0 is the callee's; r1-r5 were clobbered
+            # by the return, so nothing after it can depend on them.
+            if demand.regs[-1] & _ARGS_MASK:
+                return False
+            r0 = demand.regs[-1] & 1
+            demand.regs[-1] &= ~1
+        demand.regs.append(r0)
         demand.slots.append(0)
         return True
     if depth == entry.frames:
         return None
     if depth != entry.frames + 1 or demand.regs[-1] & ~_ARGS_MASK or demand.slots[-1]:
         return False
-    demand.regs.pop()
+    args = demand.regs.pop()
     demand.slots.pop()
+    if entry.subprog:
+        demand.regs[-1] |= args  # a static subprogram's arguments are the caller's r1-r5
     return True
 
 
