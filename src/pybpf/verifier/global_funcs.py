@@ -16,7 +16,7 @@ Without BTF (raw instructions) every function is static, as in the kernel.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pybpf.btf import Btf
 from pybpf.btf.types import DeclTag, Enum, Enum64, Func, FuncLinkage, FuncProto, Int
@@ -26,7 +26,16 @@ from pybpf.platform.dynptr import DynptrType
 from pybpf.verifier import dynptr
 from pybpf.verifier.cfg import Subprog, call_target
 from pybpf.verifier.global_args import GlobalArg, GlobalArgKind, prepare_arg
-from pybpf.verifier.machine import CALLER_SAVED, Env, Frame, State, leaked_references, reject, type_name
+from pybpf.verifier.machine import (
+    CALLER_SAVED,
+    Env,
+    Frame,
+    Rejection,
+    State,
+    leaked_references,
+    reject,
+    type_name,
+)
 from pybpf.verifier.memory import check_ctx_pointer, helper_memory
 from pybpf.verifier.state import RegState, RegType, StackState
 
@@ -48,6 +57,7 @@ class GlobalFunc:
     start: int
     args: tuple[GlobalArg, ...] = ()
     error: str | None = None
+    number: int = 0  # its index among the program's functions (the kernel's func#N)
 
 
 def _arg_tags(btf: Btf, func_id: int) -> dict[int, set[str]]:
@@ -89,12 +99,12 @@ def global_funcs_of(btf: Btf, func_info: tuple[tuple[int, int], ...], prog: Prog
     a program of type ``prog`` (its context type and ``attach_type`` decide which arguments are
     the context); the main program (pc 0) is an entry point already and never one of them."""
     found: dict[int, GlobalFunc] = {}
-    for pc, type_id in func_info:
+    for number, (pc, type_id) in enumerate(func_info):  # one record per function, in pc order
         if pc == 0:
             continue
         func = btf[type_id]
         if isinstance(func, Func) and func.linkage is FuncLinkage.GLOBAL:
-            found[pc] = _prepare(btf, type_id, func, pc, prog=prog, attach_type=attach_type)
+            found[pc] = replace(_prepare(btf, type_id, func, pc, prog=prog, attach_type=attach_type), number=number)
     return found
 
 
@@ -128,11 +138,24 @@ def changes_packet_data(insns: Sequence[LabeledInsn], subprogs: Sequence[Subprog
 def call_global(env: Env, state: State, func: GlobalFunc) -> None:
     """``call`` into a global function: check r1-r5 against its prototype; r0 comes back an
     unknown scalar and nothing else of the callee is seen."""
-    if func.error is not None:
-        # The kernel logs the reason, then "Caller passes invalid args into func#N".
-        raise reject(func.error)
     if state.lock is not None:
         raise reject("global function calls are not allowed while holding a lock,\nuse static function instead")
+    try:
+        if func.error is not None:
+            raise reject(func.error)
+        _check_args(env, state, func)
+    except Rejection as error:
+        # check_func_call logs why, then names the function.
+        raise reject(f"{error.reason}\nCaller passes invalid args into func#{func.number} ('{func.name}')") from None
+    env.called_globals.add(func.start)
+    regs = state.regs
+    for number in CALLER_SAVED:
+        regs[number] = RegState.not_init()
+    regs[0] = RegState.scalar()
+
+
+def _check_args(env: Env, state: State, func: GlobalFunc) -> None:
+    """``btf_check_func_arg_match``: r1-r5 against the prototype's argument kinds."""
     regs = state.regs
     for index, arg in enumerate(func.args):
         regno = index + 1
@@ -161,10 +184,6 @@ def call_global(env: Env, state: State, func: GlobalFunc) -> None:
             dynptr.check_arg(env, state, regno, reg, _DYNPTR_ARG, pc=-1)
         else:
             _check_memory(env, state, index, reg, arg)
-    env.called_globals.add(func.start)
-    for number in CALLER_SAVED:
-        regs[number] = RegState.not_init()
-    regs[0] = RegState.scalar()
 
 
 def demanded_by_call(func: GlobalFunc, state: State) -> int:
@@ -202,7 +221,8 @@ def _check_memory(env: Env, state: State, index: int, reg: RegState, arg: Global
     if pointer.type not in _SIZED_MEMORY:
         # Not the context either (its real size is not the uapi struct's), nor memory whose
         # size only BTF would tell: the callee may touch all mem_size bytes.
-        raise reject(f"R{regno} type={type_name(reg)} expected=fp, pkt, pkt_meta, map_key, map_value, mem")
+        # check_helper_mem_access names only the stack as what it expected.
+        raise reject(f"R{regno} type={type_name(reg)} expected=fp")
     helper_memory(env, state, regno, pointer, arg.mem_size, write=False)
     helper_memory(env, state, regno, pointer, arg.mem_size, write=True)
     if reg.maybe_null and not arg.maybe_null:
