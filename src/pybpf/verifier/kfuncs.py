@@ -250,25 +250,36 @@ def _memory_arg(env: Env, state: State, proto: KfuncProto, index: int, reg: RegS
     """A pointer to memory, sized by the next argument (``__sz``/``__szk``) or by the parameter's type."""
     regno = index + 1
     arg = proto.args[index]
-    if arg.nullable and reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0:
-        return
-    if reg.type not in _MEM_TYPES or reg.maybe_null:
-        raise reject(f"arg#{index} expected pointer to memory, but got {type_name(reg)}")
+    null = arg.nullable and reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0
     size_arg = proto.args[index + 1] if index + 1 < len(proto.args) else None
     if size_arg is None or size_arg.kind not in (KfuncArgKind.MEM_SIZE, KfuncArgKind.CONST_MEM_SIZE):
+        if null:
+            return
+        if reg.type not in _MEM_TYPES or reg.maybe_null:
+            raise reject(f"arg#{index} expected pointer to memory, but got {type_name(reg)}")
         helper_memory(env, state, regno, reg, arg.size, write=not arg.readonly)
         return
+    # check_kfunc_args' KF_ARG_PTR_TO_MEM_SIZE: the memory and its size first (unless an
+    # optional buffer is NULL), then a constant size (__szk) must be known, even for NULL.
     size_reg = state.regs[regno + 1]
-    if size_reg.type is not RegType.SCALAR_VALUE:
-        raise reject(f"R{regno + 1} is not a scalar")
     value = size_reg.var_off
-    if size_arg.kind is KfuncArgKind.CONST_MEM_SIZE and not value.is_const():
+    if not null:
+        if reg.type not in _MEM_TYPES or reg.maybe_null:
+            raise reject(f"arg#{index} expected pointer to memory, but got {type_name(reg)}")
+        try:
+            if size_reg.type is not RegType.SCALAR_VALUE:
+                raise reject(f"R{regno + 1} is not a scalar")
+            if value.smin < 0:
+                raise reject(f"R{regno + 1} min value is negative, either use unsigned or 'var &= const'")
+            if value.umax >= BPF_MAX_VAR_SIZ:
+                raise reject(f"R{regno + 1} unbounded memory access, use 'var &= const' or 'if (var < const)'")
+            helper_memory(env, state, regno, reg, value.umax, write=not arg.readonly, zero_ok=value.umin == 0)
+        except Rejection as error:
+            raise reject(f"{error.reason}\narg#{index} arg#{index + 1} memory, len pair leads to invalid memory "
+                         "access") from None
+    if size_arg.kind is KfuncArgKind.CONST_MEM_SIZE and (size_reg.type is not RegType.SCALAR_VALUE
+                                                         or not value.is_const()):
         raise reject(f"R{regno + 1} must be a known constant")
-    if value.smin < 0:
-        raise reject(f"R{regno + 1} min value is negative, either use unsigned or 'var &= const'")
-    if value.umax >= BPF_MAX_VAR_SIZ:
-        raise reject(f"R{regno + 1} unbounded memory access, use 'var &= const' or 'if (var < const)'")
-    helper_memory(env, state, regno, reg, value.umax, write=not arg.readonly, zero_ok=value.umin == 0)
 
 
 def _release(state: State, ref_id: int, privileged: bool) -> None:

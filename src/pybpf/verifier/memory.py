@@ -499,10 +499,10 @@ def _stack_read(env: Env, frame: Frame, start: int, size: int, sign_extend: bool
 _OPAQUE_BYTES = frozenset({SlotByte.STACK_DYNPTR, SlotByte.STACK_ITER, SlotByte.STACK_IRQ_FLAG})
 
 
-def _refuse_special_read(frame: Frame, start: int, end: int, where: str, size: int, *, indirect: str = "") -> None:
+def _refuse_special_read(frame: Frame, start: int, end: int, where: str, size: int) -> None:
     for at in range(start, end):
         if _byte_tag(frame, at) in _OPAQUE_BYTES:
-            raise reject(f"invalid {indirect}read from stack {where}+{at - start} size {size}")
+            raise reject(f"invalid read from stack {where}+{at - start} size {size}")
 
 
 def _byte_tag(frame: Frame, at: int) -> SlotByte:
@@ -526,12 +526,15 @@ def helper_memory(env: Env, state: State, regno: int, reg: RegState, size: int, 
                 dynptr.refuse_helper_write(frame, regno, low, high + size)
                 mark_stack_bytes(frame, low, high + size, SlotByte.STACK_MISC)
                 return
-            _refuse_special_read(frame, low, high + size, f"R{regno} off {low}", size, indirect="indirect ")
+            # check_stack_range_initialized (6.18 no longer says "indirect"): a variable offset
+            # is named by its tnum.
+            where = f"R{regno} off {low}" if reg.var_off.is_const() else f"R{regno} var_off {tnum_text(reg.var_off)}"
+            _refuse_special_read(frame, low, high + size, where, size)
             if not env.options.privileged:
                 for at in range(low, high + size):
                     slot_index, position = _slot_and_byte(at)
                     if frame.stack.slot(slot_index).slot_type[position] is SlotByte.STACK_INVALID:
-                        raise reject(f"invalid indirect read from stack R{regno} off {low}+{at - low} size {size}")
+                        raise reject(f"invalid read from stack {where}+{at - low} size {size}")
         case RegType.PTR_TO_PACKET | RegType.PTR_TO_PACKET_META:
             if write and env.options.prog_type.packet_access is not PacketAccess.READ_WRITE:
                 raise reject("cannot write into packet")
