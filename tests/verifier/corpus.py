@@ -42,6 +42,7 @@ the same case with real BTF and we read the same types back:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -64,7 +65,7 @@ from pybpf.btf.types import (
     Struct,
 )
 from pybpf.isa.insn import LabeledInsn
-from pybpf.platform import BpfMapFlag, BpfMapType, BpfProgType, prog_type_spec
+from pybpf.platform import BpfMapFlag, BpfMapType, BpfProgType, kfunc_by_name, prog_type_spec
 from pybpf.verifier import MapInfo, VerifierReport, verify
 from pybpf.verifier.global_funcs import global_funcs_of
 
@@ -238,8 +239,25 @@ def _map(text: str) -> MapInfo:
     return MapInfo(BpfMapType[parts[0].upper()], int(parts[1]), int(parts[2]), int(parts[3]), int(flags))
 
 
+_KFUNC_NAME = re.compile(r"\bcall kfunc ([A-Za-z_]\w*)")
+
+
+def resolve_kfunc_names(asm: str) -> str:
+    """``call kfunc bpf_iter_num_new`` -> ``call kfunc <pybpf's id>``: cases name kfuncs, because
+    the ids follow the kfunc table's order and change as it grows."""
+
+    def number(match: re.Match[str]) -> str:
+        proto = kfunc_by_name(match[1])
+        if proto is None:
+            raise ValueError(f"unknown kfunc {match[1]!r}")
+        return f"call kfunc {proto.id}"
+
+    return _KFUNC_NAME.sub(number, asm)
+
+
 def _parse_block(file: str, block: str) -> CorpusCase:
     header, _, asm = block.partition("\n---\n")
+    asm = resolve_kfunc_names(asm)
     lines = header.strip().splitlines()
     name = lines[0].strip()
     fields: dict[str, str] = {}

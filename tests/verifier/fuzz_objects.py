@@ -18,11 +18,11 @@ DYNPTR_READ, DYNPTR_WRITE, DYNPTR_DATA = 201, 202, 203
 
 
 def kfunc(b: Builder, name: str) -> None:
-    """``call kfunc`` with pybpf's id for ``name`` (the oracle resolves it by name for the kernel)."""
-    proto = kfunc_by_name(name)
-    if proto is None:
+    """``call kfunc NAME``, as the corpus writes it (:func:`.corpus.resolve_kfunc_names` turns it
+    into pybpf's id; the kernel loader resolves it by name in the kernel's BTF)."""
+    if kfunc_by_name(name) is None:
         raise ValueError(f"pybpf has no kfunc {name!r}")
-    b.emit(f"call kfunc {proto.id}")
+    b.emit(f"call kfunc {name}")
 
 
 def _fp(b: Builder, reg: str, offset: int) -> None:

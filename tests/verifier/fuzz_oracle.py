@@ -35,7 +35,7 @@ from pybpf.errors import PybpfError
 from pybpf.isa.insn import LabeledInsn
 from pybpf.kernel.logbuf import summarize_log
 
-from .corpus import CorpusCase, verify_case, with_btf
+from .corpus import CorpusCase, resolve_kfunc_names, verify_case, with_btf
 from .fuzz_gen import FuzzProgram, generate
 from .kernel_load import kernel_load
 
@@ -93,11 +93,12 @@ class Comparison:
 
 def as_case(program: FuzzProgram) -> CorpusCase:
     """The program as the corpus would read it: maps with their value BTF, func_info when asked."""
-    maps, btf = with_btf(program.maps, program.value_btf, program.func_info, program.asm,
+    asm = resolve_kfunc_names(program.asm)
+    maps, btf = with_btf(program.maps, program.value_btf, program.func_info, asm,
                          global_funcs=program.global_funcs, prog_type=program.prog_type)
     return CorpusCase(name=f"fuzz-{program.seed}", file="fuzz.txt", prog_type=program.prog_type, maps=maps,
                       license="GPL", expected=None, kernel_differs=None, kernel_message_differs=None,
-                      asm=program.asm, btf=btf)
+                      asm=asm, btf=btf)
 
 
 def our_verdict(case: CorpusCase) -> Verdict:
@@ -126,7 +127,7 @@ def compare(program: FuzzProgram, *, timeout: float = DEFAULT_TIMEOUT) -> Compar
     """Both verdicts for ``program``; our verifier gets ``timeout`` seconds (the kernel's own
     budget is 1M processed instructions, a few seconds at most)."""
     try:
-        insns = assemble(program.asm, Syntax.LLVM)
+        insns = assemble(resolve_kfunc_names(program.asm), Syntax.LLVM)
     except PybpfError:
         return Comparison(program, Kind.INVALID, None, None)
     case = as_case(program)

@@ -11,12 +11,11 @@ from collections import Counter
 
 import pytest
 
-from pybpf.asm import Syntax, assemble
 from pybpf.kernel.probe import available
-from pybpf.verifier import verify
 
+from .corpus import verify_case
 from .fuzz_gen import FRAGMENTS, PROG_TYPES, generate
-from .fuzz_oracle import MAX_PROCESSED_RATIO, Comparison, Kind, compare, is_disagreement, shrink
+from .fuzz_oracle import MAX_PROCESSED_RATIO, Comparison, Kind, as_case, compare, is_disagreement, shrink
 
 _AVAILABLE, _REASON = available()
 needs_kernel = pytest.mark.skipif(not _AVAILABLE, reason=f"bpf() unavailable: {_REASON}")
@@ -45,10 +44,7 @@ def test_generator_is_deterministic_and_varied() -> None:
     programs = [generate(seed) for seed in SAMPLE]
     assert {p.prog_type for p in programs} == set(PROG_TYPES)
     assert {name for p in programs for name in p.fragments} == set(FRAGMENTS)
-    verdicts = Counter(
-        verify(assemble(p.asm, Syntax.LLVM), prog_type=p.prog_type, maps=list(p.maps)).accepted
-        for p in programs[:80]
-    )
+    verdicts = Counter(verify_case(as_case(p)).accepted for p in programs[:80])
     assert verdicts[True] >= 15 and verdicts[False] >= 15, verdicts
 
 
