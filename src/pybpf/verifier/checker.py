@@ -16,7 +16,7 @@ from pybpf.btf.btf import Btf
 from pybpf.btf.record import special_fields
 from pybpf.btf.types import Enum, Enum64, Func, FuncProto, Int
 from pybpf.errors import PybpfError, UnknownKfuncError, VerifierError
-from pybpf.isa.insn import LabeledInsn, LoadImm64
+from pybpf.isa.insn import LabeledInsn, LoadImm64, SourceLine
 from pybpf.obj.spec import MapSpec, ObjectSpec, ProgramSpec
 from pybpf.platform import BpfProgType, ProgTypeSpec, prog_type_spec
 from pybpf.verifier.arena import find_arena
@@ -68,6 +68,7 @@ def verify(
     test_state_freq: bool = False,
     btf: Btf | None = None,
     ctx_args: TracingArgs | None = None,
+    lines: Mapping[int, SourceLine] | None = None,
 ) -> VerifierReport:
     """Verify a program; the report says whether the kernel's rules accept it, and why not.
 
@@ -80,7 +81,9 @@ def verify(
     ``BPF_F_TEST_STATE_FREQ``, a state stored at every prune point (the kernel's selftests use it
     to test pruning without :mod:`~pybpf.verifier.states`' checkpoint spacing). ``btf``: the
     program's BTF (the struct types ``bpf_obj_new`` allocates). ``ctx_args``: a BTF tracing
-    program's context typed from its target (see :mod:`pybpf.verifier.btf_ctx`)."""
+    program's context typed from its target (see :mod:`pybpf.verifier.btf_ctx`). ``lines``: BTF
+    line-info records by pc; an instruction without a line of its own has that of the last
+    record at or before it (looked up only for a diagnostic)."""
     spec = prog_type if isinstance(prog_type, ProgTypeSpec) else prog_type_spec(int(prog_type))
     options = Options(spec, license, privileged, log_level, attach_type, sleepable, test_state_freq, ctx_args)
     table = {labeled.pc: labeled for labeled in insns}
@@ -92,12 +95,12 @@ def verify(
                   else StructureConfig.unprivileged(func_info=func_info, scalar_returns=scalar_returns))
         arena = find_arena(insns, resolver, privileged=privileged)
         check_program_maps(insns, resolver, spec.prog_type)
-        structure = check_structure(insns, config)
+        structure = check_structure(insns, config, lines=lines)
         check_program_kfuncs(insns, options)
     except VerifierError as error:
         return _rejected(error, table, 0, 0, ())
     env = Env(options, global_funcs=dict(global_funcs or {}), arena=arena, btf=btf)
-    explorer = Explorer(insns, structure, env, resolver, insn_limit)
+    explorer = Explorer(insns, structure, env, resolver, insn_limit, lines=lines or {})
     try:
         explorer.run()
         depths = check_stack_depth(insns, structure, explorer.env.stack_depth, explorer.env.async_callbacks,
@@ -150,20 +153,6 @@ def maps_of(obj: ObjectSpec) -> dict[str, MapInfo]:
     return {name: info(spec) for name, spec in obj.maps.items()}
 
 
-def _with_lines(program: ProgramSpec) -> tuple[LabeledInsn, ...]:
-    lines = {record.pc: record.source for record in program.line_info}
-    if not lines:
-        return program.instructions
-    result: list[LabeledInsn] = []
-    current = None
-    for labeled in program.instructions:
-        current = lines.get(labeled.pc, current)
-        # The constructor, not dataclasses.replace (several times slower): once per instruction.
-        result.append(labeled if labeled.line is not None or current is None
-                      else LabeledInsn(labeled.pc, labeled.insn, current))
-    return tuple(result)
-
-
 def verify_program(
     program: ProgramSpec,
     obj: ObjectSpec | None = None,
@@ -198,16 +187,17 @@ def verify_program(
 
     resolver: Callable[[int, LoadImm64], MapInfo | None] = resolve
 
-    def patched() -> list[LabeledInsn]:
+    def patched() -> Sequence[LabeledInsn]:
         # A MAP_VALUE reference's final offset lives in the spec, not in the raw instruction.
-        out = []
-        for labeled in _with_lines(program):
+        if not by_pc:
+            return program.instructions
+        out = list(program.instructions)
+        for index, labeled in enumerate(out):
             reference = by_pc.get(labeled.pc)
             insn = labeled.insn
             if reference is not None and isinstance(insn, LoadImm64):
                 insn = LoadImm64(insn.dst, 0, reference.offset, reference.src)
-                labeled = LabeledInsn(labeled.pc, insn, labeled.line)
-            out.append(labeled)
+                out[index] = LabeledInsn(labeled.pc, insn, labeled.line)
         return out
 
     chosen = prog_type if prog_type is not None else program.section_info.spec
@@ -217,7 +207,8 @@ def verify_program(
                   scalar_returns=_scalar_returns(program, obj), global_funcs=_global_funcs(program, obj, chosen),
                   sleepable=program.sleepable, test_state_freq=test_state_freq,
                   btf=obj.btf if obj is not None else None,
-                  ctx_args=tracing_ctx_args(target_btf, attach, program.attach_to) if target_btf is not None else None)
+                  ctx_args=tracing_ctx_args(target_btf, attach, program.attach_to) if target_btf is not None else None,
+                  lines={record.pc: record.source for record in program.line_info})
 
 
 def _global_funcs(program: ProgramSpec, obj: ObjectSpec | None,

@@ -18,7 +18,7 @@ against a stored state inherits that state's precise scalars.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from pybpf.isa.insn import (
     Neg,
     PacketLoad,
     Reg,
+    SourceLine,
     Store,
 )
 from pybpf.isa.opcodes import Mode, PseudoSrc
@@ -79,7 +80,7 @@ from pybpf.verifier.structure import (
     BPF_COMPLEXITY_LIMIT_INSNS,
     BPF_COMPLEXITY_LIMIT_JMP_SEQ,
     ProgramStructure,
-    source_of,
+    source_at,
 )
 
 # (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
@@ -125,6 +126,9 @@ class Explorer:
     # pc -> the value its lddw loads, once a path loaded it: the same on every path (the map
     # resolved, its checks passed) and immutable, so shared (a failing lddw is not kept).
     lddw_values: dict[int, RegState] = field(default_factory=dict)
+    # BTF line-info records by pc, for the lines of instructions without their own (read only
+    # for a diagnostic: see structure.source_at).
+    lines: Mapping[int, SourceLine] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.table = {labeled.pc: labeled for labeled in self.insns}
@@ -219,7 +223,7 @@ class Explorer:
                     self._insert_barrier(pc, error.reason, spec, parent)
                     break
                 path = tuple(state.path.decisions()) if state.path is not None else ()
-                raise Rejection(pc, error.reason, source_of(labeled), path,
+                raise Rejection(pc, error.reason, source_at(self.insns, pc, self.lines), path,
                                 recoverable=error.recoverable) from None
             if spec is not None:
                 if spec.pushes:

@@ -46,6 +46,7 @@ from pybpf.isa.insn import (
     Neg,
     PacketLoad,
     Reg,
+    SourceLine,
 )
 from pybpf.isa.opcodes import ATOMIC_FETCH, AtomicCode
 from pybpf.platform import HelperId
@@ -123,18 +124,38 @@ def written_registers(insn: Instruction) -> tuple[Reg, ...]:
             return ()
 
 
-def _fail(insns: Sequence[LabeledInsn], pc: int | None, reason: str) -> VerifierError:
-    # The instruction's line is looked up only here, when there is a verdict to explain.
-    labeled = next((labeled for labeled in insns if labeled.pc == pc), None) if pc is not None else None
-    return VerifierError(pc, reason, source_of(labeled))
+def source_at(insns: Sequence[LabeledInsn], pc: int | None,
+              lines: Mapping[int, SourceLine] | None = None) -> str | None:
+    """:func:`source_of` the instruction at ``pc``, whose line is its own, else (given the BTF
+    line-info records by pc) that of the last record at or before it: a record holds until the
+    next one. Looked up only when a diagnostic needs it (one scan of the program)."""
+    if pc is None:
+        return None
+    current = None
+    for labeled in insns:
+        if lines:
+            current = lines.get(labeled.pc, current)
+        if labeled.pc == pc:
+            return source_of(labeled if labeled.line is not None or current is None
+                             else LabeledInsn(labeled.pc, labeled.insn, current))
+    return None
+
+
+def _fail(insns: Sequence[LabeledInsn], pc: int | None, reason: str,
+          lines: Mapping[int, SourceLine] | None) -> VerifierError:
+    return VerifierError(pc, reason, source_at(insns, pc, lines))
 
 
 def _is_function_end(insn: Instruction) -> bool:
     return isinstance(insn, (Exit, Goto))
 
 
-def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None = None) -> ProgramStructure:
+def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None = None, *,
+                    lines: Mapping[int, SourceLine] | None = None) -> ProgramStructure:
     """Run the pre-exploration checks on a decoded program; raise VerifierError on the first failure.
+
+    ``lines``: BTF line-info records by pc, for the lines of instructions without their own
+    (see :func:`source_at`).
 
     ``insns`` are in pc order, as decoded. This runs for every program verified: it makes one
     pass to find the functions, one per-function pass that checks jumps and function ends and
@@ -166,34 +187,34 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
                                       "and CAP_SYS_ADMIN")
         if target is not None:
             if not 0 <= target < total:
-                raise _fail(insns, pc, "call to invalid destination")
+                raise _fail(insns, pc, "call to invalid destination", lines)
             starts.add(target)
     functions = subprogs(sorted(starts), total)
 
-    abnormal, fp_write, callx = _check_subprogs(insns, functions)
+    abnormal, fp_write, callx = _check_subprogs(insns, functions, lines)
     if not config.func_info and abnormal:
         # Without BTF, a subprogram may neither tail call nor use LD_ABS/LD_IND (both can
         # leave it abnormally, and only BTF says the function returns an int). No pc named.
         raise VerifierError(None, _ABNORMAL_WITHOUT_BTF[abnormal[0][1]])
     if callx is not None:
         # Call by register is in the ISA (RFC 9669) but no kernel verifier accepts it.
-        raise _fail(insns, callx, f"unknown opcode {CALLX_OPCODE:02x}")
+        raise _fail(insns, callx, f"unknown opcode {CALLX_OPCODE:02x}", lines)
     cfg = walk_slots(at)
     if cfg.first_out_of_range is not None:
         edge = cfg.first_out_of_range
-        raise _fail(insns, edge.source, f"jump out of range from insn {edge.source} to {edge.target}")
+        raise _fail(insns, edge.source, f"jump out of range from insn {edge.source} to {edge.target}", lines)
     if cfg.back_edges and not config.allow_back_edges:
         source, target = cfg.back_edges[0]
-        raise _fail(insns, source, f"back-edge from insn {source} to {target}")
+        raise _fail(insns, source, f"back-edge from insn {source} to {target}", lines)
     visited = cfg.visited
     # The walk enters only instructions and lddws' second slots: when it entered as many
     # slots as there are instructions and none of those second slots, it reached them all.
     if len(cfg.order) != len(insns) or any(pc + 1 in visited for pc in lddws):
         for labeled in insns:
             if labeled.pc not in visited:
-                raise _fail(insns, labeled.pc, f"unreachable insn {labeled.pc}")
+                raise _fail(insns, labeled.pc, f"unreachable insn {labeled.pc}", lines)
             if isinstance(labeled.insn, LoadImm64) and labeled.pc + 1 in visited:
-                raise _fail(insns, labeled.pc, f"jump into the middle of ldimm64 insn {labeled.pc}")
+                raise _fail(insns, labeled.pc, f"jump into the middle of ldimm64 insn {labeled.pc}", lines)
 
     if config.func_info and config.scalar_returns is not None:
         # check_btf_func: a subprogram that tail calls or uses LD_ABS may leave with that
@@ -202,7 +223,7 @@ def check_structure(insns: Sequence[LabeledInsn], config: StructureConfig | None
             if start not in config.scalar_returns:
                 raise VerifierError(None, _ABNORMAL_NOT_INT[reason])
     if fp_write is not None:
-        raise _fail(insns, fp_write, "frame pointer is read only")
+        raise _fail(insns, fp_write, "frame pointer is read only", lines)
     return ProgramStructure(total, functions, cfg.back_edges)
 
 
@@ -216,8 +237,8 @@ _ABNORMAL_NOT_INT = ("LD_ABS is only allowed in functions that return 'int'.",
 _TAIL_CALL_HELPER = HelperId.TAIL_CALL
 
 
-def _check_subprogs(insns: Sequence[LabeledInsn],
-                    functions: Sequence[Subprog]) -> tuple[list[tuple[int, int]], int | None, int | None]:
+def _check_subprogs(insns: Sequence[LabeledInsn], functions: Sequence[Subprog],
+                    lines: Mapping[int, SourceLine] | None) -> tuple[list[tuple[int, int]], int | None, int | None]:
     """Jumps stay inside their function, and no function falls through into the next one.
 
     Returns what the later checks need from the same pass: per subprogram after the first (by
@@ -246,7 +267,7 @@ def _check_subprogs(insns: Sequence[LabeledInsn],
         if role == _BRANCH:
             target = pc + 1 + insn.off
             if not start <= target < end:
-                raise _fail(insns, pc, f"jump out of range from insn {pc} to {target}")
+                raise _fail(insns, pc, f"jump out of range from insn {pc} to {target}", lines)
         elif role == _WRITES_DST:
             # written_registers is (dst,) for these: r10 as dst is the only frame pointer write.
             if insn.dst == _R10 and fp_write is None:
@@ -268,7 +289,7 @@ def _check_subprogs(insns: Sequence[LabeledInsn],
         # one's entry) fails too.
         last_slot = pc + 1 if role == _LDDW else pc
         if last_slot >= end - 1 and (last_slot >= end or not _is_function_end(insn)):
-            raise _fail(insns, pc, "last insn is not an exit or jmp")
+            raise _fail(insns, pc, "last insn is not an exit or jmp", lines)
     if packet_load or tail_call:
         abnormal.append((start, _LD_ABS if packet_load else _TAIL_CALL))
     return abnormal, fp_write, callx
