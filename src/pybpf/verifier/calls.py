@@ -51,19 +51,75 @@ from pybpf.verifier.scalar import to_s64
 from pybpf.verifier.state import BPF_REG_SIZE, PTR_TRUSTED, RegState, RegType, SlotByte, StackState
 from pybpf.verifier.transfer import read_reg
 
-_KEY_TYPES = (RegType.PTR_TO_STACK, RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META, RegType.PTR_TO_MAP_KEY,
-              RegType.PTR_TO_MAP_VALUE)
+# (Enum members read through their class are slow on Python 3.11: see pybpf.verifier.state.)
+_ARG_ANYTHING = ArgType.ANYTHING
+_ARG_CONST_ALLOC_SIZE_OR_ZERO = ArgType.CONST_ALLOC_SIZE_OR_ZERO
+_ARG_CONST_MAP_PTR = ArgType.CONST_MAP_PTR
+_ARG_CONST_SIZE = ArgType.CONST_SIZE
+_ARG_CONST_SIZE_OR_ZERO = ArgType.CONST_SIZE_OR_ZERO
+_ARG_DONTCARE = ArgType.DONTCARE
+_ARG_KPTR_XCHG_DEST = ArgType.KPTR_XCHG_DEST
+_ARG_PTR_TO_BTF_ID = ArgType.PTR_TO_BTF_ID
+_ARG_PTR_TO_BTF_ID_SOCK_COMMON = ArgType.PTR_TO_BTF_ID_SOCK_COMMON
+_ARG_PTR_TO_CONST_STR = ArgType.PTR_TO_CONST_STR
+_ARG_PTR_TO_CTX = ArgType.PTR_TO_CTX
+_ARG_PTR_TO_DYNPTR = ArgType.PTR_TO_DYNPTR
+_ARG_PTR_TO_FIXED_SIZE_MEM = ArgType.PTR_TO_FIXED_SIZE_MEM
+_ARG_PTR_TO_FUNC = ArgType.PTR_TO_FUNC
+_ARG_PTR_TO_MAP_KEY = ArgType.PTR_TO_MAP_KEY
+_ARG_PTR_TO_MAP_VALUE = ArgType.PTR_TO_MAP_VALUE
+_ARG_PTR_TO_MEM = ArgType.PTR_TO_MEM
+_ARG_PTR_TO_RINGBUF_MEM = ArgType.PTR_TO_RINGBUF_MEM
+_ARG_PTR_TO_SOCKET = ArgType.PTR_TO_SOCKET
+_ARG_PTR_TO_SOCK_COMMON = ArgType.PTR_TO_SOCK_COMMON
+_ARG_PTR_TO_SPIN_LOCK = ArgType.PTR_TO_SPIN_LOCK
+_ARG_PTR_TO_STACK = ArgType.PTR_TO_STACK
+_ARG_PTR_TO_TIMER = ArgType.PTR_TO_TIMER
+_CONST_PTR_TO_DYNPTR = RegType.CONST_PTR_TO_DYNPTR
+_CONST_PTR_TO_MAP = RegType.CONST_PTR_TO_MAP
+_PTR_TO_BTF_ID = RegType.PTR_TO_BTF_ID
+_PTR_TO_BUF = RegType.PTR_TO_BUF
+_PTR_TO_CTX = RegType.PTR_TO_CTX
+_PTR_TO_FUNC = RegType.PTR_TO_FUNC
+_PTR_TO_MAP_KEY = RegType.PTR_TO_MAP_KEY
+_PTR_TO_MAP_VALUE = RegType.PTR_TO_MAP_VALUE
+_PTR_TO_MEM = RegType.PTR_TO_MEM
+_PTR_TO_PACKET = RegType.PTR_TO_PACKET
+_PTR_TO_PACKET_META = RegType.PTR_TO_PACKET_META
+_PTR_TO_SOCKET = RegType.PTR_TO_SOCKET
+_PTR_TO_SOCK_COMMON = RegType.PTR_TO_SOCK_COMMON
+_PTR_TO_STACK = RegType.PTR_TO_STACK
+_PTR_TO_TCP_SOCK = RegType.PTR_TO_TCP_SOCK
+_SCALAR_VALUE = RegType.SCALAR_VALUE
+_HELPER_DYNPTR_FROM_MEM = HelperId.DYNPTR_FROM_MEM
+_HELPER_DYNPTR_WRITE = HelperId.DYNPTR_WRITE
+_HELPER_FIND_VMA = HelperId.FIND_VMA
+_HELPER_LOOP = HelperId.LOOP
+_HELPER_MAP_DELETE_ELEM = HelperId.MAP_DELETE_ELEM
+_HELPER_MAP_LOOKUP_ELEM = HelperId.MAP_LOOKUP_ELEM
+_HELPER_MAP_POP_ELEM = HelperId.MAP_POP_ELEM
+_HELPER_MAP_PUSH_ELEM = HelperId.MAP_PUSH_ELEM
+_HELPER_MAP_UPDATE_ELEM = HelperId.MAP_UPDATE_ELEM
+_HELPER_SPIN_LOCK = HelperId.SPIN_LOCK
+_HELPER_SPIN_UNLOCK = HelperId.SPIN_UNLOCK
+_HELPER_TAIL_CALL = HelperId.TAIL_CALL
+_HELPER_TIMER_INIT = HelperId.TIMER_INIT
+_HELPER_TIMER_SET_CALLBACK = HelperId.TIMER_SET_CALLBACK
+_HELPER_USER_RINGBUF_DRAIN = HelperId.USER_RINGBUF_DRAIN
+
+_KEY_TYPES = (_PTR_TO_STACK, _PTR_TO_PACKET, _PTR_TO_PACKET_META, _PTR_TO_MAP_KEY,
+              _PTR_TO_MAP_VALUE)
 _KEY_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value"
-_MEM_TYPES = (*_KEY_TYPES, RegType.PTR_TO_MEM, RegType.PTR_TO_BUF)
+_MEM_TYPES = (*_KEY_TYPES, _PTR_TO_MEM, _PTR_TO_BUF)
 _MEM_EXPECTED = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"  # as 6.18 prints it
-_PACKET_TYPES = (RegType.PTR_TO_PACKET, RegType.PTR_TO_PACKET_META)
+_PACKET_TYPES = (_PTR_TO_PACKET, _PTR_TO_PACKET_META)
 _TIMER_MAP_TYPES = (BpfMapType.ARRAY, BpfMapType.HASH, BpfMapType.LRU_HASH)
 # Lookups with a known in-range key cannot fail in these (can_elide_value_nullness).
 _ELIDE_NULL = frozenset({BpfMapType.ARRAY, BpfMapType.PERCPU_ARRAY})
 # Helpers that change a map's contents: refused on maps read-only to programs (BPF_F_RDONLY_PROG,
 # which libbpf gives .rodata too).
-_MAP_WRITERS = frozenset({HelperId.MAP_UPDATE_ELEM, HelperId.MAP_DELETE_ELEM, HelperId.MAP_PUSH_ELEM,
-                          HelperId.MAP_POP_ELEM})
+_MAP_WRITERS = frozenset({_HELPER_MAP_UPDATE_ELEM, _HELPER_MAP_DELETE_ELEM, _HELPER_MAP_PUSH_ELEM,
+                          _HELPER_MAP_POP_ELEM})
 
 
 @dataclass(slots=True)
@@ -95,7 +151,7 @@ def new_frame(state: State, callsite: int, start: int, args: dict[int, RegState]
     regs = [RegState.not_init() for _ in range(11)]
     for number, value in args.items():
         regs[number] = value
-    regs[10] = RegState.pointer(RegType.PTR_TO_STACK, frameno=frameno)
+    regs[10] = RegState.pointer(_PTR_TO_STACK, frameno=frameno)
     return Frame(regs, StackState(), callsite, start, frameno, callback)
 
 
@@ -115,12 +171,12 @@ def return_from_callee(state: State) -> int:
     # A subprogram may return nothing (void): r0 goes back as it is, checked when the caller reads it.
     r0 = state.regs[0]
     if callee.callback:
-        if r0.type is not RegType.SCALAR_VALUE:
+        if r0.type is not _SCALAR_VALUE:
             raise reject("R0 not a scalar value")
         _check_range(r0, callbacks.SYNC_RETURN_RANGE, "At callback return")
         state.frames.pop()
         return callee.callsite
-    if r0.type is RegType.PTR_TO_STACK and r0.frameno == callee.frameno:
+    if r0.type is _PTR_TO_STACK and r0.frameno == callee.frameno:
         raise reject("cannot return stack pointer to the caller")
     state.frames.pop()
     caller = state.frames[-1]
@@ -152,7 +208,7 @@ def check_return(state: State, value_range: tuple[int, int] | None, *, privilege
 
 
 def _check_range(r0: RegState, value_range: tuple[int, int], where: str) -> None:
-    if r0.type is not RegType.SCALAR_VALUE:
+    if r0.type is not _SCALAR_VALUE:
         raise reject(f"{where} the register R0 is not a known value ({type_name(r0)})")
     low, high = value_range
     value = r0.var_off
@@ -183,7 +239,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
         raise reject(f"program of this type cannot use helper {name}#{insn.helper}")
     if proto.gpl_only and not env.options.gpl:
         raise reject("cannot call GPL-restricted function from non-GPL compatible program")
-    if state.lock is not None and insn.helper != HelperId.SPIN_UNLOCK:
+    if state.lock is not None and insn.helper != _HELPER_SPIN_UNLOCK:
         raise reject("function calls are not allowed while holding a lock")
     if proto.might_sleep and state.rcu_lock:
         raise reject(f"sleepable helper {name}#{insn.helper} in rcu_read_lock region")
@@ -192,7 +248,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
     meta = _Meta(pc=pc, pkt_access=proto.pkt_access)
     for index, arg in enumerate(proto.args[:5]):
         _check_arg(env, state, index + 1, arg, meta)  # the missing ones are DONTCARE: no check
-    if meta.map is not None and insn.helper == HelperId.TAIL_CALL and meta.map.type != BpfMapType.PROG_ARRAY:
+    if meta.map is not None and insn.helper == _HELPER_TAIL_CALL and meta.map.type != BpfMapType.PROG_ARRAY:
         raise reject("expected prog array map for tail call")  # record_func_map
     if meta.map is not None and meta.map.readonly and insn.helper in _MAP_WRITERS:
         # record_func_map: a map read-only to programs cannot be changed through helpers either.
@@ -202,15 +258,15 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
             compatible = map_type_spec(meta.map.type).helper_allowed(insn.helper)
         except NotSupportedError:
             compatible = True
-        if insn.helper == HelperId.TIMER_INIT:
+        if insn.helper == _HELPER_TIMER_INIT:
             # No map-type rule in check_map_func_compatibility: any map whose value can hold a
             # bpf_timer (its BTF, not checked here) will do.
             compatible = meta.map.type in _TIMER_MAP_TYPES
         if not compatible:
             raise reject(f"cannot pass map_type {int(meta.map.type)} into func {name}#{insn.helper}")
-    if insn.helper == HelperId.TAIL_CALL and state.refs:
+    if insn.helper == _HELPER_TAIL_CALL and state.refs:
         raise reject("tail_call would lead to reference leak")
-    if insn.helper == HelperId.TAIL_CALL and not env.options.privileged and meta.map_reg is not None:
+    if insn.helper == _HELPER_TAIL_CALL and not env.options.privileged and meta.map_reg is not None:
         # Unprivileged tail calls get an index mask for one prog array (Spectre v1): a call
         # site reached with different arrays on different paths cannot have one.
         first = env.tail_call_maps.setdefault(pc, meta.map_reg.map_uid)
@@ -218,7 +274,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
             raise reject("tail_call abusing map_ptr")
     if meta.lock is not None:
         _spin_lock(state, insn.helper, meta.lock, env.options.privileged)
-    if insn.helper == HelperId.DYNPTR_FROM_MEM and state.regs[1].type is not RegType.PTR_TO_MAP_VALUE:
+    if insn.helper == _HELPER_DYNPTR_FROM_MEM and state.regs[1].type is not _PTR_TO_MAP_VALUE:
         raise reject(f"Unsupported reg type {type_name(state.regs[1])} for bpf_dynptr_from_mem data")
     callback = _callback_entry(env, state, pc, insn.helper, meta)
     if meta.release_dynptr is not None:
@@ -230,7 +286,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
         regs[number] = unusable
     regs[0] = _return_value(env, state, pc, proto, meta)
     # A write through an skb dynptr may move the packet (bpf_dynptr_write's changes_data).
-    if proto.changes_pkt_data or (insn.helper == HelperId.DYNPTR_WRITE and meta.dynptr is not None
+    if proto.changes_pkt_data or (insn.helper == _HELPER_DYNPTR_WRITE and meta.dynptr is not None
                                   and meta.dynptr.type is DynptrType.SKB):
         invalidate_packet_pointers(state)
     return callback
@@ -239,7 +295,7 @@ def helper_call(env: Env, state: State, pc: int, insn: Call) -> CallbackEntry | 
 def _spin_lock(state: State, helper: int, lock: tuple[int | None, int], privileged: bool) -> None:
     """``process_spin_lock``: one lock at a time, unlocked by the same lock (which ends the
     non-owning references to objects in the graphs it protected)."""
-    if helper == HelperId.SPIN_LOCK:
+    if helper == _HELPER_SPIN_LOCK:
         if state.lock is not None:
             raise reject("Locking two bpf_spin_locks are not allowed")
         state.lock = lock
@@ -268,7 +324,7 @@ def constant_map_key(state: State, key: RegState, key_size: int) -> tuple[int | 
     known — zero bytes from the key's first byte on, or a scalar spill of exactly the key's size
     holding a constant — and the (frame, slot) of that spill, whose value the verdict then
     relies on (it must be marked precise)."""
-    if key.type is not RegType.PTR_TO_STACK or not key.var_off.is_const():
+    if key.type is not _PTR_TO_STACK or not key.var_off.is_const():
         return None, None
     at = key.off + to_s64(key.var_off.const_value() or 0)
     if at >= 0:
@@ -296,7 +352,7 @@ def lookup_key_slot(env: Env, state: State) -> tuple[int, int] | None:
     """Before a ``bpf_map_lookup_elem``: the (frame, slot) of a spilled constant key whose value
     decides whether the result may be NULL (None when there is none)."""
     map_reg, key = state.regs[1], state.regs[2]
-    if not env.options.privileged or map_reg.type is not RegType.CONST_PTR_TO_MAP:
+    if not env.options.privileged or map_reg.type is not _CONST_PTR_TO_MAP:
         return None
     if map_reg.map_uid is None or not 0 <= map_reg.map_uid < len(env.maps):
         return None
@@ -307,127 +363,127 @@ def lookup_key_slot(env: Env, state: State) -> tuple[int, int] | None:
 
 
 def _is_null(reg: RegState) -> bool:
-    return reg.type is RegType.SCALAR_VALUE and reg.var_off.const_value() == 0
+    return reg.type is _SCALAR_VALUE and reg.var_off.const_value() == 0
 
 
 def _check_arg(env: Env, state: State, regno: int, arg: HelperArg, meta: _Meta) -> None:
-    if arg.type is ArgType.DONTCARE:
+    if arg.type is _ARG_DONTCARE:
         return
     reg = read_reg(state, regno)  # type: ignore[arg-type]
-    if reg.type in _PACKET_TYPES and not meta.pkt_access and arg.type is not ArgType.ANYTHING:
+    if reg.type in _PACKET_TYPES and not meta.pkt_access and arg.type is not _ARG_ANYTHING:
         # may_access_direct_pkt_data(): only helpers declared pkt_access take packet memory.
         raise reject("helper access to the packet is not allowed")
-    if meta.kptr_field is not None and arg.type is ArgType.PTR_TO_BTF_ID:
+    if meta.kptr_field is not None and arg.type is _ARG_PTR_TO_BTF_ID:
         # bpf_kptr_xchg's new pointer: the slot's type, released into the map (NULL: nothing).
         meta.release_ref = kptrs.xchg_source(regno, reg, meta.kptr_field)
         return
-    if arg.maybe_null and _is_null(reg) and arg.type not in (ArgType.CONST_SIZE, ArgType.CONST_SIZE_OR_ZERO):
-        if arg.type is ArgType.PTR_TO_MEM:
+    if arg.maybe_null and _is_null(reg) and arg.type not in (_ARG_CONST_SIZE, _ARG_CONST_SIZE_OR_ZERO):
+        if arg.type is _ARG_PTR_TO_MEM:
             meta.null_mem = regno  # its size, the next argument, must then be zero
         return
-    match arg.type:
-        case ArgType.ANYTHING:
-            if reg.is_pointer and not env.options.privileged:
-                raise reject(f"R{regno} leaks addr into helper function")
-        case ArgType.CONST_MAP_PTR:
-            if reg.type is not RegType.CONST_PTR_TO_MAP:
-                raise _mismatch(regno, reg, "map_ptr")
-            if meta.timer_map is not None and meta.timer_map != reg.map_uid:
-                # bpf_timer_init(timer, map): the timer must live in that very map. (The kernel
-                # prints its own map_uid, which is 0 for any map but an inner one.)
-                raise reject(f"timer pointer in R1 map_uid=0 doesn't match map pointer in R{regno} map_uid=0")
-            meta.map, meta.map_reg = env.map_of(reg), reg
-        case ArgType.PTR_TO_MAP_KEY | ArgType.PTR_TO_MAP_VALUE:
-            if meta.map is None:
-                part = "key" if arg.type is ArgType.PTR_TO_MAP_KEY else "value"
-                raise reject(f"invalid map_ptr to access map->{part}")
-            if reg.type not in _KEY_TYPES or reg.maybe_null:
-                raise _mismatch(regno, reg, _KEY_EXPECTED)
-            size = meta.map.key_size if arg.type is ArgType.PTR_TO_MAP_KEY else meta.map.value_size
-            helper_memory(env, state, regno, reg, size, write=arg.uninit)
-            if arg.type is ArgType.PTR_TO_MAP_KEY and env.options.privileged and meta.map.type in _ELIDE_NULL:
-                meta.const_key = constant_map_key(state, reg, size)[0]
-        case ArgType.PTR_TO_MEM:
-            # Read-only memory only where the helper only reads (check_reg_type's MEM_RDONLY fold).
-            if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
-                raise _mismatch(regno, reg, _MEM_EXPECTED)
-            meta.mem = (regno, reg, arg.uninit or bool(arg.flags & arg.flags.WRITE))
-        case ArgType.PTR_TO_FIXED_SIZE_MEM:
-            if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
-                raise _mismatch(regno, reg, _MEM_EXPECTED)
-            helper_memory(env, state, regno, reg, arg.size or 0, write=arg.uninit)
-        case ArgType.CONST_SIZE | ArgType.CONST_SIZE_OR_ZERO:
-            _check_size(env, state, regno, reg, meta, zero_ok=arg.type is ArgType.CONST_SIZE_OR_ZERO)
-        case ArgType.CONST_ALLOC_SIZE_OR_ZERO:
-            if reg.type is not RegType.SCALAR_VALUE:
-                raise _mismatch(regno, reg, "scalar")
-            if reg.var_off.const_value() is None:
-                raise reject(f"R{regno} is not a known constant'")
-            meta.alloc_size = reg.var_off.const_value()
-        case ArgType.PTR_TO_CTX:
-            if reg.type is not RegType.PTR_TO_CTX:
-                raise _mismatch(regno, reg, "ctx")
-            check_ctx_pointer(regno, reg)
-        case ArgType.PTR_TO_FUNC:
-            if reg.type is not RegType.PTR_TO_FUNC:
-                raise _mismatch(regno, reg, "func")
-            meta.callback = reg.off
-        case ArgType.PTR_TO_STACK:
-            if reg.type is not RegType.PTR_TO_STACK:
-                raise _mismatch(regno, reg, "fp")
-            meta.callback_ctx = reg
-        case ArgType.PTR_TO_RINGBUF_MEM:
-            if reg.type is not RegType.PTR_TO_MEM or reg.maybe_null:
-                raise _mismatch(regno, reg, "ringbuf_mem")
-            if not reg.ref_obj_id:
-                raise reject(f"R{regno} must be referenced when passed to release function")
-            if reg.off or not reg.var_off.is_const() or reg.var_off.const_value():
-                raise reject(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc")
+    arg_type = arg.type  # (one identity test per kind: a match reads each member through its class)
+    if arg_type is _ARG_ANYTHING:
+        if reg.is_pointer and not env.options.privileged:
+            raise reject(f"R{regno} leaks addr into helper function")
+    elif arg_type is _ARG_CONST_MAP_PTR:
+        if reg.type is not _CONST_PTR_TO_MAP:
+            raise _mismatch(regno, reg, "map_ptr")
+        if meta.timer_map is not None and meta.timer_map != reg.map_uid:
+            # bpf_timer_init(timer, map): the timer must live in that very map. (The kernel
+            # prints its own map_uid, which is 0 for any map but an inner one.)
+            raise reject(f"timer pointer in R1 map_uid=0 doesn't match map pointer in R{regno} map_uid=0")
+        meta.map, meta.map_reg = env.map_of(reg), reg
+    elif arg_type is _ARG_PTR_TO_MAP_KEY or arg_type is _ARG_PTR_TO_MAP_VALUE:
+        if meta.map is None:
+            part = "key" if arg.type is _ARG_PTR_TO_MAP_KEY else "value"
+            raise reject(f"invalid map_ptr to access map->{part}")
+        if reg.type not in _KEY_TYPES or reg.maybe_null:
+            raise _mismatch(regno, reg, _KEY_EXPECTED)
+        size = meta.map.key_size if arg.type is _ARG_PTR_TO_MAP_KEY else meta.map.value_size
+        helper_memory(env, state, regno, reg, size, write=arg.uninit)
+        if arg.type is _ARG_PTR_TO_MAP_KEY and env.options.privileged and meta.map.type in _ELIDE_NULL:
+            meta.const_key = constant_map_key(state, reg, size)[0]
+    elif arg_type is _ARG_PTR_TO_MEM:
+        # Read-only memory only where the helper only reads (check_reg_type's MEM_RDONLY fold).
+        if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
+            raise _mismatch(regno, reg, _MEM_EXPECTED)
+        meta.mem = (regno, reg, arg.uninit or bool(arg.flags & arg.flags.WRITE))
+    elif arg_type is _ARG_PTR_TO_FIXED_SIZE_MEM:
+        if reg.type not in _MEM_TYPES or reg.maybe_null or (reg.rdonly and not arg.readonly):
+            raise _mismatch(regno, reg, _MEM_EXPECTED)
+        helper_memory(env, state, regno, reg, arg.size or 0, write=arg.uninit)
+    elif arg_type is _ARG_CONST_SIZE or arg_type is _ARG_CONST_SIZE_OR_ZERO:
+        _check_size(env, state, regno, reg, meta, zero_ok=arg.type is _ARG_CONST_SIZE_OR_ZERO)
+    elif arg_type is _ARG_CONST_ALLOC_SIZE_OR_ZERO:
+        if reg.type is not _SCALAR_VALUE:
+            raise _mismatch(regno, reg, "scalar")
+        if reg.var_off.const_value() is None:
+            raise reject(f"R{regno} is not a known constant'")
+        meta.alloc_size = reg.var_off.const_value()
+    elif arg_type is _ARG_PTR_TO_CTX:
+        if reg.type is not _PTR_TO_CTX:
+            raise _mismatch(regno, reg, "ctx")
+        check_ctx_pointer(regno, reg)
+    elif arg_type is _ARG_PTR_TO_FUNC:
+        if reg.type is not _PTR_TO_FUNC:
+            raise _mismatch(regno, reg, "func")
+        meta.callback = reg.off
+    elif arg_type is _ARG_PTR_TO_STACK:
+        if reg.type is not _PTR_TO_STACK:
+            raise _mismatch(regno, reg, "fp")
+        meta.callback_ctx = reg
+    elif arg_type is _ARG_PTR_TO_RINGBUF_MEM:
+        if reg.type is not _PTR_TO_MEM or reg.maybe_null:
+            raise _mismatch(regno, reg, "ringbuf_mem")
+        if not reg.ref_obj_id:
+            raise reject(f"R{regno} must be referenced when passed to release function")
+        if reg.off or not reg.var_off.is_const() or reg.var_off.const_value():
+            raise reject(f"R{regno} must have zero offset when passed to release func or trusted arg to kfunc")
+        meta.release_ref = reg.ref_obj_id
+    elif arg_type is _ARG_PTR_TO_SPIN_LOCK or arg_type is _ARG_PTR_TO_TIMER:
+        if reg.type is not _PTR_TO_MAP_VALUE or reg.maybe_null:
+            raise _mismatch(regno, reg, "map_value")
+        kind = FieldKind.SPIN_LOCK if arg.type is _ARG_PTR_TO_SPIN_LOCK else FieldKind.TIMER
+        _special_field_arg(env, regno, reg, kind)
+        if kind is FieldKind.SPIN_LOCK:
+            # A lock is the object the pointer came from (its id) in that map, as the
+            # kernel's lock state records it: two lookups are two locks.
+            meta.lock = (reg.map_uid, reg.id)
+        else:
+            meta.timer_map = reg.map_uid
+    elif arg_type is _ARG_PTR_TO_DYNPTR:
+        if arg.is_release:
+            if reg.type not in (_PTR_TO_STACK, _CONST_PTR_TO_DYNPTR):
+                raise _mismatch(regno, reg, "fp, dynptr_ptr")
+            dynptr.check_release_arg(state, regno, reg)
+            meta.release_dynptr = reg
+        meta.dynptr = dynptr.check_arg(env, state, regno, reg, arg, pc=meta.pc)
+    elif arg_type is _ARG_KPTR_XCHG_DEST:
+        meta.kptr_field = kptrs.xchg_destination(env, regno, reg)
+    elif arg_type is _ARG_PTR_TO_CONST_STR:
+        if reg.type is not _PTR_TO_MAP_VALUE or reg.maybe_null:
+            raise _mismatch(regno, reg, "map_value")
+        if not env.map_of(reg).readonly:
+            raise reject(f"R{regno} does not point to a readonly map'")
+    elif arg_type is _ARG_PTR_TO_BTF_ID and arg.btf_type is not None:
+        # check_reg_type: a BTF pointer to that struct (an unknown struct passes: its type is
+        # not tracked here), never NULL.
+        if reg.type is not _PTR_TO_BTF_ID or reg.maybe_null:
+            raise _mismatch(regno, reg, "ptr_, trusted_ptr_, rcu_ptr_")
+        if reg.btf_type and reg.btf_type != arg.btf_type:
+            raise reject(f"R{regno} is of type {reg.btf_type} but {arg.btf_type} is expected")
+        if arg.is_release and reg.ref_obj_id:
             meta.release_ref = reg.ref_obj_id
-        case ArgType.PTR_TO_SPIN_LOCK | ArgType.PTR_TO_TIMER:
-            if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
-                raise _mismatch(regno, reg, "map_value")
-            kind = FieldKind.SPIN_LOCK if arg.type is ArgType.PTR_TO_SPIN_LOCK else FieldKind.TIMER
-            _special_field_arg(env, regno, reg, kind)
-            if kind is FieldKind.SPIN_LOCK:
-                # A lock is the object the pointer came from (its id) in that map, as the
-                # kernel's lock state records it: two lookups are two locks.
-                meta.lock = (reg.map_uid, reg.id)
-            else:
-                meta.timer_map = reg.map_uid
-        case ArgType.PTR_TO_DYNPTR:
-            if arg.is_release:
-                if reg.type not in (RegType.PTR_TO_STACK, RegType.CONST_PTR_TO_DYNPTR):
-                    raise _mismatch(regno, reg, "fp, dynptr_ptr")
-                dynptr.check_release_arg(state, regno, reg)
-                meta.release_dynptr = reg
-            meta.dynptr = dynptr.check_arg(env, state, regno, reg, arg, pc=meta.pc)
-        case ArgType.KPTR_XCHG_DEST:
-            meta.kptr_field = kptrs.xchg_destination(env, regno, reg)
-        case ArgType.PTR_TO_CONST_STR:
-            if reg.type is not RegType.PTR_TO_MAP_VALUE or reg.maybe_null:
-                raise _mismatch(regno, reg, "map_value")
-            if not env.map_of(reg).readonly:
-                raise reject(f"R{regno} does not point to a readonly map'")
-        case ArgType.PTR_TO_BTF_ID if arg.btf_type is not None:
-            # check_reg_type: a BTF pointer to that struct (an unknown struct passes: its type is
-            # not tracked here), never NULL.
-            if reg.type is not RegType.PTR_TO_BTF_ID or reg.maybe_null:
-                raise _mismatch(regno, reg, "ptr_, trusted_ptr_, rcu_ptr_")
-            if reg.btf_type and reg.btf_type != arg.btf_type:
-                raise reject(f"R{regno} is of type {reg.btf_type} but {arg.btf_type} is expected")
-            if arg.is_release and reg.ref_obj_id:
-                meta.release_ref = reg.ref_obj_id
-        case _:
-            # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer,
-            # one that is known not to be NULL.
-            if not reg.is_pointer or reg.maybe_null:
-                expected = ("sock_common, sock, tcp_sock, xdp_sock, ptr_"
-                            if arg.type in (ArgType.PTR_TO_SOCK_COMMON, ArgType.PTR_TO_SOCKET,
-                                            ArgType.PTR_TO_BTF_ID_SOCK_COMMON) else "ptr_")
-                raise _mismatch(regno, reg, expected)
-            if arg.is_release and reg.ref_obj_id:
-                meta.release_ref = reg.ref_obj_id
+    else:
+        # Sockets, BTF objects, dynptrs: typed by BTF in the kernel; we only need a pointer,
+        # one that is known not to be NULL.
+        if not reg.is_pointer or reg.maybe_null:
+            expected = ("sock_common, sock, tcp_sock, xdp_sock, ptr_"
+                        if arg.type in (_ARG_PTR_TO_SOCK_COMMON, _ARG_PTR_TO_SOCKET,
+                                        _ARG_PTR_TO_BTF_ID_SOCK_COMMON) else "ptr_")
+            raise _mismatch(regno, reg, expected)
+        if arg.is_release and reg.ref_obj_id:
+            meta.release_ref = reg.ref_obj_id
 
 
 # is_tracing_prog_type: the program types the kernel keeps away from spin locks and timers.
@@ -488,7 +544,7 @@ def _special_field_arg(env: Env, regno: int, reg: RegState, kind: FieldKind) -> 
 
 
 def _check_size(env: Env, state: State, regno: int, reg: RegState, meta: _Meta, *, zero_ok: bool) -> None:
-    if reg.type is not RegType.SCALAR_VALUE:
+    if reg.type is not _SCALAR_VALUE:
         raise _mismatch(regno, reg, "scalar")
     value = reg.var_off
     if value.smin < 0:
@@ -514,28 +570,28 @@ def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
         return None
     context = meta.callback_ctx or RegState.const(0)
     args: dict[int, RegState]
-    if helper == HelperId.TIMER_SET_CALLBACK:
+    if helper == _HELPER_TIMER_SET_CALLBACK:
         timer = state.regs[1]
         uid = timer.map_uid
         args = {
-            1: RegState.pointer(RegType.CONST_PTR_TO_MAP, map_uid=uid),
-            2: RegState.pointer(RegType.PTR_TO_MAP_KEY, map_uid=uid),
-            3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
+            1: RegState.pointer(_CONST_PTR_TO_MAP, map_uid=uid),
+            2: RegState.pointer(_PTR_TO_MAP_KEY, map_uid=uid),
+            3: RegState.pointer(_PTR_TO_MAP_VALUE, map_uid=uid),
         }
         env.async_callbacks.add(meta.callback)
         return callbacks.enter_async(meta.callback, args)
     if not callbacks.should_iterate(state, helper):
         callbacks.after_callback(state)
         return None  # bpf_loop: nr_loops iterations already queued on this path
-    if helper == HelperId.LOOP:
+    if helper == _HELPER_LOOP:
         # callback_fn(u32 index, void *ctx); the kernel leaves the index unbounded.
         args = {1: RegState.scalar(), 2: context}
-    elif helper == HelperId.USER_RINGBUF_DRAIN:
+    elif helper == _HELPER_USER_RINGBUF_DRAIN:
         # callback_fn(const struct bpf_dynptr *sample, void *ctx): a local dynptr of the sample.
         args = {1: dynptr.const_dynptr(env, DynptrType.LOCAL), 2: context}
-    elif helper == HelperId.FIND_VMA:
+    elif helper == _HELPER_FIND_VMA:
         # callback_fn(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
-        args = {1: state.regs[1], 2: RegState.pointer(RegType.PTR_TO_BTF_ID, btf_type="vm_area_struct"),
+        args = {1: state.regs[1], 2: RegState.pointer(_PTR_TO_BTF_ID, btf_type="vm_area_struct"),
                 3: context}
     else:
         if meta.map_reg is None:
@@ -543,8 +599,8 @@ def _callback_entry(env: Env, state: State, pc: int, helper: int, meta: _Meta) -
         uid = meta.map_reg.map_uid
         args = {
             1: meta.map_reg,
-            2: RegState.pointer(RegType.PTR_TO_MAP_KEY, map_uid=uid),
-            3: RegState.pointer(RegType.PTR_TO_MAP_VALUE, map_uid=uid),
+            2: RegState.pointer(_PTR_TO_MAP_KEY, map_uid=uid),
+            3: RegState.pointer(_PTR_TO_MAP_VALUE, map_uid=uid),
             4: context,
         }
     entry = callbacks.enter_sync(state, pc, meta.callback, args)
@@ -570,7 +626,7 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         if meta.map_reg is None or meta.map is None:
             raise reject("map lookup without a map")
         # An array element at a known index exists: the kernel elides the NULL (6.14+).
-        elided = (meta.map.inner is None and proto.id == HelperId.MAP_LOOKUP_ELEM and meta.const_key is not None
+        elided = (meta.map.inner is None and proto.id == _HELPER_MAP_LOOKUP_ELEM and meta.const_key is not None
                   and 0 <= meta.const_key < meta.map.max_entries)
     maybe_null = not elided if ret is RetType.PTR_TO_MAP_VALUE_OR_NULL else ret.maybe_null
     lock_id = 0
@@ -588,19 +644,19 @@ def _return_value(env: Env, state: State, pc: int, proto: HelperProto, meta: _Me
         if meta.map.inner is not None:
             # A map-in-map lookup yields the inner map itself (or NULL).
             uid = env.add_map(meta.map.inner)
-            return RegState.pointer(RegType.CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
-        return RegState.pointer(RegType.PTR_TO_MAP_VALUE, maybe_null=maybe_null, id=new_id,
+            return RegState.pointer(_CONST_PTR_TO_MAP, maybe_null=True, id=new_id, map_uid=uid)
+        return RegState.pointer(_PTR_TO_MAP_VALUE, maybe_null=maybe_null, id=new_id,
                                 map_uid=meta.map_reg.map_uid)
     if ret is RetType.PTR_TO_MEM_OR_NULL:
-        return RegState.pointer(RegType.PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,
+        return RegState.pointer(_PTR_TO_MEM, maybe_null=True, id=new_id, ref_obj_id=ref,
                                 mem_size=meta.alloc_size or 0)
     kinds = {
-        RetType.PTR_TO_SOCKET_OR_NULL: RegType.PTR_TO_SOCKET,
-        RetType.PTR_TO_TCP_SOCK_OR_NULL: RegType.PTR_TO_TCP_SOCK,
-        RetType.PTR_TO_SOCK_COMMON_OR_NULL: RegType.PTR_TO_SOCK_COMMON,
+        RetType.PTR_TO_SOCKET_OR_NULL: _PTR_TO_SOCKET,
+        RetType.PTR_TO_TCP_SOCK_OR_NULL: _PTR_TO_TCP_SOCK,
+        RetType.PTR_TO_SOCK_COMMON_OR_NULL: _PTR_TO_SOCK_COMMON,
     }
-    kind = kinds.get(ret, RegType.PTR_TO_BTF_ID)
-    btf_type = (proto.ret_btf_type or "") if kind is RegType.PTR_TO_BTF_ID else ""
+    kind = kinds.get(ret, _PTR_TO_BTF_ID)
+    btf_type = (proto.ret_btf_type or "") if kind is _PTR_TO_BTF_ID else ""
     flags = 0
     if meta.kptr_field is not None:
         # bpf_kptr_xchg: the slot's old object, of the slot's type.
