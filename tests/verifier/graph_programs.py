@@ -224,4 +224,14 @@ static int bad_less(struct bpf_rb_node *a, const struct bpf_rb_node *b) { return
     if (!v) { bpf_obj_drop(f); return 0; }
     bpf_kptr_xchg(&v->f, f);
     return 0;""", LIST + STASH),
+    "rbtree-kfunc-in-callback": tc(r"""
+    struct tnode *t = bpf_obj_new(typeof(*t)); if (!t) return 0;
+    bpf_spin_lock(&tlock); bpf_rbtree_add(&troot, &t->rb, peek_less); bpf_spin_unlock(&tlock); return 0;""",
+        TREE + r"""
+static int peek_less(struct bpf_rb_node *a, const struct bpf_rb_node *b)
+{
+    struct bpf_rb_node *n = bpf_rbtree_first(&troot);
+    return n == a;
+}
+"""),
 }

@@ -58,6 +58,7 @@ EXPECTED: dict[str, str | None] = {
     'write-after-drop-in-tree-unlock': "R6 invalid mem access 'scalar'",
     'stash-local-kptr': None,
     'stash-local-kptr-leak': 'Unreleased reference id=4 alloc_insn=20',
+    'rbtree-kfunc-in-callback': None,
 }
 
 
