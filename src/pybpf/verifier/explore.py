@@ -60,6 +60,7 @@ from pybpf.verifier.machine import (
     Rejection,
     SpecAux,
     State,
+    leaked_references,
     reject,
     reject_fatal,
     widen_imprecise_scalars,
@@ -585,10 +586,11 @@ class Explorer:
         """Legacy LD_ABS/LD_IND: needs the skb in r6; clobbers r1-r5 like a call."""
         if self.env.options.prog_type.context.name != "__sk_buff":
             raise reject("BPF_LD_[ABS|IND] instructions not allowed for this program type")
-        if state.refs:
-            raise reject("BPF_LD_[ABS|IND] cannot be mixed with socket references")
+        # check_resource_leak: a held lock first, then every reference held, named.
         if state.lock is not None:
             raise reject("BPF_LD_[ABS|IND] cannot be used inside bpf_spin_lock-ed region")
+        if state.refs:
+            raise reject(f"{leaked_references(state)}\nBPF_LD_[ABS|IND] would lead to reference leak")
         ctx = transfer.read_reg(state, Reg.R6)
         if ctx.type is not RegType.PTR_TO_CTX:
             raise reject("at the time of BPF_LD_ABS|IND R6 != pointer to skb")
