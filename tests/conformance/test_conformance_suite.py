@@ -99,4 +99,6 @@ def test_negative_case_fails(path: Path) -> None:
         assert ", column " in outcome
     if path.name.startswith("unused-"):
         assert outcome.startswith("plugin refused:"), outcome
-        assert "reserved field" in outcome or "offset must be" in outcome, outcome
+        # unused-mov64_reg-offset: offset 1 makes the mov an addr_space_cast (Linux 6.9+), and
+        # its imm of 0 is what the decoder refuses.
+        assert any(reason in outcome for reason in ("reserved field", "offset must be", "addr_space_cast")), outcome

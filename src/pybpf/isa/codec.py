@@ -164,7 +164,8 @@ def _decode_alu(raw: RawInsn, is64: bool) -> Instruction:
             # The kernel knows two casts (check_alu_op); any other imm is reserved, with its message.
             _require(
                 raw.imm in _ADDR_SPACE_CASTS,
-                f"{what}: addr_space_cast insn can only convert between address space 1 and 0",
+                f"{what}: addr_space_cast insn can only convert between address space 1 and 0 "
+                f"(offset 1 makes this mov an addr_space_cast; its imm must be 0x1 or 0x10000, found {raw.imm:#x})",
             )
             return AddrSpaceCast(dst, _reg(raw.src, "source"), raw.imm >> 16, raw.imm & 0xFFFF)
         if raw.off == 0 or source == Source.K:
