@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
+import pybpf
 from pybpf.errors import MapKeyNotFoundError, ObjectNotFoundError, PybpfError
 from pybpf.kernel import Fd, map_keys, map_lookup, map_lookup_and_delete
 from pybpf.kernel.bpffs import private_bpffs
+from pybpf.kernel.object import KernelObject as BackendObject
 from pybpf.kernel.objects import map_info, obj_get
 from pybpf.kernel.probe import available
 from pybpf.kernel.progs import prog_test_run
@@ -216,3 +218,17 @@ class KernelPerfRing:
     def close(self) -> None:
         self.ring.close()
         os.close(self.fd)
+
+
+def loaded_in_kernel(path: Path) -> Iterator[BackendObject]:
+    """A fixture's body: ``path`` loaded through pybpf's kernel backend (not by bpftool, as
+    :class:`KernelObject` does; nothing attached), or a skip that says why not (no bpf(), or
+    the kernel refused the object)."""
+    ok, reason = available()
+    if not ok:
+        pytest.skip(reason or "bpf() unavailable")
+    try:
+        with pybpf.load(path, backend="kernel") as obj:
+            yield obj
+    except PybpfError as error:
+        pytest.skip(f"the kernel could not load {path.name}: {error}")

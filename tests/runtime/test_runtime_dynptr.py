@@ -13,10 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 from dynptr_maps import plain_value, records_of, results_of
-from kernel_oracle import PACKETS, PROGS
+from kernel_oracle import PACKETS, PROGS, loaded_in_kernel
 
 import pybpf
-from pybpf.errors import MapErrnoError, PybpfError
+from pybpf.errors import MapErrnoError
 from pybpf.kernel.object import KernelObject
 from pybpf.kernel.probe import available
 from pybpf.runtime.maps import UserRingBufMap
@@ -36,13 +36,7 @@ SAMPLES = [struct.pack("<Q", 1 | 5 << 32), struct.pack("<Q", 7), b"\x01\x02", st
 
 @pytest.fixture
 def kernel() -> Iterator[KernelObject]:
-    if not _KERNEL:
-        pytest.skip(_REASON or "bpf() unavailable")
-    try:
-        with pybpf.load(OBJECT, backend="kernel") as obj:
-            yield obj
-    except PybpfError as error:
-        pytest.skip(f"the kernel could not load dynptr.o: {error}")
+    yield from loaded_in_kernel(OBJECT)
 
 
 def _run_all(obj: Object | KernelObject, program: str, engine: Engine | None) -> list[tuple[int, list[int]]]:

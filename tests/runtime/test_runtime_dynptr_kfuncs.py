@@ -13,17 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 from dynptr_maps import plain_value, records_of, results_of
-from kernel_oracle import PACKETS, PROGS
+from kernel_oracle import PACKETS, PROGS, loaded_in_kernel
 
 import pybpf
-from pybpf.errors import InvalidArgumentError, PybpfError, TestRunError
+from pybpf.errors import InvalidArgumentError, TestRunError
 from pybpf.kernel.object import KernelObject
-from pybpf.kernel.probe import available
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES, Engine
 
 OBJECT = PROGS / "dynptr_kfuncs.o"
-_KERNEL, _REASON = available()
 
 
 
@@ -40,13 +38,7 @@ def _run(obj: Object | KernelObject, program: str, packet: bytes, engine: Engine
 
 @pytest.fixture
 def kernel() -> Iterator[KernelObject]:
-    if not _KERNEL:
-        pytest.skip(_REASON or "bpf() unavailable")
-    try:
-        with pybpf.load(OBJECT, backend="kernel") as obj:
-            yield obj
-    except PybpfError as error:
-        pytest.skip(f"the kernel could not load dynptr_kfuncs.o: {error}")
+    yield from loaded_in_kernel(OBJECT)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -15,18 +15,15 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from kernel_oracle import PROGS
+from kernel_oracle import PROGS, loaded_in_kernel
 
 import pybpf
-from pybpf.errors import PybpfError
 from pybpf.kernel.object import KernelObject
-from pybpf.kernel.probe import available
 from pybpf.runtime.object import Object
 from pybpf.runtime.objects import RbNode, RbTree
 from pybpf.runtime.program import ENGINES, Engine
 
 OBJECT = PROGS / "graphs.o"
-_KERNEL, _REASON = available()
 SEQUENCE = ("list_order", "keep", "keep", "keep", "tree_order", "shared", "stash_item", "stash_item", "stash_item",
             "map_list", "map_list", "map_list")
 
@@ -47,13 +44,7 @@ def _sequence(obj: Object | KernelObject, engine: Engine | None) -> Outcome:
 
 @pytest.fixture
 def kernel() -> Iterator[KernelObject]:
-    if not _KERNEL:
-        pytest.skip(_REASON or "bpf() unavailable")
-    try:
-        with pybpf.load(OBJECT, backend="kernel") as obj:
-            yield obj
-    except PybpfError as error:
-        pytest.skip(f"the kernel could not load graphs.o: {error}")
+    yield from loaded_in_kernel(OBJECT)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -15,17 +15,14 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from kernel_oracle import PROGS, possible_cpus
+from kernel_oracle import PROGS, loaded_in_kernel, possible_cpus
 
 import pybpf
-from pybpf.errors import PybpfError
 from pybpf.kernel.object import KernelObject
-from pybpf.kernel.probe import available
 from pybpf.runtime.object import Object
 from pybpf.runtime.program import ENGINES, Engine
 
 OBJECT = PROGS / "map_kptr.o"
-_KERNEL, _REASON = available()
 # (program, whether it is a syscall program: the kernel test-runs those with repeat 0 and no data)
 SEQUENCE = (("stash", True), ("inspect", True), ("stash", True), ("take", True), ("inspect", True), ("take", True),
             ("keep_task", False), ("keep_task", False))
@@ -53,13 +50,7 @@ def _sequence(obj: Object | KernelObject, engine: Engine | None) -> Outcome:
 
 @pytest.fixture
 def kernel() -> Iterator[KernelObject]:
-    if not _KERNEL:
-        pytest.skip(_REASON or "bpf() unavailable")
-    try:
-        with pybpf.load(OBJECT, backend="kernel") as obj:
-            yield obj
-    except PybpfError as error:
-        pytest.skip(f"the kernel could not load map_kptr.o: {error}")
+    yield from loaded_in_kernel(OBJECT)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
