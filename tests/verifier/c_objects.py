@@ -2,7 +2,8 @@
 
 :func:`compile_c` writes a source and compiles it as the test objects are (``-O2 -g -target bpf
 -mcpu=v3``, tests/progs on the include path); :func:`kernel_verdict` loads the object through the
-kernel backend and says whether the kernel's verifier accepted it, with its log.
+kernel backend and says whether the kernel's verifier accepted it, with its log;
+:func:`our_verdict` is pybpf's verdict on one of its programs.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def compile_c(tmp_path: Path, name: str, source: str) -> Path:
         capture_output=True,
     )
     return obj
+
+
+def our_verdict(obj: Path, program: str = "p") -> tuple[bool, str]:
+    """(whether pybpf's verifier accepts ``program`` of ``obj``, its first diagnostic's reason)."""
+    from pybpf.obj import load_spec
+    from pybpf.verifier import verify_program
+
+    spec = load_spec(obj)
+    report = verify_program(spec.programs[program], spec)
+    return report.accepted, report.diagnostics[0].reason if report.diagnostics else ""
 
 
 def kernel_verdict(obj: Path) -> tuple[bool, str]:

@@ -15,7 +15,7 @@ from pybpf.errors import UnknownKfuncError
 from pybpf.obj import load_spec
 from pybpf.verifier import verify_program
 
-from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict
+from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict, our_verdict
 
 HEADER = r"""
 #include "bpf_helpers.h"
@@ -245,12 +245,6 @@ SEC("socket") int p(struct __sk_buff *s) { int i, sum = 0; bpf_for(i, 0, 3) sum 
 """
 
 
-def _ours(path: Path) -> tuple[bool, str]:
-    spec = load_spec(path)
-    report = verify_program(spec.programs["p"], spec)
-    return report.accepted, report.diagnostics[0].reason if report.diagnostics else ""
-
-
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("kfuncs")
@@ -269,14 +263,14 @@ def test_the_table_holds_the_kernels_verdict(name: str, objects: dict[str, Path]
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_our_verdict_and_reason(name: str, objects: dict[str, Path]) -> None:
     _, expected, fragment = PROGRAMS[name]
-    accepted, reason = _ours(objects[name])
+    accepted, reason = our_verdict(objects[name])
     assert accepted == expected, reason
     assert fragment in reason
 
 
 def test_a_non_gpl_program_cannot_call_kfuncs(tmp_path: Path) -> None:
     path = compile_c(tmp_path, "non_gpl", NON_GPL)
-    accepted, reason = _ours(path)
+    accepted, reason = our_verdict(path)
     assert not accepted
     assert reason == "cannot call kernel function from non-GPL compatible program"
     if KERNEL_AVAILABLE:
@@ -340,7 +334,7 @@ def bits_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", BITS)
 def test_two_slot_iterators_against_the_kernel(name: str, bits_objects: dict[str, Path]) -> None:
     _, expected, fragment = BITS[name]
-    accepted, reason = _ours(bits_objects[name])
+    accepted, reason = our_verdict(bits_objects[name])
     assert accepted == expected, reason
     assert fragment in reason
     if KERNEL_AVAILABLE:

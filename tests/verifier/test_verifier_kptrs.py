@@ -24,7 +24,7 @@ from pybpf.errors import BtfFieldError
 from pybpf.obj import load_spec
 from pybpf.verifier import verify_program
 
-from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict
+from .c_objects import KERNEL_AVAILABLE, KERNEL_REASON, compile_c, kernel_verdict, our_verdict
 
 HEADER = r"""
 #include "bpf_kptr.h"
@@ -289,12 +289,6 @@ SEC("syscall") int p(void *ctx) {
 }
 
 
-def _ours(path: Path) -> tuple[bool, str]:
-    spec = load_spec(path)
-    report = verify_program(spec.programs["p"], spec)
-    return report.accepted, report.diagnostics[0].reason if report.diagnostics else ""
-
-
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("kptrs")
@@ -315,7 +309,7 @@ def test_the_table_holds_the_kernels_verdict(name: str, objects: dict[str, Path]
 @pytest.mark.parametrize("name", PROGRAMS)
 def test_our_verdict_and_reason(name: str, objects: dict[str, Path]) -> None:
     _, expected, fragment = PROGRAMS[name]
-    accepted, reason = _ours(objects[name])
+    accepted, reason = our_verdict(objects[name])
     assert accepted == expected, reason
     assert fragment in reason
 
@@ -563,6 +557,6 @@ def test_local_table_holds_the_kernels_verdict(name: str, local_objects: dict[st
 @pytest.mark.parametrize("name", LOCAL)
 def test_local_kptrs_as_the_kernel_checks_them(name: str, local_objects: dict[str, Path]) -> None:
     _, expected, fragment = LOCAL[name]
-    accepted, reason = _ours(local_objects[name])
+    accepted, reason = our_verdict(local_objects[name])
     assert accepted == expected, reason
     assert fragment in reason
