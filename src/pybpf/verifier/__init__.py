@@ -87,17 +87,16 @@ exploring more:
   name (a first-member walk only for the structs :data:`pybpf.platform.kfuncs.FIRST_MEMBER_STRUCTS`
   lists). A global function's ``arg:trusted``/``arg:untrusted`` struct is taken by name (the
   kernel also requires it to match vmlinux's type); ``arg:untrusted`` on a non-struct is refused.
-* Map values: the special fields are the spin lock, timer, workqueue and refcount structs,
-  kptrs (referenced, untrusted, per-CPU) and list heads / rb-tree roots (:mod:`.graphs`). A
-  root inside an allocated object (a nested graph, under a lock in that object), per-CPU
-  objects (``bpf_percpu_obj_new``) and ``bpf_res_spin_lock`` around graphs are not modelled (a
-  graph kfunc given such a root is refused); a pointer member read from an allocated object
-  yields a scalar (the kernel gives an untrusted pointer); a BTF whose ``contains:`` names a
-  missing struct fails the load (libbpf retries the map without BTF, and the program is refused
-  later). A kptr's pointee
-  is a kernel struct when :mod:`pybpf.platform.kptr_types` names it, else program-local (the
-  kernel looks the name up in vmlinux), and a program-local type's ``bpf_refcount`` does not make
-  its loads RCU pointers.
+* Map values: the special fields are the spin lock, timer, workqueue and refcount structs, kptrs
+  (referenced, untrusted, per-CPU) and list heads / rb-tree roots (:mod:`.graphs`). A root inside an
+  allocated object (a nested graph, under a lock in that object), per-CPU objects
+  (``bpf_percpu_obj_new``) and ``bpf_res_spin_lock`` around graphs are not modelled (a graph kfunc
+  given such a root is refused); a pointer member read from an allocated object yields a scalar (the
+  kernel gives an untrusted pointer); a BTF whose ``contains:`` names a missing struct fails the
+  load (libbpf retries the map without BTF, and the program is refused later). A kptr's pointee is a
+  kernel struct when :mod:`pybpf.platform.kptr_types` names it, else program-local (the kernel looks
+  the name up in vmlinux), and a program-local type's ``bpf_refcount`` does not make its loads RCU
+  pointers.
 * Arenas (:mod:`.arena`): ``scalar op= arena pointer`` makes an arena pointer for every ALU
   operation, 32- and 64-bit (what 6.18 does with the cases tried; its exact rule is inferred);
   "JIT is required to use arena" and "arena's user address must be set via map_extra or mmap()"
@@ -127,10 +126,9 @@ Found by the verdict-differential fuzzer (tests/verifier/fuzz_oracle.py) and kep
 * accepting where the kernel rejects, in rare cases where the kernel is less precise than these
   bounds (about 1 program in 10,000 of the fuzzer's; both programs are safe): a branch our bounds
   and tnum together prove impossible is pruned here while the kernel may still walk it (its
-  ``is_branch_taken`` compares ranges only; refining the dead edge then yields contradictory
-  bounds, which it logs as a "REG INVARIANTS VIOLATION", forgets — the tnum stays — and walks
-  on), and after an
-  unsigned 64-bit comparison of a value whose signed range crosses zero the kernel keeps the
+  ``is_branch_taken`` compares ranges only; refining the dead edge then yields contradictory bounds,
+  which it logs as a "REG INVARIANTS VIOLATION", forgets — the tnum stays — and walks on), and after
+  an unsigned 64-bit comparison of a value whose signed range crosses zero the kernel keeps the
   unsigned bound but drops the signed one we keep.
 """
 
