@@ -426,6 +426,15 @@ def test_prog_test_run_enospc_says_what_size_is_needed() -> None:
     assert any("data_size_out=5000" in note for note in caught.value.__notes__)
 
 
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_eperm_as_root_says_what_else_refuses_root(euid: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    message = str(error_for(BpfCmd.PROG_LOAD, errno.EPERM))
+    assert "needs CAP_BPF or root" in message
+    assert ("this process is root" in message) == (euid == 0)
+    assert "this process is root" not in str(error_for(BpfCmd.PROG_LOAD, errno.EINVAL))
+
+
 @pytest.mark.parametrize(
     ("code", "phrase"),
     [(errno.EPERM, "needs CAP_BPF or root"), (errno.ENOSYS, "no bpf() syscall"), (errno.EINVAL, "EINVAL")],

@@ -166,6 +166,11 @@ def error_for(cmd: BpfCmd, code: int, *, detail: str = "", log: str = "") -> Bpf
     if code == errno_codes.EPERM and cmd in _MAP_WRITE_COMMANDS:
         # Writing a frozen or read-only map is refused with EPERM too, even as root.
         hint = "needs CAP_BPF or root, or the map is frozen or read-only"
+    if hint and code in (errno_codes.EPERM, errno_codes.EACCES) and os.geteuid() == 0:
+        # Root is refused too by a kernel lockdown or an LSM policy, and some kernels refuse
+        # whole program types (e.g. fentry/lsm where BPF trampolines are unavailable).
+        hint += (" (this process is root: a kernel lockdown, an LSM policy or a program type this"
+                 " kernel refuses may be why)")
     if hint:
         parts.append(hint)
     if detail:
