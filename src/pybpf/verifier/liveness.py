@@ -223,7 +223,7 @@ def live_masks(insns: Sequence[LabeledInsn]) -> tuple[list[int], list[int]]:
     backward = False  # some edge goes to its own pc or an earlier one: iterate to the fixed point
     get = _FACTS.get
     # Visited last to first, a program whose edges all go forward has every successor's value
-    # final before it is read: this first pass is then the fixed point.
+    # final before it is read: the first round is then the fixed point.
     for labeled in reversed(insns):
         pc, insn = labeled.pc, labeled.insn
         kind = type(insn)
@@ -246,18 +246,8 @@ def live_masks(insns: Sequence[LabeledInsn]) -> tuple[list[int], list[int]]:
                     second = target
             else:  # exit
                 first = -1
-        if first >= 0:
-            regs_out, slots_out = regs[first], slots[first]
-            if second >= 0:
-                regs_out |= regs[second]
-                slots_out |= slots[second]
-        else:
-            regs_out = slots_out = 0
-        regs[pc] = use | (regs_out & ~define) | FP_MASK
-        slots[pc] = slot_use | (slots_out & ~slot_define)
         facts.append((pc, first, second, use, define, slot_use, slot_define))
-    changed = backward
-    while changed:
+    while True:
         changed = False
         for pc, first, second, use, define, slot_use, slot_define in facts:
             if first >= 0:
@@ -272,7 +262,8 @@ def live_masks(insns: Sequence[LabeledInsn]) -> tuple[list[int], list[int]]:
             if new_regs != regs[pc] or new_slots != slots[pc]:
                 regs[pc], slots[pc] = new_regs, new_slots
                 changed = True
-    return regs, slots
+        if not (backward and changed):
+            return regs, slots
 
 
 _FLOW_CLASSES = frozenset({Exit, Goto, Jump, MayGoto, LoadImm64})
